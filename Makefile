@@ -1,0 +1,94 @@
+# ota: secure OTA updates for MQTT device fleets.
+#   make          build build/ota-gateway and build/ota-device
+#   make test     install missing Debian packages, build with ASan+UBSan,
+#                 run unit and system tests; ends with "N passed, N failed"
+#   make demo     broker + gateway + 5 devices + one release, end to end
+CC      ?= cc
+PKGS    := libmosquitto libuv jansson libcurl openssl
+WARN    := -std=c11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
+           -Wmissing-prototypes -Wformat=2 -Wno-format-nonliteral -Wno-format-truncation
+DEFS    := -D_GNU_SOURCE
+OPT     ?= -O2 -g
+CFLAGS_ALL = $(WARN) $(DEFS) $(OPT) -I. $(shell pkg-config --cflags $(PKGS) 2>/dev/null) $(EXTRA_CFLAGS)
+LDLIBS_ALL = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -llmdb -lm $(EXTRA_LDFLAGS)
+
+# Build variant: `make` -> build/, `make VARIANT=asan` -> build/asan/
+VARIANT ?=
+ifeq ($(VARIANT),asan)
+B       := build/asan
+OPT     := -O1 -g -fno-omit-frame-pointer
+EXTRA_CFLAGS  := -fsanitize=address,undefined -fno-sanitize-recover=all
+EXTRA_LDFLAGS := -fsanitize=address,undefined
+else
+B       := build
+endif
+
+PROTO_SRC  := $(wildcard proto/*.c)
+COMMON_SRC := $(wildcard common/*.c)
+STORE_SRC  := $(wildcard store/*.c)
+GW_SRC     := $(wildcard gateway/*.c)
+DEV_SRC    := $(wildcard device-client/*.c)
+UNIT_SRC   := $(wildcard tests/unit/test_*.c)
+
+obj = $(patsubst %.c,$(B)/obj/%.o,$(1))
+LIB_OBJ := $(call obj,$(PROTO_SRC) $(COMMON_SRC) $(STORE_SRC))
+GW_OBJ  := $(call obj,$(GW_SRC))
+DEV_OBJ := $(call obj,$(DEV_SRC))
+UNIT_BIN := $(patsubst tests/unit/%.c,$(B)/tests/%,$(UNIT_SRC))
+TOOL_SRC := $(wildcard tests/tools/*.c)
+TOOL_BIN := $(patsubst tests/tools/%.c,$(B)/tools/%,$(TOOL_SRC))
+
+.PHONY: all deps test unit system demo clean format check-format
+all: $(B)/ota-gateway $(B)/ota-device
+
+$(B)/libota.a: $(LIB_OBJ)
+	@mkdir -p $(@D)
+	$(AR) rcs $@ $^
+
+$(B)/ota-gateway: $(GW_OBJ) $(B)/libota.a
+	$(CC) -o $@ $^ $(LDLIBS_ALL)
+
+$(B)/ota-device: $(DEV_OBJ) $(B)/libota.a
+	$(CC) -o $@ $^ $(LDLIBS_ALL)
+
+$(B)/obj/%.o: %.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS_ALL) -MMD -MP -c -o $@ $<
+
+$(B)/tests/%: tests/unit/%.c $(B)/libota.a
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS_ALL) -o $@ $^ $(LDLIBS_ALL) -lcmocka
+
+$(B)/tools/%: tests/tools/%.c $(B)/libota.a
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS_ALL) -o $@ $^ $(LDLIBS_ALL)
+
+-include $(shell find $(B)/obj -name '*.d' 2>/dev/null)
+
+deps:
+	@sh deploy/deps.sh
+
+# The README's test command. Builds the sanitized variant and runs it all.
+test: deps
+	@$(MAKE) --no-print-directory VARIANT=asan all-tests
+	@sh tests/run.sh build/asan
+
+all-tests: all $(UNIT_BIN) $(TOOL_BIN)
+
+unit: deps
+	@$(MAKE) --no-print-directory VARIANT=asan all-tests
+	@sh tests/run.sh build/asan unit
+
+system: deps
+	@$(MAKE) --no-print-directory VARIANT=asan all-tests
+	@sh tests/run.sh build/asan system
+
+demo: deps
+	@$(MAKE) --no-print-directory all
+	@sh deploy/demo.sh build
+
+format:
+	clang-format -i $(PROTO_SRC) $(COMMON_SRC) $(STORE_SRC) $(GW_SRC) $(DEV_SRC) */*.h
+
+clean:
+	rm -rf build

@@ -1,0 +1,376 @@
+#include "common/mq.h"
+
+#include <errno.h>
+#include <mosquitto.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+
+#define MQ_BACKOFF_MIN_MS 250
+#define MQ_BACKOFF_MAX_MS 8000
+#define MQ_MISC_MS 500
+
+struct mq_poll {
+	uv_poll_t h;
+	struct mq *mq; /* NULL once detached */
+};
+
+struct mq {
+	uv_loop_t *loop;
+	struct mosquitto *mosq;
+	struct mq_cbs cbs;
+	void *ud;
+	char *host;
+	int port;
+	int keepalive;
+	char *client_id;
+	struct mq_poll *poll; /* the poll on the current socket, or NULL */
+	uv_timer_t misc;      /* keepalive pings */
+	uv_timer_t retry;     /* reconnect backoff */
+	unsigned backoff_ms;
+	bool connected;
+	bool closing;
+	int pending_closes;
+	unsigned long long bytes_out;
+	void (*done)(void *ud);
+};
+
+static void mq__schedule_reconnect(struct mq *mq);
+static void mq__update_poll(struct mq *mq);
+static void mq__finish_close(struct mq *mq);
+
+static void poll_close_cb(uv_handle_t *h)
+{
+	free(h->data);
+}
+
+static void mq__detach_poll(struct mq *mq)
+{
+	if (!mq->poll)
+		return;
+	mq->poll->mq = NULL;
+	uv_close((uv_handle_t *)&mq->poll->h, poll_close_cb);
+	mq->poll = NULL;
+}
+
+static void mq__lost(struct mq *mq, const char *why)
+{
+	bool was = mq->connected;
+	mq->connected = false;
+	mq__detach_poll(mq);
+	if (mq->closing) {
+		mq__finish_close(mq);
+		return;
+	}
+	if (mq->cbs.on_disconnect && was)
+		mq->cbs.on_disconnect(mq, mq->ud, why);
+	mq__schedule_reconnect(mq);
+}
+
+static void on_connect_cb(struct mosquitto *m, void *ud, int rc)
+{
+	(void)m;
+	struct mq *mq = ud;
+	if (rc != 0) {
+		log_warnx("mqtt connect refused by %s:%d: %s", mq->host,
+			  mq->port, mosquitto_connack_string(rc));
+		return; /* the broker closes; on_disconnect follows */
+	}
+	mq->connected = true;
+	mq->backoff_ms = 0;
+	log_info("mqtt connected broker=%s:%d id=%s", mq->host, mq->port,
+		 mq->client_id);
+	if (mq->cbs.on_connect)
+		mq->cbs.on_connect(mq, mq->ud);
+}
+
+static void on_disconnect_cb(struct mosquitto *m, void *ud, int rc)
+{
+	(void)m;
+	struct mq *mq = ud;
+	/* The library has closed the socket already: drop our poll on it. */
+	mq__lost(mq, rc == 0 ? "disconnected" : mosquitto_strerror(rc));
+}
+
+static void on_message_cb(struct mosquitto *m, void *ud,
+			  const struct mosquitto_message *msg)
+{
+	(void)m;
+	struct mq *mq = ud;
+	if (mq->cbs.on_message && msg->payloadlen >= 0)
+		mq->cbs.on_message(mq, mq->ud, msg->topic, msg->payload,
+				   (size_t)msg->payloadlen);
+}
+
+static void poll_cb(uv_poll_t *h, int status, int events)
+{
+	struct mq_poll *p = h->data;
+	struct mq *mq = p->mq;
+	if (!mq)
+		return;
+	int rc = MOSQ_ERR_SUCCESS;
+	if (status < 0) {
+		/* Let the library find the error on a read. */
+		events |= UV_READABLE;
+	}
+	if (events & UV_READABLE)
+		rc = mosquitto_loop_read(mq->mosq, 1);
+	/* A callback may have detached this poll (disconnect). */
+	if (p->mq && rc == MOSQ_ERR_SUCCESS && (events & UV_WRITABLE))
+		rc = mosquitto_loop_write(mq->mosq, 1);
+	if (!p->mq)
+		return;
+	if (rc != MOSQ_ERR_SUCCESS && rc != MOSQ_ERR_NO_CONN) {
+		/* loop_read/write already closed the socket and called
+		 * on_disconnect when that applies; make sure we did. */
+		if (mosquitto_socket(mq->mosq) < 0 && mq->poll)
+			mq__lost(mq, mosquitto_strerror(rc));
+		return;
+	}
+	mq__update_poll(mq);
+}
+
+static void mq__update_poll(struct mq *mq)
+{
+	int fd = mosquitto_socket(mq->mosq);
+	if (fd < 0) {
+		if (mq->poll)
+			mq__lost(mq, "socket closed");
+		return;
+	}
+	if (!mq->poll) {
+		struct mq_poll *p = calloc(1, sizeof(*p));
+		if (!p) {
+			log_warnx("mqtt: out of memory for poll handle");
+			return;
+		}
+		if (uv_poll_init_socket(mq->loop, &p->h, fd) != 0) {
+			free(p);
+			log_warnx("mqtt: cannot poll socket %d", fd);
+			return;
+		}
+		p->h.data = p;
+		p->mq = mq;
+		mq->poll = p;
+	}
+	int ev = UV_READABLE;
+	if (mosquitto_want_write(mq->mosq))
+		ev |= UV_WRITABLE;
+	uv_poll_start(&mq->poll->h, ev, poll_cb);
+}
+
+static void misc_cb(uv_timer_t *t)
+{
+	struct mq *mq = t->data;
+	if (mosquitto_socket(mq->mosq) < 0)
+		return;
+	mosquitto_loop_misc(mq->mosq);
+	if (mq->poll)
+		mq__update_poll(mq);
+}
+
+static void mq__try_connect(struct mq *mq)
+{
+	int rc = mosquitto_reconnect_async(mq->mosq);
+	if (rc != MOSQ_ERR_SUCCESS) {
+		log_debug("mqtt connect to %s:%d failed: %s", mq->host,
+			  mq->port,
+			  rc == MOSQ_ERR_ERRNO ? strerror(errno)
+					       : mosquitto_strerror(rc));
+		mq__schedule_reconnect(mq);
+		return;
+	}
+	mq__update_poll(mq);
+}
+
+static void retry_cb(uv_timer_t *t)
+{
+	struct mq *mq = t->data;
+	if (!mq->closing)
+		mq__try_connect(mq);
+}
+
+static void mq__schedule_reconnect(struct mq *mq)
+{
+	if (mq->closing || uv_is_active((uv_handle_t *)&mq->retry))
+		return;
+	if (mq->backoff_ms == 0)
+		mq->backoff_ms = MQ_BACKOFF_MIN_MS;
+	else if (mq->backoff_ms < MQ_BACKOFF_MAX_MS)
+		mq->backoff_ms *= 2;
+	if (mq->backoff_ms > MQ_BACKOFF_MAX_MS)
+		mq->backoff_ms = MQ_BACKOFF_MAX_MS;
+	/* Jitter: a fleet that lost its broker must not return in step. */
+	unsigned jitter = (unsigned)(uv_hrtime() % (mq->backoff_ms / 2 + 1));
+	uv_timer_start(&mq->retry, retry_cb, mq->backoff_ms / 2 + jitter, 0);
+}
+
+int mq_new(uv_loop_t *loop, const struct mq_opts *o, const struct mq_cbs *cbs,
+	   void *ud, struct mq **out, char *err, size_t errlen)
+{
+	struct mq *mq = calloc(1, sizeof(*mq));
+	if (!mq) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	mq->loop = loop;
+	mq->cbs = *cbs;
+	mq->ud = ud;
+	mq->port = o->port;
+	mq->keepalive = o->keepalive > 0 ? o->keepalive : 30;
+	mq->host = strdup(o->host);
+	mq->client_id = strdup(o->client_id);
+	if (!mq->host || !mq->client_id) {
+		snprintf(err, errlen, "out of memory");
+		goto fail_free;
+	}
+	mq->mosq = mosquitto_new(o->client_id, true, mq);
+	if (!mq->mosq) {
+		snprintf(err, errlen, "mosquitto_new: %s", strerror(errno));
+		goto fail_free;
+	}
+	mosquitto_int_option(mq->mosq, MOSQ_OPT_PROTOCOL_VERSION,
+			     MQTT_PROTOCOL_V311);
+	mosquitto_int_option(mq->mosq, MOSQ_OPT_TCP_NODELAY, 1);
+	int rc = mosquitto_tls_set(mq->mosq, o->cafile, NULL, o->certfile,
+				   o->keyfile, NULL);
+	if (rc != MOSQ_ERR_SUCCESS) {
+		snprintf(err, errlen,
+			 "TLS setup (ca=%s cert=%s key=%s): %s", o->cafile,
+			 o->certfile, o->keyfile, mosquitto_strerror(rc));
+		goto fail_mosq;
+	}
+	/* Verify the broker's certificate and host name; TLS 1.2 at least. */
+	rc = mosquitto_tls_opts_set(mq->mosq, 1, "tlsv1.2", NULL);
+	if (rc != MOSQ_ERR_SUCCESS) {
+		snprintf(err, errlen, "TLS options: %s",
+			 mosquitto_strerror(rc));
+		goto fail_mosq;
+	}
+	if (o->will_topic) {
+		rc = mosquitto_will_set(mq->mosq, o->will_topic,
+					(int)o->will_len, o->will_payload,
+					o->will_qos, o->will_retain);
+		if (rc != MOSQ_ERR_SUCCESS) {
+			snprintf(err, errlen, "last will: %s",
+				 mosquitto_strerror(rc));
+			goto fail_mosq;
+		}
+	}
+	mosquitto_connect_callback_set(mq->mosq, on_connect_cb);
+	mosquitto_disconnect_callback_set(mq->mosq, on_disconnect_cb);
+	mosquitto_message_callback_set(mq->mosq, on_message_cb);
+	uv_timer_init(loop, &mq->misc);
+	uv_timer_init(loop, &mq->retry);
+	mq->misc.data = mq;
+	mq->retry.data = mq;
+	*out = mq;
+	return 0;
+
+fail_mosq:
+	mosquitto_destroy(mq->mosq);
+fail_free:
+	free(mq->host);
+	free(mq->client_id);
+	free(mq);
+	return -1;
+}
+
+int mq_start(struct mq *mq)
+{
+	int rc = mosquitto_connect_async(mq->mosq, mq->host, mq->port,
+					 mq->keepalive);
+	uv_timer_start(&mq->misc, misc_cb, MQ_MISC_MS, MQ_MISC_MS);
+	if (rc != MOSQ_ERR_SUCCESS) {
+		log_warnx("mqtt connect to %s:%d: %s (will retry)", mq->host,
+			  mq->port,
+			  rc == MOSQ_ERR_ERRNO ? strerror(errno)
+					       : mosquitto_strerror(rc));
+		mq__schedule_reconnect(mq);
+		return 0;
+	}
+	mq__update_poll(mq);
+	return 0;
+}
+
+int mq_publish(struct mq *mq, const char *topic, const void *payload,
+	       size_t len, int qos, bool retain)
+{
+	if (!mq->connected)
+		return -1;
+	int rc = mosquitto_publish(mq->mosq, NULL, topic, (int)len, payload,
+				   qos, retain);
+	if (rc != MOSQ_ERR_SUCCESS) {
+		log_debug("publish %s: %s", topic, mosquitto_strerror(rc));
+		return -1;
+	}
+	mq->bytes_out += len;
+	mq__update_poll(mq);
+	return 0;
+}
+
+int mq_subscribe(struct mq *mq, const char *topic, int qos)
+{
+	int rc = mosquitto_subscribe(mq->mosq, NULL, topic, qos);
+	if (rc != MOSQ_ERR_SUCCESS) {
+		log_warnx("subscribe %s: %s", topic, mosquitto_strerror(rc));
+		return -1;
+	}
+	mq__update_poll(mq);
+	return 0;
+}
+
+bool mq_connected(const struct mq *mq) { return mq->connected; }
+
+unsigned long long mq_bytes_out(const struct mq *mq) { return mq->bytes_out; }
+
+static void mq__close_cb(uv_handle_t *h)
+{
+	struct mq *mq = h->data;
+	if (--mq->pending_closes > 0)
+		return;
+	void (*done)(void *) = mq->done;
+	void *ud = mq->ud;
+	mosquitto_destroy(mq->mosq);
+	free(mq->host);
+	free(mq->client_id);
+	free(mq);
+	if (done)
+		done(ud);
+}
+
+static void mq__finish_close(struct mq *mq)
+{
+	if (mq->pending_closes > 0)
+		return; /* already finishing */
+	mq->connected = false;
+	mq__detach_poll(mq);
+	mq->pending_closes = 2;
+	uv_close((uv_handle_t *)&mq->misc, mq__close_cb);
+	uv_close((uv_handle_t *)&mq->retry, mq__close_cb);
+}
+
+static void close_timeout_cb(uv_timer_t *t)
+{
+	struct mq *mq = t->data;
+	log_debug("mqtt: DISCONNECT not flushed in time, closing anyway");
+	mq__finish_close(mq);
+}
+
+void mq_close(struct mq *mq, void (*done)(void *ud))
+{
+	mq->closing = true;
+	mq->done = done;
+	uv_timer_stop(&mq->retry);
+	if (mq->connected && mosquitto_disconnect(mq->mosq) == MOSQ_ERR_SUCCESS) {
+		/* Keep polling until the library has written DISCONNECT and
+		 * reports the disconnect (or a second has passed): closing
+		 * the socket earlier would make the broker send our will. */
+		mq__update_poll(mq);
+		uv_timer_start(&mq->retry, close_timeout_cb, 1000, 0);
+		return;
+	}
+	mq__finish_close(mq);
+}

@@ -1,0 +1,61 @@
+/*
+ * mq: one MQTT client connection (libmosquitto) driven by a libuv loop.
+ *
+ * libmosquitto runs in external-loop mode: its socket sits on a uv_poll_t
+ * (UV_READABLE always, UV_WRITABLE while mosquitto_want_write()), and a
+ * timer calls mosquitto_loop_misc() for keepalives. The connection is made
+ * asynchronously and re-made with capped, jittered backoff whenever it is
+ * lost; on_connect runs after every successful (re)connect, so subscribe
+ * there.
+ */
+#ifndef OTA_MQ_H
+#define OTA_MQ_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <uv.h>
+
+struct mq;
+
+struct mq_opts {
+	const char *host;
+	int port;
+	const char *cafile;   /* CA that signed the broker's certificate */
+	const char *certfile; /* our certificate (CN = our identity) */
+	const char *keyfile;
+	const char *client_id;
+	int keepalive; /* seconds; 0 -> 30 */
+	/* Last Will (optional): published by the broker if we vanish. */
+	const char *will_topic;
+	const void *will_payload;
+	size_t will_len;
+	int will_qos;
+	bool will_retain;
+};
+
+struct mq_cbs {
+	void (*on_connect)(struct mq *mq, void *ud);
+	void (*on_disconnect)(struct mq *mq, void *ud, const char *why);
+	/* topic and payload are borrowed: valid only during the call. */
+	void (*on_message)(struct mq *mq, void *ud, const char *topic,
+			   const void *payload, size_t len);
+};
+
+/* Strings in opts are copied. Call mosquitto_lib_init() once before. */
+int mq_new(uv_loop_t *loop, const struct mq_opts *opts,
+	   const struct mq_cbs *cbs, void *ud, struct mq **out, char *err,
+	   size_t errlen);
+/* Start connecting (and keep reconnecting until mq_close). */
+int mq_start(struct mq *mq);
+/* Copies payload. Returns 0 or -1 (not connected / library error). */
+int mq_publish(struct mq *mq, const char *topic, const void *payload,
+	       size_t len, int qos, bool retain);
+int mq_subscribe(struct mq *mq, const char *topic, int qos);
+bool mq_connected(const struct mq *mq);
+/* Bytes and messages we handed to the library since start (for stats). */
+unsigned long long mq_bytes_out(const struct mq *mq);
+/* Disconnect cleanly (the will is not sent), close every handle, free mq
+ * once the last close callback ran, then call done(ud) if given. */
+void mq_close(struct mq *mq, void (*done)(void *ud));
+
+#endif

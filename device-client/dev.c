@@ -1,0 +1,681 @@
+/* The device's update state machine: status, offers, fragments, acks and
+ * power-cut-safe progress. */
+#include "device-client/dev.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/util.h"
+
+#define ACK_DELAY_MS 20
+#define STATUS_EVERY_MS 1000
+
+static const char *st_name(enum proto_state s) { return proto_state_name(s); }
+
+void dev__slot_path(const struct dev *d, char slot, const char *name,
+		    char *out, size_t n)
+{
+	snprintf(out, n, "%s/slot-%c/%s", d->cfg.state_dir, slot, name);
+}
+
+static char inactive_slot(const struct dev *d)
+{
+	return d->p.slot == 'a' ? 'b' : 'a';
+}
+
+/* ------------------------------------------------------------ persist */
+
+int dev__persist(struct dev *d)
+{
+	char sig[2 * PROTO_SIG_LEN + 1], path[PATH_MAX], err[512];
+	char slot[2] = {d->p.slot, 0};
+	proto_hex_encode(d->p.sig, PROTO_SIG_LEN, sig);
+	json_t *o = json_pack(
+	    "{s:s,s:s,s:s,s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:s,s:s,s:I,s:I,s:I,"
+	    "s:I,s:I,s:I}",
+	    "version", d->p.version, "slot", slot, "phase",
+	    st_name(d->p.phase), "release", d->p.release, "manifest",
+	    d->p.manifest ? d->p.manifest : "", "sig", sig, "fragment_size",
+	    (json_int_t)d->p.fragment_size, "fragments",
+	    (json_int_t)d->p.fragments, "window", (json_int_t)d->p.window,
+	    "held", (json_int_t)d->p.held, "prev_version", d->p.prev_version,
+	    "error", d->p.error, "t_accept", (json_int_t)d->p.t_accept,
+	    "t_downloaded", (json_int_t)d->p.t_downloaded, "t_verified",
+	    (json_int_t)d->p.t_verified, "t_installed",
+	    (json_int_t)d->p.t_installed, "t_restart",
+	    (json_int_t)d->p.t_restart, "t_up", (json_int_t)d->p.t_up);
+	char *s = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+	json_decref(o);
+	if (!s)
+		return -1;
+	util_path(path, sizeof(path), d->cfg.state_dir, "state.json");
+	int rc = util_write_atomic(path, s, strlen(s), 0600, err, sizeof(err));
+	if (rc != 0)
+		log_warnx("device=%s cannot save progress: %s", d->cfg.id, err);
+	free(s);
+	return rc;
+}
+
+static int dev_load(struct dev *d, char *err, size_t errlen)
+{
+	char path[PATH_MAX], *buf = NULL;
+	size_t len;
+	util_path(path, sizeof(path), d->cfg.state_dir, "state.json");
+	memset(&d->p, 0, sizeof(d->p));
+	if (access(path, F_OK) != 0) {
+		snprintf(d->p.version, sizeof(d->p.version), "%s",
+			 d->cfg.version);
+		d->p.slot = 'a';
+		d->p.phase = PROTO_ST_IDLE;
+		return dev__persist(d);
+	}
+	if (util_read_file(path, 1 << 20, &buf, &len, err, errlen) != 0)
+		return -1;
+	json_t *o = json_loadb(buf, len, 0, NULL);
+	free(buf);
+	const char *ver = json_string_value(json_object_get(o, "version"));
+	const char *slot = json_string_value(json_object_get(o, "slot"));
+	const char *ph = json_string_value(json_object_get(o, "phase"));
+	const char *rel = json_string_value(json_object_get(o, "release"));
+	const char *man = json_string_value(json_object_get(o, "manifest"));
+	const char *sig = json_string_value(json_object_get(o, "sig"));
+	const char *pv = json_string_value(json_object_get(o, "prev_version"));
+	const char *er = json_string_value(json_object_get(o, "error"));
+	uint32_t parts[3];
+	if (!ver || proto_version_parse(ver, parts) != 0 || !slot ||
+	    (strcmp(slot, "a") && strcmp(slot, "b")) || !ph ||
+	    proto_state_parse(ph, &d->p.phase) != 0 || !rel || !man || !sig) {
+		snprintf(err, errlen, "%s is damaged; move it away to start "
+				      "from the configured version", path);
+		json_decref(o);
+		return -1;
+	}
+	snprintf(d->p.version, sizeof(d->p.version), "%s", ver);
+	d->p.slot = slot[0];
+	snprintf(d->p.release, sizeof(d->p.release), "%s", rel);
+	snprintf(d->p.prev_version, sizeof(d->p.prev_version), "%s",
+		 pv ? pv : "");
+	snprintf(d->p.error, sizeof(d->p.error), "%s", er ? er : "");
+	d->p.manifest = man[0] ? strdup(man) : NULL;
+	if (sig[0])
+		proto_hex_decode(sig, d->p.sig, PROTO_SIG_LEN);
+#define U32(f) d->p.f = (uint32_t)json_integer_value(json_object_get(o, #f))
+#define I64(f) d->p.f = json_integer_value(json_object_get(o, #f))
+	U32(fragment_size);
+	U32(fragments);
+	U32(window);
+	U32(held);
+	I64(t_accept);
+	I64(t_downloaded);
+	I64(t_verified);
+	I64(t_installed);
+	I64(t_restart);
+	I64(t_up);
+#undef U32
+#undef I64
+	json_decref(o);
+	return 0;
+}
+
+/* ------------------------------------------------------------ status */
+
+static void fill_timings(const struct dev_persist *p, struct proto_timings *t)
+{
+	*t = (struct proto_timings){-1, -1, -1, -1, -1};
+	if (p->t_accept && p->t_downloaded)
+		t->download_ms = p->t_downloaded - p->t_accept;
+	if (p->t_downloaded && p->t_verified)
+		t->verify_ms = p->t_verified - p->t_downloaded;
+	if (p->t_verified && p->t_installed)
+		t->install_ms = p->t_installed - p->t_verified;
+	if (p->t_restart && p->t_up)
+		t->restart_ms = p->t_up - p->t_restart;
+	if (p->t_accept && p->t_up)
+		t->total_ms = p->t_up - p->t_accept;
+}
+
+static void status_fill(const struct dev *d, struct proto_status *s,
+			enum proto_state st)
+{
+	proto_status_init(s);
+	snprintf(s->device, sizeof(s->device), "%s", d->cfg.id);
+	snprintf(s->product, sizeof(s->product), "%s", d->cfg.product);
+	snprintf(s->version, sizeof(s->version), "%s", d->p.version);
+	snprintf(s->group, sizeof(s->group), "%s", d->cfg.group);
+	s->state = st;
+	s->ts = util_wall_ms();
+	if (st == PROTO_ST_IDLE || st == PROTO_ST_OFFLINE)
+		return;
+	snprintf(s->release, sizeof(s->release), "%s", d->p.release);
+	if (st == PROTO_ST_DOWNLOADING && d->p.fragments)
+		s->progress = (double)d->cum / d->p.fragments;
+	snprintf(s->error, sizeof(s->error), "%s", d->p.error);
+	fill_timings(&d->p, &s->timings);
+}
+
+void dev__publish_status(struct dev *d)
+{
+	struct proto_status s;
+	char *json = NULL;
+	size_t len;
+	if (!d->mq || !mq_connected(d->mq))
+		return; /* on_connect publishes the current state */
+	status_fill(d, &s, d->st);
+	if (proto_status_encode(&s, &json, &len) != 0) {
+		log_warnx("device=%s cannot encode status", d->cfg.id);
+		return;
+	}
+	mq_publish(d->mq, d->topic_status, json, len, 1, true);
+	d->last_status_ms = util_mono_ms();
+	free(json);
+}
+
+void dev__set_state(struct dev *d, enum proto_state st, const char *error)
+{
+	if (error)
+		snprintf(d->p.error, sizeof(d->p.error), "%s", error);
+	else if (st != d->st)
+		d->p.error[0] = '\0';
+	if (st != d->st)
+		log_info("device=%s state %s -> %s%s%s%s%s", d->cfg.id,
+			 st_name(d->st), st_name(st),
+			 d->p.release[0] && st != PROTO_ST_IDLE ? " release="
+								 : "",
+			 st != PROTO_ST_IDLE ? d->p.release : "",
+			 error ? " error=" : "", error ? error : "");
+	d->st = st;
+	if (st != PROTO_ST_OFFLINE && d->p.phase != st) {
+		d->p.phase = st;
+		dev__persist(d);
+	}
+	dev__publish_status(d);
+}
+
+/* ------------------------------------------------------------ download */
+
+static void close_part(struct dev *d)
+{
+	if (d->part_fd >= 0)
+		close(d->part_fd);
+	d->part_fd = -1;
+	free(d->held);
+	d->held = NULL;
+	uv_timer_stop(&d->ack_timer);
+	uv_timer_stop(&d->status_timer);
+}
+
+static void fail_update(struct dev *d, const char *why)
+{
+	char part[PATH_MAX];
+	close_part(d);
+	dev__slot_path(d, inactive_slot(d), "payload.part", part, sizeof(part));
+	unlink(part);
+	d->p.held = 0;
+	dev__set_state(d, PROTO_ST_FAILED, why);
+}
+
+static bool is_held(const struct dev *d, uint32_t i)
+{
+	return d->held[i >> 3] & (1u << (i & 7));
+}
+
+static void send_ack(struct dev *d)
+{
+	struct proto_ack a = {.tag = d->tag, .cum = d->cum};
+	uint32_t n = d->p.fragments;
+	for (uint32_t b = 0; b < PROTO_SACK_MAX * 8; b++) {
+		uint32_t i = d->cum + 1 + b;
+		if (i >= n)
+			break;
+		if (is_held(d, i)) {
+			a.sack[b / 8] |= (uint8_t)(1u << (b % 8));
+			a.sack_len = (uint8_t)(b / 8 + 1);
+		}
+	}
+	uint8_t buf[PROTO_ACK_MAX_LEN];
+	size_t len;
+	if (proto_ack_encode(&a, buf, sizeof(buf), &len) == 0 &&
+	    mq_publish(d->mq, d->topic_ack, buf, len, 0, false) == 0)
+		d->stats.acks_sent++;
+	d->unacked = 0;
+	uv_timer_stop(&d->ack_timer);
+}
+
+static void ack_timer_cb(uv_timer_t *t)
+{
+	struct dev *d = t->data;
+	if (d->st == PROTO_ST_DOWNLOADING && d->unacked)
+		send_ack(d);
+}
+
+static void status_timer_cb(uv_timer_t *t)
+{
+	struct dev *d = t->data;
+	if (d->st == PROTO_ST_DOWNLOADING)
+		dev__publish_status(d);
+}
+
+/* Make progress durable: data first, then the record that names it. */
+static void checkpoint(struct dev *d)
+{
+	if (d->part_fd >= 0 && fdatasync(d->part_fd) != 0) {
+		log_warn("device=%s fdatasync", d->cfg.id);
+		return;
+	}
+	d->p.held = d->cum;
+	d->since_ckpt = 0;
+	dev__persist(d);
+}
+
+/* Open (or resume) the download of the offered release. */
+static int download_begin(struct dev *d, const struct proto_offer *o,
+			  bool resume)
+{
+	char part[PATH_MAX];
+	close_part(d);
+	dev__slot_path(d, inactive_slot(d), "payload.part", part, sizeof(part));
+	d->part_fd = open(part, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (d->part_fd < 0) {
+		fail_update(d, "cannot open the inactive slot for writing");
+		return -1;
+	}
+	struct stat st;
+	uint64_t need = (uint64_t)d->p.held * o->fragment_size;
+	if (!resume || fstat(d->part_fd, &st) != 0 ||
+	    (uint64_t)st.st_size < (need > d->m.size ? d->m.size : need))
+		d->p.held = 0;
+	if (d->p.held == 0 && ftruncate(d->part_fd, 0) != 0) {
+		fail_update(d, "cannot truncate the inactive slot");
+		return -1;
+	}
+	d->held = calloc(o->fragments / 8 + 1, 1);
+	if (!d->held) {
+		fail_update(d, "out of memory");
+		return -1;
+	}
+	for (uint32_t i = 0; i < d->p.held; i++)
+		d->held[i >> 3] |= (uint8_t)(1u << (i & 7));
+	d->cum = d->p.held;
+	d->unacked = d->since_ckpt = 0;
+	uv_timer_start(&d->status_timer, status_timer_cb, STATUS_EVERY_MS,
+		       STATUS_EVERY_MS);
+	return 0;
+}
+
+static int check_offer(struct dev *d, const struct proto_offer *o,
+		       struct proto_manifest *m, char *why, size_t n)
+{
+	struct proto_err perr = {{0}};
+	int c;
+	if (proto_verify(d->pubkey, o->manifest, o->manifest_len, o->sig) !=
+	    0) {
+		snprintf(why, n, "manifest signature does not verify with "
+				 "the publisher key");
+		return -1;
+	}
+	if (proto_manifest_decode(o->manifest, o->manifest_len, m, &perr)) {
+		snprintf(why, n, "signed manifest unreadable: %s", perr.text);
+		return -1;
+	}
+	uint8_t rid[PROTO_RELEASE_ID_LEN];
+	char hex[PROTO_RELEASE_HEX_LEN + 1];
+	proto_release_id(o->manifest, o->manifest_len, rid);
+	proto_hex_encode(rid, sizeof(rid), hex);
+	if (strcmp(hex, o->release) != 0) {
+		snprintf(why, n, "offer names release %s but the manifest is "
+				 "release %s", o->release, hex);
+		return -1;
+	}
+	if (strcmp(m->product, d->cfg.product) != 0) {
+		snprintf(why, n, "package is for product '%s', this device "
+				 "is '%s'", m->product, d->cfg.product);
+		return -1;
+	}
+	if (proto_version_cmp(m->version, d->p.version, &c) != 0 || c <= 0) {
+		snprintf(why, n, "version %s is not newer than the running "
+				 "%s (anti-rollback)", m->version, d->p.version);
+		return 1;
+	}
+	if (m->size > (uint64_t)d->cfg.max_package_mb << 20) {
+		snprintf(why, n, "package of %llu bytes exceeds this device's "
+				 "limit of %u MiB",
+			 (unsigned long long)m->size, d->cfg.max_package_mb);
+		return -1;
+	}
+	if ((uint64_t)o->fragments !=
+	    (m->size + o->fragment_size - 1) / o->fragment_size) {
+		snprintf(why, n, "offer has %u fragments of %u bytes for %llu "
+				 "bytes", o->fragments, o->fragment_size,
+			 (unsigned long long)m->size);
+		return -1;
+	}
+	struct statvfs vfs;
+	if (statvfs(d->cfg.state_dir, &vfs) == 0 &&
+	    (uint64_t)vfs.f_bavail * vfs.f_frsize < m->size + (1u << 20)) {
+		snprintf(why, n, "not enough storage: %llu bytes free, "
+				 "package needs %llu",
+			 (unsigned long long)vfs.f_bavail * vfs.f_frsize,
+			 (unsigned long long)m->size);
+		return -1;
+	}
+	return 0;
+}
+
+static void on_offer(struct dev *d, const void *payload, size_t len)
+{
+	struct proto_offer o;
+	struct proto_err perr = {{0}};
+	struct proto_manifest m;
+	char why[PROTO_ERROR_MAX + 1];
+	if (proto_offer_decode(payload, len, &o, &perr) != 0) {
+		d->stats.msgs_bad++;
+		log_warnx("device=%s malformed offer dropped: %s", d->cfg.id,
+			  perr.text);
+		return;
+	}
+	bool same = !strcmp(o.release, d->p.release);
+	if (same && d->st == PROTO_ST_DOWNLOADING && d->held) {
+		send_ack(d); /* the gateway lost track: say where we are */
+		goto out;
+	}
+	if (d->busy || (d->st != PROTO_ST_IDLE &&
+			d->st != PROTO_ST_COMMITTED &&
+			d->st != PROTO_ST_FAILED &&
+			d->st != PROTO_ST_ROLLED_BACK &&
+			d->st != PROTO_ST_DOWNLOADING)) {
+		d->stats.msgs_stale++;
+		log_info("device=%s offer of %s ignored while %s", d->cfg.id,
+			 o.release, st_name(d->st));
+		goto out;
+	}
+	int rc = check_offer(d, &o, &m, why, sizeof(why));
+	if (rc > 0) {
+		log_info("device=%s offer of %s ignored: %s", d->cfg.id,
+			 o.release, why);
+		goto out;
+	}
+	if (rc < 0) {
+		log_warnx("device=%s offer of %s REFUSED: %s", d->cfg.id,
+			  o.release, why);
+		snprintf(d->p.release, sizeof(d->p.release), "%s", o.release);
+		d->p.t_accept = 0;
+		fail_update(d, why);
+		goto out;
+	}
+	/* Accept. Resume when this is the release our checkpoint names. */
+	bool resume = same && d->p.held > 0 && d->p.manifest &&
+		      !strcmp(d->p.manifest, o.manifest) &&
+		      d->p.fragment_size == o.fragment_size;
+	free(d->p.manifest);
+	d->p.manifest = strdup(o.manifest);
+	memcpy(d->p.sig, o.sig, PROTO_SIG_LEN);
+	snprintf(d->p.release, sizeof(d->p.release), "%s", o.release);
+	d->p.fragment_size = o.fragment_size;
+	d->p.fragments = o.fragments;
+	d->p.window = o.window;
+	if (!resume) {
+		d->p.held = 0;
+		d->p.t_accept = util_wall_ms();
+		d->p.t_downloaded = d->p.t_verified = d->p.t_installed = 0;
+		d->p.t_restart = d->p.t_up = 0;
+	}
+	d->m = m;
+	uint8_t rid[PROTO_RELEASE_ID_LEN];
+	proto_hex_decode(o.release, rid, sizeof(rid));
+	d->tag = proto_release_tag(rid);
+	if (download_begin(d, &o, resume) != 0)
+		goto out;
+	log_info("device=%s accepted release=%s version=%s size=%llu "
+		 "fragments=%u resume_from=%u",
+		 d->cfg.id, o.release, m.version, (unsigned long long)m.size,
+		 o.fragments, d->cum);
+	dev__set_state(d, PROTO_ST_DOWNLOADING, NULL);
+	dev__persist(d);
+	send_ack(d);
+out:
+	proto_offer_free(&o);
+}
+
+static void download_complete(struct dev *d)
+{
+	send_ack(d);
+	checkpoint(d);
+	close_part(d);
+	d->p.t_downloaded = util_wall_ms();
+	log_info("device=%s release=%s download complete (%u fragments, "
+		 "%llu duplicates)",
+		 d->cfg.id, d->p.release, d->p.fragments,
+		 (unsigned long long)d->stats.frags_dup);
+	dev__verify_start(d);
+}
+
+static void on_frag(struct dev *d, const void *payload, size_t len)
+{
+	struct proto_frag f;
+	if (proto_frag_decode(payload, len, &f) != 0) {
+		d->stats.msgs_bad++;
+		return;
+	}
+	if (d->st != PROTO_ST_DOWNLOADING || !d->held || f.tag != d->tag) {
+		d->stats.msgs_stale++;
+		return;
+	}
+	uint32_t n = d->p.fragments, fs = d->p.fragment_size;
+	uint64_t off = (uint64_t)f.index * fs;
+	size_t want = (f.index + 1 == n) ? (size_t)(d->m.size - off) : fs;
+	if (f.index >= n || f.len != want) {
+		d->stats.msgs_bad++;
+		log_debug("device=%s fragment %u of %u with %zu bytes dropped",
+			  d->cfg.id, f.index, n, f.len);
+		return;
+	}
+	if (is_held(d, f.index)) {
+		d->stats.frags_dup++;
+		d->unacked++;
+	} else {
+		ssize_t w = pwrite(d->part_fd, f.data, f.len, (off_t)off);
+		if (w != (ssize_t)f.len) {
+			char why[PROTO_ERROR_MAX + 1];
+			snprintf(why, sizeof(why),
+				 "writing the inactive slot failed: %s",
+				 w < 0 ? strerror(errno) : "short write");
+			log_warnx("device=%s %s", d->cfg.id, why);
+			fail_update(d, why);
+			return;
+		}
+		d->held[f.index >> 3] |= (uint8_t)(1u << (f.index & 7));
+		d->stats.frags_ok++;
+		d->unacked++;
+		uint32_t before = d->cum;
+		while (d->cum < n && is_held(d, d->cum))
+			d->cum++;
+		d->since_ckpt += d->cum - before;
+		if (d->cum == n) {
+			download_complete(d);
+			return;
+		}
+		if (d->since_ckpt >= d->cfg.checkpoint_every)
+			checkpoint(d);
+		if (f.index != before) {
+			send_ack(d); /* out of order: tell the gap at once */
+			return;
+		}
+	}
+	uint32_t every = d->p.window / 4 ? d->p.window / 4 : 1;
+	if (d->unacked >= every)
+		send_ack(d);
+	else if (!uv_is_active((uv_handle_t *)&d->ack_timer))
+		uv_timer_start(&d->ack_timer, ack_timer_cb, ACK_DELAY_MS, 0);
+}
+
+/* ------------------------------------------------------------ MQTT */
+
+static void on_message(struct mq *mq, void *ud, const char *topic,
+		       const void *payload, size_t len)
+{
+	(void)mq;
+	struct dev *d = ud;
+	const char *leaf = strrchr(topic, '/');
+	if (!leaf) {
+		d->stats.msgs_bad++;
+		return;
+	}
+	if (!strcmp(leaf, "/frag"))
+		on_frag(d, payload, len);
+	else if (!strcmp(leaf, "/offer"))
+		on_offer(d, payload, len);
+	else
+		d->stats.msgs_bad++;
+}
+
+static void on_connect(struct mq *mq, void *ud)
+{
+	struct dev *d = ud;
+	char t[PROTO_ID_MAX + 24];
+	snprintf(t, sizeof(t), "ota/dev/%s/offer", d->cfg.id);
+	mq_subscribe(mq, t, 1);
+	snprintf(t, sizeof(t), "ota/dev/%s/frag", d->cfg.id);
+	mq_subscribe(mq, t, 0);
+	dev__publish_status(d);
+}
+
+static void on_disconnect(struct mq *mq, void *ud, const char *why)
+{
+	(void)mq;
+	struct dev *d = ud;
+	if (!d->stopping)
+		log_warnx("device=%s connection lost: %s (reconnecting)",
+			  d->cfg.id, why);
+}
+
+int dev_init(struct dev *d, uv_loop_t *loop, const struct dev_config *cfg,
+	     char **argv, char *err, size_t errlen)
+{
+	memset(d, 0, sizeof(*d));
+	d->loop = loop;
+	d->cfg = *cfg;
+	d->argv = argv;
+	d->part_fd = -1;
+	char path[PATH_MAX];
+	if (util_load_pubkey(cfg->publisher_key, d->pubkey, err, errlen) != 0)
+		return -1;
+	for (const char *sub = "a"; *sub; sub = (*sub == 'a') ? "b" : "") {
+		snprintf(path, sizeof(path), "%s/slot-%s", cfg->state_dir, sub);
+		if (util_mkdirs(path, 0700, err, errlen) != 0)
+			return -1;
+	}
+	if (dev_load(d, err, errlen) != 0)
+		return -1;
+	d->st = PROTO_ST_IDLE;
+	snprintf(d->topic_status, sizeof(d->topic_status), "ota/dev/%s/status",
+		 cfg->id);
+	snprintf(d->topic_ack, sizeof(d->topic_ack), "ota/dev/%s/ack", cfg->id);
+	uv_timer_init(loop, &d->ack_timer);
+	uv_timer_init(loop, &d->status_timer);
+	d->ack_timer.data = d->status_timer.data = d;
+	return 0;
+}
+
+int dev_start(struct dev *d)
+{
+	char err[512];
+	struct proto_status s;
+	char *will = NULL;
+	size_t wlen = 0;
+	/* Where did the last run stop? Continue from there. */
+	switch (d->p.phase) {
+	case PROTO_ST_RESTARTING:
+		dev__resume_after_restart(d);
+		break;
+	case PROTO_ST_DOWNLOADING:
+		/* Wait for the gateway's (re-)offer, then resume. */
+		d->st = PROTO_ST_DOWNLOADING;
+		d->cum = d->p.held;
+		break;
+	case PROTO_ST_VERIFYING:
+	case PROTO_ST_INSTALLING:
+		d->st = d->p.phase;
+		break;
+	default:
+		d->st = d->p.phase == PROTO_ST_OFFLINE ? PROTO_ST_IDLE
+						       : d->p.phase;
+	}
+	status_fill(d, &s, PROTO_ST_OFFLINE);
+	if (proto_status_encode(&s, &will, &wlen) != 0)
+		return -1;
+	struct mq_opts mo = {
+	    .host = d->cfg.broker_host,
+	    .port = (int)d->cfg.broker_port,
+	    .cafile = d->cfg.ca_file,
+	    .certfile = d->cfg.cert_file,
+	    .keyfile = d->cfg.key_file,
+	    .client_id = d->cfg.id,
+	    .keepalive = 30,
+	    .will_topic = d->topic_status,
+	    .will_payload = will,
+	    .will_len = wlen,
+	    .will_qos = 1,
+	    .will_retain = true,
+	};
+	struct mq_cbs cbs = {on_connect, on_disconnect, on_message};
+	int rc = mq_new(d->loop, &mo, &cbs, d, &d->mq, err, sizeof(err));
+	free(will);
+	if (rc != 0) {
+		log_warnx("device=%s %s", d->cfg.id, err);
+		return -1;
+	}
+	log_info("device=%s product=%s version=%s slot=%c state=%s starting",
+		 d->cfg.id, d->cfg.product, d->p.version, d->p.slot,
+		 st_name(d->st));
+	if (d->st == PROTO_ST_VERIFYING || d->st == PROTO_ST_INSTALLING)
+		dev__verify_start(d); /* interrupted: check the image again */
+	return mq_start(d->mq);
+}
+
+static void timer_closed(uv_handle_t *h)
+{
+	struct dev *d = h->data;
+	if (uv_is_closing((uv_handle_t *)&d->ack_timer) &&
+	    uv_is_closing((uv_handle_t *)&d->status_timer) &&
+	    h == (uv_handle_t *)&d->status_timer && d->on_stopped)
+		d->on_stopped(d);
+}
+
+static void mq_stopped(void *ud)
+{
+	struct dev *d = ud;
+	d->mq = NULL;
+	uv_close((uv_handle_t *)&d->ack_timer, timer_closed);
+	uv_close((uv_handle_t *)&d->status_timer, timer_closed);
+}
+
+void dev_stop(struct dev *d, void (*on_stopped)(struct dev *d))
+{
+	d->stopping = true;
+	d->on_stopped = on_stopped;
+	if (d->held) {
+		checkpoint(d);
+		close_part(d);
+	}
+	free(d->p.manifest);
+	d->p.manifest = NULL;
+	if (d->mq && d->st != PROTO_ST_RESTARTING && mq_connected(d->mq)) {
+		/* A clean stop sends no Last Will: say it ourselves. */
+		enum proto_state st = d->st;
+		d->st = PROTO_ST_OFFLINE;
+		dev__publish_status(d);
+		d->st = st;
+	}
+	if (d->mq)
+		mq_close(d->mq, mq_stopped);
+	else
+		mq_stopped(d);
+}

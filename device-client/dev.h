@@ -1,0 +1,101 @@
+/*
+ * Internal contract of the device client (ota-device). One struct dev is
+ * one device: its configuration, MQTT connection, state directory and
+ * update state machine. Nothing is global, so one process can run many.
+ */
+#ifndef OTA_DEV_H
+#define OTA_DEV_H
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "common/mq.h"
+#include "proto/proto.h"
+
+struct dev_config {
+	char id[PROTO_ID_MAX + 1];
+	char product[PROTO_ID_MAX + 1];
+	char version[PROTO_VERSION_MAX + 1]; /* factory version */
+	char group[PROTO_ID_MAX + 1];
+	char broker_host[256];
+	uint32_t broker_port;
+	char ca_file[PATH_MAX];
+	char cert_file[PATH_MAX];
+	char key_file[PATH_MAX];
+	char publisher_key[PATH_MAX];
+	char state_dir[PATH_MAX];
+	char restart_command[1024]; /* "" = re-execute the client */
+	uint32_t max_package_mb;
+	uint32_t checkpoint_every; /* fragments between progress saves */
+	char log_level[16];
+};
+
+/* What survives a restart or a power cut: state_dir/state.json. */
+struct dev_persist {
+	char version[PROTO_VERSION_MAX + 1]; /* running version */
+	char slot; /* active slot, 'a' or 'b' */
+	enum proto_state phase;
+	char release[PROTO_RELEASE_HEX_LEN + 1];
+	char *manifest; /* signed manifest of the update in progress */
+	uint8_t sig[PROTO_SIG_LEN];
+	uint32_t fragment_size, fragments, window;
+	uint32_t held; /* fragments [0, held) are on disk (fsynced) */
+	char prev_version[PROTO_VERSION_MAX + 1];
+	char error[PROTO_ERROR_MAX + 1];
+	/* wall-clock ms stamps for the stage timings (0 = not yet) */
+	int64_t t_accept, t_downloaded, t_verified, t_installed, t_restart,
+	    t_up;
+};
+
+struct dev_stats {
+	uint64_t frags_ok, frags_dup, msgs_bad, msgs_stale, acks_sent;
+};
+
+struct dev {
+	uv_loop_t *loop;
+	struct dev_config cfg;
+	char **argv; /* for re-execution */
+	uint8_t pubkey[PROTO_PUBKEY_LEN];
+	struct mq *mq;
+	char topic_status[PROTO_ID_MAX + 24];
+	char topic_ack[PROTO_ID_MAX + 24];
+	struct dev_persist p;
+	enum proto_state st;
+	/* download session */
+	struct proto_manifest m;
+	uint32_t tag;
+	uint8_t *held;  /* bitmap of fragments on disk */
+	uint32_t cum;   /* fragments [0, cum) held */
+	uint32_t unacked, since_ckpt;
+	int part_fd;
+	uv_timer_t ack_timer;
+	uv_timer_t status_timer;
+	uint64_t last_status_ms;
+	struct dev_stats stats;
+	bool busy; /* a job is in the thread pool */
+	bool stopping;
+	uv_work_t work;
+	int work_rc;
+	char work_err[PROTO_ERROR_MAX + 1];
+	uv_process_t proc;
+	void (*on_stopped)(struct dev *d);
+};
+
+/* dev.c */
+int dev_init(struct dev *d, uv_loop_t *loop, const struct dev_config *cfg,
+	     char **argv, char *err, size_t errlen);
+int dev_start(struct dev *d);
+void dev_stop(struct dev *d, void (*on_stopped)(struct dev *d));
+void dev__set_state(struct dev *d, enum proto_state st, const char *error);
+void dev__publish_status(struct dev *d);
+int dev__persist(struct dev *d);
+void dev__slot_path(const struct dev *d, char slot, const char *name,
+		    char *out, size_t n);
+
+/* install.c: verify, install, restart, commit */
+void dev__verify_start(struct dev *d);
+void dev__resume_after_restart(struct dev *d);
+
+#endif

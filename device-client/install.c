@@ -1,0 +1,267 @@
+/* After the download: verify the image, install it into the inactive
+ * slot, switch slots atomically, restart, and commit or roll back. */
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/util.h"
+#include "device-client/dev.h"
+
+static char other(char slot) { return slot == 'a' ? 'b' : 'a'; }
+
+/* Which file holds the new image: the download, or (after an interrupted
+ * install) the renamed payload. */
+static void image_path(const struct dev *d, char *out, size_t n)
+{
+	dev__slot_path(d, other(d->p.slot), "payload.part", out, n);
+	if (access(out, F_OK) != 0)
+		dev__slot_path(d, other(d->p.slot), "payload", out, n);
+}
+
+/* Thread pool: SHA-256 of the image, streamed (memory stays flat). */
+static void verify_work(uv_work_t *req)
+{
+	struct dev *d = req->data;
+	char path[PATH_MAX];
+	uint8_t md[PROTO_SHA256_LEN];
+	uint64_t total = 0;
+	image_path(d, path, sizeof(path));
+	d->work_rc = -1;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		snprintf(d->work_err, sizeof(d->work_err),
+			 "image missing: %s", strerror(errno));
+		return;
+	}
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	char *buf = malloc(1 << 16);
+	if (!ctx || !buf || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1) {
+		snprintf(d->work_err, sizeof(d->work_err), "out of memory");
+		goto out;
+	}
+	for (;;) {
+		ssize_t r = read(fd, buf, 1 << 16);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0) {
+			snprintf(d->work_err, sizeof(d->work_err),
+				 "reading image: %s", strerror(errno));
+			goto out;
+		}
+		if (r == 0)
+			break;
+		EVP_DigestUpdate(ctx, buf, (size_t)r);
+		total += (uint64_t)r;
+	}
+	EVP_DigestFinal_ex(ctx, md, NULL);
+	if (total != d->m.size)
+		snprintf(d->work_err, sizeof(d->work_err),
+			 "image is %llu bytes, manifest says %llu",
+			 (unsigned long long)total,
+			 (unsigned long long)d->m.size);
+	else if (memcmp(md, d->m.sha256, PROTO_SHA256_LEN) != 0)
+		snprintf(d->work_err, sizeof(d->work_err),
+			 "image SHA-256 does not match the signed manifest");
+	else
+		d->work_rc = 0;
+out:
+	free(buf);
+	EVP_MD_CTX_free(ctx);
+	close(fd);
+}
+
+static int switch_active(struct dev *d, char slot, char *err, size_t n)
+{
+	char link[PATH_MAX], tmp[PATH_MAX], target[8];
+	util_path(link, sizeof(link), d->cfg.state_dir, "active");
+	util_path(tmp, sizeof(tmp), d->cfg.state_dir, "active.tmp");
+	snprintf(target, sizeof(target), "slot-%c", slot);
+	unlink(tmp);
+	if (symlink(target, tmp) != 0 || rename(tmp, link) != 0 ||
+	    util_fsync_dir_of(link) != 0) {
+		snprintf(err, n, "switching the active slot: %s",
+			 strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+/* Undo an install: the previous slot (still holding the running
+ * version) becomes active again. Called while p.slot is the new slot. */
+static void rollback(struct dev *d, const char *why)
+{
+	char err[256];
+	d->p.slot = other(d->p.slot);
+	if (switch_active(d, d->p.slot, err, sizeof(err)) != 0)
+		log_warnx("device=%s rollback: %s", d->cfg.id, err);
+	log_warnx("device=%s rolled back to %s (slot %c): %s", d->cfg.id,
+		  d->p.version, d->p.slot, why);
+	dev__set_state(d, PROTO_ST_ROLLED_BACK, why);
+}
+
+static void exec_self(struct dev *d)
+{
+	log_info("device=%s restarting (re-exec)", d->cfg.id);
+	fflush(NULL);
+	execv("/proc/self/exe", d->argv);
+	log_warn("device=%s re-exec failed; continuing in place", d->cfg.id);
+	dev__resume_after_restart(d);
+}
+
+static void cmd_closed(uv_handle_t *h) { (void)h; }
+
+static void cmd_exit(uv_process_t *p, int64_t status, int sig)
+{
+	struct dev *d = p->data;
+	uv_close((uv_handle_t *)p, cmd_closed);
+	d->busy = false;
+	if (status == 0 && sig == 0) {
+		dev__resume_after_restart(d);
+		return;
+	}
+	char why[PROTO_ERROR_MAX + 1];
+	snprintf(why, sizeof(why), "restart command failed (exit %lld%s%s)",
+		 (long long)status, sig ? ", signal " : "",
+		 sig ? strsignal(sig) : "");
+	rollback(d, why);
+}
+
+static void restart_step(struct dev *d)
+{
+	d->p.t_restart = util_wall_ms();
+	dev__set_state(d, PROTO_ST_RESTARTING, NULL);
+	dev__persist(d);
+	if (!d->cfg.restart_command[0]) {
+		dev_stop(d, exec_self);
+		return;
+	}
+	char *args[] = {"/bin/sh", "-c", d->cfg.restart_command, NULL};
+	uv_process_options_t po = {.file = "/bin/sh", .args = args,
+				   .exit_cb = cmd_exit};
+	d->proc.data = d;
+	int rc = uv_spawn(d->loop, &d->proc, &po);
+	if (rc != 0) {
+		char why[PROTO_ERROR_MAX + 1];
+		snprintf(why, sizeof(why), "cannot run restart command: %s",
+			 uv_strerror(rc));
+		rollback(d, why);
+		return;
+	}
+	d->busy = true;
+}
+
+static void install(struct dev *d)
+{
+	char part[PATH_MAX], payload[PATH_MAX], verfile[PATH_MAX];
+	char err[256];
+	char slot = other(d->p.slot);
+	dev__set_state(d, PROTO_ST_INSTALLING, NULL);
+	dev__slot_path(d, slot, "payload.part", part, sizeof(part));
+	dev__slot_path(d, slot, "payload", payload, sizeof(payload));
+	dev__slot_path(d, slot, "version", verfile, sizeof(verfile));
+	if (access(part, F_OK) == 0 && rename(part, payload) != 0) {
+		snprintf(err, sizeof(err), "installing into slot %c: %s", slot,
+			 strerror(errno));
+		dev__set_state(d, PROTO_ST_FAILED, err);
+		return;
+	}
+	if (util_write_atomic(verfile, d->m.version, strlen(d->m.version),
+			      0600, err, sizeof(err)) != 0 ||
+	    switch_active(d, slot, err, sizeof(err)) != 0) {
+		dev__set_state(d, PROTO_ST_FAILED, err);
+		return;
+	}
+	/* The new slot is active; the old one is kept for rollback. */
+	snprintf(d->p.prev_version, sizeof(d->p.prev_version), "%s",
+		 d->p.version);
+	d->p.slot = slot;
+	d->p.t_installed = util_wall_ms();
+	dev__persist(d);
+	log_info("device=%s installed %s into slot %c", d->cfg.id,
+		 d->m.version, slot);
+	restart_step(d);
+}
+
+static void verify_done(uv_work_t *req, int status)
+{
+	struct dev *d = req->data;
+	d->busy = false;
+	if (d->stopping)
+		return;
+	if (status != 0 || d->work_rc != 0) {
+		char part[PATH_MAX];
+		log_warnx("device=%s release=%s image REFUSED: %s", d->cfg.id,
+			  d->p.release, d->work_err);
+		image_path(d, part, sizeof(part));
+		unlink(part);
+		d->p.held = 0;
+		dev__set_state(d, PROTO_ST_FAILED, d->work_err);
+		return;
+	}
+	d->p.t_verified = util_wall_ms();
+	log_info("device=%s release=%s image verified", d->cfg.id,
+		 d->p.release);
+	install(d);
+}
+
+/* Decode the persisted manifest again, checking its signature. */
+static int load_manifest(struct dev *d, char *why, size_t n)
+{
+	if (!d->p.manifest ||
+	    proto_verify(d->pubkey, d->p.manifest, strlen(d->p.manifest),
+			 d->p.sig) != 0 ||
+	    proto_manifest_decode(d->p.manifest, strlen(d->p.manifest), &d->m,
+				  NULL) != 0) {
+		snprintf(why, n, "saved manifest missing or not signed");
+		return -1;
+	}
+	return 0;
+}
+
+void dev__verify_start(struct dev *d)
+{
+	char why[PROTO_ERROR_MAX + 1];
+	if (load_manifest(d, why, sizeof(why)) != 0) {
+		dev__set_state(d, PROTO_ST_FAILED, why);
+		return;
+	}
+	dev__set_state(d, PROTO_ST_VERIFYING, NULL);
+	d->busy = true;
+	d->work.data = d;
+	if (uv_queue_work(d->loop, &d->work, verify_work, verify_done) != 0) {
+		d->busy = false;
+		dev__set_state(d, PROTO_ST_FAILED, "cannot start verification");
+	}
+}
+
+void dev__resume_after_restart(struct dev *d)
+{
+	char why[PROTO_ERROR_MAX + 1], verfile[PATH_MAX], *ver = NULL;
+	size_t len;
+	if (load_manifest(d, why, sizeof(why)) != 0) {
+		rollback(d, why);
+		return;
+	}
+	/* The slot must hold the version we installed into it. */
+	dev__slot_path(d, d->p.slot, "version", verfile, sizeof(verfile));
+	if (util_read_file(verfile, 64, &ver, &len, why, sizeof(why)) != 0 ||
+	    strcmp(ver, d->m.version) != 0) {
+		free(ver);
+		rollback(d, "installed slot does not hold the new version");
+		return;
+	}
+	free(ver);
+	snprintf(d->p.version, sizeof(d->p.version), "%s", d->m.version);
+	d->p.t_up = util_wall_ms();
+	d->p.held = 0;
+	log_info("device=%s up on version %s (slot %c): committed", d->cfg.id,
+		 d->p.version, d->p.slot);
+	dev__set_state(d, PROTO_ST_COMMITTED, NULL);
+	dev__persist(d);
+}

@@ -1,0 +1,584 @@
+/* ota-gateway run: the event loop, MQTT routing and the device table. */
+#include <jansson.h>
+#include <mosquitto.h>
+#include <search.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/conf.h"
+#include "common/log.h"
+#include "common/util.h"
+#include "gateway/gw.h"
+
+#define TICK_MS 20
+
+#define K(name, type, field, lo, hi, help)                                     \
+	{name, type, offsetof(struct gw_config, field),                        \
+	 sizeof(((struct gw_config *)0)->field), lo, hi, help}
+
+static const struct conf_key gw_keys[] = {
+    K("broker_host", CONF_STR, broker_host, 0, 0,
+      "MQTT broker host name (must match its certificate)"),
+    K("broker_port", CONF_U32, broker_port, 1, 65535, "broker TLS port"),
+    K("ca_file", CONF_STR, ca_file, 0, 0, "CA certificate (PEM)"),
+    K("cert_file", CONF_STR, cert_file, 0, 0,
+      "gateway client certificate (CN ota-gateway)"),
+    K("key_file", CONF_STR, key_file, 0, 0, "gateway client key"),
+    K("client_id", CONF_STR, client_id, 0, 0, "MQTT client id"),
+    K("publisher_key", CONF_STR, publisher_key, 0, 0,
+      "publisher's Ed25519 public key (PEM)"),
+    K("db_dir", CONF_STR, db_dir, 0, 0, "LMDB ledger directory"),
+    K("store_dir", CONF_STR, store_dir, 0, 0,
+      "where verified packages are kept"),
+    K("fragment_size", CONF_U32, fragment_size, PROTO_FRAG_SIZE_MIN,
+      PROTO_FRAG_SIZE_MAX, "default fragment size in bytes"),
+    K("window", CONF_U32, window, 1, PROTO_WINDOW_MAX,
+      "default fragments in flight per device"),
+    K("max_package_mb", CONF_U32, max_package_mb, 1, 1u << 20,
+      "largest package accepted, MiB"),
+    K("offer_retry_ms", CONF_U32, offer_retry_ms, 100, 3600000,
+      "re-send an unanswered offer after this long"),
+    K("log_level", CONF_STR, log_level, 0, 0, "error, warn, info or debug"),
+    {0}};
+
+static void gw_config_defaults(struct gw_config *c)
+{
+	memset(c, 0, sizeof(*c));
+	snprintf(c->broker_host, sizeof(c->broker_host), "localhost");
+	c->broker_port = 8883;
+	snprintf(c->client_id, sizeof(c->client_id), "ota-gateway");
+	snprintf(c->db_dir, sizeof(c->db_dir), "ota-gateway-db");
+	snprintf(c->store_dir, sizeof(c->store_dir), "ota-gateway-store");
+	c->fragment_size = 4096;
+	c->window = 16;
+	c->max_package_mb = 512;
+	c->offer_retry_ms = 5000;
+	snprintf(c->log_level, sizeof(c->log_level), "info");
+}
+
+static int gw_config_check(const struct gw_config *c, char *err, size_t n)
+{
+	enum log_level lvl;
+	const char *need = !c->ca_file[0]	  ? "ca_file"
+			   : !c->cert_file[0]	  ? "cert_file"
+			   : !c->key_file[0]	  ? "key_file"
+			   : !c->publisher_key[0] ? "publisher_key"
+						  : NULL;
+	if (need) {
+		snprintf(err, n, "key '%s' is required", need);
+		return -1;
+	}
+	if (log_level_parse(c->log_level, &lvl) != 0) {
+		snprintf(err, n, "key 'log_level': '%s' is not one of error, "
+				 "warn, info, debug", c->log_level);
+		return -1;
+	}
+	const char *files[] = {c->ca_file, c->cert_file, c->key_file};
+	for (size_t i = 0; i < 3; i++) {
+		FILE *f = fopen(files[i], "r");
+		if (!f) {
+			snprintf(err, n, "cannot read %s", files[i]);
+			return -1;
+		}
+		fclose(f);
+	}
+	return 0;
+}
+
+/* ------------------------------------------------------ device table */
+
+static int dev_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct gw_device *)a)->id,
+		      ((const struct gw_device *)b)->id);
+}
+
+static struct gw_device *gw_device_find(struct gw *gw, const char *id)
+{
+	struct gw_device key;
+	snprintf(key.id, sizeof(key.id), "%s", id);
+	void *p = tfind(&key, &gw->devices, dev_cmp);
+	return p ? *(struct gw_device **)p : NULL;
+}
+
+static struct gw_device *gw_device_get(struct gw *gw, const char *id)
+{
+	struct gw_device *d = gw_device_find(gw, id);
+	if (d)
+		return d;
+	d = calloc(1, sizeof(*d));
+	if (!d)
+		return NULL;
+	snprintf(d->id, sizeof(d->id), "%s", id);
+	d->state = PROTO_ST_OFFLINE;
+	d->timings = (struct proto_timings){-1, -1, -1, -1, -1};
+	if (!tsearch(d, &gw->devices, dev_cmp)) {
+		free(d);
+		return NULL;
+	}
+	gw->ndevices++;
+	return d;
+}
+
+void gw__device_dirty(struct gw *gw, struct gw_device *d)
+{
+	if (d->dirty)
+		return;
+	if (gw->ndirty == gw->dirty_cap) {
+		size_t n = gw->dirty_cap ? gw->dirty_cap * 2 : 64;
+		struct gw_device **p = realloc(gw->dirty, n * sizeof(*p));
+		if (!p) {
+			log_warnx("out of memory marking device %s", d->id);
+			return;
+		}
+		gw->dirty = p;
+		gw->dirty_cap = n;
+	}
+	gw->dirty[gw->ndirty++] = d;
+	d->dirty = true;
+}
+
+static json_t *timings_json(const struct proto_timings *t)
+{
+	json_t *o = json_object();
+	const struct {
+		const char *k;
+		int64_t v;
+	} f[] = {{"download_ms", t->download_ms}, {"verify_ms", t->verify_ms},
+		 {"install_ms", t->install_ms},	  {"restart_ms", t->restart_ms},
+		 {"total_ms", t->total_ms}};
+	for (size_t i = 0; i < 5; i++)
+		if (f[i].v >= 0)
+			json_object_set_new(o, f[i].k, json_integer(f[i].v));
+	return o;
+}
+
+/* The ledger record of a device (read back by `status` and on start). */
+static char *device_record(const struct gw_device *d)
+{
+	json_t *o = json_pack(
+	    "{s:s,s:s,s:s,s:s,s:s,s:b,s:s,s:s,s:I,s:I,s:I,s:I,s:s,s:o,"
+	    "s:I,s:I,s:I,s:I}",
+	    "device", d->id, "product", d->product, "version", d->version,
+	    "group", d->group, "state", proto_state_name(d->state), "online",
+	    d->online, "release", d->release, "failed_release",
+	    d->failed_release, "acked", (json_int_t)d->acked, "fragments",
+	    (json_int_t)d->frags, "frags_sent", (json_int_t)d->frags_sent,
+	    "frags_resent", (json_int_t)d->frags_resent, "error", d->error,
+	    "timings", timings_json(&d->timings), "offered_ms",
+	    (json_int_t)d->offered_ms, "transferred_ms",
+	    (json_int_t)d->transferred_ms, "finished_ms",
+	    (json_int_t)d->finished_ms, "seen_ms", (json_int_t)d->seen_ms);
+	char *s = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+	json_decref(o);
+	return s;
+}
+
+static int device_load_cb(void *ud, const void *key, size_t klen,
+			  const char *val, size_t vlen)
+{
+	(void)key;
+	(void)klen;
+	struct gw *gw = ud;
+	json_error_t je;
+	json_t *o = json_loadb(val, vlen, 0, &je);
+	const char *id = o ? json_string_value(json_object_get(o, "device"))
+			   : NULL;
+	if (!id || !proto_id_valid(id)) {
+		log_warnx("ledger: skipping unreadable device record");
+		json_decref(o);
+		return 0;
+	}
+	struct gw_device *d = gw_device_get(gw, id);
+	if (!d) {
+		json_decref(o);
+		return -1;
+	}
+#define GET_STR(field, name)                                                   \
+	snprintf(d->field, sizeof(d->field), "%s",                             \
+		 json_string_value(json_object_get(o, name))                   \
+		     ? json_string_value(json_object_get(o, name))             \
+		     : "")
+	GET_STR(product, "product");
+	GET_STR(version, "version");
+	GET_STR(group, "group");
+	GET_STR(release, "release");
+	GET_STR(failed_release, "failed_release");
+	GET_STR(error, "error");
+#undef GET_STR
+	enum proto_state st;
+	const char *sn = json_string_value(json_object_get(o, "state"));
+	d->state = (sn && proto_state_parse(sn, &st) == 0) ? st
+							   : PROTO_ST_OFFLINE;
+	d->acked = (uint32_t)json_integer_value(json_object_get(o, "acked"));
+	d->frags = (uint32_t)json_integer_value(json_object_get(o, "fragments"));
+	d->frags_sent =
+	    (uint64_t)json_integer_value(json_object_get(o, "frags_sent"));
+	d->frags_resent =
+	    (uint64_t)json_integer_value(json_object_get(o, "frags_resent"));
+	d->offered_ms = json_integer_value(json_object_get(o, "offered_ms"));
+	d->finished_ms = json_integer_value(json_object_get(o, "finished_ms"));
+	d->online = false; /* until the device speaks again */
+	json_decref(o);
+	return 0;
+}
+
+void gw__event(struct gw *gw, const char *device, const char *release,
+	       const char *event, const char *detail)
+{
+	json_t *o = json_pack("{s:I,s:s,s:s,s:s,s:s}", "ts",
+			      (json_int_t)util_wall_ms(), "event", event,
+			      "device", device ? device : "", "release",
+			      release ? release : "", "detail",
+			      detail ? detail : "");
+	char *s = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+	if (!s || store_event(gw->db, s) != 0)
+		log_warnx("ledger: cannot queue event %s", event);
+	free(s);
+	json_decref(o);
+}
+
+/* Once per loop iteration: everything this tick changed, one commit. */
+static void flush_cb(uv_check_t *h)
+{
+	struct gw *gw = h->data;
+	for (size_t i = 0; i < gw->ndirty; i++) {
+		struct gw_device *d = gw->dirty[i];
+		char *rec = device_record(d);
+		if (!rec || store_put(gw->db, STORE_DEVICES, d->id, rec,
+				      strlen(rec)) != 0)
+			log_warnx("ledger: cannot queue record of %s", d->id);
+		free(rec);
+		d->dirty = false;
+	}
+	gw->ndirty = 0;
+	char err[256];
+	int rc = store_commit(gw->db, err, sizeof(err));
+	if (rc != 0)
+		log_warnx("ledger: %s", err);
+}
+
+/* ------------------------------------------------------ messages */
+
+/* "ota/dev/<id>/<leaf>" -> id (in buf) and leaf; false if not that. */
+static bool parse_dev_topic(const char *topic, char *id, size_t idlen,
+			    const char **leaf)
+{
+	if (strncmp(topic, "ota/dev/", 8) != 0)
+		return false;
+	const char *s = topic + 8, *slash = strchr(s, '/');
+	if (!slash || (size_t)(slash - s) >= idlen)
+		return false;
+	memcpy(id, s, (size_t)(slash - s));
+	id[slash - s] = '\0';
+	*leaf = slash + 1;
+	return proto_id_valid(id);
+}
+
+static void gw_offer_if_due(struct gw *gw, struct gw_device *d)
+{
+	if (!d->online || d->x)
+		return;
+	if (d->state != PROTO_ST_IDLE && d->state != PROTO_ST_COMMITTED &&
+	    d->state != PROTO_ST_FAILED && d->state != PROTO_ST_ROLLED_BACK)
+		return;
+	struct gw_release *best = NULL;
+	for (struct gw_release *r = gw->releases; r; r = r->next) {
+		if (!gw__release_targets(r, d))
+			continue;
+		int c;
+		if (!best || (proto_version_cmp(r->m.version, best->m.version,
+						&c) == 0 && c > 0))
+			best = r;
+	}
+	if (best)
+		gw__xfer_start(gw, d, best);
+}
+
+static void offer_walk(const void *node, VISIT v, void *ud)
+{
+	if (v == postorder || v == leaf)
+		gw_offer_if_due(ud, *(struct gw_device *const *)node);
+}
+
+void gw__offer_due_all(struct gw *gw) { twalk_r(gw->devices, offer_walk, gw); }
+
+static void on_status(struct gw *gw, const char *id, const void *payload,
+		      size_t len)
+{
+	struct proto_status st;
+	struct proto_err perr = {{0}};
+	if (len == 0)
+		return; /* a cleared retained status */
+	if (proto_status_decode(payload, len, &st, &perr) != 0 ||
+	    strcmp(st.device, id) != 0) {
+		gw->stats.msgs_bad++;
+		log_warnx("device=%s bad status dropped: %s", id,
+			  perr.text[0] ? perr.text : "device id mismatch");
+		return;
+	}
+	struct gw_device *d = gw_device_get(gw, id);
+	if (!d)
+		return;
+	bool was_online = d->online;
+	enum proto_state prev = d->state;
+	d->online = st.state != PROTO_ST_OFFLINE;
+	d->seen_ms = util_wall_ms();
+	if (d->online) {
+		snprintf(d->product, sizeof(d->product), "%s", st.product);
+		snprintf(d->version, sizeof(d->version), "%s", st.version);
+		snprintf(d->group, sizeof(d->group), "%s", st.group);
+	}
+	d->state = st.state;
+	if (st.state != prev || d->online != was_online)
+		log_info("device=%s state=%s version=%s%s%s", id,
+			 proto_state_name(st.state), st.version,
+			 st.error[0] ? " error=" : "", st.error);
+	gw__device_dirty(gw, d);
+
+	bool mine = d->x && strcmp(st.release, d->release) == 0;
+	if (st.state == PROTO_ST_OFFLINE) {
+		return; /* transfer pauses; resumes on return */
+	}
+	if (mine && (st.state == PROTO_ST_COMMITTED ||
+		     st.state == PROTO_ST_FAILED ||
+		     st.state == PROTO_ST_ROLLED_BACK)) {
+		d->timings = st.timings;
+		d->finished_ms = util_wall_ms();
+		snprintf(d->error, sizeof(d->error), "%s", st.error);
+		if (st.state != PROTO_ST_COMMITTED)
+			snprintf(d->failed_release, sizeof(d->failed_release),
+				 "%s", st.release);
+		gw__event(gw, id, st.release, proto_state_name(st.state),
+			  st.error[0] ? st.error : st.version);
+		gw__xfer_free(d);
+		return;
+	}
+	if (d->x && !was_online) {
+		/* Back after a disconnect: offer again; the device answers
+		 * with what it already holds. */
+		gw__xfer_offer(gw, d);
+		return;
+	}
+	gw_offer_if_due(gw, d);
+}
+
+static void on_ack(struct gw *gw, const char *id, const void *payload,
+		   size_t len)
+{
+	struct proto_ack a;
+	if (proto_ack_decode(payload, len, &a) != 0) {
+		gw->stats.msgs_bad++;
+		log_debug("device=%s undecodable ack dropped", id);
+		return;
+	}
+	struct gw_device *d = gw_device_find(gw, id);
+	if (!d || !d->x) {
+		gw->stats.msgs_stale++;
+		return;
+	}
+	gw->stats.acks++;
+	gw__xfer_on_ack(gw, d, &a);
+}
+
+static void on_message(struct mq *mq, void *ud, const char *topic,
+		       const void *payload, size_t len)
+{
+	(void)mq;
+	struct gw *gw = ud;
+	char id[PROTO_ID_MAX + 1];
+	const char *leaf;
+	if (strncmp(topic, "ota/release/", 12) == 0) {
+		gw__announce(gw, topic + 12, payload, len);
+	} else if (parse_dev_topic(topic, id, sizeof(id), &leaf)) {
+		if (!strcmp(leaf, "status"))
+			on_status(gw, id, payload, len);
+		else if (!strcmp(leaf, "ack"))
+			on_ack(gw, id, payload, len);
+	} else {
+		gw->stats.msgs_bad++;
+	}
+}
+
+static void on_connect(struct mq *mq, void *ud)
+{
+	(void)ud;
+	mq_subscribe(mq, "ota/release/+", 1);
+	mq_subscribe(mq, "ota/dev/+/status", 1);
+	mq_subscribe(mq, "ota/dev/+/ack", 0);
+}
+
+static void on_disconnect(struct mq *mq, void *ud, const char *why)
+{
+	(void)mq;
+	(void)ud;
+	log_warnx("mqtt connection lost: %s (reconnecting)", why);
+}
+
+static void tick_walk(const void *node, VISIT v, void *ud)
+{
+	if (v != postorder && v != leaf)
+		return;
+	struct gw *gw = ud;
+	struct gw_device *d = *(struct gw_device *const *)node;
+	if (d->x)
+		gw__xfer_tick(gw, d, util_mono_ms());
+}
+
+static void tick_cb(uv_timer_t *t)
+{
+	struct gw *gw = t->data;
+	if (mq_connected(gw->mq))
+		twalk_r(gw->devices, tick_walk, gw);
+}
+
+static void closed_cb(uv_handle_t *h) { (void)h; }
+
+static void mq_closed(void *ud)
+{
+	struct gw *gw = ud;
+	uv_close((uv_handle_t *)&gw->tick, closed_cb);
+	uv_close((uv_handle_t *)&gw->flush, closed_cb);
+	uv_close((uv_handle_t *)&gw->sigint, closed_cb);
+	uv_close((uv_handle_t *)&gw->sigterm, closed_cb);
+}
+
+static void signal_cb(uv_signal_t *s, int signum)
+{
+	struct gw *gw = s->data;
+	if (gw->stopping)
+		return;
+	gw->stopping = true;
+	log_info("signal %d: stopping", signum);
+	flush_cb(&gw->flush);
+	mq_close(gw->mq, mq_closed);
+}
+
+static void free_device(void *p)
+{
+	struct gw_device *d = p;
+	gw__xfer_free(d);
+	free(d);
+}
+
+static void usage(void)
+{
+	printf("usage: ota-gateway run [-c FILE] [--check] [--key value ...]\n"
+	       "\nEvery configuration key can also be given as a flag and "
+	       "overrides the file.\n\noptions:\n"
+	       "  -c, --config FILE              configuration file\n"
+	       "  --check                        validate the configuration "
+	       "and exit\n");
+	conf_print_help(gw_keys);
+	printf("\nexample:\n  ota-gateway run -c /etc/ota/gateway.conf "
+	       "--log-level debug\n");
+}
+
+int gw__cmd_run(int argc, char **argv)
+{
+	struct gw gw;
+	struct conf_cli cli;
+	char err[512];
+	int rc = 1;
+	memset(&gw, 0, sizeof(gw));
+	gw_config_defaults(&gw.cfg);
+	if (conf_from_argv(argc, argv, gw_keys, &gw.cfg, &cli, err,
+			   sizeof(err)) != 0) {
+		fprintf(stderr, "ota-gateway run: %s\n", err);
+		return 2;
+	}
+	if (cli.help) {
+		usage();
+		return 0;
+	}
+	if (cli.nargs) {
+		fprintf(stderr, "ota-gateway run: unexpected argument '%s'\n",
+			cli.args[0]);
+		return 2;
+	}
+	if (gw_config_check(&gw.cfg, err, sizeof(err)) != 0 ||
+	    util_load_pubkey(gw.cfg.publisher_key, gw.pubkey, err,
+			     sizeof(err)) != 0) {
+		fprintf(stderr, "ota-gateway run: %s%s: %s\n",
+			cli.config ? cli.config : "flags",
+			cli.config ? "" : "", err);
+		return 2;
+	}
+	if (cli.check) {
+		printf("%s: configuration OK\n",
+		       cli.config ? cli.config : "flags");
+		return 0;
+	}
+	enum log_level lvl;
+	log_level_parse(gw.cfg.log_level, &lvl);
+	log_set_level(lvl);
+
+	struct store_opts so = {0};
+	if (util_mkdirs(gw.cfg.store_dir, 0700, err, sizeof(err)) != 0 ||
+	    store_open(gw.cfg.db_dir, &so, &gw.db, err, sizeof(err)) != 0) {
+		log_warnx("%s", err);
+		return 1;
+	}
+	gw.fragbuf = malloc(PROTO_FRAG_HDR_LEN + PROTO_FRAG_SIZE_MAX);
+	if (!gw.fragbuf)
+		goto out_db;
+	gw.loop = uv_default_loop();
+	if (store_foreach(gw.db, STORE_DEVICES, device_load_cb, &gw) != 0 ||
+	    gw__releases_load(&gw) != 0) {
+		log_warnx("ledger %s could not be read", gw.cfg.db_dir);
+		goto out_buf;
+	}
+	mosquitto_lib_init();
+	struct mq_opts mo = {
+	    .host = gw.cfg.broker_host,
+	    .port = (int)gw.cfg.broker_port,
+	    .cafile = gw.cfg.ca_file,
+	    .certfile = gw.cfg.cert_file,
+	    .keyfile = gw.cfg.key_file,
+	    .client_id = gw.cfg.client_id,
+	    .keepalive = 30,
+	};
+	struct mq_cbs cbs = {on_connect, on_disconnect, on_message};
+	if (mq_new(gw.loop, &mo, &cbs, &gw, &gw.mq, err, sizeof(err)) != 0) {
+		log_warnx("%s", err);
+		goto out_lib;
+	}
+	uv_timer_init(gw.loop, &gw.tick);
+	gw.tick.data = &gw;
+	uv_timer_start(&gw.tick, tick_cb, TICK_MS, TICK_MS);
+	uv_check_init(gw.loop, &gw.flush);
+	gw.flush.data = &gw;
+	uv_check_start(&gw.flush, flush_cb);
+	uv_unref((uv_handle_t *)&gw.flush);
+	uv_signal_init(gw.loop, &gw.sigint);
+	uv_signal_init(gw.loop, &gw.sigterm);
+	gw.sigint.data = gw.sigterm.data = &gw;
+	uv_signal_start(&gw.sigint, signal_cb, SIGINT);
+	uv_signal_start(&gw.sigterm, signal_cb, SIGTERM);
+	log_info("gateway up: broker=%s:%u db=%s store=%s devices=%zu",
+		 gw.cfg.broker_host, gw.cfg.broker_port, gw.cfg.db_dir,
+		 gw.cfg.store_dir, gw.ndevices);
+	mq_start(gw.mq);
+	uv_run(gw.loop, UV_RUN_DEFAULT);
+	log_info("gateway stopped: frags_sent=%llu resent=%llu acks=%llu "
+		 "bad_msgs=%llu stale_msgs=%llu",
+		 (unsigned long long)gw.stats.frags_sent,
+		 (unsigned long long)gw.stats.frags_resent,
+		 (unsigned long long)gw.stats.acks,
+		 (unsigned long long)gw.stats.msgs_bad,
+		 (unsigned long long)gw.stats.msgs_stale);
+	rc = 0;
+	uv_loop_close(gw.loop);
+out_lib:
+	mosquitto_lib_cleanup();
+	tdestroy(gw.devices, free_device);
+	gw__releases_free(&gw);
+out_buf:
+	free(gw.fragbuf);
+	free(gw.dirty);
+out_db:
+	store_close(gw.db);
+	return rc;
+}

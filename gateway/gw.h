@@ -1,0 +1,131 @@
+/*
+ * Internal contract of the gateway program (ota-gateway). Not a library:
+ * the modules here share these structs; everything else is static.
+ */
+#ifndef OTA_GW_H
+#define OTA_GW_H
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "common/mq.h"
+#include "proto/proto.h"
+#include "store/store.h"
+
+struct gw_config {
+	char broker_host[256];
+	uint32_t broker_port;
+	char ca_file[PATH_MAX];
+	char cert_file[PATH_MAX];
+	char key_file[PATH_MAX];
+	char client_id[64];
+	char publisher_key[PATH_MAX]; /* Ed25519 public key (PEM) */
+	char db_dir[PATH_MAX];
+	char store_dir[PATH_MAX];
+	uint32_t fragment_size;
+	uint32_t window;
+	uint32_t max_package_mb;
+	uint32_t offer_retry_ms;
+	char log_level[16];
+};
+
+struct gw_release {
+	char id[PROTO_RELEASE_HEX_LEN + 1];
+	uint32_t tag;
+	struct proto_manifest m;
+	char *manifest; /* signed bytes, NUL-terminated */
+	size_t manifest_len;
+	uint8_t sig[PROTO_SIG_LEN];
+	char path[PATH_MAX]; /* content-addressed copy in store_dir */
+	const uint8_t *map;  /* whole package file, read-only mmap */
+	size_t map_len;
+	uint64_t payload_off;
+	uint32_t frag_size, nfrags, window;
+	struct proto_announce target; /* group / device list */
+	int64_t created_ms;
+	struct gw_release *next;
+};
+
+struct gw_xfer;
+
+struct gw_device {
+	char id[PROTO_ID_MAX + 1];
+	char product[PROTO_ID_MAX + 1];
+	char version[PROTO_VERSION_MAX + 1];
+	char group[PROTO_ID_MAX + 1];
+	enum proto_state state;
+	bool online;
+	char release[PROTO_RELEASE_HEX_LEN + 1]; /* last update's release */
+	char failed_release[PROTO_RELEASE_HEX_LEN + 1];
+	uint32_t acked, frags;
+	uint64_t frags_sent, frags_resent;
+	char error[PROTO_ERROR_MAX + 1];
+	struct proto_timings timings;
+	int64_t offered_ms, transferred_ms, finished_ms, seen_ms;
+	struct gw_xfer *x;
+	bool dirty;
+};
+
+struct gw_stats {
+	uint64_t msgs_bad;   /* undecodable */
+	uint64_t msgs_stale; /* valid but not for any live session */
+	uint64_t frags_sent, frags_resent, acks;
+	uint64_t releases_refused;
+};
+
+struct gw {
+	uv_loop_t *loop;
+	struct gw_config cfg;
+	uint8_t pubkey[PROTO_PUBKEY_LEN];
+	struct mq *mq;
+	struct store *db;
+	void *devices; /* tsearch tree of struct gw_device * */
+	size_t ndevices;
+	struct gw_device **dirty;
+	size_t ndirty, dirty_cap;
+	struct gw_release *releases;
+	uv_timer_t tick;
+	uv_check_t flush;
+	uv_signal_t sigint, sigterm;
+	uint8_t *fragbuf; /* PROTO_FRAG_HDR_LEN + PROTO_FRAG_SIZE_MAX */
+	struct gw_stats stats;
+	int fetches; /* package jobs in the thread pool */
+	bool stopping;
+};
+
+/* gw.c */
+void gw__device_dirty(struct gw *gw, struct gw_device *d);
+void gw__event(struct gw *gw, const char *device, const char *release,
+	       const char *event, const char *detail);
+struct gw_release *gw__release_find(struct gw *gw, const char *id);
+/* Offer the newest targeting release to every idle device due one. */
+void gw__offer_due_all(struct gw *gw);
+
+/* release.c: fetch, verify, store, record */
+void gw__announce(struct gw *gw, const char *product, const void *payload,
+		  size_t len);
+int gw__releases_load(struct gw *gw);
+void gw__releases_free(struct gw *gw);
+/* Would this release go to this device now? */
+bool gw__release_targets(const struct gw_release *r,
+			 const struct gw_device *d);
+
+/* xfer.c: offers and the windowed transfer */
+void gw__xfer_start(struct gw *gw, struct gw_device *d,
+		    struct gw_release *r);
+void gw__xfer_offer(struct gw *gw, struct gw_device *d);
+void gw__xfer_on_ack(struct gw *gw, struct gw_device *d,
+		     const struct proto_ack *a);
+void gw__xfer_tick(struct gw *gw, struct gw_device *d, uint64_t now);
+void gw__xfer_free(struct gw_device *d);
+
+/* commands */
+int gw__cmd_keygen(int argc, char **argv);
+int gw__cmd_pack(int argc, char **argv);
+int gw__cmd_verify(int argc, char **argv);
+int gw__cmd_run(int argc, char **argv);
+int gw__cmd_status(int argc, char **argv);
+
+#endif

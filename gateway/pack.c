@@ -1,0 +1,307 @@
+/* ota-gateway keygen | pack | verify: the publisher's tools. */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <openssl/evp.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/conf.h"
+#include "common/util.h"
+#include "gateway/gw.h"
+
+struct pack_opts {
+	char out[PATH_MAX];
+	char key[PATH_MAX];
+	char pubkey[PATH_MAX];
+	char product[PROTO_ID_MAX + 1];
+	char version[PROTO_VERSION_MAX + 1];
+	char payload[PATH_MAX];
+	bool json;
+};
+
+#define K(name, type, field, help)                                             \
+	{name, type, offsetof(struct pack_opts, field),                        \
+	 sizeof(((struct pack_opts *)0)->field), 0, 0, help}
+
+static const struct conf_key keygen_keys[] = {
+    K("out", CONF_STR, out, "file prefix: writes PREFIX.key and PREFIX.pub"),
+    {0}};
+static const struct conf_key pack_keys[] = {
+    K("key", CONF_STR, key, "publisher private key (PEM, mode 0600)"),
+    K("product", CONF_STR, product, "product name, e.g. sensor"),
+    K("version", CONF_STR, version, "version MAJOR.MINOR.PATCH"),
+    K("payload", CONF_STR, payload, "the file to ship"),
+    K("out", CONF_STR, out, "package file to write"),
+    {0}};
+static const struct conf_key verify_keys[] = {
+    K("pubkey", CONF_STR, pubkey, "publisher public key (PEM)"),
+    K("json", CONF_BOOL, json, "print the manifest as JSON only"),
+    {0}};
+
+static int parse(int argc, char **argv, const struct conf_key *keys,
+		 struct pack_opts *o, struct conf_cli *cli, const char *usage)
+{
+	char err[512];
+	memset(o, 0, sizeof(*o));
+	if (conf_from_argv(argc, argv, keys, o, cli, err, sizeof(err)) != 0) {
+		fprintf(stderr, "ota-gateway %s: %s\n", argv[0], err);
+		return 2;
+	}
+	if (cli->help) {
+		printf("usage: ota-gateway %s\n\noptions:\n", usage);
+		conf_print_help(keys);
+		return 1;
+	}
+	return 0;
+}
+
+int gw__cmd_keygen(int argc, char **argv)
+{
+	struct pack_opts o;
+	struct conf_cli cli;
+	int rc = parse(argc, argv, keygen_keys, &o, &cli, "keygen --out PREFIX");
+	if (rc)
+		return rc == 1 ? 0 : rc;
+	if (!o.out[0] && cli.nargs == 1)
+		snprintf(o.out, sizeof(o.out), "%s", cli.args[0]);
+	if (!o.out[0]) {
+		fprintf(stderr, "ota-gateway keygen: --out PREFIX is required\n");
+		return 2;
+	}
+	char priv[PATH_MAX + 8], pub[PATH_MAX + 8], err[512];
+	snprintf(priv, sizeof(priv), "%s.key", o.out);
+	snprintf(pub, sizeof(pub), "%s.pub", o.out);
+	if (util_keygen(priv, pub, err, sizeof(err)) != 0) {
+		fprintf(stderr, "ota-gateway keygen: %s\n", err);
+		return 1;
+	}
+	printf("wrote %s (private, mode 0600) and %s (public)\n", priv, pub);
+	return 0;
+}
+
+/* SHA-256 and size of a file, streamed. */
+static int hash_file(int fd, uint8_t md[32], uint64_t *size, char *err,
+		     size_t errlen)
+{
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	static const size_t bufsz = 1 << 16;
+	uint8_t *buf = malloc(bufsz);
+	int rc = -1;
+	*size = 0;
+	if (!ctx || !buf || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1) {
+		snprintf(err, errlen, "out of memory");
+		goto out;
+	}
+	for (;;) {
+		ssize_t r = read(fd, buf, bufsz);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0) {
+			snprintf(err, errlen, "read payload: %s",
+				 strerror(errno));
+			goto out;
+		}
+		if (r == 0)
+			break;
+		EVP_DigestUpdate(ctx, buf, (size_t)r);
+		*size += (uint64_t)r;
+	}
+	EVP_DigestFinal_ex(ctx, md, NULL);
+	rc = 0;
+out:
+	free(buf);
+	EVP_MD_CTX_free(ctx);
+	return rc;
+}
+
+static int copy_fd(int in, FILE *out)
+{
+	char buf[1 << 16];
+	for (;;) {
+		ssize_t r = read(in, buf, sizeof(buf));
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return -1;
+		if (r == 0)
+			return 0;
+		if (fwrite(buf, 1, (size_t)r, out) != (size_t)r)
+			return -1;
+	}
+}
+
+int gw__cmd_pack(int argc, char **argv)
+{
+	struct pack_opts o;
+	struct conf_cli cli;
+	char err[512], tmp[PATH_MAX + 8];
+	int rc = parse(argc, argv, pack_keys, &o, &cli,
+		       "pack --key KEY --product P --version V --payload FILE "
+		       "--out PKG");
+	if (rc)
+		return rc == 1 ? 0 : rc;
+	const char *missing = !o.key[0]       ? "--key"
+			      : !o.product[0] ? "--product"
+			      : !o.version[0] ? "--version"
+			      : !o.payload[0] ? "--payload"
+			      : !o.out[0]     ? "--out"
+					      : NULL;
+	if (missing) {
+		fprintf(stderr, "ota-gateway pack: %s is required\n", missing);
+		return 2;
+	}
+	struct proto_manifest m = {.format = 1};
+	uint32_t parts[3];
+	if (!proto_id_valid(o.product)) {
+		fprintf(stderr, "ota-gateway pack: product '%s' must be 1-63 "
+				"characters of A-Z a-z 0-9 . _ -\n", o.product);
+		return 2;
+	}
+	if (proto_version_parse(o.version, parts) != 0) {
+		fprintf(stderr, "ota-gateway pack: version '%s' is not "
+				"MAJOR.MINOR.PATCH\n", o.version);
+		return 2;
+	}
+	uint8_t priv[PROTO_PRIVKEY_LEN];
+	if (util_load_privkey(o.key, priv, err, sizeof(err)) != 0) {
+		fprintf(stderr, "ota-gateway pack: %s\n", err);
+		return 1;
+	}
+	snprintf(m.product, sizeof(m.product), "%s", o.product);
+	snprintf(m.version, sizeof(m.version), "%s", o.version);
+	m.created = (int64_t)time(NULL);
+	int fd = open(o.payload, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		fprintf(stderr, "ota-gateway pack: %s: %s\n", o.payload,
+			strerror(errno));
+		return 1;
+	}
+	if (hash_file(fd, m.sha256, &m.size, err, sizeof(err)) != 0 ||
+	    m.size == 0) {
+		fprintf(stderr, "ota-gateway pack: %s: %s\n", o.payload,
+			m.size == 0 && !err[0] ? "payload is empty" : err);
+		close(fd);
+		return 1;
+	}
+	char *mj = NULL;
+	size_t mlen = 0;
+	uint8_t sig[PROTO_SIG_LEN], hdr[PROTO_PKG_HDR_LEN];
+	if (proto_manifest_encode(&m, &mj, &mlen) != 0 ||
+	    proto_sign(priv, mj, mlen, sig) != 0 ||
+	    proto_pkg_header_encode(hdr, (uint32_t)mlen) != 0) {
+		fprintf(stderr, "ota-gateway pack: signing failed\n");
+		goto fail_fd;
+	}
+	snprintf(tmp, sizeof(tmp), "%s.tmp", o.out);
+	FILE *out = fopen(tmp, "wb");
+	if (!out) {
+		fprintf(stderr, "ota-gateway pack: %s: %s\n", tmp,
+			strerror(errno));
+		goto fail_fd;
+	}
+	if (lseek(fd, 0, SEEK_SET) != 0 ||
+	    fwrite(hdr, 1, sizeof(hdr), out) != sizeof(hdr) ||
+	    fwrite(mj, 1, mlen, out) != mlen ||
+	    fwrite(sig, 1, sizeof(sig), out) != sizeof(sig) ||
+	    copy_fd(fd, out) != 0 || fflush(out) != 0 ||
+	    fsync(fileno(out)) != 0) {
+		fprintf(stderr, "ota-gateway pack: writing %s: %s\n", tmp,
+			strerror(errno));
+		fclose(out);
+		unlink(tmp);
+		goto fail_fd;
+	}
+	fclose(out);
+	if (rename(tmp, o.out) != 0) {
+		fprintf(stderr, "ota-gateway pack: rename to %s: %s\n", o.out,
+			strerror(errno));
+		unlink(tmp);
+		goto fail_fd;
+	}
+	char hex[65];
+	proto_hex_encode(m.sha256, 32, hex);
+	printf("wrote %s: product=%s version=%s size=%llu sha256=%s\n", o.out,
+	       m.product, m.version, (unsigned long long)m.size, hex);
+	free(mj);
+	close(fd);
+	OPENSSL_cleanse(priv, sizeof(priv));
+	return 0;
+fail_fd:
+	free(mj);
+	close(fd);
+	OPENSSL_cleanse(priv, sizeof(priv));
+	return 1;
+}
+
+int gw__cmd_verify(int argc, char **argv)
+{
+	struct pack_opts o;
+	struct conf_cli cli;
+	char err[512];
+	int rc = parse(argc, argv, verify_keys, &o, &cli,
+		       "verify --pubkey PUB [--json] PACKAGE");
+	if (rc)
+		return rc == 1 ? 0 : rc;
+	if (!o.pubkey[0] || cli.nargs != 1) {
+		fprintf(stderr, "usage: ota-gateway verify --pubkey PUB "
+				"PACKAGE\n");
+		return 2;
+	}
+	const char *path = cli.args[0];
+	uint8_t pub[PROTO_PUBKEY_LEN];
+	if (util_load_pubkey(o.pubkey, pub, err, sizeof(err)) != 0) {
+		fprintf(stderr, "ota-gateway verify: %s\n", err);
+		return 1;
+	}
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	struct stat st;
+	if (fd < 0 || fstat(fd, &st) != 0) {
+		fprintf(stderr, "ota-gateway verify: %s: %s\n", path,
+			strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return 1;
+	}
+	size_t len = (size_t)st.st_size;
+	void *map = len ? mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0) : NULL;
+	close(fd);
+	if (len && map == MAP_FAILED) {
+		fprintf(stderr, "ota-gateway verify: mmap %s: %s\n", path,
+			strerror(errno));
+		return 1;
+	}
+	struct proto_manifest m;
+	struct proto_pkg_layout lay;
+	struct proto_err perr = {{0}};
+	rc = proto_pkg_check(map, len, pub, &m, &lay, &perr);
+	if (map)
+		munmap(map, len);
+	if (rc != 0) {
+		fprintf(stderr, "ota-gateway verify: %s: REFUSED: %s\n", path,
+			perr.text[0] ? perr.text : proto_strerror(rc));
+		return 1;
+	}
+	char hex[65];
+	proto_hex_encode(m.sha256, 32, hex);
+	if (o.json) {
+		char *mj = NULL;
+		size_t mlen;
+		if (proto_manifest_encode(&m, &mj, &mlen) == 0)
+			printf("%s\n", mj);
+		free(mj);
+		return 0;
+	}
+	printf("%s: OK (signature and digest verified)\n"
+	       "  product  %s\n  version  %s\n  size     %llu\n"
+	       "  sha256   %s\n  created  %lld\n",
+	       path, m.product, m.version, (unsigned long long)m.size, hex,
+	       (long long)m.created);
+	return 0;
+}

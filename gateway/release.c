@@ -1,0 +1,492 @@
+/* Releases: fetch the announced package, verify it off the loop, keep a
+ * content-addressed copy, record it, and hand it to the transfer engine. */
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/util.h"
+#include "gateway/gw.h"
+
+struct fetch_job {
+	uv_work_t req;
+	struct gw *gw;
+	char product[PROTO_ID_MAX + 1];
+	struct proto_announce a;
+	/* inputs, copied so the worker touches nothing of the loop's */
+	uint8_t pubkey[PROTO_PUBKEY_LEN];
+	uint64_t max_size;
+	char store_dir[PATH_MAX];
+	/* outputs */
+	int rc;
+	char err[320];
+	struct proto_manifest m;
+	struct proto_pkg_layout lay;
+	char *manifest;
+	size_t manifest_len;
+	uint8_t sig[PROTO_SIG_LEN];
+	char id[PROTO_RELEASE_HEX_LEN + 1];
+	char path[PATH_MAX];
+};
+
+struct gw_release *gw__release_find(struct gw *gw, const char *id)
+{
+	for (struct gw_release *r = gw->releases; r; r = r->next)
+		if (!strcmp(r->id, id))
+			return r;
+	return NULL;
+}
+
+bool gw__release_targets(const struct gw_release *r,
+			 const struct gw_device *d)
+{
+	int c;
+	if (!d->online || strcmp(d->product, r->m.product) != 0)
+		return false;
+	if (proto_version_cmp(d->version, r->m.version, &c) != 0 || c >= 0)
+		return false;
+	if (!strcmp(d->failed_release, r->id))
+		return false;
+	if (r->target.group[0] && strcmp(r->target.group, d->group) != 0)
+		return false;
+	if (r->target.devices) {
+		for (size_t i = 0; i < r->target.ndevices; i++)
+			if (!strcmp(r->target.devices[i], d->id))
+				return true;
+		return false;
+	}
+	return true;
+}
+
+/* Stream src into the open fd dst, refusing more than max bytes. */
+static int copy_capped(int src, int dst, uint64_t max, char *err, size_t n)
+{
+	static const size_t bufsz = 1 << 16;
+	char *buf = malloc(bufsz);
+	uint64_t total = 0;
+	int rc = -1;
+	if (!buf) {
+		snprintf(err, n, "out of memory");
+		return -1;
+	}
+	for (;;) {
+		ssize_t r = read(src, buf, bufsz);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0) {
+			snprintf(err, n, "read: %s", strerror(errno));
+			goto out;
+		}
+		if (r == 0)
+			break;
+		total += (uint64_t)r;
+		if (total > max) {
+			snprintf(err, n,
+				 "package larger than the configured maximum "
+				 "of %llu bytes",
+				 (unsigned long long)max);
+			goto out;
+		}
+		for (ssize_t off = 0; off < r;) {
+			ssize_t w = write(dst, buf + off, (size_t)(r - off));
+			if (w < 0 && errno == EINTR)
+				continue;
+			if (w < 0) {
+				snprintf(err, n, "write to store: %s",
+					 strerror(errno));
+				goto out;
+			}
+			off += w;
+		}
+	}
+	rc = 0;
+out:
+	free(buf);
+	return rc;
+}
+
+/* Thread pool: copy into the store, verify the copy, keep it. */
+static void fetch_work(uv_work_t *req)
+{
+	struct fetch_job *j = req->data;
+	char tmp[PATH_MAX];
+	const char *url = j->a.url;
+	j->rc = -1;
+	if (strncmp(url, "file://", 7) != 0) {
+		snprintf(j->err, sizeof(j->err),
+			 "unsupported URL scheme in '%s' (file:// only so far)",
+			 url);
+		return;
+	}
+	const char *src_path = url + 7;
+	int src = open(src_path, O_RDONLY | O_CLOEXEC);
+	if (src < 0) {
+		snprintf(j->err, sizeof(j->err), "cannot open %s: %s",
+			 src_path, strerror(errno));
+		return;
+	}
+	if (snprintf(tmp, sizeof(tmp), "%s/.fetch-XXXXXX", j->store_dir) >=
+	    (int)sizeof(tmp)) {
+		snprintf(j->err, sizeof(j->err), "store path too long");
+		close(src);
+		return;
+	}
+	int dst = mkostemp(tmp, O_CLOEXEC);
+	if (dst < 0) {
+		snprintf(j->err, sizeof(j->err), "cannot create %s: %s", tmp,
+			 strerror(errno));
+		close(src);
+		return;
+	}
+	int rc = copy_capped(src, dst, j->max_size, j->err, sizeof(j->err));
+	close(src);
+	if (rc == 0 && fsync(dst) != 0) {
+		snprintf(j->err, sizeof(j->err), "fsync: %s", strerror(errno));
+		rc = -1;
+	}
+	struct stat st;
+	void *map = MAP_FAILED;
+	if (rc == 0 && fstat(dst, &st) == 0 && st.st_size > 0)
+		map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, dst,
+			   0);
+	close(dst);
+	if (rc == 0 && map == MAP_FAILED) {
+		snprintf(j->err, sizeof(j->err), "package is empty");
+		rc = -1;
+	}
+	if (rc != 0)
+		goto fail_tmp;
+	struct proto_err perr = {{0}};
+	rc = proto_pkg_check(map, (size_t)st.st_size, j->pubkey, &j->m,
+			     &j->lay, &perr);
+	if (rc != 0) {
+		snprintf(j->err, sizeof(j->err), "%s",
+			 perr.text[0] ? perr.text : proto_strerror(rc));
+		goto fail_map;
+	}
+	if (strcmp(j->m.product, j->product) != 0) {
+		snprintf(j->err, sizeof(j->err),
+			 "package is for product '%s', announced on the "
+			 "topic of '%s'",
+			 j->m.product, j->product);
+		goto fail_map;
+	}
+	const uint8_t *base = map;
+	j->manifest_len = j->lay.manifest_len;
+	j->manifest = malloc(j->manifest_len + 1);
+	if (!j->manifest) {
+		snprintf(j->err, sizeof(j->err), "out of memory");
+		goto fail_map;
+	}
+	memcpy(j->manifest, base + j->lay.manifest_off, j->manifest_len);
+	j->manifest[j->manifest_len] = '\0';
+	memcpy(j->sig, base + j->lay.sig_off, PROTO_SIG_LEN);
+	uint8_t rid[PROTO_RELEASE_ID_LEN];
+	proto_release_id(j->manifest, j->manifest_len, rid);
+	proto_hex_encode(rid, sizeof(rid), j->id);
+	munmap(map, (size_t)st.st_size);
+	snprintf(j->path, sizeof(j->path), "%s/%s.ota", j->store_dir, j->id);
+	if (rename(tmp, j->path) != 0) {
+		snprintf(j->err, sizeof(j->err), "rename into store: %s",
+			 strerror(errno));
+		goto fail_tmp;
+	}
+	util_fsync_dir_of(j->path);
+	j->rc = 0;
+	return;
+fail_map:
+	munmap(map, (size_t)st.st_size);
+fail_tmp:
+	unlink(tmp);
+	j->rc = -1;
+}
+
+static int release_map(struct gw_release *r, char *err, size_t n)
+{
+	int fd = open(r->path, O_RDONLY | O_CLOEXEC);
+	struct stat st;
+	if (fd < 0 || fstat(fd, &st) != 0) {
+		snprintf(err, n, "%s: %s", r->path, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	if ((uint64_t)st.st_size != r->payload_off + r->m.size) {
+		snprintf(err, n, "%s: size %lld, expected %llu", r->path,
+			 (long long)st.st_size,
+			 (unsigned long long)(r->payload_off + r->m.size));
+		close(fd);
+		return -1;
+	}
+	void *map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+	close(fd);
+	if (map == MAP_FAILED) {
+		snprintf(err, n, "mmap %s: %s", r->path, strerror(errno));
+		return -1;
+	}
+	r->map = map;
+	r->map_len = (size_t)st.st_size;
+	return 0;
+}
+
+static void release_free(struct gw_release *r)
+{
+	if (r->map)
+		munmap((void *)r->map, r->map_len);
+	free(r->manifest);
+	proto_announce_free(&r->target);
+	free(r);
+}
+
+void gw__releases_free(struct gw *gw)
+{
+	while (gw->releases) {
+		struct gw_release *r = gw->releases;
+		gw->releases = r->next;
+		release_free(r);
+	}
+}
+
+static char *release_record(const struct gw_release *r)
+{
+	char sig[2 * PROTO_SIG_LEN + 1];
+	proto_hex_encode(r->sig, PROTO_SIG_LEN, sig);
+	json_t *devs = json_array();
+	for (size_t i = 0; r->target.devices && i < r->target.ndevices; i++)
+		json_array_append_new(devs, json_string(r->target.devices[i]));
+	json_t *o = json_pack(
+	    "{s:s,s:s,s:s,s:I,s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:s,s:o,s:I}",
+	    "release", r->id, "product", r->m.product, "version", r->m.version,
+	    "size", (json_int_t)r->m.size, "path", r->path, "manifest",
+	    r->manifest, "sig", sig, "payload_off", (json_int_t)r->payload_off,
+	    "fragment_size", (json_int_t)r->frag_size, "fragments",
+	    (json_int_t)r->nfrags, "window", (json_int_t)r->window, "group",
+	    r->target.group, "devices", r->target.devices ? devs : json_null(),
+	    "created_ms", (json_int_t)r->created_ms);
+	if (!r->target.devices)
+		json_decref(devs);
+	char *s = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+	json_decref(o);
+	return s;
+}
+
+/* Is there already a release of this product at this version or newer? */
+static const struct gw_release *newer_or_equal(struct gw *gw,
+					       const struct proto_manifest *m)
+{
+	for (struct gw_release *r = gw->releases; r; r = r->next) {
+		int c;
+		if (!strcmp(r->m.product, m->product) &&
+		    proto_version_cmp(r->m.version, m->version, &c) == 0 &&
+		    c >= 0)
+			return r;
+	}
+	return NULL;
+}
+
+static void release_add(struct gw *gw, struct gw_release *r)
+{
+	r->next = gw->releases;
+	gw->releases = r;
+}
+
+static void fetch_done(uv_work_t *req, int status)
+{
+	struct fetch_job *j = req->data;
+	struct gw *gw = j->gw;
+	char err[320];
+	gw->fetches--;
+	if (status != 0 || j->rc != 0) {
+		gw->stats.releases_refused++;
+		log_warnx("release REFUSED product=%s url=%s reason=\"%s\"",
+			  j->product, j->a.url,
+			  status ? "cancelled" : j->err);
+		gw__event(gw, NULL, NULL, "release_refused", j->err);
+		goto out;
+	}
+	if (gw__release_find(gw, j->id)) {
+		log_info("release=%s already known: announcement ignored",
+			 j->id);
+		goto out;
+	}
+	const struct gw_release *newer = newer_or_equal(gw, &j->m);
+	if (newer) {
+		log_info("release %s %s ignored: %s is already released "
+			 "(release=%s)",
+			 j->m.product, j->m.version, newer->m.version,
+			 newer->id);
+		gw__event(gw, NULL, j->id, "release_ignored",
+			  "older or equal version");
+		goto out;
+	}
+	struct gw_release *r = calloc(1, sizeof(*r));
+	if (!r)
+		goto out;
+	memcpy(r->id, j->id, sizeof(r->id));
+	uint8_t rid[PROTO_RELEASE_ID_LEN];
+	proto_hex_decode(r->id, rid, sizeof(rid));
+	r->tag = proto_release_tag(rid);
+	r->m = j->m;
+	r->manifest = j->manifest;
+	r->manifest_len = j->manifest_len;
+	j->manifest = NULL;
+	memcpy(r->sig, j->sig, PROTO_SIG_LEN);
+	snprintf(r->path, sizeof(r->path), "%s", j->path);
+	r->payload_off = j->lay.payload_off;
+	r->frag_size = j->a.fragment_size ? j->a.fragment_size
+					  : gw->cfg.fragment_size;
+	r->window = j->a.window ? j->a.window : gw->cfg.window;
+	uint64_t nf = (r->m.size + r->frag_size - 1) / r->frag_size;
+	if (nf > PROTO_FRAGS_MAX) {
+		log_warnx("release=%s refused: %llu fragments of %u bytes is "
+			  "more than %u; use larger fragments",
+			  r->id, (unsigned long long)nf, r->frag_size,
+			  PROTO_FRAGS_MAX);
+		release_free(r);
+		goto out;
+	}
+	r->nfrags = (uint32_t)nf;
+	r->target = j->a;
+	memset(&j->a, 0, sizeof(j->a));
+	r->created_ms = util_wall_ms();
+	if (release_map(r, err, sizeof(err)) != 0) {
+		log_warnx("release=%s: %s", r->id, err);
+		release_free(r);
+		goto out;
+	}
+	char *rec = release_record(r);
+	if (!rec || store_put(gw->db, STORE_RELEASES, r->id, rec,
+			      strlen(rec)) != 0)
+		log_warnx("ledger: cannot queue release %s", r->id);
+	free(rec);
+	release_add(gw, r);
+	log_info("release=%s product=%s version=%s size=%llu fragments=%u "
+		 "fragment_size=%u window=%u verified and stored",
+		 r->id, r->m.product, r->m.version,
+		 (unsigned long long)r->m.size, r->nfrags, r->frag_size,
+		 r->window);
+	gw__event(gw, NULL, r->id, "release_verified", r->m.version);
+	gw__offer_due_all(gw);
+out:
+	proto_announce_free(&j->a);
+	free(j->manifest);
+	free(j);
+}
+
+void gw__announce(struct gw *gw, const char *product, const void *payload,
+		  size_t len)
+{
+	if (len == 0)
+		return; /* a cleared retained announcement */
+	if (!proto_id_valid(product)) {
+		gw->stats.msgs_bad++;
+		log_warnx("announcement on an invalid product topic dropped");
+		return;
+	}
+	struct fetch_job *j = calloc(1, sizeof(*j));
+	if (!j)
+		return;
+	struct proto_err perr = {{0}};
+	if (proto_announce_decode(payload, len, &j->a, &perr) != 0) {
+		gw->stats.msgs_bad++;
+		log_warnx("announcement for %s refused: %s", product,
+			  perr.text[0] ? perr.text : "malformed");
+		gw__event(gw, NULL, NULL, "announce_refused", perr.text);
+		free(j);
+		return;
+	}
+	j->gw = gw;
+	snprintf(j->product, sizeof(j->product), "%s", product);
+	memcpy(j->pubkey, gw->pubkey, sizeof(j->pubkey));
+	j->max_size = (uint64_t)gw->cfg.max_package_mb << 20;
+	snprintf(j->store_dir, sizeof(j->store_dir), "%s", gw->cfg.store_dir);
+	j->req.data = j;
+	log_info("announcement product=%s url=%s: fetching", product, j->a.url);
+	gw->fetches++;
+	if (uv_queue_work(gw->loop, &j->req, fetch_work, fetch_done) != 0) {
+		gw->fetches--;
+		proto_announce_free(&j->a);
+		free(j);
+	}
+}
+
+/* ------------------------------------------------- reload on start */
+
+static int release_load_cb(void *ud, const void *key, size_t klen,
+			   const char *val, size_t vlen)
+{
+	(void)key;
+	(void)klen;
+	struct gw *gw = ud;
+	char err[320] = "bad record";
+	json_error_t je;
+	json_t *o = json_loadb(val, vlen, 0, &je);
+	struct gw_release *r = calloc(1, sizeof(*r));
+	const char *id = json_string_value(json_object_get(o, "release"));
+	const char *man = json_string_value(json_object_get(o, "manifest"));
+	const char *sig = json_string_value(json_object_get(o, "sig"));
+	const char *path = json_string_value(json_object_get(o, "path"));
+	const char *grp = json_string_value(json_object_get(o, "group"));
+	json_t *devs = json_object_get(o, "devices");
+	if (!r || !id || !man || !sig || !path ||
+	    strlen(id) != PROTO_RELEASE_HEX_LEN ||
+	    proto_hex_decode(sig, r->sig, PROTO_SIG_LEN) != 0 ||
+	    proto_verify(gw->pubkey, man, strlen(man), r->sig) != 0 ||
+	    proto_manifest_decode(man, strlen(man), &r->m, NULL) != 0) {
+		log_warnx("ledger: release record %s unusable, skipped",
+			  id ? id : "?");
+		goto fail;
+	}
+	snprintf(r->id, sizeof(r->id), "%s", id);
+	uint8_t rid[PROTO_RELEASE_ID_LEN];
+	proto_hex_decode(r->id, rid, sizeof(rid));
+	r->tag = proto_release_tag(rid);
+	r->manifest = strdup(man);
+	r->manifest_len = strlen(man);
+	snprintf(r->path, sizeof(r->path), "%s", path);
+	snprintf(r->target.group, sizeof(r->target.group), "%s",
+		 grp ? grp : "");
+	r->payload_off =
+	    (uint64_t)json_integer_value(json_object_get(o, "payload_off"));
+	r->frag_size = (uint32_t)json_integer_value(
+	    json_object_get(o, "fragment_size"));
+	r->nfrags =
+	    (uint32_t)json_integer_value(json_object_get(o, "fragments"));
+	r->window = (uint32_t)json_integer_value(json_object_get(o, "window"));
+	r->created_ms = json_integer_value(json_object_get(o, "created_ms"));
+	if (json_is_array(devs)) {
+		r->target.ndevices = json_array_size(devs);
+		r->target.devices =
+		    calloc(r->target.ndevices + 1, sizeof(char *));
+		for (size_t i = 0; r->target.devices && i < r->target.ndevices;
+		     i++) {
+			const char *d =
+			    json_string_value(json_array_get(devs, i));
+			r->target.devices[i] = strdup(d ? d : "");
+		}
+	}
+	if (!r->manifest || r->frag_size < PROTO_FRAG_SIZE_MIN ||
+	    r->window == 0 || release_map(r, err, sizeof(err)) != 0) {
+		log_warnx("ledger: release %s unusable: %s", id, err);
+		goto fail;
+	}
+	release_add(gw, r);
+	json_decref(o);
+	return 0;
+fail:
+	if (r)
+		release_free(r);
+	json_decref(o);
+	return 0;
+}
+
+int gw__releases_load(struct gw *gw)
+{
+	return store_foreach(gw->db, STORE_RELEASES, release_load_cb, gw);
+}

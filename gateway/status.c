@@ -1,0 +1,178 @@
+/* ota-gateway status: read the ledger (LMDB, read-only) while the gateway
+ * runs, and print releases and devices as a table or JSON. */
+#include <jansson.h>
+#include <limits.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/conf.h"
+#include "gateway/gw.h"
+
+struct status_opts {
+	char db[PATH_MAX];
+	bool json;
+	uint32_t events;
+};
+
+static const struct conf_key status_keys[] = {
+    {"db", CONF_STR, offsetof(struct status_opts, db), PATH_MAX, 0, 0,
+     "ledger directory (the gateway's db_dir)"},
+    {"json", CONF_BOOL, offsetof(struct status_opts, json), 0, 0, 0,
+     "print one JSON object: releases, devices, events"},
+    {"events", CONF_U32, offsetof(struct status_opts, events), 0, 0, 10000,
+     "also print the last N events"},
+    {0}};
+
+struct collect {
+	json_t *arr;
+};
+
+static int collect_cb(void *ud, const void *key, size_t klen,
+		      const char *val, size_t vlen)
+{
+	(void)key;
+	(void)klen;
+	struct collect *c = ud;
+	json_t *o = json_loadb(val, vlen, 0, NULL);
+	if (o)
+		json_array_append_new(c->arr, o);
+	return 0;
+}
+
+static const char *jstr(json_t *o, const char *k)
+{
+	const char *s = json_string_value(json_object_get(o, k));
+	return s ? s : "";
+}
+
+static long long jint(json_t *o, const char *k, long long dflt)
+{
+	json_t *v = json_object_get(o, k);
+	return json_is_integer(v) ? (long long)json_integer_value(v) : dflt;
+}
+
+static void fmt_ms(char *buf, size_t n, json_t *t, const char *k)
+{
+	long long v = jint(t, k, -1);
+	if (v < 0)
+		snprintf(buf, n, "-");
+	else if (v < 10000)
+		snprintf(buf, n, "%lldms", v);
+	else
+		snprintf(buf, n, "%.1fs", (double)v / 1000.0);
+}
+
+static void print_table(json_t *rels, json_t *devs, json_t *events)
+{
+	size_t i;
+	json_t *o;
+	printf("RELEASES\n%-16s  %-12s %-9s %10s %6s %6s\n", "RELEASE",
+	       "PRODUCT", "VERSION", "SIZE", "FRAGS", "WINDOW");
+	json_array_foreach(rels, i, o)
+	{
+		printf("%-16s  %-12s %-9s %10lld %6lld %6lld\n",
+		       jstr(o, "release"), jstr(o, "product"),
+		       jstr(o, "version"), jint(o, "size", 0),
+		       jint(o, "fragments", 0), jint(o, "window", 0));
+	}
+	printf("\nDEVICES\n%-12s %-9s %-11s %-16s %5s %8s %7s %7s %7s %7s\n",
+	       "DEVICE", "VERSION", "STATE", "PROGRESS", "RESNT", "DOWNLOAD",
+	       "VERIFY", "INSTALL", "RESTART", "TOTAL");
+	json_array_foreach(devs, i, o)
+	{
+		long long acked = jint(o, "acked", 0), n = jint(o, "fragments", 0);
+		char bar[17] = "", t[5][16];
+		if (n > 0) {
+			int fill = (int)(10 * acked / n);
+			for (int k = 0; k < 10; k++)
+				bar[k] = k < fill ? '#' : '.';
+			snprintf(bar + 10, sizeof(bar) - 10, " %3lld%%",
+				 100 * acked / n);
+		} else {
+			snprintf(bar, sizeof(bar), "-");
+		}
+		json_t *tm = json_object_get(o, "timings");
+		fmt_ms(t[0], 16, tm, "download_ms");
+		fmt_ms(t[1], 16, tm, "verify_ms");
+		fmt_ms(t[2], 16, tm, "install_ms");
+		fmt_ms(t[3], 16, tm, "restart_ms");
+		fmt_ms(t[4], 16, tm, "total_ms");
+		printf("%-12s %-9s %-11s %-16s %5lld %8s %7s %7s %7s %7s\n",
+		       jstr(o, "device"), jstr(o, "version"), jstr(o, "state"),
+		       bar, jint(o, "frags_resent", 0), t[0], t[1], t[2], t[3],
+		       t[4]);
+		if (jstr(o, "error")[0])
+			printf("  %s: error: %s\n", jstr(o, "device"),
+			       jstr(o, "error"));
+	}
+	if (json_array_size(events)) {
+		printf("\nEVENTS\n");
+		json_array_foreach(events, i, o)
+		{
+			printf("%lld %-16s %-12s %-16s %s\n", jint(o, "ts", 0),
+			       jstr(o, "event"), jstr(o, "device"),
+			       jstr(o, "release"), jstr(o, "detail"));
+		}
+	}
+}
+
+int gw__cmd_status(int argc, char **argv)
+{
+	struct status_opts o = {.db = "ota-gateway-db"};
+	struct conf_cli cli;
+	char err[512];
+	if (conf_from_argv(argc, argv, status_keys, &o, &cli, err,
+			   sizeof(err)) != 0) {
+		fprintf(stderr, "ota-gateway status: %s\n", err);
+		return 2;
+	}
+	if (cli.help) {
+		printf("usage: ota-gateway status [--db DIR] [--json] "
+		       "[--events N]\n\noptions:\n");
+		conf_print_help(status_keys);
+		printf("\nexample:\n  ota-gateway status --db "
+		       "/var/lib/ota-gateway/db --events 20\n");
+		return 0;
+	}
+	struct store *db;
+	struct store_opts so = {.readonly = true};
+	if (store_open(o.db, &so, &db, err, sizeof(err)) != 0) {
+		fprintf(stderr, "ota-gateway status: %s\n", err);
+		return 1;
+	}
+	struct collect rels = {json_array()}, devs = {json_array()},
+		       evs = {json_array()};
+	int rc = store_foreach(db, STORE_RELEASES, collect_cb, &rels);
+	if (rc == 0)
+		rc = store_foreach(db, STORE_DEVICES, collect_cb, &devs);
+	if (rc == 0 && o.events)
+		rc = store_foreach_last_events(db, o.events, collect_cb, &evs);
+	store_close(db);
+	if (rc != 0) {
+		fprintf(stderr, "ota-gateway status: reading %s: %s\n", o.db,
+			store_strerror(rc));
+		rc = 1;
+		goto out;
+	}
+	if (o.json) {
+		/* Drop the bulky signed manifest from the release listing. */
+		size_t i;
+		json_t *r;
+		json_array_foreach(rels.arr, i, r) json_object_del(r, "manifest");
+		json_t *all = json_pack("{s:O,s:O,s:O}", "releases", rels.arr,
+					"devices", devs.arr, "events", evs.arr);
+		char *s = json_dumps(all, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
+		printf("%s\n", s ? s : "{}");
+		free(s);
+		json_decref(all);
+	} else {
+		print_table(rels.arr, devs.arr, evs.arr);
+	}
+out:
+	json_decref(rels.arr);
+	json_decref(devs.arr);
+	json_decref(evs.arr);
+	return rc;
+}

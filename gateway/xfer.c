@@ -1,0 +1,262 @@
+/* The transfer engine: offers, a sliding window per device with an RTT
+ * estimate (RFC 6298), selective acknowledgements and retransmission. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "common/util.h"
+#include "gateway/gw.h"
+
+#define RTO_INIT_MS 1000.0
+#define RTO_MIN_MS 200.0
+#define RTO_MAX_MS 60000.0
+#define DUPTHRESH 3
+#define RING PROTO_WINDOW_MAX /* in-flight indices are < cum + window */
+
+enum xfer_state { XS_OFFERED, XS_SENDING, XS_DONE };
+static const char *const xs_names[] = {"offered", "sending", "done"};
+
+struct gw_xfer {
+	struct gw_release *rel;
+	enum xfer_state st;
+	uint32_t cum;  /* every fragment below is held by the device */
+	uint32_t next; /* first fragment never sent */
+	uint8_t *acked; /* bitmap, one bit per fragment */
+	uint64_t sent_ms[RING];
+	bool retx[RING];
+	uint64_t offer_ms, progress_ms;
+	double srtt, rttvar, rto;
+	bool have_rtt;
+	char frag_topic[PROTO_ID_MAX + 16];
+};
+
+static bool is_acked(const struct gw_xfer *x, uint32_t i)
+{
+	return x->acked[i >> 3] & (1u << (i & 7));
+}
+
+static void set_acked(struct gw_xfer *x, uint32_t i)
+{
+	x->acked[i >> 3] |= (uint8_t)(1u << (i & 7));
+}
+
+static void xfer_set_state(struct gw_device *d, enum xfer_state st)
+{
+	if (d->x->st != st)
+		log_debug("device=%s release=%s transfer %s -> %s", d->id,
+			  d->x->rel->id, xs_names[d->x->st], xs_names[st]);
+	d->x->st = st;
+}
+
+void gw__xfer_free(struct gw_device *d)
+{
+	if (!d->x)
+		return;
+	free(d->x->acked);
+	free(d->x);
+	d->x = NULL;
+}
+
+void gw__xfer_offer(struct gw *gw, struct gw_device *d)
+{
+	struct gw_xfer *x = d->x;
+	struct gw_release *r = x->rel;
+	struct proto_offer o = {.manifest = r->manifest,
+				.manifest_len = r->manifest_len,
+				.fragment_size = r->frag_size,
+				.fragments = r->nfrags,
+				.window = r->window};
+	memcpy(o.release, r->id, sizeof(o.release));
+	memcpy(o.sig, r->sig, PROTO_SIG_LEN);
+	char *json = NULL, topic[PROTO_ID_MAX + 16];
+	size_t len;
+	xfer_set_state(d, XS_OFFERED);
+	x->offer_ms = util_mono_ms();
+	if (proto_offer_encode(&o, &json, &len) != 0) {
+		log_warnx("device=%s: cannot encode offer", d->id);
+		return;
+	}
+	snprintf(topic, sizeof(topic), "ota/dev/%s/offer", d->id);
+	if (mq_publish(gw->mq, topic, json, len, 1, false) == 0)
+		log_info("device=%s release=%s version=%s offered", d->id,
+			 r->id, r->m.version);
+	free(json);
+}
+
+void gw__xfer_start(struct gw *gw, struct gw_device *d, struct gw_release *r)
+{
+	struct gw_xfer *x = calloc(1, sizeof(*x));
+	if (!x || !(x->acked = calloc(r->nfrags / 8 + 1, 1))) {
+		free(x);
+		log_warnx("device=%s: out of memory for a transfer", d->id);
+		return;
+	}
+	x->rel = r;
+	x->rto = RTO_INIT_MS;
+	snprintf(x->frag_topic, sizeof(x->frag_topic), "ota/dev/%s/frag",
+		 d->id);
+	d->x = x;
+	snprintf(d->release, sizeof(d->release), "%s", r->id);
+	d->acked = 0;
+	d->frags = r->nfrags;
+	d->frags_sent = d->frags_resent = 0;
+	d->error[0] = '\0';
+	d->timings = (struct proto_timings){-1, -1, -1, -1, -1};
+	d->offered_ms = util_wall_ms();
+	d->transferred_ms = d->finished_ms = 0;
+	gw__device_dirty(gw, d);
+	gw__event(gw, d->id, r->id, "offered", r->m.version);
+	gw__xfer_offer(gw, d);
+}
+
+static void send_frag(struct gw *gw, struct gw_device *d, uint32_t i,
+		      bool again)
+{
+	struct gw_xfer *x = d->x;
+	struct gw_release *r = x->rel;
+	uint64_t off = (uint64_t)i * r->frag_size;
+	size_t len = r->frag_size;
+	if (off + len > r->m.size)
+		len = (size_t)(r->m.size - off);
+	proto_frag_header_encode(gw->fragbuf, r->tag, i);
+	memcpy(gw->fragbuf + PROTO_FRAG_HDR_LEN, r->map + r->payload_off + off,
+	       len);
+	if (mq_publish(gw->mq, x->frag_topic, gw->fragbuf,
+		       PROTO_FRAG_HDR_LEN + len, 0, false) != 0)
+		return; /* not connected: the RTO sends it again */
+	x->sent_ms[i % RING] = util_mono_ms();
+	x->retx[i % RING] = again;
+	d->frags_sent++;
+	gw->stats.frags_sent++;
+	if (again) {
+		d->frags_resent++;
+		gw->stats.frags_resent++;
+	}
+}
+
+static void pump(struct gw *gw, struct gw_device *d)
+{
+	struct gw_xfer *x = d->x;
+	uint32_t limit = x->cum + x->rel->window;
+	if (limit > x->rel->nfrags)
+		limit = x->rel->nfrags;
+	while (x->next < limit) {
+		if (!is_acked(x, x->next))
+			send_frag(gw, d, x->next, false);
+		x->next++;
+	}
+}
+
+static void rtt_sample(struct gw_xfer *x, double r)
+{
+	if (!x->have_rtt) {
+		x->srtt = r;
+		x->rttvar = r / 2;
+		x->have_rtt = true;
+	} else {
+		x->rttvar = 0.75 * x->rttvar + 0.25 * fabs(x->srtt - r);
+		x->srtt = 0.875 * x->srtt + 0.125 * r;
+	}
+	x->rto = x->srtt + fmax(10.0, 4 * x->rttvar);
+	x->rto = fmin(fmax(x->rto, RTO_MIN_MS), RTO_MAX_MS);
+}
+
+void gw__xfer_on_ack(struct gw *gw, struct gw_device *d,
+		     const struct proto_ack *a)
+{
+	struct gw_xfer *x = d->x;
+	struct gw_release *r = x->rel;
+	uint64_t now = util_mono_ms();
+	if (a->tag != r->tag || x->st == XS_DONE) {
+		gw->stats.msgs_stale++;
+		return;
+	}
+	if (a->cum > r->nfrags ||
+	    (x->st == XS_SENDING && a->cum > x->next)) {
+		gw->stats.msgs_bad++;
+		log_debug("device=%s ack beyond what was sent (cum=%u next=%u)",
+			  d->id, a->cum, x->next);
+		return;
+	}
+	if (x->st == XS_OFFERED) {
+		/* The device accepted (or resumed): it holds [0, cum). */
+		for (uint32_t i = 0; i < a->cum; i++)
+			set_acked(x, i);
+		x->cum = x->next = a->cum;
+		x->progress_ms = now;
+		xfer_set_state(d, XS_SENDING);
+		log_info("device=%s release=%s accepted, sending from "
+			 "fragment %u of %u",
+			 d->id, r->id, a->cum, r->nfrags);
+	} else if (a->cum > x->cum) {
+		uint32_t last = a->cum - 1;
+		if (!x->retx[last % RING] && x->sent_ms[last % RING])
+			rtt_sample(x, (double)(now - x->sent_ms[last % RING]));
+		for (uint32_t i = x->cum; i < a->cum; i++)
+			set_acked(x, i);
+		x->cum = a->cum;
+		x->progress_ms = now;
+	}
+	uint32_t highest = x->cum;
+	for (uint32_t b = 0; b < (uint32_t)a->sack_len * 8; b++) {
+		uint32_t i = a->cum + 1 + b;
+		if (i >= x->next)
+			break;
+		if (a->sack[b / 8] & (1u << (b % 8))) {
+			set_acked(x, i);
+			highest = i;
+		}
+	}
+	/* Holes with DUPTHRESH later fragments held: resend now rather than
+	 * wait for the timeout, unless sent again within one SRTT. */
+	double guard = x->have_rtt ? x->srtt : RTO_MIN_MS;
+	for (uint32_t i = x->cum; i + DUPTHRESH <= highest; i++)
+		if (!is_acked(x, i) &&
+		    (double)(now - x->sent_ms[i % RING]) >= guard)
+			send_frag(gw, d, i, true);
+	if (d->acked != x->cum) {
+		d->acked = x->cum;
+		gw__device_dirty(gw, d);
+	}
+	if (x->cum == r->nfrags) {
+		xfer_set_state(d, XS_DONE);
+		d->transferred_ms = util_wall_ms();
+		log_info("device=%s release=%s all %u fragments acknowledged "
+			 "(sent=%llu resent=%llu)",
+			 d->id, r->id, r->nfrags,
+			 (unsigned long long)d->frags_sent,
+			 (unsigned long long)d->frags_resent);
+		gw__event(gw, d->id, r->id, "transferred", NULL);
+		return;
+	}
+	pump(gw, d);
+}
+
+void gw__xfer_tick(struct gw *gw, struct gw_device *d, uint64_t now)
+{
+	struct gw_xfer *x = d->x;
+	if (!d->online)
+		return; /* resumes with a new offer when it is back */
+	if (x->st == XS_OFFERED) {
+		if (now - x->offer_ms >= gw->cfg.offer_retry_ms)
+			gw__xfer_offer(gw, d);
+		return;
+	}
+	if (x->st != XS_SENDING)
+		return;
+	if (x->next > x->cum && (double)(now - x->progress_ms) >= x->rto) {
+		/* Timeout: resend what is outstanding, back off. */
+		uint32_t n = 0;
+		for (uint32_t i = x->cum; i < x->next; i++)
+			if (!is_acked(x, i)) {
+				send_frag(gw, d, i, true);
+				n++;
+			}
+		log_debug("device=%s rto=%.0fms resent=%u", d->id, x->rto, n);
+		x->rto = fmin(x->rto * 2, RTO_MAX_MS);
+		x->progress_ms = now;
+	}
+	pump(gw, d);
+}

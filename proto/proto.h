@@ -1,0 +1,332 @@
+/*
+ * proto: the wire formats shared by the gateway and the device client.
+ *
+ * Pure code: bytes in, structs out. No I/O, no logging, no global state.
+ * Every decoder bounds-checks every field and returns a negative PROTO_E*
+ * code (see proto_strerror()) with a human-readable detail in `err` when
+ * the input is bad; a decoder never trusts a length it has not checked.
+ *
+ * The formats are written down in proto/PROTOCOL.md; keep the two in step.
+ *
+ * Ownership: unless a comment says otherwise, pointers passed in are
+ * borrowed for the duration of the call; strings returned through `char **`
+ * are new (malloc'd) and owned by the caller, who frees them with free().
+ */
+#ifndef OTA_PROTO_H
+#define OTA_PROTO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---------------------------------------------------------------- errors */
+
+#define PROTO_ERRNO_MAP(X)                                                     \
+	X(EMALFORMED, -1, "malformed message")                                 \
+	X(ETRUNC, -2, "message truncated")                                     \
+	X(ETYPE, -3, "unknown message type")                                   \
+	X(ERANGE, -4, "field out of range")                                    \
+	X(EJSON, -5, "invalid JSON")                                           \
+	X(EFIELD, -6, "missing or invalid field")                              \
+	X(ESIG, -7, "signature does not verify")                               \
+	X(EDIGEST, -8, "digest mismatch")                                      \
+	X(ESIZE, -9, "size mismatch")                                          \
+	X(EKEY, -10, "invalid key")                                            \
+	X(ENOMEM, -11, "out of memory")                                        \
+	X(EBUF, -12, "buffer too small")                                       \
+	X(EMAGIC, -13, "not an OTA package")                                   \
+	X(EVERSION, -14, "invalid version string")                             \
+	X(ECRYPTO, -15, "crypto library failure")
+
+enum proto_errno {
+#define PROTO__ERR_ENUM(name, val, text) PROTO_##name = (val),
+	PROTO_ERRNO_MAP(PROTO__ERR_ENUM)
+#undef PROTO__ERR_ENUM
+};
+
+/* Static text for a PROTO_E* code (or "unknown error"). */
+const char *proto_strerror(int code);
+
+/* Detail for the last error of a call, like jansson's json_error_t. */
+struct proto_err {
+	char text[160];
+};
+
+/* ------------------------------------------------------------- limits */
+
+#define PROTO_ID_MAX 63          /* device id, product, group: 1..63 chars */
+#define PROTO_VERSION_MAX 31     /* "MAJOR.MINOR.PATCH", each 0..999999 */
+#define PROTO_URL_MAX 1023
+#define PROTO_ERROR_MAX 255      /* status `error` text */
+#define PROTO_MANIFEST_MAX 16384 /* bytes of signed manifest JSON */
+#define PROTO_SIG_LEN 64         /* Ed25519 signature */
+#define PROTO_PUBKEY_LEN 32      /* Ed25519 raw public key */
+#define PROTO_PRIVKEY_LEN 32     /* Ed25519 raw private key (seed) */
+#define PROTO_SHA256_LEN 32
+#define PROTO_RELEASE_ID_LEN 8   /* binary; hex form is 16 chars */
+#define PROTO_RELEASE_HEX_LEN 16
+#define PROTO_FRAG_SIZE_MIN 160
+#define PROTO_FRAG_SIZE_MAX 65536
+#define PROTO_FRAGS_MAX (1u << 24) /* fragment index is 24 bits on the wire */
+#define PROTO_WINDOW_MAX 256       /* fragments; bounded by the SACK bitmap */
+#define PROTO_ANNOUNCE_DEVICES_MAX 4096
+
+/*
+ * Identifiers (device id, product, group) are 1..PROTO_ID_MAX characters
+ * from [A-Za-z0-9._-], not starting with '.' : safe inside MQTT topics
+ * (no '/', '+', '#') and as file names.
+ */
+bool proto_id_valid(const char *s);
+
+/*
+ * Versions are "MAJOR.MINOR.PATCH", decimal, each part 0..999999, no
+ * leading '+' or '-', no leading zeros except "0". proto_version_cmp sets
+ * *res to <0, 0, >0. Returns 0 or PROTO_EVERSION.
+ */
+int proto_version_parse(const char *s, uint32_t parts[3]);
+int proto_version_cmp(const char *a, const char *b, int *res);
+
+/* Lower-case hex encode (out gets 2*len+1 bytes, NUL-terminated) and decode
+ * (exactly 2*outlen hex digits, either case; PROTO_EMALFORMED otherwise). */
+void proto_hex_encode(const uint8_t *in, size_t len, char *out);
+int proto_hex_decode(const char *in, uint8_t *out, size_t outlen);
+
+/* ------------------------------------------------------------- manifest */
+
+/*
+ * The signed manifest: compact JSON, signed byte for byte.
+ * {"format":1,"product":"sensor","version":"1.1.0","size":1234,
+ *  "sha256":"<64 hex>","created":1700000000}
+ * Decoding ignores unknown members (forward compatibility) but requires
+ * every member above with the right type and range.
+ */
+struct proto_manifest {
+	uint32_t format; /* 1 */
+	char product[PROTO_ID_MAX + 1];
+	char version[PROTO_VERSION_MAX + 1];
+	uint64_t size; /* payload bytes, 1 .. 2^40 */
+	uint8_t sha256[PROTO_SHA256_LEN];
+	int64_t created; /* unix seconds, >= 0 */
+};
+
+int proto_manifest_encode(const struct proto_manifest *m, char **out,
+			  size_t *len);
+int proto_manifest_decode(const char *buf, size_t len,
+			  struct proto_manifest *m, struct proto_err *err);
+
+/* Release id: the first 8 bytes of SHA-256(manifest bytes). */
+void proto_release_id(const void *manifest, size_t len,
+		      uint8_t id[PROTO_RELEASE_ID_LEN]);
+/* The 32-bit tag carried by binary messages: release id bytes 0..3 read
+ * little-endian. */
+uint32_t proto_release_tag(const uint8_t id[PROTO_RELEASE_ID_LEN]);
+
+/* ---------------------------------------------------------- signatures */
+
+/* Ed25519 through OpenSSL EVP, raw 32-byte keys (loading PEM files is the
+ * callers' business). Return 0, PROTO_ESIG, PROTO_EKEY or PROTO_ECRYPTO. */
+int proto_sign(const uint8_t priv[PROTO_PRIVKEY_LEN], const void *msg,
+	       size_t len, uint8_t sig[PROTO_SIG_LEN]);
+int proto_verify(const uint8_t pub[PROTO_PUBKEY_LEN], const void *msg,
+		 size_t len, const uint8_t sig[PROTO_SIG_LEN]);
+
+/* --------------------------------------------------------- package file */
+
+/*
+ * Package file layout (all integers little-endian):
+ *   0  8  magic "OTAPKG01"
+ *   8  4  manifest_len (1 .. PROTO_MANIFEST_MAX)
+ *  12  4  sig_len (must be 64)
+ *  16  manifest_len bytes: manifest JSON
+ *   .  64 bytes: Ed25519 signature over the manifest bytes
+ *   .  payload (manifest.size bytes, nothing after it)
+ */
+#define PROTO_PKG_MAGIC "OTAPKG01"
+#define PROTO_PKG_HDR_LEN 16
+
+struct proto_pkg_layout {
+	uint32_t manifest_len;
+	uint64_t manifest_off; /* 16 */
+	uint64_t sig_off;
+	uint64_t payload_off;
+};
+
+/* Parse the fixed 16-byte header. `buf` needs PROTO_PKG_HDR_LEN bytes. */
+int proto_pkg_header_decode(const uint8_t *buf, size_t len,
+			    struct proto_pkg_layout *lay,
+			    struct proto_err *err);
+/* Encode the 16-byte header for a manifest of `manifest_len` bytes. */
+int proto_pkg_header_encode(uint8_t buf[PROTO_PKG_HDR_LEN],
+			    uint32_t manifest_len);
+
+/*
+ * Check a package held entirely in memory (e.g. mmapped): header, manifest
+ * syntax, signature against `pub`, total length == payload_off + size, and
+ * the payload's SHA-256. On success fills `m` and `lay`. The error text
+ * says exactly what is wrong ("payload is 12 bytes longer than signed",
+ * "signature does not verify with the configured publisher key", ...).
+ */
+int proto_pkg_check(const uint8_t *buf, size_t len,
+		    const uint8_t pub[PROTO_PUBKEY_LEN],
+		    struct proto_manifest *m, struct proto_pkg_layout *lay,
+		    struct proto_err *err);
+
+/* ------------------------------------------------------ binary messages */
+
+/*
+ * Fragment (gateway -> device), 8-byte header then data:
+ *   0 1 type 0x11
+ *   1 4 release tag (LE)
+ *   5 3 fragment index (LE, 24 bits)
+ *   8 .. data (1 .. PROTO_FRAG_SIZE_MAX bytes)
+ * It names the release, never a device: the same message can be published
+ * on a device's own topic or on a group topic.
+ */
+#define PROTO_MSG_FRAG 0x11
+#define PROTO_MSG_ACK 0x12
+#define PROTO_FRAG_HDR_LEN 8
+
+struct proto_frag {
+	uint32_t tag;
+	uint32_t index;
+	const uint8_t *data; /* borrowed from the decoded buffer */
+	size_t len;
+};
+
+int proto_frag_header_encode(uint8_t hdr[PROTO_FRAG_HDR_LEN], uint32_t tag,
+			     uint32_t index);
+int proto_frag_decode(const void *buf, size_t len, struct proto_frag *f);
+
+/*
+ * Acknowledgement (device -> gateway):
+ *   0 1 type 0x12
+ *   1 4 release tag (LE)
+ *   5 3 cum: fragments 0..cum-1 are all held (LE, 24 bits); cum is the
+ *          first one the device still needs
+ *   8 1 sack_len: bytes of SACK bitmap that follow (0..32)
+ *   9 .. bitmap: bit i (byte i/8, bit i%8, LSB first) set = fragment
+ *          cum+1+i is held
+ * An ack with cum == 0 and no bitmap is also the device's "accept, start
+ * from 0"; after a power cut the first ack names what the device kept.
+ */
+#define PROTO_SACK_MAX 32
+#define PROTO_ACK_MAX_LEN (9 + PROTO_SACK_MAX)
+
+struct proto_ack {
+	uint32_t tag;
+	uint32_t cum;
+	uint8_t sack_len;
+	uint8_t sack[PROTO_SACK_MAX];
+};
+
+int proto_ack_encode(const struct proto_ack *a, uint8_t *buf, size_t cap,
+		     size_t *len);
+int proto_ack_decode(const void *buf, size_t len, struct proto_ack *a);
+/* True when the ack says fragment `index` is held. */
+bool proto_ack_has(const struct proto_ack *a, uint32_t index);
+
+/* ------------------------------------------------------- JSON messages */
+
+/*
+ * Release announcement (operator -> ota/release/<product>):
+ * {"url":"file:///path/pkg.ota", "group":"g1", "devices":["d1","d2"],
+ *  "fragment_size":4096, "window":32}
+ * Only `url` is required (scheme file:// or https://).
+ */
+struct proto_announce {
+	char url[PROTO_URL_MAX + 1];
+	char group[PROTO_ID_MAX + 1]; /* "" = any group */
+	char **devices;               /* NULL = all; new, see _free */
+	size_t ndevices;
+	uint32_t fragment_size; /* 0 = gateway default */
+	uint32_t window;        /* 0 = gateway default */
+};
+
+int proto_announce_decode(const char *buf, size_t len,
+			  struct proto_announce *a, struct proto_err *err);
+void proto_announce_free(struct proto_announce *a);
+
+/*
+ * Offer (gateway -> ota/dev/<id>/offer, QoS 1):
+ * {"release":"<16 hex>","manifest":"<the signed manifest JSON, verbatim>",
+ *  "sig":"<128 hex>","fragment_size":4096,"fragments":256,"window":32}
+ * `fragments` must equal ceil(manifest.size / fragment_size); the device
+ * checks that and the signature itself.
+ */
+struct proto_offer {
+	char release[PROTO_RELEASE_HEX_LEN + 1];
+	char *manifest; /* new, NUL-terminated, exactly manifest_len bytes */
+	size_t manifest_len;
+	uint8_t sig[PROTO_SIG_LEN];
+	uint32_t fragment_size;
+	uint32_t fragments;
+	uint32_t window;
+};
+
+int proto_offer_encode(const struct proto_offer *o, char **out, size_t *len);
+int proto_offer_decode(const char *buf, size_t len, struct proto_offer *o,
+		       struct proto_err *err);
+void proto_offer_free(struct proto_offer *o);
+
+/* Device states, as named in status messages. */
+#define PROTO_STATE_MAP(X)                                                     \
+	X(IDLE, "idle")                                                        \
+	X(DOWNLOADING, "downloading")                                          \
+	X(VERIFYING, "verifying")                                              \
+	X(INSTALLING, "installing")                                            \
+	X(RESTARTING, "restarting")                                            \
+	X(COMMITTED, "committed")                                              \
+	X(FAILED, "failed")                                                    \
+	X(ROLLED_BACK, "rolled_back")                                          \
+	X(OFFLINE, "offline")
+
+enum proto_state {
+#define PROTO__STATE_ENUM(name, text) PROTO_ST_##name,
+	PROTO_STATE_MAP(PROTO__STATE_ENUM)
+#undef PROTO__STATE_ENUM
+	PROTO_ST__COUNT
+};
+
+const char *proto_state_name(enum proto_state s); /* "?" when out of range */
+int proto_state_parse(const char *s, enum proto_state *out);
+
+/* Stage timings in milliseconds; -1 = not measured. */
+struct proto_timings {
+	int64_t download_ms; /* offer accepted -> last fragment */
+	int64_t verify_ms;   /* image digest check */
+	int64_t install_ms;  /* write slot + switch */
+	int64_t restart_ms;  /* restart step -> up again */
+	int64_t total_ms;    /* offer accepted -> committed */
+};
+
+/*
+ * Status (device -> ota/dev/<id>/status, retained, QoS 1):
+ * {"device":"d1","product":"sensor","version":"1.0.0","group":"g1",
+ *  "state":"downloading","release":"<16 hex>","progress":0.42,
+ *  "error":"...","timings":{"download_ms":..,...},"ts":1700000000123}
+ * Required: device, product, version, state. `release` is present while an
+ * update is in progress or has just ended; `progress` while downloading
+ * (0..1); `error` when failed or rolled back; `timings` once measured.
+ * The Last Will is the same message with state "offline".
+ */
+struct proto_status {
+	char device[PROTO_ID_MAX + 1];
+	char product[PROTO_ID_MAX + 1];
+	char version[PROTO_VERSION_MAX + 1];
+	char group[PROTO_ID_MAX + 1]; /* "" = none */
+	enum proto_state state;
+	char release[PROTO_RELEASE_HEX_LEN + 1]; /* "" = none */
+	double progress;                          /* < 0 = absent */
+	char error[PROTO_ERROR_MAX + 1];          /* "" = none */
+	struct proto_timings timings;
+	int64_t ts; /* unix ms; 0 = absent */
+};
+
+/* Set every field to "absent" (progress -1, timings -1, strings ""). */
+void proto_status_init(struct proto_status *s);
+int proto_status_encode(const struct proto_status *s, char **out,
+			size_t *len);
+int proto_status_decode(const char *buf, size_t len, struct proto_status *s,
+			struct proto_err *err);
+
+#endif

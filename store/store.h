@@ -1,0 +1,82 @@
+/*
+ * store: the gateway's ledger in LMDB.
+ *
+ * Named databases: releases (release id -> JSON), devices (device id ->
+ * JSON), events (64-bit big-endian sequence -> JSON) and meta.
+ *
+ * Writes are batched: store_put()/store_event() copy into an in-memory
+ * batch and store_commit() writes the whole batch in one transaction (the
+ * gateway commits once per loop iteration, so acknowledgement rate is not
+ * bounded by fsync rate). When the map is full, the commit grows the map
+ * (up to max_map) and replays the batch; if it still does not fit, the
+ * batch is kept and STORE_EMAPFULL returned, so nothing is half-written.
+ * Reads see committed data only. Another process may open the same
+ * directory read-only at the same time (ota-gateway status).
+ */
+#ifndef OTA_STORE_H
+#define OTA_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define STORE_ERRNO_MAP(X)                                                     \
+	X(ENOTFOUND, -1, "not found")                                          \
+	X(EMAPFULL, -2, "database map is full")                                \
+	X(EIO, -3, "database I/O error")                                       \
+	X(ENOMEM, -4, "out of memory")                                         \
+	X(EREADONLY, -5, "database opened read-only")                          \
+	X(EINVAL, -6, "invalid argument")
+
+enum store_errno {
+#define STORE__ERR_ENUM(name, val, text) STORE_##name = (val),
+	STORE_ERRNO_MAP(STORE__ERR_ENUM)
+#undef STORE__ERR_ENUM
+};
+const char *store_strerror(int code);
+
+enum store_db { STORE_RELEASES, STORE_DEVICES, STORE_EVENTS, STORE_META,
+		STORE__NDB };
+
+struct store;
+
+struct store_opts {
+	bool readonly;
+	uint64_t map_size; /* initial; 0 -> 64 MiB */
+	uint64_t max_map;  /* growth limit; 0 -> 4 GiB */
+};
+
+/* Creates the directory (mode 0700) unless read-only. err gets detail. */
+int store_open(const char *dir, const struct store_opts *o, struct store **out,
+	       char *err, size_t errlen);
+/* Commits nothing: call store_commit() first to keep the batch. */
+void store_close(struct store *s);
+
+/* Queue a write (copies key and value); a later put of the same key in
+ * the same batch wins. */
+int store_put(struct store *s, enum store_db db, const char *key,
+	      const void *val, size_t len);
+/* Queue an event; its key is the next sequence number. */
+int store_event(struct store *s, const char *json);
+/* Write the batch in one transaction. 0 when it was empty. */
+int store_commit(struct store *s, char *err, size_t errlen);
+size_t store_pending(const struct store *s);
+
+/* Read a committed value: *out is new (NUL-terminated), caller frees. */
+int store_get(struct store *s, enum store_db db, const char *key, char **out,
+	      size_t *len);
+
+/* Call cb for each committed record in key order; a non-zero return from
+ * cb stops the walk and is returned. Key and value are borrowed. For the
+ * events db, key is the 8-byte sequence. */
+typedef int (*store_walk_cb)(void *ud, const void *key, size_t klen,
+			     const char *val, size_t vlen);
+int store_foreach(struct store *s, enum store_db db, store_walk_cb cb,
+		  void *ud);
+/* The last `n` events, oldest first. */
+int store_foreach_last_events(struct store *s, size_t n, store_walk_cb cb,
+			      void *ud);
+
+uint64_t store_map_size(const struct store *s);
+
+#endif
