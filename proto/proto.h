@@ -44,7 +44,8 @@ enum proto_errno {
 #undef PROTO__ERR_ENUM
 };
 
-/* Static text for a PROTO_E* code (or "unknown error"). */
+/* Static text for a PROTO_E* code ("success" for 0, "unknown error" for
+ * anything else). */
 const char *proto_strerror(int code);
 
 /* Detail for the last error of a call, like jansson's json_error_t. */
@@ -99,6 +100,9 @@ int proto_hex_decode(const char *in, uint8_t *out, size_t outlen);
  *  "sha256":"<64 hex>","created":1700000000}
  * Decoding ignores unknown members (forward compatibility) but requires
  * every member above with the right type and range.
+ * Encoding validates first: PROTO_ERANGE (format != 1, size, created),
+ * PROTO_EFIELD (product), PROTO_EVERSION (version). The output is
+ * deterministic: the same struct always gives the same bytes.
  */
 struct proto_manifest {
 	uint32_t format; /* 1 */
@@ -162,7 +166,8 @@ int proto_pkg_header_encode(uint8_t buf[PROTO_PKG_HDR_LEN],
 /*
  * Check a package held entirely in memory (e.g. mmapped): header, manifest
  * syntax, signature against `pub`, total length == payload_off + size, and
- * the payload's SHA-256. On success fills `m` and `lay`. The error text
+ * the payload's SHA-256, in that order. On success fills `m` and `lay`
+ * (either may be NULL); on failure leaves them untouched. The error text
  * says exactly what is wrong ("payload is 12 bytes longer than signed",
  * "signature does not verify with the configured publisher key", ...).
  */
@@ -231,7 +236,11 @@ bool proto_ack_has(const struct proto_ack *a, uint32_t index);
  * Release announcement (operator -> ota/release/<product>):
  * {"url":"file:///path/pkg.ota", "group":"g1", "devices":["d1","d2"],
  *  "fragment_size":4096, "window":32}
- * Only `url` is required (scheme file:// or https://).
+ * Only `url` is required (scheme file:// or https://). Unlike the other
+ * decoders, unknown members are rejected (PROTO_EFIELD): a misspelt
+ * targeting key must not widen a rollout. `group` "" and `devices` []
+ * are invalid (omit them instead). On failure nothing is allocated
+ * (devices NULL) and _free is not needed, though harmless.
  */
 struct proto_announce {
 	char url[PROTO_URL_MAX + 1];
@@ -251,7 +260,9 @@ void proto_announce_free(struct proto_announce *a);
  * {"release":"<16 hex>","manifest":"<the signed manifest JSON, verbatim>",
  *  "sig":"<128 hex>","fragment_size":4096,"fragments":256,"window":32}
  * `fragments` must equal ceil(manifest.size / fragment_size); the device
- * checks that and the signature itself.
+ * checks that and the signature itself (decode checks syntax and ranges
+ * only). On decode failure o->manifest is NULL. `sig` hex is accepted in
+ * either case; `release` must be lower case.
  */
 struct proto_offer {
 	char release[PROTO_RELEASE_HEX_LEN + 1];
@@ -288,9 +299,11 @@ enum proto_state {
 };
 
 const char *proto_state_name(enum proto_state s); /* "?" when out of range */
+/* Exact, case-sensitive name to state. Returns 0 or PROTO_EFIELD. */
 int proto_state_parse(const char *s, enum proto_state *out);
 
-/* Stage timings in milliseconds; -1 = not measured. */
+/* Stage timings in milliseconds; -1 = not measured (the encoder omits any
+ * negative value). */
 struct proto_timings {
 	int64_t download_ms; /* offer accepted -> last fragment */
 	int64_t verify_ms;   /* image digest check */
@@ -308,6 +321,9 @@ struct proto_timings {
  * update is in progress or has just ended; `progress` while downloading
  * (0..1); `error` when failed or rolled back; `timings` once measured.
  * The Last Will is the same message with state "offline".
+ * Encode omits absent fields (see proto_status_init) and rejects invalid
+ * ones; an `error` that is not valid UTF-8 is sent as ASCII with '?'. Decode sets absent optional fields to their absent values and
+ * ignores unknown members; on failure *s is left untouched.
  */
 struct proto_status {
 	char device[PROTO_ID_MAX + 1];

@@ -1,0 +1,541 @@
+/*
+ * proto/json.c: the JSON control messages (announcement, offer, status).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "proto/internal.h"
+
+/* Upper bounds on whole messages, before parsing. */
+#define ANNOUNCE_JSON_MAX (1024 * 1024)
+#define OFFER_JSON_MAX (256 * 1024)
+#define STATUS_JSON_MAX (64 * 1024)
+
+#define SIG_HEX_LEN (2 * PROTO_SIG_LEN)
+
+/* -------------------------------------------------------- announcement */
+
+static const char *const announce_keys[] = {
+	"url", "group", "devices", "fragment_size", "window",
+};
+
+static int announce_check_keys(const json_t *root, struct proto_err *err)
+{
+	const char *key;
+	json_t *val;
+	char name[40];
+	size_t i;
+
+	json_object_foreach((json_t *)root, key, val)
+	{
+		bool known = false;
+
+		for (i = 0; i < sizeof(announce_keys) / sizeof(*announce_keys);
+		     i++)
+			known = known || strcmp(key, announce_keys[i]) == 0;
+		if (!known) {
+			/* A misspelt targeting key must not widen a rollout
+			 * to the whole fleet: unknown members are refused. */
+			proto__sanitize(name, sizeof(name), key);
+			return proto__err(err, PROTO_EFIELD,
+					  "unknown field '%s'", name);
+		}
+	}
+	return 0;
+}
+
+static int announce_url(const json_t *root, char *dst, struct proto_err *err)
+{
+	size_t i, n;
+	int rc;
+
+	rc = proto__json_copy(root, "url", true, dst, PROTO_URL_MAX + 1, err);
+	if (rc < 0)
+		return rc;
+	if (strncmp(dst, "file://", 7) == 0)
+		n = 7;
+	else if (strncmp(dst, "https://", 8) == 0)
+		n = 8;
+	else
+		return proto__err(err, PROTO_EFIELD,
+				  "field 'url': scheme is not file:// or "
+				  "https://");
+	if (dst[n] == '\0')
+		return proto__err(err, PROTO_EFIELD,
+				  "field 'url': nothing after the scheme");
+	for (i = 0; dst[i] != '\0'; i++) {
+		unsigned char c = (unsigned char)dst[i];
+
+		if (c <= 0x20 || c == 0x7f)
+			return proto__err(err, PROTO_EFIELD,
+					  "field 'url': space or control "
+					  "character at byte %zu",
+					  i);
+	}
+	return 0;
+}
+
+static int announce_devices(const json_t *root, struct proto_announce *a,
+			    struct proto_err *err)
+{
+	json_t *arr = json_object_get(root, "devices");
+	size_t i, n;
+
+	if (arr == NULL)
+		return 0;
+	if (!json_is_array(arr))
+		return proto__err(err, PROTO_EFIELD,
+				  "field 'devices': not an array");
+	n = json_array_size(arr);
+	if (n == 0)
+		return proto__err(err, PROTO_EFIELD,
+				  "field 'devices': empty (omit it to target "
+				  "every device)");
+	if (n > PROTO_ANNOUNCE_DEVICES_MAX)
+		return proto__err(err, PROTO_ERANGE,
+				  "field 'devices': %zu entries, limit is %d",
+				  n, PROTO_ANNOUNCE_DEVICES_MAX);
+	if ((a->devices = calloc(n, sizeof(*a->devices))) == NULL)
+		return proto__err(err, PROTO_ENOMEM, "out of memory");
+	for (i = 0; i < n; i++) {
+		json_t *v = json_array_get(arr, i);
+		const char *s = json_string_value(v);
+
+		if (!json_is_string(v) || strlen(s) != json_string_length(v) ||
+		    !proto_id_valid(s))
+			return proto__err(err, PROTO_EFIELD,
+					  "field 'devices': entry %zu is not "
+					  "a device id",
+					  i);
+		if ((a->devices[i] = strdup(s)) == NULL)
+			return proto__err(err, PROTO_ENOMEM, "out of memory");
+		a->ndevices = i + 1;
+	}
+	return 0;
+}
+
+int proto_announce_decode(const char *buf, size_t len,
+			  struct proto_announce *a, struct proto_err *err)
+{
+	json_t *root;
+	int64_t v;
+	int rc;
+
+	memset(a, 0, sizeof(*a));
+	rc = proto__json_parse(buf, len, ANNOUNCE_JSON_MAX, &root, err);
+	if (rc < 0)
+		return rc;
+	if ((rc = announce_check_keys(root, err)) < 0 ||
+	    (rc = announce_url(root, a->url, err)) < 0 ||
+	    (rc = proto__json_id(root, "group", false, a->group, err)) < 0 ||
+	    (rc = announce_devices(root, a, err)) < 0)
+		goto out_fail;
+	if ((rc = proto__json_int(root, "fragment_size", false, 0,
+				  PROTO_FRAG_SIZE_MAX, &v, NULL, err)) < 0)
+		goto out_fail;
+	if (v != 0 && v < PROTO_FRAG_SIZE_MIN) {
+		rc = proto__err(err, PROTO_ERANGE,
+				"field 'fragment_size': %lld is not 0 or "
+				"within %d..%d",
+				(long long)v, PROTO_FRAG_SIZE_MIN,
+				PROTO_FRAG_SIZE_MAX);
+		goto out_fail;
+	}
+	a->fragment_size = (uint32_t)v;
+	if ((rc = proto__json_int(root, "window", false, 0, PROTO_WINDOW_MAX,
+				  &v, NULL, err)) < 0)
+		goto out_fail;
+	a->window = (uint32_t)v;
+	json_decref(root);
+	return 0;
+out_fail:
+	json_decref(root);
+	proto_announce_free(a);
+	memset(a, 0, sizeof(*a));
+	return rc;
+}
+
+void proto_announce_free(struct proto_announce *a)
+{
+	size_t i;
+
+	if (a == NULL || a->devices == NULL)
+		return;
+	/* Entries past ndevices are NULL (calloc) when decoding failed. */
+	for (i = 0; i < a->ndevices; i++)
+		free(a->devices[i]);
+	free(a->devices);
+	a->devices = NULL;
+	a->ndevices = 0;
+}
+
+/* --------------------------------------------------------------- offer */
+
+static bool offer_numbers_ok(uint32_t fragment_size, uint32_t fragments,
+			     uint32_t window)
+{
+	return fragment_size >= PROTO_FRAG_SIZE_MIN &&
+	       fragment_size <= PROTO_FRAG_SIZE_MAX && fragments >= 1 &&
+	       fragments <= PROTO_FRAGS_MAX && window >= 1 &&
+	       window <= PROTO_WINDOW_MAX;
+}
+
+int proto_offer_encode(const struct proto_offer *o, char **out, size_t *len)
+{
+	char sighex[SIG_HEX_LEN + 1];
+	json_t *obj, *man;
+	int rc;
+
+	*out = NULL;
+	if (len != NULL)
+		*len = 0;
+	if (!proto__release_hex_valid(o->release))
+		return PROTO_EFIELD;
+	if (o->manifest == NULL || o->manifest_len < 1 ||
+	    o->manifest_len > PROTO_MANIFEST_MAX ||
+	    memchr(o->manifest, '\0', o->manifest_len) != NULL)
+		return PROTO_EFIELD;
+	if (!offer_numbers_ok(o->fragment_size, o->fragments, o->window))
+		return PROTO_ERANGE;
+	proto_hex_encode(o->sig, PROTO_SIG_LEN, sighex);
+	/* NULL when the manifest is not valid UTF-8. */
+	if ((man = json_stringn(o->manifest, o->manifest_len)) == NULL)
+		return PROTO_EFIELD;
+	if ((obj = json_object()) == NULL) {
+		json_decref(man);
+		return PROTO_ENOMEM;
+	}
+	if ((rc = proto__json_set(obj, "release", json_string(o->release))) <
+		    0 ||
+	    (rc = proto__json_set(obj, "manifest", man)) < 0 ||
+	    (rc = proto__json_set(obj, "sig", json_string(sighex))) < 0 ||
+	    (rc = proto__json_set(obj, "fragment_size",
+				  json_integer(o->fragment_size))) < 0 ||
+	    (rc = proto__json_set(obj, "fragments",
+				  json_integer(o->fragments))) < 0 ||
+	    (rc = proto__json_set(obj, "window", json_integer(o->window))) < 0)
+		goto out_obj;
+	rc = proto__json_dump(obj, out, len);
+out_obj:
+	json_decref(obj);
+	return rc;
+}
+
+static int offer_fields(const json_t *root, struct proto_offer *o,
+			struct proto_err *err)
+{
+	const char *s;
+	size_t n;
+	int64_t v;
+	int rc;
+
+	if ((rc = proto__json_str(root, "release", true, &s, NULL, err)) < 0)
+		return rc;
+	if (!proto__release_hex_valid(s))
+		return proto__err(err, PROTO_EFIELD,
+				  "field 'release': not %d lower-case hex "
+				  "digits",
+				  PROTO_RELEASE_HEX_LEN);
+	memcpy(o->release, s, PROTO_RELEASE_HEX_LEN + 1);
+	if ((rc = proto__json_str(root, "sig", true, &s, NULL, err)) < 0)
+		return rc;
+	if (proto_hex_decode(s, o->sig, PROTO_SIG_LEN) < 0)
+		return proto__err(err, PROTO_EFIELD,
+				  "field 'sig': not %d hex digits",
+				  SIG_HEX_LEN);
+	if ((rc = proto__json_int(root, "fragment_size", true,
+				  PROTO_FRAG_SIZE_MIN, PROTO_FRAG_SIZE_MAX, &v,
+				  NULL, err)) < 0)
+		return rc;
+	o->fragment_size = (uint32_t)v;
+	if ((rc = proto__json_int(root, "fragments", true, 1, PROTO_FRAGS_MAX,
+				  &v, NULL, err)) < 0)
+		return rc;
+	o->fragments = (uint32_t)v;
+	if ((rc = proto__json_int(root, "window", true, 1, PROTO_WINDOW_MAX,
+				  &v, NULL, err)) < 0)
+		return rc;
+	o->window = (uint32_t)v;
+	/* Last, so that nothing is allocated when another field is bad. */
+	if ((rc = proto__json_str(root, "manifest", true, &s, &n, err)) < 0)
+		return rc;
+	if (n < 1 || n > PROTO_MANIFEST_MAX)
+		return proto__err(err, PROTO_ERANGE,
+				  "field 'manifest': %zu bytes, must be "
+				  "1..%d",
+				  n, PROTO_MANIFEST_MAX);
+	if ((o->manifest = malloc(n + 1)) == NULL)
+		return proto__err(err, PROTO_ENOMEM, "out of memory");
+	memcpy(o->manifest, s, n + 1);
+	o->manifest_len = n;
+	return 0;
+}
+
+int proto_offer_decode(const char *buf, size_t len, struct proto_offer *o,
+		       struct proto_err *err)
+{
+	json_t *root;
+	int rc;
+
+	memset(o, 0, sizeof(*o));
+	rc = proto__json_parse(buf, len, OFFER_JSON_MAX, &root, err);
+	if (rc < 0)
+		return rc;
+	rc = offer_fields(root, o, err);
+	json_decref(root);
+	if (rc < 0) {
+		proto_offer_free(o);
+		memset(o, 0, sizeof(*o));
+	}
+	return rc;
+}
+
+void proto_offer_free(struct proto_offer *o)
+{
+	if (o == NULL)
+		return;
+	free(o->manifest);
+	o->manifest = NULL;
+	o->manifest_len = 0;
+}
+
+/* -------------------------------------------------------------- status */
+
+/* The timings members, in wire order. */
+#define TIMINGS_MAP(X)                                                         \
+	X(download_ms)                                                         \
+	X(verify_ms)                                                           \
+	X(install_ms)                                                          \
+	X(restart_ms)                                                          \
+	X(total_ms)
+
+void proto_status_init(struct proto_status *s)
+{
+	memset(s, 0, sizeof(*s));
+	s->state = PROTO_ST_IDLE;
+	s->progress = -1.0;
+#define TIMING_INIT(name) s->timings.name = -1;
+	TIMINGS_MAP(TIMING_INIT)
+#undef TIMING_INIT
+	s->ts = 0;
+}
+
+static bool fixed_str_ok(const char *s, size_t cap)
+{
+	return memchr(s, '\0', cap) != NULL;
+}
+
+static int status_check(const struct proto_status *s)
+{
+	if (!fixed_str_ok(s->device, sizeof(s->device)) ||
+	    !proto_id_valid(s->device) ||
+	    !fixed_str_ok(s->product, sizeof(s->product)) ||
+	    !proto_id_valid(s->product))
+		return PROTO_EFIELD;
+	if (!fixed_str_ok(s->version, sizeof(s->version)) ||
+	    proto_version_parse(s->version, NULL) < 0)
+		return PROTO_EVERSION;
+	if ((int)s->state < 0 || (int)s->state >= PROTO_ST__COUNT)
+		return PROTO_EFIELD;
+	if (!fixed_str_ok(s->group, sizeof(s->group)) ||
+	    (s->group[0] != '\0' && !proto_id_valid(s->group)))
+		return PROTO_EFIELD;
+	if (!fixed_str_ok(s->release, sizeof(s->release)) ||
+	    (s->release[0] != '\0' && !proto__release_hex_valid(s->release)))
+		return PROTO_EFIELD;
+	if (!fixed_str_ok(s->error, sizeof(s->error)))
+		return PROTO_ERANGE;
+	if (!(s->progress < 0) && !(s->progress <= 1.0)) /* also NaN */
+		return PROTO_ERANGE;
+	if (s->ts < 0)
+		return PROTO_ERANGE;
+	return 0;
+}
+
+/* The error text is informational and often cut to fit its buffer, maybe
+ * inside a UTF-8 sequence: rather than lose the whole status, bytes that
+ * are not valid UTF-8 make the text fall back to ASCII with '?'. */
+static json_t *error_string(const char *text)
+{
+	char ascii[PROTO_ERROR_MAX + 1];
+	json_t *v;
+	size_t i;
+
+	if ((v = json_string(text)) != NULL)
+		return v;
+	for (i = 0; i < PROTO_ERROR_MAX && text[i] != '\0'; i++)
+		ascii[i] = (unsigned char)text[i] < 0x80 ? text[i] : '?';
+	ascii[i] = '\0';
+	return json_string(ascii);
+}
+
+static int status_timings(json_t *obj, const struct proto_timings *t)
+{
+	json_t *tobj;
+	int rc;
+
+	if (t->download_ms < 0 && t->verify_ms < 0 && t->install_ms < 0 &&
+	    t->restart_ms < 0 && t->total_ms < 0)
+		return 0;
+	if ((tobj = json_object()) == NULL)
+		return PROTO_ENOMEM;
+#define TIMING_SET(name)                                                       \
+	if (t->name >= 0 &&                                                    \
+	    (rc = proto__json_set(tobj, #name,                                 \
+				  json_integer((json_int_t)t->name))) < 0) {   \
+		json_decref(tobj);                                             \
+		return rc;                                                     \
+	}
+	TIMINGS_MAP(TIMING_SET)
+#undef TIMING_SET
+	return proto__json_set(obj, "timings", tobj);
+}
+
+int proto_status_encode(const struct proto_status *s, char **out,
+			size_t *len)
+{
+	json_t *obj, *errstr = NULL;
+	int rc;
+
+	*out = NULL;
+	if (len != NULL)
+		*len = 0;
+	if ((rc = status_check(s)) < 0)
+		return rc;
+	if (s->error[0] != '\0' && (errstr = error_string(s->error)) == NULL)
+		return PROTO_ENOMEM;
+	if ((obj = json_object()) == NULL) {
+		json_decref(errstr);
+		return PROTO_ENOMEM;
+	}
+	if ((rc = proto__json_set(obj, "device", json_string(s->device))) <
+		    0 ||
+	    (rc = proto__json_set(obj, "product", json_string(s->product))) <
+		    0 ||
+	    (rc = proto__json_set(obj, "version", json_string(s->version))) <
+		    0)
+		goto out_obj;
+	if (s->group[0] != '\0' &&
+	    (rc = proto__json_set(obj, "group", json_string(s->group))) < 0)
+		goto out_obj;
+	if ((rc = proto__json_set(obj, "state",
+				  json_string(proto_state_name(s->state)))) <
+	    0)
+		goto out_obj;
+	if (s->release[0] != '\0' &&
+	    (rc = proto__json_set(obj, "release", json_string(s->release))) <
+		    0)
+		goto out_obj;
+	if (s->progress >= 0 &&
+	    (rc = proto__json_set(obj, "progress", json_real(s->progress))) <
+		    0)
+		goto out_obj;
+	if (errstr != NULL) {
+		rc = proto__json_set(obj, "error", errstr);
+		errstr = NULL; /* stolen, even on failure */
+		if (rc < 0)
+			goto out_obj;
+	}
+	if ((rc = status_timings(obj, &s->timings)) < 0)
+		goto out_obj;
+	if (s->ts > 0 &&
+	    (rc = proto__json_set(obj, "ts", json_integer((json_int_t)s->ts))) <
+		    0)
+		goto out_obj;
+	rc = proto__json_dump(obj, out, len);
+out_obj:
+	json_decref(errstr);
+	json_decref(obj);
+	return rc;
+}
+
+static int status_timings_decode(const json_t *root, struct proto_timings *t,
+				 struct proto_err *err)
+{
+	json_t *tobj = json_object_get(root, "timings");
+	bool present;
+	int64_t v;
+	int rc;
+
+	if (tobj == NULL)
+		return 0;
+	if (!json_is_object(tobj))
+		return proto__err(err, PROTO_EFIELD,
+				  "field 'timings': not an object");
+#define TIMING_GET(name)                                                       \
+	if ((rc = proto__json_int(tobj, #name, false, 0, INT64_MAX, &v,        \
+				  &present, err)) < 0)                         \
+		return rc;                                                     \
+	t->name = present ? v : -1;
+	TIMINGS_MAP(TIMING_GET)
+#undef TIMING_GET
+	return 0;
+}
+
+static int status_fields(const json_t *root, struct proto_status *s,
+			 struct proto_err *err)
+{
+	const char *str;
+	json_t *v;
+	bool present;
+	int64_t ts;
+	int rc;
+
+	if ((rc = proto__json_id(root, "device", true, s->device, err)) < 0 ||
+	    (rc = proto__json_id(root, "product", true, s->product, err)) < 0 ||
+	    (rc = proto__json_version(root, "version", s->version, err)) < 0 ||
+	    (rc = proto__json_id(root, "group", false, s->group, err)) < 0)
+		return rc;
+	if ((rc = proto__json_str(root, "state", true, &str, NULL, err)) < 0)
+		return rc;
+	if (proto_state_parse(str, &s->state) < 0)
+		return proto__err(err, PROTO_EFIELD,
+				  "field 'state': unknown state");
+	if ((rc = proto__json_str(root, "release", false, &str, NULL, err)) <
+	    0)
+		return rc;
+	if (str != NULL) {
+		if (!proto__release_hex_valid(str))
+			return proto__err(err, PROTO_EFIELD,
+					  "field 'release': not %d lower-case "
+					  "hex digits",
+					  PROTO_RELEASE_HEX_LEN);
+		memcpy(s->release, str, PROTO_RELEASE_HEX_LEN + 1);
+	}
+	if ((v = json_object_get(root, "progress")) != NULL) {
+		if (!json_is_number(v))
+			return proto__err(err, PROTO_EFIELD,
+					  "field 'progress': not a number");
+		s->progress = json_number_value(v);
+		if (!(s->progress >= 0 && s->progress <= 1.0))
+			return proto__err(err, PROTO_ERANGE,
+					  "field 'progress': not within 0..1");
+	}
+	if ((rc = proto__json_copy(root, "error", false, s->error,
+				   sizeof(s->error), err)) < 0 ||
+	    (rc = status_timings_decode(root, &s->timings, err)) < 0)
+		return rc;
+	if ((rc = proto__json_int(root, "ts", false, 0, INT64_MAX, &ts,
+				  &present, err)) < 0)
+		return rc;
+	s->ts = ts;
+	return 0;
+}
+
+int proto_status_decode(const char *buf, size_t len, struct proto_status *s,
+			struct proto_err *err)
+{
+	struct proto_status tmp;
+	json_t *root;
+	int rc;
+
+	proto_status_init(&tmp);
+	rc = proto__json_parse(buf, len, STATUS_JSON_MAX, &root, err);
+	if (rc < 0)
+		return rc;
+	rc = status_fields(root, &tmp, err);
+	json_decref(root);
+	if (rc == 0 && s != NULL)
+		*s = tmp;
+	return rc;
+}
