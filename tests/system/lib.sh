@@ -1,0 +1,317 @@
+# shellcheck shell=bash
+# lib.sh: shared harness for system tests. Source it from a bash test script:
+#
+#   . "$OTA_ROOT/tests/system/lib.sh"
+#   certs_make dev-001 dev-002
+#   broker_start
+#   mq_sub_bg sub gateway 'ota/dev/+/status' 1 10
+#   mq_pub_as dev-001 ota/dev/dev-001/status '{"state":"idle"}'
+#   check "gateway gets the status" wait_until 5 '[ "$(mq_count sub)" -ge 1 ]'
+#   finish
+#
+# Environment: OTA_ROOT (repo root; default: derived from this file), BUILD (build dir with
+# the programs; default $OTA_ROOT/build), KEEP=1 keeps the temp dir, LOG_TAIL (lines of each
+# log shown on failure, default 25). tests/run.sh sets OTA_PIDFILE: every spawned pid is
+# also written there so the runner can kill leftovers if this script is SIGKILLed.
+#
+# API (all paths under $T, a fresh temp dir removed on exit):
+#   spawn NAME CMD [ARGS]   run CMD in the background (own session), output in $T/NAME.log;
+#                           sets LAST_PID; pid_of NAME prints the pid later
+#   stop NAME               SIGTERM, SIGKILL after 3 s; returns the process's exit status
+#   alive NAME              true while NAME runs
+#   wait_until SECS 'COND'  poll COND (a shell condition, eval'd) every 0.1 s
+#   free_port               print a free TCP port on 127.0.0.1
+#   certs_make [ARGS]       certs/make-certs.sh "$T/certs" ARGS (see that script)
+#   broker_start/broker_stop  Mosquitto with deploy/mosquitto config on 127.0.0.1:$BROKER_PORT
+#   mq_pub_as WHO TOPIC MSG [ARGS]      mosquitto_pub as WHO (operator, gateway, a device id,
+#   mq_pubf_as WHO TOPIC FILE [ARGS]    a cert path prefix containing '/', or none)
+#   mq_sub_as WHO TOPIC COUNT TIMEOUT [ARGS]  mosquitto_sub -C COUNT -W TIMEOUT, foreground
+#   mq_sub_bg NAME WHO TOPIC COUNT TIMEOUT [ARGS]  background subscriber, returns once the
+#                           broker acknowledged the subscription (or 1 if it could not connect)
+#   mq_msgs NAME / mq_count NAME   "TOPIC PAYLOAD" lines received by a background subscriber
+#   ok DESC, not_ok DESC, check DESC CMD [ARGS], skip DESC REASON, finish
+set -u
+
+OTA_ROOT=${OTA_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
+BUILD=${BUILD:-$OTA_ROOT/build}
+LOG_TAIL=${LOG_TAIL:-25}
+export OTA_ROOT BUILD
+
+T=$(mktemp -d /tmp/ota-test.XXXXXX) || { echo "Bail out! mktemp failed"; exit 1; }
+export T
+if [ -n "${OTA_PIDFILE:-}" ]; then echo "T $T" >>"$OTA_PIDFILE"; fi
+CERTS=$T/certs
+declare -A _LIB_PID=()
+declare -A _LIB_DONE=()
+_LIB_ALL=()
+_LIB_FAILS=0
+_LIB_CHECKS=0
+LAST_PID=
+BROKER_PORT=
+
+# --- cleanup ------------------------------------------------------------------------------
+
+# _lib_kill PID: TERM the process group, KILL it after 3 s; reap it. Returns its status.
+_lib_kill() {
+    local pid=$1 i rc=0
+    if kill -0 "$pid" 2>/dev/null; then
+        kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null
+        for ((i = 0; i < 30; i++)); do
+            kill -0 "$pid" 2>/dev/null || break
+            # A zombie child answers kill -0: check whether it is reapable.
+            [ "$(ps -o stat= -p "$pid" 2>/dev/null)" = Z ] && break
+            sleep 0.1
+        done
+        if kill -0 "$pid" 2>/dev/null && [ "$(ps -o stat= -p "$pid" 2>/dev/null)" != Z ]; then
+            kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null
+        fi
+    fi
+    wait "$pid" 2>/dev/null || rc=$?
+    # Whatever else is left in its process group.
+    kill -KILL -- "-$pid" 2>/dev/null || true
+    return "$rc"
+}
+
+cleanup() {
+    local pid
+    trap - EXIT INT TERM
+    for pid in ${_LIB_ALL[@]+"${_LIB_ALL[@]}"}; do
+        [ -n "${_LIB_DONE[$pid]:-}" ] || _lib_kill "$pid" || true
+    done
+    if [ "${KEEP:-0}" = 1 ]; then
+        echo "# kept $T" >&2
+    else
+        rm -rf "$T" 2>/dev/null || { sleep 0.5; rm -rf "$T"; }
+    fi
+}
+trap cleanup EXIT
+trap 'echo "# interrupted (SIGINT)" >&2; exit 130' INT
+trap 'echo "# interrupted (SIGTERM)" >&2; exit 143' TERM
+
+# --- processes ----------------------------------------------------------------------------
+
+# spawn NAME CMD [ARGS...]: background, own session/process group, stdin from /dev/null.
+spawn() {
+    local name=$1
+    shift
+    [[ $name =~ ^[A-Za-z0-9._-]+$ ]] || { echo "spawn: bad name '$name'" >&2; return 2; }
+    setsid "$@" >"$T/$name.log" 2>&1 </dev/null &
+    LAST_PID=$!
+    _LIB_PID[$name]=$LAST_PID
+    _LIB_ALL+=("$LAST_PID")
+    if [ -n "${OTA_PIDFILE:-}" ]; then echo "P $LAST_PID" >>"$OTA_PIDFILE"; fi
+    return 0
+}
+
+pid_of() { echo "${_LIB_PID[$1]:-}"; }
+
+alive() {
+    local pid=${_LIB_PID[$1]:-}
+    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && [ "$(ps -o stat= -p "$pid" 2>/dev/null)" != Z ]
+}
+
+# stop NAME: returns the exit status of the process (143 if SIGTERM killed it unhandled).
+stop() {
+    local pid=${_LIB_PID[$1]:-} rc=0
+    [ -n "$pid" ] || { echo "stop: no process '$1'" >&2; return 2; }
+    _lib_kill "$pid" || rc=$?
+    _LIB_DONE[$pid]=1
+    unset "_LIB_PID[$1]"
+    return "$rc"
+}
+
+# wait_until SECONDS 'CONDITION': 0 as soon as CONDITION holds, 1 after SECONDS.
+wait_until() {
+    local secs=$1 cond=$2 now end frac=0
+    case $secs in *.*) frac=${secs#*.}000000; frac=$((10#${frac:0:6})); secs=${secs%%.*} ;; esac
+    now=${EPOCHREALTIME/./}
+    end=$((now + ${secs:-0} * 1000000 + frac))
+    while :; do
+        eval "$cond" && return 0
+        now=${EPOCHREALTIME/./}
+        [ "$now" -lt "$end" ] || return 1
+        sleep 0.1
+    done
+}
+
+# port_listening PORT: something listens on 127.0.0.1:PORT (or on all addresses).
+port_listening() {
+    [ -n "$(ss -Hltn "sport = :$1" 2>/dev/null)" ]
+}
+
+free_port() {
+    local i p
+    for ((i = 0; i < 100; i++)); do
+        p=$((20000 + (RANDOM * 32768 + RANDOM) % 40001))
+        port_listening "$p" || { echo "$p"; return 0; }
+    done
+    echo "free_port: no free port found" >&2
+    return 1
+}
+
+# --- TAP ----------------------------------------------------------------------------------
+
+# _lib_log_tails: the tails of the logs; after the first failure, only of the logs that
+# changed since the previous failure's report (keeps long failing runs readable).
+_lib_log_tails() {
+    local f shown=0
+    for f in "$T"/*.log; do
+        [ -f "$f" ] || continue
+        if [ -e "$T/.tails-shown" ] && ! [ "$f" -nt "$T/.tails-shown" ]; then
+            continue
+        fi
+        echo "# --- ${f##*/} (last $LOG_TAIL lines) ---"
+        tail -n "$LOG_TAIL" "$f" | sed 's/^/#   /'
+        shown=1
+    done
+    [ "$shown" = 1 ] || echo "# (no log changed since the last failure)"
+    touch "$T/.tails-shown"
+}
+
+ok() {
+    _LIB_CHECKS=$((_LIB_CHECKS + 1))
+    echo "ok - $*"
+}
+
+not_ok() {
+    _LIB_CHECKS=$((_LIB_CHECKS + 1))
+    _LIB_FAILS=$((_LIB_FAILS + 1))
+    echo "not ok - $*"
+    _lib_log_tails
+}
+
+skip() {
+    echo "ok - $1 # SKIP ${2:-}"
+}
+
+# check DESC CMD [ARGS...]: ok if CMD succeeds; otherwise not_ok with CMD's output.
+check() {
+    local desc=$1 rc=0
+    shift
+    "$@" >"$T/check.out" 2>&1 || rc=$?
+    if [ "$rc" = 0 ]; then
+        ok "$desc"
+    else
+        not_ok "$desc"
+        echo "# command: $* (exit $rc)"
+        tail -n "$LOG_TAIL" "$T/check.out" | sed 's/^/#   /'
+    fi
+    return "$rc"
+}
+
+# finish: stop everything (so sanitizers write their reports), report sanitizer errors
+# found in any log as failures, and exit non-zero if anything failed.
+finish() {
+    local name f
+    for name in "${!_LIB_PID[@]}"; do stop "$name" || true; done
+    for f in "$T"/*.log; do
+        [ -f "$f" ] || continue
+        if grep -q -E 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$f"; then
+            not_ok "no sanitizer errors in ${f##*/}"
+        fi
+    done
+    echo "# $_LIB_CHECKS checks, $_LIB_FAILS failed"
+    [ "$_LIB_FAILS" = 0 ] && [ "$_LIB_CHECKS" -gt 0 ]
+    exit $?
+}
+
+# --- certificates and broker --------------------------------------------------------------
+
+# shellcheck disable=SC2120  # arguments are optional
+certs_make() {
+    bash "$OTA_ROOT/certs/make-certs.sh" "$CERTS" --quiet "$@"
+}
+
+# broker_start: Mosquitto with the deployment's template and ACL on a random free port.
+broker_start() {
+    local attempt
+    [ -s "$CERTS/broker.crt" ] || certs_make || return 1
+    for attempt in 1 2 3; do
+        BROKER_PORT=$(free_port) || return 1
+        sed -e "s|@PORT@|$BROKER_PORT|g" -e "s|@BIND@|127.0.0.1|g" -e "s|@CERTS@|$CERTS|g" \
+            -e "s|@ACL@|$OTA_ROOT/deploy/mosquitto/acl|g" -e "s|@USER@|$(id -un)|g" \
+            "$OTA_ROOT/deploy/mosquitto/mosquitto.conf.in" >"$T/mosquitto.conf"
+        spawn broker mosquitto -c "$T/mosquitto.conf"
+        if wait_until 10 'port_listening "$BROKER_PORT" || ! alive broker'; then
+            if alive broker; then
+                export BROKER_PORT
+                return 0
+            fi
+        fi
+        # Lost a race for the port (or a slow start): try again on another port.
+        stop broker || true
+        mv -f "$T/broker.log" "$T/broker-failed-$attempt.log"
+    done
+    echo "broker_start: mosquitto did not start" >&2
+    return 1
+}
+
+broker_stop() {
+    stop broker || true
+}
+
+# --- MQTT as a given identity -------------------------------------------------------------
+
+# _mq_tls WHO: sets _MQ_ARGS to the connection arguments for WHO.
+_mq_tls() {
+    local who=$1 base
+    _MQ_ARGS=(-h 127.0.0.1 -p "$BROKER_PORT" --cafile "$CERTS/ca.crt")
+    case $who in
+    none) return 0 ;;
+    operator | ota-operator) base=$CERTS/operator ;;
+    gateway | ota-gateway) base=$CERTS/gateway ;;
+    */*) base=$who ;;
+    *) base=$CERTS/devices/$who ;;
+    esac
+    _MQ_ARGS+=(--cert "$base.crt" --key "$base.key")
+}
+
+# mq_pub_as WHO TOPIC MESSAGE [ARGS...]
+mq_pub_as() {
+    local who=$1 topic=$2 msg=$3
+    shift 3
+    _mq_tls "$who"
+    mosquitto_pub "${_MQ_ARGS[@]}" -t "$topic" -m "$msg" "$@"
+}
+
+# mq_pubf_as WHO TOPIC FILE [ARGS...]: the payload is the file's content.
+mq_pubf_as() {
+    local who=$1 topic=$2 file=$3
+    shift 3
+    _mq_tls "$who"
+    mosquitto_pub "${_MQ_ARGS[@]}" -t "$topic" -f "$file" "$@"
+}
+
+# mq_sub_as WHO TOPIC COUNT TIMEOUT [ARGS...]: prints the payloads (add -v for topics).
+# Exit status: 0 after COUNT messages, 27 on timeout, other on connection errors.
+mq_sub_as() {
+    local who=$1 topic=$2 count=$3 timeout=$4
+    shift 4
+    _mq_tls "$who"
+    mosquitto_sub "${_MQ_ARGS[@]}" -t "$topic" -C "$count" -W "$timeout" "$@"
+}
+
+# mq_sub_bg NAME WHO TOPIC COUNT TIMEOUT [ARGS...]: subscriber in the background; returns
+# 0 once its SUBACK arrived (so what is published next will reach it if allowed), 1 if it
+# exited or did not get that far in 10 s. Read what it got with mq_msgs/mq_count NAME.
+mq_sub_bg() {
+    local name=$1 who=$2 topic=$3 count=$4 timeout=$5
+    shift 5
+    _mq_tls "$who"
+    # stdbuf: line-buffered stdout, so the log shows SUBACK and messages as they come.
+    spawn "$name" stdbuf -oL -eL mosquitto_sub "${_MQ_ARGS[@]}" -t "$topic" -C "$count" -W "$timeout" -d \
+        -F 'MSG %t %p' "$@"
+    wait_until 10 "grep -q 'received SUBACK' '$T/$name.log' || ! alive '$name'" &&
+        grep -q 'received SUBACK' "$T/$name.log"
+}
+
+# mq_msgs NAME: "TOPIC PAYLOAD" per message received by background subscriber NAME.
+mq_msgs() {
+    sed -n 's/^MSG //p' "$T/$1.log" 2>/dev/null
+}
+
+mq_count() {
+    local n
+    n=$(grep -a -c '^MSG ' "$T/$1.log" 2>/dev/null) || true
+    echo "${n:-0}"
+}

@@ -1,0 +1,191 @@
+#!/bin/bash
+# The broker's transport security and ACL (deploy/mosquitto), against a real Mosquitto:
+# who may connect (fleet CA only, client certificate required, TLS >= 1.2, no plain TCP)
+# and what each identity may read and write. Every negative check has a positive control
+# in the same run: the same message reaches an authorised subscriber, so "nothing
+# arrived" means "refused", not "the test was too quick".
+# shellcheck disable=SC2317  # helpers are called through check
+. "$OTA_ROOT/tests/system/lib.sh"
+
+certs_make dev-001 dev-002 --rogue --expired || { echo "Bail out! make-certs failed"; exit 1; }
+broker_start || { not_ok "broker starts"; finish; }
+ok "broker starts with the deployment's template and ACL (port $BROKER_PORT)"
+
+N=$$-$RANDOM    # nonce: this run's payloads cannot be confused with anything else
+
+# connects WHO: WHO's TLS connection and a subscription to its own offer topic succeed.
+connects() {
+    mq_sub_as "$1" "ota/dev/${2:-dev-001}/offer" 1 5 -E
+}
+refused() {
+    local rc=0
+    connects "$@" >"$T/refused.out" 2>&1 || rc=$?
+    # 27 would mean "connected, then timed out": not a refusal.
+    [ "$rc" != 0 ] && [ "$rc" != 27 ]
+}
+# tls_handshake VERSION: openssl s_client with a valid device certificate; prints the
+# negotiated protocol. SECLEVEL=0 so that the client itself is willing to speak TLS 1.0/1.1
+# and any refusal comes from the broker.
+tls_handshake() {
+    echo | timeout 10 openssl s_client -connect "127.0.0.1:$BROKER_PORT" "-$1" \
+        -cipher 'DEFAULT@SECLEVEL=0' -CAfile "$CERTS/ca.crt" \
+        -cert "$CERTS/devices/dev-001.crt" -key "$CERTS/devices/dev-001.key" \
+        >"$T/s_client-$1.out" 2>&1
+}
+
+# --- who may connect -----------------------------------------------------------------------
+check "a device with its own certificate connects" connects dev-001
+check "the gateway and the operator connect" eval 'connects gateway && connects operator'
+check "a device certificate from another CA cannot connect" refused "$CERTS/rogue/dev-001"
+if grep -q 'certificate verify failed' "$T/broker.log"; then
+    ok "the broker logs the rogue certificate as 'certificate verify failed'"
+else
+    not_ok "the broker logs the rogue certificate as 'certificate verify failed'"
+fi
+check "an expired device certificate (from the fleet CA) cannot connect" \
+    refused "$CERTS/expired/dev-001"
+check "a client without a certificate cannot connect" refused none
+plain_refused() {
+    local rc=0
+    mosquitto_sub -h 127.0.0.1 -p "$BROKER_PORT" -t ota/dev/dev-001/offer -E -W 5 \
+        >"$T/plain.out" 2>&1 || rc=$?
+    [ "$rc" != 0 ] && [ "$rc" != 27 ]
+}
+check "plain TCP (no TLS) is refused" plain_refused
+
+check "control: TLS 1.2 handshake succeeds" tls_handshake tls1_2
+check "TLS 1.3 is accepted too (tls_version is a minimum)" tls_handshake tls1_3
+# Not "mosquitto_sub --tls-version tlsv1.1": in libmosquitto 2.0.11 that is a minimum too,
+# and the client happily negotiates TLS 1.3. openssl s_client -tls1_1 offers only TLS 1.1.
+tls11_refused() {
+    ! tls_handshake tls1_1 && grep -q -i 'alert protocol version' "$T/s_client-tls1_1.out"
+}
+check "TLS 1.1 is refused by the broker (protocol version alert)" tls11_refused
+tls10_refused() {
+    ! tls_handshake tls1 && grep -q -i 'alert protocol version' "$T/s_client-tls1.out"
+}
+check "TLS 1.0 is refused by the broker (protocol version alert)" tls10_refused
+
+# --- a device publishes its status, the gateway receives it ----------------------------
+mq_sub_bg gw-status gateway 'ota/dev/+/status' 1 20 || not_ok "gateway subscribes to status"
+mq_pub_as dev-001 ota/dev/dev-001/status "{\"state\":\"idle\",\"n\":\"$N\"}" -q 1
+check "a device publishes its own status and the gateway receives it" \
+    wait_until 5 "mq_msgs gw-status | grep -qx 'ota/dev/dev-001/status {\"state\":\"idle\",\"n\":\"$N\"}'"
+
+# --- a device cannot read another device's topics --------------------------------------
+mq_sub_bg d1-offer dev-001 ota/dev/dev-001/offer 10 20 || not_ok "dev-001 subscribes to its offer"
+mq_sub_bg d1-frag dev-001 ota/dev/dev-001/frag 10 20 || not_ok "dev-001 subscribes to its frag"
+mq_sub_bg d2-spy dev-002 'ota/dev/dev-001/#' 10 20 || not_ok "dev-002 connects to spy"
+mq_sub_bg d2-all dev-002 '#' 10 20 || not_ok "dev-002 connects to subscribe to #"
+# Forgeries first (QoS 1: the broker has handled them when mosquitto_pub returns) ...
+mq_pub_as operator ota/dev/dev-001/offer "forged-offer-op-$N" -q 1
+mq_pub_as dev-002 ota/dev/dev-001/offer "forged-offer-d2-$N" -q 1
+mq_pub_as dev-001 ota/dev/dev-001/offer "self-offer-$N" -q 1
+# ... then the real thing.
+mq_pub_as gateway ota/dev/dev-001/offer "offer-$N" -q 1
+mq_pub_as gateway ota/dev/dev-001/frag "frag-$N" -q 1
+mq_pub_as gateway ota/dev/dev-002/offer "offer2-$N" -q 1
+check "control: dev-001 receives the gateway's offer and fragment" \
+    wait_until 5 "mq_msgs d1-offer | grep -qx 'ota/dev/dev-001/offer offer-$N' &&
+                  mq_msgs d1-frag | grep -qx 'ota/dev/dev-001/frag frag-$N'"
+check "control: dev-002 subscribed to # receives its own offer" \
+    wait_until 5 "mq_msgs d2-all | grep -qx 'ota/dev/dev-002/offer offer2-$N'"
+sleep 0.3
+if [ "$(mq_count d2-spy)" = 0 ]; then
+    ok "dev-002 subscribed to ota/dev/dev-001/# receives nothing of dev-001"
+else
+    not_ok "dev-002 subscribed to ota/dev/dev-001/# receives nothing of dev-001"
+    mq_msgs d2-spy | sed 's/^/#   got: /'
+fi
+if mq_msgs d2-all | grep -q 'dev-001'; then
+    not_ok "dev-002 subscribed to # receives nothing of dev-001"
+    mq_msgs d2-all | sed 's/^/#   got: /'
+else
+    ok "dev-002 subscribed to # receives nothing of dev-001"
+fi
+if [ "$(mq_msgs d1-offer)" = "ota/dev/dev-001/offer offer-$N" ]; then
+    ok "offers forged by the operator, another device or the device itself are dropped"
+else
+    not_ok "offers forged by the operator, another device or the device itself are dropped"
+    mq_msgs d1-offer | sed 's/^/#   got: /'
+fi
+stop d1-offer; stop d1-frag; stop d2-spy; stop d2-all
+
+# --- a device cannot write where it should not -----------------------------------------
+mq_sub_bg gw-all gateway 'ota/#' 20 20 || not_ok "gateway subscribes to ota/#"
+mq_pub_as dev-002 ota/dev/dev-001/status "forged-status-$N" -q 1
+mq_pub_as dev-002 ota/dev/dev-001/ack "forged-ack-$N" -q 1
+# use_identity_as_username: a username in CONNECT does not change who the client is.
+mq_pub_as dev-002 ota/dev/dev-001/status "forged-user-$N" -q 1 -u dev-001 -i dev-001
+mq_pub_as dev-001 ota/release/prod-a "forged-release-$N" -q 1
+mq_pub_as dev-001 ota/ctl/abort "forged-ctl-$N" -q 1
+mq_pub_as gateway ota/release/prod-a "gw-release-$N" -q 1
+# Controls: the same topics written by those allowed to.
+mq_pub_as dev-001 ota/dev/dev-001/status "status-$N" -q 1
+mq_pub_as dev-001 ota/dev/dev-001/ack "ack-$N" -q 1
+mq_pub_as operator ota/release/prod-a "release-$N" -q 1
+mq_pub_as operator ota/ctl/abort "ctl-$N" -q 1
+check "control: the gateway receives status, ack, release and ctl from their owners" \
+    wait_until 5 "[ \"\$(mq_msgs gw-all | grep -c -E ' (status|ack|release|ctl)-$N\$')\" = 4 ]"
+sleep 0.3
+for what in "status:dev-002 publishing on ota/dev/dev-001/status" \
+            "ack:dev-002 publishing on ota/dev/dev-001/ack" \
+            "user:dev-002 claiming username dev-001 in CONNECT" \
+            "release:a device publishing on ota/release/prod-a" \
+            "ctl:a device publishing on ota/ctl/abort"; do
+    key=${what%%:*}
+    if mq_msgs gw-all | grep -q "forged-$key-$N"; then
+        not_ok "${what#*:} is not delivered to the gateway"
+    else
+        ok "${what#*:} is not delivered to the gateway"
+    fi
+done
+v5_denied() {
+    mq_pub_as dev-002 ota/dev/dev-001/status "forged-v5-$N" -q 1 -V 5 -d 2>&1 |
+        grep -q 'PUBACK.*RC:135'
+}
+check "with MQTT 5 a denied QoS 1 publish gets PUBACK reason 135 (not authorised)" v5_denied
+if mq_msgs gw-all | grep -q "gw-release-$N"; then
+    not_ok "the gateway cannot publish releases (read-only on ota/release/#)"
+else
+    ok "the gateway cannot publish releases (read-only on ota/release/#)"
+fi
+stop gw-all
+
+# --- a device cannot read releases; the operator sees status only ----------------------
+mq_sub_bg d1-rel dev-001 'ota/release/#' 10 20 || not_ok "dev-001 subscribes to releases"
+mq_sub_bg gw-rel gateway 'ota/release/#' 10 20 || not_ok "gateway subscribes to releases"
+mq_sub_bg op-dev operator 'ota/dev/#' 10 20 || not_ok "operator subscribes to ota/dev/#"
+mq_pub_as operator ota/release/prod-b "release-b-$N" -q 1
+mq_pub_as dev-001 ota/dev/dev-001/ack "ack-b-$N" -q 1
+mq_pub_as gateway ota/dev/dev-001/frag "frag-b-$N" -q 1
+mq_pub_as dev-001 ota/dev/dev-001/status "status-b-$N" -q 1
+check "control: the gateway receives the operator's release" \
+    wait_until 5 "mq_msgs gw-rel | grep -qx 'ota/release/prod-b release-b-$N'"
+check "control: the operator receives device status" \
+    wait_until 5 "mq_msgs op-dev | grep -qx 'ota/dev/dev-001/status status-b-$N'"
+sleep 0.3
+if [ "$(mq_count d1-rel)" = 0 ]; then
+    ok "a device subscribed to ota/release/# receives nothing the operator publishes"
+else
+    not_ok "a device subscribed to ota/release/# receives nothing the operator publishes"
+fi
+if mq_msgs op-dev | grep -q -E "(ack|frag)-b-$N"; then
+    not_ok "the operator subscribed to ota/dev/# gets no acks or fragments"
+else
+    ok "the operator subscribed to ota/dev/# gets no acks or fragments"
+fi
+
+# --- oversized packets ----------------------------------------------------------------
+head -c 1100000 /dev/zero >"$T/big.bin"
+head -c 70000 /dev/zero >"$T/frag64k.bin"
+mq_sub_bg d1-big dev-001 ota/dev/dev-001/frag 10 20 || not_ok "dev-001 subscribes for sizes"
+mq_pubf_as gateway ota/dev/dev-001/frag "$T/big.bin" -q 1 >/dev/null 2>&1
+mq_pubf_as gateway ota/dev/dev-001/frag "$T/frag64k.bin" -q 1
+check "control: a 64 KiB fragment (plus header) passes max_packet_size" \
+    wait_until 5 "[ \"\$(mq_count d1-big)\" -ge 1 ]"
+sleep 0.3
+check "a packet over max_packet_size (1 MiB) is not delivered" \
+    eval '[ "$(mq_count d1-big)" = 1 ] && grep -q "oversize packet" "$T/broker.log"'
+
+finish
