@@ -52,7 +52,7 @@ static void gw_config_defaults(struct gw_config *c)
 	snprintf(c->db_dir, sizeof(c->db_dir), "ota-gateway-db");
 	snprintf(c->store_dir, sizeof(c->store_dir), "ota-gateway-store");
 	c->fragment_size = 4096;
-	c->window = 16;
+	c->window = 32;
 	c->max_package_mb = 512;
 	c->offer_retry_ms = 5000;
 	snprintf(c->log_level, sizeof(c->log_level), "info");
