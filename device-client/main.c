@@ -109,13 +109,18 @@ static void usage(void)
 
 static void stopped(struct dev *d) { (void)d; }
 
+struct signals {
+	uv_signal_t intr, term;
+	struct dev *d;
+};
+
 static void on_signal(uv_signal_t *s, int signum)
 {
-	struct dev *d = s->data;
-	log_info("device=%s signal %d: stopping", d->cfg.id, signum);
-	uv_signal_stop(s);
-	uv_close((uv_handle_t *)s, NULL);
-	dev_stop(d, stopped);
+	struct signals *sg = s->data;
+	log_info("device=%s signal %d: stopping", sg->d->cfg.id, signum);
+	uv_close((uv_handle_t *)&sg->intr, NULL);
+	uv_close((uv_handle_t *)&sg->term, NULL);
+	dev_stop(sg->d, stopped);
 }
 
 int main(int argc, char **argv)
@@ -156,12 +161,12 @@ int main(int argc, char **argv)
 		log_warnx("device=%s %s", cfg.id, err);
 		return 1;
 	}
-	uv_signal_t sigint, sigterm;
-	uv_signal_init(loop, &sigint);
-	uv_signal_init(loop, &sigterm);
-	sigint.data = sigterm.data = &d;
-	uv_signal_start(&sigint, on_signal, SIGINT);
-	uv_signal_start(&sigterm, on_signal, SIGTERM);
+	struct signals sg = {.d = &d};
+	uv_signal_init(loop, &sg.intr);
+	uv_signal_init(loop, &sg.term);
+	sg.intr.data = sg.term.data = &sg;
+	uv_signal_start(&sg.intr, on_signal, SIGINT);
+	uv_signal_start(&sg.term, on_signal, SIGTERM);
 	if (dev_start(&d) != 0)
 		return 1;
 	uv_run(loop, UV_RUN_DEFAULT);
