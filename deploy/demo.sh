@@ -66,13 +66,13 @@ while :; do
             lines=$((lines + 1))
         done <<<"$rows"
     else
-        printf '    %5.1fs: %s/%s committed\n' "$(echo "$(date +%s.%N) - $start" | bc)" "$done_n" "$N"
+        printf '    %5.1fs: %s/%s committed\n' "$(awk -v a="$(date +%s.%N)" -v b="$start" 'BEGIN { print a - b }')" "$done_n" "$N"
     fi
     [ "$done_n" = "$N" ] && break
     [ "$SECONDS" -ge "$deadline" ] && break
     sleep 0.3
 done
-elapsed=$(echo "$(date +%s.%N) - $start" | bc)
+elapsed=$(awk -v a="$(date +%s.%N)" -v b="$start" 'BEGIN { print a - b }')
 
 say "result (ota-gateway status --db ...):"
 "$GW" status --db "$T/gw-db" | sed -n '/^DEVICES/,$p' | sed 's/^/    /'

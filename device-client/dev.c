@@ -125,6 +125,19 @@ static int dev_load(struct dev *d, char *err, size_t errlen)
 	return 0;
 }
 
+int dev__load_manifest(struct dev *d, char *why, size_t n)
+{
+	if (!d->p.manifest ||
+	    proto_verify(d->pubkey, d->p.manifest, strlen(d->p.manifest),
+			 d->p.sig) != 0 ||
+	    proto_manifest_decode(d->p.manifest, strlen(d->p.manifest), &d->m,
+				  NULL) != 0) {
+		snprintf(why, n, "saved manifest missing or not signed");
+		return -1;
+	}
+	return 0;
+}
+
 /* ------------------------------------------------------------ status */
 
 static void fill_timings(const struct dev_persist *p, struct proto_timings *t)
@@ -256,11 +269,26 @@ static void ack_timer_cb(uv_timer_t *t)
 		send_ack(d);
 }
 
+#define IDLE_ACK_MIN_MS 2000
+#define IDLE_ACK_MAX_MS 60000
+
 static void status_timer_cb(uv_timer_t *t)
 {
 	struct dev *d = t->data;
-	if (d->st == PROTO_ST_DOWNLOADING)
-		dev__publish_status(d);
+	if (d->st != PROTO_ST_DOWNLOADING)
+		return;
+	dev__publish_status(d);
+	/* Fragments stopped coming: our last ack (QoS 0) may be lost, so
+	 * say again where we are, backing off while nothing happens. */
+	uint64_t now = util_mono_ms();
+	if (d->held && mq_connected(d->mq) &&
+	    now - d->last_rx_ms >= d->idle_ack_ms) {
+		send_ack(d);
+		d->last_rx_ms = now;
+		d->idle_ack_ms = d->idle_ack_ms * 2 > IDLE_ACK_MAX_MS
+				     ? IDLE_ACK_MAX_MS
+				     : d->idle_ack_ms * 2;
+	}
 }
 
 /* Make progress durable: data first, then the record that names it. */
@@ -305,6 +333,8 @@ static int download_begin(struct dev *d, const struct proto_offer *o,
 		d->held[i >> 3] |= (uint8_t)(1u << (i & 7));
 	d->cum = d->p.held;
 	d->unacked = d->since_ckpt = 0;
+	d->last_rx_ms = util_mono_ms();
+	d->idle_ack_ms = IDLE_ACK_MIN_MS;
 	uv_timer_start(&d->status_timer, status_timer_cb, STATUS_EVERY_MS,
 		       STATUS_EVERY_MS);
 	return 0;
@@ -468,6 +498,8 @@ static void on_frag(struct dev *d, const void *payload, size_t len)
 		d->stats.msgs_stale++;
 		return;
 	}
+	d->last_rx_ms = util_mono_ms();
+	d->idle_ack_ms = IDLE_ACK_MIN_MS;
 	uint32_t n = d->p.fragments, fs = d->p.fragment_size;
 	uint64_t off = (uint64_t)f.index * fs;
 	size_t want = (f.index + 1 == n) ? (size_t)(d->m.size - off) : fs;
@@ -545,6 +577,8 @@ static void on_connect(struct mq *mq, void *ud)
 	snprintf(t, sizeof(t), "ota/dev/%s/frag", d->cfg.id);
 	mq_subscribe(mq, t, 0);
 	dev__publish_status(d);
+	if (d->st == PROTO_ST_DOWNLOADING && d->held)
+		send_ack(d); /* resume: tell the gateway what we hold */
 }
 
 static void on_disconnect(struct mq *mq, void *ud, const char *why)
@@ -584,6 +618,30 @@ int dev_init(struct dev *d, uv_loop_t *loop, const struct dev_config *cfg,
 	return 0;
 }
 
+static void resume_download(struct dev *d)
+{
+	char why[PROTO_ERROR_MAX + 1];
+	uint8_t rid[PROTO_RELEASE_ID_LEN];
+	if (dev__load_manifest(d, why, sizeof(why)) != 0 ||
+	    proto_hex_decode(d->p.release, rid, sizeof(rid)) != 0 ||
+	    d->p.fragment_size < PROTO_FRAG_SIZE_MIN ||
+	    (uint64_t)d->p.fragments !=
+		(d->m.size + d->p.fragment_size - 1) / d->p.fragment_size) {
+		log_warnx("device=%s saved download unusable; waiting for a "
+			  "new offer", d->cfg.id);
+		d->st = d->p.phase = PROTO_ST_IDLE;
+		d->p.held = 0;
+		return;
+	}
+	d->tag = proto_release_tag(rid);
+	struct proto_offer o = {.fragment_size = d->p.fragment_size,
+				.fragments = d->p.fragments,
+				.window = d->p.window};
+	if (download_begin(d, &o, true) == 0)
+		log_info("device=%s resuming release=%s from fragment %u of %u",
+			 d->cfg.id, d->p.release, d->cum, d->p.fragments);
+}
+
 int dev_start(struct dev *d)
 {
 	char err[512];
@@ -596,9 +654,10 @@ int dev_start(struct dev *d)
 		dev__resume_after_restart(d);
 		break;
 	case PROTO_ST_DOWNLOADING:
-		/* Wait for the gateway's (re-)offer, then resume. */
+		/* Power cut mid-download: reopen the slot at the checkpoint;
+		 * the first ack after connecting tells the gateway. */
 		d->st = PROTO_ST_DOWNLOADING;
-		d->cum = d->p.held;
+		resume_download(d);
 		break;
 	case PROTO_ST_VERIFYING:
 	case PROTO_ST_INSTALLING:

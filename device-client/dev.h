@@ -73,6 +73,7 @@ struct dev {
 	uv_timer_t ack_timer;
 	uv_timer_t status_timer;
 	uint64_t last_status_ms;
+	uint64_t last_rx_ms, idle_ack_ms; /* re-ack when fragments stop */
 	struct dev_stats stats;
 	bool busy; /* a job is in the thread pool */
 	bool stopping;
@@ -91,6 +92,8 @@ void dev_stop(struct dev *d, void (*on_stopped)(struct dev *d));
 void dev__set_state(struct dev *d, enum proto_state st, const char *error);
 void dev__publish_status(struct dev *d);
 int dev__persist(struct dev *d);
+/* Decode the persisted manifest into d->m, checking its signature again. */
+int dev__load_manifest(struct dev *d, char *why, size_t n);
 void dev__slot_path(const struct dev *d, char slot, const char *name,
 		    char *out, size_t n);
 

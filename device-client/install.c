@@ -210,24 +210,10 @@ static void verify_done(uv_work_t *req, int status)
 	install(d);
 }
 
-/* Decode the persisted manifest again, checking its signature. */
-static int load_manifest(struct dev *d, char *why, size_t n)
-{
-	if (!d->p.manifest ||
-	    proto_verify(d->pubkey, d->p.manifest, strlen(d->p.manifest),
-			 d->p.sig) != 0 ||
-	    proto_manifest_decode(d->p.manifest, strlen(d->p.manifest), &d->m,
-				  NULL) != 0) {
-		snprintf(why, n, "saved manifest missing or not signed");
-		return -1;
-	}
-	return 0;
-}
-
 void dev__verify_start(struct dev *d)
 {
 	char why[PROTO_ERROR_MAX + 1];
-	if (load_manifest(d, why, sizeof(why)) != 0) {
+	if (dev__load_manifest(d, why, sizeof(why)) != 0) {
 		dev__set_state(d, PROTO_ST_FAILED, why);
 		return;
 	}
@@ -244,7 +230,7 @@ void dev__resume_after_restart(struct dev *d)
 {
 	char why[PROTO_ERROR_MAX + 1], verfile[PATH_MAX], *ver = NULL;
 	size_t len;
-	if (load_manifest(d, why, sizeof(why)) != 0) {
+	if (dev__load_manifest(d, why, sizeof(why)) != 0) {
 		rollback(d, why);
 		return;
 	}

@@ -356,7 +356,8 @@ static void on_status(struct gw *gw, const char *id, const void *payload,
 		gw__xfer_free(d);
 		return;
 	}
-	if (d->x && !was_online) {
+	if (d->x && (!was_online || st.state == PROTO_ST_IDLE ||
+		     (st.state != PROTO_ST_DOWNLOADING && !mine))) {
 		/* Back after a disconnect: offer again; the device answers
 		 * with what it already holds. */
 		gw__xfer_offer(gw, d);

@@ -42,6 +42,18 @@ static void set_acked(struct gw_xfer *x, uint32_t i)
 	x->acked[i >> 3] |= (uint8_t)(1u << (i & 7));
 }
 
+/* The device's word is the truth: it holds exactly [0, cum) now. */
+static void reset_to(struct gw_xfer *x, uint32_t cum, uint64_t now)
+{
+	uint32_t n = x->rel->nfrags;
+	memset(x->acked, 0, n / 8 + 1);
+	memset(x->acked, 0xff, cum / 8);
+	for (uint32_t i = cum & ~7u; i < cum; i++)
+		set_acked(x, i);
+	x->cum = x->next = cum;
+	x->progress_ms = now;
+}
+
 static void xfer_set_state(struct gw_device *d, enum xfer_state st)
 {
 	if (d->x->st != st)
@@ -182,14 +194,18 @@ void gw__xfer_on_ack(struct gw *gw, struct gw_device *d,
 	}
 	if (x->st == XS_OFFERED) {
 		/* The device accepted (or resumed): it holds [0, cum). */
-		for (uint32_t i = 0; i < a->cum; i++)
-			set_acked(x, i);
-		x->cum = x->next = a->cum;
-		x->progress_ms = now;
+		reset_to(x, a->cum, now);
 		xfer_set_state(d, XS_SENDING);
 		log_info("device=%s release=%s accepted, sending from "
 			 "fragment %u of %u",
 			 d->id, r->id, a->cum, r->nfrags);
+	} else if (a->cum < x->cum) {
+		/* The device restarted and lost what it had not checkpointed:
+		 * believe it, and send from there. */
+		log_info("device=%s release=%s device holds %u, not %u: "
+			 "resending from there",
+			 d->id, r->id, a->cum, x->cum);
+		reset_to(x, a->cum, now);
 	} else if (a->cum > x->cum) {
 		uint32_t last = a->cum - 1;
 		if (!x->retx[last % RING] && x->sent_ms[last % RING])
