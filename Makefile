@@ -22,6 +22,13 @@ EXTRA_LDFLAGS := -fsanitize=address,undefined
 else
 B       := build
 endif
+# `make V=1` shows the full commands.
+ifeq ($(V),1)
+Q :=
+else
+Q := @
+MAKEFLAGS += --no-print-directory
+endif
 
 PROTO_SRC  := $(wildcard proto/*.c)
 COMMON_SRC := $(wildcard common/*.c)
@@ -43,25 +50,26 @@ all: $(B)/ota-gateway $(B)/ota-device
 
 $(B)/libota.a: $(LIB_OBJ)
 	@mkdir -p $(@D)
-	$(AR) rcs $@ $^
+	$(Q)$(AR) rcs $@ $^
 
 $(B)/ota-gateway: $(GW_OBJ) $(B)/libota.a
-	$(CC) -o $@ $^ $(LDLIBS_ALL)
+	$(Q)$(CC) -o $@ $^ $(LDLIBS_ALL)
 
 $(B)/ota-device: $(DEV_OBJ) $(B)/libota.a
-	$(CC) -o $@ $^ $(LDLIBS_ALL)
+	$(Q)$(CC) -o $@ $^ $(LDLIBS_ALL)
 
 $(B)/obj/%.o: %.c
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS_ALL) -MMD -MP -c -o $@ $<
+	@echo '  CC      $<'
+	$(Q)$(CC) $(CFLAGS_ALL) -MMD -MP -c -o $@ $<
 
 $(B)/tests/%: tests/unit/%.c $(B)/libota.a
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS_ALL) -o $@ $^ $(LDLIBS_ALL) -lcmocka
+	$(Q)$(CC) $(CFLAGS_ALL) -o $@ $^ $(LDLIBS_ALL) -lcmocka
 
 $(B)/tools/%: tests/tools/%.c $(B)/libota.a
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS_ALL) -o $@ $^ $(LDLIBS_ALL)
+	$(Q)$(CC) $(CFLAGS_ALL) -o $@ $^ $(LDLIBS_ALL)
 
 -include $(shell find $(B)/obj -name '*.d' 2>/dev/null)
 
@@ -85,7 +93,7 @@ system: deps
 
 demo: deps
 	@$(MAKE) --no-print-directory all
-	@sh deploy/demo.sh build
+	@bash deploy/demo.sh build
 
 format:
 	clang-format -i $(PROTO_SRC) $(COMMON_SRC) $(STORE_SRC) $(GW_SRC) $(DEV_SRC) */*.h

@@ -23,7 +23,7 @@ die() {
     exit 1
 }
 
-say "certificates: CA, broker, gateway, operator, $N devices, Ed25519 publisher key"
+say "certificates: CA, broker, gateway, operator, $N devices, publisher key"
 certs_make --devices "$N" >/dev/null || die "making certificates failed"
 say "broker: mosquitto, TLS 1.2+, client certificates required, per-device ACL"
 broker_start || die "the broker did not start"
@@ -75,7 +75,7 @@ done
 elapsed=$(awk -v a="$(date +%s.%N)" -v b="$start" 'BEGIN { print a - b }')
 
 say "result (ota-gateway status --db ...):"
-"$GW" status --db "$T/gw-db" | sed -n '/^DEVICES/,$p' | sed 's/^/    /'
+"$GW" status --db "$T/gw-db" | sed -n '/^DEVICES/,$p'
 same=0
 for id in "${ids[@]}"; do cmp -s "$T/firmware.bin" "$T/dev/$id/active/payload" && same=$((same + 1)); done
 say "stopping broker, gateway and devices"

@@ -227,8 +227,8 @@ int gw__cmd_pack(int argc, char **argv)
 	}
 	char hex[65];
 	proto_hex_encode(m.sha256, 32, hex);
-	printf("wrote %s: product=%s version=%s size=%llu sha256=%s\n", o.out,
-	       m.product, m.version, (unsigned long long)m.size, hex);
+	printf("wrote %s\n  product=%s version=%s size=%llu\n  sha256=%s\n",
+	       o.out, m.product, m.version, (unsigned long long)m.size, hex);
 	free(mj);
 	close(fd);
 	OPENSSL_cleanse(priv, sizeof(priv));

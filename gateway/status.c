@@ -58,10 +58,12 @@ static void fmt_ms(char *buf, size_t n, json_t *t, const char *k)
 	long long v = jint(t, k, -1);
 	if (v < 0)
 		snprintf(buf, n, "-");
-	else if (v < 10000)
+	else if (v < 1000)
 		snprintf(buf, n, "%lldms", v);
+	else if (v < 100000)
+		snprintf(buf, n, "%.2fs", (double)v / 1000.0);
 	else
-		snprintf(buf, n, "%.1fs", (double)v / 1000.0);
+		snprintf(buf, n, "%llds", v / 1000);
 }
 
 static void print_table(json_t *rels, json_t *devs, json_t *events)
@@ -77,31 +79,26 @@ static void print_table(json_t *rels, json_t *devs, json_t *events)
 		       jstr(o, "version"), jint(o, "size", 0),
 		       jint(o, "fragments", 0), jint(o, "window", 0));
 	}
-	printf("\nDEVICES\n%-12s %-9s %-11s %-16s %5s %8s %7s %7s %7s %7s\n",
-	       "DEVICE", "VERSION", "STATE", "PROGRESS", "RESNT", "DOWNLOAD",
+	/* 80 columns: DONE is acknowledged fragments, RESNT fragments sent
+	 * again; the stage timings are the device's own measurements. */
+	printf("\nDEVICES\n%-10s %-8s %-11s %4s %5s %7s %6s %7s %7s %6s\n",
+	       "DEVICE", "VERSION", "STATE", "DONE", "RESNT", "DOWNLD",
 	       "VERIFY", "INSTALL", "RESTART", "TOTAL");
 	json_array_foreach(devs, i, o)
 	{
 		long long acked = jint(o, "acked", 0), n = jint(o, "fragments", 0);
-		char bar[17] = "", t[5][16];
-		if (n > 0) {
-			int fill = (int)(10 * acked / n);
-			for (int k = 0; k < 10; k++)
-				bar[k] = k < fill ? '#' : '.';
-			snprintf(bar + 10, sizeof(bar) - 10, " %3lld%%",
-				 100 * acked / n);
-		} else {
-			snprintf(bar, sizeof(bar), "-");
-		}
+		char done[8] = "-", t[5][16];
+		if (n > 0)
+			snprintf(done, sizeof(done), "%lld%%", 100 * acked / n);
 		json_t *tm = json_object_get(o, "timings");
 		fmt_ms(t[0], 16, tm, "download_ms");
 		fmt_ms(t[1], 16, tm, "verify_ms");
 		fmt_ms(t[2], 16, tm, "install_ms");
 		fmt_ms(t[3], 16, tm, "restart_ms");
 		fmt_ms(t[4], 16, tm, "total_ms");
-		printf("%-12s %-9s %-11s %-16s %5lld %8s %7s %7s %7s %7s\n",
+		printf("%-10s %-8s %-11s %4s %5lld %7s %6s %7s %7s %6s\n",
 		       jstr(o, "device"), jstr(o, "version"), jstr(o, "state"),
-		       bar, jint(o, "frags_resent", 0), t[0], t[1], t[2], t[3],
+		       done, jint(o, "frags_resent", 0), t[0], t[1], t[2], t[3],
 		       t[4]);
 		if (jstr(o, "error")[0])
 			printf("  %s: error: %s\n", jstr(o, "device"),
