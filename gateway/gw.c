@@ -219,6 +219,8 @@ static int device_load_cb(void *ud, const void *key, size_t klen,
 	d->frags_resent =
 	    (uint64_t)json_integer_value(json_object_get(o, "frags_resent"));
 	d->offered_ms = json_integer_value(json_object_get(o, "offered_ms"));
+	d->transferred_ms =
+	    json_integer_value(json_object_get(o, "transferred_ms"));
 	d->finished_ms = json_integer_value(json_object_get(o, "finished_ms"));
 	d->online = false; /* until the device speaks again */
 	json_decref(o);
@@ -304,6 +306,20 @@ static void offer_walk(const void *node, VISIT v, void *ud)
 }
 
 void gw__offer_due_all(struct gw *gw) { twalk_r(gw->devices, offer_walk, gw); }
+
+/* Transfers that were under way when the gateway stopped. */
+static void restore_walk(const void *node, VISIT v, void *ud)
+{
+	if (v != postorder && v != leaf)
+		return;
+	struct gw *gw = ud;
+	struct gw_device *d = *(struct gw_device *const *)node;
+	if (!d->release[0] || d->finished_ms != 0 || d->x)
+		return;
+	struct gw_release *r = gw__release_find(gw, d->release);
+	if (r)
+		gw__xfer_restore(gw, d, r);
+}
 
 static void on_status(struct gw *gw, const char *id, const void *payload,
 		      size_t len)
@@ -531,6 +547,7 @@ int gw__cmd_run(int argc, char **argv)
 		log_warnx("ledger %s could not be read", gw.cfg.db_dir);
 		goto out_buf;
 	}
+	twalk_r(gw.devices, restore_walk, &gw);
 	mosquitto_lib_init();
 	struct mq_opts mo = {
 	    .host = gw.cfg.broker_host,

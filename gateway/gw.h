@@ -115,6 +115,8 @@ bool gw__release_targets(const struct gw_release *r,
 /* xfer.c: offers and the windowed transfer */
 void gw__xfer_start(struct gw *gw, struct gw_device *d,
 		    struct gw_release *r);
+void gw__xfer_restore(struct gw *gw, struct gw_device *d,
+		      struct gw_release *r);
 void gw__xfer_offer(struct gw *gw, struct gw_device *d);
 void gw__xfer_on_ack(struct gw *gw, struct gw_device *d,
 		     const struct proto_ack *a);

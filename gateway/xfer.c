@@ -97,19 +97,26 @@ void gw__xfer_offer(struct gw *gw, struct gw_device *d)
 	free(json);
 }
 
-void gw__xfer_start(struct gw *gw, struct gw_device *d, struct gw_release *r)
+static int xfer_alloc(struct gw_device *d, struct gw_release *r)
 {
 	struct gw_xfer *x = calloc(1, sizeof(*x));
 	if (!x || !(x->acked = calloc(r->nfrags / 8 + 1, 1))) {
 		free(x);
 		log_warnx("device=%s: out of memory for a transfer", d->id);
-		return;
+		return -1;
 	}
 	x->rel = r;
 	x->rto = RTO_INIT_MS;
 	snprintf(x->frag_topic, sizeof(x->frag_topic), "ota/dev/%s/frag",
 		 d->id);
 	d->x = x;
+	return 0;
+}
+
+void gw__xfer_start(struct gw *gw, struct gw_device *d, struct gw_release *r)
+{
+	if (xfer_alloc(d, r) != 0)
+		return;
 	snprintf(d->release, sizeof(d->release), "%s", r->id);
 	d->acked = 0;
 	d->frags = r->nfrags;
@@ -121,6 +128,18 @@ void gw__xfer_start(struct gw *gw, struct gw_device *d, struct gw_release *r)
 	gw__device_dirty(gw, d);
 	gw__event(gw, d->id, r->id, "offered", r->m.version);
 	gw__xfer_offer(gw, d);
+}
+
+void gw__xfer_restore(struct gw *gw, struct gw_device *d, struct gw_release *r)
+{
+	(void)gw;
+	/* After a gateway restart: the transfer waits for the device to be
+	 * heard from, then is offered again; the device's first ack says
+	 * what it holds, so nothing it has is sent twice. */
+	if (xfer_alloc(d, r) == 0)
+		log_info("device=%s release=%s transfer restored at %u/%u, "
+			 "waiting for the device",
+			 d->id, r->id, d->acked, r->nfrags);
 }
 
 static void send_frag(struct gw *gw, struct gw_device *d, uint32_t i,
