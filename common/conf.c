@@ -130,11 +130,20 @@ int conf_load_file(const char *path, const struct conf_key *keys,
 		}
 		*eq = '\0';
 		char *key = trim(s), *val = trim(eq + 1);
-		/* A value may be quoted; a '#' inside quotes is kept, but an
-		 * unquoted value ends at a comment. */
-		size_t vn = strlen(val);
-		if (vn >= 2 && val[0] == '"' && val[vn - 1] == '"') {
-			val[vn - 1] = '\0';
+		/* A value may be quoted ('#' inside quotes is kept, and a
+		 * comment may follow the closing quote); an unquoted value
+		 * ends at a comment. */
+		if (val[0] == '"') {
+			char *close = strchr(val + 1, '"');
+			char *rest = close ? trim(close + 1) : NULL;
+			if (!close || (*rest != '\0' && *rest != '#')) {
+				snprintf(err, errlen,
+					 "%s:%d: key '%s': unbalanced quotes",
+					 path, lineno, key);
+				rc = -1;
+				break;
+			}
+			*close = '\0';
 			val++;
 		} else if ((hash = strchr(val, '#')) != NULL) {
 			*hash = '\0';
@@ -148,6 +157,16 @@ int conf_load_file(const char *path, const struct conf_key *keys,
 	}
 	fclose(f);
 	return rc;
+}
+
+static bool is_bool_word(const char *s)
+{
+	static const char *const words[] = {"true", "false", "yes",
+					    "no",   "1",     "0"};
+	for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
+		if (!strcmp(s, words[i]))
+			return true;
+	return false;
 }
 
 int conf_from_argv(int argc, char **argv, const struct conf_key *keys,
@@ -203,8 +222,8 @@ int conf_from_argv(int argc, char **argv, const struct conf_key *keys,
 		if (eq)
 			val = eq + 1;
 		else if (k->type == CONF_BOOL &&
-			 (i + 1 >= argc || strncmp(argv[i + 1], "--", 2) == 0))
-			val = "true";
+			 (i + 1 >= argc || !is_bool_word(argv[i + 1])))
+			val = "true"; /* a bare flag; what follows is not its */
 		else if (i + 1 < argc)
 			val = argv[++i];
 		else {

@@ -101,7 +101,10 @@ int util_write_atomic(const char *path, const void *buf, size_t len,
 		snprintf(err, errlen, "path too long: %s", path);
 		return -1;
 	}
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+	/* A leftover from a crash is ours to replace; never follow a link. */
+	unlink(tmp);
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+		      mode);
 	if (fd < 0) {
 		snprintf(err, errlen, "create %s: %s", tmp, strerror(errno));
 		return -1;

@@ -141,7 +141,7 @@ int gw__cmd_pack(int argc, char **argv)
 {
 	struct pack_opts o;
 	struct conf_cli cli;
-	char err[512], tmp[PATH_MAX + 8];
+	char err[512] = "", tmp[PATH_MAX + 8];
 	int rc = parse(argc, argv, pack_keys, &o, &cli,
 		       "pack --key KEY --product P --version V --payload FILE "
 		       "--out PKG");
