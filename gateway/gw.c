@@ -295,8 +295,10 @@ static void gw_offer_if_due(struct gw *gw, struct gw_device *d)
 						&c) == 0 && c > 0))
 			best = r;
 	}
-	if (best)
+	if (best && gw__campaign_admit(best)) {
+		gw__campaign_started(gw, best);
 		gw__xfer_start(gw, d, best);
+	}
 }
 
 static void offer_walk(const void *node, VISIT v, void *ud)
@@ -369,7 +371,11 @@ static void on_status(struct gw *gw, const char *id, const void *payload,
 				 "%s", st.release);
 		gw__event(gw, id, st.release, proto_state_name(st.state),
 			  st.error[0] ? st.error : st.version);
+		struct gw_release *r = gw__release_find(gw, d->release);
 		gw__xfer_free(d);
+		if (r)
+			gw__campaign_finished(gw, r,
+					      st.state == PROTO_ST_COMMITTED);
 		return;
 	}
 	if (d->x && (!was_online || st.state == PROTO_ST_IDLE ||
@@ -409,6 +415,8 @@ static void on_message(struct mq *mq, void *ud, const char *topic,
 	const char *leaf;
 	if (strncmp(topic, "ota/release/", 12) == 0) {
 		gw__announce(gw, topic + 12, payload, len);
+	} else if (strncmp(topic, "ota/ctl/", 8) == 0) {
+		gw__control(gw, topic + 8, payload, len);
 	} else if (parse_dev_topic(topic, id, sizeof(id), &leaf)) {
 		if (!strcmp(leaf, "status"))
 			on_status(gw, id, payload, len);
@@ -423,6 +431,7 @@ static void on_connect(struct mq *mq, void *ud)
 {
 	(void)ud;
 	mq_subscribe(mq, "ota/release/+", 1);
+	mq_subscribe(mq, "ota/ctl/+", 1);
 	mq_subscribe(mq, "ota/dev/+/status", 1);
 	mq_subscribe(mq, "ota/dev/+/ack", 0);
 }

@@ -43,8 +43,14 @@ struct gw_release {
 	size_t map_len;
 	uint64_t payload_off;
 	uint32_t frag_size, nfrags, window;
-	struct proto_announce target; /* group / device list */
+	struct proto_announce target; /* group / device list, rollout */
 	int64_t created_ms;
+	/* campaign */
+	bool paused, aborted;
+	bool canary; /* only canary_quota devices may start */
+	uint32_t canary_quota;
+	uint32_t started, active, committed, failed;
+	char pause_reason[160];
 	struct gw_release *next;
 };
 
@@ -111,6 +117,16 @@ void gw__releases_free(struct gw *gw);
 /* Would this release go to this device now? */
 bool gw__release_targets(const struct gw_release *r,
 			 const struct gw_device *d);
+
+/* campaign.c: who may start now, staged rollout, pause/resume/abort */
+void gw__campaign_init(struct gw *gw, struct gw_release *r);
+bool gw__campaign_admit(const struct gw_release *r);
+void gw__campaign_started(struct gw *gw, struct gw_release *r);
+void gw__campaign_finished(struct gw *gw, struct gw_release *r, bool ok);
+void gw__control(struct gw *gw, const char *product, const void *payload,
+		 size_t len);
+void gw__release_save(struct gw *gw, struct gw_release *r);
+const char *gw__campaign_state(const struct gw_release *r);
 
 /* xfer.c: offers and the windowed transfer */
 void gw__xfer_start(struct gw *gw, struct gw_device *d,

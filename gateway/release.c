@@ -47,7 +47,7 @@ bool gw__release_targets(const struct gw_release *r,
 			 const struct gw_device *d)
 {
 	int c;
-	if (!d->online || strcmp(d->product, r->m.product) != 0)
+	if (r->aborted || !d->online || strcmp(d->product, r->m.product) != 0)
 		return false;
 	if (proto_version_cmp(d->version, r->m.version, &c) != 0 || c >= 0)
 		return false;
@@ -271,9 +271,36 @@ static char *release_record(const struct gw_release *r)
 	    "created_ms", (json_int_t)r->created_ms);
 	if (!r->target.devices)
 		json_decref(devs);
+	/* The campaign: its settings and where it stands. */
+	json_t *c = json_pack(
+	    "{s:s,s:b,s:b,s:b,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}",
+	    "state", gw__campaign_state(r), "paused", r->paused, "aborted",
+	    r->aborted, "canary", r->canary, "pause_reason", r->pause_reason,
+	    "canary_quota", (json_int_t)r->canary_quota, "started",
+	    (json_int_t)r->started, "active", (json_int_t)r->active,
+	    "committed", (json_int_t)r->committed, "failed",
+	    (json_int_t)r->failed, "concurrency",
+	    (json_int_t)r->target.concurrency, "canary_percent",
+	    (json_int_t)r->target.canary_percent, "canary_success_percent",
+	    (json_int_t)r->target.canary_success_percent,
+	    "pause_failure_percent",
+	    (json_int_t)r->target.pause_failure_percent);
+	if (o && c)
+		json_object_set_new(o, "campaign", c);
+	else
+		json_decref(c);
 	char *s = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
 	json_decref(o);
 	return s;
+}
+
+void gw__release_save(struct gw *gw, struct gw_release *r)
+{
+	char *rec = release_record(r);
+	if (!rec || store_put(gw->db, STORE_RELEASES, r->id, rec,
+			      strlen(rec)) != 0)
+		log_warnx("ledger: cannot queue release %s", r->id);
+	free(rec);
 }
 
 /* Is there already a release of this product at this version or newer? */
@@ -360,11 +387,8 @@ static void fetch_done(uv_work_t *req, int status)
 		release_free(r);
 		goto out;
 	}
-	char *rec = release_record(r);
-	if (!rec || store_put(gw->db, STORE_RELEASES, r->id, rec,
-			      strlen(rec)) != 0)
-		log_warnx("ledger: cannot queue release %s", r->id);
-	free(rec);
+	gw__campaign_init(gw, r);
+	gw__release_save(gw, r);
 	release_add(gw, r);
 	log_info("release=%s product=%s version=%s size=%llu fragments=%u "
 		 "fragment_size=%u window=%u verified and stored",
@@ -460,6 +484,22 @@ static int release_load_cb(void *ud, const void *key, size_t klen,
 	    (uint32_t)json_integer_value(json_object_get(o, "fragments"));
 	r->window = (uint32_t)json_integer_value(json_object_get(o, "window"));
 	r->created_ms = json_integer_value(json_object_get(o, "created_ms"));
+	json_t *c = json_object_get(o, "campaign");
+#define CU32(f, k) f = (uint32_t)json_integer_value(json_object_get(c, k))
+	CU32(r->target.concurrency, "concurrency");
+	CU32(r->target.canary_percent, "canary_percent");
+	CU32(r->target.canary_success_percent, "canary_success_percent");
+	CU32(r->target.pause_failure_percent, "pause_failure_percent");
+	CU32(r->canary_quota, "canary_quota");
+	CU32(r->started, "started");
+	CU32(r->committed, "committed");
+	CU32(r->failed, "failed");
+#undef CU32
+	r->paused = json_is_true(json_object_get(c, "paused"));
+	r->aborted = json_is_true(json_object_get(c, "aborted"));
+	r->canary = json_is_true(json_object_get(c, "canary"));
+	const char *pr = json_string_value(json_object_get(c, "pause_reason"));
+	snprintf(r->pause_reason, sizeof(r->pause_reason), "%s", pr ? pr : "");
 	if (json_is_array(devs)) {
 		r->target.ndevices = json_array_size(devs);
 		r->target.devices =

@@ -5,6 +5,8 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
+#include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/conf.h"
@@ -14,6 +16,7 @@ struct status_opts {
 	char db[PATH_MAX];
 	bool json;
 	uint32_t events;
+	uint32_t watch;
 };
 
 static const struct conf_key status_keys[] = {
@@ -23,6 +26,8 @@ static const struct conf_key status_keys[] = {
      "print one JSON object: releases, devices, events"},
     {"events", CONF_U32, offsetof(struct status_opts, events), 0, 0, 10000,
      "also print the last N events"},
+    {"watch", CONF_U32, offsetof(struct status_opts, watch), 0, 0, 3600,
+     "redraw every N seconds until interrupted"},
     {0}};
 
 struct collect {
@@ -70,14 +75,22 @@ static void print_table(json_t *rels, json_t *devs, json_t *events)
 {
 	size_t i;
 	json_t *o;
-	printf("RELEASES\n%-16s  %-12s %-9s %10s %6s %6s\n", "RELEASE",
-	       "PRODUCT", "VERSION", "SIZE", "FRAGS", "WINDOW");
+	printf("RELEASES\n%-16s %-10s %-8s %9s %-7s %5s %5s %4s %6s\n",
+	       "RELEASE", "PRODUCT", "VERSION", "SIZE", "STATE", "START", "OK",
+	       "FAIL", "ACTIVE");
 	json_array_foreach(rels, i, o)
 	{
-		printf("%-16s  %-12s %-9s %10lld %6lld %6lld\n",
+		json_t *c = json_object_get(o, "campaign");
+		const char *st = jstr(c, "state");
+		printf("%-16s %-10s %-8s %9lld %-7s %5lld %5lld %4lld %6lld\n",
 		       jstr(o, "release"), jstr(o, "product"),
 		       jstr(o, "version"), jint(o, "size", 0),
-		       jint(o, "fragments", 0), jint(o, "window", 0));
+		       st[0] ? st : "rolling", jint(c, "started", 0),
+		       jint(c, "committed", 0), jint(c, "failed", 0),
+		       jint(c, "active", 0));
+		if (jstr(c, "pause_reason")[0])
+			printf("  %s: paused: %s\n", jstr(o, "release"),
+			       jstr(c, "pause_reason"));
 	}
 	/* 80 columns: DONE is acknowledged fragments, RESNT fragments sent
 	 * again; the stage timings are the device's own measurements. */
@@ -115,24 +128,10 @@ static void print_table(json_t *rels, json_t *devs, json_t *events)
 	}
 }
 
-int gw__cmd_status(int argc, char **argv)
+static int status_once(const struct status_opts *op)
 {
-	struct status_opts o = {.db = "ota-gateway-db"};
-	struct conf_cli cli;
+	struct status_opts o = *op;
 	char err[512];
-	if (conf_from_argv(argc, argv, status_keys, &o, &cli, err,
-			   sizeof(err)) != 0) {
-		fprintf(stderr, "ota-gateway status: %s\n", err);
-		return 2;
-	}
-	if (cli.help) {
-		printf("usage: ota-gateway status [--db DIR] [--json] "
-		       "[--events N]\n\noptions:\n");
-		conf_print_help(status_keys);
-		printf("\nexample:\n  ota-gateway status --db "
-		       "/var/lib/ota-gateway/db --events 20\n");
-		return 0;
-	}
 	struct store *db;
 	struct store_opts so = {.readonly = true};
 	if (store_open(o.db, &so, &db, err, sizeof(err)) != 0) {
@@ -172,4 +171,37 @@ out:
 	json_decref(devs.arr);
 	json_decref(evs.arr);
 	return rc;
+}
+
+int gw__cmd_status(int argc, char **argv)
+{
+	struct status_opts o = {.db = "ota-gateway-db"};
+	struct conf_cli cli;
+	char err[512];
+	if (conf_from_argv(argc, argv, status_keys, &o, &cli, err,
+			   sizeof(err)) != 0) {
+		fprintf(stderr, "ota-gateway status: %s\n", err);
+		return 2;
+	}
+	if (cli.help) {
+		printf("usage: ota-gateway status [--db DIR] [--json] "
+		       "[--events N] [--watch SECS]\n\noptions:\n");
+		conf_print_help(status_keys);
+		printf("\nexample:\n  ota-gateway status --db "
+		       "/var/lib/ota-gateway/db --events 20\n");
+		return 0;
+	}
+	if (!o.watch)
+		return status_once(&o);
+	for (;;) {
+		if (isatty(STDOUT_FILENO))
+			printf("\033[H\033[2J");
+		time_t now = time(NULL);
+		printf("ota-gateway status --db %s   %s", o.db, ctime(&now));
+		int rc = status_once(&o);
+		fflush(stdout);
+		if (rc != 0)
+			return rc;
+		sleep(o.watch);
+	}
 }

@@ -136,7 +136,7 @@ void gw__xfer_restore(struct gw *gw, struct gw_device *d, struct gw_release *r)
 	/* After a gateway restart: the transfer waits for the device to be
 	 * heard from, then is offered again; the device's first ack says
 	 * what it holds, so nothing it has is sent twice. */
-	if (xfer_alloc(d, r) == 0)
+	if (xfer_alloc(d, r) == 0 && ++r->active)
 		log_info("device=%s release=%s transfer restored at %u/%u, "
 			 "waiting for the device",
 			 d->id, r->id, d->acked, r->nfrags);
@@ -167,9 +167,17 @@ static void send_frag(struct gw *gw, struct gw_device *d, uint32_t i,
 	}
 }
 
+/* A paused or aborted campaign sends nothing more. */
+static bool halted(const struct gw_xfer *x)
+{
+	return x->rel->paused || x->rel->aborted;
+}
+
 static void pump(struct gw *gw, struct gw_device *d)
 {
 	struct gw_xfer *x = d->x;
+	if (halted(x))
+		return;
 	uint32_t limit = x->cum + x->rel->window;
 	if (limit > x->rel->nfrags)
 		limit = x->rel->nfrags;
@@ -272,7 +280,7 @@ void gw__xfer_on_ack(struct gw *gw, struct gw_device *d,
 void gw__xfer_tick(struct gw *gw, struct gw_device *d, uint64_t now)
 {
 	struct gw_xfer *x = d->x;
-	if (!d->online)
+	if (!d->online || halted(x))
 		return; /* resumes with a new offer when it is back */
 	if (x->st == XS_OFFERED) {
 		if (now - x->offer_ms >= gw->cfg.offer_retry_ms)

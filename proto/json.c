@@ -16,7 +16,15 @@
 /* -------------------------------------------------------- announcement */
 
 static const char *const announce_keys[] = {
-	"url", "group", "devices", "fragment_size", "window",
+	"url",
+	"group",
+	"devices",
+	"fragment_size",
+	"window",
+	"concurrency",
+	"canary_percent",
+	"canary_success_percent",
+	"pause_failure_percent",
 };
 
 static int announce_check_keys(const json_t *root, struct proto_err *err)
@@ -146,12 +154,104 @@ int proto_announce_decode(const char *buf, size_t len,
 				  &v, NULL, err)) < 0)
 		goto out_fail;
 	a->window = (uint32_t)v;
+	if ((rc = proto__json_int(root, "concurrency", false, 0, 1000000, &v,
+				  NULL, err)) < 0)
+		goto out_fail;
+	a->concurrency = (uint32_t)v;
+	if ((rc = proto__json_int(root, "canary_percent", false, 0, 100, &v,
+				  NULL, err)) < 0)
+		goto out_fail;
+	a->canary_percent = (uint32_t)v;
+	if ((rc = proto__json_int(root, "canary_success_percent", false, 0, 100,
+				  &v, NULL, err)) < 0)
+		goto out_fail;
+	a->canary_success_percent = (uint32_t)v;
+	if ((rc = proto__json_int(root, "pause_failure_percent", false, 0, 100,
+				  &v, NULL, err)) < 0)
+		goto out_fail;
+	a->pause_failure_percent = (uint32_t)v;
 	json_decref(root);
 	return 0;
 out_fail:
 	json_decref(root);
 	proto_announce_free(a);
 	memset(a, 0, sizeof(*a));
+	return rc;
+}
+
+/* ------------------------------------------------------------- control */
+
+static const char *const action_names[] = {"pause", "resume", "abort"};
+
+const char *proto_action_name(enum proto_action a)
+{
+	return (unsigned)a < 3 ? action_names[a] : "?";
+}
+
+int proto_control_decode(const char *buf, size_t len, struct proto_control *c,
+			 struct proto_err *err)
+{
+	json_t *root;
+	const char *key;
+	json_t *val;
+	char act[16], name[40];
+	int rc;
+
+	memset(c, 0, sizeof(*c));
+	rc = proto__json_parse(buf, len, 4096, &root, err);
+	if (rc < 0)
+		return rc;
+	json_object_foreach(root, key, val)
+	{
+		if (strcmp(key, "action") != 0 && strcmp(key, "release") != 0) {
+			proto__sanitize(name, sizeof(name), key);
+			rc = proto__err(err, PROTO_EFIELD, "unknown field '%s'",
+					name);
+			goto out;
+		}
+	}
+	rc = proto__json_copy(root, "action", true, act, sizeof(act), err);
+	if (rc < 0)
+		goto out;
+	rc = proto__err(err, PROTO_EFIELD,
+			"field 'action': not pause, resume or abort");
+	for (size_t i = 0; i < 3; i++) {
+		if (strcmp(act, action_names[i]) == 0) {
+			c->action = (enum proto_action)i;
+			rc = 0;
+		}
+	}
+	if (rc < 0)
+		goto out;
+	rc = proto__json_copy(root, "release", false, c->release,
+			      sizeof(c->release), err);
+	if (rc < 0)
+		goto out;
+	if (c->release[0] && !proto__release_hex_valid(c->release))
+		rc = proto__err(err, PROTO_EFIELD,
+				"field 'release': not 16 lowercase hex digits");
+out:
+	json_decref(root);
+	return rc < 0 ? rc : 0;
+}
+
+int proto_control_encode(const struct proto_control *c, char **out,
+			 size_t *len)
+{
+	json_t *o = json_object();
+	int rc = PROTO_ENOMEM;
+
+	if (o == NULL || (unsigned)c->action > PROTO_ACT_ABORT)
+		goto out;
+	if (proto__json_set(o, "action",
+			    json_string(action_names[c->action])) < 0)
+		goto out;
+	if (c->release[0] &&
+	    proto__json_set(o, "release", json_string(c->release)) < 0)
+		goto out;
+	rc = proto__json_dump(o, out, len);
+out:
+	json_decref(o);
 	return rc;
 }
 

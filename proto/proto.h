@@ -235,7 +235,9 @@ bool proto_ack_has(const struct proto_ack *a, uint32_t index);
 /*
  * Release announcement (operator -> ota/release/<product>):
  * {"url":"file:///path/pkg.ota", "group":"g1", "devices":["d1","d2"],
- *  "fragment_size":4096, "window":32}
+ *  "fragment_size":4096, "window":32, "concurrency":50,
+ *  "canary_percent":10, "canary_success_percent":90,
+ *  "pause_failure_percent":20}
  * Only `url` is required (scheme file:// or https://). Unlike the other
  * decoders, unknown members are rejected (PROTO_EFIELD): a misspelt
  * targeting key must not widen a rollout. `group` "" and `devices` []
@@ -249,6 +251,12 @@ struct proto_announce {
 	size_t ndevices;
 	uint32_t fragment_size; /* 0 = gateway default */
 	uint32_t window;        /* 0 = gateway default */
+	/* Rollout control (0 = off / default): */
+	uint32_t concurrency;    /* devices transferring at once */
+	uint32_t canary_percent; /* 1..100: this share of targets goes first */
+	uint32_t canary_success_percent; /* 1..100, default 100: canary share
+					    that must commit before the rest */
+	uint32_t pause_failure_percent;  /* 1..100: auto-pause above this */
 };
 
 int proto_announce_decode(const char *buf, size_t len,
@@ -278,6 +286,25 @@ int proto_offer_encode(const struct proto_offer *o, char **out, size_t *len);
 int proto_offer_decode(const char *buf, size_t len, struct proto_offer *o,
 		       struct proto_err *err);
 void proto_offer_free(struct proto_offer *o);
+
+/*
+ * Rollout control (operator -> ota/ctl/<product>, QoS 1):
+ * {"action":"pause"|"resume"|"abort", "release":"<16 hex>"}
+ * `release` is optional: without it the command applies to the newest
+ * release of the product.
+ */
+enum proto_action { PROTO_ACT_PAUSE, PROTO_ACT_RESUME, PROTO_ACT_ABORT };
+
+struct proto_control {
+	enum proto_action action;
+	char release[PROTO_RELEASE_HEX_LEN + 1]; /* "" = newest */
+};
+
+int proto_control_decode(const char *buf, size_t len, struct proto_control *c,
+			 struct proto_err *err);
+int proto_control_encode(const struct proto_control *c, char **out,
+			 size_t *len);
+const char *proto_action_name(enum proto_action a);
 
 /* Device states, as named in status messages. */
 #define PROTO_STATE_MAP(X)                                                     \
