@@ -41,6 +41,12 @@ static const struct conf_key gw_keys[] = {
     K("offer_retry_ms", CONF_U32, offer_retry_ms, 100, 3600000,
       "re-send an unanswered offer after this long"),
     K("log_level", CONF_STR, log_level, 0, 0, "error, warn, info or debug"),
+    K("https_ca_file", CONF_STR, https_ca_file, 0, 0,
+      "CA bundle for https:// package servers (default: system store)"),
+    K("fetch_timeout_s", CONF_U32, fetch_timeout_s, 1, 86400,
+      "longest a package download may take, seconds"),
+    K("fetch_retries", CONF_U32, fetch_retries, 0, 20,
+      "retries of a failed download, with doubling delays from 1 s"),
     {0}};
 
 static void gw_config_defaults(struct gw_config *c)
@@ -55,6 +61,8 @@ static void gw_config_defaults(struct gw_config *c)
 	c->window = 32;
 	c->max_package_mb = 512;
 	c->offer_retry_ms = 5000;
+	c->fetch_timeout_s = 600;
+	c->fetch_retries = 3;
 	snprintf(c->log_level, sizeof(c->log_level), "info");
 }
 
@@ -469,6 +477,7 @@ static void mq_closed(void *ud)
 	uv_close((uv_handle_t *)&gw->flush, closed_cb);
 	uv_close((uv_handle_t *)&gw->sigint, closed_cb);
 	uv_close((uv_handle_t *)&gw->sigterm, closed_cb);
+	gw__https_close(gw);
 }
 
 static void signal_cb(uv_signal_t *s, int signum)
@@ -570,6 +579,10 @@ int gw__cmd_run(int argc, char **argv)
 	struct mq_cbs cbs = {on_connect, on_disconnect, on_message};
 	if (mq_new(gw.loop, &mo, &cbs, &gw, &gw.mq, err, sizeof(err)) != 0) {
 		log_warnx("%s", err);
+		goto out_lib;
+	}
+	if (gw__https_init(&gw) != 0) {
+		log_warnx("libcurl initialisation failed");
 		goto out_lib;
 	}
 	uv_timer_init(gw.loop, &gw.tick);

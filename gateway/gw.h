@@ -29,6 +29,9 @@ struct gw_config {
 	uint32_t max_package_mb;
 	uint32_t offer_retry_ms;
 	char log_level[16];
+	char https_ca_file[PATH_MAX]; /* "" = the system's CA store */
+	uint32_t fetch_timeout_s;
+	uint32_t fetch_retries;
 };
 
 struct gw_release {
@@ -97,7 +100,9 @@ struct gw {
 	uv_signal_t sigint, sigterm;
 	uint8_t *fragbuf; /* PROTO_FRAG_HDR_LEN + PROTO_FRAG_SIZE_MAX */
 	struct gw_stats stats;
-	int fetches; /* package jobs in the thread pool */
+	int fetches; /* package jobs under way */
+	void *curlm; /* CURLM *, see https.c */
+	uv_timer_t curl_timer;
 	bool stopping;
 };
 
@@ -117,6 +122,17 @@ void gw__releases_free(struct gw *gw);
 /* Would this release go to this device now? */
 bool gw__release_targets(const struct gw_release *r,
 			 const struct gw_device *d);
+
+/* https.c: downloads through libcurl's multi interface on the loop */
+struct gw_https;
+int gw__https_init(struct gw *gw);
+void gw__https_close(struct gw *gw);
+/* Download url into fd (at most max bytes, else refused), retrying with
+ * backoff; done(ud, 0 or -1, reason) runs on the loop exactly once. */
+struct gw_https *gw__https_get(struct gw *gw, const char *url, int fd,
+			       uint64_t max,
+			       void (*done)(void *ud, int rc, const char *err),
+			       void *ud);
 
 /* campaign.c: who may start now, staged rollout, pause/resume/abort */
 void gw__campaign_init(struct gw *gw, struct gw_release *r);

@@ -33,6 +33,10 @@ struct fetch_job {
 	uint8_t sig[PROTO_SIG_LEN];
 	char id[PROTO_RELEASE_HEX_LEN + 1];
 	char path[PATH_MAX];
+	/* the download's temporary file in the store */
+	char tmp[PATH_MAX];
+	int tmpfd;
+	struct gw_https *https;
 };
 
 struct gw_release *gw__release_find(struct gw *gw, const char *id)
@@ -111,57 +115,29 @@ out:
 	return rc;
 }
 
-/* Thread pool: copy into the store, verify the copy, keep it. */
-static void fetch_work(uv_work_t *req)
+/* Thread pool: check the downloaded copy completely, keep it under its
+ * content address (the release id). The copy, not the source, is what is
+ * verified, so a source changed afterwards cannot slip in. */
+static void verify_work(uv_work_t *req)
 {
 	struct fetch_job *j = req->data;
-	char tmp[PATH_MAX];
-	const char *url = j->a.url;
-	j->rc = -1;
-	if (strncmp(url, "file://", 7) != 0) {
-		snprintf(j->err, sizeof(j->err),
-			 "unsupported URL scheme in '%s' (file:// only so far)",
-			 url);
-		return;
-	}
-	const char *src_path = url + 7;
-	int src = open(src_path, O_RDONLY | O_CLOEXEC);
-	if (src < 0) {
-		snprintf(j->err, sizeof(j->err), "cannot open %s: %s",
-			 src_path, strerror(errno));
-		return;
-	}
-	if (snprintf(tmp, sizeof(tmp), "%s/.fetch-XXXXXX", j->store_dir) >=
-	    (int)sizeof(tmp)) {
-		snprintf(j->err, sizeof(j->err), "store path too long");
-		close(src);
-		return;
-	}
-	int dst = mkostemp(tmp, O_CLOEXEC);
-	if (dst < 0) {
-		snprintf(j->err, sizeof(j->err), "cannot create %s: %s", tmp,
-			 strerror(errno));
-		close(src);
-		return;
-	}
-	int rc = copy_capped(src, dst, j->max_size, j->err, sizeof(j->err));
-	close(src);
-	if (rc == 0 && fsync(dst) != 0) {
-		snprintf(j->err, sizeof(j->err), "fsync: %s", strerror(errno));
-		rc = -1;
-	}
 	struct stat st;
 	void *map = MAP_FAILED;
-	if (rc == 0 && fstat(dst, &st) == 0 && st.st_size > 0)
-		map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, dst,
-			   0);
-	close(dst);
-	if (rc == 0 && map == MAP_FAILED) {
-		snprintf(j->err, sizeof(j->err), "package is empty");
-		rc = -1;
-	}
-	if (rc != 0)
+	int rc = -1;
+	j->rc = -1;
+	if (j->err[0])
+		goto fail_tmp; /* the copy already failed */
+	if (fsync(j->tmpfd) != 0) {
+		snprintf(j->err, sizeof(j->err), "fsync: %s", strerror(errno));
 		goto fail_tmp;
+	}
+	if (fstat(j->tmpfd, &st) == 0 && st.st_size > 0)
+		map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED,
+			   j->tmpfd, 0);
+	if (map == MAP_FAILED) {
+		snprintf(j->err, sizeof(j->err), "package is empty");
+		goto fail_tmp;
+	}
 	struct proto_err perr = {{0}};
 	rc = proto_pkg_check(map, (size_t)st.st_size, j->pubkey, &j->m,
 			     &j->lay, &perr);
@@ -192,19 +168,37 @@ static void fetch_work(uv_work_t *req)
 	proto_hex_encode(rid, sizeof(rid), j->id);
 	munmap(map, (size_t)st.st_size);
 	snprintf(j->path, sizeof(j->path), "%s/%s.ota", j->store_dir, j->id);
-	if (rename(tmp, j->path) != 0) {
+	if (rename(j->tmp, j->path) != 0) {
 		snprintf(j->err, sizeof(j->err), "rename into store: %s",
 			 strerror(errno));
 		goto fail_tmp;
 	}
 	util_fsync_dir_of(j->path);
+	j->tmp[0] = '\0';
 	j->rc = 0;
 	return;
 fail_map:
 	munmap(map, (size_t)st.st_size);
 fail_tmp:
-	unlink(tmp);
-	j->rc = -1;
+	unlink(j->tmp);
+	j->tmp[0] = '\0';
+}
+
+/* Thread pool, file://: copy the source into the store, then verify. */
+static void file_work(uv_work_t *req)
+{
+	struct fetch_job *j = req->data;
+	const char *src_path = j->a.url + 7;
+	int src = open(src_path, O_RDONLY | O_CLOEXEC);
+	if (src < 0) {
+		snprintf(j->err, sizeof(j->err), "cannot open %s: %s",
+			 src_path, strerror(errno));
+	} else {
+		copy_capped(src, j->tmpfd, j->max_size, j->err,
+			    sizeof(j->err));
+		close(src);
+	}
+	verify_work(req);
 }
 
 static int release_map(struct gw_release *r, char *err, size_t n)
@@ -329,6 +323,7 @@ static void fetch_done(uv_work_t *req, int status)
 	struct gw *gw = j->gw;
 	char err[320];
 	gw->fetches--;
+	close(j->tmpfd);
 	if (status != 0 || j->rc != 0) {
 		gw->stats.releases_refused++;
 		log_warnx("release REFUSED product=%s url=%s reason=\"%s\"",
@@ -403,6 +398,20 @@ out:
 	free(j);
 }
 
+/* The https download ended (on the loop): verify it in the pool. */
+static void https_done(void *ud, int rc, const char *err)
+{
+	struct fetch_job *j = ud;
+	j->https = NULL;
+	if (rc != 0) {
+		char why[sizeof(j->err)];
+		snprintf(why, sizeof(why), "%s", err);
+		snprintf(j->err, sizeof(j->err), "download failed: %s", why);
+	}
+	if (uv_queue_work(j->gw->loop, &j->req, verify_work, fetch_done) != 0)
+		fetch_done(&j->req, -1);
+}
+
 void gw__announce(struct gw *gw, const char *product, const void *payload,
 		  size_t len)
 {
@@ -431,13 +440,28 @@ void gw__announce(struct gw *gw, const char *product, const void *payload,
 	j->max_size = (uint64_t)gw->cfg.max_package_mb << 20;
 	snprintf(j->store_dir, sizeof(j->store_dir), "%s", gw->cfg.store_dir);
 	j->req.data = j;
-	log_info("announcement product=%s url=%s: fetching", product, j->a.url);
-	gw->fetches++;
-	if (uv_queue_work(gw->loop, &j->req, fetch_work, fetch_done) != 0) {
-		gw->fetches--;
+	if (snprintf(j->tmp, sizeof(j->tmp), "%s/.fetch-XXXXXX",
+		     j->store_dir) >= (int)sizeof(j->tmp) ||
+	    (j->tmpfd = mkostemp(j->tmp, O_CLOEXEC)) < 0) {
+		log_warnx("announcement for %s: cannot create a file in %s: %s",
+			  product, j->store_dir, strerror(errno));
 		proto_announce_free(&j->a);
 		free(j);
+		return;
 	}
+	log_info("announcement product=%s url=%s: fetching", product, j->a.url);
+	gw->fetches++;
+	if (strncmp(j->a.url, "https://", 8) == 0) {
+		j->https = gw__https_get(gw, j->a.url, j->tmpfd, j->max_size,
+					 https_done, j);
+		if (j->https)
+			return;
+		snprintf(j->err, sizeof(j->err), "cannot start the download");
+		https_done(j, -1, j->err);
+		return;
+	}
+	if (uv_queue_work(gw->loop, &j->req, file_work, fetch_done) != 0)
+		fetch_done(&j->req, -1);
 }
 
 /* ------------------------------------------------- reload on start */
