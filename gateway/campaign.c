@@ -143,7 +143,7 @@ static void abort_walk(const void *node, VISIT v, void *ud)
 	d->finished_ms = util_wall_ms();
 	gw__event(c->gw, d->id, c->r->id, "aborted", NULL);
 	gw__device_dirty(c->gw, d);
-	gw__xfer_free(d);
+	gw__xfer_free(c->gw, d);
 }
 
 static struct gw_release *newest_of(struct gw *gw, const char *product)

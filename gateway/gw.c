@@ -45,6 +45,8 @@ static const struct conf_key gw_keys[] = {
       "CA bundle for https:// package servers (default: system store)"),
     K("fetch_timeout_s", CONF_U32, fetch_timeout_s, 1, 86400,
       "longest a package download may take, seconds"),
+    K("max_inflight_kb", CONF_U32, max_inflight_kb, 64, 4u << 20,
+      "fragment KiB in flight over the whole fleet (broker queue cap)"),
     K("fetch_retries", CONF_U32, fetch_retries, 0, 20,
       "retries of a failed download, with doubling delays from 1 s"),
     {0}};
@@ -63,6 +65,7 @@ static void gw_config_defaults(struct gw_config *c)
 	c->offer_retry_ms = 5000;
 	c->fetch_timeout_s = 600;
 	c->fetch_retries = 3;
+	c->max_inflight_kb = 16384;
 	snprintf(c->log_level, sizeof(c->log_level), "info");
 }
 
@@ -380,7 +383,7 @@ static void on_status(struct gw *gw, const char *id, const void *payload,
 		gw__event(gw, id, st.release, proto_state_name(st.state),
 			  st.error[0] ? st.error : st.version);
 		struct gw_release *r = gw__release_find(gw, d->release);
-		gw__xfer_free(d);
+		gw__xfer_free(gw, d);
 		if (r)
 			gw__campaign_finished(gw, r,
 					      st.state == PROTO_ST_COMMITTED);
@@ -494,7 +497,7 @@ static void signal_cb(uv_signal_t *s, int signum)
 static void free_device(void *p)
 {
 	struct gw_device *d = p;
-	gw__xfer_free(d);
+	gw__xfer_free(NULL, d);
 	free(d);
 }
 
@@ -603,12 +606,13 @@ int gw__cmd_run(int argc, char **argv)
 	mq_start(gw.mq);
 	uv_run(gw.loop, UV_RUN_DEFAULT);
 	log_info("gateway stopped: frags_sent=%llu resent=%llu acks=%llu "
-		 "bad_msgs=%llu stale_msgs=%llu",
+		 "bad_msgs=%llu stale_msgs=%llu inflight_peak=%llu",
 		 (unsigned long long)gw.stats.frags_sent,
 		 (unsigned long long)gw.stats.frags_resent,
 		 (unsigned long long)gw.stats.acks,
 		 (unsigned long long)gw.stats.msgs_bad,
-		 (unsigned long long)gw.stats.msgs_stale);
+		 (unsigned long long)gw.stats.msgs_stale,
+		 (unsigned long long)gw.stats.inflight_peak);
 	rc = 0;
 	uv_loop_close(gw.loop);
 out_lib:

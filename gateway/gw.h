@@ -32,6 +32,7 @@ struct gw_config {
 	char https_ca_file[PATH_MAX]; /* "" = the system's CA store */
 	uint32_t fetch_timeout_s;
 	uint32_t fetch_retries;
+	uint32_t max_inflight_kb; /* fragment bytes in flight, whole fleet */
 };
 
 struct gw_release {
@@ -82,6 +83,7 @@ struct gw_stats {
 	uint64_t msgs_stale; /* valid but not for any live session */
 	uint64_t frags_sent, frags_resent, acks;
 	uint64_t releases_refused;
+	uint64_t inflight_peak; /* bytes */
 };
 
 struct gw {
@@ -101,6 +103,7 @@ struct gw {
 	uint8_t *fragbuf; /* PROTO_FRAG_HDR_LEN + PROTO_FRAG_SIZE_MAX */
 	struct gw_stats stats;
 	int fetches; /* package jobs under way */
+	uint64_t inflight; /* bytes sent and not yet acknowledged, all devices */
 	void *curlm; /* CURLM *, see https.c */
 	uv_timer_t curl_timer;
 	bool stopping;
@@ -153,7 +156,7 @@ void gw__xfer_offer(struct gw *gw, struct gw_device *d);
 void gw__xfer_on_ack(struct gw *gw, struct gw_device *d,
 		     const struct proto_ack *a);
 void gw__xfer_tick(struct gw *gw, struct gw_device *d, uint64_t now);
-void gw__xfer_free(struct gw_device *d);
+void gw__xfer_free(struct gw *gw, struct gw_device *d);
 
 /* commands */
 int gw__cmd_keygen(int argc, char **argv);

@@ -27,6 +27,7 @@ struct gw_xfer {
 	uint64_t sent_ms[RING];
 	bool retx[RING];
 	uint64_t offer_ms, progress_ms;
+	uint64_t inflight; /* bytes this transfer counts in gw->inflight */
 	double srtt, rttvar, rto;
 	bool have_rtt;
 	char frag_topic[PROTO_ID_MAX + 16];
@@ -40,6 +41,16 @@ static bool is_acked(const struct gw_xfer *x, uint32_t i)
 static void set_acked(struct gw_xfer *x, uint32_t i)
 {
 	x->acked[i >> 3] |= (uint8_t)(1u << (i & 7));
+}
+
+/* Bytes in flight: [cum, next) at most, counted against the fleet cap. */
+static void account(struct gw *gw, struct gw_xfer *x)
+{
+	uint64_t now = (uint64_t)(x->next - x->cum) * x->rel->frag_size;
+	gw->inflight = gw->inflight - x->inflight + now;
+	x->inflight = now;
+	if (gw->inflight > gw->stats.inflight_peak)
+		gw->stats.inflight_peak = gw->inflight;
 }
 
 /* The device's word is the truth: it holds exactly [0, cum) now. */
@@ -62,10 +73,12 @@ static void xfer_set_state(struct gw_device *d, enum xfer_state st)
 	d->x->st = st;
 }
 
-void gw__xfer_free(struct gw_device *d)
+void gw__xfer_free(struct gw *gw, struct gw_device *d)
 {
 	if (!d->x)
 		return;
+	if (gw)
+		gw->inflight -= d->x->inflight;
 	free(d->x->acked);
 	free(d->x);
 	d->x = NULL;
@@ -179,12 +192,19 @@ static void pump(struct gw *gw, struct gw_device *d)
 	if (halted(x))
 		return;
 	uint32_t limit = x->cum + x->rel->window;
+	uint64_t cap = (uint64_t)gw->cfg.max_inflight_kb << 10;
 	if (limit > x->rel->nfrags)
 		limit = x->rel->nfrags;
 	while (x->next < limit) {
+		/* The fleet-wide cap keeps the broker's queues short; a device
+		 * with nothing in flight may always send one fragment. */
+		if (x->next > x->cum &&
+		    gw->inflight + x->rel->frag_size > cap)
+			break;
 		if (!is_acked(x, x->next))
 			send_frag(gw, d, x->next, false);
 		x->next++;
+		account(gw, x);
 	}
 }
 
@@ -259,6 +279,7 @@ void gw__xfer_on_ack(struct gw *gw, struct gw_device *d,
 		if (!is_acked(x, i) &&
 		    (double)(now - x->sent_ms[i % RING]) >= guard)
 			send_frag(gw, d, i, true);
+	account(gw, x);
 	if (d->acked != x->cum) {
 		d->acked = x->cum;
 		gw__device_dirty(gw, d);
