@@ -374,18 +374,29 @@ static void on_status(struct gw *gw, const char *id, const void *payload,
 	if (mine && (st.state == PROTO_ST_COMMITTED ||
 		     st.state == PROTO_ST_FAILED ||
 		     st.state == PROTO_ST_ROLLED_BACK)) {
+		struct gw_release *rel = gw__release_find(gw, d->release);
 		d->timings = st.timings;
 		d->finished_ms = util_wall_ms();
 		snprintf(d->error, sizeof(d->error), "%s", st.error);
+		if (st.state == PROTO_ST_COMMITTED && rel &&
+		    strcmp(st.version, rel->m.version) != 0) {
+			/* Up again, but not on the new version. */
+			st.state = d->state = PROTO_ST_ROLLED_BACK;
+			snprintf(d->error, sizeof(d->error),
+				 "came up on version %s, not %s", st.version,
+				 rel->m.version);
+			snprintf(st.error, sizeof(st.error), "%s", d->error);
+			log_warnx("device=%s release=%s rolled back: %s", id,
+				  rel->id, d->error);
+		}
 		if (st.state != PROTO_ST_COMMITTED)
 			snprintf(d->failed_release, sizeof(d->failed_release),
 				 "%s", st.release);
 		gw__event(gw, id, st.release, proto_state_name(st.state),
 			  st.error[0] ? st.error : st.version);
-		struct gw_release *r = gw__release_find(gw, d->release);
 		gw__xfer_free(gw, d);
-		if (r)
-			gw__campaign_finished(gw, r,
+		if (rel)
+			gw__campaign_finished(gw, rel,
 					      st.state == PROTO_ST_COMMITTED);
 		return;
 	}
@@ -467,6 +478,18 @@ static void tick_walk(const void *node, VISIT v, void *ud)
 static void tick_cb(uv_timer_t *t)
 {
 	struct gw *gw = t->data;
+	/* How late is this tick? That is how long the loop was stuck. */
+	uint64_t now = util_mono_ms();
+	if (gw->last_tick_ms && now - gw->last_tick_ms > TICK_MS) {
+		uint64_t late = now - gw->last_tick_ms - TICK_MS;
+		if (late > gw->stats.stall_max_ms) {
+			gw->stats.stall_max_ms = late;
+			if (late >= 100)
+				log_warnx("event loop stalled for %llu ms",
+					  (unsigned long long)late);
+		}
+	}
+	gw->last_tick_ms = now;
 	if (mq_connected(gw->mq))
 		twalk_r(gw->devices, tick_walk, gw);
 }
@@ -606,13 +629,15 @@ int gw__cmd_run(int argc, char **argv)
 	mq_start(gw.mq);
 	uv_run(gw.loop, UV_RUN_DEFAULT);
 	log_info("gateway stopped: frags_sent=%llu resent=%llu acks=%llu "
-		 "bad_msgs=%llu stale_msgs=%llu inflight_peak=%llu",
+		 "bad_msgs=%llu stale_msgs=%llu inflight_peak=%llu "
+		 "loop_stall_max_ms=%llu",
 		 (unsigned long long)gw.stats.frags_sent,
 		 (unsigned long long)gw.stats.frags_resent,
 		 (unsigned long long)gw.stats.acks,
 		 (unsigned long long)gw.stats.msgs_bad,
 		 (unsigned long long)gw.stats.msgs_stale,
-		 (unsigned long long)gw.stats.inflight_peak);
+		 (unsigned long long)gw.stats.inflight_peak,
+		 (unsigned long long)gw.stats.stall_max_ms);
 	rc = 0;
 	uv_loop_close(gw.loop);
 out_lib:

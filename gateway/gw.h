@@ -84,6 +84,7 @@ struct gw_stats {
 	uint64_t frags_sent, frags_resent, acks;
 	uint64_t releases_refused;
 	uint64_t inflight_peak; /* bytes */
+	uint64_t stall_max_ms;  /* worst lateness of the loop's tick */
 };
 
 struct gw {
@@ -98,6 +99,7 @@ struct gw {
 	size_t ndirty, dirty_cap;
 	struct gw_release *releases;
 	uv_timer_t tick;
+	uint64_t last_tick_ms;
 	uv_check_t flush;
 	uv_signal_t sigint, sigterm;
 	uint8_t *fragbuf; /* PROTO_FRAG_HDR_LEN + PROTO_FRAG_SIZE_MAX */

@@ -17,6 +17,7 @@ struct status_opts {
 	bool json;
 	uint32_t events;
 	uint32_t watch;
+	bool wide;
 };
 
 static const struct conf_key status_keys[] = {
@@ -26,6 +27,8 @@ static const struct conf_key status_keys[] = {
      "print one JSON object: releases, devices, events"},
     {"events", CONF_U32, offsetof(struct status_opts, events), 0, 0, 10000,
      "also print the last N events"},
+    {"wide", CONF_BOOL, offsetof(struct status_opts, wide), 0, 0, 0,
+     "devices with progress bar, bytes, transfer rate and last error"},
     {"watch", CONF_U32, offsetof(struct status_opts, watch), 0, 0, 3600,
      "redraw every N seconds until interrupted"},
     {0}};
@@ -71,27 +74,67 @@ static void fmt_ms(char *buf, size_t n, json_t *t, const char *k)
 		snprintf(buf, n, "%llds", v / 1000);
 }
 
-static void print_table(json_t *rels, json_t *devs, json_t *events)
+static void fmt_bytes(char *buf, size_t n, double b)
+{
+	const char *unit[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+	int u = 0;
+	while (b >= 1024 && u < 4) {
+		b /= 1024;
+		u++;
+	}
+	snprintf(buf, n, u ? "%.1f %s" : "%.0f %s", b, unit[u]);
+}
+
+/* Release id -> fragment size, for bytes and rates. */
+static long long frag_size_of(json_t *rels, const char *id)
+{
+	size_t i;
+	json_t *r;
+	json_array_foreach(rels, i, r) if (!strcmp(jstr(r, "release"), id))
+	    return jint(r, "fragment_size", 0);
+	return 0;
+}
+
+static void print_wide(json_t *rels, json_t *devs)
 {
 	size_t i;
 	json_t *o;
-	printf("RELEASES\n%-16s %-10s %-8s %9s %-7s %5s %5s %4s %6s\n",
-	       "RELEASE", "PRODUCT", "VERSION", "SIZE", "STATE", "START", "OK",
-	       "FAIL", "ACTIVE");
-	json_array_foreach(rels, i, o)
+	long long now = (long long)time(NULL) * 1000;
+	printf("\nDEVICES\n%-12s %-8s %-11s %-27s %10s %11s  %s\n", "DEVICE",
+	       "VERSION", "STATE", "PROGRESS", "BYTES", "RATE", "LAST ERROR");
+	json_array_foreach(devs, i, o)
 	{
-		json_t *c = json_object_get(o, "campaign");
-		const char *st = jstr(c, "state");
-		printf("%-16s %-10s %-8s %9lld %-7s %5lld %5lld %4lld %6lld\n",
-		       jstr(o, "release"), jstr(o, "product"),
-		       jstr(o, "version"), jint(o, "size", 0),
-		       st[0] ? st : "rolling", jint(c, "started", 0),
-		       jint(c, "committed", 0), jint(c, "failed", 0),
-		       jint(c, "active", 0));
-		if (jstr(c, "pause_reason")[0])
-			printf("  %s: paused: %s\n", jstr(o, "release"),
-			       jstr(c, "pause_reason"));
+		long long acked = jint(o, "acked", 0), n = jint(o, "fragments", 0);
+		long long fs = frag_size_of(rels, jstr(o, "release"));
+		char bar[28] = "-", bytes[24] = "-", rate[24] = "-";
+		if (n > 0) {
+			int fill = (int)(20 * acked / n);
+			for (int k = 0; k < 20; k++)
+				bar[k] = k < fill ? '#' : '.';
+			snprintf(bar + 20, sizeof(bar) - 20, " %3lld%%",
+				 100 * acked / n);
+			fmt_bytes(bytes, sizeof(bytes), (double)(acked * fs));
+			long long t0 = jint(o, "offered_ms", 0);
+			long long t1 = jint(o, "transferred_ms", 0);
+			if (!t1)
+				t1 = now;
+			if (t0 && t1 > t0) {
+				fmt_bytes(rate, sizeof(rate) - 2,
+					  (double)(acked * fs) * 1000.0 /
+					      (double)(t1 - t0));
+				strncat(rate, "/s", sizeof(rate) - strlen(rate) - 1);
+			}
+		}
+		printf("%-12s %-8s %-11s %-27s %10s %11s  %s\n",
+		       jstr(o, "device"), jstr(o, "version"), jstr(o, "state"),
+		       bar, bytes, rate, jstr(o, "error"));
 	}
+}
+
+static void print_devices(json_t *devs)
+{
+	size_t i;
+	json_t *o;
 	/* 80 columns: DONE is acknowledged fragments, RESNT fragments sent
 	 * again; the stage timings are the device's own measurements. */
 	printf("\nDEVICES\n%-10s %-8s %-11s %4s %5s %7s %6s %7s %7s %6s\n",
@@ -117,11 +160,46 @@ static void print_table(json_t *rels, json_t *devs, json_t *events)
 			printf("  %s: error: %s\n", jstr(o, "device"),
 			       jstr(o, "error"));
 	}
+}
+
+static void print_table(json_t *rels, json_t *devs, json_t *events,
+			bool wide)
+{
+	size_t i;
+	json_t *o;
+	printf("RELEASES\n%-16s %-10s %-8s %9s %-7s %5s %5s %4s %6s\n",
+	       "RELEASE", "PRODUCT", "VERSION", "SIZE", "STATE", "START", "OK",
+	       "FAIL", "ACTIVE");
+	json_array_foreach(rels, i, o)
+	{
+		json_t *c = json_object_get(o, "campaign");
+		const char *st = jstr(c, "state");
+		printf("%-16s %-10s %-8s %9lld %-7s %5lld %5lld %4lld %6lld\n",
+		       jstr(o, "release"), jstr(o, "product"),
+		       jstr(o, "version"), jint(o, "size", 0),
+		       st[0] ? st : "rolling", jint(c, "started", 0),
+		       jint(c, "committed", 0), jint(c, "failed", 0),
+		       jint(c, "active", 0));
+		if (jstr(c, "pause_reason")[0])
+			printf("  %s: paused: %s\n", jstr(o, "release"),
+			       jstr(c, "pause_reason"));
+	}
+	if (wide)
+		print_wide(rels, devs);
+	else
+		print_devices(devs);
 	if (json_array_size(events)) {
 		printf("\nEVENTS\n");
 		json_array_foreach(events, i, o)
 		{
-			printf("%lld %-16s %-12s %-16s %s\n", jint(o, "ts", 0),
+			long long ts = jint(o, "ts", 0);
+			time_t sec = (time_t)(ts / 1000);
+			struct tm tm;
+			char when[32];
+			gmtime_r(&sec, &tm);
+			strftime(when, sizeof(when), "%m-%d %H:%M:%S", &tm);
+			printf("%s.%03lld %-16s %-12s %-16s %s\n", when,
+			       ts % 1000,
 			       jstr(o, "event"), jstr(o, "device"),
 			       jstr(o, "release"), jstr(o, "detail"));
 		}
@@ -164,7 +242,7 @@ static int status_once(const struct status_opts *op)
 		free(s);
 		json_decref(all);
 	} else {
-		print_table(rels.arr, devs.arr, evs.arr);
+		print_table(rels.arr, devs.arr, evs.arr, o.wide);
 	}
 out:
 	json_decref(rels.arr);
