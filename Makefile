@@ -45,7 +45,7 @@ UNIT_BIN := $(patsubst tests/unit/%.c,$(B)/tests/%,$(UNIT_SRC))
 TOOL_SRC := $(wildcard tests/tools/*.c)
 TOOL_BIN := $(patsubst tests/tools/%.c,$(B)/tools/%,$(TOOL_SRC))
 
-.PHONY: all deps test unit system demo clean format check-format
+.PHONY: all deps test unit system demo bench clean format check-format
 all: $(B)/ota-gateway $(B)/ota-device
 
 $(B)/libota.a: $(LIB_OBJ)
@@ -94,6 +94,11 @@ system: deps
 demo: deps
 	@$(MAKE) --no-print-directory all
 	@bash deploy/demo.sh build
+
+# Benchmarks on the optimised build; writes docs/BENCHMARKS.md.
+bench: deps
+	@$(MAKE) all
+	@bash tests/bench/run.sh build
 
 format:
 	clang-format -i $(PROTO_SRC) $(COMMON_SRC) $(STORE_SRC) $(GW_SRC) $(DEV_SRC) */*.h

@@ -253,10 +253,31 @@ void gw__event(struct gw *gw, const char *device, const char *release,
 	json_decref(o);
 }
 
-/* Once per loop iteration: everything this tick changed, one commit. */
-static void flush_cb(uv_check_t *h)
+/* The commit runs in the thread pool: an fsync never stalls the loop, and
+ * whatever the loop queues meanwhile goes into the next commit. */
+static void commit_work(uv_work_t *req)
 {
-	struct gw *gw = h->data;
+	struct gw *gw = req->data;
+	gw->commit_rc = store_commit_batch(gw->db, gw->committing,
+					   gw->commit_err,
+					   sizeof(gw->commit_err));
+}
+
+static void commit_done(uv_work_t *req, int status)
+{
+	struct gw *gw = req->data;
+	if (status != 0 || gw->commit_rc != 0) {
+		log_warnx("ledger: %s", status ? "commit cancelled"
+					       : gw->commit_err);
+		store_return_batch(gw->db, gw->committing); /* retried */
+	} else {
+		store_batch_free(gw->committing);
+	}
+	gw->committing = NULL;
+}
+
+static void queue_dirty(struct gw *gw)
+{
 	for (size_t i = 0; i < gw->ndirty; i++) {
 		struct gw_device *d = gw->dirty[i];
 		char *rec = device_record(d);
@@ -267,10 +288,32 @@ static void flush_cb(uv_check_t *h)
 		d->dirty = false;
 	}
 	gw->ndirty = 0;
+}
+
+/* Once per loop iteration: everything this tick changed, one commit. */
+static void flush_cb(uv_check_t *h)
+{
+	struct gw *gw = h->data;
+	queue_dirty(gw);
+	if (gw->committing || store_pending(gw->db) == 0)
+		return;
+	gw->committing = store_take_batch(gw->db);
+	if (!gw->committing)
+		return;
+	gw->commit.data = gw;
+	if (uv_queue_work(gw->loop, &gw->commit, commit_work, commit_done)) {
+		store_return_batch(gw->db, gw->committing);
+		gw->committing = NULL;
+	}
+}
+
+/* At exit: what is still queued, committed here and now. */
+static void flush_final(struct gw *gw)
+{
 	char err[256];
-	int rc = store_commit(gw->db, err, sizeof(err));
-	if (rc != 0)
-		log_warnx("ledger: %s", err);
+	queue_dirty(gw);
+	if (store_commit(gw->db, err, sizeof(err)) != 0)
+		log_warnx("ledger: final commit: %s", err);
 }
 
 /* ------------------------------------------------------ messages */
@@ -513,7 +556,6 @@ static void signal_cb(uv_signal_t *s, int signum)
 		return;
 	gw->stopping = true;
 	log_info("signal %d: stopping", signum);
-	flush_cb(&gw->flush);
 	mq_close(gw->mq, mq_closed);
 }
 
@@ -628,6 +670,7 @@ int gw__cmd_run(int argc, char **argv)
 		 gw.cfg.store_dir, gw.ndevices);
 	mq_start(gw.mq);
 	uv_run(gw.loop, UV_RUN_DEFAULT);
+	flush_final(&gw);
 	log_info("gateway stopped: frags_sent=%llu resent=%llu acks=%llu "
 		 "bad_msgs=%llu stale_msgs=%llu inflight_peak=%llu "
 		 "loop_stall_max_ms=%llu",

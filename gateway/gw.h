@@ -101,6 +101,10 @@ struct gw {
 	uv_timer_t tick;
 	uint64_t last_tick_ms;
 	uv_check_t flush;
+	uv_work_t commit; /* the ledger commit running in the thread pool */
+	struct store_batch *committing;
+	int commit_rc;
+	char commit_err[256];
 	uv_signal_t sigint, sigterm;
 	uint8_t *fragbuf; /* PROTO_FRAG_HDR_LEN + PROTO_FRAG_SIZE_MAX */
 	struct gw_stats stats;

@@ -18,14 +18,18 @@ struct store_op {
 	size_t vlen;
 };
 
+struct store_batch {
+	struct store_op *ops;
+	size_t nops, cap;
+};
+
 struct store {
 	MDB_env *env;
 	MDB_dbi dbi[STORE__NDB];
 	bool readonly;
 	uint64_t map_size, max_map;
 	uint64_t next_seq;
-	struct store_op *ops;
-	size_t nops, cap;
+	struct store_batch b; /* what is queued now */
 };
 
 const char *store_strerror(int code)
@@ -140,21 +144,30 @@ fail:
 	return store__map_err(rc);
 }
 
-static void store__clear_ops(struct store *s)
+static void batch_clear(struct store_batch *b)
 {
-	for (size_t i = 0; i < s->nops; i++) {
-		free(s->ops[i].key);
-		free(s->ops[i].val);
+	for (size_t i = 0; i < b->nops; i++) {
+		free(b->ops[i].key);
+		free(b->ops[i].val);
 	}
-	s->nops = 0;
+	b->nops = 0;
+}
+
+void store_batch_free(struct store_batch *b)
+{
+	if (!b)
+		return;
+	batch_clear(b);
+	free(b->ops);
+	free(b);
 }
 
 void store_close(struct store *s)
 {
 	if (!s)
 		return;
-	store__clear_ops(s);
-	free(s->ops);
+	batch_clear(&s->b);
+	free(s->b.ops);
 	mdb_env_close(s->env);
 	free(s);
 }
@@ -166,15 +179,16 @@ static int store__queue(struct store *s, enum store_db db, const void *key,
 		return STORE_EREADONLY;
 	if ((unsigned)db >= STORE__NDB || klen == 0 || klen > 511)
 		return STORE_EINVAL;
-	if (s->nops == s->cap) {
-		size_t ncap = s->cap ? s->cap * 2 : 64;
-		struct store_op *n = realloc(s->ops, ncap * sizeof(*n));
+	struct store_batch *b = &s->b;
+	if (b->nops == b->cap) {
+		size_t ncap = b->cap ? b->cap * 2 : 64;
+		struct store_op *n = realloc(b->ops, ncap * sizeof(*n));
 		if (!n)
 			return STORE_ENOMEM;
-		s->ops = n;
-		s->cap = ncap;
+		b->ops = n;
+		b->cap = ncap;
 	}
-	struct store_op *op = &s->ops[s->nops];
+	struct store_op *op = &b->ops[b->nops];
 	op->key = malloc(klen);
 	op->val = malloc(vlen ? vlen : 1);
 	if (!op->key || !op->val) {
@@ -188,7 +202,7 @@ static int store__queue(struct store *s, enum store_db db, const void *key,
 	op->db = db;
 	op->klen = klen;
 	op->vlen = vlen;
-	s->nops++;
+	b->nops++;
 	return 0;
 }
 
@@ -208,16 +222,16 @@ int store_event(struct store *s, const char *json)
 	return rc;
 }
 
-size_t store_pending(const struct store *s) { return s->nops; }
+size_t store_pending(const struct store *s) { return s->b.nops; }
 
-static int store__apply(struct store *s)
+static int store__apply(struct store *s, const struct store_batch *b)
 {
 	MDB_txn *txn;
 	int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
 	if (rc != 0)
 		return rc;
-	for (size_t i = 0; i < s->nops; i++) {
-		struct store_op *op = &s->ops[i];
+	for (size_t i = 0; i < b->nops; i++) {
+		struct store_op *op = &b->ops[i];
 		MDB_val k = {op->klen, op->key}, v = {op->vlen, op->val};
 		rc = mdb_put(txn, s->dbi[op->db], &k, &v, 0);
 		if (rc != 0) {
@@ -228,35 +242,77 @@ static int store__apply(struct store *s)
 	return mdb_txn_commit(txn);
 }
 
-int store_commit(struct store *s, char *err, size_t errlen)
+int store_commit_batch(struct store *s, struct store_batch *b, char *err,
+		       size_t errlen)
 {
-	if (s->nops == 0)
-		return 0;
-	int rc = store__apply(s);
+	int rc = store__apply(s, b);
 	while (rc == MDB_MAP_FULL && s->map_size < s->max_map) {
 		uint64_t n = s->map_size * 2;
 		if (n > s->max_map)
 			n = s->max_map;
-		/* No transaction is open in this process now: safe to grow. */
+		/* No write transaction is open now: safe to grow. */
 		int r2 = mdb_env_set_mapsize(s->env, (size_t)n);
 		if (r2 != 0) {
 			rc = r2;
 			break;
 		}
 		s->map_size = n;
-		rc = store__apply(s);
+		rc = store__apply(s, b);
 	}
 	if (rc != 0) {
 		snprintf(err, errlen,
 			 "LMDB commit of %zu records: %s (map %llu MiB, "
 			 "limit %llu MiB); the batch is kept",
-			 s->nops, mdb_strerror(rc),
+			 b->nops, mdb_strerror(rc),
 			 (unsigned long long)(s->map_size >> 20),
 			 (unsigned long long)(s->max_map >> 20));
 		return store__map_err(rc);
 	}
-	store__clear_ops(s);
 	return 0;
+}
+
+struct store_batch *store_take_batch(struct store *s)
+{
+	if (s->b.nops == 0)
+		return NULL;
+	struct store_batch *b = malloc(sizeof(*b));
+	if (!b)
+		return NULL;
+	*b = s->b;
+	memset(&s->b, 0, sizeof(s->b));
+	return b;
+}
+
+void store_return_batch(struct store *s, struct store_batch *b)
+{
+	/* b goes first: it was queued before anything now in s->b. */
+	size_t n = b->nops + s->b.nops;
+	struct store_op *ops = realloc(b->ops, (n ? n : 1) * sizeof(*ops));
+	if (!ops) {
+		/* Out of memory merging: keep the older batch; the newer
+		 * records are lost (the caller logs the commit failure). */
+		batch_clear(&s->b);
+		free(s->b.ops);
+		s->b = *b;
+		free(b);
+		return;
+	}
+	memcpy(ops + b->nops, s->b.ops, s->b.nops * sizeof(*ops));
+	free(s->b.ops);
+	s->b.ops = ops;
+	s->b.nops = n;
+	s->b.cap = n ? n : 1;
+	free(b);
+}
+
+int store_commit(struct store *s, char *err, size_t errlen)
+{
+	if (s->b.nops == 0)
+		return 0;
+	int rc = store_commit_batch(s, &s->b, err, errlen);
+	if (rc == 0)
+		batch_clear(&s->b);
+	return rc;
 }
 
 int store_get(struct store *s, enum store_db db, const char *key, char **out,

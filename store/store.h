@@ -62,6 +62,22 @@ int store_event(struct store *s, const char *json);
 int store_commit(struct store *s, char *err, size_t errlen);
 size_t store_pending(const struct store *s);
 
+/*
+ * The same commit, split so that it can run on another thread while the
+ * owner goes on queueing the next batch: store_take_batch() moves the
+ * pending batch out (NULL when there is none); store_commit_batch() writes
+ * it in one transaction (from any one thread at a time; the store must not
+ * be closed meanwhile); on failure store_return_batch() puts it back in
+ * front of whatever was queued since, so nothing is lost or reordered;
+ * otherwise store_batch_free().
+ */
+struct store_batch;
+struct store_batch *store_take_batch(struct store *s);
+int store_commit_batch(struct store *s, struct store_batch *b, char *err,
+		       size_t errlen);
+void store_return_batch(struct store *s, struct store_batch *b);
+void store_batch_free(struct store_batch *b);
+
 /* Read a committed value: *out is new (NUL-terminated), caller frees. */
 int store_get(struct store *s, enum store_db db, const char *key, char **out,
 	      size_t *len);

@@ -236,6 +236,36 @@ static void test_put_commit_get(void **state)
 	store_close(s);
 }
 
+/* A batch taken out and committed apart (as the gateway does from its
+ * thread pool) lands whole; one that fails is returned in front of what
+ * was queued since, so order and content survive. */
+static void test_take_commit_return(void **state)
+{
+	struct fx *f = *state;
+	struct store *s = open_rw(f->db, 0, 0);
+	char err[256];
+	assert_null(store_take_batch(s));
+	put_str(s, STORE_DEVICES, "d1", "v1");
+	struct store_batch *b = store_take_batch(s);
+	assert_non_null(b);
+	assert_int_equal(store_pending(s), 0);
+	put_str(s, STORE_DEVICES, "d1", "v2"); /* queued while b commits */
+	assert_int_equal(store_commit_batch(s, b, err, sizeof(err)), 0);
+	store_batch_free(b);
+	get_is(s, STORE_DEVICES, "d1", "v1");
+	commit_ok(s);
+	get_is(s, STORE_DEVICES, "d1", "v2");
+	/* A returned batch goes first: the newer value still wins. */
+	put_str(s, STORE_DEVICES, "d2", "old");
+	b = store_take_batch(s);
+	put_str(s, STORE_DEVICES, "d2", "new");
+	store_return_batch(s, b);
+	assert_int_equal(store_pending(s), 2);
+	commit_ok(s);
+	get_is(s, STORE_DEVICES, "d2", "new");
+	store_close(s);
+}
+
 static void test_uncommitted_not_visible(void **state)
 {
 	struct fx *f = *state;
@@ -604,6 +634,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_open_creates_dir_0700,
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_put_commit_get, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_take_commit_return, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_uncommitted_not_visible,
 						setup, teardown),
