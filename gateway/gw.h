@@ -111,6 +111,7 @@ struct gw {
 	int fetches; /* package jobs under way */
 	uint64_t inflight; /* bytes sent and not yet acknowledged, all devices */
 	void *curlm; /* CURLM *, see https.c */
+	struct gw_https *downloads; /* under way, see https.c */
 	uv_timer_t curl_timer;
 	bool stopping;
 };

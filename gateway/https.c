@@ -26,6 +26,7 @@ struct gw_https {
 	char errbuf[CURL_ERROR_SIZE];
 	void (*done)(void *ud, int rc, const char *err);
 	void *ud;
+	struct gw_https *next; /* gw->downloads */
 };
 
 struct curl_sock {
@@ -35,6 +36,7 @@ struct curl_sock {
 };
 
 static void check_done(struct gw *gw);
+static void finish(struct gw_https *h, int rc, const char *err);
 
 static void sock_closed(uv_handle_t *h) { free(h->data); }
 
@@ -127,6 +129,18 @@ void gw__https_close(struct gw *gw)
 {
 	if (!gw->curlm)
 		return;
+	/* Downloads still running end now, refused, so nothing is left
+	 * half-written in the store and the loop can finish. */
+	while (gw->downloads) {
+		struct gw_https *h = gw->downloads;
+		uv_timer_stop(&h->retry);
+		if (h->easy) {
+			curl_multi_remove_handle(gw->curlm, h->easy);
+			curl_easy_cleanup(h->easy);
+			h->easy = NULL;
+		}
+		finish(h, -1, "the gateway is stopping");
+	}
 	uv_close((uv_handle_t *)&gw->curl_timer, NULL);
 	curl_multi_cleanup(gw->curlm);
 	gw->curlm = NULL;
@@ -166,6 +180,11 @@ static void retry_closed(uv_handle_t *t) { https_free(t->data); }
 
 static void finish(struct gw_https *h, int rc, const char *err)
 {
+	struct gw_https **pp = (struct gw_https **)&h->gw->downloads;
+	while (*pp && *pp != h)
+		pp = &(*pp)->next;
+	if (*pp)
+		*pp = h->next;
 	h->done(h->ud, rc, err);
 	uv_close((uv_handle_t *)&h->retry, retry_closed);
 }
@@ -297,5 +316,7 @@ struct gw_https *gw__https_get(struct gw *gw, const char *url, int fd,
 		uv_close((uv_handle_t *)&h->retry, retry_closed);
 		return NULL;
 	}
+	h->next = gw->downloads;
+	gw->downloads = h;
 	return h;
 }
