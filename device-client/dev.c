@@ -699,12 +699,12 @@ int dev_start(struct dev *d)
 	return mq_start(d->mq);
 }
 
+/* libuv runs close callbacks in no promised order: only the last one may
+ * hand the device back (on_stopped may re-initialise both timers). */
 static void timer_closed(uv_handle_t *h)
 {
 	struct dev *d = h->data;
-	if (uv_is_closing((uv_handle_t *)&d->ack_timer) &&
-	    uv_is_closing((uv_handle_t *)&d->status_timer) &&
-	    h == (uv_handle_t *)&d->status_timer && d->on_stopped)
+	if (--d->pending_closes == 0 && d->on_stopped)
 		d->on_stopped(d);
 }
 
@@ -712,12 +712,17 @@ static void mq_stopped(void *ud)
 {
 	struct dev *d = ud;
 	d->mq = NULL;
+	d->pending_closes = 2;
 	uv_close((uv_handle_t *)&d->ack_timer, timer_closed);
 	uv_close((uv_handle_t *)&d->status_timer, timer_closed);
 }
 
 void dev_stop(struct dev *d, void (*on_stopped)(struct dev *d))
 {
+	if (d->stopping) { /* on its way down already (e.g. a restart) */
+		d->on_stopped = on_stopped;
+		return;
+	}
 	d->stopping = true;
 	d->on_stopped = on_stopped;
 	if (d->held) {

@@ -27,6 +27,10 @@ struct dev_config {
 	char publisher_key[PATH_MAX];
 	char state_dir[PATH_MAX];
 	char restart_command[1024]; /* "" = re-execute the client */
+	/* With no restart_command: restart in this process (dev_stop, then
+	 * dev_init + dev_start on the same struct dev) instead of
+	 * re-executing it. Set by fleet mode; not a configuration key. */
+	bool restart_inproc;
 	uint32_t max_package_mb;
 	uint32_t checkpoint_every; /* fragments between progress saves */
 	char log_level[16];
@@ -82,12 +86,17 @@ struct dev {
 	char work_err[PROTO_ERROR_MAX + 1];
 	uv_process_t proc;
 	void (*on_stopped)(struct dev *d);
+	int pending_closes; /* timers dev_stop is still closing */
 };
 
 /* dev.c */
 int dev_init(struct dev *d, uv_loop_t *loop, const struct dev_config *cfg,
 	     char **argv, char *err, size_t errlen);
 int dev_start(struct dev *d);
+/* Stop: publish offline (unless restarting), close the MQTT connection
+ * without its Last Will, close every handle, then call on_stopped(d) from
+ * the last close callback (d may be re-initialised there). Calling it
+ * again while stopping only replaces on_stopped. */
 void dev_stop(struct dev *d, void (*on_stopped)(struct dev *d));
 void dev__set_state(struct dev *d, enum proto_state st, const char *error);
 void dev__publish_status(struct dev *d);

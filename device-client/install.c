@@ -114,6 +114,26 @@ static void exec_self(struct dev *d)
 	dev__resume_after_restart(d);
 }
 
+/* What a re-exec does, without leaving the process: the connection is
+ * closed (no Last Will), and the same struct dev starts again from its
+ * state directory. Called from dev_stop's last close callback. */
+static void restart_inproc(struct dev *d)
+{
+	struct dev_config cfg = d->cfg;
+	uv_loop_t *loop = d->loop;
+	char **argv = d->argv;
+	char err[512];
+	log_info("device=%s restarting (in process)", cfg.id);
+	if (dev_init(d, loop, &cfg, argv, err, sizeof(err)) != 0) {
+		log_warnx("device=%s restart failed, device stays down: %s",
+			  cfg.id, err);
+		d->stopping = true; /* nothing left to stop */
+		return;
+	}
+	if (dev_start(d) != 0)
+		log_warnx("device=%s restart failed to connect", cfg.id);
+}
+
 static void cmd_closed(uv_handle_t *h) { (void)h; }
 
 static void cmd_exit(uv_process_t *p, int64_t status, int sig)
@@ -138,7 +158,7 @@ static void restart_step(struct dev *d)
 	dev__set_state(d, PROTO_ST_RESTARTING, NULL);
 	dev__persist(d);
 	if (!d->cfg.restart_command[0]) {
-		dev_stop(d, exec_self);
+		dev_stop(d, d->cfg.restart_inproc ? restart_inproc : exec_self);
 		return;
 	}
 	char *args[] = {"/bin/sh", "-c", d->cfg.restart_command, NULL};

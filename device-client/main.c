@@ -1,5 +1,6 @@
 /* ota-device: the device client. */
 #include <mosquitto.h>
+#include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
@@ -7,55 +8,111 @@
 #include "common/conf.h"
 #include "common/log.h"
 #include "device-client/dev.h"
+#include "device-client/fleet.h"
+
+/* Settings of one device, and of a fleet of them (fleet mode). */
+struct main_conf {
+	struct dev_config dev;
+	struct fleet_config fleet;
+};
 
 #define K(name, type, field, lo, hi, help)                                     \
-	{name, type, offsetof(struct dev_config, field),                       \
-	 sizeof(((struct dev_config *)0)->field), lo, hi, help}
+	{name, type, offsetof(struct main_conf, field),                        \
+	 sizeof(((struct main_conf *)0)->field), lo, hi, help}
 
 static const struct conf_key dev_keys[] = {
-    K("id", CONF_STR, id, 0, 0, "device id (= certificate CN)"),
-    K("product", CONF_STR, product, 0, 0, "product this device runs"),
-    K("version", CONF_STR, version, 0, 0,
+    K("id", CONF_STR, dev.id, 0, 0, "device id (= certificate CN)"),
+    K("product", CONF_STR, dev.product, 0, 0, "product this device runs"),
+    K("version", CONF_STR, dev.version, 0, 0,
       "factory version, used until the first update"),
-    K("group", CONF_STR, group, 0, 0, "rollout group (optional)"),
-    K("broker_host", CONF_STR, broker_host, 0, 0,
+    K("group", CONF_STR, dev.group, 0, 0, "rollout group (optional)"),
+    K("broker_host", CONF_STR, dev.broker_host, 0, 0,
       "MQTT broker host (must match its certificate)"),
-    K("broker_port", CONF_U32, broker_port, 1, 65535, "broker TLS port"),
-    K("ca_file", CONF_STR, ca_file, 0, 0, "CA certificate (PEM)"),
-    K("cert_file", CONF_STR, cert_file, 0, 0, "this device's certificate"),
-    K("key_file", CONF_STR, key_file, 0, 0, "this device's private key"),
-    K("publisher_key", CONF_STR, publisher_key, 0, 0,
+    K("broker_port", CONF_U32, dev.broker_port, 1, 65535, "broker TLS port"),
+    K("ca_file", CONF_STR, dev.ca_file, 0, 0, "CA certificate (PEM)"),
+    K("cert_file", CONF_STR, dev.cert_file, 0, 0, "this device's certificate"),
+    K("key_file", CONF_STR, dev.key_file, 0, 0, "this device's private key"),
+    K("publisher_key", CONF_STR, dev.publisher_key, 0, 0,
       "publisher's Ed25519 public key (PEM)"),
-    K("state_dir", CONF_STR, state_dir, 0, 0,
+    K("state_dir", CONF_STR, dev.state_dir, 0, 0,
       "slots, progress and state.json live here"),
-    K("restart_command", CONF_STR, restart_command, 0, 0,
+    K("restart_command", CONF_STR, dev.restart_command, 0, 0,
       "run to restart into the new version (default: re-exec)"),
-    K("max_package_mb", CONF_U32, max_package_mb, 1, 1u << 20,
+    K("max_package_mb", CONF_U32, dev.max_package_mb, 1, 1u << 20,
       "largest package accepted, MiB"),
-    K("checkpoint_every", CONF_U32, checkpoint_every, 1, 1u << 20,
+    K("checkpoint_every", CONF_U32, dev.checkpoint_every, 1, 1u << 20,
       "fragments between progress saves"),
-    K("log_level", CONF_STR, log_level, 0, 0, "error, warn, info or debug"),
+    K("log_level", CONF_STR, dev.log_level, 0, 0, "error, warn, info or debug"),
+    K("fleet", CONF_U32, fleet.n, 0, 1000000,
+      "simulate this many devices in one process (0: one device)"),
+    K("fleet_prefix", CONF_STR, fleet.prefix, 0, 0,
+      "fleet: device ids are this prefix and a number (default dev-)"),
+    K("fleet_first", CONF_U32, fleet.first, 0, 1000000000,
+      "fleet: number of the first device (default 1)"),
+    K("fleet_cert_dir", CONF_STR, fleet.cert_dir, 0, 0,
+      "fleet: directory of <id>.crt and <id>.key per device"),
+    K("fleet_stagger_ms", CONF_U32, fleet.stagger_ms, 0, 60000,
+      "fleet: delay between two devices' connections (default 2)"),
     {0}};
 
-static void defaults(struct dev_config *c)
+static void defaults(struct main_conf *mc)
 {
-	memset(c, 0, sizeof(*c));
+	struct dev_config *c = &mc->dev;
+	memset(mc, 0, sizeof(*mc));
 	snprintf(c->version, sizeof(c->version), "0.0.0");
 	snprintf(c->broker_host, sizeof(c->broker_host), "localhost");
 	c->broker_port = 8883;
 	snprintf(c->state_dir, sizeof(c->state_dir), "ota-device-state");
 	c->max_package_mb = 512;
 	c->checkpoint_every = 64;
-	snprintf(c->log_level, sizeof(c->log_level), "info");
+	/* log_level "" = info, or warn in fleet mode (see check) */
+	snprintf(mc->fleet.prefix, sizeof(mc->fleet.prefix), "dev-");
+	mc->fleet.first = 1;
+	mc->fleet.stagger_ms = 2;
 }
 
-static int check(const struct dev_config *c, char *err, size_t n)
+/* Fleet mode: ids and certificates come from the fleet keys. */
+static int check_fleet(const struct main_conf *mc, char *err, size_t n)
 {
+	const struct dev_config *c = &mc->dev;
+	const char *extra = c->id[0]	      ? "id"
+			    : c->cert_file[0] ? "cert_file"
+			    : c->key_file[0]  ? "key_file"
+					      : NULL;
+	if (extra) {
+		snprintf(err, n, "key '%s' does not apply in fleet mode: ids "
+				 "come from fleet_prefix, certificates from "
+				 "fleet_cert_dir", extra);
+		return -1;
+	}
+	if (!proto_id_valid(mc->fleet.prefix)) {
+		snprintf(err, n, "key 'fleet_prefix': '%s' must be 1-63 "
+				 "characters of A-Z a-z 0-9 . _ -",
+			 mc->fleet.prefix);
+		return -1;
+	}
+	if (!mc->fleet.cert_dir[0]) {
+		snprintf(err, n, "key 'fleet_cert_dir' is required in fleet "
+				 "mode");
+		return -1;
+	}
+	return 0;
+}
+
+static int check(struct main_conf *mc, char *err, size_t n)
+{
+	struct dev_config *c = &mc->dev;
+	bool fleet = mc->fleet.n > 0;
 	uint32_t parts[3];
 	enum log_level lvl;
-	if (!proto_id_valid(c->id)) {
-		snprintf(err, n, "key 'id': '%s' must be 1-63 characters of "
-				 "A-Z a-z 0-9 . _ -", c->id);
+	if (!c->log_level[0])
+		snprintf(c->log_level, sizeof(c->log_level), "%s",
+			 fleet ? "warn" : "info");
+	if (fleet ? check_fleet(mc, err, n) != 0 : !proto_id_valid(c->id)) {
+		if (!fleet)
+			snprintf(err, n, "key 'id': '%s' must be 1-63 "
+					 "characters of A-Z a-z 0-9 . _ -",
+				 c->id);
 		return -1;
 	}
 	if (!proto_id_valid(c->product)) {
@@ -73,11 +130,11 @@ static int check(const struct dev_config *c, char *err, size_t n)
 			 c->version);
 		return -1;
 	}
-	const char *need = !c->ca_file[0]	  ? "ca_file"
-			   : !c->cert_file[0]	  ? "cert_file"
-			   : !c->key_file[0]	  ? "key_file"
-			   : !c->publisher_key[0] ? "publisher_key"
-						  : NULL;
+	const char *need = !c->ca_file[0]		   ? "ca_file"
+			   : !fleet && !c->cert_file[0] ? "cert_file"
+			   : !fleet && !c->key_file[0]	   ? "key_file"
+			   : !c->publisher_key[0]	   ? "publisher_key"
+							   : NULL;
 	if (need) {
 		snprintf(err, n, "key '%s' is required", need);
 		return -1;
@@ -104,34 +161,91 @@ static void usage(void)
 	       "  ota-device --id dev-001 --product sensor --version 1.0.0 "
 	       "\\\n      --ca-file ca.crt --cert-file dev-001.crt "
 	       "--key-file dev-001.key \\\n      --publisher-key "
-	       "publisher.pub --state-dir /var/lib/ota-device\n");
+	       "publisher.pub --state-dir /var/lib/ota-device\n"
+	       "  ota-device --fleet 500 --fleet-cert-dir pki/devices "
+	       "--product sensor \\\n      --version 1.0.0 --ca-file ca.crt "
+	       "--publisher-key publisher.pub \\\n      --state-dir "
+	       "/tmp/fleet     (500 devices: state in /tmp/fleet/dev-001 "
+	       "...)\n");
 }
 
 static void stopped(struct dev *d) { (void)d; }
 
+/* SIGINT/SIGTERM stop the device, or every device of the fleet. */
 struct signals {
 	uv_signal_t intr, term;
 	struct dev *d;
+	struct fleet *f;
 };
 
 static void on_signal(uv_signal_t *s, int signum)
 {
 	struct signals *sg = s->data;
-	log_info("device=%s signal %d: stopping", sg->d->cfg.id, signum);
+	if (sg->d)
+		log_info("device=%s signal %d: stopping", sg->d->cfg.id,
+			 signum);
+	else
+		log_info("fleet: signal %d: stopping", signum);
 	uv_close((uv_handle_t *)&sg->intr, NULL);
 	uv_close((uv_handle_t *)&sg->term, NULL);
-	dev_stop(sg->d, stopped);
+	if (sg->d)
+		dev_stop(sg->d, stopped);
+	else
+		fleet_stop(sg->f);
+}
+
+static void signals_start(uv_loop_t *loop, struct signals *sg)
+{
+	uv_signal_init(loop, &sg->intr);
+	uv_signal_init(loop, &sg->term);
+	sg->intr.data = sg->term.data = sg;
+	uv_signal_start(&sg->intr, on_signal, SIGINT);
+	uv_signal_start(&sg->term, on_signal, SIGTERM);
+}
+
+static int run_device(uv_loop_t *loop, const struct dev_config *cfg,
+		      char **argv)
+{
+	static struct dev d; /* large; one per process here */
+	char err[512];
+	if (dev_init(&d, loop, cfg, argv, err, sizeof(err)) != 0) {
+		log_warnx("device=%s %s", cfg->id, err);
+		return 1;
+	}
+	struct signals sg = {.d = &d};
+	signals_start(loop, &sg);
+	if (dev_start(&d) != 0)
+		return 1;
+	uv_run(loop, UV_RUN_DEFAULT);
+	return 0;
+}
+
+static int run_fleet(uv_loop_t *loop, const struct main_conf *mc,
+		     char **argv)
+{
+	struct fleet *f;
+	char err[1024];
+	if (fleet_new(loop, &mc->fleet, &mc->dev, argv, &f, err,
+		      sizeof(err)) != 0) {
+		log_warnx("fleet: %s", err);
+		return 1;
+	}
+	struct signals sg = {.f = f};
+	signals_start(loop, &sg);
+	fleet_start(f);
+	uv_run(loop, UV_RUN_DEFAULT);
+	fleet_free(f);
+	return 0;
 }
 
 int main(int argc, char **argv)
 {
-	struct dev_config cfg;
+	static struct main_conf mc; /* large */
 	struct conf_cli cli;
 	char err[512];
-	static struct dev d; /* large; one per process here */
 	log_init("ota-device", LOG_LVL_INFO);
-	defaults(&cfg);
-	if (conf_from_argv(argc, argv, dev_keys, &cfg, &cli, err,
+	defaults(&mc);
+	if (conf_from_argv(argc, argv, dev_keys, &mc, &cli, err,
 			   sizeof(err)) != 0) {
 		fprintf(stderr, "ota-device: %s\n", err);
 		return 2;
@@ -140,7 +254,7 @@ int main(int argc, char **argv)
 		usage();
 		return 0;
 	}
-	if (cli.nargs || check(&cfg, err, sizeof(err)) != 0) {
+	if (cli.nargs || check(&mc, err, sizeof(err)) != 0) {
 		fprintf(stderr, "ota-device: %s%s%s\n",
 			cli.config ? cli.config : "",
 			cli.config ? ": " : "",
@@ -148,7 +262,7 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	enum log_level lvl;
-	log_level_parse(cfg.log_level, &lvl);
+	log_level_parse(mc.dev.log_level, &lvl);
 	log_set_level(lvl);
 	if (cli.check) {
 		printf("%s: configuration OK\n",
@@ -157,20 +271,9 @@ int main(int argc, char **argv)
 	}
 	mosquitto_lib_init();
 	uv_loop_t *loop = uv_default_loop();
-	if (dev_init(&d, loop, &cfg, argv, err, sizeof(err)) != 0) {
-		log_warnx("device=%s %s", cfg.id, err);
-		return 1;
-	}
-	struct signals sg = {.d = &d};
-	uv_signal_init(loop, &sg.intr);
-	uv_signal_init(loop, &sg.term);
-	sg.intr.data = sg.term.data = &sg;
-	uv_signal_start(&sg.intr, on_signal, SIGINT);
-	uv_signal_start(&sg.term, on_signal, SIGTERM);
-	if (dev_start(&d) != 0)
-		return 1;
-	uv_run(loop, UV_RUN_DEFAULT);
+	int rc = mc.fleet.n ? run_fleet(loop, &mc, argv)
+			    : run_device(loop, &mc.dev, argv);
 	uv_loop_close(loop);
 	mosquitto_lib_cleanup();
-	return 0;
+	return rc;
 }

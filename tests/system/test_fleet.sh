@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Fleet mode: one ota-device process runs FLEET_N devices (default 500) on
+# one loop; all of them take one signed release. Reports connect time,
+# update time and memory per simulated device as TAP comments.
+. "$OTA_ROOT/tests/system/lib.sh"
+. "$OTA_ROOT/tests/system/ota.sh"
+
+N=${FLEET_N:-500}
+WIDTH=${#N}
+[ "$WIDTH" -ge 3 ] || WIDTH=3
+
+# fleet_count STATE VERSION: devices the ledger has at STATE and VERSION.
+fleet_count() {
+    gw_status_json | jq --arg s "$1" --arg v "$2" \
+        '[.devices[] | select(.state == $s and .version == $v)] | length'
+}
+
+# fleet_at STATE VERSION: all N devices are there.
+fleet_at() {
+    [ "$(fleet_count "$1" "$2")" = "$N" ]
+}
+
+# devices_committed VERSION: every device's state.json says committed VERSION (what a
+# device reports is ledger-independent: a gateway that lost statuses does not hide it).
+devices_committed() {
+    [ "$(grep -l "\"version\":\"$1\",.*\"phase\":\"committed\"" "$T"/fleet/*/state.json |
+        wc -l)" = "$N" ]
+}
+
+# now_ms: wall clock in milliseconds.
+now_ms() {
+    local t=${EPOCHREALTIME/./}
+    echo $((t / 1000))
+}
+
+# last_summary FIELD: FIELD=value from the fleet's last summary line.
+last_summary() {
+    grep -a ' ota-device fleet ' "$T/fleet.log" | tail -n 1 |
+        grep -o " $1=[0-9]*" | cut -d= -f2
+}
+
+t=$(now_ms)
+certs_make --devices "$N"
+echo "# certificates for $N devices: $(($(now_ms) - t)) ms"
+broker_start || { not_ok "broker starts"; finish; }
+check "gateway starts and connects" gateway_start
+
+t_spawn=$(now_ms)
+spawn fleet "$DEV" --fleet "$N" --fleet-cert-dir "$CERTS/devices" --product sensor \
+    --version 1.0.0 --broker-host localhost --broker-port "$BROKER_PORT" \
+    --ca-file "$CERTS/ca.crt" --publisher-key "$CERTS/publisher.pub" --state-dir "$T/fleet"
+check "all $N devices of the fleet report idle 1.0.0" wait_until 120 'fleet_at idle 1.0.0'
+t_idle=$(now_ms)
+check "the fleet says all its devices connected" \
+    wait_until 10 "grep -q 'fleet all_connected devices=$N ' '$T/fleet.log'"
+connect_ms=$(grep -a -o 'all_connected devices=[0-9]* connect_ms=[0-9]*' "$T/fleet.log" |
+    head -n 1 | cut -d= -f3)
+check "one state directory per device" test -f "$T/fleet/$(printf 'dev-%0*d' "$WIDTH" "$N")/state.json"
+
+make_payload "$T/fw-1.1.0.bin" 65536
+pack sensor 1.1.0 "$T/fw-1.1.0.bin" "$T/sensor-1.1.0.ota"
+t_announce=$(now_ms)
+check "one mosquitto_pub of the release" announce sensor "file://$T/sensor-1.1.0.ota"
+check "all $N devices commit 1.1.0 (their state directories say so)" \
+    wait_until 180 'devices_committed 1.1.0'
+t_committed=$(now_ms)
+check "the gateway's ledger shows all $N devices committed 1.1.0" \
+    wait_until 60 'fleet_at committed 1.1.0'
+t_ledger=$(now_ms)
+for i in $(seq 1 $(((N + 9) / 10)) "$N" | head -n 10); do
+    id=$(printf 'dev-%0*d' "$WIDTH" "$i")
+    check "$id's installed payload is identical to the original" \
+        cmp -s "$T/fw-1.1.0.bin" "$T/fleet/$id/active/payload"
+done
+check "each device restarted in process: the fleet is still the same process" alive fleet
+check "nothing failed or rolled back" \
+    test "$(gw_status_json | jq '[.devices[] | select(.state == "failed" or .state == "rolled_back")] | length')" = 0
+
+# Let a summary line with the final counts come out, then read memory from it.
+sleep 5.5
+check "the fleet's summary counts every device committed" \
+    test "$(last_summary committed)" = "$N"
+echo "# fleet of $N devices: all connected ${connect_ms:-?} ms after start (fleet's own count);" \
+    "ledger shows all idle $((t_idle - t_spawn)) ms after spawn"
+echo "# announce -> all $N committed 1.1.0 (64 KiB): $((t_committed - t_announce)) ms;" \
+    "ledger shows $(fleet_count committed 1.1.0) committed $((t_ledger - t_announce)) ms after announce"
+echo "# fleet peak RSS $(last_summary peak_rss_kib) KiB, $(last_summary per_device_kib) KiB per device" \
+    "(peak minus the process before its devices, divided by $N)"
+
+t=$(now_ms)
+check "the fleet stops cleanly on SIGTERM, no sanitizer reports" stop_all_clean fleet
+echo "# fleet stopped in $(($(now_ms) - t)) ms"
+check "every device published offline on the way out" wait_until 20 'fleet_at offline 1.1.0'
+check "the gateway stops cleanly, no sanitizer reports" stop_all_clean gateway
+grep -a ' ota-device fleet stopped ' "$T/fleet.log" | sed 's/^/# /'
+finish
