@@ -487,11 +487,31 @@ static void download_complete(struct dev *d)
 	dev__verify_start(d);
 }
 
+/* Fault injection (tests only): a reproducible coin per fragment. */
+static bool test_drop(struct dev *d)
+{
+	if (d->rng == 0) {
+		d->rng = 0x9e3779b97f4a7c15ull ^ d->cfg.test_seed;
+		for (const char *p = d->cfg.id; *p; p++)
+			d->rng = (d->rng ^ (uint8_t)*p) * 0x100000001b3ull;
+		if (d->rng == 0)
+			d->rng = 1;
+	}
+	d->rng ^= d->rng << 13;
+	d->rng ^= d->rng >> 7;
+	d->rng ^= d->rng << 17;
+	return d->rng % 100 < d->cfg.test_drop_percent;
+}
+
 static void on_frag(struct dev *d, const void *payload, size_t len)
 {
 	struct proto_frag f;
 	if (proto_frag_decode(payload, len, &f) != 0) {
 		d->stats.msgs_bad++;
+		return;
+	}
+	if (d->cfg.test_drop_percent && test_drop(d)) {
+		d->stats.frags_dropped_test++;
 		return;
 	}
 	if (d->st != PROTO_ST_DOWNLOADING || !d->held || f.tag != d->tag) {
@@ -725,6 +745,14 @@ void dev_stop(struct dev *d, void (*on_stopped)(struct dev *d))
 	}
 	d->stopping = true;
 	d->on_stopped = on_stopped;
+	log_info("device=%s stats frags_ok=%llu dup=%llu dropped_test=%llu "
+		 "bad=%llu stale=%llu acks=%llu",
+		 d->cfg.id, (unsigned long long)d->stats.frags_ok,
+		 (unsigned long long)d->stats.frags_dup,
+		 (unsigned long long)d->stats.frags_dropped_test,
+		 (unsigned long long)d->stats.msgs_bad,
+		 (unsigned long long)d->stats.msgs_stale,
+		 (unsigned long long)d->stats.acks_sent);
 	if (d->held) {
 		checkpoint(d);
 		close_part(d);

@@ -34,6 +34,10 @@ struct dev_config {
 	uint32_t max_package_mb;
 	uint32_t checkpoint_every; /* fragments between progress saves */
 	char log_level[16];
+	/* Fault injection for tests only: drop this share of the fragments
+	 * that arrive, at random (seeded by test_seed and the device id). */
+	uint32_t test_drop_percent;
+	uint32_t test_seed;
 };
 
 /* What survives a restart or a power cut: state_dir/state.json. */
@@ -55,6 +59,7 @@ struct dev_persist {
 
 struct dev_stats {
 	uint64_t frags_ok, frags_dup, msgs_bad, msgs_stale, acks_sent;
+	uint64_t frags_dropped_test;
 };
 
 struct dev {
@@ -79,6 +84,7 @@ struct dev {
 	uint64_t last_status_ms;
 	uint64_t last_rx_ms, idle_ack_ms; /* re-ack when fragments stop */
 	struct dev_stats stats;
+	uint64_t rng; /* xorshift state for test_drop_percent */
 	bool busy; /* a job is in the thread pool */
 	bool stopping;
 	uv_work_t work;

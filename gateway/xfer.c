@@ -43,6 +43,15 @@ static void set_acked(struct gw_xfer *x, uint32_t i)
 	x->acked[i >> 3] |= (uint8_t)(1u << (i & 7));
 }
 
+/* Set i's bit; true when it was not set before. */
+static bool mark(struct gw_xfer *x, uint32_t i)
+{
+	if (is_acked(x, i))
+		return false;
+	set_acked(x, i);
+	return true;
+}
+
 /* Bytes in flight: [cum, next) at most, counted against the fleet cap. */
 static void account(struct gw *gw, struct gw_xfer *x)
 {
@@ -253,12 +262,17 @@ void gw__xfer_on_ack(struct gw *gw, struct gw_device *d,
 			 "resending from there",
 			 d->id, r->id, a->cum, x->cum);
 		reset_to(x, a->cum, now);
-	} else if (a->cum > x->cum) {
-		uint32_t last = a->cum - 1;
-		if (!x->retx[last % RING] && x->sent_ms[last % RING])
-			rtt_sample(x, (double)(now - x->sent_ms[last % RING]));
-		for (uint32_t i = x->cum; i < a->cum; i++)
-			set_acked(x, i);
+	}
+	/* Mark what this ack newly covers. The RTT sample comes from the
+	 * most recently sent of those (never from a resent one: Karn), so
+	 * a fragment that waited behind a hole does not inflate the RTT. */
+	uint64_t fresh = 0;
+	bool advanced = a->cum > x->cum;
+	for (uint32_t i = x->cum; i < a->cum; i++)
+		if (mark(x, i) && !x->retx[i % RING] &&
+		    x->sent_ms[i % RING] > fresh)
+			fresh = x->sent_ms[i % RING];
+	if (advanced) {
 		x->cum = a->cum;
 		x->progress_ms = now;
 	}
@@ -268,10 +282,20 @@ void gw__xfer_on_ack(struct gw *gw, struct gw_device *d,
 		if (i >= x->next)
 			break;
 		if (a->sack[b / 8] & (1u << (b % 8))) {
-			set_acked(x, i);
+			if (mark(x, i) && !x->retx[i % RING] &&
+			    x->sent_ms[i % RING] > fresh)
+				fresh = x->sent_ms[i % RING];
 			highest = i;
 		}
 	}
+	if (fresh)
+		rtt_sample(x, (double)(now - fresh));
+	else if (advanced && x->have_rtt)
+		/* New data is getting through: drop the timeout's backoff
+		 * even without a clean sample. */
+		x->rto = fmin(fmax(x->srtt + fmax(10.0, 4 * x->rttvar),
+				   RTO_MIN_MS),
+			      RTO_MAX_MS);
 	/* Holes with DUPTHRESH later fragments held: resend now rather than
 	 * wait for the timeout, unless sent again within one SRTT. */
 	double guard = x->have_rtt ? x->srtt : RTO_MIN_MS;
