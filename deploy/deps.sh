@@ -9,7 +9,7 @@ set -eu
 
 BUILD="gcc make pkg-config libmosquitto-dev libssl-dev libuv1-dev libjansson-dev
        liblmdb-dev libcurl4-openssl-dev libcmocka-dev"
-RUN="mosquitto mosquitto-clients openssl jq lmdb-utils procps iproute2 coreutils"
+RUN="mosquitto mosquitto-clients openssl jq lmdb-utils procps iproute2 coreutils docker-compose"
 
 missing=
 for p in $BUILD $RUN; do

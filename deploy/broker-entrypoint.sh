@@ -1,0 +1,22 @@
+#!/bin/sh
+# broker-entrypoint.sh: entrypoint of the broker service of docker-compose.yml (the official
+# eclipse-mosquitto:2 image, Alpine, so POSIX sh).
+#
+# Mosquitto 2 drops root for the "user" of its configuration (mosquitto) right after reading
+# it, before it loads certificates: broker.key must be readable by that user. The host's
+# key (certs/make-certs.sh) is mode 0600 for the host user and is mounted read-only at
+# /pki, so it is copied into /mosquitto/certs (a tmpfs, the path mosquitto.conf names),
+# owned by mosquitto, mode 0600. This replaces the image's own entrypoint, which would
+# chown -R everything under /mosquitto, read-only mounts included.
+set -eu
+SRC=${OTA_BROKER_PKI:-/pki}
+DST=${OTA_BROKER_CERTS:-/mosquitto/certs}
+mkdir -p "$DST"
+for f in ca.crt broker.crt broker.key; do
+    [ -r "$SRC/$f" ] || { echo "broker-entrypoint: $SRC/$f is missing (certs/make-certs.sh deploy/pki)" >&2; exit 1; }
+    cp "$SRC/$f" "$DST/$f"
+done
+chown mosquitto:mosquitto "$DST" "$DST/ca.crt" "$DST/broker.crt" "$DST/broker.key"
+chmod 0644 "$DST/ca.crt" "$DST/broker.crt"
+chmod 0600 "$DST/broker.key"
+exec /usr/sbin/mosquitto -c /mosquitto/config/mosquitto.conf
