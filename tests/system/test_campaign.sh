@@ -61,7 +61,9 @@ a1=$(dev_field dev-005 acked)
 sleep 1.5
 a2=$(dev_field dev-005 acked)
 check "pause stops the transfer ($a1 -> $a2 fragments)" test "$a1" = "$a2"
-ctl '{"action":"resume"}'
+check "ota-gateway ctl resume (the CLI) is acknowledged by the broker" \
+    "$GW" ctl resume --product sensor --broker-host localhost --broker-port "$BROKER_PORT" \
+    --ca-file "$CERTS/ca.crt" --cert-file "$CERTS/operator.crt" --key-file "$CERTS/operator.key"
 check "resume continues it" wait_until 10 "[ \"\$(dev_field dev-005 acked)\" -gt $a2 ]"
 ctl '{"action":"abort"}'
 check "abort ends it with a reason in the ledger" \
@@ -70,6 +72,13 @@ a3=$(dev_field dev-005 acked)
 sleep 1.5
 check "and nothing more is sent" test "$(dev_field dev-005 acked)" = "$a3"
 check "dev-005 still runs 1.0.0" test "$(dev_field dev-005 version)" = 1.0.0
+
+# An announcement of an older version than one already released changes nothing.
+pack sensor 1.0.5 "$T/fw.bin" "$T/p105.ota"
+announce sensor "file://$T/p105.ota"
+check "an older release is ignored" \
+    wait_until 10 "grep -q 'release sensor 1.0.5 ignored: 1.3.0 is already released' '$T/gateway.log'"
+check "and offered to nobody" test "$(events '.event == "offered" and .detail == "1.0.5"')" = 0
 
 # A device that was offline when 1.2.0 appeared gets it when it comes back.
 device_start dev-006 1.0.0 --group east

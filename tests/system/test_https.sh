@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Packages over https:// through libcurl on the gateway's loop: a good download, and
-# refusals for a missing file, a server that never answers, a package over the size cap, an endless body and a server
+# redirects (https only), refusals for a missing file, a server that never answers, a package over the size cap, an endless body and a server
 # the gateway does not trust; a server that is down at first is retried with backoff.
 . "$OTA_ROOT/tests/system/lib.sh"
 . "$OTA_ROOT/tests/system/ota.sh"
@@ -73,6 +73,26 @@ check "a server that is down at first is retried with backoff" \
 https_start late "$LATE" "$CERTS/broker.crt" "$CERTS/broker.key"
 check "and the release goes out once it is up" \
     wait_until 30 'all_devices committed 1.3.0 dev-001 dev-002'
+# Redirects: followed over https, refused towards plain http.
+RED=$(free_port)
+mkdir -p "$T/www-redirect"
+pack sensor 1.4.0 "$T/fw.bin" "$T/www/sensor-1.4.0.ota"
+printf 'HTTP/1.0 302 Found\r\nLocation: https://localhost:%s/sensor-1.4.0.ota\r\n\r\n' \
+    "$WEB" >"$T/www-redirect/moved.ota"
+printf 'HTTP/1.0 302 Found\r\nLocation: http://localhost:%s/sensor-1.4.0.ota\r\n\r\n' \
+    "$WEB" >"$T/www-redirect/downgrade.ota"
+cd "$T/www-redirect" || exit 1
+spawn redirect openssl s_server -HTTP -quiet -accept "127.0.0.1:$RED" \
+    -cert "$CERTS/broker.crt" -key "$CERTS/broker.key"
+cd - >/dev/null || exit 1
+wait_until 10 "port_listening $RED"
+n=$(refused)
+announce sensor "https://localhost:$RED/downgrade.ota"
+check "a redirect to plain http:// is refused" \
+    wait_until 10 "[ \$(refused) -gt $n ] && grep -qi 'downgrade.ota.*http' '$T/gateway.log'"
+announce sensor "https://localhost:$RED/moved.ota"
+check "an https redirect is followed and the release goes out" \
+    wait_until 30 'all_devices committed 1.4.0 dev-001 dev-002'
 check "the gateway's loop kept serving: everything stops cleanly" \
     stop_all_clean gateway dev-001 dev-002
 finish
