@@ -3,6 +3,7 @@
 #include "device-client/dev.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -40,7 +41,7 @@ int dev__persist(struct dev *d)
 	proto_hex_encode(d->p.sig, PROTO_SIG_LEN, sig);
 	json_t *o = json_pack(
 	    "{s:s,s:s,s:s,s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:s,s:s,s:I,s:I,s:I,"
-	    "s:I,s:I,s:I}",
+	    "s:I,s:I,s:I,s:s}",
 	    "version", d->p.version, "slot", slot, "phase",
 	    st_name(d->p.phase), "release", d->p.release, "manifest",
 	    d->p.manifest ? d->p.manifest : "", "sig", sig, "fragment_size",
@@ -51,7 +52,8 @@ int dev__persist(struct dev *d)
 	    "t_downloaded", (json_int_t)d->p.t_downloaded, "t_verified",
 	    (json_int_t)d->p.t_verified, "t_installed",
 	    (json_int_t)d->p.t_installed, "t_restart",
-	    (json_int_t)d->p.t_restart, "t_up", (json_int_t)d->p.t_up);
+	    (json_int_t)d->p.t_restart, "t_up", (json_int_t)d->p.t_up,
+	    "refused", d->p.refused);
 	char *s = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
 	json_decref(o);
 	if (!s)
@@ -89,6 +91,7 @@ static int dev_load(struct dev *d, char *err, size_t errlen)
 	const char *sig = json_string_value(json_object_get(o, "sig"));
 	const char *pv = json_string_value(json_object_get(o, "prev_version"));
 	const char *er = json_string_value(json_object_get(o, "error"));
+	const char *rf = json_string_value(json_object_get(o, "refused"));
 	uint32_t parts[3];
 	if (!ver || proto_version_parse(ver, parts) != 0 || !slot ||
 	    (strcmp(slot, "a") && strcmp(slot, "b")) || !ph ||
@@ -104,6 +107,7 @@ static int dev_load(struct dev *d, char *err, size_t errlen)
 	snprintf(d->p.prev_version, sizeof(d->p.prev_version), "%s",
 		 pv ? pv : "");
 	snprintf(d->p.error, sizeof(d->p.error), "%s", er ? er : "");
+	snprintf(d->p.refused, sizeof(d->p.refused), "%s", rf ? rf : "");
 	d->p.manifest = man[0] ? strdup(man) : NULL;
 	if (sig[0])
 		proto_hex_decode(sig, d->p.sig, PROTO_SIG_LEN);
@@ -411,6 +415,12 @@ static void on_offer(struct dev *d, const void *payload, size_t len)
 			  perr.text);
 		return;
 	}
+	if (!strcmp(o.release, d->p.refused)) {
+		d->stats.msgs_stale++;
+		log_info("device=%s offer of %s ignored: it was rolled back "
+			 "here", d->cfg.id, o.release);
+		goto out;
+	}
 	bool same = !strcmp(o.release, d->p.release);
 	if (same && d->st == PROTO_ST_DOWNLOADING && d->held) {
 		send_ack(d); /* the gateway lost track: say where we are */
@@ -634,7 +644,8 @@ int dev_init(struct dev *d, uv_loop_t *loop, const struct dev_config *cfg,
 	snprintf(d->topic_ack, sizeof(d->topic_ack), "ota/dev/%s/ack", cfg->id);
 	uv_timer_init(loop, &d->ack_timer);
 	uv_timer_init(loop, &d->status_timer);
-	d->ack_timer.data = d->status_timer.data = d;
+	uv_timer_init(loop, &d->health_timer);
+	d->ack_timer.data = d->status_timer.data = d->health_timer.data = d;
 	return 0;
 }
 
@@ -732,9 +743,10 @@ static void mq_stopped(void *ud)
 {
 	struct dev *d = ud;
 	d->mq = NULL;
-	d->pending_closes = 2;
+	d->pending_closes = 3;
 	uv_close((uv_handle_t *)&d->ack_timer, timer_closed);
 	uv_close((uv_handle_t *)&d->status_timer, timer_closed);
+	uv_close((uv_handle_t *)&d->health_timer, timer_closed);
 }
 
 void dev_stop(struct dev *d, void (*on_stopped)(struct dev *d))
@@ -745,6 +757,8 @@ void dev_stop(struct dev *d, void (*on_stopped)(struct dev *d))
 	}
 	d->stopping = true;
 	d->on_stopped = on_stopped;
+	if (d->health_running) /* its exit is ignored: we are stopping */
+		uv_process_kill(&d->health_proc, SIGKILL);
 	log_info("device=%s stats frags_ok=%llu dup=%llu dropped_test=%llu "
 		 "bad=%llu stale=%llu acks=%llu",
 		 d->cfg.id, (unsigned long long)d->stats.frags_ok,

@@ -27,6 +27,8 @@ struct dev_config {
 	char publisher_key[PATH_MAX];
 	char state_dir[PATH_MAX];
 	char restart_command[1024]; /* "" = re-execute the client */
+	char health_command[1024];  /* "" = up means healthy */
+	uint32_t health_timeout_s;
 	/* With no restart_command: restart in this process (dev_stop, then
 	 * dev_init + dev_start on the same struct dev) instead of
 	 * re-executing it. Set by fleet mode; not a configuration key. */
@@ -46,6 +48,7 @@ struct dev_persist {
 	char slot; /* active slot, 'a' or 'b' */
 	enum proto_state phase;
 	char release[PROTO_RELEASE_HEX_LEN + 1];
+	char refused[PROTO_RELEASE_HEX_LEN + 1]; /* rolled back: never again */
 	char *manifest; /* signed manifest of the update in progress */
 	uint8_t sig[PROTO_SIG_LEN];
 	uint32_t fragment_size, fragments, window;
@@ -91,6 +94,9 @@ struct dev {
 	int work_rc;
 	char work_err[PROTO_ERROR_MAX + 1];
 	uv_process_t proc;
+	uv_process_t health_proc;
+	uv_timer_t health_timer;
+	bool health_running, health_timed_out;
 	void (*on_stopped)(struct dev *d);
 	int pending_closes; /* timers dev_stop is still closing */
 };

@@ -1,6 +1,7 @@
 /* After the download: verify the image, install it into the inactive
  * slot, switch slots atomically, restart, and commit or roll back. */
 #include <errno.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
 #include <stdio.h>
@@ -98,6 +99,7 @@ static void rollback(struct dev *d, const char *why)
 {
 	char err[256];
 	d->p.slot = other(d->p.slot);
+	snprintf(d->p.refused, sizeof(d->p.refused), "%s", d->p.release);
 	if (switch_active(d, d->p.slot, err, sizeof(err)) != 0)
 		log_warnx("device=%s rollback: %s", d->cfg.id, err);
 	log_warnx("device=%s rolled back to %s (slot %c): %s", d->cfg.id,
@@ -246,6 +248,80 @@ void dev__verify_start(struct dev *d)
 	}
 }
 
+static void commit(struct dev *d)
+{
+	snprintf(d->p.version, sizeof(d->p.version), "%s", d->m.version);
+	d->p.t_up = util_wall_ms();
+	d->p.held = 0;
+	log_info("device=%s up on version %s (slot %c): committed", d->cfg.id,
+		 d->p.version, d->p.slot);
+	dev__set_state(d, PROTO_ST_COMMITTED, NULL);
+	dev__persist(d);
+}
+
+static void health_timeout(uv_timer_t *t)
+{
+	struct dev *d = t->data;
+	d->health_timed_out = true;
+	uv_process_kill(&d->health_proc, SIGKILL);
+}
+
+static void health_exit(uv_process_t *p, int64_t status, int sig)
+{
+	struct dev *d = p->data;
+	char why[PROTO_ERROR_MAX + 1];
+	uv_timer_stop(&d->health_timer);
+	uv_close((uv_handle_t *)p, NULL);
+	d->health_running = false;
+	d->busy = false;
+	if (d->stopping)
+		return; /* checked again on the next start */
+	if (d->health_timed_out) {
+		snprintf(why, sizeof(why), "health check timed out after %u s",
+			 d->cfg.health_timeout_s);
+	} else if (status != 0 || sig != 0) {
+		snprintf(why, sizeof(why), "health check failed (exit %lld%s%s)",
+			 (long long)status, sig ? ", signal " : "",
+			 sig ? strsignal(sig) : "");
+	} else {
+		log_info("device=%s health check passed", d->cfg.id);
+		commit(d);
+		return;
+	}
+	rollback(d, why);
+}
+
+/* Run the operator's health check for the new version, with a timeout. */
+static void health_check(struct dev *d)
+{
+	char slotdir[PATH_MAX], env_ver[64], env_slot[PATH_MAX + 16];
+	snprintf(slotdir, sizeof(slotdir), "%s/slot-%c", d->cfg.state_dir,
+		 d->p.slot);
+	snprintf(env_ver, sizeof(env_ver), "OTA_VERSION=%s", d->m.version);
+	snprintf(env_slot, sizeof(env_slot), "OTA_SLOT_DIR=%s", slotdir);
+	char *args[] = {"/bin/sh", "-c", d->cfg.health_command, NULL};
+	char *env[] = {env_ver, env_slot, "PATH=/usr/local/bin:/usr/bin:/bin",
+		       NULL};
+	uv_process_options_t po = {.file = "/bin/sh",
+				   .args = args,
+				   .env = env,
+				   .exit_cb = health_exit};
+	d->health_proc.data = d;
+	d->health_timed_out = false;
+	int rc = uv_spawn(d->loop, &d->health_proc, &po);
+	if (rc != 0) {
+		char why[PROTO_ERROR_MAX + 1];
+		snprintf(why, sizeof(why), "cannot run the health check: %s",
+			 uv_strerror(rc));
+		rollback(d, why);
+		return;
+	}
+	d->health_running = true;
+	d->busy = true;
+	uv_timer_start(&d->health_timer, health_timeout,
+		       (uint64_t)d->cfg.health_timeout_s * 1000, 0);
+}
+
 void dev__resume_after_restart(struct dev *d)
 {
 	char why[PROTO_ERROR_MAX + 1], verfile[PATH_MAX], *ver = NULL;
@@ -263,11 +339,10 @@ void dev__resume_after_restart(struct dev *d)
 		return;
 	}
 	free(ver);
-	snprintf(d->p.version, sizeof(d->p.version), "%s", d->m.version);
-	d->p.t_up = util_wall_ms();
-	d->p.held = 0;
-	log_info("device=%s up on version %s (slot %c): committed", d->cfg.id,
-		 d->p.version, d->p.slot);
-	dev__set_state(d, PROTO_ST_COMMITTED, NULL);
-	dev__persist(d);
+	if (d->cfg.health_command[0]) {
+		d->st = PROTO_ST_RESTARTING;
+		health_check(d);
+		return;
+	}
+	commit(d);
 }

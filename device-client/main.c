@@ -38,6 +38,10 @@ static const struct conf_key dev_keys[] = {
       "slots, progress and state.json live here"),
     K("restart_command", CONF_STR, dev.restart_command, 0, 0,
       "run to restart into the new version (default: re-exec)"),
+    K("health_command", CONF_STR, dev.health_command, 0, 0,
+      "run after the restart; exit 0 = healthy, else roll back"),
+    K("health_timeout_s", CONF_U32, dev.health_timeout_s, 1, 86400,
+      "a health check running longer fails"),
     K("max_package_mb", CONF_U32, dev.max_package_mb, 1, 1u << 20,
       "largest package accepted, MiB"),
     K("test_drop_percent", CONF_U32, dev.test_drop_percent, 0, 100,
@@ -69,6 +73,7 @@ static void defaults(struct main_conf *mc)
 	snprintf(c->state_dir, sizeof(c->state_dir), "ota-device-state");
 	c->max_package_mb = 512;
 	c->checkpoint_every = 64;
+	c->health_timeout_s = 30;
 	/* log_level "" = info, or warn in fleet mode (see check) */
 	snprintf(mc->fleet.prefix, sizeof(mc->fleet.prefix), "dev-");
 	mc->fleet.first = 1;
