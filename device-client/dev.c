@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -759,14 +760,16 @@ void dev_stop(struct dev *d, void (*on_stopped)(struct dev *d))
 	d->on_stopped = on_stopped;
 	if (d->health_running) /* its exit is ignored: we are stopping */
 		uv_process_kill(&d->health_proc, SIGKILL);
+	struct rusage ru;
+	getrusage(RUSAGE_SELF, &ru);
 	log_info("device=%s stats frags_ok=%llu dup=%llu dropped_test=%llu "
-		 "bad=%llu stale=%llu acks=%llu",
+		 "bad=%llu stale=%llu acks=%llu peak_rss_kib=%ld",
 		 d->cfg.id, (unsigned long long)d->stats.frags_ok,
 		 (unsigned long long)d->stats.frags_dup,
 		 (unsigned long long)d->stats.frags_dropped_test,
 		 (unsigned long long)d->stats.msgs_bad,
 		 (unsigned long long)d->stats.msgs_stale,
-		 (unsigned long long)d->stats.acks_sent);
+		 (unsigned long long)d->stats.acks_sent, ru.ru_maxrss);
 	if (d->held) {
 		checkpoint(d);
 		close_part(d);

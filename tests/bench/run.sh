@@ -26,6 +26,17 @@ tmp=$(mktemp)
     echo "Command: \`tests/bench/loop_stall.sh\`."
     echo
     bash "$ROOT/tests/bench/loop_stall.sh" "$BUILD"
+    echo
+    echo "## Device client memory against package size"
+    echo
+    echo "One device (the real client, not a simulation) takes 1, 16 and 64 MiB packages"
+    echo "(4 KiB fragments, window 32). Fragments go straight to the inactive slot, progress"
+    echo "is a bitmap of one bit per fragment, and the image digest is streamed in 64 KiB"
+    echo "reads, so memory does not grow with the package. Peak RSS is the process's own"
+    echo "\`ru_maxrss\` (kept across the re-exec into the new version)."
+    echo "Command: \`tests/bench/device_rss.sh\`."
+    echo
+    bash "$ROOT/tests/bench/device_rss.sh" "$BUILD"
 } >"$tmp" || { rm -f "$tmp"; exit 1; }
 mv "$tmp" "$OUT"
 echo "wrote $OUT"
