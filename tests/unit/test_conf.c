@@ -14,6 +14,8 @@
 
 #include <cmocka.h>
 
+#include "tests/unit/fixture.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <ftw.h>
@@ -50,42 +52,8 @@ static void tconf_defaults(struct tconf *c)
 	snprintf(c->log_level, sizeof(c->log_level), "info");
 }
 
-struct fx {
-	char dir[64];
-	char path[128]; /* dir/test.conf */
-};
-
-static int rm_cb(const char *path, const struct stat *st, int flag,
-		 struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
-static int setup(void **state)
-{
-	struct fx *f = calloc(1, sizeof(*f));
-	if (!f)
-		return -1;
-	snprintf(f->dir, sizeof(f->dir), "/tmp/ota-conf.XXXXXX");
-	if (!mkdtemp(f->dir)) {
-		free(f);
-		return -1;
-	}
-	snprintf(f->path, sizeof(f->path), "%s/test.conf", f->dir);
-	*state = f;
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	struct fx *f = *state;
-	nftw(f->dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
-	free(f);
-	return 0;
-}
+static int setup(void **state) { return fx_setup_named(state, "test.conf"); }
+static int teardown(void **state) { return fx_teardown(state); }
 
 static void write_file(const char *path, const char *text)
 {
@@ -280,7 +248,7 @@ static void test_conf_file_errors(void **state)
 
 	/* A missing file names the file. */
 	char missing[160];
-	snprintf(missing, sizeof(missing), "%s/nope.conf", f->dir);
+	snprintf(missing, sizeof(missing), "%s/nope.conf", f->root);
 	tconf_defaults(&c);
 	assert_int_equal(conf_load_file(missing, keys, &c, err, sizeof(err)),
 			 -1);
@@ -493,7 +461,7 @@ static void test_argv_config_file(void **state)
 	err_has(f, err, 2, "'port'", NULL);
 	/* A missing file. */
 	char missing[160];
-	snprintf(missing, sizeof(missing), "%s/nope.conf", f->dir);
+	snprintf(missing, sizeof(missing), "%s/nope.conf", f->root);
 	assert_int_equal(RUN(&c, &cli, err, "-c", missing), -1);
 	assert_non_null(strstr(err, missing));
 }
@@ -502,7 +470,7 @@ static void test_argv_config_file(void **state)
 
 static void path_in(char *out, size_t n, const struct fx *f, const char *name)
 {
-	assert_int_equal(util_path(out, n, f->dir, name), 0);
+	assert_int_equal(util_path(out, n, f->root, name), 0);
 }
 
 static size_t dir_entries(const char *dir)
@@ -551,7 +519,7 @@ static void test_util_write_atomic(void **state)
 	assert_string_equal(buf, "hello world");
 	free(buf);
 	assert_int_equal(access(tmp, F_OK), -1);
-	assert_int_equal(dir_entries(f->dir), 1);
+	assert_int_equal(dir_entries(f->root), 1);
 
 	/* Replacing with shorter content leaves no old tail; new mode. */
 	assert_int_equal(util_write_atomic(p, "bye", 3, 0644, err, sizeof(err)),
@@ -564,7 +532,7 @@ static void test_util_write_atomic(void **state)
 	assert_string_equal(buf, "bye");
 	free(buf);
 	assert_int_equal(access(tmp, F_OK), -1);
-	assert_int_equal(dir_entries(f->dir), 1);
+	assert_int_equal(dir_entries(f->root), 1);
 
 	/* Empty content. */
 	assert_int_equal(util_write_atomic(p, "", 0, 0600, err, sizeof(err)),
@@ -574,12 +542,12 @@ static void test_util_write_atomic(void **state)
 
 	/* Into a missing directory: an error naming the path, no file. */
 	char bad[200];
-	snprintf(bad, sizeof(bad), "%s/missing/x", f->dir);
+	snprintf(bad, sizeof(bad), "%s/missing/x", f->root);
 	err[0] = '\0';
 	assert_int_equal(util_write_atomic(bad, "x", 1, 0600, err, sizeof(err)),
 			 -1);
 	assert_non_null(strstr(err, bad));
-	assert_int_equal(dir_entries(f->dir), 1);
+	assert_int_equal(dir_entries(f->root), 1);
 	umask(old);
 }
 
@@ -615,7 +583,7 @@ static void test_util_read_file(void **state)
 
 	/* Missing file, directory. */
 	char missing[200];
-	snprintf(missing, sizeof(missing), "%s/nope", f->dir);
+	snprintf(missing, sizeof(missing), "%s/nope", f->root);
 	buf = NULL;
 	assert_int_equal(util_read_file(missing, 10, &buf, &len, err,
 					sizeof(err)),
@@ -623,7 +591,7 @@ static void test_util_read_file(void **state)
 	assert_null(buf);
 	assert_non_null(strstr(err, missing));
 	assert_non_null(strstr(err, "No such file"));
-	assert_int_equal(util_read_file(f->dir, 10, &buf, &len, err,
+	assert_int_equal(util_read_file(f->root, 10, &buf, &len, err,
 					sizeof(err)),
 			 -1);
 	assert_non_null(strstr(err, "not a regular file"));
@@ -634,28 +602,28 @@ static void test_util_mkdirs(void **state)
 	struct fx *f = *state;
 	char p[200], err[256] = "";
 	struct stat st;
-	snprintf(p, sizeof(p), "%s/a/b/c", f->dir);
+	snprintf(p, sizeof(p), "%s/a/b/c", f->root);
 	assert_int_equal(util_mkdirs(p, 0700, err, sizeof(err)), 0);
 	assert_int_equal(stat(p, &st), 0);
 	assert_true(S_ISDIR(st.st_mode));
 	assert_int_equal(st.st_mode & 0777, 0700);
-	snprintf(p, sizeof(p), "%s/a/b", f->dir);
+	snprintf(p, sizeof(p), "%s/a/b", f->root);
 	assert_int_equal(stat(p, &st), 0);
 	assert_int_equal(st.st_mode & 0777, 0700);
 	/* Again: fine. With a trailing slash: fine. */
-	snprintf(p, sizeof(p), "%s/a/b/c", f->dir);
+	snprintf(p, sizeof(p), "%s/a/b/c", f->root);
 	assert_int_equal(util_mkdirs(p, 0700, err, sizeof(err)), 0);
-	snprintf(p, sizeof(p), "%s/a/b/d/", f->dir);
+	snprintf(p, sizeof(p), "%s/a/b/d/", f->root);
 	assert_int_equal(util_mkdirs(p, 0700, err, sizeof(err)), 0);
-	snprintf(p, sizeof(p), "%s/a/b/d", f->dir);
+	snprintf(p, sizeof(p), "%s/a/b/d", f->root);
 	assert_int_equal(stat(p, &st), 0);
 	assert_true(S_ISDIR(st.st_mode));
 
 	/* Through a regular file: refused with a message. */
 	char file[200];
-	snprintf(file, sizeof(file), "%s/plain", f->dir);
+	snprintf(file, sizeof(file), "%s/plain", f->root);
 	write_file(file, "x");
-	snprintf(p, sizeof(p), "%s/plain/sub", f->dir);
+	snprintf(p, sizeof(p), "%s/plain/sub", f->root);
 	err[0] = '\0';
 	assert_int_equal(util_mkdirs(p, 0700, err, sizeof(err)), -1);
 	assert_non_null(strstr(err, "plain"));
@@ -752,7 +720,7 @@ static void test_util_privkey_mode(void **state)
 
 	/* Missing key file. */
 	char missing[200];
-	snprintf(missing, sizeof(missing), "%s/none.key", f->dir);
+	snprintf(missing, sizeof(missing), "%s/none.key", f->root);
 	err[0] = '\0';
 	assert_int_equal(util_load_privkey(missing, sk, err, sizeof(err)), -1);
 	assert_non_null(strstr(err, missing));

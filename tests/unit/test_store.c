@@ -12,6 +12,8 @@
 
 #include <cmocka.h>
 
+#include "tests/unit/fixture.h"
+
 #include <ftw.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -19,42 +21,8 @@
 
 #include "store/store.h"
 
-struct fx {
-	char root[64];
-	char db[96];
-};
-
-static int rm_cb(const char *path, const struct stat *st, int flag,
-		 struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
-static int setup(void **state)
-{
-	struct fx *f = calloc(1, sizeof(*f));
-	if (!f)
-		return -1;
-	snprintf(f->root, sizeof(f->root), "/tmp/ota-store.XXXXXX");
-	if (!mkdtemp(f->root)) {
-		free(f);
-		return -1;
-	}
-	snprintf(f->db, sizeof(f->db), "%s/db", f->root);
-	*state = f;
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	struct fx *f = *state;
-	nftw(f->root, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
-	free(f);
-	return 0;
-}
+static int setup(void **state) { return fx_setup_named(state, "db"); }
+static int teardown(void **state) { return fx_teardown(state); }
 
 static struct store *open_rw(const char *dir, uint64_t map, uint64_t max)
 {
@@ -184,9 +152,9 @@ static void test_strerror(void **state)
 static void test_open_creates_dir_0700(void **state)
 {
 	struct fx *f = *state;
-	struct store *s = open_rw(f->db, 0, 0);
+	struct store *s = open_rw(f->path, 0, 0);
 	struct stat st;
-	assert_int_equal(stat(f->db, &st), 0);
+	assert_int_equal(stat(f->path, &st), 0);
 	assert_true(S_ISDIR(st.st_mode));
 	assert_int_equal(st.st_mode & 0777, 0700);
 	assert_int_equal(store_pending(s), 0);
@@ -200,7 +168,7 @@ static void test_open_creates_dir_0700(void **state)
 static void test_put_commit_get(void **state)
 {
 	struct fx *f = *state;
-	struct store *s = open_rw(f->db, 0, 0);
+	struct store *s = open_rw(f->path, 0, 0);
 	put_str(s, STORE_RELEASES, "r1", "{\"version\":\"1.0.0\"}");
 	put_str(s, STORE_DEVICES, "dev-001", "{\"state\":\"idle\"}");
 	assert_int_equal(store_put(s, STORE_META, "empty", "", 0), 0);
@@ -227,7 +195,7 @@ static void test_put_commit_get(void **state)
 	store_close(s);
 
 	/* Committed data survives close and reopen. */
-	s = open_rw(f->db, 0, 0);
+	s = open_rw(f->path, 0, 0);
 	get_is(s, STORE_RELEASES, "r1", "{\"version\":\"1.0.0\"}");
 	get_is(s, STORE_DEVICES, "dev-001", "{\"state\":\"idle\"}");
 	size_t n = 0;
@@ -242,7 +210,7 @@ static void test_put_commit_get(void **state)
 static void test_take_commit_return(void **state)
 {
 	struct fx *f = *state;
-	struct store *s = open_rw(f->db, 0, 0);
+	struct store *s = open_rw(f->path, 0, 0);
 	char err[256];
 	assert_null(store_take_batch(s));
 	put_str(s, STORE_DEVICES, "d1", "v1");
@@ -269,7 +237,7 @@ static void test_take_commit_return(void **state)
 static void test_uncommitted_not_visible(void **state)
 {
 	struct fx *f = *state;
-	struct store *s = open_rw(f->db, 0, 0);
+	struct store *s = open_rw(f->path, 0, 0);
 	put_str(s, STORE_DEVICES, "d1", "old");
 	commit_ok(s);
 	put_str(s, STORE_DEVICES, "d1", "new");
@@ -282,7 +250,7 @@ static void test_uncommitted_not_visible(void **state)
 	assert_int_equal(n, 1);
 	/* Closing without a commit drops the batch. */
 	store_close(s);
-	s = open_rw(f->db, 0, 0);
+	s = open_rw(f->path, 0, 0);
 	assert_int_equal(store_pending(s), 0);
 	get_is(s, STORE_DEVICES, "d1", "old");
 	get_missing(s, STORE_DEVICES, "d2");
@@ -292,7 +260,7 @@ static void test_uncommitted_not_visible(void **state)
 static void test_later_put_wins(void **state)
 {
 	struct fx *f = *state;
-	struct store *s = open_rw(f->db, 0, 0);
+	struct store *s = open_rw(f->path, 0, 0);
 	put_str(s, STORE_DEVICES, "d1", "first");
 	put_str(s, STORE_DEVICES, "d1", "second, longer value");
 	put_str(s, STORE_DEVICES, "d1", "third");
@@ -323,7 +291,7 @@ static int concat_cb(void *ud, const void *key, size_t klen, const char *val,
 static void test_foreach_order_and_stop(void **state)
 {
 	struct fx *f = *state;
-	struct store *s = open_rw(f->db, 0, 0);
+	struct store *s = open_rw(f->path, 0, 0);
 	put_str(s, STORE_DEVICES, "c", "3");
 	put_str(s, STORE_DEVICES, "a", "1");
 	put_str(s, STORE_DEVICES, "b", "2");
@@ -346,7 +314,7 @@ static void test_foreach_order_and_stop(void **state)
 static void test_events_sequence(void **state)
 {
 	struct fx *f = *state;
-	struct store *s = open_rw(f->db, 0, 0);
+	struct store *s = open_rw(f->path, 0, 0);
 	char buf[32];
 	for (int i = 0; i < 5; i++) {
 		snprintf(buf, sizeof(buf), "{\"n\":%d}", i);
@@ -382,7 +350,7 @@ static void test_events_sequence(void **state)
 	store_close(s);
 
 	/* Reopen: the sequence continues, nothing is overwritten. */
-	s = open_rw(f->db, 0, 0);
+	s = open_rw(f->path, 0, 0);
 	assert_int_equal(store_event(s, "{\"n\":5}"), 0);
 	assert_int_equal(store_event(s, "{\"n\":6}"), 0);
 	commit_ok(s);
@@ -444,7 +412,7 @@ static int ro_child(const char *dir)
 static void test_readonly(void **state)
 {
 	struct fx *f = *state;
-	struct store *w = open_rw(f->db, 0, 0);
+	struct store *w = open_rw(f->path, 0, 0);
 	put_str(w, STORE_DEVICES, "d1", "committed");
 	assert_int_equal(store_event(w, "{\"e\":1}"), 0);
 	commit_ok(w);
@@ -454,7 +422,7 @@ static void test_readonly(void **state)
 	pid_t pid = fork();
 	assert_true(pid >= 0);
 	if (pid == 0)
-		_exit(ro_child(f->db));
+		_exit(ro_child(f->path));
 	int st = 0;
 	assert_int_equal(waitpid(pid, &st, 0), pid);
 	assert_true(WIFEXITED(st));
@@ -462,7 +430,7 @@ static void test_readonly(void **state)
 	store_close(w);
 
 	/* The same in this process, after the writer closed. */
-	struct store *r = open_ro(f->db);
+	struct store *r = open_ro(f->path);
 	get_is(r, STORE_DEVICES, "d1", "committed");
 	get_missing(r, STORE_DEVICES, "d2");
 	assert_int_equal(store_put(r, STORE_DEVICES, "d3", "x", 1),
@@ -495,7 +463,7 @@ static void test_readonly_missing_dir(void **state)
 static void test_invalid_args(void **state)
 {
 	struct fx *f = *state;
-	struct store *s = open_rw(f->db, 0, 0);
+	struct store *s = open_rw(f->path, 0, 0);
 	char key512[513], *v = NULL;
 	size_t len = 0, n = 0;
 	memset(key512, 'k', 512);
@@ -539,7 +507,7 @@ static void put_big_batch(struct store *s, const char *prefix)
 static void test_map_grows(void **state)
 {
 	struct fx *f = *state;
-	struct store *s = open_rw(f->db, TINY_MAP, 16u << 20);
+	struct store *s = open_rw(f->path, TINY_MAP, 16u << 20);
 	assert_int_equal(store_map_size(s), TINY_MAP);
 	put_str(s, STORE_DEVICES, "before", "intact");
 	commit_ok(s);
@@ -562,7 +530,7 @@ static void test_map_grows(void **state)
 	store_close(s);
 
 	/* Reopening with the tiny map again still reads it all. */
-	s = open_rw(f->db, TINY_MAP, 16u << 20);
+	s = open_rw(f->path, TINY_MAP, 16u << 20);
 	n = 0;
 	assert_int_equal(store_foreach(s, STORE_RELEASES, count_cb, &n), 0);
 	assert_int_equal(n, NBIG);
@@ -573,7 +541,7 @@ static void test_map_grows(void **state)
 static void test_map_full_keeps_batch(void **state)
 {
 	struct fx *f = *state;
-	struct store *s = open_rw(f->db, TINY_MAP, TINY_MAP);
+	struct store *s = open_rw(f->path, TINY_MAP, TINY_MAP);
 	put_str(s, STORE_DEVICES, "before", "intact");
 	assert_int_equal(store_event(s, "{\"e\":0}"), 0);
 	commit_ok(s);
@@ -610,7 +578,7 @@ static void test_map_full_keeps_batch(void **state)
 	store_close(s);
 
 	/* Reopen: earlier data intact, nothing of the batch. */
-	s = open_rw(f->db, 0, 0);
+	s = open_rw(f->path, 0, 0);
 	get_is(s, STORE_DEVICES, "before", "intact");
 	get_missing(s, STORE_RELEASES, "big-000");
 	get_missing(s, STORE_RELEASES, "big-119");
