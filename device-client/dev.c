@@ -374,11 +374,15 @@ static int check_offer(struct dev *d, const struct proto_offer *o,
 				 "is '%s'", m->product, d->cfg.product);
 		return -1;
 	}
-	if (proto_version_cmp(m->version, d->p.version, &c) != 0 || c <= 0) {
+	if (proto_version_cmp(m->version, d->p.version, &c) != 0 || c == 0 ||
+	    (c < 0 && !m->downgrade)) {
 		snprintf(why, n, "version %s is not newer than the running "
 				 "%s (anti-rollback)", m->version, d->p.version);
 		return 1;
 	}
+	if (c < 0)
+		log_warnx("device=%s accepting a signed downgrade %s -> %s",
+			  d->cfg.id, d->p.version, m->version);
 	if (m->size > (uint64_t)d->cfg.max_package_mb << 20) {
 		snprintf(why, n, "package of %llu bytes exceeds this device's "
 				 "limit of %u MiB",

@@ -129,6 +129,7 @@ void gw__campaign_finished(struct gw *gw, struct gw_release *r, bool ok)
 struct abort_ctx {
 	struct gw *gw;
 	struct gw_release *r;
+	const char *why;
 };
 
 static void abort_walk(const void *node, VISIT v, void *ud)
@@ -139,11 +140,23 @@ static void abort_walk(const void *node, VISIT v, void *ud)
 	struct gw_device *d = *(struct gw_device *const *)node;
 	if (!d->x || strcmp(d->release, c->r->id) != 0)
 		return;
-	snprintf(d->error, sizeof(d->error), "update aborted by the operator");
+	snprintf(d->error, sizeof(d->error), "update %s", c->why);
 	d->finished_ms = util_wall_ms();
 	gw__event(c->gw, d->id, c->r->id, "aborted", NULL);
 	gw__device_dirty(c->gw, d);
 	gw__xfer_free(c->gw, d);
+}
+
+void gw__campaign_abort(struct gw *gw, struct gw_release *r, const char *why)
+{
+	r->aborted = true;
+	snprintf(r->pause_reason, sizeof(r->pause_reason), "%s", why);
+	struct abort_ctx ac = {gw, r, why};
+	twalk_r(gw->devices, abort_walk, &ac);
+	r->active = 0;
+	log_warnx("release=%s ABORTED: %s", r->id, why);
+	gw__event(gw, NULL, r->id, "release_aborted", why);
+	gw__release_save(gw, r);
 }
 
 static struct gw_release *newest_of(struct gw *gw, const char *product)
@@ -199,15 +212,9 @@ void gw__control(struct gw *gw, const char *product, const void *payload,
 		log_info("release=%s resumed by the operator", r->id);
 		gw__event(gw, NULL, r->id, "resumed", NULL);
 		break;
-	case PROTO_ACT_ABORT: {
-		r->aborted = true;
-		struct abort_ctx ac = {gw, r};
-		twalk_r(gw->devices, abort_walk, &ac);
-		r->active = 0;
-		log_warnx("release=%s ABORTED by the operator", r->id);
-		gw__event(gw, NULL, r->id, "release_aborted", NULL);
+	case PROTO_ACT_ABORT:
+		gw__campaign_abort(gw, r, "aborted by the operator");
 		break;
-	}
 	}
 	gw__release_save(gw, r);
 	if (c.action == PROTO_ACT_RESUME)

@@ -149,6 +149,8 @@ void gw__campaign_init(struct gw *gw, struct gw_release *r);
 bool gw__campaign_admit(const struct gw_release *r);
 void gw__campaign_started(struct gw *gw, struct gw_release *r);
 void gw__campaign_finished(struct gw *gw, struct gw_release *r, bool ok);
+/* End every unfinished transfer of r for good; r is never offered again. */
+void gw__campaign_abort(struct gw *gw, struct gw_release *r, const char *why);
 void gw__control(struct gw *gw, const char *product, const void *payload,
 		 size_t len);
 void gw__release_save(struct gw *gw, struct gw_release *r);

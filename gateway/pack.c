@@ -24,6 +24,7 @@ struct pack_opts {
 	char version[PROTO_VERSION_MAX + 1];
 	char payload[PATH_MAX];
 	bool json;
+	bool downgrade;
 };
 
 #define K(name, type, field, help)                                             \
@@ -39,6 +40,8 @@ static const struct conf_key pack_keys[] = {
     K("version", CONF_STR, version, "version MAJOR.MINOR.PATCH"),
     K("payload", CONF_STR, payload, "the file to ship"),
     K("out", CONF_STR, out, "package file to write"),
+    K("downgrade", CONF_BOOL, downgrade,
+      "sign an explicit downgrade: may replace a newer version"),
     {0}};
 static const struct conf_key verify_keys[] = {
     K("pubkey", CONF_STR, pubkey, "publisher public key (PEM)"),
@@ -177,6 +180,7 @@ int gw__cmd_pack(int argc, char **argv)
 	snprintf(m.product, sizeof(m.product), "%s", o.product);
 	snprintf(m.version, sizeof(m.version), "%s", o.version);
 	m.created = (int64_t)time(NULL);
+	m.downgrade = o.downgrade;
 	int fd = open(o.payload, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
 		fprintf(stderr, "ota-gateway pack: %s: %s\n", o.payload,
@@ -299,9 +303,10 @@ int gw__cmd_verify(int argc, char **argv)
 		return 0;
 	}
 	printf("%s: OK (signature and digest verified)\n"
-	       "  product  %s\n  version  %s\n  size     %llu\n"
+	       "  product  %s\n  version  %s%s\n  size     %llu\n"
 	       "  sha256   %s\n  created  %lld\n",
-	       path, m.product, m.version, (unsigned long long)m.size, hex,
-	       (long long)m.created);
+	       path, m.product, m.version,
+	       m.downgrade ? " (signed downgrade)" : "",
+	       (unsigned long long)m.size, hex, (long long)m.created);
 	return 0;
 }

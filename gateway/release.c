@@ -53,7 +53,9 @@ bool gw__release_targets(const struct gw_release *r,
 	int c;
 	if (r->aborted || !d->online || strcmp(d->product, r->m.product) != 0)
 		return false;
-	if (proto_version_cmp(d->version, r->m.version, &c) != 0 || c >= 0)
+	/* Newer than the device; or, for a signed downgrade, older. */
+	if (proto_version_cmp(d->version, r->m.version, &c) != 0 || c == 0 ||
+	    (c > 0 && !r->m.downgrade) || (c < 0 && r->m.downgrade))
 		return false;
 	if (!strcmp(d->failed_release, r->id))
 		return false;
@@ -311,6 +313,24 @@ static const struct gw_release *newer_or_equal(struct gw *gw,
 	return NULL;
 }
 
+/* A signed downgrade supersedes the newer releases of its product: they
+ * are retired for good, or devices would be upgraded straight back. */
+static void retire_newer(struct gw *gw, const struct gw_release *dg)
+{
+	for (struct gw_release *r = gw->releases; r; r = r->next) {
+		int c;
+		if (strcmp(r->m.product, dg->m.product) != 0 || r->aborted ||
+		    proto_version_cmp(r->m.version, dg->m.version, &c) != 0 ||
+		    c <= 0)
+			continue;
+		char why[160];
+		snprintf(why, sizeof(why),
+			 "superseded by the signed downgrade to %s (release %s)",
+			 dg->m.version, dg->id);
+		gw__campaign_abort(gw, r, why);
+	}
+}
+
 static void release_add(struct gw *gw, struct gw_release *r)
 {
 	r->next = gw->releases;
@@ -337,7 +357,8 @@ static void fetch_done(uv_work_t *req, int status)
 			 j->id);
 		goto out;
 	}
-	const struct gw_release *newer = newer_or_equal(gw, &j->m);
+	const struct gw_release *newer =
+	    j->m.downgrade ? NULL : newer_or_equal(gw, &j->m);
 	if (newer) {
 		log_info("release %s %s ignored: %s is already released "
 			 "(release=%s)",
@@ -382,6 +403,8 @@ static void fetch_done(uv_work_t *req, int status)
 		release_free(r);
 		goto out;
 	}
+	if (r->m.downgrade)
+		retire_newer(gw, r);
 	gw__campaign_init(gw, r);
 	gw__release_save(gw, r);
 	release_add(gw, r);

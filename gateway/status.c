@@ -181,8 +181,8 @@ static void print_table(json_t *rels, json_t *devs, json_t *events,
 		       jint(c, "committed", 0), jint(c, "failed", 0),
 		       jint(c, "active", 0));
 		if (jstr(c, "pause_reason")[0])
-			printf("  %s: paused: %s\n", jstr(o, "release"),
-			       jstr(c, "pause_reason"));
+			printf("  %s: %s: %s\n", jstr(o, "release"),
+			       st[0] ? st : "paused", jstr(c, "pause_reason"));
 	}
 	if (wide)
 		print_wide(rels, devs);

@@ -44,7 +44,9 @@ int proto_manifest_encode(const struct proto_manifest *m, char **out,
 				  json_integer((json_int_t)m->size))) < 0 ||
 	    (rc = proto__json_set(obj, "sha256", json_string(hex))) < 0 ||
 	    (rc = proto__json_set(obj, "created",
-				  json_integer((json_int_t)m->created))) < 0)
+				  json_integer((json_int_t)m->created))) < 0 ||
+	    (m->downgrade &&
+	     (rc = proto__json_set(obj, "downgrade", json_true())) < 0))
 		goto out_obj;
 	rc = proto__json_dump(obj, out, len);
 out_obj:
@@ -96,6 +98,13 @@ int proto_manifest_decode(const char *buf, size_t len,
 				  NULL, err)) < 0)
 		goto out_root;
 	tmp.created = v;
+	json_t *dg = json_object_get(root, "downgrade");
+	if (dg != NULL && !json_is_boolean(dg)) {
+		rc = proto__err(err, PROTO_EFIELD,
+				"field 'downgrade': not true or false");
+		goto out_root;
+	}
+	tmp.downgrade = json_is_true(dg);
 	if (m != NULL)
 		*m = tmp;
 	rc = 0;

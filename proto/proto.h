@@ -98,6 +98,7 @@ int proto_hex_decode(const char *in, uint8_t *out, size_t outlen);
  * The signed manifest: compact JSON, signed byte for byte.
  * {"format":1,"product":"sensor","version":"1.1.0","size":1234,
  *  "sha256":"<64 hex>","created":1700000000}
+ * optionally followed by "downgrade":true (a signed, explicit downgrade).
  * Decoding ignores unknown members (forward compatibility) but requires
  * every member above with the right type and range.
  * Encoding validates first: PROTO_ERANGE (format != 1, size, created),
@@ -111,6 +112,10 @@ struct proto_manifest {
 	uint64_t size; /* payload bytes, 1 .. 2^40 */
 	uint8_t sha256[PROTO_SHA256_LEN];
 	int64_t created; /* unix seconds, >= 0 */
+	/* The publisher allows installing this over a newer version. Encoded
+	 * as "downgrade":true after "created" only when set, so manifests
+	 * without it are byte for byte what they were. */
+	bool downgrade;
 };
 
 int proto_manifest_encode(const struct proto_manifest *m, char **out,

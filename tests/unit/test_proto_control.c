@@ -96,6 +96,37 @@ static void test_announce_rollout_fields(void **state)
 	}
 }
 
+/* A signed downgrade is one more member after "created"; without it the
+ * manifest is byte for byte what it always was. */
+static void test_manifest_downgrade(void **state)
+{
+	(void)state;
+	struct proto_manifest m = {.format = 1, .size = 5, .created = 7};
+	memcpy(m.product, "sensor", 7);
+	memcpy(m.version, "1.0.1", 6);
+	char *a = NULL, *b = NULL;
+	size_t alen, blen;
+	assert_int_equal(proto_manifest_encode(&m, &a, &alen), 0);
+	assert_null(strstr(a, "downgrade"));
+	m.downgrade = true;
+	assert_int_equal(proto_manifest_encode(&m, &b, &blen), 0);
+	assert_int_equal(blen, alen + strlen(",\"downgrade\":true"));
+	assert_memory_equal(a, b, alen - 1);
+	struct proto_manifest out;
+	assert_int_equal(proto_manifest_decode(b, blen, &out, NULL), 0);
+	assert_true(out.downgrade);
+	assert_int_equal(proto_manifest_decode(a, alen, &out, NULL), 0);
+	assert_false(out.downgrade);
+	const char *bad = "{\"format\":1,\"product\":\"s\",\"version\":\"1.0.0\","
+			  "\"size\":1,\"sha256\":\"0000000000000000000000000000000000"
+			  "000000000000000000000000000000\",\"created\":1,"
+			  "\"downgrade\":\"yes\"}";
+	assert_int_equal(proto_manifest_decode(bad, strlen(bad), &out, NULL),
+			 PROTO_EFIELD);
+	free(a);
+	free(b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -103,6 +134,7 @@ int main(void)
 	    cmocka_unit_test(test_control_bad),
 	    cmocka_unit_test(test_control_roundtrip),
 	    cmocka_unit_test(test_announce_rollout_fields),
+	    cmocka_unit_test(test_manifest_downgrade),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
