@@ -100,6 +100,15 @@ bench: deps
 	@$(MAKE) all
 	@bash tests/bench/run.sh build
 
+# libFuzzer (clang) on every decoder and the config parser, FUZZ_SECONDS each, from
+# the seeds in tests/fuzz/corpus/; a crash is copied to tests/fuzz/crashes/<target>/
+# (replayed by test_fuzz_replay) and fails. FUZZ_TARGETS picks some. tests/fuzz/run.sh.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?=
+.PHONY: fuzz
+fuzz:
+	@sh tests/fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
 format:
 	clang-format -i $(PROTO_SRC) $(COMMON_SRC) $(STORE_SRC) $(GW_SRC) $(DEV_SRC) */*.h
 
