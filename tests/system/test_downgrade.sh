@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Anti-rollback: an older version is never installed, unless the publisher signed an
 # explicit downgrade; then it goes out, supersedes the newer release (no upgrade back),
-# and a forged "downgrade" flag breaks the signature.
+# and a forged "downgrade" flag breaks the signature. Also mix-and-match attempts.
 . "$OTA_ROOT/tests/system/lib.sh"
 . "$OTA_ROOT/tests/system/ota.sh"
 
@@ -39,6 +39,17 @@ offer=$(jq -nc --arg r "$rel" --arg m "$forged" --arg s "$sig" \
 mq_pub_as gateway ota/dev/dev-001/offer "$offer" -q 1
 check "a downgrade flag added to a signed manifest fails its signature" \
     wait_until 10 "grep -q 'REFUSED: manifest signature does not verify' '$T/dev-001.log'"
+
+# Mix-and-match: a package announced for another product; an offer whose release id is
+# not the hash of its manifest.
+mq_pub_as operator ota/release/other "{\"url\":\"file://$T/p110.ota\"}" -q 1
+check "a package announced on another product's topic is refused" \
+    wait_until 10 "grep -q \"package is for product 'sensor', announced on the topic of 'other'\" '$T/gateway.log'"
+offer=$(jq -nc --arg m "$man" --arg s "$sig" \
+    '{release:"0123456789abcdef", manifest:$m, sig:$s, fragment_size:4096, fragments:16, window:8}')
+mq_pub_as gateway ota/dev/dev-002/offer "$offer" -q 1
+check "an offer whose release id does not match its manifest is refused" \
+    wait_until 10 "grep -q 'REFUSED: offer names release 0123456789abcdef but the manifest is release' '$T/dev-002.log'"
 
 # Signed by the publisher as an explicit downgrade: it goes out.
 "$GW" pack --key "$CERTS/publisher.key" --product sensor --version 1.0.1 --downgrade \
