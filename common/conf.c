@@ -247,7 +247,7 @@ void conf_print_help(const struct conf_key *keys)
 			if (flag[i] == '_')
 				flag[i] = '-';
 		const char *arg = k->type == CONF_U32	 ? " N"
-				  : k->type == CONF_BOOL ? " BOOL"
+				  : k->type == CONF_BOOL ? ""
 							 : " VALUE";
 		printf("  %s%-*s %s\n", flag, 30 - n, arg, k->help);
 	}

@@ -337,8 +337,12 @@ static void gw_offer_if_due(struct gw *gw, struct gw_device *d)
 {
 	if (!d->online || d->x)
 		return;
+	/* A device still "downloading" with no transfer here holds a partial
+	 * download of an aborted or forgotten release: a newer offer
+	 * replaces it. */
 	if (d->state != PROTO_ST_IDLE && d->state != PROTO_ST_COMMITTED &&
-	    d->state != PROTO_ST_FAILED && d->state != PROTO_ST_ROLLED_BACK)
+	    d->state != PROTO_ST_FAILED && d->state != PROTO_ST_ROLLED_BACK &&
+	    d->state != PROTO_ST_DOWNLOADING)
 		return;
 	struct gw_release *best = NULL;
 	for (struct gw_release *r = gw->releases; r; r = r->next) {
@@ -620,6 +624,7 @@ int gw__cmd_run(int argc, char **argv)
 
 	struct store_opts so = {0};
 	if (util_mkdirs(gw.cfg.store_dir, 0700, err, sizeof(err)) != 0 ||
+	    util_mkdirs(gw.cfg.db_dir, 0700, err, sizeof(err)) != 0 ||
 	    store_open(gw.cfg.db_dir, &so, &gw.db, err, sizeof(err)) != 0) {
 		log_warnx("%s", err);
 		return 1;

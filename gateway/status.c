@@ -262,7 +262,7 @@ int gw__cmd_status(int argc, char **argv)
 		return 2;
 	}
 	if (cli.help) {
-		printf("usage: ota-gateway status [--db DIR] [--json] "
+		printf("usage: ota-gateway status [--db DIR] [--json] [--wide] "
 		       "[--events N] [--watch SECS]\n\noptions:\n");
 		conf_print_help(status_keys);
 		printf("\nexample:\n  ota-gateway status --db "
