@@ -49,6 +49,7 @@ struct gw_release {
 	uint32_t frag_size, nfrags, window;
 	struct proto_announce target; /* group / device list, rollout */
 	int64_t created_ms;
+	int64_t fetch_ms, verify_ms; /* gateway stages of this release */
 	/* campaign */
 	bool paused, aborted;
 	bool canary; /* only canary_quota devices may start */

@@ -37,6 +37,8 @@ struct fetch_job {
 	char tmp[PATH_MAX];
 	int tmpfd;
 	struct gw_https *https;
+	/* stage times, monotonic ms: announced, fetched, verified */
+	uint64_t t_announce, t_fetched, t_verified;
 };
 
 struct gw_release *gw__release_find(struct gw *gw, const char *id)
@@ -127,6 +129,8 @@ static void verify_work(uv_work_t *req)
 	void *map = MAP_FAILED;
 	int rc = -1;
 	j->rc = -1;
+	if (!j->t_fetched)
+		j->t_fetched = util_mono_ms();
 	if (j->err[0])
 		goto fail_tmp; /* the copy already failed */
 	if (fsync(j->tmpfd) != 0) {
@@ -177,6 +181,7 @@ static void verify_work(uv_work_t *req)
 	}
 	util_fsync_dir_of(j->path);
 	j->tmp[0] = '\0';
+	j->t_verified = util_mono_ms();
 	j->rc = 0;
 	return;
 fail_map:
@@ -281,6 +286,10 @@ static char *release_record(const struct gw_release *r)
 	    (json_int_t)r->target.canary_success_percent,
 	    "pause_failure_percent",
 	    (json_int_t)r->target.pause_failure_percent);
+	if (o) {
+		json_object_set_new(o, "fetch_ms", json_integer(r->fetch_ms));
+		json_object_set_new(o, "verify_ms", json_integer(r->verify_ms));
+	}
 	if (o && c)
 		json_object_set_new(o, "campaign", c);
 	else
@@ -398,6 +407,8 @@ static void fetch_done(uv_work_t *req, int status)
 	r->target = j->a;
 	memset(&j->a, 0, sizeof(j->a));
 	r->created_ms = util_wall_ms();
+	r->fetch_ms = (int64_t)(j->t_fetched - j->t_announce);
+	r->verify_ms = (int64_t)(j->t_verified - j->t_fetched);
 	if (release_map(r, err, sizeof(err)) != 0) {
 		log_warnx("release=%s: %s", r->id, err);
 		release_free(r);
@@ -426,6 +437,7 @@ static void https_done(void *ud, int rc, const char *err)
 {
 	struct fetch_job *j = ud;
 	j->https = NULL;
+	j->t_fetched = util_mono_ms();
 	if (rc != 0) {
 		char why[sizeof(j->err)];
 		snprintf(why, sizeof(why), "%s", err);
@@ -472,6 +484,7 @@ void gw__announce(struct gw *gw, const char *product, const void *payload,
 		free(j);
 		return;
 	}
+	j->t_announce = util_mono_ms();
 	log_info("announcement product=%s url=%s: fetching", product, j->a.url);
 	gw->fetches++;
 	if (strncmp(j->a.url, "https://", 8) == 0) {
@@ -531,6 +544,8 @@ static int release_load_cb(void *ud, const void *key, size_t klen,
 	    (uint32_t)json_integer_value(json_object_get(o, "fragments"));
 	r->window = (uint32_t)json_integer_value(json_object_get(o, "window"));
 	r->created_ms = json_integer_value(json_object_get(o, "created_ms"));
+	r->fetch_ms = json_integer_value(json_object_get(o, "fetch_ms"));
+	r->verify_ms = json_integer_value(json_object_get(o, "verify_ms"));
 	json_t *c = json_object_get(o, "campaign");
 #define CU32(f, k) f = (uint32_t)json_integer_value(json_object_get(c, k))
 	CU32(r->target.concurrency, "concurrency");

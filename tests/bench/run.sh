@@ -27,6 +27,15 @@ tmp=$(mktemp)
     echo
     bash "$ROOT/tests/bench/loop_stall.sh" "$BUILD"
     echo
+    echo "## Stage latencies of one update"
+    echo
+    echo "One device, a 1 MiB package (4 KiB fragments, window 32), 6 updates in a row."
+    echo "Every figure comes from the timestamps the system records itself: the gateway's"
+    echo "release record (fetch, verification) and the stage timings the device reports."
+    echo "Command: \`tests/bench/stages.sh\`."
+    echo
+    bash "$ROOT/tests/bench/stages.sh" "$BUILD"
+    echo
     echo "## Device client memory against package size"
     echo
     echo "One device (the real client, not a simulation) takes 1, 16 and 64 MiB packages"
