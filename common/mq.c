@@ -32,6 +32,8 @@ struct mq {
 	unsigned backoff_ms;
 	bool connected;
 	bool closing;
+	unsigned fails; /* attempts in a row that ended before CONNACK */
+	uint64_t attempt_ms; /* when the current connection attempt began */
 	int pending_closes;
 	unsigned long long bytes_out;
 	void (*done)(void *ud);
@@ -58,6 +60,16 @@ static void mq__detach_poll(struct mq *mq)
 static void mq__lost(struct mq *mq, const char *why)
 {
 	bool was = mq->connected;
+	/* Say why connecting fails (TLS, refused, unreachable), without
+	 * flooding: the 1st, 2nd, 4th, 8th... failure in a row. */
+	if (!was && !mq->closing) {
+		mq->fails++;
+		if ((mq->fails & (mq->fails - 1)) == 0)
+			log_warnx("mqtt %s:%d id=%s: connection failed: %s "
+				  "(%u in a row; retrying)",
+				  mq->host, mq->port, mq->client_id, why,
+				  mq->fails);
+	}
 	mq->connected = false;
 	mq__detach_poll(mq);
 	if (mq->closing) {
@@ -80,6 +92,7 @@ static void on_connect_cb(struct mosquitto *m, void *ud, int rc)
 	}
 	mq->connected = true;
 	mq->backoff_ms = 0;
+	mq->fails = 0;
 	log_info("mqtt connected broker=%s:%d id=%s", mq->host, mq->port,
 		 mq->client_id);
 	if (mq->cbs.on_connect)
@@ -92,6 +105,15 @@ static void on_disconnect_cb(struct mosquitto *m, void *ud, int rc)
 	struct mq *mq = ud;
 	/* The library has closed the socket already: drop our poll on it. */
 	mq__lost(mq, rc == 0 ? "disconnected" : mosquitto_strerror(rc));
+}
+
+/* libmosquitto's own errors (TLS verification, for one) say what is wrong. */
+static void on_log_cb(struct mosquitto *m, void *ud, int level, const char *str)
+{
+	(void)m;
+	struct mq *mq = ud;
+	if (level & (MOSQ_LOG_ERR | MOSQ_LOG_WARNING))
+		log_warnx("mqtt id=%s: %s", mq->client_id, str);
 }
 
 static void on_message_cb(struct mosquitto *m, void *ud,
@@ -111,6 +133,14 @@ static void poll_cb(uv_poll_t *h, int status, int events)
 	if (!mq)
 		return;
 	int rc = MOSQ_ERR_SUCCESS;
+	if (!mq->connected && (status < 0 || (events & UV_DISCONNECT))) {
+		/* The connect itself failed (refused, reset during TLS):
+		 * libmosquitto would keep retrying the handshake on a dead
+		 * socket, so drop it and reconnect with backoff. */
+		mq__lost(mq, status < 0 ? uv_strerror(status)
+				       : "refused or closed before CONNACK");
+		return;
+	}
 	if (status < 0) {
 		/* Let the library find the error on a read. */
 		events |= UV_READABLE;
@@ -121,12 +151,14 @@ static void poll_cb(uv_poll_t *h, int status, int events)
 	if (p->mq && rc == MOSQ_ERR_SUCCESS && (events & UV_WRITABLE))
 		rc = mosquitto_loop_write(mq->mosq, 1);
 	if (!p->mq)
-		return;
-	if (rc != MOSQ_ERR_SUCCESS && rc != MOSQ_ERR_NO_CONN) {
-		/* loop_read/write already closed the socket and called
-		 * on_disconnect when that applies; make sure we did. */
-		if (mosquitto_socket(mq->mosq) < 0 && mq->poll)
-			mq__lost(mq, mosquitto_strerror(rc));
+		return; /* on_disconnect ran: the poll is gone already */
+	if (rc != MOSQ_ERR_SUCCESS) {
+		/* Not every failure reaches on_disconnect: a refused or failed
+		 * asynchronous connect (TCP or TLS) only returns an error and
+		 * leaves the socket open. Drop the poll and reconnect; the
+		 * reconnect closes the old socket. */
+		mq__lost(mq, rc == MOSQ_ERR_ERRNO ? strerror(errno)
+						   : mosquitto_strerror(rc));
 		return;
 	}
 	mq__update_poll(mq);
@@ -155,17 +187,24 @@ static void mq__update_poll(struct mq *mq)
 		p->mq = mq;
 		mq->poll = p;
 	}
-	int ev = UV_READABLE;
+	int ev = UV_READABLE | UV_DISCONNECT;
 	if (mosquitto_want_write(mq->mosq))
 		ev |= UV_WRITABLE;
 	uv_poll_start(&mq->poll->h, ev, poll_cb);
 }
+
+#define MQ_CONNECT_TIMEOUT_MS 15000
 
 static void misc_cb(uv_timer_t *t)
 {
 	struct mq *mq = t->data;
 	if (mosquitto_socket(mq->mosq) < 0)
 		return;
+	if (!mq->connected && mq->poll && !mq->closing &&
+	    uv_now(mq->loop) - mq->attempt_ms > MQ_CONNECT_TIMEOUT_MS) {
+		mq__lost(mq, "no CONNACK within 15 s");
+		return;
+	}
 	mosquitto_loop_misc(mq->mosq);
 	if (mq->poll)
 		mq__update_poll(mq);
@@ -173,6 +212,7 @@ static void misc_cb(uv_timer_t *t)
 
 static void mq__try_connect(struct mq *mq)
 {
+	mq->attempt_ms = uv_now(mq->loop);
 	int rc = mosquitto_reconnect_async(mq->mosq);
 	if (rc != MOSQ_ERR_SUCCESS) {
 		log_debug("mqtt connect to %s:%d failed: %s", mq->host,
@@ -262,6 +302,7 @@ int mq_new(uv_loop_t *loop, const struct mq_opts *o, const struct mq_cbs *cbs,
 	mosquitto_connect_callback_set(mq->mosq, on_connect_cb);
 	mosquitto_disconnect_callback_set(mq->mosq, on_disconnect_cb);
 	mosquitto_message_callback_set(mq->mosq, on_message_cb);
+	mosquitto_log_callback_set(mq->mosq, on_log_cb);
 	uv_timer_init(loop, &mq->misc);
 	uv_timer_init(loop, &mq->retry);
 	mq->misc.data = mq;
@@ -280,6 +321,7 @@ fail_free:
 
 int mq_start(struct mq *mq)
 {
+	mq->attempt_ms = uv_now(mq->loop);
 	int rc = mosquitto_connect_async(mq->mosq, mq->host, mq->port,
 					 mq->keepalive);
 	uv_timer_start(&mq->misc, misc_cb, MQ_MISC_MS, MQ_MISC_MS);
