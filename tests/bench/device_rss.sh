@@ -1,12 +1,7 @@
 #!/usr/bin/env bash
 # Device client peak RSS against package size: memory must not grow with the package.
 #   usage: tests/bench/device_rss.sh [BUILD_DIR]   (prints a Markdown table)
-set -u
-OTA_ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-BUILD=$(cd "${1:-$OTA_ROOT/build}" && pwd)
-export OTA_ROOT BUILD
-. "$OTA_ROOT/tests/system/lib.sh"
-. "$OTA_ROOT/tests/system/ota.sh"
+. "$(dirname "$0")/env.sh"
 certs_make dev-001 >/dev/null
 broker_start >/dev/null || exit 1
 gateway_start >/dev/null || exit 1

@@ -2,12 +2,7 @@
 # The gateway's event loop while it verifies a 256 MiB package: worst stall of its 20 ms
 # tick, with and without the big verify running beside a live transfer, in one run.
 #   usage: tests/bench/loop_stall.sh [BUILD_DIR]   (prints a Markdown table row per case)
-set -u
-OTA_ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-BUILD=$(cd "${1:-$OTA_ROOT/build}" && pwd)
-export OTA_ROOT BUILD
-. "$OTA_ROOT/tests/system/lib.sh"
-. "$OTA_ROOT/tests/system/ota.sh"
+. "$(dirname "$0")/env.sh"
 BIG_MB=${BIG_MB:-256}
 
 certs_make dev-001 dev-002 >/dev/null

@@ -3,12 +3,7 @@
 # the timestamps the system records itself (the gateway's release record and the device's
 # reported timings), not from this script's stopwatch. Prints a Markdown table.
 #   usage: tests/bench/stages.sh [BUILD_DIR]
-set -u
-OTA_ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-BUILD=$(cd "${1:-$OTA_ROOT/build}" && pwd)
-export OTA_ROOT BUILD
-. "$OTA_ROOT/tests/system/lib.sh"
-. "$OTA_ROOT/tests/system/ota.sh"
+. "$(dirname "$0")/env.sh"
 RUNS=${RUNS:-6}
 certs_make dev-001 >/dev/null
 broker_start >/dev/null || exit 1
