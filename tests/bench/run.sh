@@ -46,6 +46,16 @@ tmp=$(mktemp)
     echo "Command: \`tests/bench/device_rss.sh\`."
     echo
     bash "$ROOT/tests/bench/device_rss.sh" "$BUILD"
+    echo
+    echo "## Gateway memory per connected device"
+    echo
+    echo "The gateway's RSS (VmRSS) with N simulated devices connected (one \`ota-device"
+    echo "--fleet N\` process, each device with its own certificate over TLS), idle and at"
+    echo "its peak while a 64 KiB release streams to all of them. Per device = (RSS - RSS"
+    echo "before any device) / N."
+    echo "Command: \`tests/bench/gateway_rss.sh\` (SIZES=\"100 1000\")."
+    echo
+    bash "$ROOT/tests/bench/gateway_rss.sh" "$BUILD"
 } >"$tmp" || { rm -f "$tmp"; exit 1; }
 mv "$tmp" "$OUT"
 echo "wrote $OUT"
