@@ -76,7 +76,7 @@ int util_fsync_dir_of(const char *path)
 	return rc;
 }
 
-static int write_all(int fd, const void *buf, size_t len)
+int util_write_all(int fd, const void *buf, size_t len)
 {
 	const char *p = buf;
 	while (len > 0) {
@@ -90,6 +90,39 @@ static int write_all(int fd, const void *buf, size_t len)
 		len -= (size_t)w;
 	}
 	return 0;
+}
+
+int util_sha256_fd(int fd, uint8_t md[32], uint64_t *size, char *err,
+		   size_t errlen)
+{
+	static const size_t bufsz = 1 << 16;
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	uint8_t *buf = malloc(bufsz);
+	int rc = -1;
+	*size = 0;
+	if (!ctx || !buf || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1) {
+		snprintf(err, errlen, "out of memory");
+		goto out;
+	}
+	for (;;) {
+		ssize_t r = read(fd, buf, bufsz);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0) {
+			snprintf(err, errlen, "read: %s", strerror(errno));
+			goto out;
+		}
+		if (r == 0)
+			break;
+		EVP_DigestUpdate(ctx, buf, (size_t)r);
+		*size += (uint64_t)r;
+	}
+	EVP_DigestFinal_ex(ctx, md, NULL);
+	rc = 0;
+out:
+	free(buf);
+	EVP_MD_CTX_free(ctx);
+	return rc;
 }
 
 int util_write_atomic(const char *path, const void *buf, size_t len,
@@ -109,7 +142,7 @@ int util_write_atomic(const char *path, const void *buf, size_t len,
 		snprintf(err, errlen, "create %s: %s", tmp, strerror(errno));
 		return -1;
 	}
-	if (write_all(fd, buf, len) != 0 || fsync(fd) != 0) {
+	if (util_write_all(fd, buf, len) != 0 || fsync(fd) != 0) {
 		snprintf(err, errlen, "write %s: %s", tmp, strerror(errno));
 		close(fd);
 		unlink(tmp);

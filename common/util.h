@@ -26,6 +26,14 @@ int util_write_atomic(const char *path, const void *buf, size_t len,
 int util_read_file(const char *path, size_t max, char **out, size_t *len,
 		   char *err, size_t errlen);
 
+/* write() all of buf, retrying on EINTR and short writes; 0 or -1 (errno). */
+int util_write_all(int fd, const void *buf, size_t len);
+
+/* SHA-256 and length of what fd holds from its current offset to the end,
+ * read in 64 KiB pieces (memory stays flat whatever the size). */
+int util_sha256_fd(int fd, uint8_t md[32], uint64_t *size, char *err,
+		   size_t errlen);
+
 /* fsync the directory holding `path`. */
 int util_fsync_dir_of(const char *path);
 

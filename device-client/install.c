@@ -3,7 +3,6 @@
 #include <errno.h>
 #include <signal.h>
 #include <fcntl.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,7 +28,7 @@ static void image_path(const struct dev *d, char *out, size_t n)
 static void verify_work(uv_work_t *req)
 {
 	struct dev *d = req->data;
-	char path[PATH_MAX];
+	char path[PATH_MAX], err[128];
 	uint8_t md[PROTO_SHA256_LEN];
 	uint64_t total = 0;
 	image_path(d, path, sizeof(path));
@@ -40,28 +39,12 @@ static void verify_work(uv_work_t *req)
 			 "image missing: %s", strerror(errno));
 		return;
 	}
-	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-	char *buf = malloc(1 << 16);
-	if (!ctx || !buf || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1) {
-		snprintf(d->work_err, sizeof(d->work_err), "out of memory");
-		goto out;
-	}
-	for (;;) {
-		ssize_t r = read(fd, buf, 1 << 16);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0) {
-			snprintf(d->work_err, sizeof(d->work_err),
-				 "reading image: %s", strerror(errno));
-			goto out;
-		}
-		if (r == 0)
-			break;
-		EVP_DigestUpdate(ctx, buf, (size_t)r);
-		total += (uint64_t)r;
-	}
-	EVP_DigestFinal_ex(ctx, md, NULL);
-	if (total != d->m.size)
+	int rc = util_sha256_fd(fd, md, &total, err, sizeof(err));
+	close(fd);
+	if (rc != 0)
+		snprintf(d->work_err, sizeof(d->work_err), "reading image: %s",
+			 err);
+	else if (total != d->m.size)
 		snprintf(d->work_err, sizeof(d->work_err),
 			 "image is %llu bytes, manifest says %llu",
 			 (unsigned long long)total,
@@ -71,10 +54,6 @@ static void verify_work(uv_work_t *req)
 			 "image SHA-256 does not match the signed manifest");
 	else
 		d->work_rc = 0;
-out:
-	free(buf);
-	EVP_MD_CTX_free(ctx);
-	close(fd);
 }
 
 static int switch_active(struct dev *d, char slot, char *err, size_t n)

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "common/util.h"
 #include "gateway/gw.h"
 
 #define RETRY_BASE_MS 1000
@@ -155,16 +156,10 @@ static size_t write_cb(char *p, size_t size, size_t n, void *ud)
 		h->too_big = true;
 		return 0; /* curl stops: CURLE_WRITE_ERROR */
 	}
-	for (size_t off = 0; off < len;) {
-		ssize_t w = write(h->fd, p + off, len - off);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w < 0) {
-			snprintf(h->errbuf, sizeof(h->errbuf),
-				 "writing to the store: %s", strerror(errno));
-			return 0;
-		}
-		off += (size_t)w;
+	if (util_write_all(h->fd, p, len) != 0) {
+		snprintf(h->errbuf, sizeof(h->errbuf),
+			 "writing to the store: %s", strerror(errno));
+		return 0;
 	}
 	h->got += len;
 	return len;

@@ -89,41 +89,6 @@ int gw__cmd_keygen(int argc, char **argv)
 	return 0;
 }
 
-/* SHA-256 and size of a file, streamed. */
-static int hash_file(int fd, uint8_t md[32], uint64_t *size, char *err,
-		     size_t errlen)
-{
-	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-	static const size_t bufsz = 1 << 16;
-	uint8_t *buf = malloc(bufsz);
-	int rc = -1;
-	*size = 0;
-	if (!ctx || !buf || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1) {
-		snprintf(err, errlen, "out of memory");
-		goto out;
-	}
-	for (;;) {
-		ssize_t r = read(fd, buf, bufsz);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0) {
-			snprintf(err, errlen, "read payload: %s",
-				 strerror(errno));
-			goto out;
-		}
-		if (r == 0)
-			break;
-		EVP_DigestUpdate(ctx, buf, (size_t)r);
-		*size += (uint64_t)r;
-	}
-	EVP_DigestFinal_ex(ctx, md, NULL);
-	rc = 0;
-out:
-	free(buf);
-	EVP_MD_CTX_free(ctx);
-	return rc;
-}
-
 static int copy_fd(int in, FILE *out)
 {
 	char buf[1 << 16];
@@ -187,7 +152,7 @@ int gw__cmd_pack(int argc, char **argv)
 			strerror(errno));
 		return 1;
 	}
-	if (hash_file(fd, m.sha256, &m.size, err, sizeof(err)) != 0 ||
+	if (util_sha256_fd(fd, m.sha256, &m.size, err, sizeof(err)) != 0 ||
 	    m.size == 0) {
 		fprintf(stderr, "ota-gateway pack: %s: %s\n", o.payload,
 			m.size == 0 && !err[0] ? "payload is empty" : err);

@@ -101,16 +101,9 @@ static int copy_capped(int src, int dst, uint64_t max, char *err, size_t n)
 				 (unsigned long long)max);
 			goto out;
 		}
-		for (ssize_t off = 0; off < r;) {
-			ssize_t w = write(dst, buf + off, (size_t)(r - off));
-			if (w < 0 && errno == EINTR)
-				continue;
-			if (w < 0) {
-				snprintf(err, n, "write to store: %s",
-					 strerror(errno));
-				goto out;
-			}
-			off += w;
+		if (util_write_all(dst, buf, (size_t)r) != 0) {
+			snprintf(err, n, "write to store: %s", strerror(errno));
+			goto out;
 		}
 	}
 	rc = 0;
