@@ -42,7 +42,7 @@ int dev__persist(struct dev *d)
 	proto_hex_encode(d->p.sig, PROTO_SIG_LEN, sig);
 	json_t *o = json_pack(
 	    "{s:s,s:s,s:s,s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:s,s:s,s:I,s:I,s:I,"
-	    "s:I,s:I,s:I,s:s}",
+	    "s:I,s:I,s:I,s:s,s:I}",
 	    "version", d->p.version, "slot", slot, "phase",
 	    st_name(d->p.phase), "release", d->p.release, "manifest",
 	    d->p.manifest ? d->p.manifest : "", "sig", sig, "fragment_size",
@@ -54,7 +54,8 @@ int dev__persist(struct dev *d)
 	    (json_int_t)d->p.t_verified, "t_installed",
 	    (json_int_t)d->p.t_installed, "t_restart",
 	    (json_int_t)d->p.t_restart, "t_up", (json_int_t)d->p.t_up,
-	    "refused", d->p.refused);
+	    "refused", d->p.refused, "table_fragments",
+	    (json_int_t)d->p.table_fragments);
 	char *s = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
 	json_decref(o);
 	if (!s)
@@ -117,6 +118,7 @@ static int dev_load(struct dev *d, char *err, size_t errlen)
 	U32(fragment_size);
 	U32(fragments);
 	U32(window);
+	U32(table_fragments);
 	U32(held);
 	I64(t_accept);
 	I64(t_downloaded);
@@ -174,7 +176,8 @@ static void status_fill(const struct dev *d, struct proto_status *s,
 		return;
 	snprintf(s->release, sizeof(s->release), "%s", d->p.release);
 	if (st == PROTO_ST_DOWNLOADING && d->p.fragments)
-		s->progress = (double)d->cum / d->p.fragments;
+		s->progress = (double)d->cum /
+			      (d->p.fragments + d->p.table_fragments);
 	snprintf(s->error, sizeof(s->error), "%s", d->p.error);
 	fill_timings(&d->p, &s->timings);
 }
@@ -219,23 +222,49 @@ void dev__set_state(struct dev *d, enum proto_state st, const char *error)
 
 /* ------------------------------------------------------------ download */
 
+#define TABLE_FILE "blocks.part" /* the block table, beside the slot */
+/* Failed block checks allowed per update: more than the package has blocks
+ * (plus a margin) means the data is being corrupted or forged for good. */
+#define BAD_BLOCKS_MAX(d) ((d)->nblocks + 64)
+
+/* All fragments of the transfer: the block table's, then the payload's. */
+static uint32_t nfrags(const struct dev *d)
+{
+	return d->p.table_fragments + d->p.fragments;
+}
+
 static void close_part(struct dev *d)
 {
 	if (d->part_fd >= 0)
 		close(d->part_fd);
-	d->part_fd = -1;
+	if (d->table_fd >= 0)
+		close(d->table_fd);
+	d->part_fd = d->table_fd = -1;
 	free(d->held);
 	d->held = NULL;
+	for (uint32_t i = 0; d->bufs && i < d->nbufs; i++)
+		free(d->bufs[i].data);
+	free(d->bufs);
+	d->bufs = NULL;
+	free(d->written);
+	d->written = NULL;
+	d->table_ok = false;
 	uv_timer_stop(&d->ack_timer);
 	uv_timer_stop(&d->status_timer);
 }
 
+static void unlink_part(struct dev *d, const char *name)
+{
+	char path[PATH_MAX];
+	dev__slot_path(d, inactive_slot(d), name, path, sizeof(path));
+	unlink(path);
+}
+
 static void fail_update(struct dev *d, const char *why)
 {
-	char part[PATH_MAX];
 	close_part(d);
-	dev__slot_path(d, inactive_slot(d), "payload.part", part, sizeof(part));
-	unlink(part);
+	unlink_part(d, "payload.part");
+	unlink_part(d, TABLE_FILE);
 	d->p.held = 0;
 	dev__set_state(d, PROTO_ST_FAILED, why);
 }
@@ -245,10 +274,15 @@ static bool is_held(const struct dev *d, uint32_t i)
 	return d->held[i >> 3] & (1u << (i & 7));
 }
 
+static bool is_written(const struct dev *d, uint64_t b)
+{
+	return d->written[b >> 3] & (1u << (b & 7));
+}
+
 static void send_ack(struct dev *d)
 {
 	struct proto_ack a = {.tag = d->tag, .cum = d->cum};
-	uint32_t n = d->p.fragments;
+	uint32_t n = nfrags(d);
 	for (uint32_t b = 0; b < PROTO_SACK_MAX * 8; b++) {
 		uint32_t i = d->cum + 1 + b;
 		if (i >= n)
@@ -296,47 +330,122 @@ static void status_timer_cb(uv_timer_t *t)
 	}
 }
 
+/* How many leading fragments are on disk: table fragments as they are
+ * written, payload fragments only once every block they touch has passed
+ * its check and is in the slot. */
+static uint32_t durable(const struct dev *d)
+{
+	uint32_t t = d->p.table_fragments;
+	if (!d->table_ok)
+		return d->cum < t ? d->cum : t;
+	if (d->wprefix >= d->nblocks)
+		return nfrags(d);
+	uint64_t k = d->wprefix * d->m.block_size / d->p.fragment_size;
+	return t + (uint32_t)(k < d->p.fragments ? k : d->p.fragments);
+}
+
 /* Make progress durable: data first, then the record that names it. */
 static void checkpoint(struct dev *d)
 {
-	if (d->part_fd >= 0 && fdatasync(d->part_fd) != 0) {
+	if ((d->part_fd >= 0 && fdatasync(d->part_fd) != 0) ||
+	    (d->table_fd >= 0 && fdatasync(d->table_fd) != 0)) {
 		log_warn("device=%s fdatasync", d->cfg.id);
 		return;
 	}
-	d->p.held = d->cum;
+	d->p.held = durable(d);
 	d->since_ckpt = 0;
 	dev__persist(d);
+}
+
+/* The table is complete: does it hash to what the manifest signed? */
+static bool table_check(struct dev *d)
+{
+	uint8_t md[PROTO_SHA256_LEN];
+	uint64_t len = 0;
+	char err[128];
+	if (lseek(d->table_fd, 0, SEEK_SET) != 0 ||
+	    util_sha256_fd(d->table_fd, md, &len, err, sizeof(err)) != 0 ||
+	    len != d->nblocks * PROTO_SHA256_LEN ||
+	    memcmp(md, d->m.blocks, sizeof(md)) != 0)
+		return false;
+	return true;
+}
+
+/* Open (or reopen) the slot and the table file; false on failure (the
+ * update has been failed). */
+static bool open_parts(struct dev *d, bool truncate)
+{
+	char part[PATH_MAX], tab[PATH_MAX];
+	int fl = O_RDWR | O_CREAT | O_CLOEXEC | (truncate ? O_TRUNC : 0);
+	dev__slot_path(d, inactive_slot(d), "payload.part", part, sizeof(part));
+	dev__slot_path(d, inactive_slot(d), TABLE_FILE, tab, sizeof(tab));
+	if (d->part_fd < 0)
+		d->part_fd = open(part, fl, 0600);
+	if (d->table_fd < 0)
+		d->table_fd = open(tab, fl, 0600);
+	if (d->part_fd < 0 || d->table_fd < 0) {
+		fail_update(d, "cannot open the inactive slot for writing");
+		return false;
+	}
+	return true;
 }
 
 /* Open (or resume) the download of the offered release. */
 static int download_begin(struct dev *d, const struct proto_offer *o,
 			  bool resume)
 {
-	char part[PATH_MAX];
 	close_part(d);
-	dev__slot_path(d, inactive_slot(d), "payload.part", part, sizeof(part));
-	d->part_fd = open(part, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-	if (d->part_fd < 0) {
-		fail_update(d, "cannot open the inactive slot for writing");
+	uint32_t h = resume ? d->p.held : 0, t = d->p.table_fragments;
+	uint32_t fs = o->fragment_size, bs = d->m.block_size;
+	if (!open_parts(d, false))
 		return -1;
-	}
+	d->nblocks = proto_block_count(&d->m);
+	/* What the checkpoint names must still be there. */
 	struct stat st;
-	uint64_t need = (uint64_t)d->p.held * o->fragment_size;
-	if (!resume || fstat(d->part_fd, &st) != 0 ||
-	    (uint64_t)st.st_size < (need > d->m.size ? d->m.size : need))
-		d->p.held = 0;
-	if (d->p.held == 0 && ftruncate(d->part_fd, 0) != 0) {
-		fail_update(d, "cannot truncate the inactive slot");
-		return -1;
+	uint64_t pay = h > t ? (uint64_t)(h - t) * fs : 0;
+	if (pay > d->m.size)
+		pay = d->m.size;
+	uint64_t wp = (pay + bs - 1) / bs; /* blocks holding those bytes */
+	if (h > 0 && (fstat(d->part_fd, &st) != 0 ||
+		      (uint64_t)st.st_size < (wp * bs < d->m.size ? wp * bs
+								  : d->m.size)))
+		h = 0;
+	if (h >= t && h > 0 && !table_check(d)) {
+		log_warnx("device=%s saved block table damaged: starting over",
+			  d->cfg.id);
+		h = 0;
 	}
-	d->held = calloc(o->fragments / 8 + 1, 1);
-	if (!d->held) {
+	if (h == 0) {
+		wp = 0;
+		if (ftruncate(d->part_fd, 0) != 0 ||
+		    ftruncate(d->table_fd, 0) != 0) {
+			fail_update(d, "cannot truncate the inactive slot");
+			return -1;
+		}
+	}
+	d->p.held = h;
+	d->table_ok = h >= t && h > 0;
+	/* Enough buffers for every block a window of fragments can touch
+	 * (>= one fragment's worth plus two partial blocks), within 1 MiB
+	 * or two blocks. */
+	uint64_t span = (uint64_t)o->window * fs / bs + 2;
+	uint64_t cap = ((1u << 20) > 2 * bs ? (1u << 20) : 2 * bs) / bs;
+	d->nbufs = (uint32_t)(span < cap ? span : cap);
+	if (d->nbufs < (uint64_t)fs / bs + 2)
+		d->nbufs = fs / bs + 2;
+	d->held = calloc(nfrags(d) / 8 + 1, 1);
+	d->written = calloc(d->nblocks / 8 + 1, 1);
+	d->bufs = calloc(d->nbufs, sizeof(*d->bufs));
+	if (!d->held || !d->written || !d->bufs) {
 		fail_update(d, "out of memory");
 		return -1;
 	}
-	for (uint32_t i = 0; i < d->p.held; i++)
+	for (uint32_t i = 0; i < h; i++)
 		d->held[i >> 3] |= (uint8_t)(1u << (i & 7));
-	d->cum = d->p.held;
+	d->wprefix = wp;
+	for (uint64_t b = 0; b < wp; b++)
+		d->written[b >> 3] |= (uint8_t)(1u << (b & 7));
+	d->cum = h;
 	d->unacked = d->since_ckpt = 0;
 	d->last_rx_ms = util_mono_ms();
 	d->idle_ack_ms = IDLE_ACK_MIN_MS;
@@ -387,6 +496,18 @@ static int check_offer(struct dev *d, const struct proto_offer *o,
 		snprintf(why, n, "package of %llu bytes exceeds this device's "
 				 "limit of %u MiB",
 			 (unsigned long long)m->size, d->cfg.max_package_mb);
+		return -1;
+	}
+	if (m->block_size == 0) {
+		snprintf(why, n, "package has no block table: the publisher "
+				 "must re-pack it with a current ota-gateway");
+		return -1;
+	}
+	if (o->table_fragments !=
+	    proto_table_fragments(m, o->fragment_size)) {
+		snprintf(why, n, "offer has %u block table fragments, the "
+				 "manifest needs %u", o->table_fragments,
+			 proto_table_fragments(m, o->fragment_size));
 		return -1;
 	}
 	if ((uint64_t)o->fragments !=
@@ -458,16 +579,19 @@ static void on_offer(struct dev *d, const void *payload, size_t len)
 	/* Accept. Resume when this is the release our checkpoint names. */
 	bool resume = same && d->p.held > 0 && d->p.manifest &&
 		      !strcmp(d->p.manifest, o.manifest) &&
-		      d->p.fragment_size == o.fragment_size;
+		      d->p.fragment_size == o.fragment_size &&
+		      d->p.table_fragments == o.table_fragments;
 	free(d->p.manifest);
 	d->p.manifest = strdup(o.manifest);
 	memcpy(d->p.sig, o.sig, PROTO_SIG_LEN);
 	snprintf(d->p.release, sizeof(d->p.release), "%s", o.release);
 	d->p.fragment_size = o.fragment_size;
 	d->p.fragments = o.fragments;
+	d->p.table_fragments = o.table_fragments;
 	d->p.window = o.window;
 	if (!resume) {
 		d->p.held = 0;
+		d->bad_blocks = 0;
 		d->p.t_accept = util_wall_ms();
 		d->p.t_downloaded = d->p.t_verified = d->p.t_installed = 0;
 		d->p.t_restart = d->p.t_up = 0;
@@ -479,9 +603,9 @@ static void on_offer(struct dev *d, const void *payload, size_t len)
 	if (download_begin(d, &o, resume) != 0)
 		goto out;
 	log_info("device=%s accepted release=%s version=%s size=%llu "
-		 "fragments=%u resume_from=%u",
+		 "fragments=%u+%u resume_from=%u",
 		 d->cfg.id, o.release, m.version, (unsigned long long)m.size,
-		 o.fragments, d->cum);
+		 o.table_fragments, o.fragments, d->cum);
 	dev__set_state(d, PROTO_ST_DOWNLOADING, NULL);
 	dev__persist(d);
 	send_ack(d);
@@ -494,16 +618,19 @@ static void download_complete(struct dev *d)
 	send_ack(d);
 	checkpoint(d);
 	close_part(d);
+	unlink_part(d, TABLE_FILE);
 	d->p.t_downloaded = util_wall_ms();
 	log_info("device=%s release=%s download complete (%u fragments, "
-		 "%llu duplicates)",
-		 d->cfg.id, d->p.release, d->p.fragments,
-		 (unsigned long long)d->stats.frags_dup);
+		 "%llu duplicates, %llu blocks checked, %llu refused)",
+		 d->cfg.id, d->p.release, nfrags(d),
+		 (unsigned long long)d->stats.frags_dup,
+		 (unsigned long long)d->stats.blocks_ok,
+		 (unsigned long long)d->stats.blocks_bad);
 	dev__verify_start(d);
 }
 
 /* Fault injection (tests only): a reproducible coin per fragment. */
-static bool test_drop(struct dev *d)
+static bool test_coin(struct dev *d, uint32_t percent)
 {
 	if (d->rng == 0) {
 		d->rng = 0x9e3779b97f4a7c15ull ^ d->cfg.test_seed;
@@ -515,7 +642,156 @@ static bool test_drop(struct dev *d)
 	d->rng ^= d->rng << 13;
 	d->rng ^= d->rng >> 7;
 	d->rng ^= d->rng << 17;
-	return d->rng % 100 < d->cfg.test_drop_percent;
+	return d->rng % 100 < percent;
+}
+
+static void set_held(struct dev *d, uint32_t i, bool on)
+{
+	if (on)
+		d->held[i >> 3] |= (uint8_t)(1u << (i & 7));
+	else
+		d->held[i >> 3] &= (uint8_t)~(1u << (i & 7));
+}
+
+/* Payload fragments (0-based) that hold bytes of block b. */
+static void block_frags(const struct dev *d, uint64_t b, uint32_t *first,
+			uint32_t *last)
+{
+	uint64_t off = b * d->m.block_size;
+	*first = (uint32_t)(off / d->p.fragment_size);
+	*last = (uint32_t)((off + proto_block_len(&d->m, b) - 1) /
+			   d->p.fragment_size);
+}
+
+/* Drop block b's fragments: they are asked for again. */
+static void unhold_block(struct dev *d, uint64_t b)
+{
+	uint32_t first, last, t = d->p.table_fragments;
+	block_frags(d, b, &first, &last);
+	for (uint32_t k = first; k <= last; k++)
+		set_held(d, t + k, false);
+	if (d->cum > t + first)
+		d->cum = t + first;
+}
+
+/* Copy a payload fragment into the buffers of the blocks it touches that
+ * are not in the slot yet. Buffer b % nbufs may hold another block: a
+ * higher one gives way (its fragments are asked for again), so the lowest
+ * blocks always progress; below it, the fragment is dropped (not held)
+ * and comes again later. */
+static bool buffer_frag(struct dev *d, uint32_t k, const uint8_t *data,
+			size_t len)
+{
+	uint32_t bs = d->m.block_size;
+	uint64_t off = (uint64_t)k * d->p.fragment_size, end = off + len;
+	for (uint64_t b = off / bs; b * bs < end; b++) {
+		if (is_written(d, b))
+			continue;
+		struct dev_blockbuf *u = &d->bufs[b % d->nbufs];
+		if (u->data && u->block < b) {
+			d->stats.frags_nobuf++;
+			return false;
+		}
+		if (u->data && u->block > b) {
+			d->stats.blocks_evicted++;
+			unhold_block(d, u->block);
+		}
+		if (!u->data && !(u->data = malloc(bs))) {
+			d->stats.frags_nobuf++;
+			return false;
+		}
+		u->block = b;
+		uint64_t lo = off > b * bs ? off : b * bs;
+		uint64_t hi = end < (b + 1) * bs ? end : (b + 1) * bs;
+		memcpy(u->data + (lo - b * bs), data + (lo - off), hi - lo);
+	}
+	return true;
+}
+
+/* Check block b once all its fragments are held: into the slot when it
+ * matches the table, else its fragments are dropped and asked for again.
+ * Returns -1 when the update has failed (and d->held is gone). */
+static int block_try(struct dev *d, uint64_t b)
+{
+	uint32_t first, last, t = d->p.table_fragments;
+	if (!d->table_ok || is_written(d, b))
+		return 0;
+	block_frags(d, b, &first, &last);
+	for (uint32_t k = first; k <= last; k++)
+		if (!is_held(d, t + k))
+			return 0;
+	struct dev_blockbuf *u = &d->bufs[b % d->nbufs];
+	uint32_t len = proto_block_len(&d->m, b);
+	uint8_t want[PROTO_SHA256_LEN], got[PROTO_SHA256_LEN];
+	bool ok = u->data && u->block == b &&
+		  pread(d->table_fd, want, sizeof(want),
+			(off_t)(b * PROTO_SHA256_LEN)) == sizeof(want) &&
+		  proto_sha256(u->data, len, got) == 0 &&
+		  !memcmp(want, got, sizeof(got));
+	if (!ok) {
+		d->stats.blocks_bad++;
+		log_warnx("device=%s release=%s block %llu of %llu does not "
+			  "match the signed block table: dropped, fragments "
+			  "%u-%u asked for again",
+			  d->cfg.id, d->p.release, (unsigned long long)b,
+			  (unsigned long long)d->nblocks, t + first, t + last);
+		if (++d->bad_blocks > BAD_BLOCKS_MAX(d)) {
+			char why[PROTO_ERROR_MAX + 1];
+			snprintf(why, sizeof(why),
+				 "%u blocks failed their digest check: the "
+				 "data is being corrupted or forged",
+				 d->bad_blocks);
+			fail_update(d, why);
+			return -1;
+		}
+		unhold_block(d, b);
+		return 0;
+	}
+	ssize_t w = pwrite(d->part_fd, u->data, len,
+			   (off_t)(b * d->m.block_size));
+	if (w != (ssize_t)len) {
+		char why[PROTO_ERROR_MAX + 1];
+		snprintf(why, sizeof(why), "writing the inactive slot failed: %s",
+			 w < 0 ? strerror(errno) : "short write");
+		log_warnx("device=%s %s", d->cfg.id, why);
+		fail_update(d, why);
+		return -1;
+	}
+	free(u->data);
+	u->data = NULL;
+	d->written[b >> 3] |= (uint8_t)(1u << (b & 7));
+	d->stats.blocks_ok++;
+	while (d->wprefix < d->nblocks && is_written(d, d->wprefix))
+		d->wprefix++;
+	return 0;
+}
+
+/* The last table fragment is in: check the table, then every block that
+ * was waiting for it. */
+static int table_complete(struct dev *d)
+{
+	uint32_t t = d->p.table_fragments;
+	if (!table_check(d)) {
+		d->stats.tables_bad++;
+		log_warnx("device=%s release=%s block table does not match "
+			  "the signed manifest: asked for again",
+			  d->cfg.id, d->p.release);
+		if (++d->bad_blocks > BAD_BLOCKS_MAX(d)) {
+			fail_update(d, "the block table keeps failing its "
+				       "check: the data is being corrupted "
+				       "or forged");
+			return -1;
+		}
+		for (uint32_t i = 0; i < t; i++)
+			set_held(d, i, false);
+		d->cum = 0;
+		return 0;
+	}
+	d->table_ok = true;
+	for (uint32_t i = 0; i < d->nbufs; i++)
+		if (d->bufs[i].data && block_try(d, d->bufs[i].block) < 0)
+			return -1;
+	return 0;
 }
 
 static void on_frag(struct dev *d, const void *payload, size_t len)
@@ -525,7 +801,8 @@ static void on_frag(struct dev *d, const void *payload, size_t len)
 		d->stats.msgs_bad++;
 		return;
 	}
-	if (d->cfg.test_drop_percent && test_drop(d)) {
+	if (d->cfg.test_drop_percent &&
+	    test_coin(d, d->cfg.test_drop_percent)) {
 		d->stats.frags_dropped_test++;
 		return;
 	}
@@ -535,52 +812,94 @@ static void on_frag(struct dev *d, const void *payload, size_t len)
 	}
 	d->last_rx_ms = util_mono_ms();
 	d->idle_ack_ms = IDLE_ACK_MIN_MS;
-	uint32_t n = d->p.fragments, fs = d->p.fragment_size;
-	uint64_t off = (uint64_t)f.index * fs;
-	size_t want = (f.index + 1 == n) ? (size_t)(d->m.size - off) : fs;
+	uint32_t n = nfrags(d), t = d->p.table_fragments;
+	uint32_t fs = d->p.fragment_size;
+	uint64_t end = f.index < t ? d->nblocks * PROTO_SHA256_LEN : d->m.size;
+	uint64_t off = (uint64_t)(f.index < t ? f.index : f.index - t) * fs;
+	size_t want = off + fs > end ? (size_t)(end - off) : fs;
 	if (f.index >= n || f.len != want) {
 		d->stats.msgs_bad++;
 		log_debug("device=%s fragment %u of %u with %zu bytes dropped",
 			  d->cfg.id, f.index, n, f.len);
 		return;
 	}
+	uint8_t *corrupt = NULL;
+	if (d->cfg.test_corrupt_percent &&
+	    test_coin(d, d->cfg.test_corrupt_percent) &&
+	    (corrupt = malloc(f.len)) != NULL) {
+		memcpy(corrupt, f.data, f.len);
+		corrupt[f.len / 2] ^= 0x5a;
+		f.data = corrupt;
+		d->stats.frags_corrupted_test++;
+	}
 	if (is_held(d, f.index)) {
 		d->stats.frags_dup++;
 		d->unacked++;
-	} else {
-		ssize_t w = pwrite(d->part_fd, f.data, f.len, (off_t)off);
+		goto ack;
+	}
+	if (f.index < t) {
+		/* The table goes to its own file: checked whole, below. */
+		ssize_t w = pwrite(d->table_fd, f.data, f.len, (off_t)off);
 		if (w != (ssize_t)f.len) {
 			char why[PROTO_ERROR_MAX + 1];
 			snprintf(why, sizeof(why),
-				 "writing the inactive slot failed: %s",
+				 "writing the block table failed: %s",
 				 w < 0 ? strerror(errno) : "short write");
 			log_warnx("device=%s %s", d->cfg.id, why);
 			fail_update(d, why);
-			return;
+			goto out;
 		}
-		d->held[f.index >> 3] |= (uint8_t)(1u << (f.index & 7));
-		d->stats.frags_ok++;
-		d->unacked++;
-		uint32_t before = d->cum;
-		while (d->cum < n && is_held(d, d->cum))
-			d->cum++;
-		d->since_ckpt += d->cum - before;
-		if (d->cum == n) {
-			download_complete(d);
-			return;
-		}
-		if (d->since_ckpt >= d->cfg.checkpoint_every)
-			checkpoint(d);
-		if (f.index != before) {
-			send_ack(d); /* out of order: tell the gap at once */
-			return;
-		}
+	} else if (!buffer_frag(d, f.index - t, f.data, f.len)) {
+		goto out; /* no room now: not held, sent again later */
 	}
+	set_held(d, f.index, true);
+	d->stats.frags_ok++;
+	d->unacked++;
+	uint32_t before = d->cum;
+	uint64_t bad = d->stats.blocks_bad + d->stats.tables_bad +
+		       d->stats.blocks_evicted;
+	while (d->cum < n && is_held(d, d->cum))
+		d->cum++;
+	if (!d->table_ok && d->cum >= t && table_complete(d) < 0)
+		goto out;
+	if (f.index >= t) {
+		uint32_t first = f.index - t;
+		uint64_t b0 = (uint64_t)first * fs / d->m.block_size;
+		uint64_t b1 = ((uint64_t)first * fs + f.len - 1) /
+			      d->m.block_size;
+		for (uint64_t b = b0; b <= b1; b++)
+			if (block_try(d, b) < 0)
+				goto out;
+	}
+	if (d->stats.blocks_bad + d->stats.tables_bad +
+		d->stats.blocks_evicted !=
+	    bad) {
+		send_ack(d); /* we dropped fragments: say which at once */
+		goto out;
+	}
+	if (d->cum < before) {
+		send_ack(d);
+		goto out;
+	}
+	d->since_ckpt += d->cum - before;
+	if (d->cum == n && d->wprefix == d->nblocks) {
+		download_complete(d);
+		goto out;
+	}
+	if (d->since_ckpt >= d->cfg.checkpoint_every)
+		checkpoint(d);
+	if (f.index != before) {
+		send_ack(d); /* out of order: tell the gap at once */
+		goto out;
+	}
+ack:;
 	uint32_t every = d->p.window / 4 ? d->p.window / 4 : 1;
 	if (d->unacked >= every)
 		send_ack(d);
 	else if (!uv_is_active((uv_handle_t *)&d->ack_timer))
 		uv_timer_start(&d->ack_timer, ack_timer_cb, ACK_DELAY_MS, 0);
+out:
+	free(corrupt);
 }
 
 /* ------------------------------------------------------------ MQTT */
@@ -632,7 +951,7 @@ int dev_init(struct dev *d, uv_loop_t *loop, const struct dev_config *cfg,
 	d->loop = loop;
 	d->cfg = *cfg;
 	d->argv = argv;
-	d->part_fd = -1;
+	d->part_fd = d->table_fd = -1;
 	char path[PATH_MAX];
 	if (util_load_pubkey(cfg->publisher_key, d->pubkey, err, errlen) != 0)
 		return -1;
@@ -662,7 +981,10 @@ static void resume_download(struct dev *d)
 	    proto_hex_decode(d->p.release, rid, sizeof(rid)) != 0 ||
 	    d->p.fragment_size < PROTO_FRAG_SIZE_MIN ||
 	    (uint64_t)d->p.fragments !=
-		(d->m.size + d->p.fragment_size - 1) / d->p.fragment_size) {
+		(d->m.size + d->p.fragment_size - 1) / d->p.fragment_size ||
+	    d->m.block_size == 0 ||
+	    d->p.table_fragments !=
+		proto_table_fragments(&d->m, d->p.fragment_size)) {
 		log_warnx("device=%s saved download unusable; waiting for a "
 			  "new offer", d->cfg.id);
 		d->st = d->p.phase = PROTO_ST_IDLE;
@@ -672,10 +994,11 @@ static void resume_download(struct dev *d)
 	d->tag = proto_release_tag(rid);
 	struct proto_offer o = {.fragment_size = d->p.fragment_size,
 				.fragments = d->p.fragments,
+				.table_fragments = d->p.table_fragments,
 				.window = d->p.window};
 	if (download_begin(d, &o, true) == 0)
 		log_info("device=%s resuming release=%s from fragment %u of %u",
-			 d->cfg.id, d->p.release, d->cum, d->p.fragments);
+			 d->cfg.id, d->p.release, d->cum, nfrags(d));
 }
 
 int dev_start(struct dev *d)
@@ -767,10 +1090,19 @@ void dev_stop(struct dev *d, void (*on_stopped)(struct dev *d))
 	struct rusage ru;
 	getrusage(RUSAGE_SELF, &ru);
 	log_info("device=%s stats frags_ok=%llu dup=%llu dropped_test=%llu "
-		 "bad=%llu stale=%llu acks=%llu peak_rss_kib=%ld",
+		 "corrupted_test=%llu nobuf=%llu evicted=%llu blocks_ok=%llu "
+		 "blocks_bad=%llu "
+		 "tables_bad=%llu bad=%llu stale=%llu acks=%llu "
+		 "peak_rss_kib=%ld",
 		 d->cfg.id, (unsigned long long)d->stats.frags_ok,
 		 (unsigned long long)d->stats.frags_dup,
 		 (unsigned long long)d->stats.frags_dropped_test,
+		 (unsigned long long)d->stats.frags_corrupted_test,
+		 (unsigned long long)d->stats.frags_nobuf,
+		 (unsigned long long)d->stats.blocks_evicted,
+		 (unsigned long long)d->stats.blocks_ok,
+		 (unsigned long long)d->stats.blocks_bad,
+		 (unsigned long long)d->stats.tables_bad,
 		 (unsigned long long)d->stats.msgs_bad,
 		 (unsigned long long)d->stats.msgs_stale,
 		 (unsigned long long)d->stats.acks_sent, ru.ru_maxrss);

@@ -39,6 +39,8 @@ struct dev_config {
 	/* Fault injection for tests only: drop this share of the fragments
 	 * that arrive, at random (seeded by test_seed and the device id). */
 	uint32_t test_drop_percent;
+	/* ... and flip a byte in this share of them (a corrupting link). */
+	uint32_t test_corrupt_percent;
 	uint32_t test_seed;
 };
 
@@ -52,6 +54,7 @@ struct dev_persist {
 	char *manifest; /* signed manifest of the update in progress */
 	uint8_t sig[PROTO_SIG_LEN];
 	uint32_t fragment_size, fragments, window;
+	uint32_t table_fragments; /* block table: fragments [0, this) */
 	uint32_t held; /* fragments [0, held) are on disk (fsynced) */
 	char prev_version[PROTO_VERSION_MAX + 1];
 	char error[PROTO_ERROR_MAX + 1];
@@ -62,7 +65,18 @@ struct dev_persist {
 
 struct dev_stats {
 	uint64_t frags_ok, frags_dup, msgs_bad, msgs_stale, acks_sent;
-	uint64_t frags_dropped_test;
+	uint64_t frags_dropped_test, frags_corrupted_test;
+	uint64_t frags_nobuf; /* no block buffer free: dropped, resent */
+	uint64_t blocks_evicted; /* gave its buffer to a lower block */
+	uint64_t blocks_ok;   /* checked against the table and written */
+	uint64_t blocks_bad;  /* failed the check: dropped, re-requested */
+	uint64_t tables_bad;  /* block tables that failed the manifest */
+};
+
+/* A block being assembled in memory until it can be checked. */
+struct dev_blockbuf {
+	uint64_t block; /* which block (valid while data != NULL) */
+	uint8_t *data;
 };
 
 struct dev {
@@ -78,10 +92,21 @@ struct dev {
 	/* download session */
 	struct proto_manifest m;
 	uint32_t tag;
-	uint8_t *held;  /* bitmap of fragments on disk */
+	uint8_t *held;  /* bitmap of fragments held */
 	uint32_t cum;   /* fragments [0, cum) held */
 	uint32_t unacked, since_ckpt;
 	int part_fd;
+	/* Block authentication: the table arrives first (table_fd, beside
+	 * the slot), then each block is assembled in bufs[block % nbufs],
+	 * checked against the table and only then written to the slot. */
+	int table_fd;
+	bool table_ok;        /* complete and matching the manifest */
+	uint64_t nblocks;     /* blocks in the payload */
+	uint64_t wprefix;     /* blocks [0, wprefix) are in the slot */
+	uint8_t *written;     /* bitmap, one bit per block in the slot */
+	struct dev_blockbuf *bufs;
+	uint32_t nbufs;
+	uint32_t bad_blocks; /* in this update, across restarts of it */
 	uv_timer_t ack_timer;
 	uv_timer_t status_timer;
 	uint64_t last_status_ms;

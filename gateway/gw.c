@@ -676,11 +676,12 @@ int gw__cmd_run(int argc, char **argv)
 	mq_start(gw.mq);
 	uv_run(gw.loop, UV_RUN_DEFAULT);
 	flush_final(&gw);
-	log_info("gateway stopped: frags_sent=%llu resent=%llu acks=%llu "
-		 "bad_msgs=%llu stale_msgs=%llu inflight_peak=%llu "
+	log_info("gateway stopped: frags_sent=%llu resent=%llu reneged=%llu "
+		 "acks=%llu bad_msgs=%llu stale_msgs=%llu inflight_peak=%llu "
 		 "loop_stall_max_ms=%llu",
 		 (unsigned long long)gw.stats.frags_sent,
 		 (unsigned long long)gw.stats.frags_resent,
+		 (unsigned long long)gw.stats.frags_reneged,
 		 (unsigned long long)gw.stats.acks,
 		 (unsigned long long)gw.stats.msgs_bad,
 		 (unsigned long long)gw.stats.msgs_stale,

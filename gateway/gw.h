@@ -46,7 +46,11 @@ struct gw_release {
 	const uint8_t *map;  /* whole package file, read-only mmap */
 	size_t map_len;
 	uint64_t payload_off;
-	uint32_t frag_size, nfrags, window;
+	/* The block table, kept in <store>/<id>.blocks too; it travels in
+	 * fragments [0, tfrags), the payload in [tfrags, nfrags). */
+	uint8_t *table;
+	size_t table_len;
+	uint32_t frag_size, nfrags, tfrags, window;
 	struct proto_announce target; /* group / device list, rollout */
 	int64_t created_ms;
 	int64_t fetch_ms, verify_ms; /* gateway stages of this release */
@@ -83,6 +87,7 @@ struct gw_stats {
 	uint64_t msgs_bad;   /* undecodable */
 	uint64_t msgs_stale; /* valid but not for any live session */
 	uint64_t frags_sent, frags_resent, acks;
+	uint64_t frags_reneged; /* acked, then dropped by a block check */
 	uint64_t releases_refused;
 	uint64_t inflight_peak; /* bytes */
 	uint64_t stall_max_ms;  /* worst lateness of the loop's tick */

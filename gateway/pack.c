@@ -25,11 +25,15 @@ struct pack_opts {
 	char payload[PATH_MAX];
 	bool json;
 	bool downgrade;
+	uint32_t block_size;
 };
 
 #define K(name, type, field, help)                                             \
 	{name, type, offsetof(struct pack_opts, field),                        \
 	 sizeof(((struct pack_opts *)0)->field), 0, 0, help}
+#define KR(name, type, field, lo, hi, help)                                    \
+	{name, type, offsetof(struct pack_opts, field),                        \
+	 sizeof(((struct pack_opts *)0)->field), lo, hi, help}
 
 static const struct conf_key keygen_keys[] = {
     K("out", CONF_STR, out, "file prefix: writes PREFIX.key and PREFIX.pub"),
@@ -42,6 +46,9 @@ static const struct conf_key pack_keys[] = {
     K("out", CONF_STR, out, "package file to write"),
     K("downgrade", CONF_BOOL, downgrade,
       "sign an explicit downgrade: may replace a newer version"),
+    KR("block-size", CONF_U32, block_size, PROTO_BLOCK_SIZE_MIN,
+       PROTO_BLOCK_SIZE_MAX,
+       "bytes per authenticated block (power of two, default 4096)"),
     {0}};
 static const struct conf_key verify_keys[] = {
     K("pubkey", CONF_STR, pubkey, "publisher public key (PEM)"),
@@ -159,9 +166,34 @@ int gw__cmd_pack(int argc, char **argv)
 		close(fd);
 		return 1;
 	}
+	/* The block table lets a device check every block before writing
+	 * it; the manifest signs the table's digest. */
+	m.block_size = o.block_size ? o.block_size : PROTO_BLOCK_SIZE_DEFAULT;
+	if (m.block_size & (m.block_size - 1)) {
+		fprintf(stderr, "ota-gateway pack: --block-size %u is not a "
+				"power of two\n", m.block_size);
+		close(fd);
+		OPENSSL_cleanse(priv, sizeof(priv));
+		return 2;
+	}
 	char *mj = NULL;
 	size_t mlen = 0;
 	uint8_t sig[PROTO_SIG_LEN], hdr[PROTO_PKG_HDR_LEN];
+	void *pm = mmap(NULL, (size_t)m.size, PROT_READ, MAP_SHARED, fd, 0);
+	if (pm == MAP_FAILED) {
+		fprintf(stderr, "ota-gateway pack: %s: mmap: %s\n", o.payload,
+			strerror(errno));
+		goto fail_fd;
+	}
+	int brc = proto_block_count(&m) > PROTO_BLOCKS_MAX
+		      ? PROTO_ERANGE
+		      : proto_block_table(&m, pm, NULL, m.blocks);
+	munmap(pm, (size_t)m.size);
+	if (brc != 0) {
+		fprintf(stderr, "ota-gateway pack: block table: %s (use a "
+				"larger --block-size)\n", proto_strerror(brc));
+		goto fail_fd;
+	}
 	if (proto_manifest_encode(&m, &mj, &mlen) != 0 ||
 	    proto_sign(priv, mj, mlen, sig) != 0 ||
 	    proto_pkg_header_encode(hdr, (uint32_t)mlen) != 0) {
@@ -196,8 +228,10 @@ int gw__cmd_pack(int argc, char **argv)
 	}
 	char hex[65];
 	proto_hex_encode(m.sha256, 32, hex);
-	printf("wrote %s\n  product=%s version=%s size=%llu\n  sha256=%s\n",
-	       o.out, m.product, m.version, (unsigned long long)m.size, hex);
+	printf("wrote %s\n  product=%s version=%s size=%llu\n  sha256=%s\n"
+	       "  blocks=%llu x %u bytes\n",
+	       o.out, m.product, m.version, (unsigned long long)m.size, hex,
+	       (unsigned long long)proto_block_count(&m), m.block_size);
 	free(mj);
 	close(fd);
 	OPENSSL_cleanse(priv, sizeof(priv));
@@ -273,5 +307,11 @@ int gw__cmd_verify(int argc, char **argv)
 	       path, m.product, m.version,
 	       m.downgrade ? " (signed downgrade)" : "",
 	       (unsigned long long)m.size, hex, (long long)m.created);
+	if (m.block_size)
+		printf("  blocks   %llu x %u bytes (table verified)\n",
+		       (unsigned long long)proto_block_count(&m),
+		       m.block_size);
+	else
+		printf("  blocks   none (devices refuse it: re-pack it)\n");
 	return 0;
 }

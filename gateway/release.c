@@ -31,6 +31,7 @@ struct fetch_job {
 	char *manifest;
 	size_t manifest_len;
 	uint8_t sig[PROTO_SIG_LEN];
+	uint8_t *table; /* block table, checked against the manifest */
 	char id[PROTO_RELEASE_HEX_LEN + 1];
 	char path[PATH_MAX];
 	/* the download's temporary file in the store */
@@ -112,6 +113,24 @@ out:
 	return rc;
 }
 
+static void table_path(char *out, size_t n, const char *store_dir,
+		       const char *id)
+{
+	snprintf(out, n, "%s/%s.blocks", store_dir, id);
+}
+
+static int table_save(const char *store_dir, const char *id,
+		      const uint8_t *table, size_t len, char *err, size_t n)
+{
+	char path[PATH_MAX], why[256];
+	table_path(path, sizeof(path), store_dir, id);
+	if (util_write_atomic(path, table, len, 0644, why, sizeof(why)) != 0) {
+		snprintf(err, n, "cannot store the block table: %s", why);
+		return -1;
+	}
+	return 0;
+}
+
 /* Thread pool: check the downloaded copy completely, keep it under its
  * content address (the release id). The copy, not the source, is what is
  * verified, so a source changed afterwards cannot slip in. */
@@ -138,11 +157,17 @@ static void verify_work(uv_work_t *req)
 		goto fail_tmp;
 	}
 	struct proto_err perr = {{0}};
-	rc = proto_pkg_check(map, (size_t)st.st_size, j->pubkey, &j->m,
-			     &j->lay, &perr);
+	rc = proto_pkg_check_table(map, (size_t)st.st_size, j->pubkey, &j->m,
+				   &j->lay, &j->table, &perr);
 	if (rc != 0) {
 		snprintf(j->err, sizeof(j->err), "%s",
 			 perr.text[0] ? perr.text : proto_strerror(rc));
+		goto fail_map;
+	}
+	if (j->m.block_size == 0) {
+		snprintf(j->err, sizeof(j->err),
+			 "package has no block table (made by an older "
+			 "pack): re-pack it with ota-gateway pack");
 		goto fail_map;
 	}
 	if (strcmp(j->m.product, j->product) != 0) {
@@ -166,6 +191,10 @@ static void verify_work(uv_work_t *req)
 	proto_release_id(j->manifest, j->manifest_len, rid);
 	proto_hex_encode(rid, sizeof(rid), j->id);
 	munmap(map, (size_t)st.st_size);
+	if (table_save(j->store_dir, j->id, j->table,
+		       (size_t)proto_block_count(&j->m) * PROTO_SHA256_LEN,
+		       j->err, sizeof(j->err)) != 0)
+		goto fail_tmp;
 	snprintf(j->path, sizeof(j->path), "%s/%s.ota", j->store_dir, j->id);
 	if (rename(j->tmp, j->path) != 0) {
 		snprintf(j->err, sizeof(j->err), "rename into store: %s",
@@ -182,6 +211,8 @@ fail_map:
 fail_tmp:
 	unlink(j->tmp);
 	j->tmp[0] = '\0';
+	free(j->table);
+	j->table = NULL;
 }
 
 /* Thread pool, file://: copy the source into the store, then verify. */
@@ -233,6 +264,7 @@ static void release_free(struct gw_release *r)
 {
 	if (r->map)
 		munmap((void *)r->map, r->map_len);
+	free(r->table);
 	free(r->manifest);
 	proto_announce_free(&r->target);
 	free(r);
@@ -280,6 +312,12 @@ static char *release_record(const struct gw_release *r)
 	    "pause_failure_percent",
 	    (json_int_t)r->target.pause_failure_percent);
 	if (o) {
+		/* "fragments" counts the whole transfer: the first
+		 * table_fragments carry the block table. */
+		json_object_set_new(o, "table_fragments",
+				    json_integer(r->tfrags));
+		json_object_set_new(o, "block_size",
+				    json_integer(r->m.block_size));
 		json_object_set_new(o, "fetch_ms", json_integer(r->fetch_ms));
 		json_object_set_new(o, "verify_ms", json_integer(r->verify_ms));
 	}
@@ -387,7 +425,11 @@ static void fetch_done(uv_work_t *req, int status)
 	r->frag_size = j->a.fragment_size ? j->a.fragment_size
 					  : gw->cfg.fragment_size;
 	r->window = j->a.window ? j->a.window : gw->cfg.window;
-	uint64_t nf = (r->m.size + r->frag_size - 1) / r->frag_size;
+	r->table = j->table;
+	r->table_len = (size_t)proto_block_count(&r->m) * PROTO_SHA256_LEN;
+	j->table = NULL;
+	r->tfrags = proto_table_fragments(&r->m, r->frag_size);
+	uint64_t nf = (r->m.size + r->frag_size - 1) / r->frag_size + r->tfrags;
 	if (nf > PROTO_FRAGS_MAX) {
 		log_warnx("release=%s refused: %llu fragments of %u bytes is "
 			  "more than %u; use larger fragments",
@@ -422,6 +464,7 @@ static void fetch_done(uv_work_t *req, int status)
 out:
 	proto_announce_free(&j->a);
 	free(j->manifest);
+	free(j->table);
 	free(j);
 }
 
@@ -495,6 +538,41 @@ void gw__announce(struct gw *gw, const char *product, const void *payload,
 
 /* ------------------------------------------------- reload on start */
 
+/* The stored block table, checked against the signed manifest; rebuilt
+ * from the package (and stored again) when missing or damaged. */
+static int table_load(struct gw *gw, struct gw_release *r, char *err,
+		      size_t n)
+{
+	char path[PATH_MAX], why[256];
+	uint8_t root[PROTO_SHA256_LEN];
+	size_t want = (size_t)proto_block_count(&r->m) * PROTO_SHA256_LEN, len;
+	char *buf = NULL;
+	table_path(path, sizeof(path), gw->cfg.store_dir, r->id);
+	if (util_read_file(path, want, &buf, &len, why, sizeof(why)) == 0 &&
+	    len == want && proto_sha256(buf, len, root) == 0 &&
+	    !memcmp(root, r->m.blocks, sizeof(root))) {
+		r->table = (uint8_t *)buf;
+		r->table_len = len;
+		return 0;
+	}
+	free(buf);
+	log_warnx("release=%s block table %s missing or damaged: rebuilding "
+		  "it from the package", r->id, path);
+	if ((r->table = malloc(want)) == NULL ||
+	    proto_block_table(&r->m, r->map + r->payload_off, r->table,
+			      root) != 0 ||
+	    memcmp(root, r->m.blocks, sizeof(root)) != 0) {
+		snprintf(err, n, "stored package does not match its block "
+				 "table");
+		return -1;
+	}
+	r->table_len = want;
+	if (table_save(gw->cfg.store_dir, r->id, r->table, want, why,
+		       sizeof(why)) != 0)
+		log_warnx("release=%s %s", r->id, why);
+	return 0;
+}
+
 static int release_load_cb(void *ud, const void *key, size_t klen,
 			   const char *val, size_t vlen)
 {
@@ -566,8 +644,13 @@ static int release_load_cb(void *ud, const void *key, size_t klen,
 			r->target.devices[i] = strdup(d ? d : "");
 		}
 	}
+	r->tfrags = proto_table_fragments(&r->m, r->frag_size);
 	if (!r->manifest || r->frag_size < PROTO_FRAG_SIZE_MIN ||
-	    r->window == 0 || release_map(r, err, sizeof(err)) != 0) {
+	    r->window == 0 || r->m.block_size == 0 ||
+	    r->nfrags != (r->m.size + r->frag_size - 1) / r->frag_size +
+			     r->tfrags ||
+	    release_map(r, err, sizeof(err)) != 0 ||
+	    table_load(gw, r, err, sizeof(err)) != 0) {
 		log_warnx("ledger: release %s unusable: %s", id, err);
 		goto fail;
 	}

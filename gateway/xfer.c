@@ -22,7 +22,8 @@ struct gw_xfer {
 	struct gw_release *rel;
 	enum xfer_state st;
 	uint32_t cum;  /* every fragment below is held by the device */
-	uint32_t next; /* first fragment never sent */
+	uint32_t next; /* first fragment not sent (since the last reset) */
+	uint32_t sent_max; /* first fragment never sent at all */
 	uint8_t *acked; /* bitmap, one bit per fragment */
 	uint64_t sent_ms[RING];
 	bool retx[RING];
@@ -71,6 +72,8 @@ static void reset_to(struct gw_xfer *x, uint32_t cum, uint64_t now)
 	for (uint32_t i = cum & ~7u; i < cum; i++)
 		set_acked(x, i);
 	x->cum = x->next = cum;
+	if (x->sent_max < cum)
+		x->sent_max = cum;
 	x->progress_ms = now;
 }
 
@@ -100,7 +103,8 @@ void gw__xfer_offer(struct gw *gw, struct gw_device *d)
 	struct proto_offer o = {.manifest = r->manifest,
 				.manifest_len = r->manifest_len,
 				.fragment_size = r->frag_size,
-				.fragments = r->nfrags,
+				.fragments = r->nfrags - r->tfrags,
+				.table_fragments = r->tfrags,
 				.window = r->window};
 	memcpy(o.release, r->id, sizeof(o.release));
 	memcpy(o.sig, r->sig, PROTO_SIG_LEN);
@@ -169,13 +173,19 @@ static void send_frag(struct gw *gw, struct gw_device *d, uint32_t i,
 {
 	struct gw_xfer *x = d->x;
 	struct gw_release *r = x->rel;
-	uint64_t off = (uint64_t)i * r->frag_size;
+	/* [0, tfrags): the block table; then the payload. */
+	const uint8_t *src = r->table;
+	uint64_t end = r->table_len, off = (uint64_t)i * r->frag_size;
+	if (i >= r->tfrags) {
+		src = r->map + r->payload_off;
+		end = r->m.size;
+		off = (uint64_t)(i - r->tfrags) * r->frag_size;
+	}
 	size_t len = r->frag_size;
-	if (off + len > r->m.size)
-		len = (size_t)(r->m.size - off);
+	if (off + len > end)
+		len = (size_t)(end - off);
 	proto_frag_header_encode(gw->fragbuf, r->tag, i);
-	memcpy(gw->fragbuf + PROTO_FRAG_HDR_LEN, r->map + r->payload_off + off,
-	       len);
+	memcpy(gw->fragbuf + PROTO_FRAG_HDR_LEN, src + off, len);
 	if (mq_publish(gw->mq, x->frag_topic, gw->fragbuf,
 		       PROTO_FRAG_HDR_LEN + len, 0, false) != 0)
 		return; /* not connected: the RTO sends it again */
@@ -213,6 +223,8 @@ static void pump(struct gw *gw, struct gw_device *d)
 		if (!is_acked(x, x->next))
 			send_frag(gw, d, x->next, false);
 		x->next++;
+		if (x->sent_max < x->next)
+			x->sent_max = x->next;
 		account(gw, x);
 	}
 }
@@ -241,12 +253,20 @@ void gw__xfer_on_ack(struct gw *gw, struct gw_device *d,
 		gw->stats.msgs_stale++;
 		return;
 	}
-	if (a->cum > r->nfrags ||
-	    (x->st == XS_SENDING && a->cum > x->next)) {
+	if (a->cum > r->nfrags) {
 		gw->stats.msgs_bad++;
-		log_debug("device=%s ack beyond what was sent (cum=%u next=%u)",
-			  d->id, a->cum, x->next);
 		return;
+	}
+	struct proto_ack clamped;
+	if (x->st == XS_SENDING && a->cum > x->sent_max) {
+		/* It claims fragments never sent (forged ones reached it, or
+		 * it lies): count it, believe only what was sent. The device
+		 * checks every block, so forged data cannot get further. */
+		gw->stats.msgs_bad++;
+		log_debug("device=%s ack beyond what was sent (cum=%u sent=%u)",
+			  d->id, a->cum, x->sent_max);
+		clamped = (struct proto_ack){.tag = a->tag, .cum = x->sent_max};
+		a = &clamped;
 	}
 	if (x->st == XS_OFFERED) {
 		/* The device accepted (or resumed): it holds [0, cum). */
@@ -275,11 +295,26 @@ void gw__xfer_on_ack(struct gw *gw, struct gw_device *d,
 	if (advanced) {
 		x->cum = a->cum;
 		x->progress_ms = now;
+		if (x->next < x->cum) /* it held more than we resent since a
+					 reset: no need to send that again */
+			x->next = x->cum;
 	}
+	/* The ack describes [cum, cum + 1 + 8 x sack_len) exactly: a
+	 * fragment there that we took as held but the ack does not name
+	 * was dropped by the device (it belonged to a block that failed
+	 * its digest check): send it again. */
+	for (uint32_t i = x->cum, end = a->cum + 1 + 8u * a->sack_len;
+	     i < end && i < x->sent_max; i++)
+		if (is_acked(x, i) && !proto_ack_has(a, i)) {
+			x->acked[i >> 3] &= (uint8_t)~(1u << (i & 7));
+			x->retx[i % RING] = true; /* no RTT sample from it */
+			x->sent_ms[i % RING] = 0; /* resend at once */
+			gw->stats.frags_reneged++;
+		}
 	uint32_t highest = x->cum;
 	for (uint32_t b = 0; b < (uint32_t)a->sack_len * 8; b++) {
 		uint32_t i = a->cum + 1 + b;
-		if (i >= x->next)
+		if (i >= x->sent_max)
 			break;
 		if (a->sack[b / 8] & (1u << (b % 8))) {
 			if (mark(x, i) && !x->retx[i % RING] &&
@@ -299,7 +334,7 @@ void gw__xfer_on_ack(struct gw *gw, struct gw_device *d,
 	/* Holes with DUPTHRESH later fragments held: resend now rather than
 	 * wait for the timeout, unless sent again within one SRTT. */
 	double guard = x->have_rtt ? x->srtt : RTO_MIN_MS;
-	for (uint32_t i = x->cum; i + DUPTHRESH <= highest; i++)
+	for (uint32_t i = x->cum; i + DUPTHRESH <= highest && i < x->next; i++)
 		if (!is_acked(x, i) &&
 		    (double)(now - x->sent_ms[i % RING]) >= guard)
 			send_frag(gw, d, i, true);

@@ -8,7 +8,7 @@
 
 #include "proto/internal.h"
 
-int proto__sha256(const void *buf, size_t len, uint8_t out[PROTO_SHA256_LEN])
+int proto_sha256(const void *buf, size_t len, uint8_t out[PROTO_SHA256_LEN])
 {
 	unsigned int outlen = 0;
 
@@ -29,7 +29,7 @@ void proto_release_id(const void *manifest, size_t len,
 
 	/* SHA-256 only fails when the library cannot allocate; an all-zero
 	 * id then matches no real release. */
-	if (proto__sha256(manifest, len, md) < 0)
+	if (proto_sha256(manifest, len, md) < 0)
 		memset(md, 0, sizeof(md));
 	memcpy(id, md, PROTO_RELEASE_ID_LEN);
 }

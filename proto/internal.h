@@ -27,10 +27,6 @@ int proto__err(struct proto_err *err, int code, const char *fmt, ...)
  * are not printable ASCII by '?'. For quoting untrusted text in errors. */
 void proto__sanitize(char *dst, size_t cap, const char *src);
 
-/* SHA-256 of `len` bytes. Returns 0 or PROTO_ECRYPTO. */
-int proto__sha256(const void *buf, size_t len,
-		  uint8_t out[PROTO_SHA256_LEN]);
-
 /* True when `s` is exactly PROTO_RELEASE_HEX_LEN lower-case hex digits. */
 bool proto__release_hex_valid(const char *s);
 

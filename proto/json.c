@@ -295,7 +295,8 @@ int proto_offer_encode(const struct proto_offer *o, char **out, size_t *len)
 	    o->manifest_len > PROTO_MANIFEST_MAX ||
 	    memchr(o->manifest, '\0', o->manifest_len) != NULL)
 		return PROTO_EFIELD;
-	if (!offer_numbers_ok(o->fragment_size, o->fragments, o->window))
+	if (!offer_numbers_ok(o->fragment_size, o->fragments, o->window) ||
+	    (uint64_t)o->fragments + o->table_fragments > PROTO_FRAGS_MAX)
 		return PROTO_ERANGE;
 	proto_hex_encode(o->sig, PROTO_SIG_LEN, sighex);
 	/* NULL when the manifest is not valid UTF-8. */
@@ -313,7 +314,11 @@ int proto_offer_encode(const struct proto_offer *o, char **out, size_t *len)
 				  json_integer(o->fragment_size))) < 0 ||
 	    (rc = proto__json_set(obj, "fragments",
 				  json_integer(o->fragments))) < 0 ||
-	    (rc = proto__json_set(obj, "window", json_integer(o->window))) < 0)
+	    (rc = proto__json_set(obj, "window", json_integer(o->window))) <
+		    0 ||
+	    (o->table_fragments &&
+	     (rc = proto__json_set(obj, "table_fragments",
+				   json_integer(o->table_fragments))) < 0))
 		goto out_obj;
 	rc = proto__json_dump(obj, out, len);
 out_obj:
@@ -356,6 +361,16 @@ static int offer_fields(const json_t *root, struct proto_offer *o,
 				  &v, NULL, err)) < 0)
 		return rc;
 	o->window = (uint32_t)v;
+	if ((rc = proto__json_int(root, "table_fragments", false, 0,
+				  PROTO_FRAGS_MAX - 1, &v, NULL, err)) < 0)
+		return rc;
+	o->table_fragments = (uint32_t)v;
+	if ((uint64_t)o->fragments + o->table_fragments > PROTO_FRAGS_MAX)
+		return proto__err(err, PROTO_ERANGE,
+				  "%u table and %u payload fragments exceed "
+				  "%u",
+				  o->table_fragments, o->fragments,
+				  PROTO_FRAGS_MAX);
 	/* Last, so that nothing is allocated when another field is bad. */
 	if ((rc = proto__json_str(root, "manifest", true, &s, &n, err)) < 0)
 		return rc;

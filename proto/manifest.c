@@ -1,7 +1,11 @@
 /*
  * proto/manifest.c: the signed manifest and the package file.
  */
+#include <stdlib.h>
 #include <string.h>
+
+#include <openssl/err.h>
+#include <openssl/evp.h>
 
 #include "proto/internal.h"
 
@@ -9,10 +13,16 @@
 #define MANIFEST_SIZE_MAX ((int64_t)1 << 40)
 #define CREATED_MAX ((int64_t)1 << 53) /* exact in any JSON reader */
 
+static bool block_size_ok(uint64_t bs, uint64_t size)
+{
+	return bs >= PROTO_BLOCK_SIZE_MIN && bs <= PROTO_BLOCK_SIZE_MAX &&
+	       (bs & (bs - 1)) == 0 && (size + bs - 1) / bs <= PROTO_BLOCKS_MAX;
+}
+
 int proto_manifest_encode(const struct proto_manifest *m, char **out,
 			  size_t *len)
 {
-	char hex[2 * PROTO_SHA256_LEN + 1];
+	char hex[2 * PROTO_SHA256_LEN + 1], bhex[2 * PROTO_SHA256_LEN + 1];
 	json_t *obj;
 	int rc;
 
@@ -29,7 +39,10 @@ int proto_manifest_encode(const struct proto_manifest *m, char **out,
 		return PROTO_ERANGE;
 	if (m->created < 0 || m->created > CREATED_MAX)
 		return PROTO_ERANGE;
+	if (m->block_size != 0 && !block_size_ok(m->block_size, m->size))
+		return PROTO_ERANGE;
 	proto_hex_encode(m->sha256, PROTO_SHA256_LEN, hex);
+	proto_hex_encode(m->blocks, PROTO_SHA256_LEN, bhex);
 
 	if ((obj = json_object()) == NULL)
 		return PROTO_ENOMEM;
@@ -45,6 +58,10 @@ int proto_manifest_encode(const struct proto_manifest *m, char **out,
 	    (rc = proto__json_set(obj, "sha256", json_string(hex))) < 0 ||
 	    (rc = proto__json_set(obj, "created",
 				  json_integer((json_int_t)m->created))) < 0 ||
+	    (m->block_size &&
+	     ((rc = proto__json_set(obj, "block_size",
+				    json_integer(m->block_size))) < 0 ||
+	      (rc = proto__json_set(obj, "blocks", json_string(bhex))) < 0)) ||
 	    (m->downgrade &&
 	     (rc = proto__json_set(obj, "downgrade", json_true())) < 0))
 		goto out_obj;
@@ -98,6 +115,32 @@ int proto_manifest_decode(const char *buf, size_t len,
 				  NULL, err)) < 0)
 		goto out_root;
 	tmp.created = v;
+	bool have_bs;
+	if ((rc = proto__json_int(root, "block_size", false, 0, INT64_MAX, &v,
+				  &have_bs, err)) < 0)
+		goto out_root;
+	if ((rc = proto__json_str(root, "blocks", false, &hex, NULL, err)) < 0)
+		goto out_root;
+	if (have_bs != (hex != NULL)) {
+		rc = proto__err(err, PROTO_EFIELD,
+				"fields 'block_size' and 'blocks' go together");
+		goto out_root;
+	}
+	if (have_bs && !block_size_ok((uint64_t)v, tmp.size)) {
+		rc = proto__err(err, PROTO_ERANGE,
+				"field 'block_size': %lld is not a power of "
+				"two in %u..%u with at most %u blocks",
+				(long long)v, PROTO_BLOCK_SIZE_MIN,
+				PROTO_BLOCK_SIZE_MAX, PROTO_BLOCKS_MAX);
+		goto out_root;
+	}
+	if (have_bs && proto_hex_decode(hex, tmp.blocks, PROTO_SHA256_LEN) < 0) {
+		rc = proto__err(err, PROTO_EFIELD,
+				"field 'blocks': not %d hex digits",
+				2 * PROTO_SHA256_LEN);
+		goto out_root;
+	}
+	tmp.block_size = have_bs ? (uint32_t)v : 0;
 	json_t *dg = json_object_get(root, "downgrade");
 	if (dg != NULL && !json_is_boolean(dg)) {
 		rc = proto__err(err, PROTO_EFIELD,
@@ -110,6 +153,70 @@ int proto_manifest_decode(const char *buf, size_t len,
 	rc = 0;
 out_root:
 	json_decref(root);
+	return rc;
+}
+
+/* --------------------------------------------------------- block table */
+
+uint64_t proto_block_count(const struct proto_manifest *m)
+{
+	if (m->block_size == 0)
+		return 0;
+	return (m->size + m->block_size - 1) / m->block_size;
+}
+
+uint32_t proto_block_len(const struct proto_manifest *m, uint64_t i)
+{
+	uint64_t off = i * m->block_size;
+	if (m->block_size == 0 || off >= m->size)
+		return 0;
+	return m->size - off < m->block_size ? (uint32_t)(m->size - off)
+					     : m->block_size;
+}
+
+uint32_t proto_table_fragments(const struct proto_manifest *m,
+			       uint32_t fragment_size)
+{
+	if (fragment_size == 0)
+		return 0;
+	/* <= 2^24 blocks x 32 bytes / 160: fits in 32 bits */
+	return (uint32_t)((proto_block_count(m) * PROTO_SHA256_LEN +
+			   fragment_size - 1) /
+			  fragment_size);
+}
+
+int proto_block_table(const struct proto_manifest *m, const uint8_t *payload,
+		      uint8_t *table, uint8_t root[PROTO_SHA256_LEN])
+{
+	uint64_t n = proto_block_count(m);
+	uint8_t md[PROTO_SHA256_LEN];
+	unsigned int rlen = 0;
+	EVP_MD_CTX *ctx;
+	int rc = PROTO_ECRYPTO;
+
+	if (n == 0)
+		return PROTO_EFIELD;
+	if ((ctx = EVP_MD_CTX_new()) == NULL)
+		return PROTO_ENOMEM;
+	if (EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1)
+		goto out;
+	for (uint64_t i = 0; i < n; i++) {
+		if (proto_sha256(payload + i * m->block_size,
+				 proto_block_len(m, i), md) < 0 ||
+		    EVP_DigestUpdate(ctx, md, sizeof(md)) != 1)
+			goto out;
+		if (table != NULL)
+			memcpy(table + i * PROTO_SHA256_LEN, md, sizeof(md));
+	}
+	if (EVP_DigestFinal_ex(ctx, md, &rlen) != 1 || rlen != sizeof(md))
+		goto out;
+	if (root != NULL)
+		memcpy(root, md, sizeof(md));
+	rc = 0;
+out:
+	if (rc == PROTO_ECRYPTO)
+		ERR_clear_error();
+	EVP_MD_CTX_free(ctx);
 	return rc;
 }
 
@@ -175,11 +282,12 @@ int proto_pkg_header_encode(uint8_t buf[PROTO_PKG_HDR_LEN],
 	return 0;
 }
 
-int proto_pkg_check(const uint8_t *buf, size_t len,
-		    const uint8_t pub[PROTO_PUBKEY_LEN],
-		    struct proto_manifest *m, struct proto_pkg_layout *lay,
-		    struct proto_err *err)
+static int pkg_check(const uint8_t *buf, size_t len,
+		     const uint8_t pub[PROTO_PUBKEY_LEN],
+		     struct proto_manifest *m, struct proto_pkg_layout *lay,
+		     uint8_t **table, struct proto_err *err)
 {
+	uint8_t *tab = NULL;
 	struct proto_pkg_layout l;
 	struct proto_manifest man;
 	struct proto_err merr = {{0}};
@@ -222,16 +330,54 @@ int proto_pkg_check(const uint8_t *buf, size_t len,
 				  (unsigned long long)(want - (uint64_t)len),
 				  want - (uint64_t)len == 1 ? "" : "s",
 				  (unsigned long long)man.size);
-	if ((rc = proto__sha256(buf + l.payload_off, (size_t)man.size, md)) <
+	if ((rc = proto_sha256(buf + l.payload_off, (size_t)man.size, md)) <
 	    0)
 		return proto__err(err, rc, "SHA-256 computation failed");
 	if (memcmp(md, man.sha256, PROTO_SHA256_LEN) != 0)
 		return proto__err(err, PROTO_EDIGEST,
 				  "payload SHA-256 does not match the signed "
 				  "manifest");
+	if (man.block_size != 0) {
+		if (table != NULL &&
+		    (tab = malloc((size_t)proto_block_count(&man) *
+				  PROTO_SHA256_LEN)) == NULL)
+			return proto__err(err, PROTO_ENOMEM, "out of memory");
+		if ((rc = proto_block_table(&man, buf + l.payload_off, tab,
+					    md)) < 0) {
+			free(tab);
+			return proto__err(err, rc,
+					  "block table computation failed");
+		}
+		if (memcmp(md, man.blocks, PROTO_SHA256_LEN) != 0) {
+			free(tab);
+			return proto__err(err, PROTO_EDIGEST,
+					  "block table of the payload does not "
+					  "match the signed manifest");
+		}
+	}
+	if (table != NULL)
+		*table = tab;
 	if (m != NULL)
 		*m = man;
 	if (lay != NULL)
 		*lay = l;
 	return 0;
+}
+
+int proto_pkg_check(const uint8_t *buf, size_t len,
+		    const uint8_t pub[PROTO_PUBKEY_LEN],
+		    struct proto_manifest *m, struct proto_pkg_layout *lay,
+		    struct proto_err *err)
+{
+	return pkg_check(buf, len, pub, m, lay, NULL, err);
+}
+
+int proto_pkg_check_table(const uint8_t *buf, size_t len,
+			  const uint8_t pub[PROTO_PUBKEY_LEN],
+			  struct proto_manifest *m,
+			  struct proto_pkg_layout *lay, uint8_t **table,
+			  struct proto_err *err)
+{
+	*table = NULL;
+	return pkg_check(buf, len, pub, m, lay, table, err);
 }

@@ -71,6 +71,10 @@ struct proto_err {
 #define PROTO_FRAGS_MAX (1u << 24) /* fragment index is 24 bits on the wire */
 #define PROTO_WINDOW_MAX 256       /* fragments; bounded by the SACK bitmap */
 #define PROTO_ANNOUNCE_DEVICES_MAX 4096
+#define PROTO_BLOCK_SIZE_MIN 512     /* block table: power of two in range */
+#define PROTO_BLOCK_SIZE_MAX (1u << 20)
+#define PROTO_BLOCK_SIZE_DEFAULT 4096
+#define PROTO_BLOCKS_MAX (1u << 24) /* blocks per package */
 
 /*
  * Identifiers (device id, product, group) are 1..PROTO_ID_MAX characters
@@ -98,7 +102,13 @@ int proto_hex_decode(const char *in, uint8_t *out, size_t outlen);
  * The signed manifest: compact JSON, signed byte for byte.
  * {"format":1,"product":"sensor","version":"1.1.0","size":1234,
  *  "sha256":"<64 hex>","created":1700000000}
- * optionally followed by "downgrade":true (a signed, explicit downgrade).
+ * then, when the package has a block table (`ota-gateway pack` always
+ * makes one), "block_size":4096,"blocks":"<64 hex>", and optionally
+ * "downgrade":true (a signed, explicit downgrade).
+ * The block table is the SHA-256 of every block_size piece of the payload
+ * (the last may be shorter), 32 bytes each, in order; `blocks` is the
+ * SHA-256 of that table. It lets a device check each block before it
+ * writes it (see proto_block_*).
  * Decoding ignores unknown members (forward compatibility) but requires
  * every member above with the right type and range.
  * Encoding validates first: PROTO_ERANGE (format != 1, size, created),
@@ -112,6 +122,10 @@ struct proto_manifest {
 	uint64_t size; /* payload bytes, 1 .. 2^40 */
 	uint8_t sha256[PROTO_SHA256_LEN];
 	int64_t created; /* unix seconds, >= 0 */
+	/* Block table: 0 = none; else a power of two, PROTO_BLOCK_SIZE_MIN..
+	 * PROTO_BLOCK_SIZE_MAX, with at most PROTO_BLOCKS_MAX blocks. */
+	uint32_t block_size;
+	uint8_t blocks[PROTO_SHA256_LEN]; /* SHA-256 of the block table */
 	/* The publisher allows installing this over a newer version. Encoded
 	 * as "downgrade":true after "created" only when set, so manifests
 	 * without it are byte for byte what they were. */
@@ -122,6 +136,23 @@ int proto_manifest_encode(const struct proto_manifest *m, char **out,
 			  size_t *len);
 int proto_manifest_decode(const char *buf, size_t len,
 			  struct proto_manifest *m, struct proto_err *err);
+
+/* Blocks in the payload (0 when the manifest has no block table). */
+uint64_t proto_block_count(const struct proto_manifest *m);
+/* Bytes of block `i` (block_size, the last one possibly less). */
+uint32_t proto_block_len(const struct proto_manifest *m, uint64_t i);
+/* Fragments that carry the table at `fragment_size` (0 without one). */
+uint32_t proto_table_fragments(const struct proto_manifest *m,
+			       uint32_t fragment_size);
+/*
+ * Compute the block table of `payload` (m->size bytes) into `table`
+ * (32 x proto_block_count(m) bytes) and, when `root` is not NULL, its
+ * SHA-256. Returns 0 or PROTO_ECRYPTO / PROTO_EFIELD (no table).
+ */
+int proto_block_table(const struct proto_manifest *m, const uint8_t *payload,
+		      uint8_t *table, uint8_t root[PROTO_SHA256_LEN]);
+/* SHA-256 of `len` bytes (a block, a table). Returns 0 or PROTO_ECRYPTO. */
+int proto_sha256(const void *buf, size_t len, uint8_t out[PROTO_SHA256_LEN]);
 
 /* Release id: the first 8 bytes of SHA-256(manifest bytes). */
 void proto_release_id(const void *manifest, size_t len,
@@ -170,8 +201,9 @@ int proto_pkg_header_encode(uint8_t buf[PROTO_PKG_HDR_LEN],
 
 /*
  * Check a package held entirely in memory (e.g. mmapped): header, manifest
- * syntax, signature against `pub`, total length == payload_off + size, and
- * the payload's SHA-256, in that order. On success fills `m` and `lay`
+ * syntax, signature against `pub`, total length == payload_off + size, the
+ * payload's SHA-256, and (when the manifest has one) the block table's
+ * SHA-256 against `blocks`, in that order. On success fills `m` and `lay`
  * (either may be NULL); on failure leaves them untouched. The error text
  * says exactly what is wrong ("payload is 12 bytes longer than signed",
  * "signature does not verify with the configured publisher key", ...).
@@ -180,6 +212,13 @@ int proto_pkg_check(const uint8_t *buf, size_t len,
 		    const uint8_t pub[PROTO_PUBKEY_LEN],
 		    struct proto_manifest *m, struct proto_pkg_layout *lay,
 		    struct proto_err *err);
+/* The same, also handing back the block table it checked: *table is new
+ * (32 x proto_block_count(m) bytes; NULL when the manifest has none). */
+int proto_pkg_check_table(const uint8_t *buf, size_t len,
+			  const uint8_t pub[PROTO_PUBKEY_LEN],
+			  struct proto_manifest *m,
+			  struct proto_pkg_layout *lay, uint8_t **table,
+			  struct proto_err *err);
 
 /* ------------------------------------------------------ binary messages */
 
@@ -271,10 +310,13 @@ void proto_announce_free(struct proto_announce *a);
 /*
  * Offer (gateway -> ota/dev/<id>/offer, QoS 1):
  * {"release":"<16 hex>","manifest":"<the signed manifest JSON, verbatim>",
- *  "sig":"<128 hex>","fragment_size":4096,"fragments":256,"window":32}
- * `fragments` must equal ceil(manifest.size / fragment_size); the device
- * checks that and the signature itself (decode checks syntax and ranges
- * only). On decode failure o->manifest is NULL. `sig` hex is accepted in
+ *  "sig":"<128 hex>","fragment_size":4096,"fragments":256,"window":32,
+ *  "table_fragments":1}
+ * `fragments` must equal ceil(manifest.size / fragment_size) and
+ * `table_fragments` (absent = 0) proto_table_fragments(): fragment indices
+ * [0, table_fragments) carry the block table, the next `fragments` the
+ * payload. The device checks that and the signature itself (decode checks
+ * syntax and ranges only). On decode failure o->manifest is NULL. `sig` hex is accepted in
  * either case; `release` must be lower case.
  */
 struct proto_offer {
@@ -285,6 +327,7 @@ struct proto_offer {
 	uint32_t fragment_size;
 	uint32_t fragments;
 	uint32_t window;
+	uint32_t table_fragments;
 };
 
 int proto_offer_encode(const struct proto_offer *o, char **out, size_t *len);

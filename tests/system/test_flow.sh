@@ -18,8 +18,9 @@ check "every device completes under the cap" wait_until 60 "all_devices committe
 for d in "${ids[@]}"; do
     check "$d: exact payload" cmp -s "$T/fw.bin" "$T/dev/$d/active/payload"
 done
+# 256 payload fragments after the 2 that carry the block table (256 blocks x 32 bytes).
 check "the release used the announced window and fragment size" \
-    test "$(gw_status_json | jq -r '.releases[0] | "\(.window) \(.fragment_size) \(.fragments)"')" = "64 4096 256"
+    test "$(gw_status_json | jq -r '.releases[0] | "\(.window) \(.fragment_size) \(.fragments) \(.table_fragments)"')" = "64 4096 258 2"
 stop_all_clean gateway "${ids[@]}" >/dev/null
 peak=$(sed -n 's/.*inflight_peak=\([0-9]*\).*/\1/p' "$T/gateway.log")
 echo "# peak bytes in flight: $peak (cap 65536 + one fragment per device)"

@@ -22,16 +22,17 @@ kill -9 "$(pid_of gateway)"
 stop gateway >/dev/null 2>&1
 mv "$T/gateway.log" "$T/gateway-1.log"
 check "the gateway starts again on the same ledger" gateway_start
+# 1 MiB in 512-byte fragments: 16 carry the block table (256 x 32 bytes), 2048 the payload.
 for d in "${ids[@]}"; do
     check "$d's transfer continues from what it holds, not from 0" \
-        wait_until 20 "grep -Eq 'device=$d release=[0-9a-f]+ accepted, sending from fragment [1-9][0-9]* of 2048' '$T/gateway.log'"
+        wait_until 20 "grep -Eq 'device=$d release=[0-9a-f]+ accepted, sending from fragment [1-9][0-9]* of 2064' '$T/gateway.log'"
 done
 check "all devices end committed on 1.5.0" wait_until 120 "all_devices committed 1.5.0 ${ids[*]}"
 for d in "${ids[@]}"; do
     check "$d's payload is exact" cmp -s "$T/fw.bin" "$T/dev/$d/active/payload"
 done
 check "every device record is complete (acked all, transferred, timings)" \
-    test "$(gw_status_json | jq '[.devices[] | select(.acked == 2048 and .transferred_ms > 0
+    test "$(gw_status_json | jq '[.devices[] | select(.acked == 2064 and .transferred_ms > 0
         and .finished_ms > 0 and .timings.total_ms > 0)] | length')" = 3
 check "one release in the ledger, offered once per device" \
     test "$(gw_status_json | jq '"\(.releases | length) \([.events[] | select(.event == "offered")] | length)"')" = '"1 3"'
