@@ -145,6 +145,16 @@ int dev__load_manifest(struct dev *d, char *why, size_t n)
 	return 0;
 }
 
+void dev__crash_point(const struct dev *d, const char *point)
+{
+	if (d->cfg.test_crash_at[0] && !strcmp(d->cfg.test_crash_at, point)) {
+		log_warnx("device=%s test crash point '%s': SIGKILL", d->cfg.id,
+			  point);
+		fflush(NULL);
+		raise(SIGKILL);
+	}
+}
+
 /* ------------------------------------------------------------ status */
 
 static void fill_timings(const struct dev_persist *p, struct proto_timings *t)

@@ -42,6 +42,9 @@ struct dev_config {
 	/* ... and flip a byte in this share of them (a corrupting link). */
 	uint32_t test_corrupt_percent;
 	uint32_t test_seed;
+	/* ... and SIGKILL itself at this named point of the update (see
+	 * dev__crash_point): a power cut exactly there. */
+	char test_crash_at[32];
 };
 
 /* What survives a restart or a power cut: state_dir/state.json. */
@@ -142,6 +145,10 @@ int dev__persist(struct dev *d);
 int dev__load_manifest(struct dev *d, char *why, size_t n);
 void dev__slot_path(const struct dev *d, char slot, const char *name,
 		    char *out, size_t n);
+
+/* Tests only: a power cut at the named point when test_crash_at names
+ * it (verify, verified, installing, switched, installed, committing). */
+void dev__crash_point(const struct dev *d, const char *point);
 
 /* install.c: verify, install, restart, commit */
 void dev__verify_start(struct dev *d);

@@ -31,6 +31,7 @@ static void verify_work(uv_work_t *req)
 	char path[PATH_MAX], err[128];
 	uint8_t md[PROTO_SHA256_LEN];
 	uint64_t total = 0;
+	dev__crash_point(d, "verify");
 	image_path(d, path, sizeof(path));
 	d->work_rc = -1;
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -138,6 +139,7 @@ static void restart_step(struct dev *d)
 	d->p.t_restart = util_wall_ms();
 	dev__set_state(d, PROTO_ST_RESTARTING, NULL);
 	dev__persist(d);
+	dev__crash_point(d, "installed");
 	if (!d->cfg.restart_command[0]) {
 		dev_stop(d, d->cfg.restart_inproc ? restart_inproc : exec_self);
 		return;
@@ -172,18 +174,25 @@ static void install(struct dev *d)
 		dev__set_state(d, PROTO_ST_FAILED, err);
 		return;
 	}
+	dev__crash_point(d, "installing");
 	if (util_write_atomic(verfile, d->m.version, strlen(d->m.version),
 			      0600, err, sizeof(err)) != 0 ||
 	    switch_active(d, slot, err, sizeof(err)) != 0) {
 		dev__set_state(d, PROTO_ST_FAILED, err);
 		return;
 	}
-	/* The new slot is active; the old one is kept for rollback. */
+	/* A cut here: the symlink names the new slot, state.json still the
+	 * old one in `installing`; the next start verifies the new slot's
+	 * image and installs it again (each step is idempotent). */
+	dev__crash_point(d, "switched");
+	/* The new slot is active; the old one is kept for rollback. Slot and
+	 * phase change in one atomic write: a cut can never leave the new
+	 * slot recorded with the phase still `installing` (whose restart
+	 * would look for the image in the other slot). */
 	snprintf(d->p.prev_version, sizeof(d->p.prev_version), "%s",
 		 d->p.version);
 	d->p.slot = slot;
 	d->p.t_installed = util_wall_ms();
-	dev__persist(d);
 	log_info("device=%s installed %s into slot %c", d->cfg.id,
 		 d->m.version, slot);
 	restart_step(d);
@@ -208,6 +217,7 @@ static void verify_done(uv_work_t *req, int status)
 	d->p.t_verified = util_wall_ms();
 	log_info("device=%s release=%s image verified", d->cfg.id,
 		 d->p.release);
+	dev__crash_point(d, "verified");
 	install(d);
 }
 
@@ -232,6 +242,7 @@ static void commit(struct dev *d)
 	snprintf(d->p.version, sizeof(d->p.version), "%s", d->m.version);
 	d->p.t_up = util_wall_ms();
 	d->p.held = 0;
+	dev__crash_point(d, "committing");
 	log_info("device=%s up on version %s (slot %c): committed", d->cfg.id,
 		 d->p.version, d->p.slot);
 	dev__set_state(d, PROTO_ST_COMMITTED, NULL);

@@ -446,7 +446,7 @@ check "ota-gateway run --help lists every key" help_missing "$T/gw-help.out" \
 check "ota-device --help exits 0" bash -c "'$DEV' --help >'$T/dev-help.out' 2>&1"
 check "ota-device --help lists every key" help_missing "$T/dev-help.out" \
     "$OTA_ROOT/deploy/device.conf.example" restart_command health_command health_timeout_s \
-    checkpoint_every max_package_mb fleet_stagger_ms test_drop_percent test_corrupt_percent test_seed state_dir \
+    checkpoint_every max_package_mb fleet_stagger_ms test_drop_percent test_corrupt_percent test_crash_at test_seed state_dir \
     fleet fleet_cert_dir fleet_prefix fleet_first group
 
 check "everything stops cleanly, no sanitizer reports" \
