@@ -684,61 +684,19 @@ static void unhold_block(struct dev *d, uint64_t b)
 		d->cum = t + first;
 }
 
-/* Copy a payload fragment into the buffers of the blocks it touches that
- * are not in the slot yet. Buffer b % nbufs may hold another block: a
- * higher one gives way (its fragments are asked for again), so the lowest
- * blocks always progress; below it, the fragment is dropped (not held)
- * and comes again later. */
-static bool buffer_frag(struct dev *d, uint32_t k, const uint8_t *data,
-			size_t len)
+/* Check block b (len bytes at data) against its table entry and, when it
+ * matches, write it to the slot. 1: written; 0: mismatch (counted and
+ * logged; the caller drops its fragments); -1: the update has failed. */
+static int block_put(struct dev *d, uint64_t b, const uint8_t *data)
 {
-	uint32_t bs = d->m.block_size;
-	uint64_t off = (uint64_t)k * d->p.fragment_size, end = off + len;
-	for (uint64_t b = off / bs; b * bs < end; b++) {
-		if (is_written(d, b))
-			continue;
-		struct dev_blockbuf *u = &d->bufs[b % d->nbufs];
-		if (u->data && u->block < b) {
-			d->stats.frags_nobuf++;
-			return false;
-		}
-		if (u->data && u->block > b) {
-			d->stats.blocks_evicted++;
-			unhold_block(d, u->block);
-		}
-		if (!u->data && !(u->data = malloc(bs))) {
-			d->stats.frags_nobuf++;
-			return false;
-		}
-		u->block = b;
-		uint64_t lo = off > b * bs ? off : b * bs;
-		uint64_t hi = end < (b + 1) * bs ? end : (b + 1) * bs;
-		memcpy(u->data + (lo - b * bs), data + (lo - off), hi - lo);
-	}
-	return true;
-}
-
-/* Check block b once all its fragments are held: into the slot when it
- * matches the table, else its fragments are dropped and asked for again.
- * Returns -1 when the update has failed (and d->held is gone). */
-static int block_try(struct dev *d, uint64_t b)
-{
-	uint32_t first, last, t = d->p.table_fragments;
-	if (!d->table_ok || is_written(d, b))
-		return 0;
-	block_frags(d, b, &first, &last);
-	for (uint32_t k = first; k <= last; k++)
-		if (!is_held(d, t + k))
-			return 0;
-	struct dev_blockbuf *u = &d->bufs[b % d->nbufs];
 	uint32_t len = proto_block_len(&d->m, b);
 	uint8_t want[PROTO_SHA256_LEN], got[PROTO_SHA256_LEN];
-	bool ok = u->data && u->block == b &&
-		  pread(d->table_fd, want, sizeof(want),
-			(off_t)(b * PROTO_SHA256_LEN)) == sizeof(want) &&
-		  proto_sha256(u->data, len, got) == 0 &&
-		  !memcmp(want, got, sizeof(got));
-	if (!ok) {
+	if (pread(d->table_fd, want, sizeof(want),
+		  (off_t)(b * PROTO_SHA256_LEN)) != sizeof(want) ||
+	    proto_sha256(data, len, got) != 0 ||
+	    memcmp(want, got, sizeof(got)) != 0) {
+		uint32_t first, last, t = d->p.table_fragments;
+		block_frags(d, b, &first, &last);
 		d->stats.blocks_bad++;
 		log_warnx("device=%s release=%s block %llu of %llu does not "
 			  "match the signed block table: dropped, fragments "
@@ -754,11 +712,9 @@ static int block_try(struct dev *d, uint64_t b)
 			fail_update(d, why);
 			return -1;
 		}
-		unhold_block(d, b);
 		return 0;
 	}
-	ssize_t w = pwrite(d->part_fd, u->data, len,
-			   (off_t)(b * d->m.block_size));
+	ssize_t w = pwrite(d->part_fd, data, len, (off_t)(b * d->m.block_size));
 	if (w != (ssize_t)len) {
 		char why[PROTO_ERROR_MAX + 1];
 		snprintf(why, sizeof(why), "writing the inactive slot failed: %s",
@@ -767,12 +723,84 @@ static int block_try(struct dev *d, uint64_t b)
 		fail_update(d, why);
 		return -1;
 	}
-	free(u->data);
-	u->data = NULL;
 	d->written[b >> 3] |= (uint8_t)(1u << (b & 7));
 	d->stats.blocks_ok++;
 	while (d->wprefix < d->nblocks && is_written(d, d->wprefix))
 		d->wprefix++;
+	return 1;
+}
+
+/* Take a payload fragment. A block wholly inside it is checked and
+ * written at once (once the table is checked); the parts of blocks it
+ * shares with other fragments are copied into the block's buffer,
+ * bufs[b % nbufs]. That buffer may hold another block: a higher one gives
+ * way (its fragments are asked for again), so the lowest blocks always
+ * progress; a lower one keeps it, and this fragment is dropped to come
+ * again later. 1: held; 0: dropped; -1: the update has failed. */
+static int take_frag(struct dev *d, uint32_t k, const uint8_t *data,
+		     size_t len)
+{
+	uint32_t bs = d->m.block_size;
+	uint64_t off = (uint64_t)k * d->p.fragment_size, end = off + len;
+	for (uint64_t b = off / bs; b * bs < end; b++) {
+		if (is_written(d, b))
+			continue;
+		uint64_t lo = b * bs, hi = lo + proto_block_len(&d->m, b);
+		struct dev_blockbuf *u = &d->bufs[b % d->nbufs];
+		if (d->table_ok && lo >= off && hi <= end) {
+			if (u->live && u->block == b)
+				u->live = false;
+			int rc = block_put(d, b, data + (lo - off));
+			if (rc <= 0)
+				return rc; /* a bad block: drop it all */
+			continue;
+		}
+		if (u->live && u->block < b) {
+			d->stats.frags_nobuf++;
+			return 0;
+		}
+		if (u->live && u->block > b) {
+			d->stats.blocks_evicted++;
+			unhold_block(d, u->block);
+		}
+		if (!u->data && !(u->data = malloc(bs))) {
+			d->stats.frags_nobuf++;
+			return 0;
+		}
+		u->block = b;
+		u->live = true;
+		if (lo < off)
+			lo = off;
+		if (hi > end)
+			hi = end;
+		memcpy(u->data + (lo - b * bs), data + (lo - off), hi - lo);
+	}
+	return 1;
+}
+
+/* Check block b once all its fragments are held: into the slot when it
+ * matches the table, else its fragments are dropped and asked for again.
+ * Returns -1 when the update has failed (and d->held is gone). */
+static int block_try(struct dev *d, uint64_t b)
+{
+	uint32_t first, last, t = d->p.table_fragments;
+	if (!d->table_ok || is_written(d, b))
+		return 0;
+	block_frags(d, b, &first, &last);
+	for (uint32_t k = first; k <= last; k++)
+		if (!is_held(d, t + k))
+			return 0;
+	struct dev_blockbuf *u = &d->bufs[b % d->nbufs];
+	if (!u->live || u->block != b) { /* cannot happen; recover anyway */
+		unhold_block(d, b);
+		return 0;
+	}
+	int rc = block_put(d, b, u->data);
+	if (rc < 0)
+		return -1;
+	u->live = false;
+	if (rc == 0)
+		unhold_block(d, b);
 	return 0;
 }
 
@@ -799,7 +827,7 @@ static int table_complete(struct dev *d)
 	}
 	d->table_ok = true;
 	for (uint32_t i = 0; i < d->nbufs; i++)
-		if (d->bufs[i].data && block_try(d, d->bufs[i].block) < 0)
+		if (d->bufs[i].live && block_try(d, d->bufs[i].block) < 0)
 			return -1;
 	return 0;
 }
@@ -859,8 +887,14 @@ static void on_frag(struct dev *d, const void *payload, size_t len)
 			fail_update(d, why);
 			goto out;
 		}
-	} else if (!buffer_frag(d, f.index - t, f.data, f.len)) {
-		goto out; /* no room now: not held, sent again later */
+	} else {
+		int rc = take_frag(d, f.index - t, f.data, f.len);
+		if (rc < 0)
+			goto out; /* the update failed */
+		if (rc == 0) { /* a bad block, or no room now: not held */
+			send_ack(d);
+			goto out;
+		}
 	}
 	set_held(d, f.index, true);
 	d->stats.frags_ok++;

@@ -78,8 +78,9 @@ struct dev_stats {
 
 /* A block being assembled in memory until it can be checked. */
 struct dev_blockbuf {
-	uint64_t block; /* which block (valid while data != NULL) */
-	uint8_t *data;
+	uint64_t block; /* which block, while live */
+	bool live;      /* assembling `block` (data is kept for reuse) */
+	uint8_t *data;  /* block_size bytes, allocated on first use */
 };
 
 struct dev {
