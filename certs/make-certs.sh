@@ -27,6 +27,8 @@
 # (use_identity_as_username), so it is also what the broker's ACL %u expands to.
 # Private keys are mode 0600, certificates 0644.
 set -eu
+# Written for bash: `sh make-certs.sh` re-executes it with bash.
+if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi
 
 usage() {
     sed -n '2,/^set -eu/p' "$0" | sed -e '/^set -eu/d' -e 's/^# \{0,1\}//' >&2

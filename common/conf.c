@@ -249,6 +249,31 @@ void conf_print_help(const struct conf_key *keys)
 		const char *arg = k->type == CONF_U32	 ? " N"
 				  : k->type == CONF_BOOL ? ""
 							 : " VALUE";
-		printf("  %s%-*s %s\n", flag, 30 - n, arg, k->help);
+		printf("  %s%-*s", flag, 30 - n, arg);
+		/* The text in a column from 34, wrapped at 79. */
+		const char *h = k->help;
+		int col = 2 + n + (30 - n > (int)strlen(arg) ? 30 - n
+							     : (int)strlen(arg));
+		if (col > 32) {
+			printf("\n");
+			col = 0;
+		}
+		while (*h) {
+			size_t len = strlen(h), take = len;
+			if (len > 79 - 33) {
+				take = 79 - 33;
+				while (take > 0 && h[take] != ' ')
+					take--;
+				if (take == 0)
+					take = 79 - 33;
+			}
+			printf("%*s%.*s\n", 33 - col, "", (int)take, h);
+			col = 0;
+			h += take;
+			while (*h == ' ')
+				h++;
+		}
+		if (!*k->help)
+			printf("\n");
 	}
 }

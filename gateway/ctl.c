@@ -62,14 +62,18 @@ static void on_publish(struct mosquitto *m, void *ud, int mid)
 static void usage(void)
 {
 	printf("usage: ota-gateway ctl pause|resume|abort --product P "
-	       "[--release ID] [connection options]\n\n"
+	       "[--release ID]\n"
+	       "                          [connection options]\n\n"
 	       "Publishes {\"action\":...} on ota/ctl/<product> with the "
 	       "operator's certificate.\n\noptions:\n");
 	conf_print_help(ctl_keys);
-	printf("\nexample:\n  ota-gateway ctl pause --product sensor "
-	       "--broker-host broker --broker-port 8883 \\\n"
-	       "      --ca-file ca.crt --cert-file operator.crt "
-	       "--key-file operator.key\n");
+	printf("\nexamples:\n  ota-gateway ctl pause --product sensor "
+	       "--broker-host broker \\\n"
+	       "      --broker-port 8883 --ca-file ca.crt "
+	       "--cert-file operator.crt \\\n"
+	       "      --key-file operator.key\n"
+	       "  ota-gateway ctl abort --product sensor --release "
+	       "eb66cecd2c30a94e -c ctl.conf\n");
 }
 
 int gw__cmd_ctl(int argc, char **argv)

@@ -56,7 +56,8 @@ static const struct conf_key verify_keys[] = {
     {0}};
 
 static int parse(int argc, char **argv, const struct conf_key *keys,
-		 struct pack_opts *o, struct conf_cli *cli, const char *usage)
+		 struct pack_opts *o, struct conf_cli *cli, const char *usage,
+		 const char *example)
 {
 	char err[512];
 	memset(o, 0, sizeof(*o));
@@ -67,6 +68,7 @@ static int parse(int argc, char **argv, const struct conf_key *keys,
 	if (cli->help) {
 		printf("usage: ota-gateway %s\n\noptions:\n", usage);
 		conf_print_help(keys);
+		printf("\nexample:\n%s", example);
 		return 1;
 	}
 	return 0;
@@ -76,7 +78,11 @@ int gw__cmd_keygen(int argc, char **argv)
 {
 	struct pack_opts o;
 	struct conf_cli cli;
-	int rc = parse(argc, argv, keygen_keys, &o, &cli, "keygen --out PREFIX");
+	int rc = parse(argc, argv, keygen_keys, &o, &cli, "keygen --out PREFIX",
+		       "  ota-gateway keygen --out /etc/ota/publisher\n"
+		       "      (writes publisher.key, mode 0600, and publisher.pub;\n"
+		       "       keep the .key offline, give the .pub to the gateway\n"
+		       "       and every device)\n");
 	if (rc)
 		return rc == 1 ? 0 : rc;
 	if (!o.out[0] && cli.nargs == 1)
@@ -118,8 +124,15 @@ int gw__cmd_pack(int argc, char **argv)
 	struct conf_cli cli;
 	char err[512] = "", tmp[PATH_MAX + 8];
 	int rc = parse(argc, argv, pack_keys, &o, &cli,
-		       "pack --key KEY --product P --version V --payload FILE "
-		       "--out PKG");
+		       "pack --key KEY --product P --version V "
+		       "--payload FILE\n                        --out PKG",
+		       "  ota-gateway pack --key publisher.key --product sensor "
+		       "--version 1.1.0 \\\n"
+		       "      --payload firmware.bin --out sensor-1.1.0.ota\n"
+		       "  ota-gateway pack --key publisher.key --product sensor "
+		       "--version 1.0.0 \\\n"
+		       "      --payload firmware-1.0.0.bin --downgrade "
+		       "--out sensor-back-to-1.0.0.ota\n");
 	if (rc)
 		return rc == 1 ? 0 : rc;
 	const char *missing = !o.key[0]       ? "--key"
@@ -249,7 +262,11 @@ int gw__cmd_verify(int argc, char **argv)
 	struct conf_cli cli;
 	char err[512];
 	int rc = parse(argc, argv, verify_keys, &o, &cli,
-		       "verify --pubkey PUB [--json] PACKAGE");
+		       "verify --pubkey PUB [--json] PACKAGE",
+		       "  ota-gateway verify --pubkey publisher.pub "
+		       "sensor-1.1.0.ota\n"
+		       "  ota-gateway verify --pubkey publisher.pub --json "
+		       "sensor-1.1.0.ota |\n      jq .version\n");
 	if (rc)
 		return rc == 1 ? 0 : rc;
 	if (!o.pubkey[0] || cli.nargs != 1) {

@@ -263,10 +263,15 @@ int gw__cmd_status(int argc, char **argv)
 	}
 	if (cli.help) {
 		printf("usage: ota-gateway status [--db DIR] [--json] [--wide] "
-		       "[--events N] [--watch SECS]\n\noptions:\n");
+		       "[--events N]\n"
+		       "                          [--watch SECS]\n\noptions:\n");
 		conf_print_help(status_keys);
-		printf("\nexample:\n  ota-gateway status --db "
-		       "/var/lib/ota-gateway/db --events 20\n");
+		printf("\nexamples:\n  ota-gateway status --db "
+		       "/var/lib/ota-gateway/db --events 20\n"
+		       "  ota-gateway status --db /var/lib/ota-gateway/db "
+		       "--wide --watch 1\n"
+		       "  ota-gateway status --db /var/lib/ota-gateway/db --json "
+		       "| jq '.devices[0]'\n");
 		return 0;
 	}
 	if (!o.watch)

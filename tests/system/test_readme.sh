@@ -449,6 +449,20 @@ check "ota-device --help lists every key" help_missing "$T/dev-help.out" \
     checkpoint_every max_package_mb fleet_stagger_ms test_drop_percent test_corrupt_percent test_crash_at test_seed state_dir \
     fleet fleet_cert_dir fleet_prefix fleet_first group
 
+# Every command's --help has examples and fits an 80-column terminal.
+help_ok() { # help_ok NAME CMD...: exit 0, an example, no line over 79 columns
+    local out=$T/help-$1.out
+    shift
+    "$@" --help >"$out" 2>&1 || return 1
+    grep -q '^examples\{0,1\}:' "$out" || { echo "no example in: $*"; return 1; }
+    awk 'length > 79 { print "too wide: " $0; bad = 1 } END { exit bad }' "$out"
+}
+for c in run status ctl keygen pack verify; do
+    check "ota-gateway $c --help has examples and fits 80 columns" help_ok "gw-$c" "$GW" "$c"
+done
+check "ota-gateway --help has examples and fits 80 columns" help_ok gw "$GW"
+check "ota-device --help has examples and fits 80 columns" help_ok dev "$DEV"
+
 check "everything stops cleanly, no sanitizer reports" \
     stop_all_clean fleet dev-001 dev-002 dev-003 gateway
 finish
