@@ -180,5 +180,6 @@ int gw__cmd_verify(int argc, char **argv);
 int gw__cmd_run(int argc, char **argv);
 int gw__cmd_status(int argc, char **argv);
 int gw__cmd_ctl(int argc, char **argv);
+int gw__cmd_fsck(int argc, char **argv);
 
 #endif

@@ -13,6 +13,7 @@ static const struct {
 } commands[] = {
     {"run", gw__cmd_run, "run the gateway (MQTT, fetch, verify, stream)"},
     {"status", gw__cmd_status, "print devices and releases from the ledger"},
+    {"fsck", gw__cmd_fsck, "check the ledger's records and references"},
     {"ctl", gw__cmd_ctl, "pause, resume or abort a product's rollout"},
     {"keygen", gw__cmd_keygen, "make an Ed25519 publisher key pair"},
     {"pack", gw__cmd_pack, "sign a payload into a package file"},
@@ -35,6 +36,7 @@ static void usage(FILE *f)
 		"sensor-1.1.0.ota\n"
 		"  ota-gateway run -c gateway.conf\n"
 		"  ota-gateway status --db /var/lib/ota-gateway/db --wide\n"
+		"  ota-gateway fsck --db /var/lib/ota-gateway/db\n"
 		"  ota-gateway ctl pause --product sensor --ca-file ca.crt "
 		"\\\n      --cert-file operator.crt --key-file operator.key\n");
 }

@@ -380,6 +380,47 @@ int store_foreach(struct store *s, enum store_db db, store_walk_cb cb,
 	return store__walk(s, db, NULL, cb, ud);
 }
 
+const char *store_db_name(enum store_db db)
+{
+	return (unsigned)db < STORE__NDB ? db_names[db] : "?";
+}
+
+int store_walk_snapshot(struct store *s, store_snap_cb cb, void *ud,
+			char *err, size_t errlen)
+{
+	MDB_txn *txn;
+	MDB_cursor *cur = NULL;
+	MDB_val k, v;
+	int ret = 0, rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
+	if (rc != 0)
+		goto fail;
+	for (int db = 0; db < STORE__NDB && ret == 0; db++) {
+		rc = mdb_cursor_open(txn, s->dbi[db], &cur);
+		if (rc != 0)
+			goto fail_txn;
+		rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+		while (rc == 0) {
+			ret = cb(ud, (enum store_db)db, k.mv_data, k.mv_size,
+				 v.mv_data, v.mv_size);
+			if (ret != 0)
+				break;
+			rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+		}
+		mdb_cursor_close(cur);
+		cur = NULL;
+		if (ret == 0 && rc != MDB_NOTFOUND)
+			goto fail_txn;
+	}
+	mdb_txn_abort(txn);
+	return ret;
+
+fail_txn:
+	mdb_txn_abort(txn);
+fail:
+	snprintf(err, errlen, "LMDB: %s", mdb_strerror(rc));
+	return store__map_err(rc);
+}
+
 int store_foreach_last_events(struct store *s, size_t n, store_walk_cb cb,
 			      void *ud)
 {

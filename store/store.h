@@ -89,6 +89,18 @@ typedef int (*store_walk_cb)(void *ud, const void *key, size_t klen,
 			     const char *val, size_t vlen);
 int store_foreach(struct store *s, enum store_db db, store_walk_cb cb,
 		  void *ud);
+/* Every committed record of every database (releases, devices, events,
+ * meta, in that order, each in key order) from one read transaction: a
+ * consistent snapshot even while another process writes. A non-zero
+ * return from cb stops the walk and is returned; an LMDB error (a damaged
+ * file, say) returns STORE_EIO with its text in err. Key and value are
+ * borrowed. */
+typedef int (*store_snap_cb)(void *ud, enum store_db db, const void *key,
+			     size_t klen, const char *val, size_t vlen);
+int store_walk_snapshot(struct store *s, store_snap_cb cb, void *ud,
+			char *err, size_t errlen);
+/* The name of a database ("releases", ...). */
+const char *store_db_name(enum store_db db);
 /* The last `n` events, oldest first. */
 int store_foreach_last_events(struct store *s, size_t n, store_walk_cb cb,
 			      void *ud);

@@ -311,6 +311,55 @@ static void test_foreach_order_and_stop(void **state)
 	store_close(s);
 }
 
+/* store_walk_snapshot: "db:value" of every record, in db then key order. */
+struct snap_log {
+	char buf[128];
+	int stop_after; /* 0: never */
+	int calls;
+};
+
+static int snap_cb(void *ud, enum store_db db, const void *key, size_t klen,
+		   const char *val, size_t vlen)
+{
+	struct snap_log *l = ud;
+	size_t n = strlen(l->buf);
+	(void)key;
+	(void)klen;
+	snprintf(l->buf + n, sizeof(l->buf) - n, "%s:%.*s ", store_db_name(db),
+		 (int)vlen, val);
+	return (++l->calls == l->stop_after) ? 7 : 0;
+}
+
+static void test_walk_snapshot(void **state)
+{
+	struct fx *f = *state;
+	struct store *s = open_rw(f->path, 0, 0);
+	char err[128] = "";
+	put_str(s, STORE_META, "m", "M");
+	put_str(s, STORE_DEVICES, "b", "D2");
+	put_str(s, STORE_DEVICES, "a", "D1");
+	put_str(s, STORE_RELEASES, "r", "R");
+	assert_int_equal(store_event(s, "E0"), 0);
+	assert_int_equal(store_event(s, "E1"), 0);
+	commit_ok(s);
+	put_str(s, STORE_DEVICES, "c", "uncommitted");
+	struct snap_log l = {.buf = ""};
+	struct store *ro = open_ro(f->path);
+	assert_int_equal(store_walk_snapshot(ro, snap_cb, &l, err, sizeof(err)),
+			 0);
+	assert_string_equal(l.buf, "releases:R devices:D1 devices:D2 "
+				   "events:E0 events:E1 meta:M ");
+	/* A non-zero return stops the walk, across databases too. */
+	l = (struct snap_log){.buf = "", .stop_after = 4};
+	assert_int_equal(store_walk_snapshot(ro, snap_cb, &l, err, sizeof(err)),
+			 7);
+	assert_string_equal(l.buf, "releases:R devices:D1 devices:D2 events:E0 ");
+	assert_string_equal(store_db_name(STORE_META), "meta");
+	assert_string_equal(store_db_name((enum store_db)99), "?");
+	store_close(ro);
+	store_close(s);
+}
+
 static void test_events_sequence(void **state)
 {
 	struct fx *f = *state;
@@ -612,6 +661,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_foreach_order_and_stop,
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_events_sequence, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_walk_snapshot, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_readonly, setup,
 						teardown),
