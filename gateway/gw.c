@@ -2,6 +2,7 @@
 #include <jansson.h>
 #include <mosquitto.h>
 #include <search.h>
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -381,6 +382,32 @@ static void restore_walk(const void *node, VISIT v, void *ud)
 		gw__xfer_restore(gw, d, r);
 }
 
+/* Input a device should never send is dropped and counted; the line that
+ * says so is rate limited to one a second (PROTOCOL.md section 10), so a
+ * device cannot flood the gateway's log with it. */
+__attribute__((format(printf, 2, 3))) static void log_dropped(struct gw *gw,
+							       const char *fmt,
+							       ...)
+{
+	char msg[512];
+	va_list ap;
+	uint64_t now = util_mono_ms();
+	if (gw->stats.drop_log_ms && now - gw->stats.drop_log_ms < 1000) {
+		gw->stats.drop_unlogged++;
+		return;
+	}
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	log_warnx("%s (bad_msgs=%llu stale_msgs=%llu; %llu more dropped "
+		  "without a line since the last one)",
+		  msg, (unsigned long long)gw->stats.msgs_bad,
+		  (unsigned long long)gw->stats.msgs_stale,
+		  (unsigned long long)gw->stats.drop_unlogged);
+	gw->stats.drop_log_ms = now;
+	gw->stats.drop_unlogged = 0;
+}
+
 static void on_status(struct gw *gw, const char *id, const void *payload,
 		      size_t len)
 {
@@ -391,13 +418,23 @@ static void on_status(struct gw *gw, const char *id, const void *payload,
 	if (proto_status_decode(payload, len, &st, &perr) != 0 ||
 	    strcmp(st.device, id) != 0) {
 		gw->stats.msgs_bad++;
-		log_warnx("device=%s bad status dropped: %s", id,
-			  perr.text[0] ? perr.text : "device id mismatch");
+		log_dropped(gw, "device=%s bad status dropped: %s", id,
+			    perr.text[0] ? perr.text : "device id mismatch");
 		return;
 	}
 	struct gw_device *d = gw_device_get(gw, id);
 	if (!d)
 		return;
+	/* During a transfer, a status naming a release this gateway never
+	 * had belongs to no session: it must not end, restart or re-offer
+	 * the transfer, nor overwrite the record. (Without a transfer it is
+	 * still how a gateway with a new ledger learns a device's version.) */
+	if (d->x && st.release[0] && !gw__release_find(gw, st.release)) {
+		gw->stats.msgs_stale++;
+		log_dropped(gw, "device=%s status for unknown release %s dropped",
+			    id, st.release);
+		return;
+	}
 	bool was_online = d->online;
 	enum proto_state prev = d->state;
 	d->online = st.state != PROTO_ST_OFFLINE;

@@ -91,6 +91,8 @@ struct gw_stats {
 	uint64_t releases_refused;
 	uint64_t inflight_peak; /* bytes */
 	uint64_t stall_max_ms;  /* worst lateness of the loop's tick */
+	uint64_t drop_log_ms;   /* last "dropped" log line (rate limit) */
+	uint64_t drop_unlogged; /* dropped since then without a line */
 };
 
 struct gw {
