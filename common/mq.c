@@ -103,8 +103,13 @@ static void on_disconnect_cb(struct mosquitto *m, void *ud, int rc)
 {
 	(void)m;
 	struct mq *mq = ud;
-	/* The library has closed the socket already: drop our poll on it. */
-	mq__lost(mq, rc == 0 ? "disconnected" : mosquitto_strerror(rc));
+	/* The library has closed the socket already: drop our poll on it.
+	 * libmosquitto 2.0.11 calls its own keepalive timeout "Unknown
+	 * error.": say what it is, it is how a silent link shows. */
+	mq__lost(mq, rc == 0			 ? "disconnected"
+		     : rc == MOSQ_ERR_KEEPALIVE ? "keepalive timeout (no "
+						   "answer to a ping)"
+						 : mosquitto_strerror(rc));
 }
 
 /* libmosquitto's own errors (TLS verification, for one) say what is wrong. */

@@ -1080,7 +1080,7 @@ int dev_start(struct dev *d)
 	    .certfile = d->cfg.cert_file,
 	    .keyfile = d->cfg.key_file,
 	    .client_id = d->cfg.id,
-	    .keepalive = 30,
+	    .keepalive = (int)d->cfg.keepalive_s,
 	    .will_topic = d->topic_status,
 	    .will_payload = will,
 	    .will_len = wlen,

@@ -24,6 +24,7 @@ struct dev_config {
 	char ca_file[PATH_MAX];
 	char cert_file[PATH_MAX];
 	char key_file[PATH_MAX];
+	uint32_t keepalive_s; /* MQTT keepalive */
 	char publisher_key[PATH_MAX];
 	char state_dir[PATH_MAX];
 	char restart_command[1024]; /* "" = re-execute the client */

@@ -32,6 +32,8 @@ static const struct conf_key dev_keys[] = {
     K("ca_file", CONF_STR, dev.ca_file, 0, 0, "CA certificate (PEM)"),
     K("cert_file", CONF_STR, dev.cert_file, 0, 0, "this device's certificate"),
     K("key_file", CONF_STR, dev.key_file, 0, 0, "this device's private key"),
+    K("keepalive_s", CONF_U32, dev.keepalive_s, 5, 65535,
+      "MQTT keepalive: a silent link is noticed after about two"),
     K("publisher_key", CONF_STR, dev.publisher_key, 0, 0,
       "publisher's Ed25519 public key (PEM)"),
     K("state_dir", CONF_STR, dev.state_dir, 0, 0,
@@ -75,6 +77,7 @@ static void defaults(struct main_conf *mc)
 	snprintf(c->version, sizeof(c->version), "0.0.0");
 	snprintf(c->broker_host, sizeof(c->broker_host), "localhost");
 	c->broker_port = 8883;
+	c->keepalive_s = 30;
 	snprintf(c->state_dir, sizeof(c->state_dir), "ota-device-state");
 	c->max_package_mb = 512;
 	c->checkpoint_every = 64;
