@@ -297,7 +297,8 @@ void store_return_batch(struct store *s, struct store_batch *b)
 		free(b);
 		return;
 	}
-	memcpy(ops + b->nops, s->b.ops, s->b.nops * sizeof(*ops));
+	if (s->b.nops) /* s->b.ops may be NULL: nothing queued since */
+		memcpy(ops + b->nops, s->b.ops, s->b.nops * sizeof(*ops));
 	free(s->b.ops);
 	s->b.ops = ops;
 	s->b.nops = n;

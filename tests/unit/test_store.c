@@ -231,6 +231,15 @@ static void test_take_commit_return(void **state)
 	assert_int_equal(store_pending(s), 2);
 	commit_ok(s);
 	get_is(s, STORE_DEVICES, "d2", "new");
+	/* Returned with nothing queued since (a failed commit on an idle
+	 * gateway): it is simply pending again. */
+	put_str(s, STORE_DEVICES, "d3", "three");
+	b = store_take_batch(s);
+	assert_int_equal(store_pending(s), 0);
+	store_return_batch(s, b);
+	assert_int_equal(store_pending(s), 1);
+	commit_ok(s);
+	get_is(s, STORE_DEVICES, "d3", "three");
 	store_close(s);
 }
 
