@@ -264,14 +264,29 @@ static void commit_work(uv_work_t *req)
 					   sizeof(gw->commit_err));
 }
 
+/* A failed commit (a full disk, say) is kept and retried after a delay
+ * that doubles from 100 ms to 5 s, and logged at the 1st, 2nd, 4th, 8th...
+ * failure in a row: retrying at once spun the loop and wrote thousands of
+ * lines a second. */
 static void commit_done(uv_work_t *req, int status)
 {
 	struct gw *gw = req->data;
 	if (status != 0 || gw->commit_rc != 0) {
-		log_warnx("ledger: %s", status ? "commit cancelled"
-					       : gw->commit_err);
-		store_return_batch(gw->db, gw->committing); /* retried */
+		unsigned n = ++gw->commit_fails;
+		uint64_t delay = n >= 7 ? 5000 : 100u << (n - 1);
+		gw->commit_retry_ms = util_mono_ms() + delay;
+		if ((n & (n - 1)) == 0)
+			log_warnx("ledger: %s (failure %u in a row; retrying "
+				  "in %llu ms, at most every 5 s)",
+				  status ? "commit cancelled" : gw->commit_err,
+				  n, (unsigned long long)delay);
+		store_return_batch(gw->db, gw->committing);
 	} else {
+		if (gw->commit_fails)
+			log_info("ledger: written again after %u failed "
+				 "commits", gw->commit_fails);
+		gw->commit_fails = 0;
+		gw->commit_retry_ms = 0;
 		store_batch_free(gw->committing);
 	}
 	gw->committing = NULL;
@@ -295,6 +310,10 @@ static void queue_dirty(struct gw *gw)
 static void flush_cb(uv_check_t *h)
 {
 	struct gw *gw = h->data;
+	/* Waiting to retry a failed commit: changed devices stay marked
+	 * dirty, so each is queued once, with the retry, not every tick. */
+	if (gw->commit_retry_ms && util_mono_ms() < gw->commit_retry_ms)
+		return;
 	queue_dirty(gw);
 	if (gw->committing || store_pending(gw->db) == 0)
 		return;

@@ -113,6 +113,8 @@ struct gw {
 	struct store_batch *committing;
 	int commit_rc;
 	char commit_err[256];
+	unsigned commit_fails;    /* failed commits in a row */
+	uint64_t commit_retry_ms; /* after a failure: no commit before this */
 	uv_signal_t sigint, sigterm;
 	uint8_t *fragbuf; /* PROTO_FRAG_HDR_LEN + PROTO_FRAG_SIZE_MAX */
 	struct gw_stats stats;
