@@ -10,6 +10,7 @@
 #   gw_status_json                     ota-gateway status --json
 #   dev_field ID FIELD                 a field of a device's ledger record (jq)
 #   all_devices STATE VERSION ID...    true when each ID is STATE at VERSION in the ledger
+#   gw_fsck                            ota-gateway fsck of the ledger (signatures checked too)
 
 GW=$BUILD/ota-gateway
 DEV=$BUILD/ota-device
@@ -64,6 +65,10 @@ all_devices() {
         [ "$(jq -r --arg id "$id" '.devices[] | select(.device == $id) | "\(.state) \(.version)"' \
             <<<"$json")" = "$state $version" ] || return 1
     done
+}
+
+gw_fsck() {
+    "$GW" fsck --db "$T/gw-db" --publisher-key "$CERTS/publisher.pub"
 }
 
 # stop_all_clean NAME...: stop each program (SIGTERM) and check that it exited 0 and that

@@ -55,4 +55,5 @@ rm -f "$T/small2/filler" "$T/small2/filler2"
 check "both devices still report 1.0.0" \
     test "$(dev_field dev-001 version) $(dev_field dev-002 version)" = "1.0.0 1.0.0"
 check "everything stops cleanly" stop_all_clean gateway dev-001 dev-002
+check "the gateway's ledger is consistent (fsck)" gw_fsck
 finish

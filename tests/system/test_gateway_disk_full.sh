@@ -25,7 +25,6 @@ check "gateway starts with its store and ledger on small file systems" gateway_s
 device_start dev-001 1.0.0
 device_start dev-002 1.0.0 --product meter
 check "devices online" wait_until 10 'all_devices idle 1.0.0 dev-001 dev-002'
-gw_fsck() { "$GW" fsck --db "$T/gw-db" --publisher-key "$CERTS/publisher.pub"; }
 events_of() { gw_status_json | jq -r ".events[] | select(.event == \"$1\") | .detail"; }
 
 # --- the package store fills up -------------------------------------------------------------

@@ -20,6 +20,7 @@ acked_all() {
 check "all three transfers are under way" wait_until 60 'acked_all 200'
 kill -9 "$(pid_of gateway)"
 stop gateway >/dev/null 2>&1
+check "the ledger the SIGKILL left is consistent (fsck)" gw_fsck
 mv "$T/gateway.log" "$T/gateway-1.log"
 check "the gateway starts again on the same ledger" gateway_start
 # 1 MiB in 512-byte fragments: 16 carry the block table (256 x 32 bytes), 2048 the payload.
@@ -37,5 +38,6 @@ check "every device record is complete (acked all, transferred, timings)" \
 check "one release in the ledger, offered once per device" \
     test "$(gw_status_json | jq '"\(.releases | length) \([.events[] | select(.event == "offered")] | length)"')" = '"1 3"'
 check "mdb_stat reads the ledger" mdb_stat -a "$T/gw-db"
+check "the ledger is consistent (fsck)" gw_fsck
 check "everything stops cleanly" stop_all_clean gateway "${ids[@]}"
 finish

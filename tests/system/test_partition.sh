@@ -83,6 +83,6 @@ sent=$(dev_field dev-001 frags_sent)
 echo "# dev-001: $sent fragments sent for $NFRAGS"
 check "fragments sent again because of the partition stay few ($((sent - NFRAGS)) <= 64)" \
     test $((sent - NFRAGS)) -le 64
-check "the ledger is consistent (fsck)" "$GW" fsck --db "$T/gw-db" --publisher-key "$CERTS/publisher.pub"
+check "the ledger is consistent (fsck)" gw_fsck
 check "everything stops cleanly" stop_all_clean gateway dev-001 dev-002 link
 finish

@@ -89,7 +89,7 @@ check "no transfer was restarted or re-offered: one offer and one accept per dev
     test "$(grep -c ' offered$' "$T/gateway.log") $(grep -c 'accepted, sending from fragment' "$T/gateway.log")" = "3 3"
 check "dev-001's ledger record names the real release, not the ones it was told about" \
     test "$(dev_field dev-001 release) $(dev_field dev-001 failed_release)" = "$REL "
-check "the ledger is consistent (fsck)" "$GW" fsck --db "$T/gw-db" --publisher-key "$CERTS/publisher.pub"
+check "the ledger is consistent (fsck)" gw_fsck
 drop_lines=$(grep -c 'dropped' "$T/gateway.log")
 echo "# gateway log lines about dropped messages: $drop_lines"
 check "dropped messages are logged at a bounded rate (at most 10 lines for $n_bad + $n_stale)" \

@@ -121,4 +121,5 @@ check "the transfer is $TOTAL fragments" test "$(jq -r '.fragments + .table_frag
 check "resent per download cut ($per) within one window + one checkpoint interval + one block ($bound)" \
     awk -v p="$per" -v b=$bound 'BEGIN { exit !(p <= b) }'
 check "device and gateway stop cleanly" stop_all_clean gateway dev-001
+check "the gateway's ledger is consistent (fsck)" gw_fsck
 finish
