@@ -31,13 +31,37 @@ int log_level_parse(const char *s, enum log_level *out)
 	return -1;
 }
 
+/* Control characters become \xNN: text a peer sent (a device's error, a
+ * parser's quote of bad input) must not break a log line or forge one. */
+static void log_escape(const char *in, char *out, size_t n)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t o = 0;
+	for (const unsigned char *p = (const unsigned char *)in; *p; p++) {
+		if (*p >= 0x20 && *p != 0x7f) {
+			if (o + 1 >= n)
+				break;
+			out[o++] = (char)*p;
+		} else {
+			if (o + 4 >= n)
+				break;
+			out[o++] = '\\';
+			out[o++] = 'x';
+			out[o++] = hex[*p >> 4];
+			out[o++] = hex[*p & 15];
+		}
+	}
+	out[o] = '\0';
+}
+
 static void log_vemit(enum log_level lvl, const char *tag, int errnum,
 		      const char *fmt, va_list ap)
 {
 	if (lvl > log_threshold)
 		return;
-	char msg[1024];
-	vsnprintf(msg, sizeof(msg), fmt, ap);
+	char raw[1024], msg[1024];
+	vsnprintf(raw, sizeof(raw), fmt, ap);
+	log_escape(raw, msg, sizeof(msg));
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	struct tm tm;

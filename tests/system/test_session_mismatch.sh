@@ -90,6 +90,14 @@ check "no transfer was restarted or re-offered: one offer and one accept per dev
 check "dev-001's ledger record names the real release, not the ones it was told about" \
     test "$(dev_field dev-001 release) $(dev_field dev-001 failed_release)" = "$REL "
 check "the ledger is consistent (fsck)" gw_fsck
+# Log forging: a status whose error text holds a line break and a made-up log line. The
+# device may say it failed (its own state is its own to report), but not write lines
+# into the gateway's log: control characters are shown escaped.
+forged='12:00:00.000 ota-gateway info device=dev-002 state=committed version=9.9.9'
+status "{\"device\":\"dev-001\",\"product\":\"sensor\",\"version\":\"1.1.0\",\"state\":\"failed\",\"release\":\"$REL\",\"error\":\"x\\n$forged\"}"
+check "the gateway logs the device's error text" wait_until 10 "grep -q 'device=dev-001 state=failed' '$T/gateway.log'"
+check "  on one line, its line break escaped: no forged line in the log" \
+    bash -c "! grep -q '^$forged' '$T/gateway.log' && grep -qF 'error=x\\x0a$forged' '$T/gateway.log'"
 drop_lines=$(grep -c 'dropped' "$T/gateway.log")
 echo "# gateway log lines about dropped messages: $drop_lines"
 check "dropped messages are logged at a bounded rate (at most 10 lines for $n_bad + $n_stale)" \
