@@ -143,9 +143,10 @@ static bool is_release_id(const char *s)
 
 /* ------------------------------------------------------------ releases */
 
-/* The signed manifest, against the record's key and members. */
-static void check_manifest(struct fsck *f, json_t *o, const char *key,
-			   const char *man)
+/* The signed manifest, against the record's key and members; m gets it
+ * (false, reported, when it does not parse). */
+static bool check_manifest(struct fsck *f, json_t *o, const char *key,
+			   const char *man, struct proto_manifest *mp)
 {
 	struct proto_manifest m;
 	struct proto_err perr = {{0}};
@@ -155,8 +156,9 @@ static void check_manifest(struct fsck *f, json_t *o, const char *key,
 	json_int_t size;
 	if (proto_manifest_decode(man, strlen(man), &m, &perr) != 0) {
 		problem(f, "manifest does not parse: %s", perr.text);
-		return;
+		return false;
 	}
+	*mp = m;
 	proto_release_id(man, strlen(man), rid);
 	proto_hex_encode(rid, sizeof(rid), hex);
 	if (strcmp(hex, key) != 0)
@@ -179,22 +181,33 @@ static void check_manifest(struct fsck *f, json_t *o, const char *key,
 		 proto_verify(f->pubkey, man, strlen(man), sig) != 0)
 		problem(f, "the manifest's signature does not verify with the "
 			   "publisher key");
+	return true;
 }
 
-/* Fragment layout and the package file it describes. */
+/* Fragment layout and the package file it describes. m: the decoded
+ * manifest, or NULL. The transfer's fragments are the block table's
+ * (table_fragments, first) and the payload's. */
 static void check_layout(struct fsck *f, json_t *o, size_t man_len,
-			 json_t *ent)
+			 const struct proto_manifest *m, json_t *ent)
 {
-	json_int_t size, fs, nf, win, off;
+	json_int_t size, fs, nf, win, off, tf = 0;
 	if (!int_of(f, o, "size", 1, INT64_MAX, &size) ||
 	    !int_of(f, o, "fragment_size", PROTO_FRAG_SIZE_MIN,
 		    PROTO_FRAG_SIZE_MAX, &fs) ||
 	    !int_of(f, o, "fragments", 1, PROTO_FRAGS_MAX, &nf))
 		return;
 	json_object_set_new(ent, "fragments", json_integer(nf));
-	if (nf != (size + fs - 1) / fs)
-		problem(f, "%lld fragments of %lld bytes cannot hold %lld bytes",
-			(long long)nf, (long long)fs, (long long)size);
+	if (json_object_get(o, "table_fragments") &&
+	    int_of(f, o, "table_fragments", 0, PROTO_FRAGS_MAX, &tf) && m &&
+	    tf != proto_table_fragments(m, (uint32_t)fs))
+		problem(f, "table_fragments %lld, the manifest's block table "
+			   "takes %u",
+			(long long)tf, proto_table_fragments(m, (uint32_t)fs));
+	if (nf != (size + fs - 1) / fs + tf)
+		problem(f, "%lld fragments of %lld bytes do not carry %lld "
+			   "bytes and %lld table fragments",
+			(long long)nf, (long long)fs, (long long)size,
+			(long long)tf);
 	int_of(f, o, "window", 1, PROTO_WINDOW_MAX, &win);
 	json_int_t min_off = PROTO_PKG_HDR_LEN + (json_int_t)man_len +
 			     PROTO_SIG_LEN;
@@ -251,9 +264,9 @@ static void check_release(struct fsck *f, const char *key, json_t *o,
 	json_int_t created;
 	if (id && strcmp(id, key) != 0)
 		problem(f, "member 'release' is '%s', not the key", id);
-	if (man)
-		check_manifest(f, o, key, man);
-	check_layout(f, o, man ? strlen(man) : 0, ent);
+	struct proto_manifest m;
+	bool have_m = man && check_manifest(f, o, key, man, &m);
+	check_layout(f, o, man ? strlen(man) : 0, have_m ? &m : NULL, ent);
 	check_campaign(f, o, ent);
 	int_of(f, o, "created_ms", 0, INT64_MAX, &created);
 }

@@ -74,7 +74,7 @@ check "a device naming a release the ledger does not hold is found" \
     finds "$T/c" "^devices/dev-002: release '0123456789abcdef' is not in the ledger's releases"
 fresh
 put devices dev-002 "$(dev_rec dev-002 '.acked = .fragments + 1')"
-check "acked beyond the fragment count is found" finds "$T/c" '^devices/dev-002: acked 2049 is more than its 2048 fragments'
+check "acked beyond the fragment count is found" finds "$T/c" '^devices/dev-002: acked ([0-9]+) is more than its [0-9]+ fragments'
 fresh
 put devices dev-002 "$(dev_rec dev-002 '.state = "exploded"')"
 check "an unknown device state is found" finds "$T/c" "^devices/dev-002: unknown state 'exploded'"
