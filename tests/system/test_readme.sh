@@ -457,7 +457,7 @@ help_ok() { # help_ok NAME CMD...: exit 0, an example, no line over 79 columns
     grep -q '^examples\{0,1\}:' "$out" || { echo "no example in: $*"; return 1; }
     awk 'length > 79 { print "too wide: " $0; bad = 1 } END { exit bad }' "$out"
 }
-for c in run status ctl keygen pack verify; do
+for c in run status fsck ctl keygen pack verify; do
     check "ota-gateway $c --help has examples and fits 80 columns" help_ok "gw-$c" "$GW" "$c"
 done
 check "ota-gateway --help has examples and fits 80 columns" help_ok gw "$GW"
