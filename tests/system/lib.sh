@@ -139,10 +139,15 @@ port_listening() {
     [ -n "$(ss -Hltn "sport = :$1" 2>/dev/null)" ]
 }
 
+# free_port: a port nobody listens on, below the kernel's ephemeral range (outgoing
+# connections, thousands of them in fleet tests, take their ports from that range, and
+# one could take a port between this check and the listener's bind).
 free_port() {
-    local i p
+    local i p lo=10000 hi
+    hi=$(awk '{ print $1 - 1 }' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null)
+    [ "${hi:-0}" -gt $((lo + 1000)) ] || hi=32767
     for ((i = 0; i < 100; i++)); do
-        p=$((20000 + (RANDOM * 32768 + RANDOM) % 40001))
+        p=$((lo + (RANDOM * 32768 + RANDOM) % (hi - lo + 1)))
         port_listening "$p" || { echo "$p"; return 0; }
     done
     echo "free_port: no free port found" >&2
