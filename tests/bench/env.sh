@@ -1,9 +1,97 @@
 # shellcheck shell=bash
 # Sourced by each benchmark script: the repo root, the build directory (the script's first
-# argument, default build/), and the system-test harness (temp dir, broker, programs).
+# argument, default build/), the system-test harness (temp dir, broker, programs) and the
+# helpers below. Benchmarks fail loudly: bench_die says what went wrong and exits 1, so
+# run.sh never writes a half-empty table.
 set -u
 OTA_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 BUILD=$(cd "${1:-$OTA_ROOT/build}" && pwd)
 export OTA_ROOT BUILD
 . "$OTA_ROOT/tests/system/lib.sh"
 . "$OTA_ROOT/tests/system/ota.sh"
+TOOLS=$BUILD/tools
+BENCH_NAME=$(basename "$0" .sh)
+
+# bench_die MESSAGE: the reason on stderr (with the tail of the logs), exit 1.
+bench_die() {
+    local f
+    echo "bench $BENCH_NAME: FAILED: $*" >&2
+    for f in "$T"/*.log; do
+        [ -f "$f" ] || continue
+        echo "--- ${f##*/} (last 8 lines)" >&2
+        tail -n 8 "$f" >&2
+    done
+    exit 1
+}
+
+# bench_need_tool NAME: build/<variant>/tools/NAME exists.
+bench_need_tool() {
+    [ -x "$TOOLS/$1" ] || bench_die "$TOOLS/$1 is missing (make bench builds it)"
+}
+
+now_ms() {
+    local t=${EPOCHREALTIME/./}
+    echo $((t / 1000))
+}
+
+# cpu_ticks PID: user + system CPU of PID in clock ticks (fields 14 and 15 of
+# /proc/PID/stat, counted after the command name, which may hold spaces).
+cpu_ticks() {
+    local s
+    s=$(cat "/proc/$1/stat" 2>/dev/null) || { echo 0; return 1; }
+    s=${s##*) }
+    # shellcheck disable=SC2086  # split the fields
+    set -- $s
+    echo $((${12} + ${13}))
+}
+CLK_TCK=$(getconf CLK_TCK)
+
+# ticks_s TICKS: seconds with one decimal.
+ticks_s() { awk -v t="$1" -v hz="$CLK_TCK" 'BEGIN { printf "%.1f", t / hz }'; }
+
+# hwm_kib PID: peak resident set (VmHWM); hwm_reset PID starts a new peak (clear_refs 5,
+# our own processes only).
+hwm_kib() { awk '/^VmHWM/ { print $2 }' "/proc/$1/status" 2>/dev/null; }
+rss_kib() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status" 2>/dev/null; }
+hwm_reset() { echo 5 >"/proc/$1/clear_refs" 2>/dev/null || true; }
+
+# mib KIB: "12.3 MiB".
+mib() { awk -v k="$1" 'BEGIN { printf "%.1f MiB", k / 1024 }'; }
+
+# ms_s MS: "4.2 ms", "420 ms", "1.23 s", "12.3 s".
+ms_s() {
+    awk -v m="$1" 'BEGIN { s = m / 1000
+        if (m < 10) printf "%.1f ms", m; else if (m < 1000) printf "%.0f ms", m
+        else if (s < 10) printf "%.2f s", s; else printf "%.1f s", s }'
+}
+
+# gw_json: the ledger as JSON, without the event log (fast enough to poll a big fleet).
+gw_json() {
+    "$GW" status --db "$T/gw-db" --json 2>/dev/null
+}
+
+# count_at STATE VERSION: devices the ledger has at STATE and VERSION.
+count_at() {
+    gw_json | jq --arg s "$1" --arg v "$2" \
+        '[.devices[] | select(.state == $s and .version == $v)] | length'
+}
+
+# states: "committed=998 downloading=2" from the ledger (for failure messages).
+states() {
+    gw_json | jq -r '[.devices[] | "\(.state)@\(.version)"] | group_by(.) |
+        map("\(.[0])=\(length)") | join(" ")'
+}
+
+# bench_tmpfs: sets SHM to a fresh directory on /dev/shm for simulated devices' state,
+# removed on exit with the test's other files (1000 simulated devices share one disk and
+# one event loop here, where a real fleet has a flash chip each). Not in a subshell.
+SHM=
+bench_tmpfs() {
+    [ -n "$SHM" ] && return 0
+    SHM=$(mktemp -d /dev/shm/ota-bench.XXXXXX) || bench_die "cannot create a directory in /dev/shm"
+}
+_bench_cleanup() {
+    [ -n "$SHM" ] && rm -rf "$SHM"
+    cleanup
+}
+trap _bench_cleanup EXIT
