@@ -1,41 +1,63 @@
 #!/usr/bin/env bash
 # Gateway memory per connected device: RSS of ota-gateway with N simulated devices
-# (one ota-device --fleet process) idle, and while a 64 KiB release streams to all.
-#   usage: tests/bench/gateway_rss.sh [BUILD_DIR]   env: SIZES="100 1000"
+# (ota-device --fleet processes; more than one beyond FLEET_MAX_PER_PROC devices, since
+# each device holds ~4 file descriptors and the hard limit here is 20000) idle, and at its
+# peak while a 64 KiB release streams to all of them. The devices' state is on tmpfs.
+#   usage: tests/bench/gateway_rss.sh [BUILD_DIR]   env: SIZES="100 1000 5000"
 . "$(dirname "$0")/env.sh"
-SIZES=${SIZES:-100 1000}
+SIZES=${SIZES:-100 1000 5000}
+PER_PROC=${FLEET_MAX_PER_PROC:-2500}
 max=0
 for n in $SIZES; do [ "$n" -gt "$max" ] && max=$n; done
-certs_make --devices "$max" >/dev/null
-broker_start >/dev/null || exit 1
+certs_make --devices "$max" >/dev/null || bench_die "make-certs failed"
+broker_start >/dev/null || bench_die "the broker did not start"
+bench_tmpfs
 make_payload "$T/fw.bin" 65536
-rss_kib() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
-echo "| devices | gateway RSS, idle | per device | RSS while transferring | per device |"
-echo "| --- | --- | --- | --- | --- |"
+echo "| devices | fleet processes | gateway RSS, idle | per device | RSS while transferring | per device | broker RSS, idle |"
+echo "| --- | --- | --- | --- | --- | --- | --- |"
 for n in $SIZES; do
-    rm -rf "$T/gw-db" "$T/gw-store" "$T/fleet"
-    gateway_start >/dev/null || exit 1
+    rm -rf "$T/gw-db" "$T/gw-store" "$SHM"/fleet*
+    gateway_start >/dev/null || bench_die "the gateway did not start"
     gw=$(pid_of gateway)
     base=$(rss_kib "$gw")
-    spawn fleet "$DEV" --fleet "$n" --fleet-cert-dir "$CERTS/devices" --product sensor \
-        --version 1.0.0 --broker-host localhost --broker-port "$BROKER_PORT" \
-        --ca-file "$CERTS/ca.crt" --publisher-key "$CERTS/publisher.pub" --state-dir "$T/fleet"
-    wait_until 120 "[ \"\$(gw_status_json | jq '[.devices[] | select(.state == \"idle\")] | length')\" = $n ]"
+    procs=$(((n + PER_PROC - 1) / PER_PROC))
+    for ((p = 0; p < procs; p++)); do
+        first=$((p * n / procs + 1))
+        count=$(((p + 1) * n / procs - p * n / procs))
+        spawn "fleet$p" "$DEV" --fleet "$count" --fleet-first "$first" \
+            --fleet-cert-dir "$CERTS/devices" --product sensor --version 1.0.0 \
+            --broker-host localhost --broker-port "$BROKER_PORT" --ca-file "$CERTS/ca.crt" \
+            --publisher-key "$CERTS/publisher.pub" --state-dir "$SHM/fleet$p"
+    done
+    wait_until $((60 + n / 20)) "[ \"\$(count_at idle 1.0.0)\" = $n ]" ||
+        bench_die "$n devices not idle after $((60 + n / 20)) s: $(states)"
+    sleep 1 # let the gateway settle after the last status
     idle=$(rss_kib "$gw")
-    pack sensor "1.$n.0" "$T/fw.bin" "$T/p.ota"
-    announce sensor "file://$T/p.ota"
+    bidle=$(rss_kib "$(pid_of broker)")
+    pack sensor "1.$n.0" "$T/fw.bin" "$T/p.ota" || bench_die "pack failed"
+    announce sensor "file://$T/p.ota" || bench_die "announce failed"
     peak=$idle
-    for ((i = 0; i < 600; i++)); do
+    done_ok=0
+    for ((i = 0; i < 4 * (60 + n / 10); i++)); do
         r=$(rss_kib "$gw")
         [ "$r" -gt "$peak" ] && peak=$r
-        [ "$(gw_status_json | jq '[.devices[] | select(.state == "committed")] | length')" = "$n" ] && break
-        sleep 0.5
+        if [ "$(count_at committed "1.$n.0")" = "$n" ]; then
+            done_ok=1
+            break
+        fi
+        sleep 0.25
     done
-    printf '| %d | %.1f MiB | %.1f KiB | %.1f MiB | %.1f KiB |\n' "$n" \
+    [ "$done_ok" = 1 ] || bench_die "$n devices: not all committed 1.$n.0: $(states)"
+    # VmHWM catches a peak between two samples.
+    hwm=$(hwm_kib "$gw")
+    [ "$hwm" -gt "$peak" ] && peak=$hwm
+    printf '| %d | %d | %.1f MiB | %.1f KiB | %.1f MiB | %.1f KiB | %.1f MiB |\n' "$n" "$procs" \
         "$(awk -v k="$idle" 'BEGIN { print k / 1024 }')" \
         "$(awk -v a="$idle" -v b="$base" -v n="$n" 'BEGIN { print (a - b) / n }')" \
         "$(awk -v k="$peak" 'BEGIN { print k / 1024 }')" \
-        "$(awk -v a="$peak" -v b="$base" -v n="$n" 'BEGIN { print (a - b) / n }')"
-    stop fleet >/dev/null
-    stop gateway >/dev/null
+        "$(awk -v a="$peak" -v b="$base" -v n="$n" 'BEGIN { print (a - b) / n }')" \
+        "$(awk -v k="$bidle" 'BEGIN { print k / 1024 }')"
+    for ((p = 0; p < procs; p++)); do stop "fleet$p" >/dev/null || true; done
+    stop gateway >/dev/null || true
+    mv "$T/gateway.log" "$T/gateway-$n.log"
 done
