@@ -76,6 +76,20 @@ count_at() {
         '[.devices[] | select(.state == $s and .version == $v)] | length'
 }
 
+# log_count STATE VERSION: devices the gateway's log saw reach STATE at VERSION. Cheap to
+# poll while a big fleet runs (a status --json of 1000 devices costs a good share of a
+# core every 0.1 s); the ledger stays the authority for every figure.
+log_count() {
+    grep -a -o "device=[^ ]* state=$1 version=$2\$" "$T/gateway.log" 2>/dev/null | sort -u | wc -l
+}
+
+# wait_fleet SECS STATE VERSION N: the gateway's log shows N devices at STATE and VERSION,
+# then its ledger does too (0), or not within SECS (1).
+wait_fleet() {
+    wait_until "$1" "[ \"\$(log_count $2 $3)\" -ge $4 ]" &&
+        wait_until 10 "[ \"\$(count_at $2 $3)\" = $4 ]"
+}
+
 # states: "committed=998 downloading=2" from the ledger (for failure messages).
 states() {
     gw_json | jq -r '[.devices[] | "\(.state)@\(.version)"] | group_by(.) |

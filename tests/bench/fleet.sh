@@ -65,7 +65,7 @@ fleet_up() {
     spawn fleet "$DEV" --fleet "$n" --fleet-cert-dir "$CERTS/devices" --product sensor \
         --version 1.0.0 --broker-host localhost --broker-port "$BROKER_PORT" \
         --ca-file "$CERTS/ca.crt" --publisher-key "$CERTS/publisher.pub" --state-dir "$dir"
-    wait_until $((30 + n / 10)) "[ \"\$(count_at idle 1.0.0)\" = $n ]" ||
+    wait_fleet $((30 + n / 10)) idle 1.0.0 "$n" ||
         bench_die "$n devices not idle after $((30 + n / 10)) s: $(states)"
     wait_until 10 "grep -q 'all_connected devices=$n ' '$T/fleet.log'" ||
         bench_die "the fleet did not report all_connected"
@@ -95,7 +95,7 @@ update() {
     t0=$(now_ms)
     announce sensor "file://$T/p-$v.ota" ",\"fragment_size\":$FRAG" ||
         bench_die "mosquitto_pub of the announcement failed"
-    wait_until "$limit" "[ \"\$(count_at committed $v)\" = $n ]" ||
+    wait_fleet "$limit" committed "$v" "$n" ||
         bench_die "$n devices, $k KiB: not all committed $v after $limit s: $(states)"
     U_BCPU=$(($(cpu_ticks "$BROKER") - cb))
     U_GCPU=$(($(cpu_ticks "$gw") - cg))
@@ -142,7 +142,7 @@ for n in $SIZES; do
         P_F=$(cpu_ticks "$(pid_of fleet)")
         announce sensor "file://$T/p-prof.ota" ",\"fragment_size\":$FRAG" ||
             bench_die "announce failed"
-        wait_until $((120 + n)) "[ \"\$(count_at committed 1.$ver.0)\" = $n ]" ||
+        wait_fleet $((120 + n)) committed "1.$ver.0" "$n" ||
             bench_die "profiled run: not all committed: $(states)"
         P_B=$(($(cpu_ticks "$BROKER") - P_B))
         P_G=$(($(cpu_ticks "$(pid_of gateway)") - P_G))
