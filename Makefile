@@ -3,6 +3,7 @@
 #   make test     install missing Debian packages, build with ASan+UBSan,
 #                 run unit and system tests; ends with "N passed, N failed"
 #   make demo     broker + gateway + 5 devices + one release, end to end
+#   make bench    benchmarks into docs/BENCHMARKS.md (~20 min); make bench-quick: ~4 min
 CC      ?= cc
 PKGS    := libmosquitto libuv jansson libcurl openssl
 WARN    := -std=c11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
@@ -45,7 +46,7 @@ UNIT_BIN := $(patsubst tests/unit/%.c,$(B)/tests/%,$(UNIT_SRC))
 TOOL_SRC := $(wildcard tests/tools/*.c)
 TOOL_BIN := $(patsubst tests/tools/%.c,$(B)/tools/%,$(TOOL_SRC))
 
-.PHONY: all deps test unit system demo bench clean format check-format
+.PHONY: all deps test unit system demo bench bench-quick bench-deps clean format check-format
 all: $(B)/ota-gateway $(B)/ota-device
 
 $(B)/libota.a: $(LIB_OBJ)
@@ -95,10 +96,19 @@ demo: deps
 	@$(MAKE) --no-print-directory all
 	@bash deploy/demo.sh build
 
-# Benchmarks on the optimised build; writes docs/BENCHMARKS.md.
-bench: deps
-	@$(MAKE) all
-	@bash tests/bench/run.sh build
+# Benchmarks on the optimised build (tests/bench/run.sh). `make bench` writes
+# docs/BENCHMARKS.md and docs/links.png (under 30 minutes); `make bench-quick` is a first
+# look in under 5 minutes, written to build/BENCHMARKS-quick.md.
+bench: bench-deps
+	@$(MAKE) all $(TOOL_BIN)
+	@bash tests/bench/run.sh build full
+
+bench-quick: bench-deps
+	@$(MAKE) all $(TOOL_BIN)
+	@bash tests/bench/run.sh build quick
+
+bench-deps: deps
+	@sh deploy/deps.sh bench
 
 # libFuzzer (clang) on every decoder and the config parser, FUZZ_SECONDS each, from
 # the seeds in tests/fuzz/corpus/; a crash is copied to tests/fuzz/crashes/<target>/

@@ -3,6 +3,9 @@
 # Quiet when nothing is missing. As root it installs what is missing; otherwise it prints
 # the command to run and exits 1. Run by `make deps` (and so by `make test`).
 #
+# `sh deploy/deps.sh bench` also makes sure of what only `make bench` needs (gnuplot for
+# the plots in docs/, perf for the profile).
+#
 # Installing mosquitto may try to start the system broker on port 1883; that is harmless:
 # the tests start their own broker on random free ports (TLS only) and never use 1883.
 set -eu
@@ -10,9 +13,11 @@ set -eu
 BUILD="gcc make pkg-config libmosquitto-dev libssl-dev libuv1-dev libjansson-dev
        liblmdb-dev libcurl4-openssl-dev libcmocka-dev"
 RUN="mosquitto mosquitto-clients openssl jq lmdb-utils procps iproute2 coreutils docker-compose"
+BENCH=
+[ "${1:-}" = bench ] && BENCH="gnuplot-nox linux-perf"
 
 missing=
-for p in $BUILD $RUN; do
+for p in $BUILD $RUN $BENCH; do
     st=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
     [ "$st" = installed ] || missing="$missing $p"
 done
