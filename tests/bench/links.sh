@@ -169,7 +169,7 @@ for p in $PROFILES; do
         #      acked extrapolated_ms (-1: none) gateway_offer_to_all_acked_ms (-1: not yet)
         if [ "$st" = committed ]; then
             ms=$((fin - T0[$idx]))
-            wr=$(awk -v w="$wire" -v b="$PAYLOAD" 'BEGIN { printf "%.2f", w / b }')
+            wr=$(awk -v w="$wire" -v b="$PAYLOAD" 'BEGIN { printf "%.3f", w / b }')
             echo "$p $f $m done $ms $dl $wr $ideal $sent $nfr $acked -1 $gx" >>"$T/rows"
             echo "$p-$m $f $(awk -v m="$ms" 'BEGIN { print m / 1000 }') $wr" >>"$DATA"
         else
@@ -204,7 +204,7 @@ cells() {
     if [ "$4" = done ]; then
         C_UPD="$(fmt_s "$5") ($(awk -v a="$5" -v b="$8" 'BEGIN { printf "%.2fx", a / b }'))"
         C_XFER=$(fmt_s "$6")
-        C_WIRE="$7 ($9 / ${10})"
+        C_WIRE="$(awk -v w="$7" 'BEGIN { printf "%.2f", w }') ($9 / ${10})"
     elif [ "${13}" -gt 0 ]; then
         # Every fragment acknowledged, but the commit not yet reported.
         C_UPD="> $(fmt_s "$5") cap (transferred; commit not reported yet)"

@@ -88,7 +88,7 @@ else
 fi
 g4=$(awk '$1 == "4g" && $2 == 1024 && $3 == "window" && $4 == "done" { print $7 }' "$LINK_ROWS")
 if [ -n "$g4" ]; then
-    g4_verdict=$(awk -v r="$g4" 'BEGIN { if (r <= 1.10) print "met"; else printf "missed by %.0f%%", 100 * (r - 1.10) / 1.10 }')
+    g4_verdict=$(awk -v r="$g4" 'BEGIN { if (r <= 1.10) print "met"; else printf "missed by %.1f%%", 100 * (r - 1.10) / 1.10 }')
 else
     g4="-"
     g4_verdict="not measured in this mode"
