@@ -242,7 +242,7 @@ if [ -n "$PLOT" ]; then
         echo "set output '$PLOT'"
         echo "set multiplot layout 1,2 title 'ota: ${KIB} KiB update through linkemu (make bench, $(date -u '+%Y-%m-%d'))'"
         echo "set logscale x 2; set xrange [128:20480]; set xtics (160, 512, 1024, 4096, 16384); set grid"
-        echo "set xlabel 'fragment size (bytes)'; set key below maxrows 2"
+        echo "set xlabel 'fragment size (bytes)' offset 0,0.5; set key below maxrows 2; set bmargin 8"
         echo "set logscale y; set ylabel 'update time (s), announcement -> committed'"
         echo "set title 'update time (extrapolated where capped; dotted: payload/bandwidth + RTT)'"
         plots=()
