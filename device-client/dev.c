@@ -258,6 +258,8 @@ static void close_part(struct dev *d)
 	d->bufs = NULL;
 	free(d->written);
 	d->written = NULL;
+	free(d->table);
+	d->table = NULL;
 	d->table_ok = false;
 	uv_timer_stop(&d->ack_timer);
 	uv_timer_stop(&d->status_timer);
@@ -358,13 +360,31 @@ static uint32_t durable(const struct dev *d)
 static void checkpoint(struct dev *d)
 {
 	if ((d->part_fd >= 0 && fdatasync(d->part_fd) != 0) ||
-	    (d->table_fd >= 0 && fdatasync(d->table_fd) != 0)) {
+	    (d->table_fd >= 0 && !d->table_ok &&
+	     fdatasync(d->table_fd) != 0)) {
 		log_warn("device=%s fdatasync", d->cfg.id);
 		return;
 	}
 	d->p.held = durable(d);
 	d->since_ckpt = 0;
 	dev__persist(d);
+}
+
+#define TABLE_CACHE_MAX (64u << 10) /* tables up to this stay in memory */
+
+/* The table has been checked: make it durable once (checkpoints no longer
+ * sync it), and keep it in memory when small (packages up to 8 MiB). */
+static void table_ready(struct dev *d)
+{
+	size_t len = (size_t)d->nblocks * PROTO_SHA256_LEN;
+	d->table_ok = true;
+	if (fdatasync(d->table_fd) != 0)
+		log_warn("device=%s fdatasync", d->cfg.id);
+	if (len <= TABLE_CACHE_MAX && (d->table = malloc(len)) != NULL &&
+	    pread(d->table_fd, d->table, len, 0) != (ssize_t)len) {
+		free(d->table);
+		d->table = NULL;
+	}
 }
 
 /* The table is complete: does it hash to what the manifest signed? */
@@ -434,7 +454,8 @@ static int download_begin(struct dev *d, const struct proto_offer *o,
 		}
 	}
 	d->p.held = h;
-	d->table_ok = h >= t && h > 0;
+	if (h >= t && h > 0)
+		table_ready(d);
 	/* Enough buffers for every block a window of fragments can touch
 	 * (>= one fragment's worth plus two partial blocks), within 1 MiB
 	 * or two blocks. */
@@ -684,37 +705,52 @@ static void unhold_block(struct dev *d, uint64_t b)
 		d->cum = t + first;
 }
 
-/* Check block b (len bytes at data) against its table entry and, when it
- * matches, write it to the slot. 1: written; 0: mismatch (counted and
- * logged; the caller drops its fragments); -1: the update has failed. */
-static int block_put(struct dev *d, uint64_t b, const uint8_t *data)
+/* Check block b (its bytes at data) against its table entry (from the
+ * table in memory when it is small, else from the table file). 1: it
+ * matches; 0: it does not (counted and logged; the caller drops its
+ * fragments); -1: too many failures, the update has failed. */
+static int block_check(struct dev *d, uint64_t b, const uint8_t *data)
 {
-	uint32_t len = proto_block_len(&d->m, b);
 	uint8_t want[PROTO_SHA256_LEN], got[PROTO_SHA256_LEN];
-	if (pread(d->table_fd, want, sizeof(want),
-		  (off_t)(b * PROTO_SHA256_LEN)) != sizeof(want) ||
-	    proto_sha256(data, len, got) != 0 ||
-	    memcmp(want, got, sizeof(got)) != 0) {
-		uint32_t first, last, t = d->p.table_fragments;
-		block_frags(d, b, &first, &last);
-		d->stats.blocks_bad++;
-		log_warnx("device=%s release=%s block %llu of %llu does not "
-			  "match the signed block table: dropped, fragments "
-			  "%u-%u asked for again",
-			  d->cfg.id, d->p.release, (unsigned long long)b,
-			  (unsigned long long)d->nblocks, t + first, t + last);
-		if (++d->bad_blocks > BAD_BLOCKS_MAX(d)) {
-			char why[PROTO_ERROR_MAX + 1];
-			snprintf(why, sizeof(why),
-				 "%u blocks failed their digest check: the "
-				 "data is being corrupted or forged",
-				 d->bad_blocks);
-			fail_update(d, why);
-			return -1;
-		}
-		return 0;
+	bool have = true;
+	if (d->table)
+		memcpy(want, d->table + b * PROTO_SHA256_LEN, sizeof(want));
+	else
+		have = pread(d->table_fd, want, sizeof(want),
+			     (off_t)(b * PROTO_SHA256_LEN)) == sizeof(want);
+	if (have && proto_sha256(data, proto_block_len(&d->m, b), got) == 0 &&
+	    memcmp(want, got, sizeof(got)) == 0)
+		return 1;
+	uint32_t first, last, t = d->p.table_fragments;
+	block_frags(d, b, &first, &last);
+	d->stats.blocks_bad++;
+	log_warnx("device=%s release=%s block %llu of %llu does not match the "
+		  "signed block table: dropped, fragments %u-%u asked for again",
+		  d->cfg.id, d->p.release, (unsigned long long)b,
+		  (unsigned long long)d->nblocks, t + first, t + last);
+	if (++d->bad_blocks > BAD_BLOCKS_MAX(d)) {
+		char why[PROTO_ERROR_MAX + 1];
+		snprintf(why, sizeof(why),
+			 "%u blocks failed their digest check: the data is "
+			 "being corrupted or forged",
+			 d->bad_blocks);
+		fail_update(d, why);
+		return -1;
 	}
-	ssize_t w = pwrite(d->part_fd, data, len, (off_t)(b * d->m.block_size));
+	return 0;
+}
+
+/* Write n checked blocks from b on (their bytes at data) to the slot in
+ * one write. 0, or -1 when the update has failed. */
+static int slot_write(struct dev *d, uint64_t b, uint64_t n,
+		      const uint8_t *data)
+{
+	if (n == 0)
+		return 0;
+	uint64_t off = b * d->m.block_size;
+	size_t len = (size_t)((b + n - 1) * d->m.block_size +
+			      proto_block_len(&d->m, b + n - 1) - off);
+	ssize_t w = pwrite(d->part_fd, data, len, (off_t)off);
 	if (w != (ssize_t)len) {
 		char why[PROTO_ERROR_MAX + 1];
 		snprintf(why, sizeof(why), "writing the inactive slot failed: %s",
@@ -723,11 +759,22 @@ static int block_put(struct dev *d, uint64_t b, const uint8_t *data)
 		fail_update(d, why);
 		return -1;
 	}
-	d->written[b >> 3] |= (uint8_t)(1u << (b & 7));
-	d->stats.blocks_ok++;
+	for (uint64_t i = b; i < b + n; i++)
+		d->written[i >> 3] |= (uint8_t)(1u << (i & 7));
+	d->stats.blocks_ok += n;
 	while (d->wprefix < d->nblocks && is_written(d, d->wprefix))
 		d->wprefix++;
-	return 1;
+	return 0;
+}
+
+/* Check block b and, when it matches, write it. 1: written; 0: it did
+ * not match; -1: the update has failed. */
+static int block_put(struct dev *d, uint64_t b, const uint8_t *data)
+{
+	int rc = block_check(d, b, data);
+	if (rc <= 0)
+		return rc;
+	return slot_write(d, b, 1, data) < 0 ? -1 : 1;
 }
 
 /* Take a payload fragment. A block wholly inside it is checked and
@@ -742,19 +789,35 @@ static int take_frag(struct dev *d, uint32_t k, const uint8_t *data,
 {
 	uint32_t bs = d->m.block_size;
 	uint64_t off = (uint64_t)k * d->p.fragment_size, end = off + len;
+	uint64_t run = 0, run_b = 0; /* checked blocks not yet written */
+#define FLUSH()                                                                \
+	do {                                                                   \
+		if (slot_write(d, run_b, run, data + (run_b * bs - off)) < 0)  \
+			return -1;                                             \
+		run = 0;                                                       \
+	} while (0)
 	for (uint64_t b = off / bs; b * bs < end; b++) {
-		if (is_written(d, b))
+		if (is_written(d, b)) {
+			FLUSH();
 			continue;
+		}
 		uint64_t lo = b * bs, hi = lo + proto_block_len(&d->m, b);
 		struct dev_blockbuf *u = &d->bufs[b % d->nbufs];
 		if (d->table_ok && lo >= off && hi <= end) {
 			if (u->live && u->block == b)
 				u->live = false;
-			int rc = block_put(d, b, data + (lo - off));
-			if (rc <= 0)
+			int rc = block_check(d, b, data + (lo - off));
+			if (rc <= 0) {
+				if (rc == 0)
+					FLUSH(); /* keep the good ones */
 				return rc; /* a bad block: drop it all */
+			}
+			if (run == 0)
+				run_b = b;
+			run++;
 			continue;
 		}
+		FLUSH();
 		if (u->live && u->block < b) {
 			d->stats.frags_nobuf++;
 			return 0;
@@ -775,7 +838,9 @@ static int take_frag(struct dev *d, uint32_t k, const uint8_t *data,
 			hi = end;
 		memcpy(u->data + (lo - b * bs), data + (lo - off), hi - lo);
 	}
+	FLUSH();
 	return 1;
+#undef FLUSH
 }
 
 /* Check block b once all its fragments are held: into the slot when it
@@ -825,7 +890,7 @@ static int table_complete(struct dev *d)
 		d->cum = 0;
 		return 0;
 	}
-	d->table_ok = true;
+	table_ready(d);
 	for (uint32_t i = 0; i < d->nbufs; i++)
 		if (d->bufs[i].live && block_try(d, d->bufs[i].block) < 0)
 			return -1;

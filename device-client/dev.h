@@ -106,6 +106,7 @@ struct dev {
 	 * checked against the table and only then written to the slot. */
 	int table_fd;
 	bool table_ok;        /* complete and matching the manifest */
+	uint8_t *table;       /* the checked table, in memory when small */
 	uint64_t nblocks;     /* blocks in the payload */
 	uint64_t wprefix;     /* blocks [0, wprefix) are in the slot */
 	uint8_t *written;     /* bitmap, one bit per block in the slot */
