@@ -139,6 +139,24 @@ port_listening() {
     [ -n "$(ss -Hltn "sport = :$1" 2>/dev/null)" ]
 }
 
+# small_fs SIZE DIR [SIZE DIR ...]: a tmpfs of SIZE (e.g. 3m) mounted on each DIR (made if
+# need be), unmounted on exit; for disk-full tests. Needs root: without it the test fails
+# (CI runs as root), it is never skipped. Returns 1 if a mount fails.
+small_fs() {
+    local dirs=""
+    if [ "$(id -u)" != 0 ]; then
+        echo "not ok - needs root to mount a small tmpfs (CI runs as root)"
+        exit 1
+    fi
+    while [ $# -ge 2 ]; do
+        mkdir -p "$2" && mount -t tmpfs -o size="$1" tmpfs "$2" || return 1
+        dirs="$dirs '$2'"
+        # shellcheck disable=SC2064 # the list is meant to be expanded now
+        trap "umount $dirs 2>/dev/null; cleanup" EXIT
+        shift 2
+    done
+}
+
 # free_port: a port nobody listens on, below the kernel's ephemeral range (outgoing
 # connections, thousands of them in fleet tests, take their ports from that range, and
 # one could take a port between this check and the listener's bind).

@@ -5,16 +5,9 @@
 . "$OTA_ROOT/tests/system/lib.sh"
 . "$OTA_ROOT/tests/system/ota.sh"
 
-if [ "$(id -u)" != 0 ]; then
-    echo "not ok - needs root to mount a small tmpfs (CI runs as root)"
-    exit 1
-fi
 certs_make dev-001 dev-002
 broker_start || { not_ok "broker starts"; finish; }
-mkdir -p "$T/small1" "$T/small2"
-mount -t tmpfs -o size=3m tmpfs "$T/small1" && mount -t tmpfs -o size=3m tmpfs "$T/small2" ||
-    { not_ok "mount tmpfs"; finish; }
-trap 'umount "$T/small1" "$T/small2" 2>/dev/null; cleanup' EXIT
+small_fs 3m "$T/small1" 3m "$T/small2" || { not_ok "mount tmpfs"; finish; }
 check "gateway starts" gateway_start
 spawn dev-001 "$DEV" --id dev-001 --product sensor --version 1.0.0 --broker-host localhost \
     --broker-port "$BROKER_PORT" --ca-file "$CERTS/ca.crt" \
