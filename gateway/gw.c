@@ -733,11 +733,13 @@ int gw__cmd_run(int argc, char **argv)
 	uv_run(gw.loop, UV_RUN_DEFAULT);
 	flush_final(&gw);
 	log_info("gateway stopped: frags_sent=%llu resent=%llu reneged=%llu "
-		 "acks=%llu bad_msgs=%llu stale_msgs=%llu inflight_peak=%llu "
+		 "timeouts=%llu spurious=%llu acks=%llu bad_msgs=%llu stale_msgs=%llu inflight_peak=%llu "
 		 "loop_stall_max_ms=%llu",
 		 (unsigned long long)gw.stats.frags_sent,
 		 (unsigned long long)gw.stats.frags_resent,
 		 (unsigned long long)gw.stats.frags_reneged,
+		 (unsigned long long)gw.stats.rto_fired,
+		 (unsigned long long)gw.stats.rto_spurious,
 		 (unsigned long long)gw.stats.acks,
 		 (unsigned long long)gw.stats.msgs_bad,
 		 (unsigned long long)gw.stats.msgs_stale,

@@ -88,6 +88,8 @@ struct gw_stats {
 	uint64_t msgs_stale; /* valid but not for any live session */
 	uint64_t frags_sent, frags_resent, acks;
 	uint64_t frags_reneged; /* acked, then dropped by a block check */
+	uint64_t rto_fired;	/* retransmission timeouts */
+	uint64_t rto_spurious;	/* ... that later acks showed were only slow */
 	uint64_t releases_refused;
 	uint64_t inflight_peak; /* bytes */
 	uint64_t stall_max_ms;  /* worst lateness of the loop's tick */

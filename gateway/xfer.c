@@ -28,6 +28,11 @@ struct gw_xfer {
 	uint64_t sent_ms[RING];
 	bool retx[RING];
 	uint64_t offer_ms, progress_ms;
+	uint32_t offers;  /* offers sent since the last accept */
+	uint32_t recover; /* after a timeout: its [cum, recover) are suspect */
+	uint64_t rto_at;  /* when that timeout fired */
+	uint64_t rto_orig; /* when the fragment it resent was first sent */
+	double min_rtt;	   /* smallest RTT sample, 0 before the first */
 	uint64_t inflight; /* bytes this transfer counts in gw->inflight */
 	double srtt, rttvar, rto;
 	bool have_rtt;
@@ -72,6 +77,7 @@ static void reset_to(struct gw_xfer *x, uint32_t cum, uint64_t now)
 	for (uint32_t i = cum & ~7u; i < cum; i++)
 		set_acked(x, i);
 	x->cum = x->next = cum;
+	x->recover = 0;
 	if (x->sent_max < cum)
 		x->sent_max = cum;
 	x->progress_ms = now;
@@ -112,6 +118,7 @@ void gw__xfer_offer(struct gw *gw, struct gw_device *d)
 	size_t len;
 	xfer_set_state(d, XS_OFFERED);
 	x->offer_ms = util_mono_ms();
+	x->offers++;
 	if (proto_offer_encode(&o, &json, &len) != 0) {
 		log_warnx("device=%s: cannot encode offer", d->id);
 		return;
@@ -231,6 +238,8 @@ static void pump(struct gw *gw, struct gw_device *d)
 
 static void rtt_sample(struct gw_xfer *x, double r)
 {
+	if (x->min_rtt == 0 || r < x->min_rtt)
+		x->min_rtt = fmax(r, 1.0);
 	if (!x->have_rtt) {
 		x->srtt = r;
 		x->rttvar = r / 2;
@@ -272,6 +281,13 @@ void gw__xfer_on_ack(struct gw *gw, struct gw_device *d,
 		/* The device accepted (or resumed): it holds [0, cum). */
 		reset_to(x, a->cum, now);
 		xfer_set_state(d, XS_SENDING);
+		/* The offer and its answer crossed the same path as the
+		 * fragments will: the first RTT sample, so that the first
+		 * timeout is not a guess (only from an offer sent once). */
+		if (x->offers == 1)
+			rtt_sample(x, (double)(now - x->offer_ms));
+		x->offers = 0;
+		x->recover = 0;
 		log_info("device=%s release=%s accepted, sending from "
 			 "fragment %u of %u",
 			 d->id, r->id, a->cum, r->nfrags);
@@ -287,11 +303,13 @@ void gw__xfer_on_ack(struct gw *gw, struct gw_device *d,
 	 * most recently sent of those (never from a resent one: Karn), so
 	 * a fragment that waited behind a hole does not inflate the RTT. */
 	uint64_t fresh = 0;
-	bool advanced = a->cum > x->cum;
+	bool advanced = a->cum > x->cum, spurious = false;
 	for (uint32_t i = x->cum; i < a->cum; i++)
-		if (mark(x, i) && !x->retx[i % RING] &&
-		    x->sent_ms[i % RING] > fresh)
-			fresh = x->sent_ms[i % RING];
+		if (mark(x, i) && !x->retx[i % RING]) {
+			if (x->sent_ms[i % RING] > fresh)
+				fresh = x->sent_ms[i % RING];
+			spurious |= x->sent_ms[i % RING] < x->rto_at;
+		}
 	if (advanced) {
 		x->cum = a->cum;
 		x->progress_ms = now;
@@ -317,20 +335,37 @@ void gw__xfer_on_ack(struct gw *gw, struct gw_device *d,
 		if (i >= x->sent_max)
 			break;
 		if (a->sack[b / 8] & (1u << (b % 8))) {
-			if (mark(x, i) && !x->retx[i % RING] &&
-			    x->sent_ms[i % RING] > fresh)
-				fresh = x->sent_ms[i % RING];
+			if (mark(x, i) && !x->retx[i % RING]) {
+				if (x->sent_ms[i % RING] > fresh)
+					fresh = x->sent_ms[i % RING];
+				spurious |= x->sent_ms[i % RING] < x->rto_at;
+			}
 			highest = i;
 		}
 	}
+	/* The fragment the timeout resent is acknowledged sooner than any
+	 * round trip could bring the answer to the resend: the answer was
+	 * to the original, which was only slow (Eifel, RFC 3522). Its age
+	 * is a true RTT sample, so that the next fragment does not time
+	 * out the same way. */
+	if (x->recover && advanced && x->rto_orig && x->min_rtt > 0 &&
+	    (double)(now - x->rto_at) < x->min_rtt) {
+		spurious = true;
+		fresh = 0;
+		rtt_sample(x, (double)(now - x->rto_orig));
+		x->rto_orig = 0;
+	}
+	if (x->recover > x->cum && spurious) {
+		/* A fragment sent once, before the timeout, got through
+		 * after it: the path was slow, not lossy (F-RTO, RFC 5682).
+		 * Stop resending what is merely queued. */
+		log_debug("device=%s spurious timeout", d->id);
+		x->recover = 0;
+		gw->stats.rto_spurious++;
+	}
+	/* Without a clean sample the timeout's backoff stays (Karn). */
 	if (fresh)
 		rtt_sample(x, (double)(now - fresh));
-	else if (advanced && x->have_rtt)
-		/* New data is getting through: drop the timeout's backoff
-		 * even without a clean sample. */
-		x->rto = fmin(fmax(x->srtt + fmax(10.0, 4 * x->rttvar),
-				   RTO_MIN_MS),
-			      RTO_MAX_MS);
 	/* Holes with DUPTHRESH later fragments held: resend now rather than
 	 * wait for the timeout, unless sent again within one SRTT. */
 	double guard = x->have_rtt ? x->srtt : RTO_MIN_MS;
@@ -338,6 +373,16 @@ void gw__xfer_on_ack(struct gw *gw, struct gw_device *d,
 		if (!is_acked(x, i) &&
 		    (double)(now - x->sent_ms[i % RING]) >= guard)
 			send_frag(gw, d, i, true);
+	/* After a real timeout, each ack that brings progress sends two more
+	 * of the fragments that were outstanding then (TCP's slow start
+	 * after a timeout): losses at the tail, which no later fragment
+	 * reveals, are repaired in a few round trips, not one RTO each. */
+	if (advanced && x->recover > x->cum)
+		for (uint32_t i = x->cum, n = 0; i < x->recover && n < 2; i++)
+			if (!is_acked(x, i) && x->sent_ms[i % RING] < x->rto_at) {
+				send_frag(gw, d, i, true);
+				n++;
+			}
 	account(gw, x);
 	if (d->acked != x->cum) {
 		d->acked = x->cum;
@@ -370,14 +415,16 @@ void gw__xfer_tick(struct gw *gw, struct gw_device *d, uint64_t now)
 	if (x->st != XS_SENDING)
 		return;
 	if (x->next > x->cum && (double)(now - x->progress_ms) >= x->rto) {
-		/* Timeout: resend what is outstanding, back off. */
-		uint32_t n = 0;
-		for (uint32_t i = x->cum; i < x->next; i++)
-			if (!is_acked(x, i)) {
-				send_frag(gw, d, i, true);
-				n++;
-			}
-		log_debug("device=%s rto=%.0fms resent=%u", d->id, x->rto, n);
+		/* Timeout: resend only the oldest fragment outstanding and back
+		 * off (RFC 6298 5.4-5.5). Resending all of them would add a
+		 * window to a queue that may only be slow; the acks decide. */
+		x->rto_at = now;
+		x->recover = x->next;
+		x->rto_orig = x->retx[x->cum % RING] ? 0 : x->sent_ms[x->cum % RING];
+		send_frag(gw, d, x->cum, true);
+		gw->stats.rto_fired++;
+		log_debug("device=%s rto=%.0fms resent fragment %u", d->id,
+			  x->rto, x->cum);
 		x->rto = fmin(x->rto * 2, RTO_MAX_MS);
 		x->progress_ms = now;
 	}

@@ -52,7 +52,7 @@ ncells=0
 for p in $PROFILES; do for f in $FRAGS; do for m in $MODES; do ncells=$((ncells + 1)); done; done; done
 certs_make --devices "$ncells" >/dev/null || bench_die "make-certs failed"
 broker_start >/dev/null || bench_die "the broker did not start"
-gateway_start >/dev/null || bench_die "the gateway did not start"
+gateway_start ${LINK_GW_FLAGS:-} >/dev/null || bench_die "the gateway did not start"
 make_payload "$T/fw.bin" "$PAYLOAD"
 
 # le_start NAME ARGS...: linkemu in front of the broker on a free port; sets LE_PORT.
