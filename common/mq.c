@@ -369,6 +369,17 @@ int mq_subscribe(struct mq *mq, const char *topic, int qos)
 	return 0;
 }
 
+int mq_unsubscribe(struct mq *mq, const char *topic)
+{
+	int rc = mosquitto_unsubscribe(mq->mosq, NULL, topic);
+	if (rc != MOSQ_ERR_SUCCESS && rc != MOSQ_ERR_NO_CONN) {
+		log_warnx("unsubscribe %s: %s", topic, mosquitto_strerror(rc));
+		return -1;
+	}
+	mq__update_poll(mq);
+	return 0;
+}
+
 bool mq_connected(const struct mq *mq) { return mq->connected; }
 
 unsigned long long mq_bytes_out(const struct mq *mq) { return mq->bytes_out; }

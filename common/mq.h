@@ -51,6 +51,7 @@ int mq_start(struct mq *mq);
 int mq_publish(struct mq *mq, const char *topic, const void *payload,
 	       size_t len, int qos, bool retain);
 int mq_subscribe(struct mq *mq, const char *topic, int qos);
+int mq_unsubscribe(struct mq *mq, const char *topic);
 bool mq_connected(const struct mq *mq);
 /* Bytes and messages we handed to the library since start (for stats). */
 unsigned long long mq_bytes_out(const struct mq *mq);

@@ -272,8 +272,19 @@ static void unlink_part(struct dev *d, const char *name)
 	unlink(path);
 }
 
+/* Group fragments of the release being downloaded: from the offer's
+ * "group" to the end of the download. */
+static void group_unsubscribe(struct dev *d)
+{
+	if (!d->topic_grp[0])
+		return;
+	mq_unsubscribe(d->mq, d->topic_grp);
+	d->topic_grp[0] = '\0';
+}
+
 static void fail_update(struct dev *d, const char *why)
 {
+	group_unsubscribe(d);
 	close_part(d);
 	unlink_part(d, "payload.part");
 	unlink_part(d, TABLE_FILE);
@@ -639,6 +650,15 @@ static void on_offer(struct dev *d, const void *payload, size_t len)
 		 o.table_fragments, o.fragments, d->cum);
 	dev__set_state(d, PROTO_ST_DOWNLOADING, NULL);
 	dev__persist(d);
+	group_unsubscribe(d);
+	if (o.group) {
+		/* Before the accept: the broker handles our SUBSCRIBE before
+		 * the ack behind it, so the group's first fragment finds us. */
+		snprintf(d->topic_grp, sizeof(d->topic_grp),
+			 PROTO_GROUP_TOPIC_FMT, o.release);
+		if (mq_subscribe(d->mq, d->topic_grp, 0) != 0)
+			d->topic_grp[0] = '\0';
+	}
 	send_ack(d);
 out:
 	proto_offer_free(&o);
@@ -647,6 +667,7 @@ out:
 static void download_complete(struct dev *d)
 {
 	send_ack(d);
+	group_unsubscribe(d);
 	checkpoint(d);
 	close_part(d);
 	unlink_part(d, TABLE_FILE);
@@ -897,7 +918,8 @@ static int table_complete(struct dev *d)
 	return 0;
 }
 
-static void on_frag(struct dev *d, const void *payload, size_t len)
+static void on_frag(struct dev *d, const void *payload, size_t len,
+		    bool from_group)
 {
 	struct proto_frag f;
 	if (proto_frag_decode(payload, len, &f) != 0) {
@@ -924,6 +946,14 @@ static void on_frag(struct dev *d, const void *payload, size_t len)
 		d->stats.msgs_bad++;
 		log_debug("device=%s fragment %u of %u with %zu bytes dropped",
 			  d->cfg.id, f.index, n, f.len);
+		return;
+	}
+	if (from_group && f.index >= d->cum + d->p.window) {
+		/* A group's fragment that ran ahead of us (we left the group,
+		 * which went on without us): dropped quietly, without an ack;
+		 * the gateway sends it on our own topic when our window gets
+		 * there. */
+		d->stats.frags_ahead++;
 		return;
 	}
 	uint8_t *corrupt = NULL;
@@ -1024,7 +1054,8 @@ static void on_message(struct mq *mq, void *ud, const char *topic,
 		return;
 	}
 	if (!strcmp(leaf, "/frag"))
-		on_frag(d, payload, len);
+		on_frag(d, payload, len,
+			d->topic_grp[0] && !strcmp(topic, d->topic_grp));
 	else if (!strcmp(leaf, "/offer"))
 		on_offer(d, payload, len);
 	else
@@ -1199,7 +1230,8 @@ void dev_stop(struct dev *d, void (*on_stopped)(struct dev *d))
 	struct rusage ru;
 	getrusage(RUSAGE_SELF, &ru);
 	log_info("device=%s stats frags_ok=%llu dup=%llu dropped_test=%llu "
-		 "corrupted_test=%llu nobuf=%llu evicted=%llu blocks_ok=%llu "
+		 "corrupted_test=%llu nobuf=%llu ahead=%llu evicted=%llu "
+		 "blocks_ok=%llu "
 		 "blocks_bad=%llu "
 		 "tables_bad=%llu bad=%llu stale=%llu acks=%llu "
 		 "peak_rss_kib=%ld",
@@ -1208,6 +1240,7 @@ void dev_stop(struct dev *d, void (*on_stopped)(struct dev *d))
 		 (unsigned long long)d->stats.frags_dropped_test,
 		 (unsigned long long)d->stats.frags_corrupted_test,
 		 (unsigned long long)d->stats.frags_nobuf,
+		 (unsigned long long)d->stats.frags_ahead,
 		 (unsigned long long)d->stats.blocks_evicted,
 		 (unsigned long long)d->stats.blocks_ok,
 		 (unsigned long long)d->stats.blocks_bad,

@@ -69,6 +69,7 @@ struct dev_persist {
 
 struct dev_stats {
 	uint64_t frags_ok, frags_dup, msgs_bad, msgs_stale, acks_sent;
+	uint64_t frags_ahead; /* beyond the window (a group's, not ours) */
 	uint64_t frags_dropped_test, frags_corrupted_test;
 	uint64_t frags_nobuf; /* no block buffer free: dropped, resent */
 	uint64_t blocks_evicted; /* gave its buffer to a lower block */
@@ -92,6 +93,7 @@ struct dev {
 	struct mq *mq;
 	char topic_status[PROTO_ID_MAX + 24];
 	char topic_ack[PROTO_ID_MAX + 24];
+	char topic_grp[PROTO_GROUP_TOPIC_MAX]; /* "" = not subscribed */
 	struct dev_persist p;
 	enum proto_state st;
 	/* download session */

@@ -50,6 +50,8 @@ static const struct conf_key gw_keys[] = {
       "fragment KiB in flight over the whole fleet (broker queue cap)"),
     K("fetch_retries", CONF_U32, fetch_retries, 0, 20,
       "retries of a failed download, with doubling delays from 1 s"),
+    K("group_fragments", CONF_BOOL, group_fragments, 0, 0,
+      "publish each fragment once for all devices updating together"),
     {0}};
 
 static void gw_config_defaults(struct gw_config *c)
@@ -67,6 +69,7 @@ static void gw_config_defaults(struct gw_config *c)
 	c->fetch_timeout_s = 600;
 	c->fetch_retries = 3;
 	c->max_inflight_kb = 16384;
+	c->group_fragments = true;
 	snprintf(c->log_level, sizeof(c->log_level), "info");
 }
 
@@ -472,6 +475,8 @@ static void on_status(struct gw *gw, const char *id, const void *payload,
 
 	bool mine = d->x && strcmp(st.release, d->release) == 0;
 	if (st.state == PROTO_ST_OFFLINE) {
+		if (d->x)
+			gw__xfer_offline(gw, d);
 		return; /* transfer pauses; resumes on return */
 	}
 	if (mine && (st.state == PROTO_ST_COMMITTED ||
@@ -593,8 +598,10 @@ static void tick_cb(uv_timer_t *t)
 		}
 	}
 	gw->last_tick_ms = now;
-	if (mq_connected(gw->mq))
+	if (mq_connected(gw->mq)) {
 		twalk_r(gw->devices, tick_walk, gw);
+		gw__group_tick(gw, now);
+	}
 }
 
 static void closed_cb(uv_handle_t *h) { (void)h; }
@@ -733,11 +740,12 @@ int gw__cmd_run(int argc, char **argv)
 	uv_run(gw.loop, UV_RUN_DEFAULT);
 	flush_final(&gw);
 	log_info("gateway stopped: frags_sent=%llu resent=%llu reneged=%llu "
-		 "timeouts=%llu spurious=%llu acks=%llu bad_msgs=%llu stale_msgs=%llu inflight_peak=%llu "
+		 "grouped=%llu timeouts=%llu spurious=%llu acks=%llu bad_msgs=%llu stale_msgs=%llu inflight_peak=%llu "
 		 "loop_stall_max_ms=%llu",
 		 (unsigned long long)gw.stats.frags_sent,
 		 (unsigned long long)gw.stats.frags_resent,
 		 (unsigned long long)gw.stats.frags_reneged,
+		 (unsigned long long)gw.stats.frags_grouped,
 		 (unsigned long long)gw.stats.rto_fired,
 		 (unsigned long long)gw.stats.rto_spurious,
 		 (unsigned long long)gw.stats.acks,

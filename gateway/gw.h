@@ -33,6 +33,7 @@ struct gw_config {
 	uint32_t fetch_timeout_s;
 	uint32_t fetch_retries;
 	uint32_t max_inflight_kb; /* fragment bytes in flight, whole fleet */
+	bool group_fragments;	  /* publish fragments once per group */
 };
 
 struct gw_release {
@@ -60,6 +61,24 @@ struct gw_release {
 	uint32_t canary_quota;
 	uint32_t started, active, committed, failed;
 	char pause_reason[160];
+	/* Group sending (xfer.c): devices that accept together form a
+	 * group; each fragment is published once, on grp_topic, for all of
+	 * them, as fast as the slowest member's window allows. Repairs go
+	 * to each device's own topic. */
+	struct gw_device **members;
+	size_t nmembers, members_cap;
+	int grp_state;		/* GRP_IDLE, GRP_GATHER, GRP_SENDING */
+	uint32_t grp_next;	/* next fragment the group publishes */
+	uint32_t grp_max;	/* highest grp_next so far */
+	uint32_t grp_offered;	/* group offers not yet answered */
+	uint64_t grp_since_ms;	/* gathering since */
+	uint64_t grp_joined_ms; /* the last device joined then */
+	uint64_t grp_progress_ms; /* a member's ack last brought progress */
+	uint64_t grp_blocked_ms; /* blocked at the last look, then */
+	uint64_t grp_blocked_acc; /* ms grp_blocker has blocked it, all told */
+	struct gw_device *grp_blocker;
+	uint64_t grp_inflight;	/* bytes it counts in gw->inflight */
+	char grp_topic[PROTO_GROUP_TOPIC_MAX];
 	struct gw_release *next;
 };
 
@@ -90,6 +109,7 @@ struct gw_stats {
 	uint64_t frags_reneged; /* acked, then dropped by a block check */
 	uint64_t rto_fired;	/* retransmission timeouts */
 	uint64_t rto_spurious;	/* ... that later acks showed were only slow */
+	uint64_t frags_grouped; /* of frags_sent: published once for a group */
 	uint64_t releases_refused;
 	uint64_t inflight_peak; /* bytes */
 	uint64_t stall_max_ms;  /* worst lateness of the loop's tick */
@@ -178,6 +198,10 @@ void gw__xfer_on_ack(struct gw *gw, struct gw_device *d,
 		     const struct proto_ack *a);
 void gw__xfer_tick(struct gw *gw, struct gw_device *d, uint64_t now);
 void gw__xfer_free(struct gw *gw, struct gw_device *d);
+/* The device went offline: it leaves its group, if any. */
+void gw__xfer_offline(struct gw *gw, struct gw_device *d);
+/* Group sending of every release: start, pace, drop a member too slow. */
+void gw__group_tick(struct gw *gw, uint64_t now);
 
 /* commands */
 int gw__cmd_keygen(int argc, char **argv);

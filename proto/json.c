@@ -318,7 +318,9 @@ int proto_offer_encode(const struct proto_offer *o, char **out, size_t *len)
 		    0 ||
 	    (o->table_fragments &&
 	     (rc = proto__json_set(obj, "table_fragments",
-				   json_integer(o->table_fragments))) < 0))
+				   json_integer(o->table_fragments))) < 0) ||
+	    (o->group &&
+	     (rc = proto__json_set(obj, "group", json_true())) < 0))
 		goto out_obj;
 	rc = proto__json_dump(obj, out, len);
 out_obj:
@@ -365,6 +367,11 @@ static int offer_fields(const json_t *root, struct proto_offer *o,
 				  PROTO_FRAGS_MAX - 1, &v, NULL, err)) < 0)
 		return rc;
 	o->table_fragments = (uint32_t)v;
+	const json_t *grp = json_object_get(root, "group");
+	if (grp != NULL && !json_is_boolean(grp))
+		return proto__err(err, PROTO_EFIELD,
+				  "field 'group': not true or false");
+	o->group = json_is_true(grp);
 	if ((uint64_t)o->fragments + o->table_fragments > PROTO_FRAGS_MAX)
 		return proto__err(err, PROTO_ERANGE,
 				  "%u table and %u payload fragments exceed "

@@ -328,7 +328,15 @@ struct proto_offer {
 	uint32_t fragments;
 	uint32_t window;
 	uint32_t table_fragments;
+	/* The gateway publishes this transfer's fragments once, for every
+	 * device in a group, on PROTO_GROUP_TOPIC(release): subscribe to it
+	 * too. Optional, false when absent. */
+	bool group;
 };
+
+/* "ota/grp/<release>/frag": where group fragments of a release go. */
+#define PROTO_GROUP_TOPIC_FMT "ota/grp/%s/frag"
+#define PROTO_GROUP_TOPIC_MAX (PROTO_RELEASE_HEX_LEN + 16)
 
 int proto_offer_encode(const struct proto_offer *o, char **out, size_t *len);
 int proto_offer_decode(const char *buf, size_t len, struct proto_offer *o,

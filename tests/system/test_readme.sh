@@ -442,7 +442,7 @@ help_missing() {
 }
 check "ota-gateway run --help exits 0" bash -c "'$GW' run --help >'$T/gw-help.out' 2>&1"
 check "ota-gateway run --help lists every key" help_missing "$T/gw-help.out" \
-    "$OTA_ROOT/deploy/gateway.conf.example" https_ca_file max_package_mb fetch_retries max_inflight_kb
+    "$OTA_ROOT/deploy/gateway.conf.example" https_ca_file max_package_mb fetch_retries max_inflight_kb group_fragments
 check "ota-device --help exits 0" bash -c "'$DEV' --help >'$T/dev-help.out' 2>&1"
 check "ota-device --help lists every key" help_missing "$T/dev-help.out" \
     "$OTA_ROOT/deploy/device.conf.example" restart_command health_command health_timeout_s \

@@ -311,6 +311,47 @@ static void test_offer_table_fragments(void **state)
 			 PROTO_ERANGE);
 }
 
+static void test_offer_group(void **state)
+{
+	(void)state;
+	struct proto_offer o = {.manifest = "{}", .manifest_len = 2,
+				.fragment_size = 4096, .fragments = 8,
+				.window = 32, .group = true}, d;
+	struct proto_err err = {{0}};
+	char *out = NULL, topic[PROTO_GROUP_TOPIC_MAX];
+	size_t len;
+	strcpy(o.release, "0123456789abcdef");
+	assert_int_equal(proto_offer_encode(&o, &out, &len), 0);
+	assert_non_null(strstr(out, "\"group\":true"));
+	assert_int_equal(proto_offer_decode(out, len, &d, &err), 0);
+	assert_true(d.group);
+	proto_offer_free(&d);
+	free(out);
+	/* Absent: false, and not encoded. */
+	o.group = false;
+	assert_int_equal(proto_offer_encode(&o, &out, &len), 0);
+	assert_null(strstr(out, "group"));
+	assert_int_equal(proto_offer_decode(out, len, &d, &err), 0);
+	assert_false(d.group);
+	proto_offer_free(&d);
+	free(out);
+	/* Not a boolean: refused, with the field named. */
+	static const char *const bad =
+	    "{\"release\":\"0123456789abcdef\",\"manifest\":\"{}\",\"sig\":\""
+	    "00000000000000000000000000000000000000000000000000000000000000"
+	    "000000000000000000000000000000000000000000000000000000000000000"
+	    "000\",\"fragment_size\":4096,\"fragments\":1,\"window\":1,"
+	    "\"group\":1}";
+	assert_int_equal(proto_offer_decode(bad, strlen(bad), &d, &err),
+			 PROTO_EFIELD);
+	assert_non_null(strstr(err.text, "group"));
+	assert_null(d.manifest);
+	/* The topic fits its buffer. */
+	assert_int_equal(snprintf(topic, sizeof(topic), PROTO_GROUP_TOPIC_FMT,
+				  o.release),
+			 (int)strlen("ota/grp/0123456789abcdef/frag"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -320,6 +361,7 @@ int main(void)
 	    cmocka_unit_test(test_manifest_decode_rejects),
 	    cmocka_unit_test(test_pkg_table),
 	    cmocka_unit_test(test_offer_table_fragments),
+	    cmocka_unit_test(test_offer_group),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
