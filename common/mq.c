@@ -2,6 +2,9 @@
 
 #include <errno.h>
 #include <mosquitto.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -252,6 +255,124 @@ static void mq__schedule_reconnect(struct mq *mq)
 	uv_timer_start(&mq->retry, retry_cb, mq->backoff_ms / 2 + jitter, 0);
 }
 
+/* ------------------------------------------------- shared TLS contexts */
+
+struct tls_ent {
+	char *key; /* host NUL ca NUL cert NUL keyfile, as one string */
+	size_t keylen;
+	SSL_CTX *ctx;
+};
+static struct tls_ent *tls_cache;
+static size_t tls_n, tls_cap;
+
+static void tls_errstr(char *err, size_t errlen, const char *what,
+		       const char *file)
+{
+	char buf[256] = "";
+	unsigned long e = ERR_get_error();
+	if (e)
+		ERR_error_string_n(e, buf, sizeof(buf));
+	ERR_clear_error();
+	snprintf(err, errlen, "TLS setup: %s %s: %s", what, file,
+		 buf[0] ? buf : "failed");
+}
+
+static int tls_verify_cb(int ok, X509_STORE_CTX *x)
+{
+	if (!ok)
+		log_warnx("TLS: certificate verify failed: %s (depth %d)",
+			  X509_verify_cert_error_string(
+			      X509_STORE_CTX_get_error(x)),
+			  X509_STORE_CTX_get_error_depth(x));
+	return ok;
+}
+
+/* What mosquitto_tls_set and mosquitto_tls_opts_set(1, "tlsv1.2") give a
+ * client, built once: the CA, our certificate and key, verification of
+ * the broker's certificate and of its host name. */
+static SSL_CTX *tls_ctx_new(const struct mq_opts *o, char *err, size_t errlen)
+{
+	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+	if (!ctx) {
+		tls_errstr(err, errlen, "context", "");
+		return NULL;
+	}
+	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+	SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION);
+	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+	if (SSL_CTX_load_verify_locations(ctx, o->cafile, NULL) != 1) {
+		tls_errstr(err, errlen, "CA file", o->cafile);
+		goto fail;
+	}
+	if (SSL_CTX_use_certificate_chain_file(ctx, o->certfile) != 1) {
+		tls_errstr(err, errlen, "certificate", o->certfile);
+		goto fail;
+	}
+	if (SSL_CTX_use_PrivateKey_file(ctx, o->keyfile, SSL_FILETYPE_PEM) !=
+		1 ||
+	    SSL_CTX_check_private_key(ctx) != 1) {
+		tls_errstr(err, errlen, "key", o->keyfile);
+		goto fail;
+	}
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, tls_verify_cb);
+	if (X509_VERIFY_PARAM_set1_host(SSL_CTX_get0_param(ctx), o->host, 0) !=
+	    1) {
+		tls_errstr(err, errlen, "host name", o->host);
+		goto fail;
+	}
+	return ctx;
+fail:
+	SSL_CTX_free(ctx);
+	return NULL;
+}
+
+static SSL_CTX *tls_ctx_get(const struct mq_opts *o, char *err, size_t errlen)
+{
+	char key[4 * 4096 + 4];
+	int n = snprintf(key, sizeof(key), "%s%c%s%c%s%c%s", o->host, 0,
+			 o->cafile, 0, o->certfile, 0, o->keyfile);
+	if (n < 0 || (size_t)n >= sizeof(key)) {
+		snprintf(err, errlen, "TLS setup: file names too long");
+		return NULL;
+	}
+	for (size_t i = 0; i < tls_n; i++)
+		if (tls_cache[i].keylen == (size_t)n &&
+		    !memcmp(tls_cache[i].key, key, (size_t)n))
+			return tls_cache[i].ctx;
+	if (tls_n == tls_cap) {
+		size_t cap = tls_cap ? 2 * tls_cap : 64;
+		struct tls_ent *c = realloc(tls_cache, cap * sizeof(*c));
+		if (!c) {
+			snprintf(err, errlen, "out of memory");
+			return NULL;
+		}
+		tls_cache = c;
+		tls_cap = cap;
+	}
+	SSL_CTX *ctx = tls_ctx_new(o, err, errlen);
+	char *k = ctx ? malloc((size_t)n) : NULL;
+	if (!k) {
+		if (ctx)
+			snprintf(err, errlen, "out of memory");
+		SSL_CTX_free(ctx);
+		return NULL;
+	}
+	memcpy(k, key, (size_t)n);
+	tls_cache[tls_n++] = (struct tls_ent){k, (size_t)n, ctx};
+	return ctx;
+}
+
+void mq_tls_cache_clear(void)
+{
+	for (size_t i = 0; i < tls_n; i++) {
+		free(tls_cache[i].key);
+		SSL_CTX_free(tls_cache[i].ctx);
+	}
+	free(tls_cache);
+	tls_cache = NULL;
+	tls_n = tls_cap = 0;
+}
+
 int mq_new(uv_loop_t *loop, const struct mq_opts *o, const struct mq_cbs *cbs,
 	   void *ud, struct mq **out, char *err, size_t errlen)
 {
@@ -279,20 +400,42 @@ int mq_new(uv_loop_t *loop, const struct mq_opts *o, const struct mq_cbs *cbs,
 	mosquitto_int_option(mq->mosq, MOSQ_OPT_PROTOCOL_VERSION,
 			     MQTT_PROTOCOL_V311);
 	mosquitto_int_option(mq->mosq, MOSQ_OPT_TCP_NODELAY, 1);
-	int rc = mosquitto_tls_set(mq->mosq, o->cafile, NULL, o->certfile,
-				   o->keyfile, NULL);
-	if (rc != MOSQ_ERR_SUCCESS) {
-		snprintf(err, errlen,
-			 "TLS setup (ca=%s cert=%s key=%s): %s", o->cafile,
-			 o->certfile, o->keyfile, mosquitto_strerror(rc));
-		goto fail_mosq;
-	}
-	/* Verify the broker's certificate and host name; TLS 1.2 at least. */
-	rc = mosquitto_tls_opts_set(mq->mosq, 1, "tlsv1.2", NULL);
-	if (rc != MOSQ_ERR_SUCCESS) {
-		snprintf(err, errlen, "TLS options: %s",
-			 mosquitto_strerror(rc));
-		goto fail_mosq;
+	int rc;
+	if (o->shared_tls) {
+		/* libmosquitto takes its own reference. */
+		SSL_CTX *ctx = tls_ctx_get(o, err, errlen);
+		if (!ctx)
+			goto fail_mosq;
+		/* Without defaults: libmosquitto uses the context as it is,
+		 * and loads nothing itself. */
+		rc = mosquitto_int_option(mq->mosq,
+					  MOSQ_OPT_SSL_CTX_WITH_DEFAULTS, 0);
+		if (rc == MOSQ_ERR_SUCCESS)
+			rc = mosquitto_void_option(mq->mosq, MOSQ_OPT_SSL_CTX,
+						   ctx);
+		if (rc != MOSQ_ERR_SUCCESS) {
+			snprintf(err, errlen, "TLS context: %s",
+				 mosquitto_strerror(rc));
+			goto fail_mosq;
+		}
+	} else {
+		rc = mosquitto_tls_set(mq->mosq, o->cafile, NULL, o->certfile,
+				       o->keyfile, NULL);
+		if (rc != MOSQ_ERR_SUCCESS) {
+			snprintf(err, errlen,
+				 "TLS setup (ca=%s cert=%s key=%s): %s",
+				 o->cafile, o->certfile, o->keyfile,
+				 mosquitto_strerror(rc));
+			goto fail_mosq;
+		}
+		/* Verify the broker's certificate and host name; TLS 1.2 at
+		 * least. */
+		rc = mosquitto_tls_opts_set(mq->mosq, 1, "tlsv1.2", NULL);
+		if (rc != MOSQ_ERR_SUCCESS) {
+			snprintf(err, errlen, "TLS options: %s",
+				 mosquitto_strerror(rc));
+			goto fail_mosq;
+		}
 	}
 	if (o->will_topic) {
 		rc = mosquitto_will_set(mq->mosq, o->will_topic,

@@ -31,6 +31,11 @@ struct mq_opts {
 	size_t will_len;
 	int will_qos;
 	bool will_retain;
+	/* Load the CA, certificate and key once per process and reuse the TLS
+	 * context for every client with the same files (a simulated fleet's
+	 * in-process restarts). The broker's certificate and host name are
+	 * checked as without it. */
+	bool shared_tls;
 };
 
 struct mq_cbs {
@@ -52,6 +57,8 @@ int mq_publish(struct mq *mq, const char *topic, const void *payload,
 	       size_t len, int qos, bool retain);
 int mq_subscribe(struct mq *mq, const char *topic, int qos);
 int mq_unsubscribe(struct mq *mq, const char *topic);
+/* Free the TLS contexts kept for shared_tls (at exit, all clients gone). */
+void mq_tls_cache_clear(void);
 bool mq_connected(const struct mq *mq);
 /* Bytes and messages we handed to the library since start (for stats). */
 unsigned long long mq_bytes_out(const struct mq *mq);

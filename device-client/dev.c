@@ -1182,6 +1182,7 @@ int dev_start(struct dev *d)
 	    .will_len = wlen,
 	    .will_qos = 1,
 	    .will_retain = true,
+	    .shared_tls = d->cfg.restart_inproc, /* fleet mode */
 	};
 	struct mq_cbs cbs = {on_connect, on_disconnect, on_message};
 	int rc = mq_new(d->loop, &mo, &cbs, d, &d->mq, err, sizeof(err));

@@ -291,6 +291,7 @@ int main(int argc, char **argv)
 	int rc = mc.fleet.n ? run_fleet(loop, &mc, argv)
 			    : run_device(loop, &mc.dev, argv);
 	uv_loop_close(loop);
+	mq_tls_cache_clear();
 	mosquitto_lib_cleanup();
 	return rc;
 }

@@ -152,7 +152,7 @@ for n in $SIZES; do
         perf script -i "$T/perf.data" -F comm,ip,sym,dso 2>/dev/null |
             awk -f "$OTA_ROOT/tests/bench/profile.awk" >"$T/profile.tsv"
         grep -q '^TOTAL' "$T/profile.tsv" || bench_die "perf script gave no samples: $(cat "$T/perf.log")"
-        rm -f "$T/perf.data"
+        [ -n "${FLEET_KEEP_PERF:-}" ] || rm -f "$T/perf.data"
     fi
     fleet_down "$n"
 done

@@ -93,4 +93,20 @@ echo "# fleet stopped in $(($(now_ms) - t)) ms"
 check "every device published offline on the way out" wait_until 20 'fleet_at offline 1.1.0'
 check "the gateway stops cleanly, no sanitizer reports" stop_all_clean gateway
 grep -a ' ota-device fleet stopped ' "$T/fleet.log" | sed 's/^/# /'
+
+# A fleet loads each device's TLS context once and reuses it across its in-process
+# restarts: the broker's certificate and host name are still checked. Through a relay on
+# 127.0.0.2 the fleet reaches the same broker, whose certificate names localhost, broker
+# and 127.0.0.1 only.
+RELAY_PORT=$(free_port)
+spawn relay "$BUILD/tools/linkemu" --listen "127.0.0.2:$RELAY_PORT" --connect "127.0.0.1:$BROKER_PORT"
+check "a relay to the broker listens on 127.0.0.2" wait_until 10 "grep -q 'info listening' '$T/relay.log'"
+spawn badhost "$DEV" --fleet 2 --fleet-cert-dir "$CERTS/devices" --product sensor \
+    --version 1.0.0 --broker-host 127.0.0.2 --broker-port "$RELAY_PORT" \
+    --ca-file "$CERTS/ca.crt" --publisher-key "$CERTS/publisher.pub" --state-dir "$T/badhost"
+check "a fleet refuses a broker whose certificate does not name the host" \
+    wait_until 20 "grep -aq 'certificate verify failed: hostname mismatch' '$T/badhost.log'"
+check "and none of its devices connected" bash -c "! grep -aq 'mqtt connected' '$T/badhost.log'"
+stop badhost >/dev/null || true
+stop relay >/dev/null || true
 finish
