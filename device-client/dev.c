@@ -1070,6 +1070,11 @@ static void on_connect(struct mq *mq, void *ud)
 	mq_subscribe(mq, t, 1);
 	snprintf(t, sizeof(t), "ota/dev/%s/frag", d->cfg.id);
 	mq_subscribe(mq, t, 0);
+	/* A clean session forgets subscriptions: a group member whose
+	 * connection dropped (or whose broker restarted) subscribes again,
+	 * before it says where it is. */
+	if (d->topic_grp[0] && d->st == PROTO_ST_DOWNLOADING)
+		mq_subscribe(mq, d->topic_grp, 0);
 	dev__publish_status(d);
 	if (d->st == PROTO_ST_DOWNLOADING && d->held)
 		send_ack(d); /* resume: tell the gateway what we hold */
