@@ -573,14 +573,43 @@ static void on_disconnect(struct mq *mq, void *ud, const char *why)
 	log_warnx("mqtt connection lost: %s (reconnecting)", why);
 }
 
+/* A device in an update that has not been heard from for this long may
+ * have had statuses dropped on their way here (the broker drops what
+ * overflows a client's queue, and a fleet reporting at once can do that):
+ * ask the broker for its retained status again. */
+#define STATUS_POLL_MS 10000
+#define STATUS_POLLS_PER_TICK 5
+
+static void status_poll(struct gw *gw, struct gw_device *d)
+{
+	int64_t now = util_wall_ms();
+	if (!d->online || gw->poll_budget <= 0 ||
+	    now - d->seen_ms < STATUS_POLL_MS || now - d->poll_ms < STATUS_POLL_MS)
+		return;
+	char topic[PROTO_ID_MAX + 24];
+	snprintf(topic, sizeof(topic), "ota/dev/%s/status", d->id);
+	/* Subscribing again delivers the retained message; the wildcard
+	 * subscription stays, so this one goes at once. */
+	if (mq_subscribe(gw->mq, topic, 1) != 0)
+		return;
+	mq_unsubscribe(gw->mq, topic);
+	d->poll_ms = now;
+	gw->poll_budget--;
+	gw->stats.status_polls++;
+	log_debug("device=%s silent for %lld ms: its status asked for again",
+		  d->id, (long long)(now - d->seen_ms));
+}
+
 static void tick_walk(const void *node, VISIT v, void *ud)
 {
 	if (v != postorder && v != leaf)
 		return;
 	struct gw *gw = ud;
 	struct gw_device *d = *(struct gw_device *const *)node;
-	if (d->x)
+	if (d->x) {
 		gw__xfer_tick(gw, d, util_mono_ms());
+		status_poll(gw, d);
+	}
 }
 
 static void tick_cb(uv_timer_t *t)
@@ -599,6 +628,7 @@ static void tick_cb(uv_timer_t *t)
 	}
 	gw->last_tick_ms = now;
 	if (mq_connected(gw->mq)) {
+		gw->poll_budget = STATUS_POLLS_PER_TICK;
 		twalk_r(gw->devices, tick_walk, gw);
 		gw__group_tick(gw, now);
 	}
@@ -740,7 +770,8 @@ int gw__cmd_run(int argc, char **argv)
 	uv_run(gw.loop, UV_RUN_DEFAULT);
 	flush_final(&gw);
 	log_info("gateway stopped: frags_sent=%llu resent=%llu reneged=%llu "
-		 "grouped=%llu timeouts=%llu spurious=%llu acks=%llu bad_msgs=%llu stale_msgs=%llu inflight_peak=%llu "
+		 "grouped=%llu timeouts=%llu spurious=%llu status_polls=%llu "
+		 "acks=%llu bad_msgs=%llu stale_msgs=%llu inflight_peak=%llu "
 		 "loop_stall_max_ms=%llu",
 		 (unsigned long long)gw.stats.frags_sent,
 		 (unsigned long long)gw.stats.frags_resent,
@@ -748,6 +779,7 @@ int gw__cmd_run(int argc, char **argv)
 		 (unsigned long long)gw.stats.frags_grouped,
 		 (unsigned long long)gw.stats.rto_fired,
 		 (unsigned long long)gw.stats.rto_spurious,
+		 (unsigned long long)gw.stats.status_polls,
 		 (unsigned long long)gw.stats.acks,
 		 (unsigned long long)gw.stats.msgs_bad,
 		 (unsigned long long)gw.stats.msgs_stale,

@@ -100,6 +100,7 @@ struct gw_device {
 	int64_t offered_ms, transferred_ms, finished_ms, seen_ms;
 	struct gw_xfer *x;
 	bool dirty;
+	int64_t poll_ms; /* its retained status was last asked for then */
 };
 
 struct gw_stats {
@@ -115,6 +116,7 @@ struct gw_stats {
 	uint64_t stall_max_ms;  /* worst lateness of the loop's tick */
 	uint64_t drop_log_ms;   /* last "dropped" log line (rate limit) */
 	uint64_t drop_unlogged; /* dropped since then without a line */
+	uint64_t status_polls;	/* retained statuses asked for again */
 };
 
 struct gw {
@@ -141,6 +143,7 @@ struct gw {
 	uint8_t *fragbuf; /* PROTO_FRAG_HDR_LEN + PROTO_FRAG_SIZE_MAX */
 	struct gw_stats stats;
 	int fetches; /* package jobs under way */
+	int poll_budget; /* status polls left in this tick */
 	uint64_t inflight; /* bytes sent and not yet acknowledged, all devices */
 	void *curlm; /* CURLM *, see https.c */
 	struct gw_https *downloads; /* under way, see https.c */

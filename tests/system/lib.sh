@@ -245,7 +245,8 @@ certs_make() {
     bash "$OTA_ROOT/certs/make-certs.sh" "$CERTS" --quiet "$@"
 }
 
-# broker_start: Mosquitto with the deployment's template and ACL on a random free port.
+# broker_start: Mosquitto with the deployment's template and ACL on a random free port
+# (BROKER_SED: one more sed expression applied to the template, for tests of broker limits).
 broker_start() {
     local attempt
     [ -s "$CERTS/broker.crt" ] || certs_make || return 1
@@ -253,7 +254,7 @@ broker_start() {
         BROKER_PORT=$(free_port) || return 1
         sed -e "s|@PORT@|$BROKER_PORT|g" -e "s|@BIND@|127.0.0.1|g" -e "s|@CERTS@|$CERTS|g" \
             -e "s|@ACL@|$OTA_ROOT/deploy/mosquitto/acl|g" -e "s|@USER@|$(id -un)|g" \
-            "$OTA_ROOT/deploy/mosquitto/mosquitto.conf.in" >"$T/mosquitto.conf"
+            -e "${BROKER_SED:-}" "$OTA_ROOT/deploy/mosquitto/mosquitto.conf.in" >"$T/mosquitto.conf"
         spawn broker mosquitto -c "$T/mosquitto.conf"
         if wait_until 10 'port_listening "$BROKER_PORT" || ! alive broker'; then
             if alive broker; then
