@@ -13,6 +13,7 @@
 #   env: FLEET_SIZES="1 100 1000"  FLEET_PKG_KIB="64 1024"  FLEET_FRAG=65536
 #        FLEET_DISK_ROW=1 (one more N=max, largest package, state on disk)
 #        FLEET_PROFILE=1 (perf record the largest case once more, not timed)
+#        FLEET_KEEP_PERF=1 (keep $T/perf.data; with KEEP=1 for perf report afterwards)
 . "$(dirname "$0")/env.sh"
 SIZES=${FLEET_SIZES:-1 100 1000}
 PKGS=${FLEET_PKG_KIB:-64 1024}
