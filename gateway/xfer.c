@@ -403,6 +403,15 @@ static void group_pump(struct gw *gw, struct gw_release *r, uint64_t now)
 		     (double)(now - r->grp_joined_ms) < GATHER_QUIET_MS) &&
 		    (double)(now - r->grp_since_ms) < GATHER_MAX_MS)
 			return;
+		if (r->nmembers == 1) {
+			/* A group of one saves nothing, and its topic is
+			 * longer than most devices' own: that device goes on
+			 * by itself. */
+			struct gw_device *d = r->members[0];
+			group_leave(gw, d, NULL);
+			pump(gw, d);
+			return;
+		}
 		r->grp_state = GRP_SENDING;
 		r->grp_progress_ms = now;
 		log_info("release=%s group of %zu devices: sending", r->id,
