@@ -578,7 +578,7 @@ static void on_disconnect(struct mq *mq, void *ud, const char *why)
  * overflows a client's queue, and a fleet reporting at once can do that):
  * ask the broker for its retained status again. */
 #define STATUS_POLL_MS 10000
-#define STATUS_POLLS_PER_TICK 5
+#define STATUS_POLLS_PER_TICK 20
 
 static void status_poll(struct gw *gw, struct gw_device *d)
 {

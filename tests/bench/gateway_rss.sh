@@ -3,7 +3,7 @@
 # (ota-device --fleet processes; more than one beyond FLEET_MAX_PER_PROC devices, since
 # each device holds ~4 file descriptors and the hard limit here is 20000) idle, and at its
 # peak while a 64 KiB release streams to all of them. The devices' state is on tmpfs.
-#   usage: tests/bench/gateway_rss.sh [BUILD_DIR]   env: SIZES="100 1000 5000"
+#   usage: tests/bench/gateway_rss.sh [BUILD_DIR]   env: SIZES="100 1000 5000"  GW_RSS_FLAGS (extra gateway flags)
 . "$(dirname "$0")/env.sh"
 SIZES=${SIZES:-100 1000 5000}
 PER_PROC=${FLEET_MAX_PER_PROC:-2500}
@@ -30,7 +30,7 @@ echo "| devices | fleet processes | gateway RSS, idle | per device | RSS while t
 echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
 for n in $SIZES; do
     rm -rf "$T/gw-db" "$T/gw-store" "$SHM"/fleet*
-    gateway_start >/dev/null || bench_die "the gateway did not start"
+    gateway_start ${GW_RSS_FLAGS:-} >/dev/null || bench_die "the gateway did not start"
     gw=$(pid_of gateway)
     base=$(rss_kib "$gw")
     procs=$(((n + PER_PROC - 1) / PER_PROC))
@@ -72,9 +72,12 @@ for n in $SIZES; do
     # VmHWM catches a peak between two samples.
     hwm=$(hwm_kib "$gw")
     [ "$hwm" -gt "$peak" ] && peak=$hwm
-    # Give the gateway's ledger time to hear the last statuses.
-    wait_until 15 "[ \"\$(count_at committed 1.$n.0)\" = $n ]" || true
+    # Give the gateway's ledger time to hear the last statuses: those the broker dropped
+    # come back when the gateway asks for a silent device's retained status (after 10 s).
+    t_led=$SECONDS
+    wait_until 60 "[ \"\$(count_at committed 1.$n.0)\" = $n ]" || true
     ledger=$(count_at committed "1.$n.0")
+    led_s=$((SECONDS - t_led))
     dropped=$(($(grep -a -c "Outgoing messages are being dropped for client ota-gateway" "$T/broker.log") - drops0))
     note=""
     [ "$dropped" -gt 0 ] && note=" (broker: \"Outgoing messages are being dropped for client ota-gateway\")"
@@ -83,7 +86,7 @@ for n in $SIZES; do
         "$(awk -v a="$idle" -v b="$base" -v n="$n" 'BEGIN { print (a - b) / n }')" \
         "$(awk -v k="$peak" 'BEGIN { print k / 1024 }')" \
         "$(awk -v a="$peak" -v b="$base" -v n="$n" 'BEGIN { print (a - b) / n }')" \
-        "$(awk -v k="$bidle" 'BEGIN { print k / 1024 }')" "$ledger of $n$note"
+        "$(awk -v k="$bidle" 'BEGIN { print k / 1024 }')" "$ledger of $n, ${led_s} s after the fleets$note"
     for ((p = 0; p < procs; p++)); do stop "fleet$p" >/dev/null || true; done
     stop gateway >/dev/null || true
     mv "$T/gateway.log" "$T/gateway-$n.log"
