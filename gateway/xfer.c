@@ -388,6 +388,18 @@ static double eject_ms(const struct gw_xfer *x)
 	return fmax(EJECT_MIN_MS, 4 * (x->srtt + 4 * x->rttvar));
 }
 
+/* The group's fragments in flight, [min_cum, grp_next), counted once in
+ * the fleet-wide figure (account() counts a member's as nothing). */
+static void group_account(struct gw *gw, struct gw_release *r,
+			  uint32_t min_cum)
+{
+	uint64_t held = (uint64_t)(r->grp_next - min_cum) * r->frag_size;
+	gw->inflight = gw->inflight - r->grp_inflight + held;
+	r->grp_inflight = held;
+	if (gw->inflight > gw->stats.inflight_peak)
+		gw->stats.inflight_peak = gw->inflight;
+}
+
 /* Publish what the group's slowest member has room for; a member that
  * holds the group back too long leaves it and goes on by itself. */
 static void group_pump(struct gw *gw, struct gw_release *r, uint64_t now)
@@ -472,15 +484,9 @@ static void group_pump(struct gw *gw, struct gw_release *r, uint64_t now)
 		r->grp_next = i + 1;
 		if (r->grp_max < r->grp_next)
 			r->grp_max = r->grp_next;
-		uint64_t held = (uint64_t)(r->grp_next - min_cum) * r->frag_size;
-		gw->inflight = gw->inflight - r->grp_inflight + held;
-		r->grp_inflight = held;
-		if (gw->inflight > gw->stats.inflight_peak)
-			gw->stats.inflight_peak = gw->inflight;
+		group_account(gw, r, min_cum);
 	}
-	uint64_t held = (uint64_t)(r->grp_next - min_cum) * r->frag_size;
-	gw->inflight = gw->inflight - r->grp_inflight + held;
-	r->grp_inflight = held;
+	group_account(gw, r, min_cum); /* acks may have shrunk it */
 }
 
 void gw__group_tick(struct gw *gw, uint64_t now)

@@ -311,6 +311,25 @@ static void test_offer_table_fragments(void **state)
 			 PROTO_ERANGE);
 }
 
+/* Encode o, find want in the text (NULL: no "group" at all), decode it
+ * back: the same group flag. */
+static void offer_group_roundtrip(const struct proto_offer *o, const char *want)
+{
+	struct proto_offer d;
+	struct proto_err err = {{0}};
+	char *out = NULL;
+	size_t len;
+	assert_int_equal(proto_offer_encode(o, &out, &len), 0);
+	if (want)
+		assert_non_null(strstr(out, want));
+	else
+		assert_null(strstr(out, "group"));
+	assert_int_equal(proto_offer_decode(out, len, &d, &err), 0);
+	assert_int_equal(d.group, o->group);
+	proto_offer_free(&d);
+	free(out);
+}
+
 static void test_offer_group(void **state)
 {
 	(void)state;
@@ -318,23 +337,12 @@ static void test_offer_group(void **state)
 				.fragment_size = 4096, .fragments = 8,
 				.window = 32, .group = true}, d;
 	struct proto_err err = {{0}};
-	char *out = NULL, topic[PROTO_GROUP_TOPIC_MAX];
-	size_t len;
+	char topic[PROTO_GROUP_TOPIC_MAX];
 	strcpy(o.release, "0123456789abcdef");
-	assert_int_equal(proto_offer_encode(&o, &out, &len), 0);
-	assert_non_null(strstr(out, "\"group\":true"));
-	assert_int_equal(proto_offer_decode(out, len, &d, &err), 0);
-	assert_true(d.group);
-	proto_offer_free(&d);
-	free(out);
+	offer_group_roundtrip(&o, "\"group\":true");
 	/* Absent: false, and not encoded. */
 	o.group = false;
-	assert_int_equal(proto_offer_encode(&o, &out, &len), 0);
-	assert_null(strstr(out, "group"));
-	assert_int_equal(proto_offer_decode(out, len, &d, &err), 0);
-	assert_false(d.group);
-	proto_offer_free(&d);
-	free(out);
+	offer_group_roundtrip(&o, NULL);
 	/* Not a boolean: refused, with the field named. */
 	static const char *const bad =
 	    "{\"release\":\"0123456789abcdef\",\"manifest\":\"{}\",\"sig\":\""
