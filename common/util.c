@@ -267,6 +267,18 @@ int util_load_privkey(const char *path, uint8_t priv[32], char *err,
 	return 0;
 }
 
+int util_pubkey_of(const uint8_t priv[32], uint8_t pub[32])
+{
+	EVP_PKEY *k =
+	    EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, NULL, priv, 32);
+	size_t n = 32;
+	int rc = k && EVP_PKEY_get_raw_public_key(k, pub, &n) == 1 && n == 32
+		     ? 0
+		     : -1;
+	EVP_PKEY_free(k);
+	return rc;
+}
+
 int util_keygen(const char *priv_path, const char *pub_path, char *err,
 		size_t errlen)
 {

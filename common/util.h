@@ -43,6 +43,8 @@ int util_load_pubkey(const char *path, uint8_t pub[32], char *err,
 		     size_t errlen);
 int util_load_privkey(const char *path, uint8_t priv[32], char *err,
 		      size_t errlen);
+/* The Ed25519 public key of a private one (seed). 0 or -1. */
+int util_pubkey_of(const uint8_t priv[32], uint8_t pub[32]);
 /* Make a new key pair; the private key is written with mode 0600 and is
  * never overwritten. */
 int util_keygen(const char *priv_path, const char *pub_path, char *err,

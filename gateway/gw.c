@@ -29,7 +29,14 @@ static const struct conf_key gw_keys[] = {
     K("key_file", CONF_STR, key_file, 0, 0, "gateway client key"),
     K("client_id", CONF_STR, client_id, 0, 0, "MQTT client id"),
     K("publisher_key", CONF_STR, publisher_key, 0, 0,
-      "publisher's Ed25519 public key (PEM)"),
+      "publisher's Ed25519 public key (PEM), when no root_keys"),
+    K("root_keys", CONF_STR, root_keys, 0, 0,
+      "root Ed25519 public keys (PEM files, comma-separated) that sign "
+      "keyset_file"),
+    K("root_threshold", CONF_U32, root_threshold, 1, PROTO_ROOT_KEYS_MAX,
+      "root keys that must sign a key set (default 1)"),
+    K("keyset_file", CONF_STR, keyset_file, 0, 0,
+      "key set: publisher keys per product (re-read on SIGHUP)"),
     K("db_dir", CONF_STR, db_dir, 0, 0, "LMDB ledger directory"),
     K("store_dir", CONF_STR, store_dir, 0, 0,
       "where verified packages are kept"),
@@ -70,6 +77,7 @@ static void gw_config_defaults(struct gw_config *c)
 	c->fetch_retries = 3;
 	c->max_inflight_kb = 16384;
 	c->group_fragments = true;
+	c->root_threshold = 1;
 	snprintf(c->log_level, sizeof(c->log_level), "info");
 }
 
@@ -79,8 +87,9 @@ static int gw_config_check(const struct gw_config *c, char *err, size_t n)
 	const char *need = !c->ca_file[0]	  ? "ca_file"
 			   : !c->cert_file[0]	  ? "cert_file"
 			   : !c->key_file[0]	  ? "key_file"
-			   : !c->publisher_key[0] ? "publisher_key"
-						  : NULL;
+			   : !c->publisher_key[0] && !c->root_keys[0]
+			       ? "publisher_key (or root_keys)"
+			       : NULL;
 	if (need) {
 		snprintf(err, n, "key '%s' is required", need);
 		return -1;
@@ -643,12 +652,17 @@ static void mq_closed(void *ud)
 	uv_close((uv_handle_t *)&gw->flush, closed_cb);
 	uv_close((uv_handle_t *)&gw->sigint, closed_cb);
 	uv_close((uv_handle_t *)&gw->sigterm, closed_cb);
+	uv_close((uv_handle_t *)&gw->sighup, closed_cb);
 	gw__https_close(gw);
 }
 
 static void signal_cb(uv_signal_t *s, int signum)
 {
 	struct gw *gw = s->data;
+	if (signum == SIGHUP) {
+		gw__keyset_reload(gw);
+		return;
+	}
 	if (gw->stopping)
 		return;
 	gw->stopping = true;
@@ -699,8 +713,9 @@ int gw__cmd_run(int argc, char **argv)
 		return 2;
 	}
 	if (gw_config_check(&gw.cfg, err, sizeof(err)) != 0 ||
-	    util_load_pubkey(gw.cfg.publisher_key, gw.pubkey, err,
-			     sizeof(err)) != 0) {
+	    trust_load(&gw.trust, gw.cfg.publisher_key, gw.cfg.root_keys,
+		       gw.cfg.root_threshold, gw.cfg.keyset_file, false,
+		       util_wall_ms() / 1000, err, sizeof(err)) != 0) {
 		fprintf(stderr, "ota-gateway run: %s%s: %s\n",
 			cli.config ? cli.config : "flags",
 			cli.config ? "" : "", err);
@@ -709,6 +724,7 @@ int gw__cmd_run(int argc, char **argv)
 	if (cli.check) {
 		printf("%s: configuration OK\n",
 		       cli.config ? cli.config : "flags");
+		trust_free(&gw.trust);
 		return 0;
 	}
 	enum log_level lvl;
@@ -760,9 +776,11 @@ int gw__cmd_run(int argc, char **argv)
 	uv_unref((uv_handle_t *)&gw.flush);
 	uv_signal_init(gw.loop, &gw.sigint);
 	uv_signal_init(gw.loop, &gw.sigterm);
-	gw.sigint.data = gw.sigterm.data = &gw;
+	uv_signal_init(gw.loop, &gw.sighup);
+	gw.sigint.data = gw.sigterm.data = gw.sighup.data = &gw;
 	uv_signal_start(&gw.sigint, signal_cb, SIGINT);
 	uv_signal_start(&gw.sigterm, signal_cb, SIGTERM);
+	uv_signal_start(&gw.sighup, signal_cb, SIGHUP);
 	log_info("gateway up: broker=%s:%u db=%s store=%s devices=%zu",
 		 gw.cfg.broker_host, gw.cfg.broker_port, gw.cfg.db_dir,
 		 gw.cfg.store_dir, gw.ndevices);
@@ -796,5 +814,6 @@ out_buf:
 	free(gw.dirty);
 out_db:
 	store_close(gw.db);
+	trust_free(&gw.trust);
 	return rc;
 }

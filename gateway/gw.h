@@ -11,6 +11,7 @@
 #include <uv.h>
 
 #include "common/mq.h"
+#include "common/trust.h"
 #include "proto/proto.h"
 #include "store/store.h"
 
@@ -22,6 +23,9 @@ struct gw_config {
 	char key_file[PATH_MAX];
 	char client_id[64];
 	char publisher_key[PATH_MAX]; /* Ed25519 public key (PEM) */
+	char root_keys[PATH_MAX];     /* or: root keys (PEM, comma list) */
+	uint32_t root_threshold;
+	char keyset_file[PATH_MAX]; /* the key set they signed (SIGHUP) */
 	char db_dir[PATH_MAX];
 	char store_dir[PATH_MAX];
 	uint32_t fragment_size;
@@ -122,7 +126,7 @@ struct gw_stats {
 struct gw {
 	uv_loop_t *loop;
 	struct gw_config cfg;
-	uint8_t pubkey[PROTO_PUBKEY_LEN];
+	struct trust trust; /* who may sign manifests */
 	struct mq *mq;
 	struct store *db;
 	void *devices; /* tsearch tree of struct gw_device * */
@@ -139,7 +143,7 @@ struct gw {
 	char commit_err[256];
 	unsigned commit_fails;    /* failed commits in a row */
 	uint64_t commit_retry_ms; /* after a failure: no commit before this */
-	uv_signal_t sigint, sigterm;
+	uv_signal_t sigint, sigterm, sighup;
 	uint8_t *fragbuf; /* PROTO_FRAG_HDR_LEN + PROTO_FRAG_SIZE_MAX */
 	struct gw_stats stats;
 	int fetches; /* package jobs under way */
@@ -167,6 +171,8 @@ void gw__releases_free(struct gw *gw);
 /* Would this release go to this device now? */
 bool gw__release_targets(const struct gw_release *r,
 			 const struct gw_device *d);
+/* SIGHUP: read keyset_file again; retire releases it no longer trusts. */
+void gw__keyset_reload(struct gw *gw);
 
 /* https.c: downloads through libcurl's multi interface on the loop */
 struct gw_https;
@@ -206,6 +212,12 @@ void gw__xfer_offline(struct gw *gw, struct gw_device *d);
 /* Group sending of every release: start, pace, drop a member too slow. */
 void gw__group_tick(struct gw *gw, uint64_t now);
 
+/* keyset.c: the root's tool */
+/* "+30d", "+12h", "+15m", "+90s", "2027-06-30", "2027-06-30T12:00:00Z" or
+ * unix seconds, relative to now. 0 or -1 with the reason. */
+int gw__parse_when(const char *s, int64_t now, int64_t *out, char *err,
+		   size_t n);
+
 /* commands */
 int gw__cmd_keygen(int argc, char **argv);
 int gw__cmd_pack(int argc, char **argv);
@@ -214,5 +226,6 @@ int gw__cmd_run(int argc, char **argv);
 int gw__cmd_status(int argc, char **argv);
 int gw__cmd_ctl(int argc, char **argv);
 int gw__cmd_fsck(int argc, char **argv);
+int gw__cmd_keyset(int argc, char **argv);
 
 #endif

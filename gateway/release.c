@@ -21,6 +21,8 @@ struct fetch_job {
 	struct proto_announce a;
 	/* inputs, copied so the worker touches nothing of the loop's */
 	uint8_t pubkey[PROTO_PUBKEY_LEN];
+	struct proto_keyset ks; /* a copy: SIGHUP may replace the loop's */
+	struct proto_trust trust;
 	uint64_t max_size;
 	char store_dir[PATH_MAX];
 	/* outputs */
@@ -53,12 +55,18 @@ struct gw_release *gw__release_find(struct gw *gw, const char *id)
 bool gw__release_targets(const struct gw_release *r,
 			 const struct gw_device *d)
 {
-	int c;
+	int c, rep = 1;
 	if (r->aborted || !d->online || strcmp(d->product, r->m.product) != 0)
 		return false;
-	/* Newer than the device; or, for a signed downgrade, older. */
+	if (r->m.expires && util_wall_ms() / 1000 >= r->m.expires)
+		return false;
+	/* Newer than the device; or, for a signed downgrade, older and at
+	 * most the version the downgrade replaces. */
 	if (proto_version_cmp(d->version, r->m.version, &c) != 0 || c == 0 ||
-	    (c > 0 && !r->m.downgrade) || (c < 0 && r->m.downgrade))
+	    (c > 0 && !r->m.downgrade) || (c < 0 && r->m.downgrade) ||
+	    (r->m.downgrade &&
+	     (proto_version_cmp(d->version, r->m.replaces, &rep) != 0 ||
+	      rep > 0)))
 		return false;
 	if (!strcmp(d->failed_release, r->id))
 		return false;
@@ -157,7 +165,7 @@ static void verify_work(uv_work_t *req)
 		goto fail_tmp;
 	}
 	struct proto_err perr = {{0}};
-	rc = proto_pkg_check_table(map, (size_t)st.st_size, j->pubkey, &j->m,
+	rc = proto_pkg_check_trust(map, (size_t)st.st_size, &j->trust, &j->m,
 				   &j->lay, &j->table, &perr);
 	if (rc != 0) {
 		snprintf(j->err, sizeof(j->err), "%s",
@@ -372,6 +380,56 @@ static void retire_newer(struct gw *gw, const struct gw_release *dg)
 	}
 }
 
+/* A newer normal release retires every signed downgrade of its product:
+ * devices that took the downgrade move on to it and never back. */
+static void retire_downgrades(struct gw *gw, const struct gw_release *nr)
+{
+	for (struct gw_release *r = gw->releases; r; r = r->next) {
+		int c;
+		if (strcmp(r->m.product, nr->m.product) != 0 || r->aborted ||
+		    !r->m.downgrade ||
+		    proto_version_cmp(r->m.version, nr->m.version, &c) != 0 ||
+		    c >= 0)
+			continue;
+		char why[160];
+		snprintf(why, sizeof(why),
+			 "superseded by the newer release %s (release %s)",
+			 nr->m.version, nr->id);
+		gw__campaign_abort(gw, r, why);
+	}
+}
+
+/* Expired packages, and downgrades that a newer release has overtaken:
+ * refused with the reason (true), never announced. */
+static bool refuse_stale(struct gw *gw, const struct fetch_job *j)
+{
+	char why[256] = "";
+	int64_t now = util_wall_ms() / 1000;
+	if (j->m.expires && now >= j->m.expires)
+		snprintf(why, sizeof(why), "package expired at %lld (now %lld)",
+			 (long long)j->m.expires, (long long)now);
+	for (struct gw_release *r = gw->releases; !why[0] && j->m.downgrade && r;
+	     r = r->next) {
+		int c;
+		if (!strcmp(r->m.product, j->m.product) && !r->m.downgrade &&
+		    proto_version_cmp(r->m.version, j->m.replaces, &c) == 0 &&
+		    c > 0)
+			snprintf(why, sizeof(why),
+				 "signed downgrade to %s replaces %s, but %s "
+				 "(release %s) is newer: a stale downgrade",
+				 j->m.version, j->m.replaces, r->m.version,
+				 r->id);
+	}
+	if (!why[0])
+		return false;
+	gw->stats.releases_refused++;
+	log_warnx("release REFUSED product=%s version=%s release=%s "
+		  "reason=\"%s\"",
+		  j->m.product, j->m.version, j->id, why);
+	gw__event(gw, NULL, j->id, "release_refused", why);
+	return true;
+}
+
 static void release_add(struct gw *gw, struct gw_release *r)
 {
 	r->next = gw->releases;
@@ -398,6 +456,8 @@ static void fetch_done(uv_work_t *req, int status)
 			 j->id);
 		goto out;
 	}
+	if (refuse_stale(gw, j))
+		goto out;
 	const struct gw_release *newer =
 	    j->m.downgrade ? NULL : newer_or_equal(gw, &j->m);
 	if (newer) {
@@ -452,6 +512,8 @@ static void fetch_done(uv_work_t *req, int status)
 	}
 	if (r->m.downgrade)
 		retire_newer(gw, r);
+	else
+		retire_downgrades(gw, r);
 	gw__campaign_init(gw, r);
 	gw__release_save(gw, r);
 	release_add(gw, r);
@@ -508,7 +570,12 @@ void gw__announce(struct gw *gw, const char *product, const void *payload,
 	}
 	j->gw = gw;
 	snprintf(j->product, sizeof(j->product), "%s", product);
-	memcpy(j->pubkey, gw->pubkey, sizeof(j->pubkey));
+	memcpy(j->pubkey, gw->trust.pub, sizeof(j->pubkey));
+	j->trust.pub = gw->trust.have_pub ? j->pubkey : NULL;
+	if (gw->trust.have_ks) {
+		j->ks = gw->trust.env.ks;
+		j->trust.ks = &j->ks;
+	}
 	j->max_size = (uint64_t)gw->cfg.max_package_mb << 20;
 	snprintf(j->store_dir, sizeof(j->store_dir), "%s", gw->cfg.store_dir);
 	j->req.data = j;
@@ -593,8 +660,9 @@ static int release_load_cb(void *ud, const void *key, size_t klen,
 	if (!r || !id || !man || !sig || !path ||
 	    strlen(id) != PROTO_RELEASE_HEX_LEN ||
 	    proto_hex_decode(sig, r->sig, PROTO_SIG_LEN) != 0 ||
-	    proto_verify(gw->pubkey, man, strlen(man), r->sig) != 0 ||
-	    proto_manifest_decode(man, strlen(man), &r->m, NULL) != 0) {
+	    proto_manifest_decode(man, strlen(man), &r->m, NULL) != 0 ||
+	    trust_check(&gw->trust, r->m.product, man, strlen(man), r->sig, 0,
+			err, sizeof(err)) != 0) {
 		log_warnx("ledger: release record %s unusable, skipped",
 			  id ? id : "?");
 		goto fail;
@@ -668,4 +736,55 @@ fail:
 int gw__releases_load(struct gw *gw)
 {
 	return store_foreach(gw->db, STORE_RELEASES, release_load_cb, gw);
+}
+
+/* ------------------------------------------------------ key set reload */
+
+void gw__keyset_reload(struct gw *gw)
+{
+	char why[320], *json = NULL;
+	size_t len;
+	if (!gw->cfg.keyset_file[0]) {
+		log_info("SIGHUP: no keyset_file configured, nothing to reload");
+		return;
+	}
+	if (util_read_file(gw->cfg.keyset_file, PROTO_KEYSET_MAX, &json, &len,
+			   why, sizeof(why)) != 0) {
+		log_warnx("SIGHUP: key set not reloaded: %s", why);
+		return;
+	}
+	int rc = trust_update(&gw->trust, json, len, util_wall_ms() / 1000,
+			      why, sizeof(why));
+	free(json);
+	if (rc <= 0) {
+		if (rc < 0)
+			log_warnx("SIGHUP: key set %s REFUSED, keeping version "
+				  "%llu: %s",
+				  gw->cfg.keyset_file,
+				  (unsigned long long)gw->trust.env.ks.version,
+				  why);
+		else
+			log_info("SIGHUP: key set %s is not newer than version "
+				 "%llu: unchanged",
+				 gw->cfg.keyset_file,
+				 (unsigned long long)gw->trust.env.ks.version);
+		if (rc < 0)
+			gw__event(gw, NULL, NULL, "keyset_refused", why);
+		return;
+	}
+	snprintf(why, sizeof(why), "version %llu, %u publisher keys",
+		 (unsigned long long)gw->trust.env.ks.version,
+		 gw->trust.env.ks.npub);
+	log_info("key set updated: %s", why);
+	gw__event(gw, NULL, NULL, "keyset_updated", why);
+	/* A release signed by a key the new set no longer lists is retired. */
+	for (struct gw_release *r = gw->releases; r; r = r->next) {
+		if (r->aborted ||
+		    trust_check(&gw->trust, r->m.product, r->manifest,
+				r->manifest_len, r->sig, 0, why,
+				sizeof(why)) == 0)
+			continue;
+		gw__campaign_abort(gw, r, "its publisher key is no longer "
+					  "trusted (key set updated)");
+	}
 }

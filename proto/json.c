@@ -320,7 +320,11 @@ int proto_offer_encode(const struct proto_offer *o, char **out, size_t *len)
 	     (rc = proto__json_set(obj, "table_fragments",
 				   json_integer(o->table_fragments))) < 0) ||
 	    (o->group &&
-	     (rc = proto__json_set(obj, "group", json_true())) < 0))
+	     (rc = proto__json_set(obj, "group", json_true())) < 0) ||
+	    (o->keyset &&
+	     (rc = proto__json_set(obj, "keyset",
+				   json_stringn(o->keyset, o->keyset_len))) <
+		     0))
 		goto out_obj;
 	rc = proto__json_dump(obj, out, len);
 out_obj:
@@ -331,8 +335,8 @@ out_obj:
 static int offer_fields(const json_t *root, struct proto_offer *o,
 			struct proto_err *err)
 {
-	const char *s;
-	size_t n;
+	const char *s, *ks;
+	size_t n, kn;
 	int64_t v;
 	int rc;
 
@@ -386,10 +390,21 @@ static int offer_fields(const json_t *root, struct proto_offer *o,
 				  "field 'manifest': %zu bytes, must be "
 				  "1..%d",
 				  n, PROTO_MANIFEST_MAX);
-	if ((o->manifest = malloc(n + 1)) == NULL)
+	if ((rc = proto__json_str(root, "keyset", false, &ks, &kn, err)) < 0)
+		return rc;
+	if (ks && (kn < 1 || kn > PROTO_KEYSET_MAX))
+		return proto__err(err, PROTO_ERANGE,
+				  "field 'keyset': %zu bytes, must be 1..%d",
+				  kn, PROTO_KEYSET_MAX);
+	if ((o->manifest = malloc(n + 1)) == NULL ||
+	    (ks && (o->keyset = malloc(kn + 1)) == NULL))
 		return proto__err(err, PROTO_ENOMEM, "out of memory");
 	memcpy(o->manifest, s, n + 1);
 	o->manifest_len = n;
+	if (ks) {
+		memcpy(o->keyset, ks, kn + 1);
+		o->keyset_len = kn;
+	}
 	return 0;
 }
 
@@ -417,8 +432,10 @@ void proto_offer_free(struct proto_offer *o)
 	if (o == NULL)
 		return;
 	free(o->manifest);
+	free(o->keyset);
 	o->manifest = NULL;
-	o->manifest_len = 0;
+	o->keyset = NULL;
+	o->manifest_len = o->keyset_len = 0;
 }
 
 /* -------------------------------------------------------------- status */

@@ -52,10 +52,10 @@ check "an offer whose release id does not match its manifest is refused" \
     wait_until 10 "grep -q 'REFUSED: offer names release 0123456789abcdef but the manifest is release' '$T/dev-002.log'"
 
 # Signed by the publisher as an explicit downgrade: it goes out.
-"$GW" pack --key "$CERTS/publisher.key" --product sensor --version 1.0.1 --downgrade \
+"$GW" pack --key "$CERTS/publisher.key" --product sensor --version 1.0.1 --downgrade --replaces 1.1.0 \
     --payload "$T/fw.bin" --out "$T/p101.ota" >/dev/null
 check "verify shows the signed downgrade" \
-    bash -c "'$GW' verify --pubkey '$CERTS/publisher.pub' '$T/p101.ota' | grep -q '1.0.1 (signed downgrade)'"
+    bash -c "'$GW' verify --pubkey '$CERTS/publisher.pub' '$T/p101.ota' | grep -q '1.0.1 (signed downgrade, replaces 1.1.0)'"
 announce sensor "file://$T/p101.ota"
 check "a signed downgrade reaches every device" \
     wait_until 30 "all_devices committed 1.0.1 ${ids[*]}"
