@@ -56,7 +56,8 @@ int trust_load(struct trust *t, const char *publisher_key,
 	char why[256], *json = NULL;
 	size_t len;
 	memset(t, 0, sizeof(*t));
-	if (publisher_key && publisher_key[0]) {
+	/* With root keys, only key sets say who may sign. */
+	if (publisher_key && publisher_key[0] && !(root_keys && root_keys[0])) {
 		if (util_load_pubkey(publisher_key, t->pub, why, sizeof(why))) {
 			snprintf(err, errlen, "publisher_key: %s", why);
 			return -1;

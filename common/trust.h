@@ -29,7 +29,8 @@ struct trust {
  * Load the configured trust. `root_keys` is a comma-separated list of
  * Ed25519 public key files (PEM); with it, `keyset_file` (may be "" or
  * missing when `keyset_optional`) must be signed by `threshold` of them.
- * Without root keys, `publisher_key` is required.
+ * Without root keys, `publisher_key` is required; with them it is not
+ * used (the caller says so).
  */
 int trust_load(struct trust *t, const char *publisher_key,
 	       const char *root_keys, uint32_t threshold,

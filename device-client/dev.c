@@ -601,13 +601,6 @@ static int check_offer(struct dev *d, const struct proto_offer *o,
 	struct proto_err perr = {{0}};
 	uint8_t rid[PROTO_RELEASE_ID_LEN];
 	char hex[PROTO_RELEASE_HEX_LEN + 1], err[PROTO_ERROR_MAX + 1];
-	proto_release_id(o->manifest, o->manifest_len, rid);
-	proto_hex_encode(rid, sizeof(rid), hex);
-	if (strcmp(hex, o->release) != 0) {
-		snprintf(why, n, "offer names release %s but the manifest is "
-				 "release %s", o->release, hex);
-		return -1;
-	}
 	offer_keyset(d, o);
 	if (proto_manifest_decode(o->manifest, o->manifest_len, m, &perr)) {
 		snprintf(why, n, "manifest unreadable: %s", perr.text);
@@ -616,6 +609,13 @@ static int check_offer(struct dev *d, const struct proto_offer *o,
 	if (trust_check(&d->trust, m->product, o->manifest, o->manifest_len,
 			o->sig, dev__now_s(d), err, sizeof(err)) != 0) {
 		snprintf(why, n, "%s", err);
+		return -1;
+	}
+	proto_release_id(o->manifest, o->manifest_len, rid);
+	proto_hex_encode(rid, sizeof(rid), hex);
+	if (strcmp(hex, o->release) != 0) {
+		snprintf(why, n, "offer names release %s but the manifest is "
+				 "release %s", o->release, hex);
 		return -1;
 	}
 	if (strcmp(m->product, d->cfg.product) != 0) {
@@ -1238,6 +1238,10 @@ int dev_init(struct dev *d, uv_loop_t *loop, const struct dev_config *cfg,
 	if (dev_load(d, err, errlen) != 0)
 		goto fail;
 	trust_restore(d);
+	if (cfg->root_keys[0] && cfg->publisher_key[0] && !cfg->restart_inproc)
+		log_warnx("device=%s publisher_key is not used: root_keys is "
+			  "set, so key sets say who may sign",
+			  cfg->id);
 	d->st = PROTO_ST_IDLE;
 	snprintf(d->topic_status, sizeof(d->topic_status), "ota/dev/%s/status",
 		 cfg->id);

@@ -730,6 +730,11 @@ int gw__cmd_run(int argc, char **argv)
 	enum log_level lvl;
 	log_level_parse(gw.cfg.log_level, &lvl);
 	log_set_level(lvl);
+	if (gw.cfg.root_keys[0] && gw.cfg.publisher_key[0])
+		log_warnx("publisher_key %s is not used: root_keys is set, "
+			  "so key set %llu says who may sign",
+			  gw.cfg.publisher_key,
+			  (unsigned long long)gw.trust.env.ks.version);
 
 	struct store_opts so = {0};
 	if (util_mkdirs(gw.cfg.store_dir, 0700, err, sizeof(err)) != 0 ||

@@ -33,7 +33,7 @@ check "a device refuses an older version offered directly (anti-rollback)" \
     wait_until 10 "grep -q 'offer of $rel ignored: version 1.0.5 is not newer than the running 1.1.0 (anti-rollback)' '$T/dev-001.log'"
 
 # Flipping the flag inside a signed manifest breaks the signature.
-forged=$(printf '%s' "$man" | sed 's/}$/,"downgrade":true}/')
+forged=$(printf '%s' "$man" | sed 's/}$/,"downgrade":true,"replaces":"1.1.0"}/')
 offer=$(jq -nc --arg r "$rel" --arg m "$forged" --arg s "$sig" \
     '{release:$r, manifest:$m, sig:$s, fragment_size:4096, fragments:16, window:8}')
 mq_pub_as gateway ota/dev/dev-001/offer "$offer" -q 1
