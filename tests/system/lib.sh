@@ -26,8 +26,9 @@
 #                           and the ACL make-certs wrote ($CERTS/acl) plus test observers
 #   broker_reload           SIGHUP it after make-certs changed the ACL or the CRL
 #   mq_pub_as WHO TOPIC MSG [ARGS]      mosquitto_pub as WHO (operator, gateway, monitor,
-#   mq_pubf_as WHO TOPIC FILE [ARGS]    operator-NAME, observer1..3, injector, a device id,
-#                                       a cert path prefix containing '/', or none)
+#   mq_pubf_as WHO TOPIC FILE [ARGS]    operator-NAME, monitor-NAME, observer1..3, injector,
+#                                       a device id, a cert path prefix containing '/', or
+#                                       none)
 #   The broker makes the certificate's CN the client id (use_username_as_clientid): two
 #   clients with one certificate throw each other off. So a test that watches offers or
 #   fragments while the gateway runs subscribes as observer1..3 (CN ota-test-observer1..3,
@@ -325,6 +326,7 @@ _mq_tls() {
     operator-* | ota-operator-*) base=$CERTS/operators/${who#*operator-} ;;
     gateway | ota-gateway) base=$CERTS/gateway ;;
     monitor | ota-monitor) base=$CERTS/monitor ;;
+    monitor-* | ota-monitor-*) base=$CERTS/monitors/${who#*monitor-} ;;
     observer[1-3] | injector) base=$CERTS/devices/ota-test-$who ;;
     */*) base=$who ;;
     *) base=$CERTS/devices/$who ;;
