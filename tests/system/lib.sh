@@ -258,8 +258,9 @@ certs_make() {
 # (devices/<CN>.*, made by make-certs like any client certificate), and $T/acl: the ACL
 # make-certs wrote plus, for the tests only, a read-only block for each observer and one
 # for the injector, which may write what the gateway writes to devices (offers,
-# fragments): a stand-in for a compromised gateway that does not throw the running
-# gateway off, as a client with the gateway's own certificate now would.
+# fragments) and what devices write (status, ack): a stand-in for a compromised gateway or
+# device that does not throw the running one off, as a second client with its own
+# certificate now would.
 observers_make() {
     local k
     [ -s "$CERTS/devices/ota-test-injector.crt" ] && [ -s "$CERTS/acl" ] ||
@@ -269,7 +270,7 @@ observers_make() {
         cat "$CERTS/acl"
         for k in 1 2 3; do printf '\nuser ota-test-observer%s\ntopic read ota/#\n' "$k"; done
         printf '\nuser ota-test-injector\ntopic write ota/dev/+/offer\ntopic write ota/dev/+/frag\n'
-        printf 'topic write ota/grp/+/frag\n'
+        printf 'topic write ota/grp/+/frag\ntopic write ota/dev/+/status\ntopic write ota/dev/+/ack\n'
     } >"$T/acl"
 }
 
