@@ -30,10 +30,10 @@
 #                  ota-monitor), e.g. one per dashboard; repeatable
 #   --revoke CN    revoke the certificate of CN (a device id, ota-operator, ota-operator-NAME,
 #                  ota-monitor, ota-monitor-NAME or ota-gateway) and write crl.pem anew;
-#                  repeatable. The
-#                  certificate files stay where they are. The broker reads crl.pem at start
-#                  and on SIGHUP (kill -HUP); a client already connected stays connected
-#                  until it reconnects: restart the broker to cut it off at once
+#                  repeatable. The certificate files stay where they are (to give the id a
+#                  new certificate, delete them and run make-certs again). The broker
+#                  reads crl.pem at start and on SIGHUP (kill -HUP); a client already
+#                  connected stays connected until the broker restarts
 #   --crl-days D   validity of crl.pem (default 3650; once it lapses the broker refuses every
 #                  client, so run make-certs again before then: it renews a CRL with less
 #                  than a tenth of that left)
@@ -49,7 +49,8 @@
 #                  January 2020, for the first device ID (default dev-001)
 #   --quiet        no summary
 #
-# Device ids: [A-Za-z0-9._-]{1,63}, not starting with '.'; operator names the same, at most 50.
+# Device ids: [A-Za-z0-9._-]{1,63}, not starting with '.'; operator and monitor names the
+# same, at most 50 characters.
 # The CN is the MQTT username (use_identity_as_username) and client id
 # (use_username_as_clientid), so it is also what the broker's ACL %u expands to. The ids
 # broker, ota-gateway, ota-operator, ota-operator-*, ota-monitor and ota-monitor-* are reserved.
