@@ -27,7 +27,9 @@ static const struct conf_key gw_keys[] = {
     K("cert_file", CONF_STR, cert_file, 0, 0,
       "gateway client certificate (CN ota-gateway)"),
     K("key_file", CONF_STR, key_file, 0, 0, "gateway client key"),
-    K("client_id", CONF_STR, client_id, 0, 0, "MQTT client id"),
+    K("client_id", CONF_STR, client_id, 0, 0,
+      "MQTT client id (the shipped broker config replaces it with the "
+      "certificate's CN)"),
     K("publisher_key", CONF_STR, publisher_key, 0, 0,
       "publisher's Ed25519 public key (PEM), when no root_keys"),
     K("root_keys", CONF_STR, root_keys, 0, 0,
@@ -108,7 +110,7 @@ static int gw_config_check(const struct gw_config *c, char *err, size_t n)
 		}
 		fclose(f);
 	}
-	return 0;
+	return util_key_private("key_file", c->key_file, err, n);
 }
 
 /* ------------------------------------------------------ device table */
