@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/conf.h"
 #include "common/log.h"
@@ -52,6 +53,13 @@ static const struct conf_key gw_keys[] = {
       "retries of a failed download, with doubling delays from 1 s"),
     K("group_fragments", CONF_BOOL, group_fragments, 0, 0,
       "publish each fragment once for all devices updating together"),
+    K("file_dirs", CONF_STR, file_dirs, 0, 0,
+      "directories file:// packages may come from, ':'-separated "
+      "absolute paths (default none: file:// refused)"),
+    K("pause_failure_min", CONF_U32, pause_failure_min, 1,
+      PROTO_PAUSE_FAILURE_MIN_MAX,
+      "failed devices before a campaign pauses itself (canary or "
+      "failure rate)"),
     {0}};
 
 static void gw_config_defaults(struct gw_config *c)
@@ -70,6 +78,7 @@ static void gw_config_defaults(struct gw_config *c)
 	c->fetch_retries = 3;
 	c->max_inflight_kb = 16384;
 	c->group_fragments = true;
+	c->pause_failure_min = 2;
 	snprintf(c->log_level, sizeof(c->log_level), "info");
 }
 
@@ -89,6 +98,18 @@ static int gw_config_check(const struct gw_config *c, char *err, size_t n)
 		snprintf(err, n, "key 'log_level': '%s' is not one of error, "
 				 "warn, info, debug", c->log_level);
 		return -1;
+	}
+	for (const char *d = c->file_dirs; *d;) {
+		size_t len = strcspn(d, ":");
+		if (len > 0 && d[0] != '/') {
+			snprintf(err, n, "key 'file_dirs': '%.*s' is not an "
+					 "absolute path",
+				 (int)len, d);
+			return -1;
+		}
+		d += len;
+		if (*d == ':')
+			d++;
 	}
 	const char *files[] = {c->ca_file, c->cert_file, c->key_file};
 	for (size_t i = 0; i < 3; i++) {
@@ -376,7 +397,7 @@ static void gw_offer_if_due(struct gw *gw, struct gw_device *d)
 						&c) == 0 && c > 0))
 			best = r;
 	}
-	if (best && gw__campaign_admit(best)) {
+	if (best && gw__campaign_admit(gw, best, d)) {
 		gw__campaign_started(gw, best);
 		gw__xfer_start(gw, d, best);
 	}
@@ -644,6 +665,22 @@ static void mq_closed(void *ud)
 	uv_close((uv_handle_t *)&gw->sigint, closed_cb);
 	uv_close((uv_handle_t *)&gw->sigterm, closed_cb);
 	gw__https_close(gw);
+	if (!gw__lanes_busy(gw) &&
+	    !uv_is_closing((uv_handle_t *)&gw->stop_timer))
+		uv_close((uv_handle_t *)&gw->stop_timer, closed_cb);
+}
+
+/* A package read stuck in the kernel (a hung network file system) cannot
+ * be interrupted: after this long the gateway stops without it. */
+#define STOP_WAIT_MS 5000
+
+static void stop_timer_cb(uv_timer_t *t)
+{
+	struct gw *gw = t->data;
+	log_warnx("stopping: %u package fetch(es) still stuck after %d ms; "
+		  "not waiting for them",
+		  gw->copy_lane.busy + gw->verify_lane.busy, STOP_WAIT_MS);
+	uv_stop(gw->loop);
 }
 
 static void signal_cb(uv_signal_t *s, int signum)
@@ -653,6 +690,10 @@ static void signal_cb(uv_signal_t *s, int signum)
 		return;
 	gw->stopping = true;
 	log_info("signal %d: stopping", signum);
+	atomic_store(&gw->fetch_cancel, true); /* copies end at once */
+	uv_timer_start(&gw->stop_timer, stop_timer_cb, STOP_WAIT_MS, 0);
+	uv_unref((uv_handle_t *)&gw->stop_timer);
+	gw__lanes_cancel(gw); /* queued fetches are refused */
 	mq_close(gw->mq, mq_closed);
 }
 
@@ -661,6 +702,34 @@ static void free_device(void *p)
 	struct gw_device *d = p;
 	gw__xfer_free(NULL, d);
 	free(d);
+}
+
+/* Lock the ledger and the store (one gateway each), clear what a killed
+ * gateway left, open the ledger and its canary key. */
+static int gw_open_dirs(struct gw *gw, char *err, size_t n)
+{
+	struct store_opts so = {0};
+	int swept;
+	if (util_mkdirs(gw->cfg.store_dir, 0700, err, n) != 0 ||
+	    util_mkdirs(gw->cfg.db_dir, 0700, err, n) != 0 ||
+	    gw__lock_dirs(gw, err, n) != 0)
+		return -1;
+	if ((swept = gw__fetch_sweep(gw->cfg.store_dir, err, n)) < 0)
+		goto fail;
+	if (swept > 0)
+		log_info("store %s: removed %d temporary file(s) of fetches "
+			 "a stopped gateway left", gw->cfg.store_dir, swept);
+	if (store_open(gw->cfg.db_dir, &so, &gw->db, err, n) != 0)
+		goto fail;
+	if (gw__canary_key_load(gw, err, n) != 0) {
+		store_close(gw->db);
+		gw->db = NULL;
+		goto fail;
+	}
+	return 0;
+fail:
+	gw__unlock_dirs(gw);
+	return -1;
 }
 
 static void usage(void)
@@ -715,16 +784,21 @@ int gw__cmd_run(int argc, char **argv)
 	log_level_parse(gw.cfg.log_level, &lvl);
 	log_set_level(lvl);
 
-	struct store_opts so = {0};
-	if (util_mkdirs(gw.cfg.store_dir, 0700, err, sizeof(err)) != 0 ||
-	    util_mkdirs(gw.cfg.db_dir, 0700, err, sizeof(err)) != 0 ||
-	    store_open(gw.cfg.db_dir, &so, &gw.db, err, sizeof(err)) != 0) {
+	if (gw_open_dirs(&gw, err, sizeof(err)) != 0) {
 		log_warnx("%s", err);
+		fprintf(stderr, "ota-gateway run: %s\n", err);
 		return 1;
 	}
 	gw.fragbuf = malloc(PROTO_FRAG_HDR_LEN + PROTO_FRAG_SIZE_MAX);
 	if (!gw.fragbuf)
 		goto out_db;
+	/* The pool must have room beside the fetch lanes (one copy, one
+	 * check): the ledger's commits run there too. */
+	const char *tp = getenv("UV_THREADPOOL_SIZE");
+	if (!tp || strtoul(tp, NULL, 10) < 4)
+		setenv("UV_THREADPOOL_SIZE", "4", 1);
+	gw.copy_lane.max = 1;
+	gw.verify_lane.max = 1;
 	gw.loop = uv_default_loop();
 	if (store_foreach(gw.db, STORE_DEVICES, device_load_cb, &gw) != 0 ||
 	    gw__releases_load(&gw) != 0) {
@@ -758,6 +832,8 @@ int gw__cmd_run(int argc, char **argv)
 	gw.flush.data = &gw;
 	uv_check_start(&gw.flush, flush_cb);
 	uv_unref((uv_handle_t *)&gw.flush);
+	uv_timer_init(gw.loop, &gw.stop_timer);
+	gw.stop_timer.data = &gw;
 	uv_signal_init(gw.loop, &gw.sigint);
 	uv_signal_init(gw.loop, &gw.sigterm);
 	gw.sigint.data = gw.sigterm.data = &gw;
@@ -768,6 +844,9 @@ int gw__cmd_run(int argc, char **argv)
 		 gw.cfg.store_dir, gw.ndevices);
 	mq_start(gw.mq);
 	uv_run(gw.loop, UV_RUN_DEFAULT);
+	bool stuck = gw__lanes_busy(&gw);
+	while (gw.committing)
+		uv_run(gw.loop, UV_RUN_ONCE);
 	flush_final(&gw);
 	log_info("gateway stopped: frags_sent=%llu resent=%llu reneged=%llu "
 		 "grouped=%llu timeouts=%llu spurious=%llu status_polls=%llu "
@@ -786,6 +865,13 @@ int gw__cmd_run(int argc, char **argv)
 		 (unsigned long long)gw.stats.inflight_peak,
 		 (unsigned long long)gw.stats.stall_max_ms);
 	rc = 0;
+	if (stuck) {
+		/* A worker is blocked in a read that holds its job: the
+		 * ledger is written, the process ends without waiting. */
+		store_close(gw.db);
+		fflush(NULL);
+		_exit(0);
+	}
 	uv_loop_close(gw.loop);
 out_lib:
 	mosquitto_lib_cleanup();
@@ -796,5 +882,6 @@ out_buf:
 	free(gw.dirty);
 out_db:
 	store_close(gw.db);
+	gw__unlock_dirs(&gw);
 	return rc;
 }
