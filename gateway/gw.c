@@ -786,7 +786,6 @@ int gw__cmd_run(int argc, char **argv)
 
 	if (gw_open_dirs(&gw, err, sizeof(err)) != 0) {
 		log_warnx("%s", err);
-		fprintf(stderr, "ota-gateway run: %s\n", err);
 		return 1;
 	}
 	gw.fragbuf = malloc(PROTO_FRAG_HDR_LEN + PROTO_FRAG_SIZE_MAX);
