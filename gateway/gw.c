@@ -704,34 +704,6 @@ static void free_device(void *p)
 	free(d);
 }
 
-/* Lock the ledger and the store (one gateway each), clear what a killed
- * gateway left, open the ledger and its canary key. */
-static int gw_open_dirs(struct gw *gw, char *err, size_t n)
-{
-	struct store_opts so = {0};
-	int swept;
-	if (util_mkdirs(gw->cfg.store_dir, 0700, err, n) != 0 ||
-	    util_mkdirs(gw->cfg.db_dir, 0700, err, n) != 0 ||
-	    gw__lock_dirs(gw, err, n) != 0)
-		return -1;
-	if ((swept = gw__fetch_sweep(gw->cfg.store_dir, err, n)) < 0)
-		goto fail;
-	if (swept > 0)
-		log_info("store %s: removed %d temporary file(s) of fetches "
-			 "a stopped gateway left", gw->cfg.store_dir, swept);
-	if (store_open(gw->cfg.db_dir, &so, &gw->db, err, n) != 0)
-		goto fail;
-	if (gw__canary_key_load(gw, err, n) != 0) {
-		store_close(gw->db);
-		gw->db = NULL;
-		goto fail;
-	}
-	return 0;
-fail:
-	gw__unlock_dirs(gw);
-	return -1;
-}
-
 static void usage(void)
 {
 	printf("usage: ota-gateway run [-c FILE] [--check] [--key value ...]\n"
@@ -784,7 +756,7 @@ int gw__cmd_run(int argc, char **argv)
 	log_level_parse(gw.cfg.log_level, &lvl);
 	log_set_level(lvl);
 
-	if (gw_open_dirs(&gw, err, sizeof(err)) != 0) {
+	if (gw__open_dirs(&gw, err, sizeof(err)) != 0) {
 		log_warnx("%s", err);
 		return 1;
 	}

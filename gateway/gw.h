@@ -225,6 +225,9 @@ int gw__fetch_sweep(const char *store_dir, char *err, size_t n);
  * the same ledger or store is refused: err names the holder's pid). */
 int gw__lock_dirs(struct gw *gw, char *err, size_t n);
 void gw__unlock_dirs(struct gw *gw);
+/* All of it at start: make the directories, lock them, sweep the store,
+ * open the ledger and load its canary key. */
+int gw__open_dirs(struct gw *gw, char *err, size_t n);
 
 /* https.c: downloads through libcurl's multi interface on the loop */
 struct gw_https;

@@ -1,6 +1,6 @@
 /* The directories a running gateway owns: one gateway per ledger and per
- * store (flock on a lock file that holds the owner's pid), and what a
- * killed one left in the store. */
+ * store (flock on a lock file that holds the owner's pid), what a killed
+ * one left in the store, and opening the ledger. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "common/util.h"
 #include "gateway/gw.h"
 
 #define LOCK_NAME "ota-gateway.lock"
@@ -100,4 +101,32 @@ int gw__fetch_sweep(const char *store_dir, char *err, size_t n)
 	}
 	closedir(d);
 	return count;
+}
+
+/* Lock the ledger and the store (one gateway each), clear what a killed
+ * gateway left, open the ledger and its canary key. */
+int gw__open_dirs(struct gw *gw, char *err, size_t n)
+{
+	struct store_opts so = {0};
+	int swept;
+	if (util_mkdirs(gw->cfg.store_dir, 0700, err, n) != 0 ||
+	    util_mkdirs(gw->cfg.db_dir, 0700, err, n) != 0 ||
+	    gw__lock_dirs(gw, err, n) != 0)
+		return -1;
+	if ((swept = gw__fetch_sweep(gw->cfg.store_dir, err, n)) < 0)
+		goto fail;
+	if (swept > 0)
+		log_info("store %s: removed %d temporary file(s) of fetches "
+			 "a stopped gateway left", gw->cfg.store_dir, swept);
+	if (store_open(gw->cfg.db_dir, &so, &gw->db, err, n) != 0)
+		goto fail;
+	if (gw__canary_key_load(gw, err, n) != 0) {
+		store_close(gw->db);
+		gw->db = NULL;
+		goto fail;
+	}
+	return 0;
+fail:
+	gw__unlock_dirs(gw);
+	return -1;
 }
