@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/conf.h"
 #include "common/log.h"
@@ -61,6 +62,13 @@ static const struct conf_key gw_keys[] = {
       "retries of a failed download, with doubling delays from 1 s"),
     K("group_fragments", CONF_BOOL, group_fragments, 0, 0,
       "publish each fragment once for all devices updating together"),
+    K("file_dirs", CONF_STR, file_dirs, 0, 0,
+      "directories file:// packages may come from, ':'-separated "
+      "absolute paths (default none: file:// refused)"),
+    K("pause_failure_min", CONF_U32, pause_failure_min, 1,
+      PROTO_PAUSE_FAILURE_MIN_MAX,
+      "failed devices before a campaign pauses itself (canary or "
+      "failure rate)"),
     {0}};
 
 static void gw_config_defaults(struct gw_config *c)
@@ -80,6 +88,7 @@ static void gw_config_defaults(struct gw_config *c)
 	c->max_inflight_kb = 16384;
 	c->group_fragments = true;
 	c->root_threshold = 1;
+	c->pause_failure_min = 2;
 	snprintf(c->log_level, sizeof(c->log_level), "info");
 }
 
@@ -100,6 +109,18 @@ static int gw_config_check(const struct gw_config *c, char *err, size_t n)
 		snprintf(err, n, "key 'log_level': '%s' is not one of error, "
 				 "warn, info, debug", c->log_level);
 		return -1;
+	}
+	for (const char *d = c->file_dirs; *d;) {
+		size_t len = strcspn(d, ":");
+		if (len > 0 && d[0] != '/') {
+			snprintf(err, n, "key 'file_dirs': '%.*s' is not an "
+					 "absolute path",
+				 (int)len, d);
+			return -1;
+		}
+		d += len;
+		if (*d == ':')
+			d++;
 	}
 	const char *files[] = {c->ca_file, c->cert_file, c->key_file};
 	for (size_t i = 0; i < 3; i++) {
@@ -387,7 +408,7 @@ static void gw_offer_if_due(struct gw *gw, struct gw_device *d)
 						&c) == 0 && c > 0))
 			best = r;
 	}
-	if (best && gw__campaign_admit(best)) {
+	if (best && gw__campaign_admit(gw, best, d)) {
 		gw__campaign_started(gw, best);
 		gw__xfer_start(gw, d, best);
 	}
@@ -656,6 +677,22 @@ static void mq_closed(void *ud)
 	uv_close((uv_handle_t *)&gw->sigterm, closed_cb);
 	uv_close((uv_handle_t *)&gw->sighup, closed_cb);
 	gw__https_close(gw);
+	if (!gw__lanes_busy(gw) &&
+	    !uv_is_closing((uv_handle_t *)&gw->stop_timer))
+		uv_close((uv_handle_t *)&gw->stop_timer, closed_cb);
+}
+
+/* A package read stuck in the kernel (a hung network file system) cannot
+ * be interrupted: after this long the gateway stops without it. */
+#define STOP_WAIT_MS 5000
+
+static void stop_timer_cb(uv_timer_t *t)
+{
+	struct gw *gw = t->data;
+	log_warnx("stopping: %u package fetch(es) still stuck after %d ms; "
+		  "not waiting for them",
+		  gw->copy_lane.busy + gw->verify_lane.busy, STOP_WAIT_MS);
+	uv_stop(gw->loop);
 }
 
 static void signal_cb(uv_signal_t *s, int signum)
@@ -669,6 +706,10 @@ static void signal_cb(uv_signal_t *s, int signum)
 		return;
 	gw->stopping = true;
 	log_info("signal %d: stopping", signum);
+	atomic_store(&gw->fetch_cancel, true); /* copies end at once */
+	uv_timer_start(&gw->stop_timer, stop_timer_cb, STOP_WAIT_MS, 0);
+	uv_unref((uv_handle_t *)&gw->stop_timer);
+	gw__lanes_cancel(gw); /* queued fetches are refused */
 	mq_close(gw->mq, mq_closed);
 }
 
@@ -738,16 +779,20 @@ int gw__cmd_run(int argc, char **argv)
 			  gw.cfg.publisher_key,
 			  (unsigned long long)gw.trust.env.ks.version);
 
-	struct store_opts so = {0};
-	if (util_mkdirs(gw.cfg.store_dir, 0700, err, sizeof(err)) != 0 ||
-	    util_mkdirs(gw.cfg.db_dir, 0700, err, sizeof(err)) != 0 ||
-	    store_open(gw.cfg.db_dir, &so, &gw.db, err, sizeof(err)) != 0) {
+	if (gw__open_dirs(&gw, err, sizeof(err)) != 0) {
 		log_warnx("%s", err);
 		return 1;
 	}
 	gw.fragbuf = malloc(PROTO_FRAG_HDR_LEN + PROTO_FRAG_SIZE_MAX);
 	if (!gw.fragbuf)
 		goto out_db;
+	/* The pool must have room beside the fetch lanes (one copy, one
+	 * check): the ledger's commits run there too. */
+	const char *tp = getenv("UV_THREADPOOL_SIZE");
+	if (!tp || strtoul(tp, NULL, 10) < 4)
+		setenv("UV_THREADPOOL_SIZE", "4", 1);
+	gw.copy_lane.max = 1;
+	gw.verify_lane.max = 1;
 	gw.loop = uv_default_loop();
 	if (store_foreach(gw.db, STORE_DEVICES, device_load_cb, &gw) != 0 ||
 	    gw__releases_load(&gw) != 0) {
@@ -781,6 +826,8 @@ int gw__cmd_run(int argc, char **argv)
 	gw.flush.data = &gw;
 	uv_check_start(&gw.flush, flush_cb);
 	uv_unref((uv_handle_t *)&gw.flush);
+	uv_timer_init(gw.loop, &gw.stop_timer);
+	gw.stop_timer.data = &gw;
 	uv_signal_init(gw.loop, &gw.sigint);
 	uv_signal_init(gw.loop, &gw.sigterm);
 	uv_signal_init(gw.loop, &gw.sighup);
@@ -793,6 +840,9 @@ int gw__cmd_run(int argc, char **argv)
 		 gw.cfg.store_dir, gw.ndevices);
 	mq_start(gw.mq);
 	uv_run(gw.loop, UV_RUN_DEFAULT);
+	bool stuck = gw__lanes_busy(&gw);
+	while (gw.committing)
+		uv_run(gw.loop, UV_RUN_ONCE);
 	flush_final(&gw);
 	log_info("gateway stopped: frags_sent=%llu resent=%llu reneged=%llu "
 		 "grouped=%llu timeouts=%llu spurious=%llu status_polls=%llu "
@@ -811,6 +861,13 @@ int gw__cmd_run(int argc, char **argv)
 		 (unsigned long long)gw.stats.inflight_peak,
 		 (unsigned long long)gw.stats.stall_max_ms);
 	rc = 0;
+	if (stuck) {
+		/* A worker is blocked in a read that holds its job: the
+		 * ledger is written, the process ends without waiting. */
+		store_close(gw.db);
+		fflush(NULL);
+		_exit(0);
+	}
 	uv_loop_close(gw.loop);
 out_lib:
 	mosquitto_lib_cleanup();
@@ -822,5 +879,6 @@ out_buf:
 out_db:
 	store_close(gw.db);
 	trust_free(&gw.trust);
+	gw__unlock_dirs(&gw);
 	return rc;
 }

@@ -25,6 +25,7 @@ static const char *const announce_keys[] = {
 	"canary_percent",
 	"canary_success_percent",
 	"pause_failure_percent",
+	"pause_failure_min",
 };
 
 static int announce_check_keys(const json_t *root, struct proto_err *err)
@@ -170,6 +171,10 @@ int proto_announce_decode(const char *buf, size_t len,
 				  &v, NULL, err)) < 0)
 		goto out_fail;
 	a->pause_failure_percent = (uint32_t)v;
+	if ((rc = proto__json_int(root, "pause_failure_min", false, 0,
+				  PROTO_PAUSE_FAILURE_MIN_MAX, &v, NULL, err)) < 0)
+		goto out_fail;
+	a->pause_failure_min = (uint32_t)v;
 	json_decref(root);
 	return 0;
 out_fail:

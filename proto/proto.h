@@ -394,13 +394,14 @@ bool proto_ack_has(const struct proto_ack *a, uint32_t index);
  * {"url":"file:///path/pkg.ota", "group":"g1", "devices":["d1","d2"],
  *  "fragment_size":4096, "window":32, "concurrency":50,
  *  "canary_percent":10, "canary_success_percent":90,
- *  "pause_failure_percent":20}
+ *  "pause_failure_percent":20, "pause_failure_min":2}
  * Only `url` is required (scheme file:// or https://). Unlike the other
  * decoders, unknown members are rejected (PROTO_EFIELD): a misspelt
  * targeting key must not widen a rollout. `group` "" and `devices` []
  * are invalid (omit them instead). On failure nothing is allocated
  * (devices NULL) and _free is not needed, though harmless.
  */
+#define PROTO_PAUSE_FAILURE_MIN_MAX 1000000
 struct proto_announce {
 	char url[PROTO_URL_MAX + 1];
 	char group[PROTO_ID_MAX + 1]; /* "" = any group */
@@ -414,6 +415,9 @@ struct proto_announce {
 	uint32_t canary_success_percent; /* 1..100, default 100: canary share
 					    that must commit before the rest */
 	uint32_t pause_failure_percent;  /* 1..100: auto-pause above this */
+	uint32_t pause_failure_min; /* 1..PROTO_PAUSE_FAILURE_MIN_MAX: failed
+				       devices before any automatic pause
+				       (canary or rate); 0 = gateway's */
 };
 
 int proto_announce_decode(const char *buf, size_t len,

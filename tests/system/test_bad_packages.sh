@@ -61,7 +61,7 @@ cases=(
     "sig-truncated|package truncated"
     "longer|payload is 1 byte longer than signed"
     "shorter|payload is 1 byte shorter than signed"
-    "too-big|package larger than the configured maximum"
+    "too-big|larger than the configured maximum of 1048576 bytes (max_package_mb): refused before copying"
     "other-product|package is for product 'other', announced on the topic of 'sensor'"
     "table-mismatch|block table of the payload does not match the signed manifest"
 )
