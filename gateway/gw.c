@@ -781,6 +781,7 @@ int gw__cmd_run(int argc, char **argv)
 
 	if (gw__open_dirs(&gw, err, sizeof(err)) != 0) {
 		log_warnx("%s", err);
+		trust_free(&gw.trust);
 		return 1;
 	}
 	gw.fragbuf = malloc(PROTO_FRAG_HDR_LEN + PROTO_FRAG_SIZE_MAX);
