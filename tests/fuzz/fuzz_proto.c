@@ -13,6 +13,8 @@
  * is byte for byte encode(m); the binary ack re-encodes to its input. A
  * broken invariant is reported with abort().
  *
+ * fuzz-sources: proto/[a-z]*.c
+ *
  * `make fuzz` builds and runs it (tests/fuzz/run.sh); test_fuzz_replay.c
  * includes this file with FUZZ_REPLAY defined and replays the corpus and
  * the crash files through fuzz_proto_one().

@@ -11,9 +11,15 @@
 #             fuzz_pkg.c's fixed key): one valid package, broken variants of it,
 #             and the ok- manifests of tests/vectors/manifest/ signed, no payload.
 # fuzz_conf:  deploy/*.conf.example and configuration files written here.
+# fuzz_state: device state.json files as dev__persist_json() writes them at each
+#             step of an update, and damaged ones (power cut, bit flips).
+# fuzz_ledger: ledgers as `ota-gateway fsck` and the gateway read them (one
+#             record a line, see fuzz_ledger.c), with packages signed as above.
 #
-# Vectors larger than SEED_MAX bytes are left out. The corpus directories are
-# replaced; tests/fuzz/crashes/ is never touched. Needs xxd and openssl.
+# Vectors larger than SEED_MAX bytes are left out. The seed files are written
+# (overwritten) by name; other files in the corpus directories (inputs added by
+# `make fuzz-save`) are kept; tests/fuzz/crashes/ is never touched. Needs xxd and
+# openssl.
 set -eu
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -55,8 +61,8 @@ seed() {
     } >"$OUT/$1/$2"
 }
 
-rm -rf "$OUT/fuzz_proto" "$OUT/fuzz_pkg" "$OUT/fuzz_conf"
-mkdir -p "$OUT/fuzz_proto" "$OUT/fuzz_pkg" "$OUT/fuzz_conf"
+mkdir -p "$OUT/fuzz_proto" "$OUT/fuzz_pkg" "$OUT/fuzz_conf" "$OUT/fuzz_state" \
+    "$OUT/fuzz_ledger"
 
 # --- fuzz_proto: the decoder vectors ---------------------------------------------
 skipped=0
@@ -213,7 +219,49 @@ head -c 2100 /dev/zero | tr '\0' a | { printf 'id = '; cat; echo; } |
 head -c 2040 /dev/zero | tr '\0' a | { printf 'ca_file = '; cat; echo; } |
     seed fuzz_conf line-2050 -
 
-for t in fuzz_proto fuzz_pkg fuzz_conf; do
+# --- fuzz_state: the device's state.json ------------------------------------------
+# The signed manifest of a package with a block table, as the device keeps it.
+MAN=$(tr -d '\n' <tests/vectors/manifest/ok-blocks.json)
+cp tests/vectors/manifest/ok-blocks.json "$TMP/man-blocks"
+openssl pkeyutl -sign -rawin -keyform DER -inkey "$TMP/key.der" \
+    -in "$TMP/man-blocks" -out "$TMP/sig-blocks"
+SIG=$(xxd -p "$TMP/sig-blocks" | tr -d '\n')
+ZSIG=$(head -c 64 /dev/zero | xxd -p | tr -d '\n')
+REL=0123456789abcdef
+MANJ=$(printf '%s' "$MAN" | sed 's/"/\\"/g')
+# st NAME VERSION SLOT PHASE RELEASE MANIFEST SIG FS FRAGS WIN HELD PREV ERROR TA TD TV TI TR TU REFUSED TABLE
+st() {
+    n=$1
+    shift
+    printf '{"version":"%s","slot":"%s","phase":"%s","release":"%s","manifest":"%s","sig":"%s","fragment_size":%s,"fragments":%s,"window":%s,"held":%s,"prev_version":"%s","error":"%s","t_accept":%s,"t_downloaded":%s,"t_verified":%s,"t_installed":%s,"t_restart":%s,"t_up":%s,"refused":"%s","table_fragments":%s}' \
+        "$@" | seed fuzz_state "$n" -
+}
+st fresh 1.0.0 a idle "" "" "$ZSIG" 0 0 0 0 "" "" 0 0 0 0 0 0 "" 0
+st downloading 1.0.0 a downloading $REL "$MANJ" "$SIG" 1024 2 16 1 "" "" 1700000000000 0 0 0 0 0 "" 1
+st downloading-held-all 1.0.0 a downloading $REL "$MANJ" "$SIG" 1024 2 16 3 "" "" 1700000000000 0 0 0 0 0 "" 1
+st verifying 1.0.0 a verifying $REL "$MANJ" "$SIG" 1024 2 16 3 "" "" 1700000000000 1700000001000 0 0 0 0 "" 1
+st restarting 1.1.0 b restarting $REL "$MANJ" "$SIG" 1024 2 16 3 1.0.0 "" 1700000000000 1700000001000 1700000001100 1700000001200 1700000001300 0 "" 1
+st committed 1.1.0 b committed $REL "$MANJ" "$SIG" 1024 2 16 3 1.0.0 "" 1700000000000 1700000001000 1700000001100 1700000001200 1700000001300 1700000001500 "" 1
+st rolled-back 1.0.0 a rolled_back $REL "$MANJ" "$SIG" 1024 2 16 3 1.0.0 'health check failed: exit 3' 1700000000000 1700000001000 1700000001100 1700000001200 1700000001300 0 $REL 1
+st failed-utf8 1.0.0 a failed $REL "" "$ZSIG" 0 0 0 0 "" 'caf\u00e9 \"quoted\"' 0 0 0 0 0 0 "" 0
+st bad-held-beyond 1.0.0 a downloading $REL "$MANJ" "$SIG" 1024 2 16 92 "" "" 1700000000000 0 0 0 0 0 "" 1
+st bad-held-negative 1.0.0 a downloading $REL "$MANJ" "$SIG" 1024 2 16 -1 "" "" 1700000000000 0 0 0 0 0 "" 1
+st bad-fragments-huge 1.0.0 a downloading $REL "$MANJ" "$SIG" 1024 4294967296 16 1 "" "" 1700000000000 0 0 0 0 0 "" 1
+st bad-slot 1.0.0 c idle "" "" "$ZSIG" 0 0 0 0 "" "" 0 0 0 0 0 0 "" 0
+st bad-phase 1.0.0 a installed "" "" "$ZSIG" 0 0 0 0 "" "" 0 0 0 0 0 0 "" 0
+st bad-release-upper 1.0.0 a idle 0123456789ABCDEF "" "$ZSIG" 0 0 0 0 "" "" 0 0 0 0 0 0 "" 0
+st bad-sig-short 1.0.0 a idle "" "" "00ff" 0 0 0 0 "" "" 0 0 0 0 0 0 "" 0
+st bad-version 1.0 a idle "" "" "$ZSIG" 0 0 0 0 "" "" 0 0 0 0 0 0 "" 0
+st bad-time-negative 1.0.0 a committed $REL "" "$ZSIG" 0 0 0 0 "" "" -5 0 0 0 0 0 "" 0
+printf '{"version":"1.0.0","slot":"a","phase":"idle","release":"","manifest":"","sig":""}' |
+    seed fuzz_state old-minimal -
+printf '{"version":"1.0.0","slot":"a","phase":"idle","release":"","manifest":"","sig":"","phase":"failed"}' |
+    seed fuzz_state bad-duplicate -
+head -c 100 "$OUT/fuzz_state/downloading" | seed fuzz_state power-cut-truncated -
+: | seed fuzz_state power-cut-empty -
+head -c 300 /dev/zero | seed fuzz_state power-cut-zeros -
+
+for t in fuzz_proto fuzz_pkg fuzz_conf fuzz_state; do
     echo "$OUT/$t: $(find "$OUT/$t" -type f | wc -l) files, $(du -sk "$OUT/$t" | cut -f1) KiB"
 done
 [ "$skipped" = 0 ] || echo "($skipped vectors over $SEED_MAX bytes left out)"
