@@ -70,7 +70,8 @@ $(B)/tests/%: tests/unit/%.c $(B)/libota.a
 
 # test_fuzz_replay includes the fuzz targets, some of which test gateway and
 # device code that is not in libota.a.
-FUZZ_REPLAY_OBJ := $(call obj,device-client/persist.c)
+FUZZ_REPLAY_OBJ := $(call obj,device-client/persist.c gateway/fsck.c gateway/status.c \
+		   gateway/ledger.c)
 $(B)/tests/test_fuzz_replay: tests/unit/test_fuzz_replay.c $(wildcard tests/fuzz/*.c) \
 		$(FUZZ_REPLAY_OBJ) $(B)/libota.a
 	@mkdir -p $(@D)

@@ -261,7 +261,55 @@ head -c 100 "$OUT/fuzz_state/downloading" | seed fuzz_state power-cut-truncated 
 : | seed fuzz_state power-cut-empty -
 head -c 300 /dev/zero | seed fuzz_state power-cut-zeros -
 
-for t in fuzz_proto fuzz_pkg fuzz_conf fuzz_state; do
+# --- fuzz_ledger: ledgers, one record a line -------------------------------------
+# The release of the block-table manifest above: id = first 8 bytes of its SHA-256.
+RID=$(sha256sum "$TMP/man-blocks" | cut -c1-16)
+RREC=$(printf '{"release":"%s","product":"sensor","version":"1.1.0","size":1234,"path":"/var/lib/ota/store/%s.pkg","manifest":"%s","sig":"%s","payload_off":%d,"fragment_size":1024,"fragments":3,"window":16,"group":"","devices":null,"created_ms":1700000000000,"campaign":{"state":"rolling","paused":false,"aborted":false,"canary":false,"pause_reason":"","canary_quota":0,"started":2,"active":1,"committed":1,"failed":0,"concurrency":0,"canary_percent":0,"canary_success_percent":0,"pause_failure_percent":0},"table_fragments":1,"block_size":4096,"fetch_ms":12,"verify_ms":3}' \
+    "$RID" "$RID" "$MANJ" "$SIG" $((16 + $(wc -c <"$TMP/man-blocks") + 64)))
+# dev ID STATE VERSION RELEASE ACKED FRAGS SENT RESENT ERROR TIMINGS FINISHED
+dev() {
+    printf 'd %s {"device":"%s","product":"sensor","version":"%s","group":"g1","state":"%s","online":true,"release":"%s","failed_release":"","acked":%s,"fragments":%s,"frags_sent":%s,"frags_resent":%s,"error":"%s","timings":%s,"offered_ms":1700000000100,"transferred_ms":1700000001000,"finished_ms":%s,"seen_ms":1700000002000}\n' \
+        "$1" "$1" "$3" "$2" "$4" "$5" "$6" "$7" "$8" "$9" "${10}" "${11}"
+}
+# ev SEQ EVENT DEVICE RELEASE DETAIL
+ev() {
+    printf 'e %016x {"ts":1700000000%03d,"event":"%s","device":"%s","release":"%s","detail":"%s"}\n' \
+        "$1" "$1" "$2" "$3" "$4" "$5"
+}
+{
+    printf 'r %s %s\n' "$RID" "$RREC"
+    dev dev-001 committed 1.1.0 "$RID" 3 3 4 1 "" '{"download_ms":900,"verify_ms":3,"install_ms":40,"restart_ms":200,"total_ms":1200}' 1700000003000
+    dev dev-002 downloading 1.0.0 "$RID" 1 3 2 0 "" '{}' 0
+    dev dev-003 idle 1.0.0 "" 0 0 0 0 "" '{}' 0
+    ev 1 release_verified "" "$RID" "sensor 1.1.0"
+    ev 2 offered dev-001 "$RID" ""
+    ev 3 offered dev-002 "$RID" ""
+    ev 4 committed dev-001 "$RID" "1.1.0"
+    printf 'm version {"format":1}\n'
+} >"$TMP/ledger"
+seed fuzz_ledger consistent - <"$TMP/ledger"
+# The same with one thing wrong each (what fsck must report, the gateway survive).
+sed 's/"acked":3,/"acked":4,/' "$TMP/ledger" | seed fuzz_ledger acked-beyond -
+sed 's/"acked":1,/"acked":-1,/' "$TMP/ledger" | seed fuzz_ledger acked-negative -
+sed 's/"frags_resent":1,/"frags_resent":9223372036854775807,/' "$TMP/ledger" | seed fuzz_ledger resent-huge -
+sed 's/"acked":1,"fragments":3/"acked":9223372036854775807,"fragments":1/' "$TMP/ledger" | seed fuzz_ledger acked-overflow -
+sed 's/"offered_ms":1700000000100/"offered_ms":-9223372036854775807/' "$TMP/ledger" | seed fuzz_ledger offered-negative -
+sed 's/"ts":1700000000004/"ts":-1/' "$TMP/ledger" | seed fuzz_ledger event-ts-negative -
+sed '/^e 0000000000000003/d' "$TMP/ledger" | seed fuzz_ledger event-missing -
+sed 's/"started":2,"active":1/"started":0,"active":1/' "$TMP/ledger" | seed fuzz_ledger campaign-counts -
+sed 's/"state":"rolling"/"state":"sideways"/' "$TMP/ledger" | seed fuzz_ledger campaign-state -
+sed 's/"device":"dev-002"/"device":"dev-002","device":"x"/' "$TMP/ledger" | seed fuzz_ledger duplicate-member -
+sed 's|"version":"1.0.0","group":"g1","state":"idle"|"version":"1.0","group":"g/1","state":"idle"|' "$TMP/ledger" | seed fuzz_ledger bad-strings -
+sed 's/"timings":{}/"timings":{"download_ms":-5,"total_ms":"x"}/' "$TMP/ledger" | seed fuzz_ledger bad-timings -
+sed 's/^d dev-003 .*/d dev-003 {"device":"dev-003"/' "$TMP/ledger" | seed fuzz_ledger power-cut-record -
+sed 's/^d dev-003 .*/d dev-003 [1,2,3]/' "$TMP/ledger" | seed fuzz_ledger not-object -
+sed 's/^e 0000000000000002/e 02/' "$TMP/ledger" | seed fuzz_ledger event-key-short -
+sed "s/^r $RID/r 0123456789ABCDEF/" "$TMP/ledger" | seed fuzz_ledger release-key-bad -
+sed 's/"manifest":"{/"manifest":"[/' "$TMP/ledger" | seed fuzz_ledger manifest-bad -
+grep '^[de]' "$TMP/ledger" | seed fuzz_ledger release-missing -
+: | seed fuzz_ledger empty -
+
+for t in fuzz_proto fuzz_pkg fuzz_conf fuzz_state fuzz_ledger; do
     echo "$OUT/$t: $(find "$OUT/$t" -type f | wc -l) files, $(du -sk "$OUT/$t" | cut -f1) KiB"
 done
 [ "$skipped" = 0 ] || echo "($skipped vectors over $SEED_MAX bytes left out)"

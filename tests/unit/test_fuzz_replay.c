@@ -17,12 +17,14 @@
 #include "tests/fuzz/fuzz_pkg.c"
 #include "tests/fuzz/fuzz_proto.c"
 #include "tests/fuzz/fuzz_state.c"
+#include "tests/fuzz/fuzz_ledger.c"
 
 #define REPLAY_TARGETS(X)                                                      \
 	X(fuzz_proto)                                                          \
 	X(fuzz_pkg)                                                            \
 	X(fuzz_conf)                                                           \
-	X(fuzz_state)
+	X(fuzz_state)                                                          \
+	X(fuzz_ledger)
 
 #include <dirent.h>
 #include <setjmp.h>
