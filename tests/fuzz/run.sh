@@ -31,8 +31,8 @@
 # (for docs/SECURITY.md) and fails when a target stopped short of FUZZ_LONG_RUNS.
 #
 # Env: FUZZ_CC (default clang); FUZZ_LONG_RUNS (default 10000000);
-# FUZZ_LONG_MAX_SECONDS (default 3600: a target that is slower stops there and
-# the table says so); FUZZ_FRESH=1 starts from the seeds only (the working corpus
+# FUZZ_LONG_MAX_SECONDS (default 1500: a target that is slower stops there, the
+# table says so and the exit status is 1); FUZZ_FRESH=1 starts from the seeds only (the working corpus
 # is emptied first); FUZZ_NO_DICT=1 runs without the dictionaries (to measure them).
 set -u
 
@@ -50,7 +50,7 @@ CFLAGS="-std=c11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes
 SAN=address,undefined
 LIBS="$(pkg-config --libs $PKGS 2>/dev/null) -llmdb -lm"
 LONG_RUNS=${FUZZ_LONG_RUNS:-10000000}
-LONG_MAX=${FUZZ_LONG_MAX_SECONDS:-3600}
+LONG_MAX=${FUZZ_LONG_MAX_SECONDS:-1500}
 
 case $MODE in
 long | save) ;;
@@ -72,7 +72,7 @@ sources() {
 # max_len TARGET: the longest input libFuzzer makes (the seeds go up to 17000).
 max_len() {
     case $1 in
-    fuzz_conf) echo 8192 ;;
+    fuzz_conf | fuzz_ledger | fuzz_state) echo 8192 ;;
     *) echo 20000 ;;
     esac
 }
