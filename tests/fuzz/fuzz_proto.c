@@ -125,10 +125,13 @@ static void fproto_status(const char *buf, size_t len)
 	    (s.progress < 0) != (s2.progress < 0) ||
 	    (s.progress >= 0 && s.progress != s2.progress))
 		abort();
-	/* progress carries 6 decimal places: an exact multiple of 10^-6 */
+	/* progress carries 6 decimal places: rounding it again to the nearest
+	 * multiple of 10^-6 changes nothing (p * 10^6 itself need not be an
+	 * integer in binary floating point: 0.000123 * 10^6 is not) */
 	if (s.progress >= 0 &&
-	    s.progress * PROTO_PROGRESS_SCALE !=
-		(double)(int64_t)(s.progress * PROTO_PROGRESS_SCALE + 0.5))
+	    (double)(int64_t)(s.progress * PROTO_PROGRESS_SCALE + 0.5) /
+		    PROTO_PROGRESS_SCALE !=
+		s.progress)
 		abort();
 	if (proto_status_encode(&s2, &out2, &olen2) != 0)
 		abort();
