@@ -113,12 +113,17 @@ static void test_manifest_downgrade(void **state)
 	assert_int_equal(proto_manifest_encode(&m, &a, &alen), 0);
 	assert_null(strstr(a, "downgrade"));
 	m.downgrade = true;
+	/* A downgrade must say which version it replaces. */
+	assert_int_equal(proto_manifest_encode(&m, &b, &blen), PROTO_EFIELD);
+	memcpy(m.replaces, "1.2.0", 6);
 	assert_int_equal(proto_manifest_encode(&m, &b, &blen), 0);
-	assert_int_equal(blen, alen + strlen(",\"downgrade\":true"));
+	assert_int_equal(blen, alen + strlen(",\"downgrade\":true,"
+					     "\"replaces\":\"1.2.0\""));
 	assert_memory_equal(a, b, alen - 1);
 	struct proto_manifest out;
 	assert_int_equal(proto_manifest_decode(b, blen, &out, NULL), 0);
 	assert_true(out.downgrade);
+	assert_string_equal(out.replaces, "1.2.0");
 	assert_int_equal(proto_manifest_decode(a, alen, &out, NULL), 0);
 	assert_false(out.downgrade);
 	const char *bad = "{\"format\":1,\"product\":\"s\",\"version\":\"1.0.0\","
