@@ -85,7 +85,9 @@ static void fproto_offer(const char *buf, size_t len)
 	    memcmp(o.sig, o2.sig, sizeof(o.sig)) != 0 ||
 	    o.fragment_size != o2.fragment_size ||
 	    o.fragments != o2.fragments || o.window != o2.window ||
-	    o.table_fragments != o2.table_fragments || o.group != o2.group)
+	    o.table_fragments != o2.table_fragments || o.group != o2.group ||
+	    o.keyset_len != o2.keyset_len ||
+	    (o.keyset && memcmp(o.keyset, o2.keyset, o.keyset_len) != 0))
 		abort();
 	if (proto_offer_encode(&o2, &out2, &olen2) != 0)
 		abort();
@@ -154,7 +156,9 @@ static void fproto_manifest(const char *buf, size_t len)
 	    strcmp(m.version, m2.version) != 0 || m.size != m2.size ||
 	    memcmp(m.sha256, m2.sha256, sizeof(m.sha256)) != 0 ||
 	    m.created != m2.created || m.downgrade != m2.downgrade ||
-	    m.block_size != m2.block_size ||
+	    strcmp(m.replaces, m2.replaces) != 0 ||
+	    m.security_version != m2.security_version ||
+	    m.expires != m2.expires || m.block_size != m2.block_size ||
 	    memcmp(m.blocks, m2.blocks, sizeof(m.blocks)) != 0)
 		abort();
 	if (proto_manifest_encode(&m2, &out2, &olen2) != 0)

@@ -62,7 +62,7 @@ seed() {
 }
 
 mkdir -p "$OUT/fuzz_proto" "$OUT/fuzz_pkg" "$OUT/fuzz_conf" "$OUT/fuzz_state" \
-    "$OUT/fuzz_ledger"
+    "$OUT/fuzz_ledger" "$OUT/fuzz_keyset"
 
 # --- fuzz_proto: the decoder vectors ---------------------------------------------
 skipped=0
@@ -309,7 +309,28 @@ sed 's/"manifest":"{/"manifest":"[/' "$TMP/ledger" | seed fuzz_ledger manifest-b
 grep '^[de]' "$TMP/ledger" | seed fuzz_ledger release-missing -
 : | seed fuzz_ledger empty -
 
-for t in fuzz_proto fuzz_pkg fuzz_conf fuzz_state fuzz_ledger; do
+# --- fuzz_keyset: the key set vectors, and envelopes the TEST 1 key signed -------
+for f in "$ROOT"/tests/vectors/keyset/*.json; do
+    name=${f##*/}
+    seed fuzz_keyset "vector-${name%.json}" - <"$f"
+done
+ROOTPUB=d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a
+OTHER=3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c
+# signed_env NAME BODY: the envelope of BODY with one signature by the TEST 1 key.
+signed_env() {
+    printf '%s' "$2" >"$TMP/ksbody"
+    openssl pkeyutl -sign -rawin -keyform DER -inkey "$TMP/key.der" \
+        -in "$TMP/ksbody" -out "$TMP/kssig"
+    sig=$(od -An -tx1 "$TMP/kssig" | tr -d ' \n')
+    jq -nc --rawfile b "$TMP/ksbody" --arg k "$ROOTPUB" --arg s "$sig" \
+        '{signed:$b, signatures:[{key:$k, sig:$s}]}' | seed fuzz_keyset "$1" -
+}
+signed_env signed-v1 '{"type":"ota-keyset","version":1,"created":1700000000,"expires":1900000000,"root":{"threshold":1,"keys":["'$ROOTPUB'"]},"publishers":[{"product":"sensor","key":"'$OTHER'"}]}'
+signed_env signed-star '{"type":"ota-keyset","version":7,"created":1700000000,"expires":1900000000,"root":{"threshold":1,"keys":["'$ROOTPUB'"]},"publishers":[{"product":"*","key":"'$OTHER'"},{"product":"meter","key":"'$ROOTPUB'"}]}'
+signed_env signed-rotation '{"type":"ota-keyset","version":2,"created":1700000000,"expires":1900000000,"root":{"threshold":1,"keys":["'$OTHER'"]},"publishers":[]}'
+signed_env signed-threshold-2 '{"type":"ota-keyset","version":3,"created":1700000000,"expires":1900000000,"root":{"threshold":2,"keys":["'$ROOTPUB'","'$OTHER'"]},"publishers":[]}'
+
+for t in fuzz_proto fuzz_pkg fuzz_conf fuzz_state fuzz_ledger fuzz_keyset; do
     echo "$OUT/$t: $(find "$OUT/$t" -type f | wc -l) files, $(du -sk "$OUT/$t" | cut -f1) KiB"
 done
 [ "$skipped" = 0 ] || echo "($skipped vectors over $SEED_MAX bytes left out)"
