@@ -176,6 +176,12 @@ void gw__xfer_offer(struct gw *gw, struct gw_device *d)
 				.fragments = r->nfrags - r->tfrags,
 				.table_fragments = r->tfrags,
 				.window = r->window};
+	/* Encrypted: the content key wrapped for this device alone, or no
+	 * offer at all (never the release in clear); tried again later. */
+	if (r->encrypt && gw__enc_offer(gw, d, r, &o) != 0) {
+		x->offer_ms = util_mono_ms();
+		return;
+	}
 	/* A fresh transfer may join the release's group while it gathers,
 	 * or early enough to be caught up within one window. A device that
 	 * is back (it holds part already) is served on its own. */
@@ -252,7 +258,7 @@ void gw__xfer_restore(struct gw *gw, struct gw_device *d, struct gw_release *r)
 			 d->id, r->id, d->acked, r->nfrags);
 }
 
-/* Fragment i of r into gw->fragbuf; its length. */
+/* Fragment i of r into gw->fragbuf; its length (0: none, not sent). */
 static size_t frag_fill(struct gw *gw, const struct gw_release *r, uint32_t i)
 {
 	/* [0, tfrags): the block table; then the payload. */
@@ -267,8 +273,18 @@ static size_t frag_fill(struct gw *gw, const struct gw_release *r, uint32_t i)
 	if (off + len > end)
 		len = (size_t)(end - off);
 	proto_frag_header_encode(gw->fragbuf, r->tag, i);
-	memcpy(gw->fragbuf + PROTO_FRAG_HDR_LEN, src + off, len);
-	return PROTO_FRAG_HDR_LEN + len;
+	if (!r->encrypt) {
+		memcpy(gw->fragbuf + PROTO_FRAG_HDR_LEN, src + off, len);
+		return PROTO_FRAG_HDR_LEN + len;
+	}
+	/* Sealed once per publish: a group's fragment is one publish for
+	 * every member, and a resend is the same bytes. */
+	if (proto_frag_seal(r->ckey, gw->fragbuf, r->frag_size, src + off, len,
+			    gw->fragbuf + PROTO_FRAG_HDR_LEN) != 0) {
+		log_warnx("release=%s cannot encrypt fragment %u", r->id, i);
+		return 0;
+	}
+	return PROTO_FRAG_HDR_LEN + len + PROTO_ENC_TAG_LEN;
 }
 
 /* Book fragment i as sent to d now. */
@@ -293,7 +309,8 @@ static void send_frag(struct gw *gw, struct gw_device *d, uint32_t i,
 {
 	struct gw_xfer *x = d->x;
 	size_t len = frag_fill(gw, x->rel, i);
-	if (mq_publish(gw->mq, x->frag_topic, gw->fragbuf, len, 0, false) != 0)
+	if (len == 0 ||
+	    mq_publish(gw->mq, x->frag_topic, gw->fragbuf, len, 0, false) != 0)
 		return; /* not connected: the RTO sends it again */
 	gw->stats.frags_sent++;
 	sent(gw, d, i, again, util_mono_ms());
@@ -466,8 +483,8 @@ static void group_pump(struct gw *gw, struct gw_release *r, uint64_t now)
 		if (i > min_cum && gw->inflight + r->frag_size > cap)
 			break;
 		size_t len = frag_fill(gw, r, i);
-		if (mq_publish(gw->mq, r->grp_topic, gw->fragbuf, len, 0,
-			       false) != 0)
+		if (len == 0 || mq_publish(gw->mq, r->grp_topic, gw->fragbuf,
+					   len, 0, false) != 0)
 			break; /* not connected: the members' RTOs repair */
 		gw->stats.frags_sent++;
 		gw->stats.frags_grouped++;
