@@ -305,9 +305,13 @@ static int offer_enc_encode(json_t *obj, const struct proto_offer *o)
 		return PROTO_ENOMEM;
 	proto_hex_encode(o->enc_epk, PROTO_EC_PUB_LEN, epk);
 	proto_hex_encode(o->enc_key, PROTO_ENC_WRAPPED_LEN, key);
+	/* epk and key belong to PROTO_ENC_ALG; another alg has its own. */
+	bool ours = strcmp(o->enc_alg, PROTO_ENC_ALG) == 0;
 	if ((rc = proto__json_set(enc, "alg", json_string(o->enc_alg))) < 0 ||
-	    (rc = proto__json_set(enc, "epk", json_string(epk))) < 0 ||
-	    (rc = proto__json_set(enc, "key", json_string(key))) < 0) {
+	    (ours &&
+	     (rc = proto__json_set(enc, "epk", json_string(epk))) < 0) ||
+	    (ours &&
+	     (rc = proto__json_set(enc, "key", json_string(key))) < 0)) {
 		json_decref(enc);
 		return rc;
 	}
