@@ -9,7 +9,8 @@
 #   2. dev-004, whose certificate is missing at the gateway, is not offered the release
 #      (never in clear instead); dev-001's offer replayed to dev-004 is refused: the key in
 #      it is wrapped for dev-001 alone.
-#   3. Power cut: dev-003 is SIGKILLed mid-download of an encrypted release, the gateway is
+#   3. encrypt_packages = true (and it needs device_cert_dir): encrypted by default. Power
+#      cut: dev-003 is SIGKILLed mid-download of an encrypted release, the gateway is
 #      restarted too; it resumes from its checkpoint (wrapped key kept with it, the same
 #      content key at the gateway) and commits the exact payload.
 #   4. The content key is in a 0600 file in the store, in no log, ledger or device state.
@@ -85,10 +86,21 @@ check "dev-004 refuses dev-001's offer: the key is not wrapped for it" \
     wait_until 10 "grep -q 'offer of $REL REFUSED: cannot unwrap the release.s content key with this device.s key: it was not wrapped for this device' '$T/dev-004.log'"
 check "dev-004 wrote nothing of it" test ! -s "$T/dev/dev-004/slot-b/payload.part"
 
-# --- 3. power cut mid-download, gateway restarted too
+# --- 3. encrypt_packages = true makes encryption the default; power cut mid-download,
+# gateway restarted too
+check "encrypt_packages without device_cert_dir is refused at start" \
+    bash -c "! '$GW' run --ca-file '$CERTS/ca.crt' --cert-file '$CERTS/gateway.crt' \
+        --key-file '$CERTS/gateway.key' --publisher-key '$CERTS/publisher.pub' \
+        --encrypt-packages true --check >'$T/chk.out' 2>&1 && grep -q \"needs 'device_cert_dir'\" '$T/chk.out'"
+stop gateway >/dev/null
+mv "$T/gateway.log" "$T/gateway-1.log"
+GWFLAGS+=(--encrypt-packages true)
+check "the gateway restarts with encrypt_packages = true" gateway_start "${GWFLAGS[@]}"
 with_pattern "$T/fw2.bin" 1048576
 pack sensor 1.2.0 "$T/fw2.bin" "$T/sensor-1.2.0.ota"
-announce sensor "file://$T/sensor-1.2.0.ota" ',"encrypt":true,"devices":["dev-003"],"fragment_size":512,"window":2'
+announce sensor "file://$T/sensor-1.2.0.ota" ',"devices":["dev-003"],"fragment_size":512,"window":2'
+check "an announcement without \"encrypt\" is encrypted by default" \
+    wait_until 20 "grep -q 'fragment_size=512 window=2 encrypted verified' '$T/gateway.log'"
 check "dev-003's download of 1.2.0 is under way" \
     wait_until 30 '[ "$(dev_field dev-003 release)" != "$REL" ] && [ "$(dev_field dev-003 acked)" -ge 300 ] 2>/dev/null'
 REL2=$(dev_field dev-003 release)
@@ -97,7 +109,7 @@ held=$(jq -r .held "$T/dev/dev-003/state.json")
 check "a checkpoint survived the power cut (held=$held)" test "$held" -ge 16
 check "the checkpoint keeps the wrapped key" test "$(jq -r '.enc_key | length' "$T/dev/dev-003/state.json")" = 96
 stop gateway >/dev/null
-mv "$T/gateway.log" "$T/gateway-1.log"
+mv "$T/gateway.log" "$T/gateway-2.log"
 check "the gateway restarts" gateway_start "${GWFLAGS[@]}"
 mv "$T/dev-003.log" "$T/dev-003-before.log"
 device_start dev-003 1.1.0 --checkpoint-every 16
@@ -113,7 +125,7 @@ for r in "$REL" "$REL2"; do
     check "release $r's content key is a 0600 file of 32 bytes" \
         test "$(stat -c '%a %s' "$kf")" = "600 32"
     khex=$(od -An -tx1 "$kf" | tr -d ' \n')
-    leak=$(grep -l -i -r "$khex" "$T"/*.log "$T/dev" 2>/dev/null; "$GW" status --db "$T/gw-db" --json --events 1000 | grep -c -i "$khex")
+    leak=$(grep -l -i -r "$khex" "$T"/*.log "$T/dev" "$T/gw-db" 2>/dev/null; "$GW" status --db "$T/gw-db" --json --events 1000 | grep -c -i "$khex")
     check "release $r's content key is in no log, device state or ledger" test "$leak" = 0
 done
 
