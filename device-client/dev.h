@@ -123,7 +123,7 @@ struct dev {
 	uint32_t bad_blocks; /* in this update, across restarts of it */
 	/* Encrypted release (enc.c): the content key, in memory only. */
 	bool enc;
-	uint8_t ckey[PROTO_ENC_KEY_LEN];
+	struct proto_aead *aead; /* the content key, ready to open */
 	bool ec_loaded; /* the device's own key, from key_file */
 	uint8_t ec_priv[PROTO_EC_PRIV_LEN];
 	uint8_t ec_pub[PROTO_EC_PUB_LEN];

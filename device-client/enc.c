@@ -61,7 +61,7 @@ out:
 	return rc;
 }
 
-/* Unwrap epk/wrapped for `release` into d->ckey. */
+/* Unwrap epk/wrapped for `release` into d->aead. */
 static int unwrap(struct dev *d, const char *release, const uint8_t *epk,
 		  const uint8_t *wrapped, char *why, size_t n)
 {
@@ -78,8 +78,16 @@ static int unwrap(struct dev *d, const char *release, const uint8_t *epk,
 					   : proto_strerror(rc));
 		return -1;
 	}
-	memcpy(d->ckey, k, sizeof(k));
+	struct proto_aead *a = NULL;
+	rc = proto_aead_new(k, &a);
 	OPENSSL_cleanse(k, sizeof(k));
+	if (rc != 0) {
+		snprintf(why, n, "cannot set up AES-256-GCM: %s",
+			 proto_strerror(rc));
+		return -1;
+	}
+	proto_aead_free(d->aead);
+	d->aead = a;
 	return 0;
 }
 
@@ -126,7 +134,7 @@ int dev__enc_open(struct dev *d, const void *msg, struct proto_frag *f)
 		d->encbuf = b;
 		d->encbuf_cap = n;
 	}
-	int rc = proto_frag_open(d->ckey, msg, d->p.fragment_size, f->data,
+	int rc = proto_frag_open(d->aead, msg, d->p.fragment_size, f->data,
 				 f->len, d->encbuf);
 	if (rc != 0)
 		return rc;
@@ -137,7 +145,8 @@ int dev__enc_open(struct dev *d, const void *msg, struct proto_frag *f)
 
 void dev__enc_free(struct dev *d)
 {
-	OPENSSL_cleanse(d->ckey, sizeof(d->ckey));
+	proto_aead_free(d->aead);
+	d->aead = NULL;
 	OPENSSL_cleanse(d->ec_priv, sizeof(d->ec_priv));
 	d->ec_loaded = false;
 	free(d->encbuf);

@@ -103,6 +103,16 @@ static int key_load(struct gw *gw, struct gw_release *r, char *why, size_t n)
 	return rc;
 }
 
+static int key_ready(struct gw_release *r, char *err, size_t n)
+{
+	proto_aead_free(r->aead);
+	if (proto_aead_new(r->ckey, &r->aead) != 0) {
+		snprintf(err, n, "cannot set up AES-256-GCM");
+		return -1;
+	}
+	return 0;
+}
+
 int gw__enc_release_key(struct gw *gw, struct gw_release *r, bool fresh,
 			char *err, size_t n)
 {
@@ -110,15 +120,15 @@ int gw__enc_release_key(struct gw *gw, struct gw_release *r, bool fresh,
 	/* A new release always gets a new key, even if a file of an older
 	 * ledger is there: a key never serves two plaintexts. */
 	if (fresh)
-		return key_new(gw, r, err, n);
+		return key_new(gw, r, err, n) ? -1 : key_ready(r, err, n);
 	if (key_load(gw, r, why, sizeof(why)) == 0)
-		return 0;
+		return key_ready(r, err, n);
 	/* Lost or exposed: a new key is safe (devices hold checked
 	 * plaintext, and every offer carries the key it needs), it only
 	 * costs the fragments in flight. */
 	log_warnx("release=%s content key unusable (%s): making a new one",
 		  r->id, why);
-	return key_new(gw, r, err, n);
+	return key_new(gw, r, err, n) ? -1 : key_ready(r, err, n);
 }
 
 /* ------------------------------------------------ device certificates */

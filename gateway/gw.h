@@ -61,6 +61,7 @@ struct gw_release {
 	 * offer carries wrapped for its device. Never logged. */
 	bool encrypt;
 	uint8_t ckey[PROTO_ENC_KEY_LEN];
+	struct proto_aead *aead; /* ckey, ready to seal */
 	/* campaign */
 	bool paused, aborted;
 	bool canary; /* only canary_quota devices may start */

@@ -265,6 +265,7 @@ static int release_map(struct gw_release *r, char *err, size_t n)
 static void release_free(struct gw_release *r)
 {
 	OPENSSL_cleanse(r->ckey, sizeof(r->ckey));
+	proto_aead_free(r->aead);
 	if (r->map)
 		munmap((void *)r->map, r->map_len);
 	free(r->table);

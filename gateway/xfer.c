@@ -48,6 +48,9 @@ struct gw_xfer {
 	bool grp_seen;	  /* an offer named the group: it may hold group
 			     fragments its own pump has not sent yet */
 	bool member;	  /* in its release's group */
+	bool enc_wrapped; /* the release's key wrapped for this device: */
+	uint8_t enc_epk[PROTO_EC_PUB_LEN];
+	uint8_t enc_key[PROTO_ENC_WRAPPED_LEN];
 	char frag_topic[PROTO_ID_MAX + 16];
 };
 
@@ -176,11 +179,22 @@ void gw__xfer_offer(struct gw *gw, struct gw_device *d)
 				.fragments = r->nfrags - r->tfrags,
 				.table_fragments = r->tfrags,
 				.window = r->window};
-	/* Encrypted: the content key wrapped for this device alone, or no
-	 * offer at all (never the release in clear); tried again later. */
-	if (r->encrypt && gw__enc_offer(gw, d, r, &o) != 0) {
-		x->offer_ms = util_mono_ms();
-		return;
+	/* Encrypted: the content key wrapped for this device alone (once
+	 * per transfer: offers sent again carry the same), or no offer at
+	 * all (never the release in clear); tried again later. */
+	if (r->encrypt && !x->enc_wrapped) {
+		if (gw__enc_offer(gw, d, r, &o) != 0) {
+			x->offer_ms = util_mono_ms();
+			return;
+		}
+		memcpy(x->enc_epk, o.enc_epk, sizeof(x->enc_epk));
+		memcpy(x->enc_key, o.enc_key, sizeof(x->enc_key));
+		x->enc_wrapped = true;
+	}
+	if (r->encrypt) {
+		snprintf(o.enc_alg, sizeof(o.enc_alg), "%s", PROTO_ENC_ALG);
+		memcpy(o.enc_epk, x->enc_epk, sizeof(o.enc_epk));
+		memcpy(o.enc_key, x->enc_key, sizeof(o.enc_key));
 	}
 	/* A fresh transfer may join the release's group while it gathers,
 	 * or early enough to be caught up within one window. A device that
@@ -279,7 +293,7 @@ static size_t frag_fill(struct gw *gw, const struct gw_release *r, uint32_t i)
 	}
 	/* Sealed once per publish: a group's fragment is one publish for
 	 * every member, and a resend is the same bytes. */
-	if (proto_frag_seal(r->ckey, gw->fragbuf, r->frag_size, src + off, len,
+	if (proto_frag_seal(r->aead, gw->fragbuf, r->frag_size, src + off, len,
 			    gw->fragbuf + PROTO_FRAG_HDR_LEN) != 0) {
 		log_warnx("release=%s cannot encrypt fragment %u", r->id, i);
 		return 0;

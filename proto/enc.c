@@ -4,6 +4,7 @@
  * key wrapped for each device: ephemeral P-256 ECDH with the device's
  * certificate key, HKDF-SHA256, AES-256-GCM. OpenSSL 3 EVP only.
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include <openssl/bn.h>
@@ -20,20 +21,22 @@
 #define GCM_IV_LEN 12
 #define WRAP_INFO "ota key wrap v1"
 
-/* AES-256-GCM over one buffer. enc: out gets len bytes then the tag;
- * !enc: `in` ends with the tag (len counts it), out gets len - 16. */
-static int gcm(bool enc, const uint8_t key[32], const uint8_t iv[GCM_IV_LEN],
-	       const uint8_t *aad, size_t aadlen, const uint8_t *in, size_t len,
-	       uint8_t *out)
+struct proto_aead {
+	EVP_CIPHER_CTX *ctx; /* cipher and key set; only the nonce changes */
+	EVP_CIPHER *cipher;
+};
+
+/* AES-256-GCM over one buffer with a context whose cipher (and, when
+ * key is NULL, key) is already set. enc: out gets len bytes then the
+ * tag; !enc: `in` ends with the tag (len counts it), out gets len - 16. */
+static int gcm_ctx(EVP_CIPHER_CTX *ctx, bool enc, const uint8_t *key,
+		   const uint8_t iv[GCM_IV_LEN], const uint8_t *aad,
+		   size_t aadlen, const uint8_t *in, size_t len, uint8_t *out)
 {
-	EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
 	size_t n = enc ? len : len - PROTO_ENC_TAG_LEN;
 	int olen = 0, flen = 0, rc = PROTO_ECRYPTO;
 
-	if (ctx == NULL)
-		return PROTO_ENOMEM;
-	if (EVP_CipherInit_ex(ctx, EVP_aes_256_gcm(), NULL, key, iv,
-			      enc ? 1 : 0) != 1 ||
+	if (EVP_CipherInit_ex(ctx, NULL, NULL, key, iv, enc ? 1 : 0) != 1 ||
 	    (aadlen > 0 &&
 	     EVP_CipherUpdate(ctx, NULL, &olen, aad, (int)aadlen) != 1) ||
 	    EVP_CipherUpdate(ctx, out, &olen, in, (int)n) != 1)
@@ -56,8 +59,57 @@ static int gcm(bool enc, const uint8_t key[32], const uint8_t iv[GCM_IV_LEN],
 	rc = 0;
 out:
 	ERR_clear_error();
+	return rc;
+}
+
+/* One-shot AES-256-GCM under `key` (key wrapping). */
+static int gcm(bool enc, const uint8_t key[32], const uint8_t iv[GCM_IV_LEN],
+	       const uint8_t *in, size_t len, uint8_t *out)
+{
+	EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+	int rc;
+
+	if (ctx == NULL)
+		return PROTO_ENOMEM;
+	if (EVP_CipherInit_ex(ctx, EVP_aes_256_gcm(), NULL, NULL, NULL,
+			      enc ? 1 : 0) != 1)
+		rc = PROTO_ECRYPTO;
+	else
+		rc = gcm_ctx(ctx, enc, key, iv, NULL, 0, in, len, out);
+	ERR_clear_error();
 	EVP_CIPHER_CTX_free(ctx);
 	return rc;
+}
+
+int proto_aead_new(const uint8_t key[PROTO_ENC_KEY_LEN],
+		   struct proto_aead **out)
+{
+	struct proto_aead *a = calloc(1, sizeof(*a));
+	int rc = PROTO_ENOMEM;
+
+	*out = NULL;
+	if (a == NULL || (a->ctx = EVP_CIPHER_CTX_new()) == NULL)
+		goto fail;
+	rc = PROTO_ECRYPTO;
+	if ((a->cipher = EVP_CIPHER_fetch(NULL, "AES-256-GCM", NULL)) ==
+		    NULL ||
+	    EVP_CipherInit_ex(a->ctx, a->cipher, NULL, key, NULL, 1) != 1)
+		goto fail;
+	*out = a;
+	return 0;
+fail:
+	ERR_clear_error();
+	proto_aead_free(a);
+	return rc;
+}
+
+void proto_aead_free(struct proto_aead *a)
+{
+	if (a == NULL)
+		return;
+	EVP_CIPHER_CTX_free(a->ctx); /* wipes the key schedule */
+	EVP_CIPHER_free(a->cipher);
+	free(a);
 }
 
 /* Nonce: tag (4) and index (3) as in the header, fragment_size (u32 LE),
@@ -73,21 +125,22 @@ static void frag_nonce(const uint8_t hdr[8], uint32_t fragment_size,
 	iv[11] = 0;
 }
 
-int proto_frag_seal(const uint8_t key[PROTO_ENC_KEY_LEN],
-		    const uint8_t hdr[8], uint32_t fragment_size,
-		    const uint8_t *pt, size_t len, uint8_t *out)
+int proto_frag_seal(struct proto_aead *a, const uint8_t hdr[8],
+		    uint32_t fragment_size, const uint8_t *pt, size_t len,
+		    uint8_t *out)
 {
 	uint8_t iv[GCM_IV_LEN];
 
 	if (len < 1 || len > PROTO_FRAG_SIZE_MAX)
 		return PROTO_ERANGE;
 	frag_nonce(hdr, fragment_size, iv);
-	return gcm(true, key, iv, hdr, PROTO_FRAG_HDR_LEN, pt, len, out);
+	return gcm_ctx(a->ctx, true, NULL, iv, hdr, PROTO_FRAG_HDR_LEN, pt,
+		       len, out);
 }
 
-int proto_frag_open(const uint8_t key[PROTO_ENC_KEY_LEN],
-		    const uint8_t hdr[8], uint32_t fragment_size,
-		    const uint8_t *ct, size_t len, uint8_t *out)
+int proto_frag_open(struct proto_aead *a, const uint8_t hdr[8],
+		    uint32_t fragment_size, const uint8_t *ct, size_t len,
+		    uint8_t *out)
 {
 	uint8_t iv[GCM_IV_LEN];
 
@@ -95,7 +148,8 @@ int proto_frag_open(const uint8_t key[PROTO_ENC_KEY_LEN],
 	    len > PROTO_FRAG_SIZE_MAX + PROTO_ENC_TAG_LEN)
 		return PROTO_ERANGE;
 	frag_nonce(hdr, fragment_size, iv);
-	return gcm(false, key, iv, hdr, PROTO_FRAG_HDR_LEN, ct, len, out);
+	return gcm_ctx(a->ctx, false, NULL, iv, hdr, PROTO_FRAG_HDR_LEN, ct,
+		       len, out);
 }
 
 /* ------------------------------------------------------------ P-256 keys */
@@ -220,7 +274,10 @@ static int wrap_kek(EVP_PKEY *mine, EVP_PKEY *peer,
 	int rc = PROTO_ECRYPTO;
 
 	if (ctx == NULL || EVP_PKEY_derive_init(ctx) != 1 ||
-	    EVP_PKEY_derive_set_peer_ex(ctx, peer, 1) != 1 ||
+	    /* No second check of the peer: ec_key() imported it through
+	     * EC_POINT_oct2point, which refuses a point off the curve, and
+	     * P-256 has cofactor 1 (a full check costs a scalar multiple). */
+	    EVP_PKEY_derive_set_peer_ex(ctx, peer, 0) != 1 ||
 	    EVP_PKEY_derive(ctx, z, &zlen) != 1 || zlen != sizeof(z))
 		goto out;
 	memcpy(salt, epk, PROTO_EC_PUB_LEN);
@@ -286,8 +343,7 @@ int proto_key_wrap(const uint8_t dev_pub[PROTO_EC_PUB_LEN],
 		goto out;
 	/* The key-wrapping key is used once (a fresh ephemeral key per
 	 * wrap): a fixed nonce is safe. */
-	rc = gcm(true, kek, zero_iv, NULL, 0, ckey, PROTO_ENC_KEY_LEN,
-		 wrapped);
+	rc = gcm(true, kek, zero_iv, ckey, PROTO_ENC_KEY_LEN, wrapped);
 out:
 	ERR_clear_error();
 	OPENSSL_cleanse(kek, sizeof(kek));
@@ -313,8 +369,7 @@ int proto_key_unwrap(const uint8_t dev_priv[PROTO_EC_PRIV_LEN],
 	    (rc = ec_key(NULL, epk, &peer)) < 0 ||
 	    (rc = wrap_kek(mine, peer, epk, dev_pub, release, device, kek)) < 0)
 		goto out;
-	rc = gcm(false, kek, zero_iv, NULL, 0, wrapped, PROTO_ENC_WRAPPED_LEN,
-		 ckey);
+	rc = gcm(false, kek, zero_iv, wrapped, PROTO_ENC_WRAPPED_LEN, ckey);
 out:
 	OPENSSL_cleanse(kek, sizeof(kek));
 	EVP_PKEY_free(mine);

@@ -245,23 +245,34 @@ int proto_pkg_check_table(const uint8_t *buf, size_t len,
 #define PROTO_ENC_WRAPPED_LEN 48 /* wrapped content key and its tag */
 
 /*
+ * A content key ready to seal or open fragments: the cipher is fetched and
+ * the key schedule computed once, not per fragment. New; free it with
+ * proto_aead_free (NULL is fine), which also wipes the key. Returns 0,
+ * PROTO_ENOMEM or PROTO_ECRYPTO.
+ */
+struct proto_aead;
+int proto_aead_new(const uint8_t key[PROTO_ENC_KEY_LEN],
+		   struct proto_aead **out);
+void proto_aead_free(struct proto_aead *a);
+
+/*
  * Seal `len` bytes (1 .. PROTO_FRAG_SIZE_MAX) of fragment data: out gets
  * len + PROTO_ENC_TAG_LEN bytes (it may not overlap pt). `hdr` is the
  * fragment's encoded header, `fragment_size` the offer's. Returns 0,
  * PROTO_ERANGE or PROTO_ECRYPTO.
  */
-int proto_frag_seal(const uint8_t key[PROTO_ENC_KEY_LEN],
-		    const uint8_t hdr[8], uint32_t fragment_size,
-		    const uint8_t *pt, size_t len, uint8_t *out);
+int proto_frag_seal(struct proto_aead *a, const uint8_t hdr[8],
+		    uint32_t fragment_size, const uint8_t *pt, size_t len,
+		    uint8_t *out);
 /*
  * Open sealed data of `len` bytes (tag included, so > 16): out gets
- * len - 16 bytes, written only when the tag verifies. PROTO_EAUTH when
- * it does not (tampered data, another header, another key), PROTO_ERANGE
- * or PROTO_ECRYPTO.
+ * len - 16 bytes, usable only when 0 is returned (it is wiped otherwise).
+ * PROTO_EAUTH when the tag does not verify (tampered data, another
+ * header, another key), PROTO_ERANGE or PROTO_ECRYPTO.
  */
-int proto_frag_open(const uint8_t key[PROTO_ENC_KEY_LEN],
-		    const uint8_t hdr[8], uint32_t fragment_size,
-		    const uint8_t *ct, size_t len, uint8_t *out);
+int proto_frag_open(struct proto_aead *a, const uint8_t hdr[8],
+		    uint32_t fragment_size, const uint8_t *ct, size_t len,
+		    uint8_t *out);
 
 /*
  * Wrap the content key for device `device` (identifier) and release

@@ -87,8 +87,18 @@ static void fenc_unwrap(const uint8_t *p, size_t len)
 			abort();
 }
 
+static struct proto_aead *fenc_aead(void)
+{
+	struct proto_aead *a;
+
+	if (proto_aead_new(fenc_key, &a) != 0)
+		abort();
+	return a;
+}
+
 static void fenc_round(const uint8_t *p, size_t len)
 {
+	struct proto_aead *a;
 	uint8_t *ct, *back;
 	size_t n;
 
@@ -98,34 +108,38 @@ static void fenc_round(const uint8_t *p, size_t len)
 	n = len - PROTO_FRAG_HDR_LEN;
 	ct = malloc(n + PROTO_ENC_TAG_LEN);
 	back = malloc(n);
+	a = fenc_aead();
 	if (!ct || !back)
 		abort();
-	if (proto_frag_seal(fenc_key, p, 4096, p + PROTO_FRAG_HDR_LEN, n,
+	if (proto_frag_seal(a, p, 4096, p + PROTO_FRAG_HDR_LEN, n,
 			    ct) != 0 ||
-	    proto_frag_open(fenc_key, p, 4096, ct, n + PROTO_ENC_TAG_LEN,
-			    back) != 0 ||
+	    proto_frag_open(a, p, 4096, ct, n + PROTO_ENC_TAG_LEN, back) != 0 ||
 	    memcmp(back, p + PROTO_FRAG_HDR_LEN, n) != 0)
 		abort();
 	ct[p[0] % (n + PROTO_ENC_TAG_LEN)] ^= 0x40;
-	if (proto_frag_open(fenc_key, p, 4096, ct, n + PROTO_ENC_TAG_LEN,
-			    back) != PROTO_EAUTH)
+	if (proto_frag_open(a, p, 4096, ct, n + PROTO_ENC_TAG_LEN, back) !=
+	    PROTO_EAUTH)
 		abort();
+	proto_aead_free(a);
 	free(ct);
 	free(back);
 }
 
 static void fenc_open(const uint8_t *p, size_t len)
 {
+	struct proto_aead *a;
 	uint8_t *out;
 
 	if (len < PROTO_FRAG_HDR_LEN)
 		return;
 	out = malloc(len + 1);
+	a = fenc_aead();
 	if (!out)
 		abort();
-	if (proto_frag_open(fenc_key, p, 4096, p + PROTO_FRAG_HDR_LEN,
+	if (proto_frag_open(a, p, 4096, p + PROTO_FRAG_HDR_LEN,
 			    len - PROTO_FRAG_HDR_LEN, out) == 0)
 		abort();
+	proto_aead_free(a);
 	free(out);
 }
 

@@ -34,6 +34,31 @@ static const char kat_sealed[] =
 	"a977a501a4f107ead6237c9cf299de6d3527db7ad6f8880989bf2e1b3e0b19181f14"
 	"60a68cbeb879";
 
+/* One-shot seal/open under a raw key, through a proto_aead. */
+static int seal(const uint8_t *key, const uint8_t *hdr, uint32_t fs,
+		const uint8_t *pt, size_t len, uint8_t *out)
+{
+	struct proto_aead *a;
+	int rc;
+
+	assert_int_equal(proto_aead_new(key, &a), 0);
+	rc = proto_frag_seal(a, hdr, fs, pt, len, out);
+	proto_aead_free(a);
+	return rc;
+}
+
+static int open_(const uint8_t *key, const uint8_t *hdr, uint32_t fs,
+		 const uint8_t *ct, size_t len, uint8_t *out)
+{
+	struct proto_aead *a;
+	int rc;
+
+	assert_int_equal(proto_aead_new(key, &a), 0);
+	rc = proto_frag_open(a, hdr, fs, ct, len, out);
+	proto_aead_free(a);
+	return rc;
+}
+
 static void unhex(const char *s, uint8_t *out, size_t n)
 {
 	assert_int_equal(strlen(s), 2 * n);
@@ -79,9 +104,9 @@ static void test_frag_known_answer(void **state)
 		data[i] = (uint8_t)i;
 	unhex(kat_sealed, want, sizeof(want));
 	assert_int_equal(proto_frag_header_encode(hdr, 0xcdce66ebu, 5), 0);
-	assert_int_equal(proto_frag_seal(ckey, hdr, 160, data, 160, sealed), 0);
+	assert_int_equal(seal(ckey, hdr, 160, data, 160, sealed), 0);
 	assert_memory_equal(sealed, want, sizeof(want));
-	assert_int_equal(proto_frag_open(ckey, hdr, 160, sealed, 176, back), 0);
+	assert_int_equal(open_(ckey, hdr, 160, sealed, 176, back), 0);
 	assert_memory_equal(back, data, sizeof(back));
 }
 
@@ -105,25 +130,57 @@ static void test_frag_round_trip(void **state)
 		size_t n = sizes[k];
 		assert_int_equal(proto_frag_header_encode(hdr, 42, (uint32_t)k),
 				 0);
-		assert_int_equal(proto_frag_seal(key, hdr, 4096, pt, n, ct), 0);
-		assert_int_equal(proto_frag_seal(key, hdr, 4096, pt, n, ct2), 0);
+		assert_int_equal(seal(key, hdr, 4096, pt, n, ct), 0);
+		assert_int_equal(seal(key, hdr, 4096, pt, n, ct2), 0);
 		assert_memory_equal(ct, ct2, n + 16);
 		assert_true(n < 16 || memcmp(ct, pt, n) != 0);
 		memset(back, 0, n);
 		assert_int_equal(
-			proto_frag_open(key, hdr, 4096, ct, n + 16, back), 0);
+			open_(key, hdr, 4096, ct, n + 16, back), 0);
 		assert_memory_equal(back, pt, n);
 	}
-	assert_int_equal(proto_frag_seal(key, hdr, 4096, pt, 0, ct),
+	assert_int_equal(seal(key, hdr, 4096, pt, 0, ct),
 			 PROTO_ERANGE);
-	assert_int_equal(proto_frag_seal(key, hdr, 4096, pt, 65537, ct),
+	assert_int_equal(seal(key, hdr, 4096, pt, 65537, ct),
 			 PROTO_ERANGE);
-	assert_int_equal(proto_frag_open(key, hdr, 4096, ct, 16, back),
+	assert_int_equal(open_(key, hdr, 4096, ct, 16, back),
 			 PROTO_ERANGE);
 	free(pt);
 	free(ct);
 	free(ct2);
 	free(back);
+}
+
+/* One context seals many fragments and opens them again, interleaved. */
+static void test_aead_reuse(void **state)
+{
+	struct proto_aead *a, *b;
+	uint8_t key[32], hdr[8], pt[1000], ct[1016], once[1016], back[1000];
+
+	(void)state;
+	memset(key, 9, sizeof(key));
+	memset(pt, 0x33, sizeof(pt));
+	assert_int_equal(proto_aead_new(key, &a), 0);
+	assert_int_equal(proto_aead_new(key, &b), 0);
+	for (uint32_t i = 0; i < 50; i++) {
+		assert_int_equal(proto_frag_header_encode(hdr, 77, i), 0);
+		pt[0] = (uint8_t)i;
+		assert_int_equal(proto_frag_seal(a, hdr, 1000, pt, 1000, ct), 0);
+		assert_int_equal(seal(key, hdr, 1000, pt, 1000, once), 0);
+		assert_memory_equal(ct, once, sizeof(ct));
+		assert_int_equal(proto_frag_open(b, hdr, 1000, ct, 1016, back),
+				 0);
+		assert_memory_equal(back, pt, sizeof(back));
+		ct[5] ^= 1;
+		assert_int_equal(proto_frag_open(b, hdr, 1000, ct, 1016, back),
+				 PROTO_EAUTH);
+		/* a context that opened can seal again */
+		assert_int_equal(proto_frag_open(a, hdr, 1000, once, 1016, back),
+				 0);
+	}
+	proto_aead_free(a);
+	proto_aead_free(b);
+	proto_aead_free(NULL);
 }
 
 /* Any change to data, tag, header, fragment size or key is refused, and
@@ -139,32 +196,32 @@ static void test_frag_tampered(void **state)
 	key2[31] ^= 1;
 	memset(pt, 0x5c, sizeof(pt));
 	assert_int_equal(proto_frag_header_encode(hdr, 7, 9), 0);
-	assert_int_equal(proto_frag_seal(key, hdr, 300, pt, 300, ct), 0);
+	assert_int_equal(seal(key, hdr, 300, pt, 300, ct), 0);
 	for (size_t i = 0; i < sizeof(ct); i += 37) {
 		ct[i] ^= 0x01;
 		memset(back, 0, sizeof(back));
-		assert_int_equal(proto_frag_open(key, hdr, 300, ct, 316, back),
+		assert_int_equal(open_(key, hdr, 300, ct, 316, back),
 				 PROTO_EAUTH);
 		assert_int_equal(back[0], 0);
 		ct[i] ^= 0x01;
 	}
 	ct[315] ^= 0x80; /* the tag's last byte */
-	assert_int_equal(proto_frag_open(key, hdr, 300, ct, 316, back),
+	assert_int_equal(open_(key, hdr, 300, ct, 316, back),
 			 PROTO_EAUTH);
 	ct[315] ^= 0x80;
-	assert_int_equal(proto_frag_open(key2, hdr, 300, ct, 316, back),
+	assert_int_equal(open_(key2, hdr, 300, ct, 316, back),
 			 PROTO_EAUTH);
 	assert_int_equal(proto_frag_header_encode(hdr2, 7, 10), 0);
-	assert_int_equal(proto_frag_open(key, hdr2, 300, ct, 316, back),
+	assert_int_equal(open_(key, hdr2, 300, ct, 316, back),
 			 PROTO_EAUTH); /* moved to another index */
 	assert_int_equal(proto_frag_header_encode(hdr2, 8, 9), 0);
-	assert_int_equal(proto_frag_open(key, hdr2, 300, ct, 316, back),
+	assert_int_equal(open_(key, hdr2, 300, ct, 316, back),
 			 PROTO_EAUTH); /* another release's tag */
-	assert_int_equal(proto_frag_open(key, hdr, 512, ct, 316, back),
+	assert_int_equal(open_(key, hdr, 512, ct, 316, back),
 			 PROTO_EAUTH); /* another fragment size */
-	assert_int_equal(proto_frag_open(key, hdr, 300, ct, 315, back),
+	assert_int_equal(open_(key, hdr, 300, ct, 315, back),
 			 PROTO_EAUTH); /* truncated */
-	assert_int_equal(proto_frag_open(key, hdr, 300, ct, 316, back), 0);
+	assert_int_equal(open_(key, hdr, 300, ct, 316, back), 0);
 }
 
 /* A random ephemeral key each time; only the device it was wrapped for,
@@ -296,6 +353,7 @@ int main(void)
 		cmocka_unit_test(test_wrap_known_answer),
 		cmocka_unit_test(test_frag_known_answer),
 		cmocka_unit_test(test_frag_round_trip),
+		cmocka_unit_test(test_aead_reuse),
 		cmocka_unit_test(test_frag_tampered),
 		cmocka_unit_test(test_wrap_wrong_device),
 		cmocka_unit_test(test_wrap_bad_keys),
