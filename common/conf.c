@@ -15,7 +15,8 @@ static const struct conf_key *conf__find(const struct conf_key *keys,
 		bool same = true;
 		for (size_t i = 0; i < len && same; i++) {
 			char c = name[i] == '-' ? '_' : name[i];
-			same = c == k->name[i];
+			char w = k->name[i] == '-' ? '_' : k->name[i];
+			same = c == w;
 		}
 		if (same)
 			return k;

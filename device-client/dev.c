@@ -56,6 +56,14 @@ int dev__persist(struct dev *d)
 	    (json_int_t)d->p.t_restart, "t_up", (json_int_t)d->p.t_up,
 	    "refused", d->p.refused, "table_fragments",
 	    (json_int_t)d->p.table_fragments);
+	if (o && (json_object_set_new(o, "highest", json_string(d->p.highest)) ||
+		  json_object_set_new(o, "security_floor",
+				      json_integer(d->p.security_floor)) ||
+		  json_object_set_new(o, "time_floor",
+				      json_integer(d->p.time_floor)))) {
+		json_decref(o);
+		o = NULL;
+	}
 	if (o && d->p.enc) { /* wrapped: useless without this device's key */
 		char epk[2 * PROTO_EC_PUB_LEN + 1];
 		char key[2 * PROTO_ENC_WRAPPED_LEN + 1];
@@ -84,6 +92,8 @@ static int dev_load(struct dev *d, char *err, size_t errlen)
 	memset(&d->p, 0, sizeof(d->p));
 	if (access(path, F_OK) != 0) {
 		snprintf(d->p.version, sizeof(d->p.version), "%s",
+			 d->cfg.version);
+		snprintf(d->p.highest, sizeof(d->p.highest), "%s",
 			 d->cfg.version);
 		d->p.slot = 'a';
 		d->p.phase = PROTO_ST_IDLE;
@@ -118,6 +128,17 @@ static int dev_load(struct dev *d, char *err, size_t errlen)
 		 pv ? pv : "");
 	snprintf(d->p.error, sizeof(d->p.error), "%s", er ? er : "");
 	snprintf(d->p.refused, sizeof(d->p.refused), "%s", rf ? rf : "");
+	/* Absent in a state.json written before anti-rollback marks: the
+	 * running version is the highest known. */
+	const char *hi = json_string_value(json_object_get(o, "highest"));
+	snprintf(d->p.highest, sizeof(d->p.highest), "%s",
+		 hi && proto_version_parse(hi, parts) == 0 ? hi : ver);
+	json_int_t fl = json_integer_value(json_object_get(o, "security_floor"));
+	d->p.security_floor = fl > 0 && fl <= PROTO_SECURITY_VERSION_MAX
+				  ? (uint32_t)fl
+				  : 0;
+	json_int_t tf = json_integer_value(json_object_get(o, "time_floor"));
+	d->p.time_floor = tf > 0 ? tf : 0;
 	d->p.manifest = man[0] ? strdup(man) : NULL;
 	if (sig[0])
 		proto_hex_decode(sig, d->p.sig, PROTO_SIG_LEN);
@@ -148,15 +169,27 @@ static int dev_load(struct dev *d, char *err, size_t errlen)
 
 int dev__load_manifest(struct dev *d, char *why, size_t n)
 {
+	char err[PROTO_ERROR_MAX + 1];
 	if (!d->p.manifest ||
-	    proto_verify(d->pubkey, d->p.manifest, strlen(d->p.manifest),
-			 d->p.sig) != 0 ||
 	    proto_manifest_decode(d->p.manifest, strlen(d->p.manifest), &d->m,
 				  NULL) != 0) {
-		snprintf(why, n, "saved manifest missing or not signed");
+		snprintf(why, n, "saved manifest missing or unreadable");
+		return -1;
+	}
+	/* No expiry check here: the offer was accepted before it expired. */
+	if (trust_check(&d->trust, d->m.product, d->p.manifest,
+			strlen(d->p.manifest), d->p.sig, 0, err,
+			sizeof(err)) != 0) {
+		snprintf(why, n, "saved manifest: %s", err);
 		return -1;
 	}
 	return 0;
+}
+
+int64_t dev__now_s(const struct dev *d)
+{
+	int64_t now = util_wall_ms() / 1000 - d->cfg.test_clock_behind_s;
+	return now > d->p.time_floor ? now : d->p.time_floor;
 }
 
 void dev__crash_point(const struct dev *d, const char *point)
@@ -510,23 +543,88 @@ static int download_begin(struct dev *d, const struct proto_offer *o,
 	return 0;
 }
 
+/* A key set carried by the offer: adopt it when it is newer and signed by
+ * our root; keep it in state_dir so a restart still trusts it. */
+static void offer_keyset(struct dev *d, const struct proto_offer *o)
+{
+	char why[256], path[PATH_MAX];
+	if (!o->keyset || !d->trust.have_root)
+		return;
+	int rc = trust_update(&d->trust, o->keyset, o->keyset_len,
+			      dev__now_s(d), why, sizeof(why));
+	if (rc < 0) {
+		log_warnx("device=%s key set in offer refused: %s", d->cfg.id,
+			  why);
+		return;
+	}
+	if (rc == 0)
+		return;
+	util_path(path, sizeof(path), d->cfg.state_dir, "keyset.json");
+	if (util_write_atomic(path, o->keyset, o->keyset_len, 0600, why,
+			      sizeof(why)) != 0)
+		log_warnx("device=%s cannot keep the key set: %s", d->cfg.id,
+			  why);
+	log_info("device=%s key set version %llu trusted (%u publisher "
+		 "keys)",
+		 d->cfg.id, (unsigned long long)d->trust.env.ks.version,
+		 d->trust.env.ks.npub);
+}
+
+/* Anti-rollback (PROTOCOL.md "Rollback protection"): 0 may install, 1
+ * not (why says which rule). */
+static int rollback_rules(const struct dev *d, const struct proto_manifest *m,
+			  char *why, size_t n)
+{
+	int run, hi, rep = 0;
+	if (m->security_version < d->p.security_floor) {
+		snprintf(why, n, "security_version %u is below this device's "
+				 "%u (anti-rollback)",
+			 m->security_version, d->p.security_floor);
+		return 1;
+	}
+	if (proto_version_cmp(m->version, d->p.version, &run) != 0 ||
+	    proto_version_cmp(m->version, d->p.highest, &hi) != 0)
+		run = 0;
+	if (!m->downgrade) {
+		if (run > 0 && hi > 0)
+			return 0;
+		snprintf(why, n, "version %s is not newer than the %s %s "
+				 "(anti-rollback)", m->version,
+			 run > 0 ? "highest installed" : "running",
+			 run > 0 ? d->p.highest : d->p.version);
+		return 1;
+	}
+	if (run >= 0) {
+		snprintf(why, n, "signed downgrade to %s is not older than the "
+				 "running %s", m->version, d->p.version);
+		return 1;
+	}
+	if (proto_version_cmp(d->p.highest, m->replaces, &rep) != 0 ||
+	    rep > 0) {
+		snprintf(why, n, "signed downgrade to %s replaces %s, but this "
+				 "device has run %s since (anti-rollback)",
+			 m->version, m->replaces, d->p.highest);
+		return 1;
+	}
+	return 0;
+}
+
 static int check_offer(struct dev *d, const struct proto_offer *o,
 		       struct proto_manifest *m, char *why, size_t n)
 {
 	struct proto_err perr = {{0}};
-	int c;
-	if (proto_verify(d->pubkey, o->manifest, o->manifest_len, o->sig) !=
-	    0) {
-		snprintf(why, n, "manifest signature does not verify with "
-				 "the publisher key");
-		return -1;
-	}
-	if (proto_manifest_decode(o->manifest, o->manifest_len, m, &perr)) {
-		snprintf(why, n, "signed manifest unreadable: %s", perr.text);
-		return -1;
-	}
 	uint8_t rid[PROTO_RELEASE_ID_LEN];
-	char hex[PROTO_RELEASE_HEX_LEN + 1];
+	char hex[PROTO_RELEASE_HEX_LEN + 1], err[PROTO_ERROR_MAX + 1];
+	offer_keyset(d, o);
+	if (proto_manifest_decode(o->manifest, o->manifest_len, m, &perr)) {
+		snprintf(why, n, "manifest unreadable: %s", perr.text);
+		return -1;
+	}
+	if (trust_check(&d->trust, m->product, o->manifest, o->manifest_len,
+			o->sig, dev__now_s(d), err, sizeof(err)) != 0) {
+		snprintf(why, n, "%s", err);
+		return -1;
+	}
 	proto_release_id(o->manifest, o->manifest_len, rid);
 	proto_hex_encode(rid, sizeof(rid), hex);
 	if (strcmp(hex, o->release) != 0) {
@@ -539,15 +637,22 @@ static int check_offer(struct dev *d, const struct proto_offer *o,
 				 "is '%s'", m->product, d->cfg.product);
 		return -1;
 	}
-	if (proto_version_cmp(m->version, d->p.version, &c) != 0 || c == 0 ||
-	    (c < 0 && !m->downgrade)) {
-		snprintf(why, n, "version %s is not newer than the running "
-				 "%s (anti-rollback)", m->version, d->p.version);
+	if (m->expires && dev__now_s(d) >= m->expires) {
+		snprintf(why, n, "package expired at %lld (now %lld%s)",
+			 (long long)m->expires, (long long)dev__now_s(d),
+			 util_wall_ms() / 1000 - d->cfg.test_clock_behind_s <
+				 d->p.time_floor
+			     ? ", from the newest manifest seen: the clock is "
+			       "behind"
+			     : "");
 		return 1;
 	}
-	if (c < 0)
-		log_warnx("device=%s accepting a signed downgrade %s -> %s",
-			  d->cfg.id, d->p.version, m->version);
+	if (rollback_rules(d, m, why, n) != 0)
+		return 1;
+	if (m->downgrade)
+		log_warnx("device=%s accepting a signed downgrade %s -> %s "
+			  "(replaces %s)",
+			  d->cfg.id, d->p.version, m->version, m->replaces);
 	if (m->size > (uint64_t)d->cfg.max_package_mb << 20) {
 		snprintf(why, n, "package of %llu bytes exceeds this device's "
 				 "limit of %u MiB",
@@ -661,6 +766,8 @@ static void on_offer(struct dev *d, const void *payload, size_t len)
 		d->p.t_restart = d->p.t_up = 0;
 	}
 	d->m = m;
+	if (m.created > d->p.time_floor)
+		d->p.time_floor = m.created;
 	uint8_t rid[PROTO_RELEASE_ID_LEN];
 	proto_hex_decode(o.release, rid, sizeof(rid));
 	d->tag = proto_release_tag(rid);
@@ -1136,6 +1243,27 @@ static void on_disconnect(struct mq *mq, void *ud, const char *why)
 			  d->cfg.id, why);
 }
 
+/* The newest key set this device accepted from an offer, if any. It was
+ * checked against the root chain when it arrived; the device's own state
+ * directory is trusted as state.json is (a damaged copy is set aside). */
+static void trust_restore(struct dev *d)
+{
+	char path[PATH_MAX], why[256], *json = NULL;
+	size_t len;
+	if (!d->trust.have_root)
+		return;
+	util_path(path, sizeof(path), d->cfg.state_dir, "keyset.json");
+	if (access(path, F_OK) != 0)
+		return;
+	if (util_read_file(path, PROTO_KEYSET_MAX, &json, &len, why,
+			   sizeof(why)) != 0 ||
+	    trust_restore_saved(&d->trust, json, len, why, sizeof(why)) < 0)
+		log_warnx("device=%s %s: %s: using the configured trust until "
+			  "an offer brings a key set",
+			  d->cfg.id, path, why);
+	free(json);
+}
+
 int dev_init(struct dev *d, uv_loop_t *loop, const struct dev_config *cfg,
 	     char **argv, char *err, size_t errlen)
 {
@@ -1145,15 +1273,22 @@ int dev_init(struct dev *d, uv_loop_t *loop, const struct dev_config *cfg,
 	d->argv = argv;
 	d->part_fd = d->table_fd = -1;
 	char path[PATH_MAX];
-	if (util_load_pubkey(cfg->publisher_key, d->pubkey, err, errlen) != 0)
+	if (trust_load(&d->trust, cfg->publisher_key, cfg->root_keys,
+		       cfg->root_threshold, cfg->keyset_file, true, 0, err,
+		       errlen) != 0)
 		return -1;
 	for (const char *sub = "a"; *sub; sub = (*sub == 'a') ? "b" : "") {
 		snprintf(path, sizeof(path), "%s/slot-%s", cfg->state_dir, sub);
 		if (util_mkdirs(path, 0700, err, errlen) != 0)
-			return -1;
+			goto fail;
 	}
 	if (dev_load(d, err, errlen) != 0)
-		return -1;
+		goto fail;
+	trust_restore(d);
+	if (cfg->root_keys[0] && cfg->publisher_key[0] && !cfg->restart_inproc)
+		log_warnx("device=%s publisher_key is not used: root_keys is "
+			  "set, so key sets say who may sign",
+			  cfg->id);
 	d->st = PROTO_ST_IDLE;
 	snprintf(d->topic_status, sizeof(d->topic_status), "ota/dev/%s/status",
 		 cfg->id);
@@ -1163,6 +1298,11 @@ int dev_init(struct dev *d, uv_loop_t *loop, const struct dev_config *cfg,
 	uv_timer_init(loop, &d->health_timer);
 	d->ack_timer.data = d->status_timer.data = d->health_timer.data = d;
 	return 0;
+fail:
+	trust_free(&d->trust);
+	free(d->p.manifest);
+	d->p.manifest = NULL;
+	return -1;
 }
 
 static void resume_download(struct dev *d)
@@ -1310,6 +1450,7 @@ void dev_stop(struct dev *d, void (*on_stopped)(struct dev *d))
 	free(d->p.manifest);
 	d->p.manifest = NULL;
 	dev__enc_free(d);
+	trust_free(&d->trust);
 	if (d->mq && d->st != PROTO_ST_RESTARTING && mq_connected(d->mq)) {
 		/* A clean stop sends no Last Will: say it ourselves. */
 		enum proto_state st = d->st;

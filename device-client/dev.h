@@ -12,6 +12,7 @@
 #include <uv.h>
 
 #include "common/mq.h"
+#include "common/trust.h"
 #include "proto/proto.h"
 
 struct dev_config {
@@ -26,6 +27,12 @@ struct dev_config {
 	char key_file[PATH_MAX];
 	uint32_t keepalive_s; /* MQTT keepalive */
 	char publisher_key[PATH_MAX];
+	/* Root keys (comma-separated PEM files) and how many must sign a key
+	 * set; the factory key set (optional: key sets also come in offers
+	 * and are kept in state_dir/keyset.json). */
+	char root_keys[PATH_MAX];
+	uint32_t root_threshold;
+	char keyset_file[PATH_MAX];
 	char state_dir[PATH_MAX];
 	char restart_command[1024]; /* "" = re-execute the client */
 	char health_command[1024];  /* "" = up means healthy */
@@ -46,6 +53,9 @@ struct dev_config {
 	/* ... and SIGKILL itself at this named point of the update (see
 	 * dev__crash_point): a power cut exactly there. */
 	char test_crash_at[32];
+	/* ... and a wall clock this many seconds behind, for the expiry
+	 * checks only (a device whose clock cannot be trusted). */
+	uint32_t test_clock_behind_s;
 };
 
 /* What survives a restart or a power cut: state_dir/state.json. */
@@ -61,6 +71,13 @@ struct dev_persist {
 	uint32_t table_fragments; /* block table: fragments [0, this) */
 	uint32_t held; /* fragments [0, held) are on disk (fsynced) */
 	char prev_version[PROTO_VERSION_MAX + 1];
+	/* Anti-rollback, kept across updates: the highest version ever
+	 * committed, the highest security_version committed, and the newest
+	 * `created` time seen in an accepted manifest (a lower bound on the
+	 * time for a device whose clock cannot be trusted). */
+	char highest[PROTO_VERSION_MAX + 1];
+	uint32_t security_floor;
+	int64_t time_floor;
 	char error[PROTO_ERROR_MAX + 1];
 	/* Encrypted release: the offer's wrapped content key (never the
 	 * key itself), so that a resumed download can decrypt. */
@@ -95,7 +112,7 @@ struct dev {
 	uv_loop_t *loop;
 	struct dev_config cfg;
 	char **argv; /* for re-execution */
-	uint8_t pubkey[PROTO_PUBKEY_LEN];
+	struct trust trust; /* who may sign manifests */
 	struct mq *mq;
 	char topic_status[PROTO_ID_MAX + 24];
 	char topic_ack[PROTO_ID_MAX + 24];
@@ -164,6 +181,8 @@ int dev__persist(struct dev *d);
 int dev__load_manifest(struct dev *d, char *why, size_t n);
 void dev__slot_path(const struct dev *d, char slot, const char *name,
 		    char *out, size_t n);
+/* Unix seconds, never below the newest manifest's `created` seen. */
+int64_t dev__now_s(const struct dev *d);
 
 /* Tests only: a power cut at the named point when test_crash_at names
  * it (verify, verified, installing, switched, installed, committing). */

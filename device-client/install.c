@@ -239,7 +239,14 @@ void dev__verify_start(struct dev *d)
 
 static void commit(struct dev *d)
 {
+	int c;
 	snprintf(d->p.version, sizeof(d->p.version), "%s", d->m.version);
+	/* The anti-rollback marks move with the commit, in the same write. */
+	if (proto_version_cmp(d->m.version, d->p.highest, &c) != 0 || c > 0)
+		snprintf(d->p.highest, sizeof(d->p.highest), "%s",
+			 d->m.version);
+	if (d->m.security_version > d->p.security_floor)
+		d->p.security_floor = d->m.security_version;
 	d->p.t_up = util_wall_ms();
 	d->p.held = 0;
 	dev__crash_point(d, "committing");

@@ -7,6 +7,7 @@
 
 #include "common/conf.h"
 #include "common/log.h"
+#include "common/util.h"
 #include "device-client/dev.h"
 #include "device-client/fleet.h"
 
@@ -35,7 +36,14 @@ static const struct conf_key dev_keys[] = {
     K("keepalive_s", CONF_U32, dev.keepalive_s, 5, 65535,
       "MQTT keepalive: a silent link is noticed after about two"),
     K("publisher_key", CONF_STR, dev.publisher_key, 0, 0,
-      "publisher's Ed25519 public key (PEM)"),
+      "publisher's Ed25519 public key (PEM), when no root_keys"),
+    K("root_keys", CONF_STR, dev.root_keys, 0, 0,
+      "root Ed25519 public keys (PEM files, comma-separated): trust "
+      "the publisher keys of the key sets they sign"),
+    K("root_threshold", CONF_U32, dev.root_threshold, 1, PROTO_ROOT_KEYS_MAX,
+      "root keys that must sign a key set (default 1)"),
+    K("keyset_file", CONF_STR, dev.keyset_file, 0, 0,
+      "factory key set (optional: newer ones come in offers)"),
     K("state_dir", CONF_STR, dev.state_dir, 0, 0,
       "slots, progress and state.json live here"),
     K("restart_command", CONF_STR, dev.restart_command, 0, 0,
@@ -53,6 +61,9 @@ static const struct conf_key dev_keys[] = {
     K("test_crash_at", CONF_STR, dev.test_crash_at, 0, 0,
       "TESTS ONLY: SIGKILL itself at verify, verified, installing, "
       "switched, installed or committing"),
+    K("test_clock_behind_s", CONF_U32, dev.test_clock_behind_s, 0,
+      0x7fffffffu,
+      "TESTS ONLY: the clock used for expiry runs this far behind"),
     K("test_seed", CONF_U32, dev.test_seed, 0, 0xffffffffu,
       "TESTS ONLY: seed for test_drop_percent and test_corrupt_percent"),
     K("checkpoint_every", CONF_U32, dev.checkpoint_every, 1, 1u << 20,
@@ -78,6 +89,7 @@ static void defaults(struct main_conf *mc)
 	snprintf(c->broker_host, sizeof(c->broker_host), "localhost");
 	c->broker_port = 8883;
 	c->keepalive_s = 30;
+	c->root_threshold = 1;
 	snprintf(c->state_dir, sizeof(c->state_dir), "ota-device-state");
 	c->max_package_mb = 512;
 	c->checkpoint_every = 64;
@@ -150,8 +162,9 @@ static int check(struct main_conf *mc, char *err, size_t n)
 	const char *need = !c->ca_file[0]		   ? "ca_file"
 			   : !fleet && !c->cert_file[0] ? "cert_file"
 			   : !fleet && !c->key_file[0]	   ? "key_file"
-			   : !c->publisher_key[0]	   ? "publisher_key"
-							   : NULL;
+			   : !c->publisher_key[0] && !c->root_keys[0]
+			       ? "publisher_key (or root_keys)"
+			       : NULL;
 	if (need) {
 		snprintf(err, n, "key '%s' is required", need);
 		return -1;
@@ -161,7 +174,9 @@ static int check(struct main_conf *mc, char *err, size_t n)
 				 "warn, info, debug", c->log_level);
 		return -1;
 	}
-	return 0;
+	return fleet ? util_key_dir_private("fleet_cert_dir key",
+					    mc->fleet.cert_dir, err, n)
+		     : util_key_private("key_file", c->key_file, err, n);
 }
 
 static void usage(void)

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "common/conf.h"
 #include "common/log.h"
@@ -28,9 +29,18 @@ static const struct conf_key gw_keys[] = {
     K("cert_file", CONF_STR, cert_file, 0, 0,
       "gateway client certificate (CN ota-gateway)"),
     K("key_file", CONF_STR, key_file, 0, 0, "gateway client key"),
-    K("client_id", CONF_STR, client_id, 0, 0, "MQTT client id"),
+    K("client_id", CONF_STR, client_id, 0, 0,
+      "MQTT client id (the shipped broker config replaces it with the "
+      "certificate's CN)"),
     K("publisher_key", CONF_STR, publisher_key, 0, 0,
-      "publisher's Ed25519 public key (PEM)"),
+      "publisher's Ed25519 public key (PEM), when no root_keys"),
+    K("root_keys", CONF_STR, root_keys, 0, 0,
+      "root Ed25519 public keys (PEM files, comma-separated) that sign "
+      "keyset_file"),
+    K("root_threshold", CONF_U32, root_threshold, 1, PROTO_ROOT_KEYS_MAX,
+      "root keys that must sign a key set (default 1)"),
+    K("keyset_file", CONF_STR, keyset_file, 0, 0,
+      "key set: publisher keys per product (re-read on SIGHUP)"),
     K("db_dir", CONF_STR, db_dir, 0, 0, "LMDB ledger directory"),
     K("store_dir", CONF_STR, store_dir, 0, 0,
       "where verified packages are kept"),
@@ -57,6 +67,13 @@ static const struct conf_key gw_keys[] = {
       "encrypt releases by default (announcement \"encrypt\" overrides)"),
     K("device_cert_dir", CONF_STR, device_cert_dir, 0, 0,
       "device certificates <id>.crt, to wrap encrypted releases' keys"),
+    K("file_dirs", CONF_STR, file_dirs, 0, 0,
+      "directories file:// packages may come from, ':'-separated "
+      "absolute paths (default none: file:// refused)"),
+    K("pause_failure_min", CONF_U32, pause_failure_min, 1,
+      PROTO_PAUSE_FAILURE_MIN_MAX,
+      "failed devices before a campaign pauses itself (canary or "
+      "failure rate)"),
     {0}};
 
 static void gw_config_defaults(struct gw_config *c)
@@ -75,6 +92,8 @@ static void gw_config_defaults(struct gw_config *c)
 	c->fetch_retries = 3;
 	c->max_inflight_kb = 16384;
 	c->group_fragments = true;
+	c->root_threshold = 1;
+	c->pause_failure_min = 2;
 	snprintf(c->log_level, sizeof(c->log_level), "info");
 }
 
@@ -84,8 +103,9 @@ static int gw_config_check(const struct gw_config *c, char *err, size_t n)
 	const char *need = !c->ca_file[0]	  ? "ca_file"
 			   : !c->cert_file[0]	  ? "cert_file"
 			   : !c->key_file[0]	  ? "key_file"
-			   : !c->publisher_key[0] ? "publisher_key"
-						  : NULL;
+			   : !c->publisher_key[0] && !c->root_keys[0]
+			       ? "publisher_key (or root_keys)"
+			       : NULL;
 	if (need) {
 		snprintf(err, n, "key '%s' is required", need);
 		return -1;
@@ -107,6 +127,18 @@ static int gw_config_check(const struct gw_config *c, char *err, size_t n)
 			 c->device_cert_dir);
 		return -1;
 	}
+	for (const char *d = c->file_dirs; *d;) {
+		size_t len = strcspn(d, ":");
+		if (len > 0 && d[0] != '/') {
+			snprintf(err, n, "key 'file_dirs': '%.*s' is not an "
+					 "absolute path",
+				 (int)len, d);
+			return -1;
+		}
+		d += len;
+		if (*d == ':')
+			d++;
+	}
 	const char *files[] = {c->ca_file, c->cert_file, c->key_file};
 	for (size_t i = 0; i < 3; i++) {
 		FILE *f = fopen(files[i], "r");
@@ -116,7 +148,7 @@ static int gw_config_check(const struct gw_config *c, char *err, size_t n)
 		}
 		fclose(f);
 	}
-	return 0;
+	return util_key_private("key_file", c->key_file, err, n);
 }
 
 /* ------------------------------------------------------ device table */
@@ -396,7 +428,7 @@ static void gw_offer_if_due(struct gw *gw, struct gw_device *d)
 	/* Encrypted: only to a device whose certificate the gateway has. */
 	if (best && best->encrypt && !gw__enc_may_offer(gw, d, best))
 		return;
-	if (best && gw__campaign_admit(best)) {
+	if (best && gw__campaign_admit(gw, best, d)) {
 		gw__campaign_started(gw, best);
 		gw__xfer_start(gw, d, best);
 	}
@@ -663,16 +695,41 @@ static void mq_closed(void *ud)
 	uv_close((uv_handle_t *)&gw->flush, closed_cb);
 	uv_close((uv_handle_t *)&gw->sigint, closed_cb);
 	uv_close((uv_handle_t *)&gw->sigterm, closed_cb);
+	uv_close((uv_handle_t *)&gw->sighup, closed_cb);
 	gw__https_close(gw);
+	if (!gw__lanes_busy(gw) &&
+	    !uv_is_closing((uv_handle_t *)&gw->stop_timer))
+		uv_close((uv_handle_t *)&gw->stop_timer, closed_cb);
+}
+
+/* A package read stuck in the kernel (a hung network file system) cannot
+ * be interrupted: after this long the gateway stops without it. */
+#define STOP_WAIT_MS 5000
+
+static void stop_timer_cb(uv_timer_t *t)
+{
+	struct gw *gw = t->data;
+	log_warnx("stopping: %u package fetch(es) still stuck after %d ms; "
+		  "not waiting for them",
+		  gw->copy_lane.busy + gw->verify_lane.busy, STOP_WAIT_MS);
+	uv_stop(gw->loop);
 }
 
 static void signal_cb(uv_signal_t *s, int signum)
 {
 	struct gw *gw = s->data;
+	if (signum == SIGHUP) {
+		gw__keyset_reload(gw);
+		return;
+	}
 	if (gw->stopping)
 		return;
 	gw->stopping = true;
 	log_info("signal %d: stopping", signum);
+	atomic_store(&gw->fetch_cancel, true); /* copies end at once */
+	uv_timer_start(&gw->stop_timer, stop_timer_cb, STOP_WAIT_MS, 0);
+	uv_unref((uv_handle_t *)&gw->stop_timer);
+	gw__lanes_cancel(gw); /* queued fetches are refused */
 	mq_close(gw->mq, mq_closed);
 }
 
@@ -719,8 +776,9 @@ int gw__cmd_run(int argc, char **argv)
 		return 2;
 	}
 	if (gw_config_check(&gw.cfg, err, sizeof(err)) != 0 ||
-	    util_load_pubkey(gw.cfg.publisher_key, gw.pubkey, err,
-			     sizeof(err)) != 0) {
+	    trust_load(&gw.trust, gw.cfg.publisher_key, gw.cfg.root_keys,
+		       gw.cfg.root_threshold, gw.cfg.keyset_file, false,
+		       util_wall_ms() / 1000, err, sizeof(err)) != 0) {
 		fprintf(stderr, "ota-gateway run: %s%s: %s\n",
 			cli.config ? cli.config : "flags",
 			cli.config ? "" : "", err);
@@ -729,17 +787,21 @@ int gw__cmd_run(int argc, char **argv)
 	if (cli.check) {
 		printf("%s: configuration OK\n",
 		       cli.config ? cli.config : "flags");
+		trust_free(&gw.trust);
 		return 0;
 	}
 	enum log_level lvl;
 	log_level_parse(gw.cfg.log_level, &lvl);
 	log_set_level(lvl);
+	if (gw.cfg.root_keys[0] && gw.cfg.publisher_key[0])
+		log_warnx("publisher_key %s is not used: root_keys is set, "
+			  "so key set %llu says who may sign",
+			  gw.cfg.publisher_key,
+			  (unsigned long long)gw.trust.env.ks.version);
 
-	struct store_opts so = {0};
-	if (util_mkdirs(gw.cfg.store_dir, 0700, err, sizeof(err)) != 0 ||
-	    util_mkdirs(gw.cfg.db_dir, 0700, err, sizeof(err)) != 0 ||
-	    store_open(gw.cfg.db_dir, &so, &gw.db, err, sizeof(err)) != 0) {
+	if (gw__open_dirs(&gw, err, sizeof(err)) != 0) {
 		log_warnx("%s", err);
+		trust_free(&gw.trust);
 		return 1;
 	}
 	gw.fragbuf = malloc(PROTO_FRAG_HDR_LEN + PROTO_FRAG_SIZE_MAX +
@@ -750,6 +812,13 @@ int gw__cmd_run(int argc, char **argv)
 		log_warnx("%s", err);
 		goto out_buf;
 	}
+	/* The pool must have room beside the fetch lanes (one copy, one
+	 * check): the ledger's commits run there too. */
+	const char *tp = getenv("UV_THREADPOOL_SIZE");
+	if (!tp || strtoul(tp, NULL, 10) < 4)
+		setenv("UV_THREADPOOL_SIZE", "4", 1);
+	gw.copy_lane.max = 1;
+	gw.verify_lane.max = 1;
 	gw.loop = uv_default_loop();
 	if (store_foreach(gw.db, STORE_DEVICES, device_load_cb, &gw) != 0 ||
 	    gw__releases_load(&gw) != 0) {
@@ -783,16 +852,23 @@ int gw__cmd_run(int argc, char **argv)
 	gw.flush.data = &gw;
 	uv_check_start(&gw.flush, flush_cb);
 	uv_unref((uv_handle_t *)&gw.flush);
+	uv_timer_init(gw.loop, &gw.stop_timer);
+	gw.stop_timer.data = &gw;
 	uv_signal_init(gw.loop, &gw.sigint);
 	uv_signal_init(gw.loop, &gw.sigterm);
-	gw.sigint.data = gw.sigterm.data = &gw;
+	uv_signal_init(gw.loop, &gw.sighup);
+	gw.sigint.data = gw.sigterm.data = gw.sighup.data = &gw;
 	uv_signal_start(&gw.sigint, signal_cb, SIGINT);
 	uv_signal_start(&gw.sigterm, signal_cb, SIGTERM);
+	uv_signal_start(&gw.sighup, signal_cb, SIGHUP);
 	log_info("gateway up: broker=%s:%u db=%s store=%s devices=%zu",
 		 gw.cfg.broker_host, gw.cfg.broker_port, gw.cfg.db_dir,
 		 gw.cfg.store_dir, gw.ndevices);
 	mq_start(gw.mq);
 	uv_run(gw.loop, UV_RUN_DEFAULT);
+	bool stuck = gw__lanes_busy(&gw);
+	while (gw.committing)
+		uv_run(gw.loop, UV_RUN_ONCE);
 	flush_final(&gw);
 	log_info("gateway stopped: frags_sent=%llu resent=%llu reneged=%llu "
 		 "grouped=%llu timeouts=%llu spurious=%llu status_polls=%llu "
@@ -811,6 +887,13 @@ int gw__cmd_run(int argc, char **argv)
 		 (unsigned long long)gw.stats.inflight_peak,
 		 (unsigned long long)gw.stats.stall_max_ms);
 	rc = 0;
+	if (stuck) {
+		/* A worker is blocked in a read that holds its job: the
+		 * ledger is written, the process ends without waiting. */
+		store_close(gw.db);
+		fflush(NULL);
+		_exit(0);
+	}
 	uv_loop_close(gw.loop);
 out_lib:
 	mosquitto_lib_cleanup();
@@ -822,5 +905,7 @@ out_buf:
 	free(gw.dirty);
 out_db:
 	store_close(gw.db);
+	trust_free(&gw.trust);
+	gw__unlock_dirs(&gw);
 	return rc;
 }

@@ -15,7 +15,8 @@ static const struct {
     {"status", gw__cmd_status, "print devices and releases from the ledger"},
     {"fsck", gw__cmd_fsck, "check the ledger's records and references"},
     {"ctl", gw__cmd_ctl, "pause, resume or abort a product's rollout"},
-    {"keygen", gw__cmd_keygen, "make an Ed25519 publisher key pair"},
+    {"keygen", gw__cmd_keygen, "make an Ed25519 key pair (publisher, root)"},
+    {"keyset", gw__cmd_keyset, "sign the set of trusted publisher keys"},
     {"pack", gw__cmd_pack, "sign a payload into a package file"},
     {"verify", gw__cmd_verify, "check a package and print its manifest"},
 };

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "common/conf.h"
+#include "common/trust.h"
 #include "common/util.h"
 #include "gateway/gw.h"
 
@@ -20,11 +21,17 @@ struct pack_opts {
 	char out[PATH_MAX];
 	char key[PATH_MAX];
 	char pubkey[PATH_MAX];
+	char root_keys[PATH_MAX];
+	char keyset[PATH_MAX];
+	uint32_t root_threshold;
 	char product[PROTO_ID_MAX + 1];
 	char version[PROTO_VERSION_MAX + 1];
 	char payload[PATH_MAX];
 	bool json;
 	bool downgrade;
+	char replaces[PROTO_VERSION_MAX + 1];
+	uint32_t security_version;
+	char expires[64];
 	uint32_t block_size;
 };
 
@@ -46,12 +53,24 @@ static const struct conf_key pack_keys[] = {
     K("out", CONF_STR, out, "package file to write"),
     K("downgrade", CONF_BOOL, downgrade,
       "sign an explicit downgrade: may replace a newer version"),
+    K("replaces", CONF_STR, replaces,
+      "with --downgrade: the newest version it replaces (required)"),
+    KR("security-version", CONF_U32, security_version, 0,
+       PROTO_SECURITY_VERSION_MAX,
+       "anti-rollback counter: devices never go below it (default 0)"),
+    K("expires", CONF_STR, expires,
+      "nobody installs it after: +30d, +12h, 2027-06-30, unix seconds"),
     KR("block-size", CONF_U32, block_size, PROTO_BLOCK_SIZE_MIN,
        PROTO_BLOCK_SIZE_MAX,
        "bytes per authenticated block (power of two, default 4096)"),
     {0}};
 static const struct conf_key verify_keys[] = {
     K("pubkey", CONF_STR, pubkey, "publisher public key (PEM)"),
+    K("root_keys", CONF_STR, root_keys,
+      "or: root public keys (comma-separated) that signed --keyset"),
+    KR("root_threshold", CONF_U32, root_threshold, 1, PROTO_ROOT_KEYS_MAX,
+       "root signatures the key set needs (default 1)"),
+    K("keyset", CONF_STR, keyset, "key set file (with --root-keys)"),
     K("json", CONF_BOOL, json, "print the manifest as JSON only"),
     {0}};
 
@@ -118,6 +137,42 @@ static int copy_fd(int in, FILE *out)
 	}
 }
 
+/* --downgrade/--replaces, --security-version, --expires into m. */
+static int pack_rollback(const struct pack_opts *o, struct proto_manifest *m)
+{
+	char err[256];
+	int c;
+	if (o->downgrade != (o->replaces[0] != '\0')) {
+		fprintf(stderr, "ota-gateway pack: %s\n",
+			o->downgrade ? "--downgrade needs --replaces VERSION "
+				       "(the newest version it replaces)"
+				     : "--replaces goes with --downgrade");
+		return -1;
+	}
+	if (o->downgrade &&
+	    (proto_version_cmp(o->replaces, o->version, &c) != 0 || c <= 0)) {
+		fprintf(stderr, "ota-gateway pack: --replaces %s must be a "
+				"version newer than --version %s\n",
+			o->replaces, o->version);
+		return -1;
+	}
+	m->downgrade = o->downgrade;
+	snprintf(m->replaces, sizeof(m->replaces), "%s", o->replaces);
+	m->security_version = o->security_version;
+	if (o->expires[0] &&
+	    gw__parse_when(o->expires, m->created, &m->expires, err,
+			   sizeof(err)) != 0) {
+		fprintf(stderr, "ota-gateway pack: --expires: %s\n", err);
+		return -1;
+	}
+	if (o->expires[0] && m->expires <= m->created) {
+		fprintf(stderr, "ota-gateway pack: --expires %s is not in the "
+				"future\n", o->expires);
+		return -1;
+	}
+	return 0;
+}
+
 int gw__cmd_pack(int argc, char **argv)
 {
 	struct pack_opts o;
@@ -132,7 +187,8 @@ int gw__cmd_pack(int argc, char **argv)
 		       "  ota-gateway pack --key publisher.key --product sensor "
 		       "--version 1.0.0 \\\n"
 		       "      --payload firmware-1.0.0.bin --downgrade "
-		       "--out sensor-back-to-1.0.0.ota\n");
+		       "--replaces 1.1.0 \\\n"
+		       "      --expires +30d --out sensor-back-to-1.0.0.ota\n");
 	if (rc)
 		return rc == 1 ? 0 : rc;
 	const char *missing = !o.key[0]       ? "--key"
@@ -165,7 +221,8 @@ int gw__cmd_pack(int argc, char **argv)
 	snprintf(m.product, sizeof(m.product), "%s", o.product);
 	snprintf(m.version, sizeof(m.version), "%s", o.version);
 	m.created = (int64_t)time(NULL);
-	m.downgrade = o.downgrade;
+	if (pack_rollback(&o, &m) != 0)
+		return 2;
 	int fd = open(o.payload, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
 		fprintf(stderr, "ota-gateway pack: %s: %s\n", o.payload,
@@ -269,17 +326,13 @@ int gw__cmd_verify(int argc, char **argv)
 		       "sensor-1.1.0.ota |\n      jq .version\n");
 	if (rc)
 		return rc == 1 ? 0 : rc;
-	if (!o.pubkey[0] || cli.nargs != 1) {
+	if ((!o.pubkey[0] && !o.root_keys[0]) || cli.nargs != 1) {
 		fprintf(stderr, "usage: ota-gateway verify --pubkey PUB "
-				"PACKAGE\n");
+				"PACKAGE\n       ota-gateway verify --root-keys "
+				"ROOT.pub --keyset KEYSET PACKAGE\n");
 		return 2;
 	}
 	const char *path = cli.args[0];
-	uint8_t pub[PROTO_PUBKEY_LEN];
-	if (util_load_pubkey(o.pubkey, pub, err, sizeof(err)) != 0) {
-		fprintf(stderr, "ota-gateway verify: %s\n", err);
-		return 1;
-	}
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	struct stat st;
 	if (fd < 0 || fstat(fd, &st) != 0) {
@@ -297,10 +350,23 @@ int gw__cmd_verify(int argc, char **argv)
 			strerror(errno));
 		return 1;
 	}
+	struct trust tr;
+	if (trust_load(&tr, o.pubkey, o.root_keys,
+		       o.root_threshold ? o.root_threshold : 1, o.keyset, false,
+		       (int64_t)time(NULL), err, sizeof(err)) != 0) {
+		fprintf(stderr, "ota-gateway verify: %s\n", err);
+		if (map)
+			munmap(map, len);
+		return 1;
+	}
 	struct proto_manifest m;
 	struct proto_pkg_layout lay;
 	struct proto_err perr = {{0}};
-	rc = proto_pkg_check(map, len, pub, &m, &lay, &perr);
+	struct proto_trust pt = trust_proto(&tr);
+	uint8_t *table = NULL;
+	rc = proto_pkg_check_trust(map, len, &pt, &m, &lay, &table, &perr);
+	free(table);
+	trust_free(&tr);
 	if (map)
 		munmap(map, len);
 	if (rc != 0) {
@@ -319,11 +385,17 @@ int gw__cmd_verify(int argc, char **argv)
 		return 0;
 	}
 	printf("%s: OK (signature and digest verified)\n"
-	       "  product  %s\n  version  %s%s\n  size     %llu\n"
+	       "  product  %s\n  version  %s%s%s%s\n  size     %llu\n"
 	       "  sha256   %s\n  created  %lld\n",
 	       path, m.product, m.version,
-	       m.downgrade ? " (signed downgrade)" : "",
+	       m.downgrade ? " (signed downgrade, replaces " : "",
+	       m.replaces, m.downgrade ? ")" : "",
 	       (unsigned long long)m.size, hex, (long long)m.created);
+	if (m.security_version)
+		printf("  security_version %u\n", m.security_version);
+	if (m.expires)
+		printf("  expires  %lld%s\n", (long long)m.expires,
+		       (int64_t)time(NULL) >= m.expires ? " (EXPIRED)" : "");
 	if (m.block_size)
 		printf("  blocks   %llu x %u bytes (table verified)\n",
 		       (unsigned long long)proto_block_count(&m),

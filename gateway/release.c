@@ -17,14 +17,20 @@
 #include "gateway/gw.h"
 
 struct fetch_job {
-	uv_work_t req;
+	struct gw_lane_item li; /* li.req.data: this job */
 	struct gw *gw;
 	char product[PROTO_ID_MAX + 1];
 	struct proto_announce a;
+	char url_log[2 * PROTO_URL_MAX + 8]; /* a.url without its secrets */
 	/* inputs, copied so the worker touches nothing of the loop's */
 	uint8_t pubkey[PROTO_PUBKEY_LEN];
+	struct proto_keyset ks; /* a copy: SIGHUP may replace the loop's */
+	struct proto_trust trust;
 	uint64_t max_size;
 	char store_dir[PATH_MAX];
+	char file_dirs[sizeof(((struct gw_config *)0)->file_dirs)];
+	const atomic_bool *cancel;
+	uint64_t deadline; /* monotonic ms: a copy ends by then */
 	/* outputs */
 	int rc;
 	char err[320];
@@ -55,12 +61,18 @@ struct gw_release *gw__release_find(struct gw *gw, const char *id)
 bool gw__release_targets(const struct gw_release *r,
 			 const struct gw_device *d)
 {
-	int c;
+	int c, rep = 1;
 	if (r->aborted || !d->online || strcmp(d->product, r->m.product) != 0)
 		return false;
-	/* Newer than the device; or, for a signed downgrade, older. */
+	if (r->m.expires && util_wall_ms() / 1000 >= r->m.expires)
+		return false;
+	/* Newer than the device; or, for a signed downgrade, older and at
+	 * most the version the downgrade replaces. */
 	if (proto_version_cmp(d->version, r->m.version, &c) != 0 || c == 0 ||
-	    (c > 0 && !r->m.downgrade) || (c < 0 && r->m.downgrade))
+	    (c > 0 && !r->m.downgrade) || (c < 0 && r->m.downgrade) ||
+	    (r->m.downgrade &&
+	     (proto_version_cmp(d->version, r->m.replaces, &rep) != 0 ||
+	      rep > 0)))
 		return false;
 	if (!strcmp(d->failed_release, r->id))
 		return false;
@@ -73,46 +85,6 @@ bool gw__release_targets(const struct gw_release *r,
 		return false;
 	}
 	return true;
-}
-
-/* Stream src into the open fd dst, refusing more than max bytes. */
-static int copy_capped(int src, int dst, uint64_t max, char *err, size_t n)
-{
-	static const size_t bufsz = 1 << 16;
-	char *buf = malloc(bufsz);
-	uint64_t total = 0;
-	int rc = -1;
-	if (!buf) {
-		snprintf(err, n, "out of memory");
-		return -1;
-	}
-	for (;;) {
-		ssize_t r = read(src, buf, bufsz);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0) {
-			snprintf(err, n, "read: %s", strerror(errno));
-			goto out;
-		}
-		if (r == 0)
-			break;
-		total += (uint64_t)r;
-		if (total > max) {
-			snprintf(err, n,
-				 "package larger than the configured maximum "
-				 "of %llu bytes",
-				 (unsigned long long)max);
-			goto out;
-		}
-		if (util_write_all(dst, buf, (size_t)r) != 0) {
-			snprintf(err, n, "write to store: %s", strerror(errno));
-			goto out;
-		}
-	}
-	rc = 0;
-out:
-	free(buf);
-	return rc;
 }
 
 static void table_path(char *out, size_t n, const char *store_dir,
@@ -159,7 +131,7 @@ static void verify_work(uv_work_t *req)
 		goto fail_tmp;
 	}
 	struct proto_err perr = {{0}};
-	rc = proto_pkg_check_table(map, (size_t)st.st_size, j->pubkey, &j->m,
+	rc = proto_pkg_check_trust(map, (size_t)st.st_size, &j->trust, &j->m,
 				   &j->lay, &j->table, &perr);
 	if (rc != 0) {
 		snprintf(j->err, sizeof(j->err), "%s",
@@ -217,21 +189,21 @@ fail_tmp:
 	j->table = NULL;
 }
 
-/* Thread pool, file://: copy the source into the store, then verify. */
-static void file_work(uv_work_t *req)
+/* Thread pool, file://: copy the source into the store (verify_work
+ * checks the copy next, in its own lane). Nothing is read before the
+ * source is known to be a regular file below file_dirs, of an accepted
+ * size. */
+static void copy_work(uv_work_t *req)
 {
 	struct fetch_job *j = req->data;
-	const char *src_path = j->a.url + 7;
-	int src = open(src_path, O_RDONLY | O_CLOEXEC);
-	if (src < 0) {
-		snprintf(j->err, sizeof(j->err), "cannot open %s: %s",
-			 src_path, strerror(errno));
-	} else {
-		copy_capped(src, j->tmpfd, j->max_size, j->err,
-			    sizeof(j->err));
-		close(src);
-	}
-	verify_work(req);
+	uint64_t size;
+	int src;
+	if (gw__file_open(j->a.url, j->file_dirs, j->max_size, &src, &size,
+			  j->err, sizeof(j->err)) != 0)
+		return;
+	gw__file_copy(src, j->tmpfd, size, j->cancel, j->deadline, j->err,
+		      sizeof(j->err));
+	close(src);
 }
 
 static int release_map(struct gw_release *r, char *err, size_t n)
@@ -328,6 +300,14 @@ static char *release_record(const struct gw_release *r)
 		/* Only the flag: the content key is in <store>/<id>.key. */
 		json_object_set_new(o, "encrypt", json_boolean(r->encrypt));
 	}
+	if (c) {
+		char cut[17];
+		snprintf(cut, sizeof(cut), "%016llx",
+			 (unsigned long long)r->canary_cut);
+		json_object_set_new(c, "canary_cut", json_string(cut));
+		json_object_set_new(c, "pause_failure_min",
+				    json_integer(r->fail_min));
+	}
 	if (o && c)
 		json_object_set_new(o, "campaign", c);
 	else
@@ -378,6 +358,56 @@ static void retire_newer(struct gw *gw, const struct gw_release *dg)
 	}
 }
 
+/* A newer normal release retires every signed downgrade of its product:
+ * devices that took the downgrade move on to it and never back. */
+static void retire_downgrades(struct gw *gw, const struct gw_release *nr)
+{
+	for (struct gw_release *r = gw->releases; r; r = r->next) {
+		int c;
+		if (strcmp(r->m.product, nr->m.product) != 0 || r->aborted ||
+		    !r->m.downgrade ||
+		    proto_version_cmp(r->m.version, nr->m.version, &c) != 0 ||
+		    c >= 0)
+			continue;
+		char why[160];
+		snprintf(why, sizeof(why),
+			 "superseded by the newer release %s (release %s)",
+			 nr->m.version, nr->id);
+		gw__campaign_abort(gw, r, why);
+	}
+}
+
+/* Expired packages, and downgrades that a newer release has overtaken:
+ * refused with the reason (true), never announced. */
+static bool refuse_stale(struct gw *gw, const struct fetch_job *j)
+{
+	char why[256] = "";
+	int64_t now = util_wall_ms() / 1000;
+	if (j->m.expires && now >= j->m.expires)
+		snprintf(why, sizeof(why), "package expired at %lld (now %lld)",
+			 (long long)j->m.expires, (long long)now);
+	for (struct gw_release *r = gw->releases; !why[0] && j->m.downgrade && r;
+	     r = r->next) {
+		int c;
+		if (!strcmp(r->m.product, j->m.product) && !r->m.downgrade &&
+		    proto_version_cmp(r->m.version, j->m.replaces, &c) == 0 &&
+		    c > 0)
+			snprintf(why, sizeof(why),
+				 "signed downgrade to %s replaces %s, but %s "
+				 "(release %s) is newer: a stale downgrade",
+				 j->m.version, j->m.replaces, r->m.version,
+				 r->id);
+	}
+	if (!why[0])
+		return false;
+	gw->stats.releases_refused++;
+	log_warnx("release REFUSED product=%s version=%s release=%s "
+		  "reason=\"%s\"",
+		  j->m.product, j->m.version, j->id, why);
+	gw__event(gw, NULL, j->id, "release_refused", why);
+	return true;
+}
+
 static void release_add(struct gw *gw, struct gw_release *r)
 {
 	r->next = gw->releases;
@@ -389,13 +419,18 @@ static void fetch_done(uv_work_t *req, int status)
 	struct fetch_job *j = req->data;
 	struct gw *gw = j->gw;
 	char err[320];
+	gw__lane_finished(gw, &gw->verify_lane);
 	gw->fetches--;
 	close(j->tmpfd);
 	if (status != 0 || j->rc != 0) {
+		if (j->tmp[0])
+			unlink(j->tmp); /* cancelled before its check */
+		if (status != 0 && !j->err[0])
+			snprintf(j->err, sizeof(j->err),
+				 "cancelled: the gateway is stopping");
 		gw->stats.releases_refused++;
 		log_warnx("release REFUSED product=%s url=%s reason=\"%s\"",
-			  j->product, j->a.url,
-			  status ? "cancelled" : j->err);
+			  j->product, j->url_log, j->err);
 		gw__event(gw, NULL, NULL, "release_refused", j->err);
 		goto out;
 	}
@@ -404,6 +439,8 @@ static void fetch_done(uv_work_t *req, int status)
 			 j->id);
 		goto out;
 	}
+	if (refuse_stale(gw, j))
+		goto out;
 	const struct gw_release *newer =
 	    j->m.downgrade ? NULL : newer_or_equal(gw, &j->m);
 	if (newer) {
@@ -462,6 +499,8 @@ static void fetch_done(uv_work_t *req, int status)
 	}
 	if (r->m.downgrade)
 		retire_newer(gw, r);
+	else
+		retire_downgrades(gw, r);
 	gw__campaign_init(gw, r);
 	gw__release_save(gw, r);
 	release_add(gw, r);
@@ -490,8 +529,21 @@ static void https_done(void *ud, int rc, const char *err)
 		snprintf(why, sizeof(why), "%s", err);
 		snprintf(j->err, sizeof(j->err), "download failed: %s", why);
 	}
-	if (uv_queue_work(j->gw->loop, &j->req, verify_work, fetch_done) != 0)
-		fetch_done(&j->req, -1);
+	gw__lane_submit(j->gw, &j->gw->verify_lane, &j->li, verify_work,
+			fetch_done);
+}
+
+/* The file:// copy ended (on the loop): verify it in the next lane. */
+static void copy_done(uv_work_t *req, int status)
+{
+	struct fetch_job *j = req->data;
+	gw__lane_finished(j->gw, &j->gw->copy_lane);
+	j->t_fetched = util_mono_ms();
+	if (status != 0 && !j->err[0])
+		snprintf(j->err, sizeof(j->err),
+			 "cancelled: the gateway is stopping");
+	gw__lane_submit(j->gw, &j->gw->verify_lane, &j->li, verify_work,
+			fetch_done);
 }
 
 void gw__announce(struct gw *gw, const char *product, const void *payload,
@@ -528,21 +580,33 @@ void gw__announce(struct gw *gw, const char *product, const void *payload,
 	}
 	j->gw = gw;
 	snprintf(j->product, sizeof(j->product), "%s", product);
-	memcpy(j->pubkey, gw->pubkey, sizeof(j->pubkey));
+	memcpy(j->pubkey, gw->trust.pub, sizeof(j->pubkey));
+	j->trust.pub = gw->trust.have_pub ? j->pubkey : NULL;
+	if (gw->trust.have_ks) {
+		j->ks = gw->trust.env.ks;
+		j->trust.ks = &j->ks;
+	}
 	j->max_size = (uint64_t)gw->cfg.max_package_mb << 20;
 	snprintf(j->store_dir, sizeof(j->store_dir), "%s", gw->cfg.store_dir);
-	j->req.data = j;
+	memcpy(j->file_dirs, gw->cfg.file_dirs, sizeof(j->file_dirs));
+	j->cancel = &gw->fetch_cancel;
+	gw__url_redact(j->a.url, j->url_log, sizeof(j->url_log));
+	j->li.req.data = j;
 	if (snprintf(j->tmp, sizeof(j->tmp), "%s/.fetch-XXXXXX",
 		     j->store_dir) >= (int)sizeof(j->tmp) ||
 	    (j->tmpfd = mkostemp(j->tmp, O_CLOEXEC)) < 0) {
 		log_warnx("announcement for %s: cannot create a file in %s: %s",
 			  product, j->store_dir, strerror(errno));
+		gw__event(gw, NULL, NULL, "release_refused",
+			  "cannot create a file in the store");
 		proto_announce_free(&j->a);
 		free(j);
 		return;
 	}
 	j->t_announce = util_mono_ms();
-	log_info("announcement product=%s url=%s: fetching", product, j->a.url);
+	j->deadline = j->t_announce + (uint64_t)gw->cfg.fetch_timeout_s * 1000;
+	log_info("announcement product=%s url=%s: fetching", product,
+		 j->url_log);
 	gw->fetches++;
 	if (strncmp(j->a.url, "https://", 8) == 0) {
 		j->https = gw__https_get(gw, j->a.url, j->tmpfd, j->max_size,
@@ -553,8 +617,7 @@ void gw__announce(struct gw *gw, const char *product, const void *payload,
 		https_done(j, -1, j->err);
 		return;
 	}
-	if (uv_queue_work(gw->loop, &j->req, file_work, fetch_done) != 0)
-		fetch_done(&j->req, -1);
+	gw__lane_submit(gw, &gw->copy_lane, &j->li, copy_work, copy_done);
 }
 
 /* ------------------------------------------------- reload on start */
@@ -613,8 +676,9 @@ static int release_load_cb(void *ud, const void *key, size_t klen,
 	if (!r || !id || !man || !sig || !path ||
 	    strlen(id) != PROTO_RELEASE_HEX_LEN ||
 	    proto_hex_decode(sig, r->sig, PROTO_SIG_LEN) != 0 ||
-	    proto_verify(gw->pubkey, man, strlen(man), r->sig) != 0 ||
-	    proto_manifest_decode(man, strlen(man), &r->m, NULL) != 0) {
+	    proto_manifest_decode(man, strlen(man), &r->m, NULL) != 0 ||
+	    trust_check(&gw->trust, r->m.product, man, strlen(man), r->sig, 0,
+			err, sizeof(err)) != 0) {
 		log_warnx("ledger: release record %s unusable, skipped",
 			  id ? id : "?");
 		goto fail;
@@ -649,7 +713,11 @@ static int release_load_cb(void *ud, const void *key, size_t klen,
 	CU32(r->started, "started");
 	CU32(r->committed, "committed");
 	CU32(r->failed, "failed");
+	CU32(r->fail_min, "pause_failure_min");
 #undef CU32
+	/* A campaign of an older gateway has no draw: the first to come. */
+	const char *cut = json_string_value(json_object_get(c, "canary_cut"));
+	r->canary_cut = cut ? strtoull(cut, NULL, 16) : UINT64_MAX;
 	r->paused = json_is_true(json_object_get(c, "paused"));
 	r->aborted = json_is_true(json_object_get(c, "aborted"));
 	r->canary = json_is_true(json_object_get(c, "canary"));
@@ -691,4 +759,55 @@ fail:
 int gw__releases_load(struct gw *gw)
 {
 	return store_foreach(gw->db, STORE_RELEASES, release_load_cb, gw);
+}
+
+/* ------------------------------------------------------ key set reload */
+
+void gw__keyset_reload(struct gw *gw)
+{
+	char why[320], *json = NULL;
+	size_t len;
+	if (!gw->cfg.keyset_file[0]) {
+		log_info("SIGHUP: no keyset_file configured, nothing to reload");
+		return;
+	}
+	if (util_read_file(gw->cfg.keyset_file, PROTO_KEYSET_MAX, &json, &len,
+			   why, sizeof(why)) != 0) {
+		log_warnx("SIGHUP: key set not reloaded: %s", why);
+		return;
+	}
+	int rc = trust_update(&gw->trust, json, len, util_wall_ms() / 1000,
+			      why, sizeof(why));
+	free(json);
+	if (rc <= 0) {
+		if (rc < 0)
+			log_warnx("SIGHUP: key set %s REFUSED, keeping version "
+				  "%llu: %s",
+				  gw->cfg.keyset_file,
+				  (unsigned long long)gw->trust.env.ks.version,
+				  why);
+		else
+			log_info("SIGHUP: key set %s is not newer than version "
+				 "%llu: unchanged",
+				 gw->cfg.keyset_file,
+				 (unsigned long long)gw->trust.env.ks.version);
+		if (rc < 0)
+			gw__event(gw, NULL, NULL, "keyset_refused", why);
+		return;
+	}
+	snprintf(why, sizeof(why), "version %llu, %u publisher keys",
+		 (unsigned long long)gw->trust.env.ks.version,
+		 gw->trust.env.ks.npub);
+	log_info("key set updated: %s", why);
+	gw__event(gw, NULL, NULL, "keyset_updated", why);
+	/* A release signed by a key the new set no longer lists is retired. */
+	for (struct gw_release *r = gw->releases; r; r = r->next) {
+		if (r->aborted ||
+		    trust_check(&gw->trust, r->m.product, r->manifest,
+				r->manifest_len, r->sig, 0, why,
+				sizeof(why)) == 0)
+			continue;
+		gw__campaign_abort(gw, r, "its publisher key is no longer "
+					  "trusted (key set updated)");
+	}
 }

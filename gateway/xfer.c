@@ -173,7 +173,9 @@ void gw__xfer_offer(struct gw *gw, struct gw_device *d)
 {
 	struct gw_xfer *x = d->x;
 	struct gw_release *r = x->rel;
-	struct proto_offer o = {.manifest = r->manifest,
+	struct proto_offer o = {.keyset = gw->trust.env_json,
+				.keyset_len = gw->trust.env_len,
+				.manifest = r->manifest,
 				.manifest_len = r->manifest_len,
 				.fragment_size = r->frag_size,
 				.fragments = r->nfrags - r->tfrags,

@@ -26,6 +26,7 @@ static const char *const announce_keys[] = {
 	"canary_success_percent",
 	"pause_failure_percent",
 	"encrypt",
+	"pause_failure_min",
 };
 
 static int announce_check_keys(const json_t *root, struct proto_err *err)
@@ -179,6 +180,10 @@ int proto_announce_decode(const char *buf, size_t len,
 	}
 	a->encrypt_set = enc != NULL;
 	a->encrypt = json_is_true(enc);
+	if ((rc = proto__json_int(root, "pause_failure_min", false, 0,
+				  PROTO_PAUSE_FAILURE_MIN_MAX, &v, NULL, err)) < 0)
+		goto out_fail;
+	a->pause_failure_min = (uint32_t)v;
 	json_decref(root);
 	return 0;
 out_fail:
@@ -399,7 +404,11 @@ int proto_offer_encode(const struct proto_offer *o, char **out, size_t *len)
 				   json_integer(o->table_fragments))) < 0) ||
 	    (o->group &&
 	     (rc = proto__json_set(obj, "group", json_true())) < 0) ||
-	    (o->enc_alg[0] && (rc = offer_enc_encode(obj, o)) < 0))
+	    (o->enc_alg[0] && (rc = offer_enc_encode(obj, o)) < 0) ||
+	    (o->keyset &&
+	     (rc = proto__json_set(obj, "keyset",
+				   json_stringn(o->keyset, o->keyset_len))) <
+		     0))
 		goto out_obj;
 	rc = proto__json_dump(obj, out, len);
 out_obj:
@@ -410,8 +419,8 @@ out_obj:
 static int offer_fields(const json_t *root, struct proto_offer *o,
 			struct proto_err *err)
 {
-	const char *s;
-	size_t n;
+	const char *s, *ks;
+	size_t n, kn;
 	int64_t v;
 	int rc;
 
@@ -467,10 +476,21 @@ static int offer_fields(const json_t *root, struct proto_offer *o,
 				  "field 'manifest': %zu bytes, must be "
 				  "1..%d",
 				  n, PROTO_MANIFEST_MAX);
-	if ((o->manifest = malloc(n + 1)) == NULL)
+	if ((rc = proto__json_str(root, "keyset", false, &ks, &kn, err)) < 0)
+		return rc;
+	if (ks && (kn < 1 || kn > PROTO_KEYSET_MAX))
+		return proto__err(err, PROTO_ERANGE,
+				  "field 'keyset': %zu bytes, must be 1..%d",
+				  kn, PROTO_KEYSET_MAX);
+	if ((o->manifest = malloc(n + 1)) == NULL ||
+	    (ks && (o->keyset = malloc(kn + 1)) == NULL))
 		return proto__err(err, PROTO_ENOMEM, "out of memory");
 	memcpy(o->manifest, s, n + 1);
 	o->manifest_len = n;
+	if (ks) {
+		memcpy(o->keyset, ks, kn + 1);
+		o->keyset_len = kn;
+	}
 	return 0;
 }
 
@@ -498,8 +518,10 @@ void proto_offer_free(struct proto_offer *o)
 	if (o == NULL)
 		return;
 	free(o->manifest);
+	free(o->keyset);
 	o->manifest = NULL;
-	o->manifest_len = 0;
+	o->keyset = NULL;
+	o->manifest_len = o->keyset_len = 0;
 }
 
 /* -------------------------------------------------------------- status */

@@ -41,6 +41,18 @@ int proto_manifest_encode(const struct proto_manifest *m, char **out,
 		return PROTO_ERANGE;
 	if (m->block_size != 0 && !block_size_ok(m->block_size, m->size))
 		return PROTO_ERANGE;
+	if (m->downgrade != (m->replaces[0] != '\0'))
+		return PROTO_EFIELD;
+	if (m->downgrade && (proto_version_parse(m->replaces, NULL) < 0 ||
+			     proto_version_cmp(m->replaces, m->version, &rc) <
+				     0 ||
+			     rc <= 0))
+		return PROTO_EVERSION;
+	if (m->security_version > PROTO_SECURITY_VERSION_MAX)
+		return PROTO_ERANGE;
+	if (m->expires != 0 &&
+	    (m->expires <= m->created || m->expires > CREATED_MAX))
+		return PROTO_ERANGE;
 	proto_hex_encode(m->sha256, PROTO_SHA256_LEN, hex);
 	proto_hex_encode(m->blocks, PROTO_SHA256_LEN, bhex);
 
@@ -63,12 +75,61 @@ int proto_manifest_encode(const struct proto_manifest *m, char **out,
 				    json_integer(m->block_size))) < 0 ||
 	      (rc = proto__json_set(obj, "blocks", json_string(bhex))) < 0)) ||
 	    (m->downgrade &&
-	     (rc = proto__json_set(obj, "downgrade", json_true())) < 0))
+	     ((rc = proto__json_set(obj, "downgrade", json_true())) < 0 ||
+	      (rc = proto__json_set(obj, "replaces",
+				    json_string(m->replaces))) < 0)) ||
+	    (m->security_version &&
+	     (rc = proto__json_set(obj, "security_version",
+				   json_integer(m->security_version))) < 0) ||
+	    (m->expires &&
+	     (rc = proto__json_set(obj, "expires",
+				   json_integer((json_int_t)m->expires))) < 0))
 		goto out_obj;
 	rc = proto__json_dump(obj, out, len);
 out_obj:
 	json_decref(obj);
 	return rc;
+}
+
+/* "replaces", "security_version" and "expires" (see proto.h). */
+static int manifest_decode_rollback(const json_t *root,
+				    struct proto_manifest *m,
+				    struct proto_err *err)
+{
+	int64_t v;
+	bool have;
+	int rc, c;
+
+	if (json_object_get(root, "replaces") != NULL || m->downgrade) {
+		if (!m->downgrade)
+			return proto__err(err, PROTO_EFIELD,
+					  "field 'replaces' without "
+					  "'downgrade':true");
+		if ((rc = proto__json_version(root, "replaces", m->replaces,
+					      err)) < 0)
+			return rc;
+		if (proto_version_cmp(m->replaces, m->version, &c) < 0 ||
+		    c <= 0)
+			return proto__err(err, PROTO_EVERSION,
+					  "field 'replaces': %s is not newer "
+					  "than the downgrade's version %s",
+					  m->replaces, m->version);
+	}
+	if ((rc = proto__json_int(root, "security_version", false, 0,
+				  PROTO_SECURITY_VERSION_MAX, &v, &have,
+				  err)) < 0)
+		return rc;
+	m->security_version = have ? (uint32_t)v : 0;
+	if ((rc = proto__json_int(root, "expires", false, 1, CREATED_MAX, &v,
+				  &have, err)) < 0)
+		return rc;
+	if (have && v <= m->created)
+		return proto__err(err, PROTO_ERANGE,
+				  "field 'expires': %lld is not after "
+				  "'created' %lld",
+				  (long long)v, (long long)m->created);
+	m->expires = have ? v : 0;
+	return 0;
 }
 
 int proto_manifest_decode(const char *buf, size_t len,
@@ -148,6 +209,8 @@ int proto_manifest_decode(const char *buf, size_t len,
 		goto out_root;
 	}
 	tmp.downgrade = json_is_true(dg);
+	if ((rc = manifest_decode_rollback(root, &tmp, err)) < 0)
+		goto out_root;
 	if (m != NULL)
 		*m = tmp;
 	rc = 0;
@@ -283,7 +346,7 @@ int proto_pkg_header_encode(uint8_t buf[PROTO_PKG_HDR_LEN],
 }
 
 static int pkg_check(const uint8_t *buf, size_t len,
-		     const uint8_t pub[PROTO_PUBKEY_LEN],
+		     const struct proto_trust *t,
 		     struct proto_manifest *m, struct proto_pkg_layout *lay,
 		     uint8_t **table, struct proto_err *err)
 {
@@ -306,8 +369,15 @@ static int pkg_check(const uint8_t *buf, size_t len,
 				   l.manifest_len, &man, &merr);
 	if (rc < 0)
 		return proto__err(err, rc, "manifest: %s", merr.text);
-	rc = proto_verify(pub, buf + l.manifest_off, l.manifest_len,
-			  buf + l.sig_off);
+	rc = proto_trust_verify(t, man.product, buf + l.manifest_off,
+				l.manifest_len, buf + l.sig_off);
+	if (rc == PROTO_ESIG && t->ks != NULL)
+		return proto__err(err, rc,
+				  "signature does not verify with any "
+				  "publisher key the key set (version %llu) "
+				  "allows for product '%s'",
+				  (unsigned long long)t->ks->version,
+				  man.product);
 	if (rc == PROTO_ESIG)
 		return proto__err(err, rc,
 				  "signature does not verify with the "
@@ -369,7 +439,8 @@ int proto_pkg_check(const uint8_t *buf, size_t len,
 		    struct proto_manifest *m, struct proto_pkg_layout *lay,
 		    struct proto_err *err)
 {
-	return pkg_check(buf, len, pub, m, lay, NULL, err);
+	struct proto_trust t = {.pub = pub};
+	return pkg_check(buf, len, &t, m, lay, NULL, err);
 }
 
 int proto_pkg_check_table(const uint8_t *buf, size_t len,
@@ -378,6 +449,17 @@ int proto_pkg_check_table(const uint8_t *buf, size_t len,
 			  struct proto_pkg_layout *lay, uint8_t **table,
 			  struct proto_err *err)
 {
+	struct proto_trust t = {.pub = pub};
 	*table = NULL;
-	return pkg_check(buf, len, pub, m, lay, table, err);
+	return pkg_check(buf, len, &t, m, lay, table, err);
+}
+
+int proto_pkg_check_trust(const uint8_t *buf, size_t len,
+			  const struct proto_trust *t,
+			  struct proto_manifest *m,
+			  struct proto_pkg_layout *lay, uint8_t **table,
+			  struct proto_err *err)
+{
+	*table = NULL;
+	return pkg_check(buf, len, t, m, lay, table, err);
 }

@@ -104,8 +104,11 @@ int proto_hex_decode(const char *in, uint8_t *out, size_t outlen);
  * {"format":1,"product":"sensor","version":"1.1.0","size":1234,
  *  "sha256":"<64 hex>","created":1700000000}
  * then, when the package has a block table (`ota-gateway pack` always
- * makes one), "block_size":4096,"blocks":"<64 hex>", and optionally
- * "downgrade":true (a signed, explicit downgrade).
+ * makes one), "block_size":4096,"blocks":"<64 hex>", and optionally, in
+ * this order, "downgrade":true,"replaces":"1.2.0" (a signed, explicit
+ * downgrade and the newest version it replaces: always together),
+ * "security_version":N (1..2^24-1) and "expires":T (unix seconds >
+ * created).
  * The block table is the SHA-256 of every block_size piece of the payload
  * (the last may be shorter), 32 bytes each, in order; `blocks` is the
  * SHA-256 of that table. It lets a device check each block before it
@@ -131,7 +134,20 @@ struct proto_manifest {
 	 * as "downgrade":true after "created" only when set, so manifests
 	 * without it are byte for byte what they were. */
 	bool downgrade;
+	/* A downgrade names the newest version it replaces ("replaces"):
+	 * it applies only to devices that never ran anything newer than
+	 * that. Required with downgrade, refused without it. */
+	char replaces[PROTO_VERSION_MAX + 1];
+	/* Anti-rollback counter (MCUboot's security counter): a device never
+	 * installs a manifest whose security_version is below the highest it
+	 * has committed. 0 = absent (encoded only when > 0). */
+	uint32_t security_version;
+	/* Unix seconds after which nobody may announce or accept it; 0 =
+	 * never (encoded only when set). Freeze-attack bound. */
+	int64_t expires;
 };
+
+#define PROTO_SECURITY_VERSION_MAX 0xffffffu
 
 int proto_manifest_encode(const struct proto_manifest *m, char **out,
 			  size_t *len);
@@ -300,6 +316,102 @@ int proto_key_unwrap(const uint8_t dev_priv[PROTO_EC_PRIV_LEN],
 /* A fresh P-256 key pair (tests, tools). Returns 0 or PROTO_ECRYPTO. */
 int proto_ec_keygen(uint8_t priv[PROTO_EC_PRIV_LEN],
 		    uint8_t pub[PROTO_EC_PUB_LEN]);
+/* ------------------------------------------------------------- key sets */
+
+/*
+ * Key set (TUF's root role, reduced): an offline root key, or k of n root
+ * keys, signs which publisher keys may sign manifests for which product.
+ * The signed body is compact JSON, signed byte for byte:
+ * {"type":"ota-keyset","version":2,"created":1700000000,"expires":1800000000,
+ *  "root":{"threshold":1,"keys":["<64 hex>",...]},
+ *  "publishers":[{"product":"sensor","key":"<64 hex>"},
+ *                {"product":"*","key":"<64 hex>"}]}
+ * and travels in an envelope:
+ * {"signed":"<the body, verbatim>","signatures":[{"key":"<64 hex>",
+ *  "sig":"<128 hex>"},...]}
+ * `version` only goes up; `expires` is required (freeze bound); product
+ * "*" means every product. A publisher key not listed is not trusted: a
+ * revoked key is one the newest key set no longer lists.
+ */
+#define PROTO_KEYSET_MAX 16384   /* bytes of an envelope */
+#define PROTO_ROOT_KEYS_MAX 8
+#define PROTO_PUBLISHERS_MAX 32
+
+struct proto_keyset_pub {
+	char product[PROTO_ID_MAX + 1]; /* or "*" */
+	uint8_t key[PROTO_PUBKEY_LEN];
+};
+
+struct proto_keyset {
+	uint64_t version; /* 1 .. 2^53 */
+	int64_t created, expires;
+	uint32_t threshold; /* 1 .. nroot */
+	uint32_t nroot;
+	uint8_t root[PROTO_ROOT_KEYS_MAX][PROTO_PUBKEY_LEN];
+	uint32_t npub;
+	struct proto_keyset_pub pub[PROTO_PUBLISHERS_MAX];
+};
+
+struct proto_keyset_sig {
+	uint8_t key[PROTO_PUBKEY_LEN];
+	uint8_t sig[PROTO_SIG_LEN];
+};
+
+struct proto_keyset_env {
+	char *body; /* new: the signed body, NUL-terminated */
+	size_t body_len;
+	uint32_t nsig;
+	struct proto_keyset_sig sig[PROTO_ROOT_KEYS_MAX];
+	struct proto_keyset ks; /* the body, decoded */
+};
+
+/* The body. Encode validates (ranges, distinct root keys, threshold) and
+ * is deterministic; decode rejects unknown members (a key set is policy,
+ * and a misread policy is worse than a refused one). */
+int proto_keyset_encode(const struct proto_keyset *ks, char **out,
+			size_t *len);
+int proto_keyset_decode(const char *buf, size_t len, struct proto_keyset *ks,
+			struct proto_err *err);
+/* The envelope (body decoded into e->ks; signatures not checked here).
+ * On failure nothing is allocated. */
+int proto_keyset_env_encode(const struct proto_keyset_env *e, char **out,
+			    size_t *len);
+int proto_keyset_env_decode(const char *buf, size_t len,
+			    struct proto_keyset_env *e, struct proto_err *err);
+void proto_keyset_env_free(struct proto_keyset_env *e);
+
+/*
+ * May `next` replace the trusted `cur`? (cur may be an anchor: version 0,
+ * its root keys and threshold from the configuration, no publishers.)
+ * Requires: at least cur's threshold of distinct cur root keys signed
+ * the body; when next names other root keys, also next's own threshold
+ * of them (TUF root rotation); next->version > cur->version; and, when
+ * now > 0, now < next's expires. Returns 0 or PROTO_ESIG / PROTO_ERANGE
+ * with the reason in err.
+ */
+int proto_keyset_accept(const struct proto_keyset *cur,
+			const struct proto_keyset_env *next, int64_t now,
+			struct proto_err *err);
+
+/* Who may sign manifests: the key set's publisher keys when `ks` is set,
+ * else the single key `pub`. */
+struct proto_trust {
+	const uint8_t *pub;
+	const struct proto_keyset *ks;
+};
+
+/* Does `sig` over the manifest bytes verify with a key trusted for
+ * `product`? 0, PROTO_ESIG (none does) or PROTO_EKEY (no key at all). */
+int proto_trust_verify(const struct proto_trust *t, const char *product,
+		       const void *manifest, size_t len,
+		       const uint8_t sig[PROTO_SIG_LEN]);
+
+/* proto_pkg_check_table, with a trust instead of one key. */
+int proto_pkg_check_trust(const uint8_t *buf, size_t len,
+			  const struct proto_trust *t,
+			  struct proto_manifest *m,
+			  struct proto_pkg_layout *lay, uint8_t **table,
+			  struct proto_err *err);
 
 /* ------------------------------------------------------ binary messages */
 
@@ -362,13 +474,14 @@ bool proto_ack_has(const struct proto_ack *a, uint32_t index);
  * {"url":"file:///path/pkg.ota", "group":"g1", "devices":["d1","d2"],
  *  "fragment_size":4096, "window":32, "concurrency":50,
  *  "canary_percent":10, "canary_success_percent":90,
- *  "pause_failure_percent":20, "encrypt":true}
+ *  "pause_failure_percent":20, "pause_failure_min":2, "encrypt":true}
  * Only `url` is required (scheme file:// or https://). Unlike the other
  * decoders, unknown members are rejected (PROTO_EFIELD): a misspelt
  * targeting key must not widen a rollout. `group` "" and `devices` []
  * are invalid (omit them instead). On failure nothing is allocated
  * (devices NULL) and _free is not needed, though harmless.
  */
+#define PROTO_PAUSE_FAILURE_MIN_MAX 1000000
 struct proto_announce {
 	char url[PROTO_URL_MAX + 1];
 	char group[PROTO_ID_MAX + 1]; /* "" = any group */
@@ -385,6 +498,9 @@ struct proto_announce {
 	/* "encrypt": true / false; absent = the gateway's default. */
 	bool encrypt;
 	bool encrypt_set;
+	uint32_t pause_failure_min; /* 1..PROTO_PAUSE_FAILURE_MIN_MAX: failed
+				       devices before any automatic pause
+				       (canary or rate); 0 = gateway's */
 };
 
 int proto_announce_decode(const char *buf, size_t len,
@@ -424,6 +540,11 @@ struct proto_offer {
 	char enc_alg[PROTO_ID_MAX + 1];
 	uint8_t enc_epk[PROTO_EC_PUB_LEN];
 	uint8_t enc_key[PROTO_ENC_WRAPPED_LEN];
+	/* The gateway's newest key set envelope, verbatim (new on decode,
+	 * borrowed on encode; NULL = absent): the device adopts it when it
+	 * is newer than its own and signed by its root keys. */
+	char *keyset;
+	size_t keyset_len;
 };
 
 /* "ota/grp/<release>/frag": where group fragments of a release go. */

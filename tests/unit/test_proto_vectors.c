@@ -190,10 +190,46 @@ static int run_offer(const uint8_t *buf, size_t len, bool ok)
 		assert_memory_equal(o2.enc_epk, o.enc_epk, PROTO_EC_PUB_LEN);
 		assert_memory_equal(o2.enc_key, o.enc_key,
 				    PROTO_ENC_WRAPPED_LEN);
+		assert_int_equal(o2.keyset_len, o.keyset_len);
+		if (o.keyset)
+			assert_memory_equal(o2.keyset, o.keyset, o.keyset_len);
 		proto_offer_free(&o2);
 		free(out);
 	}
 	proto_offer_free(&o);
+	return 0;
+}
+
+/* Key set envelopes: decode, and for good ones encode again to the same
+ * signed body and signatures (signatures are not checked here). */
+static int run_keyset(const uint8_t *buf, size_t len, bool ok)
+{
+	struct proto_keyset_env e, e2;
+	struct proto_err err;
+	char *out;
+	size_t olen;
+	int rc;
+
+	err.text[0] = '\0';
+	rc = proto_keyset_env_decode((const char *)buf, len, &e, &err);
+	if (rc < 0) {
+		assert_true(err.text[0] != '\0');
+		assert_null(e.body);
+		return rc;
+	}
+	if (ok) {
+		assert_int_equal(proto_keyset_env_encode(&e, &out, &olen), 0);
+		assert_int_equal(proto_keyset_env_decode(out, olen, &e2, NULL),
+				 0);
+		assert_int_equal(e2.body_len, e.body_len);
+		assert_memory_equal(e2.body, e.body, e.body_len);
+		assert_int_equal(e2.nsig, e.nsig);
+		assert_memory_equal(e2.sig, e.sig, sizeof(e.sig));
+		assert_memory_equal(&e2.ks, &e.ks, sizeof(e.ks));
+		proto_keyset_env_free(&e2);
+		free(out);
+	}
+	proto_keyset_env_free(&e);
 	return 0;
 }
 
@@ -318,6 +354,12 @@ static void test_vectors_manifest(void **state)
 	run_kind("manifest", false, run_manifest);
 }
 
+static void test_vectors_keyset(void **state)
+{
+	(void)state;
+	run_kind("keyset", false, run_keyset);
+}
+
 static void test_vectors_announce(void **state)
 {
 	(void)state;
@@ -352,6 +394,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_vectors_manifest),
+		cmocka_unit_test(test_vectors_keyset),
 		cmocka_unit_test(test_vectors_announce),
 		cmocka_unit_test(test_vectors_offer),
 		cmocka_unit_test(test_vectors_status),
