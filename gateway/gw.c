@@ -204,90 +204,24 @@ void gw__device_dirty(struct gw *gw, struct gw_device *d)
 	d->dirty = true;
 }
 
-static json_t *timings_json(const struct proto_timings *t)
-{
-	json_t *o = json_object();
-	const struct {
-		const char *k;
-		int64_t v;
-	} f[] = {{"download_ms", t->download_ms}, {"verify_ms", t->verify_ms},
-		 {"install_ms", t->install_ms},	  {"restart_ms", t->restart_ms},
-		 {"total_ms", t->total_ms}};
-	for (size_t i = 0; i < 5; i++)
-		if (f[i].v >= 0)
-			json_object_set_new(o, f[i].k, json_integer(f[i].v));
-	return o;
-}
-
-/* The ledger record of a device (read back by `status` and on start). */
-static char *device_record(const struct gw_device *d)
-{
-	json_t *o = json_pack(
-	    "{s:s,s:s,s:s,s:s,s:s,s:b,s:s,s:s,s:I,s:I,s:I,s:I,s:s,s:o,"
-	    "s:I,s:I,s:I,s:I}",
-	    "device", d->id, "product", d->product, "version", d->version,
-	    "group", d->group, "state", proto_state_name(d->state), "online",
-	    d->online, "release", d->release, "failed_release",
-	    d->failed_release, "acked", (json_int_t)d->acked, "fragments",
-	    (json_int_t)d->frags, "frags_sent", (json_int_t)d->frags_sent,
-	    "frags_resent", (json_int_t)d->frags_resent, "error", d->error,
-	    "timings", timings_json(&d->timings), "offered_ms",
-	    (json_int_t)d->offered_ms, "transferred_ms",
-	    (json_int_t)d->transferred_ms, "finished_ms",
-	    (json_int_t)d->finished_ms, "seen_ms", (json_int_t)d->seen_ms);
-	char *s = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
-	json_decref(o);
-	return s;
-}
-
 static int device_load_cb(void *ud, const void *key, size_t klen,
 			  const char *val, size_t vlen)
 {
 	(void)key;
 	(void)klen;
 	struct gw *gw = ud;
-	json_error_t je;
-	json_t *o = json_loadb(val, vlen, 0, &je);
-	const char *id = o ? json_string_value(json_object_get(o, "device"))
-			   : NULL;
-	if (!id || !proto_id_valid(id)) {
+	struct gw_device tmp = {0};
+	if (gw__device_parse(val, vlen, &tmp) != 0) {
 		log_warnx("ledger: skipping unreadable device record");
-		json_decref(o);
 		return 0;
 	}
-	struct gw_device *d = gw_device_get(gw, id);
-	if (!d) {
-		json_decref(o);
+	struct gw_device *d = gw_device_get(gw, tmp.id);
+	if (!d)
 		return -1;
-	}
-#define GET_STR(field, name)                                                   \
-	snprintf(d->field, sizeof(d->field), "%s",                             \
-		 json_string_value(json_object_get(o, name))                   \
-		     ? json_string_value(json_object_get(o, name))             \
-		     : "")
-	GET_STR(product, "product");
-	GET_STR(version, "version");
-	GET_STR(group, "group");
-	GET_STR(release, "release");
-	GET_STR(failed_release, "failed_release");
-	GET_STR(error, "error");
-#undef GET_STR
-	enum proto_state st;
-	const char *sn = json_string_value(json_object_get(o, "state"));
-	d->state = (sn && proto_state_parse(sn, &st) == 0) ? st
-							   : PROTO_ST_OFFLINE;
-	d->acked = (uint32_t)json_integer_value(json_object_get(o, "acked"));
-	d->frags = (uint32_t)json_integer_value(json_object_get(o, "fragments"));
-	d->frags_sent =
-	    (uint64_t)json_integer_value(json_object_get(o, "frags_sent"));
-	d->frags_resent =
-	    (uint64_t)json_integer_value(json_object_get(o, "frags_resent"));
-	d->offered_ms = json_integer_value(json_object_get(o, "offered_ms"));
-	d->transferred_ms =
-	    json_integer_value(json_object_get(o, "transferred_ms"));
-	d->finished_ms = json_integer_value(json_object_get(o, "finished_ms"));
-	d->online = false; /* until the device speaks again */
-	json_decref(o);
+	tmp.x = d->x;
+	tmp.dirty = d->dirty;
+	tmp.poll_ms = d->poll_ms;
+	*d = tmp;
 	return 0;
 }
 
@@ -348,7 +282,7 @@ static void queue_dirty(struct gw *gw)
 {
 	for (size_t i = 0; i < gw->ndirty; i++) {
 		struct gw_device *d = gw->dirty[i];
-		char *rec = device_record(d);
+		char *rec = gw__device_record(d);
 		if (!rec || store_put(gw->db, STORE_DEVICES, d->id, rec,
 				      strlen(rec)) != 0)
 			log_warnx("ledger: cannot queue record of %s", d->id);

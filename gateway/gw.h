@@ -9,6 +9,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <uv.h>
 
 #include "common/mq.h"
@@ -311,6 +312,33 @@ int gw__parse_when(const char *s, int64_t now, int64_t *out, char *err,
 		   size_t n);
 
 /* commands */
+/* ledger.c: the device record. Record: new JSON text, NULL when out of
+ * memory. Parse: -1 when the record names no valid device id; otherwise
+ * 0 and every member of d it stores is set (a member that is missing, of
+ * the wrong type or out of range reads as empty, 0 or -1; acked <= frags,
+ * frags_resent <= frags_sent), online false, the rest of d untouched. */
+char *gw__device_record(const struct gw_device *d);
+int gw__device_parse(const char *val, size_t vlen, struct gw_device *d);
+
+/* fsck.c: the checks of `ota-gateway fsck` over records given in walk
+ * order (releases, devices, events, meta; each in key order), packages not
+ * looked at. Problem lines go to out (NULL: none); returns how many. */
+struct gw__ledger_rec {
+	enum store_db db;
+	const void *key;
+	size_t klen;
+	const char *val;
+	size_t vlen;
+};
+uint64_t gw__fsck_records(const struct gw__ledger_rec *recs, size_t n,
+			  FILE *out);
+/* status.c: the table of `ota-gateway status` on stdout, from the records
+ * (JSON arrays of what the ledger holds; any JSON in them is shown as
+ * well as it can be). */
+struct json_t;
+void gw__status_print(struct json_t *rels, struct json_t *devs,
+		      struct json_t *events, bool wide);
+
 int gw__cmd_keygen(int argc, char **argv);
 int gw__cmd_pack(int argc, char **argv);
 int gw__cmd_verify(int argc, char **argv);

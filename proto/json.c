@@ -545,6 +545,16 @@ void proto_status_init(struct proto_status *s)
 	s->ts = 0;
 }
 
+/* `progress` carries 6 decimal places (PROTOCOL.md section 5.3): both
+ * sides round to the nearest multiple of 10^-6, so what the decoder
+ * returns is exactly what the encoder writes (JSON_REAL_PRECISION(6) prints
+ * such a number in full) and decode(encode(s)) gives s back. p in 0..1. */
+static double progress_round(double p)
+{
+	return (double)(int64_t)(p * PROTO_PROGRESS_SCALE + 0.5) /
+	       PROTO_PROGRESS_SCALE;
+}
+
 static bool fixed_str_ok(const char *s, size_t cap)
 {
 	return memchr(s, '\0', cap) != NULL;
@@ -652,7 +662,8 @@ int proto_status_encode(const struct proto_status *s, char **out,
 		    0)
 		goto out_obj;
 	if (s->progress >= 0 &&
-	    (rc = proto__json_set(obj, "progress", json_real(s->progress))) <
+	    (rc = proto__json_set(obj, "progress",
+				  json_real(progress_round(s->progress)))) <
 		    0)
 		goto out_obj;
 	if (errstr != NULL) {
@@ -735,6 +746,7 @@ static int status_fields(const json_t *root, struct proto_status *s,
 		if (!(s->progress >= 0 && s->progress <= 1.0))
 			return proto__err(err, PROTO_ERANGE,
 					  "field 'progress': not within 0..1");
+		s->progress = progress_round(s->progress);
 	}
 	if ((rc = proto__json_copy(root, "error", false, s->error,
 				   sizeof(s->error), err)) < 0 ||

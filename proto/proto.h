@@ -617,10 +617,15 @@ struct proto_timings {
  * update is in progress or has just ended; `progress` while downloading
  * (0..1); `error` when failed or rolled back; `timings` once measured.
  * The Last Will is the same message with state "offline".
+ * `progress` carries 6 decimal places: encode and decode both round it to
+ * the nearest multiple of 1/PROTO_PROGRESS_SCALE, so decode(encode(s))
+ * equals s once s came from decode.
  * Encode omits absent fields (see proto_status_init) and rejects invalid
  * ones; an `error` that is not valid UTF-8 is sent as ASCII with '?'. Decode sets absent optional fields to their absent values and
  * ignores unknown members; on failure *s is left untouched.
  */
+#define PROTO_PROGRESS_SCALE 1000000.0 /* progress: 6 decimal places */
+
 struct proto_status {
 	char device[PROTO_ID_MAX + 1];
 	char product[PROTO_ID_MAX + 1];
