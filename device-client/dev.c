@@ -619,6 +619,12 @@ static void on_offer(struct dev *d, const void *payload, size_t len)
 	}
 	bool same = !strcmp(o.release, d->p.release);
 	if (same && d->st == PROTO_ST_DOWNLOADING && d->held) {
+		/* A gateway that lost its content key sends a new one. */
+		if (d->enc && o.enc_alg[0] &&
+		    memcmp(o.enc_epk, d->p.enc_epk, PROTO_EC_PUB_LEN) != 0 &&
+		    dev__enc_accept(d, &o, why, sizeof(why)) != 0)
+			log_warnx("device=%s new key of %s ignored: %s",
+				  d->cfg.id, o.release, why);
 		send_ack(d); /* the gateway lost track: say where we are */
 		goto out;
 	}
@@ -633,6 +639,8 @@ static void on_offer(struct dev *d, const void *payload, size_t len)
 		goto out;
 	}
 	int rc = check_offer(d, &o, &m, why, sizeof(why));
+	if (rc == 0 && dev__enc_accept(d, &o, why, sizeof(why)) != 0)
+		rc = -1; /* encrypted, and not for this device */
 	if (rc > 0) {
 		log_info("device=%s offer of %s ignored: %s", d->cfg.id,
 			 o.release, why);
@@ -948,6 +956,27 @@ static int table_complete(struct dev *d)
 	return 0;
 }
 
+/* An encrypted fragment: decrypted and authenticated before anything
+ * else sees it. One that fails is dropped like a lost one (the next ack
+ * asks for it again) and counts with the failed block checks. 0, or -1
+ * (dropped; the update may have failed). */
+static int frag_decrypt(struct dev *d, const void *msg, struct proto_frag *f)
+{
+	int rc = dev__enc_open(d, msg, f);
+	if (rc == 0)
+		return 0;
+	d->stats.frags_unauth++;
+	if (d->stats.frags_unauth <= 10 || d->stats.frags_unauth % 100 == 0)
+		log_warnx("device=%s release=%s fragment %u failed decryption "
+			  "(%s, %llu so far): dropped, asked for again",
+			  d->cfg.id, d->p.release, f->index, proto_strerror(rc),
+			  (unsigned long long)d->stats.frags_unauth);
+	if (rc == PROTO_EAUTH && ++d->bad_blocks > BAD_BLOCKS_MAX(d))
+		fail_update(d, "fragments keep failing decryption: the data "
+			       "is being corrupted or forged");
+	return -1;
+}
+
 static void on_frag(struct dev *d, const void *payload, size_t len,
 		    bool from_group)
 {
@@ -972,6 +1001,8 @@ static void on_frag(struct dev *d, const void *payload, size_t len,
 	uint64_t end = f.index < t ? d->nblocks * PROTO_SHA256_LEN : d->m.size;
 	uint64_t off = (uint64_t)(f.index < t ? f.index : f.index - t) * fs;
 	size_t want = off + fs > end ? (size_t)(end - off) : fs;
+	if (d->enc)
+		want += PROTO_ENC_TAG_LEN; /* sealed: data, then its tag */
 	if (f.index >= n || f.len != want) {
 		d->stats.msgs_bad++;
 		log_debug("device=%s fragment %u of %u with %zu bytes dropped",
@@ -1000,6 +1031,8 @@ static void on_frag(struct dev *d, const void *payload, size_t len,
 		d->unacked++;
 		goto ack;
 	}
+	if (d->enc && frag_decrypt(d, payload, &f) != 0)
+		goto out; /* not authentic: not held, so asked for again */
 	if (f.index < t) {
 		/* The table goes to its own file: checked whole, below. */
 		ssize_t w = pwrite(d->table_fd, f.data, f.len, (off_t)off);
@@ -1192,7 +1225,8 @@ static void resume_download(struct dev *d)
 		(d->m.size + d->p.fragment_size - 1) / d->p.fragment_size ||
 	    d->m.block_size == 0 ||
 	    d->p.table_fragments !=
-		proto_table_fragments(&d->m, d->p.fragment_size)) {
+		proto_table_fragments(&d->m, d->p.fragment_size) ||
+	    dev__enc_resume(d, why, sizeof(why)) != 0) {
 		log_warnx("device=%s saved download unusable; waiting for a "
 			  "new offer", d->cfg.id);
 		d->st = d->p.phase = PROTO_ST_IDLE;
@@ -1302,7 +1336,7 @@ void dev_stop(struct dev *d, void (*on_stopped)(struct dev *d))
 		 "corrupted_test=%llu nobuf=%llu ahead=%llu evicted=%llu "
 		 "blocks_ok=%llu "
 		 "blocks_bad=%llu "
-		 "tables_bad=%llu bad=%llu stale=%llu acks=%llu "
+		 "tables_bad=%llu unauth=%llu bad=%llu stale=%llu acks=%llu "
 		 "peak_rss_kib=%ld",
 		 d->cfg.id, (unsigned long long)d->stats.frags_ok,
 		 (unsigned long long)d->stats.frags_dup,
@@ -1314,6 +1348,7 @@ void dev_stop(struct dev *d, void (*on_stopped)(struct dev *d))
 		 (unsigned long long)d->stats.blocks_ok,
 		 (unsigned long long)d->stats.blocks_bad,
 		 (unsigned long long)d->stats.tables_bad,
+		 (unsigned long long)d->stats.frags_unauth,
 		 (unsigned long long)d->stats.msgs_bad,
 		 (unsigned long long)d->stats.msgs_stale,
 		 (unsigned long long)d->stats.acks_sent, ru.ru_maxrss);
@@ -1323,6 +1358,7 @@ void dev_stop(struct dev *d, void (*on_stopped)(struct dev *d))
 	}
 	free(d->p.manifest);
 	d->p.manifest = NULL;
+	dev__enc_free(d);
 	trust_free(&d->trust);
 	if (d->mq && d->st != PROTO_ST_RESTARTING && mq_connected(d->mq)) {
 		/* A clean stop sends no Last Will: say it ourselves. */

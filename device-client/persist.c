@@ -37,6 +37,17 @@ char *dev__persist_json(const struct dev_persist *p)
 		json_decref(o);
 		o = NULL;
 	}
+	if (o && p->enc) { /* wrapped: useless without this device's key */
+		char epk[2 * PROTO_EC_PUB_LEN + 1];
+		char key[2 * PROTO_ENC_WRAPPED_LEN + 1];
+		proto_hex_encode(p->enc_epk, PROTO_EC_PUB_LEN, epk);
+		proto_hex_encode(p->enc_key, PROTO_ENC_WRAPPED_LEN, key);
+		if (json_object_set_new(o, "enc_epk", json_string(epk)) ||
+		    json_object_set_new(o, "enc_key", json_string(key))) {
+			json_decref(o);
+			o = NULL;
+		}
+	}
 	char *s = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
 	json_decref(o);
 	return s;
@@ -174,6 +185,24 @@ static int numbers(json_t *o, struct dev_persist *p, char *why, size_t n)
 	return 0;
 }
 
+/* An encrypted download's wrapped key (PROTOCOL.md 6.3): both members or
+ * neither. */
+static int enc_members(json_t *o, struct dev_persist *p, char *why, size_t n)
+{
+	const char *epk = json_string_value(json_object_get(o, "enc_epk"));
+	const char *key = json_string_value(json_object_get(o, "enc_key"));
+	if (!json_object_get(o, "enc_epk") && !json_object_get(o, "enc_key"))
+		return 0;
+	if (!epk || !key ||
+	    proto_hex_decode(epk, p->enc_epk, PROTO_EC_PUB_LEN) != 0 ||
+	    proto_hex_decode(key, p->enc_key, PROTO_ENC_WRAPPED_LEN) != 0)
+		return bad(why, n, "'enc_epk' and 'enc_key' are not %d and %d "
+				   "hex digits",
+			   2 * PROTO_EC_PUB_LEN, 2 * PROTO_ENC_WRAPPED_LEN);
+	p->enc = true;
+	return 0;
+}
+
 int dev__persist_parse(const char *buf, size_t len, struct dev_persist *p,
 		       char *why, size_t n)
 {
@@ -186,7 +215,9 @@ int dev__persist_parse(const char *buf, size_t len, struct dev_persist *p,
 		bad(why, n, "not JSON: %s", je.text);
 	else if (!json_is_object(o))
 		bad(why, n, "not a JSON object");
-	else if (strings(o, &tmp, why, n) == 0 && numbers(o, &tmp, why, n) == 0)
+	else if (strings(o, &tmp, why, n) == 0 &&
+		 numbers(o, &tmp, why, n) == 0 &&
+		 enc_members(o, &tmp, why, n) == 0)
 		rc = 0;
 	if (rc == 0) {
 		const char *man = json_string_value(json_object_get(o, "manifest"));

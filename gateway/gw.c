@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/conf.h"
@@ -62,6 +63,10 @@ static const struct conf_key gw_keys[] = {
       "retries of a failed download, with doubling delays from 1 s"),
     K("group_fragments", CONF_BOOL, group_fragments, 0, 0,
       "publish each fragment once for all devices updating together"),
+    K("encrypt_packages", CONF_BOOL, encrypt_packages, 0, 0,
+      "encrypt releases by default (announcement \"encrypt\" overrides)"),
+    K("device_cert_dir", CONF_STR, device_cert_dir, 0, 0,
+      "device certificates <id>.crt, to wrap encrypted releases' keys"),
     K("file_dirs", CONF_STR, file_dirs, 0, 0,
       "directories file:// packages may come from, ':'-separated "
       "absolute paths (default none: file:// refused)"),
@@ -108,6 +113,18 @@ static int gw_config_check(const struct gw_config *c, char *err, size_t n)
 	if (log_level_parse(c->log_level, &lvl) != 0) {
 		snprintf(err, n, "key 'log_level': '%s' is not one of error, "
 				 "warn, info, debug", c->log_level);
+		return -1;
+	}
+	if (c->encrypt_packages && !c->device_cert_dir[0]) {
+		snprintf(err, n, "key 'encrypt_packages' needs "
+				 "'device_cert_dir' (the devices' certificates)");
+		return -1;
+	}
+	struct stat st;
+	if (c->device_cert_dir[0] &&
+	    (stat(c->device_cert_dir, &st) != 0 || !S_ISDIR(st.st_mode))) {
+		snprintf(err, n, "key 'device_cert_dir': %s is not a directory",
+			 c->device_cert_dir);
 		return -1;
 	}
 	for (const char *d = c->file_dirs; *d;) {
@@ -342,6 +359,9 @@ static void gw_offer_if_due(struct gw *gw, struct gw_device *d)
 						&c) == 0 && c > 0))
 			best = r;
 	}
+	/* Encrypted: only to a device whose certificate the gateway has. */
+	if (best && best->encrypt && !gw__enc_may_offer(gw, d, best))
+		return;
 	if (best && gw__campaign_admit(gw, best, d)) {
 		gw__campaign_started(gw, best);
 		gw__xfer_start(gw, d, best);
@@ -718,9 +738,14 @@ int gw__cmd_run(int argc, char **argv)
 		trust_free(&gw.trust);
 		return 1;
 	}
-	gw.fragbuf = malloc(PROTO_FRAG_HDR_LEN + PROTO_FRAG_SIZE_MAX);
+	gw.fragbuf = malloc(PROTO_FRAG_HDR_LEN + PROTO_FRAG_SIZE_MAX +
+			    PROTO_ENC_TAG_LEN);
 	if (!gw.fragbuf)
 		goto out_db;
+	if (gw__enc_init(&gw, err, sizeof(err)) != 0) {
+		log_warnx("%s", err);
+		goto out_buf;
+	}
 	/* The pool must have room beside the fetch lanes (one copy, one
 	 * check): the ledger's commits run there too. */
 	const char *tp = getenv("UV_THREADPOOL_SIZE");
@@ -809,6 +834,7 @@ out_lib:
 	tdestroy(gw.devices, free_device);
 	gw__releases_free(&gw);
 out_buf:
+	gw__enc_close(&gw);
 	free(gw.fragbuf);
 	free(gw.dirty);
 out_db:

@@ -44,6 +44,8 @@ struct gw_config {
 	 * absolute paths; "" = file:// refused */
 	char file_dirs[4096];
 	uint32_t pause_failure_min; /* failed devices before an auto-pause */
+	bool encrypt_packages;	  /* releases encrypted unless announced not */
+	char device_cert_dir[PATH_MAX]; /* <id>.crt: keys to wrap for */
 };
 
 struct gw_release {
@@ -65,6 +67,11 @@ struct gw_release {
 	struct proto_announce target; /* group / device list, rollout */
 	int64_t created_ms;
 	int64_t fetch_ms, verify_ms; /* gateway stages of this release */
+	/* Confidential (enc.c): fragments sealed under ckey, which each
+	 * offer carries wrapped for its device. Never logged. */
+	bool encrypt;
+	uint8_t ckey[PROTO_ENC_KEY_LEN];
+	struct proto_aead *aead; /* ckey, ready to seal */
 	/* campaign */
 	bool paused, aborted;
 	bool canary; /* only canary_quota devices may start */
@@ -128,6 +135,11 @@ struct gw_device {
 	struct gw_xfer *x;
 	bool dirty;
 	int64_t poll_ms; /* its retained status was last asked for then */
+	/* Its certificate, checked for an encrypted release (enc.c). */
+	char enc_release[PROTO_RELEASE_HEX_LEN + 1];
+	bool enc_ok;
+	uint64_t enc_checked_ms;
+	uint8_t enc_pub[PROTO_EC_PUB_LEN];
 };
 
 struct gw_stats {
@@ -167,7 +179,8 @@ struct gw {
 	unsigned commit_fails;    /* failed commits in a row */
 	uint64_t commit_retry_ms; /* after a failure: no commit before this */
 	uv_signal_t sigint, sigterm, sighup;
-	uint8_t *fragbuf; /* PROTO_FRAG_HDR_LEN + PROTO_FRAG_SIZE_MAX */
+	uint8_t *fragbuf; /* PROTO_FRAG_HDR_LEN + PROTO_FRAG_SIZE_MAX + tag */
+	void *enc_ca;	  /* X509_STORE * of device_cert_dir's CA, enc.c */
 	struct gw_stats stats;
 	int fetches; /* package jobs under way */
 	struct gw_lane copy_lane;   /* file:// copies into the store */
@@ -276,6 +289,21 @@ void gw__xfer_free(struct gw *gw, struct gw_device *d);
 void gw__xfer_offline(struct gw *gw, struct gw_device *d);
 /* Group sending of every release: start, pace, drop a member too slow. */
 void gw__group_tick(struct gw *gw, uint64_t now);
+
+/* enc.c: confidential packages */
+int gw__enc_init(struct gw *gw, char *err, size_t n);
+void gw__enc_close(struct gw *gw);
+/* r->ckey: fresh (a new release: a new random key, stored) or the stored
+ * one (from the ledger; a new one if it is lost or readable by others). */
+int gw__enc_release_key(struct gw *gw, struct gw_release *r, bool fresh,
+			char *err, size_t n);
+/* May encrypted release r be offered to d (its certificate is there and
+ * valid)? Logs and records why not, once per device and release. */
+bool gw__enc_may_offer(struct gw *gw, struct gw_device *d,
+		       const struct gw_release *r);
+/* Fill o's "enc" member: the content key wrapped for d. 0 or -1. */
+int gw__enc_offer(struct gw *gw, struct gw_device *d,
+		  const struct gw_release *r, struct proto_offer *o);
 
 /* keyset.c: the root's tool */
 /* "+30d", "+12h", "+15m", "+90s", "2027-06-30", "2027-06-30T12:00:00Z" or

@@ -10,6 +10,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+
 #include "common/log.h"
 #include "common/util.h"
 #include "gateway/gw.h"
@@ -234,6 +236,8 @@ static int release_map(struct gw_release *r, char *err, size_t n)
 
 static void release_free(struct gw_release *r)
 {
+	OPENSSL_cleanse(r->ckey, sizeof(r->ckey));
+	proto_aead_free(r->aead);
 	if (r->map)
 		munmap((void *)r->map, r->map_len);
 	free(r->table);
@@ -293,6 +297,8 @@ static char *release_record(const struct gw_release *r)
 				    json_integer(r->m.block_size));
 		json_object_set_new(o, "fetch_ms", json_integer(r->fetch_ms));
 		json_object_set_new(o, "verify_ms", json_integer(r->verify_ms));
+		/* Only the flag: the content key is in <store>/<id>.key. */
+		json_object_set_new(o, "encrypt", json_boolean(r->encrypt));
 	}
 	if (c) {
 		char cut[17];
@@ -482,7 +488,11 @@ static void fetch_done(uv_work_t *req, int status)
 	r->created_ms = util_wall_ms();
 	r->fetch_ms = (int64_t)(j->t_fetched - j->t_announce);
 	r->verify_ms = (int64_t)(j->t_verified - j->t_fetched);
-	if (release_map(r, err, sizeof(err)) != 0) {
+	r->encrypt = r->target.encrypt_set ? r->target.encrypt
+					   : gw->cfg.encrypt_packages;
+	if (release_map(r, err, sizeof(err)) != 0 ||
+	    (r->encrypt &&
+	     gw__enc_release_key(gw, r, true, err, sizeof(err)) != 0)) {
 		log_warnx("release=%s: %s", r->id, err);
 		release_free(r);
 		goto out;
@@ -495,10 +505,10 @@ static void fetch_done(uv_work_t *req, int status)
 	gw__release_save(gw, r);
 	release_add(gw, r);
 	log_info("release=%s product=%s version=%s size=%llu fragments=%u "
-		 "fragment_size=%u window=%u verified and stored",
+		 "fragment_size=%u window=%u%s verified and stored",
 		 r->id, r->m.product, r->m.version,
 		 (unsigned long long)r->m.size, r->nfrags, r->frag_size,
-		 r->window);
+		 r->window, r->encrypt ? " encrypted" : "");
 	gw__event(gw, NULL, r->id, "release_verified", r->m.version);
 	gw__offer_due_all(gw);
 out:
@@ -555,6 +565,16 @@ void gw__announce(struct gw *gw, const char *product, const void *payload,
 		log_warnx("announcement for %s refused: %s", product,
 			  perr.text[0] ? perr.text : "malformed");
 		gw__event(gw, NULL, NULL, "announce_refused", perr.text);
+		free(j);
+		return;
+	}
+	if (j->a.encrypt_set && j->a.encrypt && !gw->cfg.device_cert_dir[0]) {
+		/* Refused, never sent in clear instead. */
+		log_warnx("announcement for %s refused: it asks for encryption "
+			  "and no device_cert_dir is configured", product);
+		gw__event(gw, NULL, NULL, "announce_refused",
+			  "encryption asked for without device_cert_dir");
+		proto_announce_free(&j->a);
 		free(j);
 		return;
 	}
@@ -682,6 +702,7 @@ static int release_load_cb(void *ud, const void *key, size_t klen,
 	r->created_ms = json_integer_value(json_object_get(o, "created_ms"));
 	r->fetch_ms = json_integer_value(json_object_get(o, "fetch_ms"));
 	r->verify_ms = json_integer_value(json_object_get(o, "verify_ms"));
+	r->encrypt = json_is_true(json_object_get(o, "encrypt"));
 	json_t *c = json_object_get(o, "campaign");
 #define CU32(f, k) f = (uint32_t)json_integer_value(json_object_get(c, k))
 	CU32(r->target.concurrency, "concurrency");
@@ -719,7 +740,9 @@ static int release_load_cb(void *ud, const void *key, size_t klen,
 	    r->nfrags != (r->m.size + r->frag_size - 1) / r->frag_size +
 			     r->tfrags ||
 	    release_map(r, err, sizeof(err)) != 0 ||
-	    table_load(gw, r, err, sizeof(err)) != 0) {
+	    table_load(gw, r, err, sizeof(err)) != 0 ||
+	    (r->encrypt &&
+	     gw__enc_release_key(gw, r, false, err, sizeof(err)) != 0)) {
 		log_warnx("ledger: release %s unusable: %s", id, err);
 		goto fail;
 	}
