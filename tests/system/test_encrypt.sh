@@ -81,7 +81,7 @@ check "the gateway's event log says why ($nev event)" test "${nev:-0}" -ge 1
 offer=$(jq -c '{release, manifest, sig, fragment_size, fragments, window, table_fragments,
     enc: {alg: "aes-256-gcm+p256-hkdf-sha256", epk: .enc_epk, key: .enc_key}}' \
     "$T/dev/dev-001/state.json")
-mq_pub_as gateway ota/dev/dev-004/offer "$offer" -q 1
+mq_pub_as injector ota/dev/dev-004/offer "$offer" -q 1
 check "dev-004 refuses dev-001's offer: the key is not wrapped for it" \
     wait_until 10 "grep -q 'offer of $REL REFUSED: cannot unwrap the release.s content key with this device.s key: it was not wrapped for this device' '$T/dev-004.log'"
 check "dev-004 wrote nothing of it" test ! -s "$T/dev/dev-004/slot-b/payload.part"
