@@ -122,7 +122,7 @@ pack sensor 1.4.0 "$T/fw.bin" "$T/p140.ota"
 announce sensor "file://$T/p140.ota" ',"canary_percent":20,"devices":["dev-001","dev-002","dev-003","dev-004","dev-005"]'
 check "1.4.0 is recorded" wait_until 20 '[ -n "$(release_of 1.4.0)" ]'
 r4=$(release_of 1.4.0)
-check "two failed canaries pause it" wait_until 60 '[ "$(count_ev "$r4" canary_failed)" = 1 ]'
+check "two failed canaries pause it" wait_until 120 '[ "$(count_ev "$r4" canary_failed)" = 1 ]'
 check "status gives the reason" \
     bash -c "'$GW' status --db '$T/gw-db' | grep -q 'paused: canary: 0% committed, 100% required (2 failed)'"
 sleep 1
