@@ -134,6 +134,14 @@ static void bump(json_t *rel, const char *what)
 	    json_integer(1 + json_integer_value(json_object_get(rel, what))));
 }
 
+static bool is_lower_hex(const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!strchr("0123456789abcdef", s[i]) || s[i] == '\0')
+			return false;
+	return true;
+}
+
 static bool is_release_id(const char *s)
 {
 	uint8_t id[PROTO_RELEASE_ID_LEN];
@@ -423,8 +431,16 @@ static int walk_cb(void *ud, enum store_db db, const void *key, size_t klen,
 	char k[512];
 	f->n[db]++;
 	set_where(f, db, key, klen);
-	if (db == STORE_META)
-		return 0; /* no records of its own yet; counted only */
+	if (db == STORE_META) {
+		/* One record so far: the canary key, 32 bytes in hex. */
+		if (klen != 10 || memcmp(key, "canary_key", 10) != 0)
+			problem(f, "unknown meta record");
+		else if (vlen != 64 || !is_lower_hex(val, vlen))
+			problem(f, "canary_key is not 64 lower-case hex digits "
+				   "(the gateway makes a new one: canaries of "
+				   "running campaigns would be drawn anew)");
+		return 0;
+	}
 	if (db == STORE_EVENTS)
 		check_event_key(f, key, klen);
 	snprintf(k, sizeof(k), "%.*s", (int)klen, (const char *)key);

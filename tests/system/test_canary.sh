@@ -4,7 +4,8 @@
 #   release id || device id), not by id: exactly the predicted devices are offered first,
 #   the draw survives a gateway restart, and over two releases it is not the lowest ids;
 # - with pause_failure_min 2 (the gateway's default) one failing canary does not pause the
-#   rollout: another device is drawn in its place; a second failure does pause it.
+#   rollout: another device is drawn in its place; a second failure does pause it;
+# - fsck checks the key; a damaged one is replaced at start.
 . "$OTA_ROOT/tests/system/lib.sh"
 . "$OTA_ROOT/tests/system/ota.sh"
 
@@ -121,10 +122,21 @@ pack sensor 1.4.0 "$T/fw.bin" "$T/p140.ota"
 announce sensor "file://$T/p140.ota" ',"canary_percent":20,"devices":["dev-001","dev-002","dev-003","dev-004","dev-005"]'
 check "1.4.0 is recorded" wait_until 20 '[ -n "$(release_of 1.4.0)" ]'
 r4=$(release_of 1.4.0)
-check "two failed canaries pause it" wait_until 60 '[ "$(count_ev "$r4" canary_failed)" = 1 ]'
+check "two failed canaries pause it" wait_until 120 '[ "$(count_ev "$r4" canary_failed)" = 1 ]'
 check "status gives the reason" \
     bash -c "'$GW' status --db '$T/gw-db' | grep -q 'paused: canary: 0% committed, 100% required (2 failed)'"
 sleep 1
 check "and only those two were offered 1.4.0" test "$(count_ev "$r4" offered)" = 2
 check "everything stops cleanly" stop_all_clean gateway "${ids[@]}"
+
+# --- 4. a damaged canary key ---------------------------------------------------------------
+printf 'canary_key\nnot-a-key\n' | mdb_load -T -s meta "$T/gw-db"
+rc=0
+gw_fsck >"$T/fsck.out" 2>&1 || rc=$?
+check "fsck names a damaged canary key (exit $rc)" \
+    bash -c "[ $rc = 1 ] && grep -q 'canary_key is not 64 lower-case hex digits' '$T/fsck.out'"
+check "the gateway starts with it" gateway_start
+check "and makes a new key, saying so" grep -q "canary key damaged; making a new one" "$T/gateway.log"
+check "fsck is clean again" gw_fsck
+check "the new key is another" bash -c "[ '$(canary_key)' != '$key' ]"
 finish
