@@ -29,6 +29,8 @@
 struct fsck_opts {
 	char db[PATH_MAX];
 	char publisher_key[PATH_MAX];
+	char root_keys[PATH_MAX];
+	char keyset[PATH_MAX];
 	bool skip_packages;
 };
 
@@ -38,6 +40,10 @@ static const struct conf_key fsck_keys[] = {
     {"publisher_key", CONF_STR, offsetof(struct fsck_opts, publisher_key),
      PATH_MAX, 0, 0,
      "also verify each release's manifest signature with this key"},
+    {"root_keys", CONF_STR, offsetof(struct fsck_opts, root_keys), PATH_MAX,
+     0, 0, "or with the publisher keys of --keyset, signed by these roots"},
+    {"keyset", CONF_STR, offsetof(struct fsck_opts, keyset), PATH_MAX, 0, 0,
+     "the gateway's keyset_file (with --root-keys)"},
     {"skip_packages", CONF_BOOL, offsetof(struct fsck_opts, skip_packages),
      0, 0, 0, "do not check the package files the releases name"},
     {0}};
@@ -46,7 +52,7 @@ struct fsck {
 	const struct fsck_opts *o;
 	FILE *out; /* problem lines; NULL: counted only */
 	bool have_key;
-	uint8_t pubkey[PROTO_PUBKEY_LEN];
+	struct trust trust; /* with have_key */
 	/* release id -> {"fragments", "started", ...; event counts} */
 	json_t *rels;
 	json_t *devs; /* device id -> true */
@@ -160,7 +166,7 @@ static bool check_manifest(struct fsck *f, json_t *o, const char *key,
 	struct proto_manifest m;
 	struct proto_err perr = {{0}};
 	uint8_t rid[PROTO_RELEASE_ID_LEN], sig[PROTO_SIG_LEN];
-	char hex[PROTO_RELEASE_HEX_LEN + 1];
+	char hex[PROTO_RELEASE_HEX_LEN + 1], why[320];
 	const char *s;
 	json_int_t size;
 	if (proto_manifest_decode(man, strlen(man), &m, &perr) != 0) {
@@ -187,9 +193,9 @@ static bool check_manifest(struct fsck *f, json_t *o, const char *key,
 		problem(f, "member 'sig' is not %d hex digits",
 			2 * PROTO_SIG_LEN);
 	else if (s && f->have_key &&
-		 proto_verify(f->pubkey, man, strlen(man), sig) != 0)
-		problem(f, "the manifest's signature does not verify with the "
-			   "publisher key");
+		 trust_check(&f->trust, m.product, man, strlen(man), sig, 0,
+			     why, sizeof(why)) != 0)
+		problem(f, "the manifest's signature does not verify: %s", why);
 	return true;
 }
 
@@ -528,9 +534,9 @@ static int fsck_run(const struct fsck_opts *o)
 	struct store *db;
 	struct store_opts so = {.readonly = true};
 	char err[512];
-	if (o->publisher_key[0]) {
-		if (util_load_pubkey(o->publisher_key, f.pubkey, err,
-				     sizeof(err)) != 0) {
+	if (o->publisher_key[0] || o->root_keys[0]) {
+		if (trust_load(&f.trust, o->publisher_key, o->root_keys, 1,
+			       o->keyset, false, 0, err, sizeof(err)) != 0) {
 			fprintf(stderr, "ota-gateway fsck: %s\n", err);
 			return 2;
 		}
@@ -538,6 +544,7 @@ static int fsck_run(const struct fsck_opts *o)
 	}
 	if (store_open(o->db, &so, &db, err, sizeof(err)) != 0) {
 		fprintf(stderr, "ota-gateway fsck: %s\n", err);
+		trust_free(&f.trust);
 		return 2;
 	}
 	f.rels = json_object();
@@ -563,6 +570,7 @@ static int fsck_run(const struct fsck_opts *o)
 	       (unsigned long long)f.problems, f.problems == 1 ? "" : "s");
 	json_decref(f.rels);
 	json_decref(f.devs);
+	trust_free(&f.trust);
 	return f.problems ? 1 : 0;
 }
 

@@ -23,7 +23,7 @@
  * the gateway reads every device record, with the same counters, product,
  * version, state and releases as the record holds.
  *
- * fuzz-sources: gateway/fsck.c gateway/status.c gateway/ledger.c store/store.c common/conf.c common/util.c common/log.c proto/[a-z]*.c
+ * fuzz-sources: gateway/fsck.c gateway/status.c gateway/ledger.c store/store.c common/conf.c common/util.c common/log.c common/trust.c proto/[a-z]*.c
  *
  * `make fuzz` builds and runs it (tests/fuzz/run.sh); test_fuzz_replay.c
  * includes this file with FUZZ_REPLAY defined and calls fuzz_ledger_one().

@@ -35,7 +35,9 @@ check "a release signed by the publisher key of key set 1 is installed" \
     wait_until 30 "all_devices committed 1.1.0 ${ids[*]}"
 check "each device learnt key set 1 from its offer" \
     grep -q 'key set version 1 trusted' "$T/dev-001.log"
-sums_before=$(cat "$T/dev/dev-002/keyset.json" | md5sum)
+sums_before=$(md5sum < "$T/dev/dev-002/keyset.json")
+check "fsck verifies the ledger's manifests with the root and key set 1" \
+    "$GW" fsck --db "$T/gw-db" --root-keys "$K/root.pub" --keyset "$K/keyset-1.json"
 
 # Rotation: key set 2 lists publisher2 only; publisher.key is revoked.
 "$GW" keyset --root-key "$K/root.key" --version 2 \
@@ -45,6 +47,9 @@ check "SIGHUP: the gateway takes key set 2" \
     wait_until 10 "grep -q 'key set updated: version 2, 1 publisher keys' '$T/gateway.log'"
 check "and retires the release signed by the revoked key" \
     wait_until 10 "grep -q 'its publisher key is no longer trusted' '$T/gateway.log'"
+check "fsck with key set 2 names that release's signature as no longer trusted" \
+    bash -c "'$GW' fsck --db '$T/gw-db' --root-keys '$K/root.pub' --keyset '$T/keyset.json' |
+        grep -q 'does not verify with any publisher key of key set version 2'"
 "$GW" pack --key "$K/publisher2.key" --product sensor --version 1.2.0 \
     --payload "$T/fw.bin" --out "$T/p120.ota" >/dev/null
 announce sensor "file://$T/p120.ota"
