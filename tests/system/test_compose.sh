@@ -44,6 +44,8 @@ TOTAL=$((REPLICAS * FLEET))
 PROJ=otatest$$r$RANDOM
 STACK=0
 export CONTAINERS_CONF=$D/podman/containers.conf
+# Output shown only where it matters ($T/*.log is shown at every failure by lib.sh).
+mkdir -p "$T/out"
 
 # --- helpers --------------------------------------------------------------------------------
 
@@ -153,8 +155,12 @@ fleet_at() {
 
 # health CONTAINER: runs its healthcheck (podman healthcheck run) until healthy, 30 s at most.
 health() {
-    wait_until 30 "timeout -k 5 30 podman healthcheck run '$1' >/dev/null 2>&1" &&
-        [ "$(pm inspect -f '{{.State.Health.Status}}' "$1")" = healthy ]
+    wait_until 30 "timeout -k 5 30 podman healthcheck run '$1' >'$T/out/health' 2>&1" &&
+        [ "$(pm inspect -f '{{.State.Health.Status}}' "$1")" = healthy ] && return 0
+    # What podman says, and the healthcheck command's own last output.
+    cat "$T/out/health"
+    pm inspect -f '{{range .State.Health.Log}}{{.ExitCode}}: {{.Output}}{{println}}{{end}}' "$1" | tail -n 3
+    return 1
 }
 
 # --- can podman run here? -------------------------------------------------------------------
@@ -168,33 +174,33 @@ for c in podman podman-compose debootstrap jq mosquitto_pub; do
     command -v "$c" >/dev/null || skip_all "$c is not installed (sh deploy/deps.sh installs it)"
 done
 [ -x "$GW" ] || skip_all "no $GW (make VARIANT=asan all-tests)"
-pm info >"$T/podman-info.log" 2>&1 ||
-    skip_all "podman cannot run here: $(grep -i -m1 error "$T/podman-info.log" || tail -n 1 "$T/podman-info.log")"
+pm info >"$T/out/podman-info.log" 2>&1 ||
+    skip_all "podman cannot run here: $(grep -i -m1 error "$T/out/podman-info.log" || tail -n 1 "$T/out/podman-info.log")"
 # probe: a trivial container of the base image runs; if not, skip with podman's error.
 probe() {
-    pm run --rm --network none debian:12 true >"$T/probe.log" 2>&1 ||
-        skip_all "podman cannot run a container here: $(grep -i -m1 -E 'error|denied' "$T/probe.log" ||
-            tail -n 1 "$T/probe.log")"
+    pm run --rm --network none debian:12 true >"$T/out/probe.log" 2>&1 ||
+        skip_all "podman cannot run a container here: $(grep -i -m1 -E 'error|denied' "$T/out/probe.log" ||
+            tail -n 1 "$T/out/probe.log")"
 }
 
 # --- images ---------------------------------------------------------------------------------
 
 # As deploy/README.md: sh deploy/podman/images.sh
-if ! sh "$D/podman/images.sh" >"$T/images.log" 2>&1; then
-    mirror=$(sed -n 's/^images: debootstrap .* from \([^ ]*\).*/\1/p' "$T/images.log")
+if ! sh "$D/podman/images.sh" >"$T/out/images.log" 2>&1; then
+    mirror=$(sed -n 's/^images: debootstrap .* from \([^ ]*\).*/\1/p' "$T/out/images.log")
     if [ -n "$mirror" ] && ! timeout -k 5 30 wget -q -T 20 -O /dev/null "$mirror/dists/bookworm/Release"; then
         skip_all "Debian's archive ($mirror) cannot be reached to make the base images"
     fi
     # The base image was made but the stand-in's build could not run a container.
     pm image exists debian:12 && probe
     not_ok "deploy/podman/images.sh makes the base images and the Mosquitto stand-in"
-    tail -n 30 "$T/images.log" | sed 's/^/#   /'
+    tail -n 30 "$T/out/images.log" | sed 's/^/#   /'
     finish
 fi
 probe
 ok "deploy/podman/images.sh: debian:12, debian:12-slim and the Mosquitto stand-in"
-OTA_BROKER_IMAGE=$(sed -n 's/^OTA_BROKER_IMAGE=//p' "$T/images.log")
-grep '^images: ' "$T/images.log" | sed 's/^/# /'
+OTA_BROKER_IMAGE=$(sed -n 's/^OTA_BROKER_IMAGE=//p' "$T/out/images.log")
+grep '^images: ' "$T/out/images.log" | sed 's/^/# /'
 phase_done images
 
 # The ota image, tagged by a hash of what goes into it: built again only when deploy/Dockerfile,
@@ -220,12 +226,17 @@ else
         pm image exists "$OTA_IMAGE" ||
             (cd "$OTA_ROOT" && timeout -k 10 1200 podman build --network host -f deploy/Dockerfile \
                 -t "$OTA_IMAGE" .)
-    ) 9>"/run/lock/ota-image-${OTA_IMAGE##*:}.lock" >"$T/build.log" 2>&1
+    ) 9>"/run/lock/ota-image-${OTA_IMAGE##*:}.lock" >"$T/out/build.log" 2>&1
     if pm image exists "$OTA_IMAGE"; then
         ok "podman build -f deploy/Dockerfile builds the ota image ($OTA_IMAGE)"
+        # Images of older sources (any checkout's) go after two days; one in use stays.
+        for old in $(pm images --filter 'reference=localhost/ota:src-*' --filter until=48h \
+            --format '{{.Repository}}:{{.Tag}}' | grep ':src-'); do
+            pm rmi "$old" >/dev/null 2>&1 || true
+        done
     else
         not_ok "podman build -f deploy/Dockerfile builds the ota image"
-        tail -n 40 "$T/build.log" | sed 's/^/#   /'
+        tail -n 40 "$T/out/build.log" | sed 's/^/#   /'
         finish
     fi
 fi
@@ -247,14 +258,14 @@ echo "# project $PROJ: broker on 127.0.0.1:$OTA_BROKER_PORT, $REPLICAS x $FLEET 
     "images $OTA_IMAGE $OTA_BROKER_IMAGE"
 
 STACK=1
-pc 300 up -d >"$T/compose-up.log" 2>&1
+pc 300 up -d >"$T/out/compose-up.log" 2>&1
 rc=$?
 # podman-compose up's own status says little (it goes on after a failed container):
 # what runs is what counts.
 check "podman-compose up -d starts broker, gateway and $REPLICAS devices replicas (exit $rc)" \
     test "$(ctrs | xargs)" = "$(printf '%s\n' "${PROJ}_broker_1" "${PROJ}_gateway_1" \
         $(seq -f "${PROJ}_devices_%g" 1 "$REPLICAS") | sort | xargs)" ||
-    { grep -a -i -E 'error|exit code: [1-9]' "$T/compose-up.log" | tail -n 20 | sed 's/^/#   /'; abort "the stack did not start"; }
+    { grep -a -i -E 'error|exit code: [1-9]' "$T/out/compose-up.log" | tail -n 20 | sed 's/^/#   /'; abort "the stack did not start"; }
 GWC=${PROJ}_gateway_1
 BRC=${PROJ}_broker_1
 wait_for 120 "the gateway connects to the broker (by its service name)" \
@@ -320,7 +331,7 @@ phase_done campaign
 
 # --- down -----------------------------------------------------------------------------------
 
-down() { pc 180 down -v >"$T/compose-down.log" 2>&1 || { tail -n 20 "$T/compose-down.log"; return 1; }; }
+down() { pc 180 down -v >"$T/out/compose-down.log" 2>&1 || { tail -n 20 "$T/out/compose-down.log"; return 1; }; }
 check "podman-compose down -v" down
 # podman-compose 1.0.3 leaves the project's network (deploy/README.md says to remove it).
 pm network rm "${PROJ}_default" >/dev/null 2>&1
