@@ -191,7 +191,7 @@ probe() {
         esac
     done
     not_ok "podman runs a trivial container (it hung 3 times)"
-    pgrep -a 'podman|conmon|runc' | sed 's/^/#   /'
+    pgrep -a -f 'podman|conmon|runc' | sed 's/^/#   /'
     finish
 }
 
