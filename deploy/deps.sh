@@ -14,12 +14,17 @@ set -eu
 BUILD="gcc make pkg-config libmosquitto-dev libssl-dev libuv1-dev libjansson-dev
        liblmdb-dev libcurl4-openssl-dev libcmocka-dev"
 RUN="mosquitto mosquitto-clients openssl jq lmdb-utils procps iproute2 coreutils docker-compose"
+# tests/system/test_compose.sh starts deploy/docker-compose.yml with podman (no Docker
+# engine here): podman-compose, runc (crun refuses hybrid cgroups), netavark + aardvark-dns
+# (the compose network and its service names), iptables (published ports), debootstrap
+# (the debian:12 base images, from the apt mirror).
+COMPOSE="podman podman-compose runc netavark aardvark-dns iptables debootstrap"
 BENCH=
 [ "${1:-}" = bench ] && BENCH="gnuplot-nox linux-perf"
 [ "${1:-}" = fuzz ] && BENCH="clang libclang-rt-14-dev"
 
 missing=
-for p in $BUILD $RUN $BENCH; do
+for p in $BUILD $RUN $COMPOSE $BENCH; do
     st=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
     [ "$st" = installed ] || missing="$missing $p"
 done
