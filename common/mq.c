@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <mosquitto.h>
+#include <mqtt_protocol.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
@@ -38,6 +39,8 @@ struct mq {
 	unsigned fails; /* attempts in a row that ended before CONNACK */
 	uint64_t attempt_ms; /* when the current connection attempt began */
 	int pending_closes;
+	bool v5;
+	mq_on_message5_fn on_message5;
 	unsigned long long bytes_out;
 	void (*done)(void *ud);
 };
@@ -129,9 +132,32 @@ static void on_message_cb(struct mosquitto *m, void *ud,
 {
 	(void)m;
 	struct mq *mq = ud;
+	if (mq->v5 && mq->on_message5)
+		return; /* on_message5_cb has it */
 	if (mq->cbs.on_message && msg->payloadlen >= 0)
 		mq->cbs.on_message(mq, mq->ud, msg->topic, msg->payload,
 				   (size_t)msg->payloadlen);
+}
+
+static void on_message5_cb(struct mosquitto *m, void *ud,
+			   const struct mosquitto_message *msg,
+			   const mosquitto_property *props)
+{
+	(void)m;
+	struct mq *mq = ud;
+	char *rt = NULL;
+	void *corr = NULL;
+	uint16_t clen = 0;
+	if (!mq->on_message5 || msg->payloadlen < 0)
+		return;
+	mosquitto_property_read_string(props, MQTT_PROP_RESPONSE_TOPIC, &rt,
+				       false);
+	mosquitto_property_read_binary(props, MQTT_PROP_CORRELATION_DATA,
+				       &corr, &clen, false);
+	mq->on_message5(mq, mq->ud, msg->topic, msg->payload,
+			    (size_t)msg->payloadlen, rt, corr, clen);
+	free(rt);
+	free(corr);
 }
 
 static void poll_cb(uv_poll_t *h, int status, int events)
@@ -397,8 +423,9 @@ int mq_new(uv_loop_t *loop, const struct mq_opts *o, const struct mq_cbs *cbs,
 		snprintf(err, errlen, "mosquitto_new: %s", strerror(errno));
 		goto fail_free;
 	}
+	mq->v5 = o->protocol == 5;
 	mosquitto_int_option(mq->mosq, MOSQ_OPT_PROTOCOL_VERSION,
-			     MQTT_PROTOCOL_V311);
+			     mq->v5 ? MQTT_PROTOCOL_V5 : MQTT_PROTOCOL_V311);
 	mosquitto_int_option(mq->mosq, MOSQ_OPT_TCP_NODELAY, 1);
 	int rc;
 	if (o->shared_tls) {
@@ -450,6 +477,8 @@ int mq_new(uv_loop_t *loop, const struct mq_opts *o, const struct mq_cbs *cbs,
 	mosquitto_connect_callback_set(mq->mosq, on_connect_cb);
 	mosquitto_disconnect_callback_set(mq->mosq, on_disconnect_cb);
 	mosquitto_message_callback_set(mq->mosq, on_message_cb);
+	if (mq->v5)
+		mosquitto_message_v5_callback_set(mq->mosq, on_message5_cb);
 	mosquitto_log_callback_set(mq->mosq, on_log_cb);
 	uv_timer_init(loop, &mq->misc);
 	uv_timer_init(loop, &mq->retry);
@@ -501,6 +530,31 @@ int mq_publish(struct mq *mq, const char *topic, const void *payload,
 	return 0;
 }
 
+int mq_publish_corr(struct mq *mq, const char *topic, const void *payload,
+		    size_t len, int qos, bool retain, const void *corr,
+		    size_t corr_len)
+{
+	mosquitto_property *props = NULL;
+	if (!mq->v5 || !corr || corr_len == 0 || corr_len > 65535)
+		return mq_publish(mq, topic, payload, len, qos, retain);
+	if (!mq->connected)
+		return -1;
+	if (mosquitto_property_add_binary(&props, MQTT_PROP_CORRELATION_DATA,
+					  corr, (uint16_t)corr_len) !=
+	    MOSQ_ERR_SUCCESS)
+		return -1;
+	int rc = mosquitto_publish_v5(mq->mosq, NULL, topic, (int)len, payload,
+				      qos, retain, props);
+	mosquitto_property_free_all(&props);
+	if (rc != MOSQ_ERR_SUCCESS) {
+		log_debug("publish %s: %s", topic, mosquitto_strerror(rc));
+		return -1;
+	}
+	mq->bytes_out += len;
+	mq__update_poll(mq);
+	return 0;
+}
+
 int mq_subscribe(struct mq *mq, const char *topic, int qos)
 {
 	int rc = mosquitto_subscribe(mq->mosq, NULL, topic, qos);
@@ -521,6 +575,11 @@ int mq_unsubscribe(struct mq *mq, const char *topic)
 	}
 	mq__update_poll(mq);
 	return 0;
+}
+
+void mq_set_on_message5(struct mq *mq, mq_on_message5_fn fn)
+{
+	mq->on_message5 = fn;
 }
 
 bool mq_connected(const struct mq *mq) { return mq->connected; }

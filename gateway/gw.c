@@ -59,6 +59,9 @@ static const struct conf_key gw_keys[] = {
       "retries of a failed download, with doubling delays from 1 s"),
     K("group_fragments", CONF_BOOL, group_fragments, 0, 0,
       "publish each fragment once for all devices updating together"),
+    K("mqtt_version", CONF_STR, mqtt_version, 0, 0,
+      "5 (verdicts also to MQTT 5 response topics) or 3.1.1 (brokers "
+      "without MQTT 5)"),
     {0}};
 
 static void gw_config_defaults(struct gw_config *c)
@@ -78,6 +81,7 @@ static void gw_config_defaults(struct gw_config *c)
 	c->max_inflight_kb = 16384;
 	c->group_fragments = true;
 	c->root_threshold = 1;
+	snprintf(c->mqtt_version, sizeof(c->mqtt_version), "5");
 	snprintf(c->log_level, sizeof(c->log_level), "info");
 }
 
@@ -92,6 +96,12 @@ static int gw_config_check(const struct gw_config *c, char *err, size_t n)
 			       : NULL;
 	if (need) {
 		snprintf(err, n, "key '%s' is required", need);
+		return -1;
+	}
+	if (strcmp(c->mqtt_version, "5") != 0 &&
+	    strcmp(c->mqtt_version, "3.1.1") != 0) {
+		snprintf(err, n, "key 'mqtt_version': '%s' is not 5 or 3.1.1",
+			 c->mqtt_version);
 		return -1;
 	}
 	if (log_level_parse(c->log_level, &lvl) != 0) {
@@ -545,17 +555,15 @@ static void on_ack(struct gw *gw, const char *id, const void *payload,
 	gw__xfer_on_ack(gw, d, &a);
 }
 
-static void on_message(struct mq *mq, void *ud, const char *topic,
-		       const void *payload, size_t len)
+static void route(struct gw *gw, const char *topic, const void *payload,
+		  size_t len, const struct gw_req *rq)
 {
-	(void)mq;
-	struct gw *gw = ud;
 	char id[PROTO_ID_MAX + 1];
 	const char *leaf;
 	if (strncmp(topic, "ota/release/", 12) == 0) {
-		gw__announce(gw, topic + 12, payload, len);
+		gw__announce(gw, topic + 12, payload, len, rq);
 	} else if (strncmp(topic, "ota/ctl/", 8) == 0) {
-		gw__control(gw, topic + 8, payload, len);
+		gw__control(gw, topic + 8, payload, len, rq);
 	} else if (parse_dev_topic(topic, id, sizeof(id), &leaf)) {
 		if (!strcmp(leaf, "status"))
 			on_status(gw, id, payload, len);
@@ -564,6 +572,33 @@ static void on_message(struct mq *mq, void *ud, const char *topic,
 	} else {
 		gw->stats.msgs_bad++;
 	}
+}
+
+static void on_message(struct mq *mq, void *ud, const char *topic,
+		       const void *payload, size_t len)
+{
+	(void)mq;
+	route(ud, topic, payload, len, NULL);
+}
+
+/* MQTT 5: a command may name where its verdict goes. */
+static void on_message5(struct mq *mq, void *ud, const char *topic,
+			const void *payload, size_t len, const char *resp,
+			const void *corr, size_t corr_len)
+{
+	(void)mq;
+	struct gw_req rq = {0};
+	if (!resp && !corr) {
+		route(ud, topic, payload, len, NULL);
+		return;
+	}
+	if (resp)
+		snprintf(rq.resp_topic, sizeof(rq.resp_topic), "%s", resp);
+	if (corr && corr_len <= sizeof(rq.corr)) {
+		memcpy(rq.corr, corr, corr_len);
+		rq.corr_len = corr_len;
+	}
+	route(ud, topic, payload, len, &rq);
 }
 
 static void on_connect(struct mq *mq, void *ud)
@@ -753,6 +788,8 @@ int gw__cmd_run(int argc, char **argv)
 		goto out_buf;
 	}
 	twalk_r(gw.devices, restore_walk, &gw);
+	for (struct gw_release *r = gw.releases; r; r = r->next)
+		gw__campaign_check_done(&gw, r);
 	mosquitto_lib_init();
 	struct mq_opts mo = {
 	    .host = gw.cfg.broker_host,
@@ -762,12 +799,14 @@ int gw__cmd_run(int argc, char **argv)
 	    .keyfile = gw.cfg.key_file,
 	    .client_id = gw.cfg.client_id,
 	    .keepalive = 30,
+	    .protocol = strcmp(gw.cfg.mqtt_version, "5") == 0 ? 5 : 4,
 	};
 	struct mq_cbs cbs = {on_connect, on_disconnect, on_message};
 	if (mq_new(gw.loop, &mo, &cbs, &gw, &gw.mq, err, sizeof(err)) != 0) {
 		log_warnx("%s", err);
 		goto out_lib;
 	}
+	mq_set_on_message5(gw.mq, on_message5);
 	if (gw__https_init(&gw) != 0) {
 		log_warnx("libcurl initialisation failed");
 		goto out_lib;
