@@ -351,8 +351,8 @@ void gw__ctl_retry(struct gw *gw, const char *product, const char *release,
 	v->targets = c.retried;
 	if (c.retried == 0)
 		v->verdict = PROTO_VERDICT_REFUSED;
-	snprintf(v->reason, sizeof(v->reason), "%u failed devices offered "
-		 "it again", c.retried);
+	snprintf(v->reason, sizeof(v->reason), "%u failed device%s offered "
+		 "it again", c.retried, c.retried == 1 ? "" : "s");
 	if (c.rolled)
 		gw__appendf(v->reason, sizeof(v->reason),
 			    "; %u rolled back (%s): a device refuses a release "
