@@ -40,6 +40,8 @@ struct mq {
 	uint64_t attempt_ms; /* when the current connection attempt began */
 	int pending_closes;
 	bool v5;
+	char *cafile;
+	char tls_err[256]; /* why the last TLS handshake failed, or "" */
 	mq_on_message5_fn on_message5;
 	unsigned long long bytes_out;
 	void (*done)(void *ud);
@@ -63,19 +65,30 @@ static void mq__detach_poll(struct mq *mq)
 	mq->poll = NULL;
 }
 
+/* Say why connecting fails (TLS, refused, unreachable), without
+ * flooding: the 1st, 2nd, 4th, 8th... failure in a row. A failed TLS
+ * handshake is said as what it is, with the file to look at. */
+static void mq__connect_failed(struct mq *mq, const char *why)
+{
+	char tls[400];
+	if (mq->tls_err[0]) {
+		snprintf(tls, sizeof(tls), "TLS handshake failed: %s",
+			 mq->tls_err);
+		why = tls;
+	}
+	mq->fails++;
+	if ((mq->fails & (mq->fails - 1)) == 0)
+		log_warnx("mqtt %s:%d id=%s: connection failed: %s (%u in a "
+			  "row; retrying)",
+			  mq->host, mq->port, mq->client_id, why, mq->fails);
+	mq->tls_err[0] = '\0';
+}
+
 static void mq__lost(struct mq *mq, const char *why)
 {
 	bool was = mq->connected;
-	/* Say why connecting fails (TLS, refused, unreachable), without
-	 * flooding: the 1st, 2nd, 4th, 8th... failure in a row. */
-	if (!was && !mq->closing) {
-		mq->fails++;
-		if ((mq->fails & (mq->fails - 1)) == 0)
-			log_warnx("mqtt %s:%d id=%s: connection failed: %s "
-				  "(%u in a row; retrying)",
-				  mq->host, mq->port, mq->client_id, why,
-				  mq->fails);
-	}
+	if (!was && !mq->closing)
+		mq__connect_failed(mq, why);
 	mq->connected = false;
 	mq__detach_poll(mq);
 	if (mq->closing) {
@@ -123,8 +136,29 @@ static void on_log_cb(struct mosquitto *m, void *ud, int level, const char *str)
 {
 	(void)m;
 	struct mq *mq = ud;
-	if (level & (MOSQ_LOG_ERR | MOSQ_LOG_WARNING))
-		log_warnx("mqtt id=%s: %s", mq->client_id, str);
+	if (!(level & (MOSQ_LOG_ERR | MOSQ_LOG_WARNING)))
+		return;
+	/* TLS handshake failures: kept, said once per failed connection
+	 * (rate limited) by mq__connect_failed, naming the file. */
+	if (strstr(str, "host name verification failed")) {
+		snprintf(mq->tls_err, sizeof(mq->tls_err),
+			 "the broker's certificate does not name host '%s' "
+			 "(connect by a name in its subjectAltName)",
+			 mq->host);
+		return;
+	}
+	if (strstr(str, "certificate verify failed") ||
+	    strstr(str, "OpenSSL Error")) {
+		if (!mq->tls_err[0])
+			snprintf(mq->tls_err, sizeof(mq->tls_err),
+				 "ca_file %s: %s", mq->cafile ? mq->cafile : "?",
+				 strstr(str, "certificate verify failed")
+				     ? "does not verify the broker's "
+				       "certificate (another CA?)"
+				     : str);
+		return;
+	}
+	log_warnx("mqtt id=%s: %s", mq->client_id, str);
 }
 
 static void on_message_cb(struct mosquitto *m, void *ud,
@@ -249,10 +283,9 @@ static void mq__try_connect(struct mq *mq)
 	mq->attempt_ms = uv_now(mq->loop);
 	int rc = mosquitto_reconnect_async(mq->mosq);
 	if (rc != MOSQ_ERR_SUCCESS) {
-		log_debug("mqtt connect to %s:%d failed: %s", mq->host,
-			  mq->port,
-			  rc == MOSQ_ERR_ERRNO ? strerror(errno)
-					       : mosquitto_strerror(rc));
+		mq__connect_failed(mq, rc == MOSQ_ERR_ERRNO
+					   ? strerror(errno)
+					   : mosquitto_strerror(rc));
 		mq__schedule_reconnect(mq);
 		return;
 	}
@@ -414,7 +447,8 @@ int mq_new(uv_loop_t *loop, const struct mq_opts *o, const struct mq_cbs *cbs,
 	mq->keepalive = o->keepalive > 0 ? o->keepalive : 30;
 	mq->host = strdup(o->host);
 	mq->client_id = strdup(o->client_id);
-	if (!mq->host || !mq->client_id) {
+	mq->cafile = strdup(o->cafile ? o->cafile : "");
+	if (!mq->host || !mq->client_id || !mq->cafile) {
 		snprintf(err, errlen, "out of memory");
 		goto fail_free;
 	}
@@ -492,6 +526,7 @@ fail_mosq:
 fail_free:
 	free(mq->host);
 	free(mq->client_id);
+	free(mq->cafile);
 	free(mq);
 	return -1;
 }
@@ -503,10 +538,9 @@ int mq_start(struct mq *mq)
 					 mq->keepalive);
 	uv_timer_start(&mq->misc, misc_cb, MQ_MISC_MS, MQ_MISC_MS);
 	if (rc != MOSQ_ERR_SUCCESS) {
-		log_warnx("mqtt connect to %s:%d: %s (will retry)", mq->host,
-			  mq->port,
-			  rc == MOSQ_ERR_ERRNO ? strerror(errno)
-					       : mosquitto_strerror(rc));
+		mq__connect_failed(mq, rc == MOSQ_ERR_ERRNO
+					   ? strerror(errno)
+					   : mosquitto_strerror(rc));
 		mq__schedule_reconnect(mq);
 		return 0;
 	}
@@ -596,6 +630,7 @@ static void mq__close_cb(uv_handle_t *h)
 	mosquitto_destroy(mq->mosq);
 	free(mq->host);
 	free(mq->client_id);
+	free(mq->cafile);
 	free(mq);
 	if (done)
 		done(ud);

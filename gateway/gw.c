@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/certcheck.h"
 #include "common/conf.h"
 #include "common/log.h"
 #include "common/util.h"
@@ -712,15 +713,53 @@ static void free_device(void *p)
 	free(d);
 }
 
+struct problems {
+	int n;
+	const char *prefix;
+};
+
+static void problem(void *ud, const char *key, const char *msg)
+{
+	struct problems *p = ud;
+	p->n++;
+	fprintf(stderr, "%s%s: %s\n", p->prefix, key, msg);
+}
+
+/* What run time would trip over: the TLS files (key matches, the CA
+ * verifies the certificate, valid now, and with --check its CN is
+ * ota-gateway, the name the broker's ACL gives the gateway's rights) and,
+ * with all, the ledger and store directories. Returns the problems. */
+static int check_files(const struct gw_config *c, const char *prefix,
+		       bool all)
+{
+	struct problems p = {0, prefix};
+	char err[512];
+	struct certcheck cc = {c->ca_file,	  "ca_file",
+			       c->cert_file,	  "cert_file",
+			       c->key_file,	  "key_file",
+			       all ? "ota-gateway" : NULL,
+			       "the gateway's identity (deploy/mosquitto/acl)"};
+	certcheck_run(&cc, problem, &p);
+	if (!all)
+		return p.n;
+	if (certcheck_dir_writable(c->db_dir, err, sizeof(err)) != 0)
+		problem(&p, "db_dir", err);
+	if (certcheck_dir_writable(c->store_dir, err, sizeof(err)) != 0)
+		problem(&p, "store_dir", err);
+	return p.n;
+}
+
 static void usage(void)
 {
+	struct gw_config dflt;
+	gw_config_defaults(&dflt);
 	printf("usage: ota-gateway run [-c FILE] [--check] [--key value ...]\n"
 	       "\nEvery configuration key can also be given as a flag and "
 	       "overrides the file.\n\noptions:\n"
 	       "  -c, --config FILE              configuration file\n"
 	       "  --check                        validate the configuration "
 	       "and exit\n");
-	conf_print_help(gw_keys);
+	conf_print_help_defaults(gw_keys, &dflt);
 	printf("\nexample:\n  ota-gateway run -c /etc/ota/gateway.conf "
 	       "--log-level debug\n");
 }
@@ -757,10 +796,23 @@ int gw__cmd_run(int argc, char **argv)
 		return 2;
 	}
 	if (cli.check) {
+		int n = check_files(&gw.cfg, "ota-gateway run --check: ", true);
+		trust_free(&gw.trust);
+		if (n) {
+			fprintf(stderr, "%s: %d problem%s\n",
+				cli.config ? cli.config : "flags", n,
+				n == 1 ? "" : "s");
+			return 2;
+		}
 		printf("%s: configuration OK\n",
 		       cli.config ? cli.config : "flags");
-		trust_free(&gw.trust);
 		return 0;
+	}
+	/* A permanent misconfiguration stops here, with its cause, rather
+	 * than as TLS handshakes retried forever. */
+	if (check_files(&gw.cfg, "ota-gateway run: cannot start: ", false)) {
+		trust_free(&gw.trust);
+		return 2;
 	}
 	enum log_level lvl;
 	log_level_parse(gw.cfg.log_level, &lvl);
