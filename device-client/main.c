@@ -197,7 +197,8 @@ static void usage(void)
 	conf_print_help_defaults(dev_keys, &dflt);
 	printf("  --version                      print the program's version "
 	       "and exit\n                                 (--version VALUE: "
-	       "the old name of --firmware-version)\n");
+	       "old name of\n                                 "
+	       "--firmware-version)\n");
 	printf("\nexample:\n  ota-device -c /etc/ota/device.conf\n"
 	       "  ota-device --id dev-001 --product sensor --firmware-version "
 	       "1.0.0 "

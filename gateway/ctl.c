@@ -50,9 +50,9 @@ struct ann_opts {
 
 #define CONN_KEYS(S)                                                           \
 	{"broker_host", CONF_STR, offsetof(S, c.broker_host), 256, 0, 0,       \
-	 "broker host (default localhost)"},                                   \
+	 "broker host"},                                   \
 	    {"broker_port", CONF_U32, offsetof(S, c.broker_port), 0, 1,        \
-	     65535, "broker TLS port (default 8883)"},                         \
+	     65535, "broker TLS port"},                         \
 	    {"ca_file", CONF_STR, offsetof(S, c.ca_file), PATH_MAX, 0, 0,      \
 	     "CA certificate (PEM)"},                                          \
 	    {"cert_file", CONF_STR, offsetof(S, c.cert_file), PATH_MAX, 0, 0,  \
@@ -60,9 +60,9 @@ struct ann_opts {
 	    {"key_file", CONF_STR, offsetof(S, c.key_file), PATH_MAX, 0, 0,    \
 	     "operator key"},                                                  \
 	    {"timeout_s", CONF_U32, offsetof(S, c.timeout_s), 0, 1, 600,       \
-	     "wait this long for the verdict (default 30)"},                   \
+	     "wait this long for the verdict"},                   \
 	    {"mqtt_version", CONF_STR, offsetof(S, c.mqtt_version), 8, 0, 0,   \
-	     "5 (default) or 3.1.1"},                                          \
+	     "5 or 3.1.1 (MQTT 3.1.1: no broker refusal reported)"},                                          \
 	{                                                                      \
 		"json", CONF_BOOL, offsetof(S, c.json), 0, 0, 0,               \
 		    "print the verdict as JSON"                                \
@@ -395,7 +395,9 @@ static void ctl_usage(void)
 	       "operator's certificate\nand waits for the gateway's verdict. "
 	       "Exit status: 0 accepted (or nothing to\nchange), 1 refused, "
 	       "not authorised or no answer, 2 usage.\n\noptions:\n");
-	conf_print_help(ctl_keys);
+	struct ctl_opts d = {0};
+	conn_defaults(&d.c);
+	conf_print_help_defaults(ctl_keys, &d);
 	printf("\nexamples:\n  ota-gateway ctl pause --product sensor "
 	       "--broker-host broker \\\n"
 	       "      --broker-port 8883 --ca-file ca.crt "
@@ -482,9 +484,11 @@ static void ann_usage(void)
 	       "only asks which it would target. Exit status:\n0 accepted (or "
 	       "already known), 1 refused, not authorised or no answer, 2 "
 	       "usage.\n\noptions:\n");
-	conf_print_help(ann_keys);
+	static struct ann_opts d;
+	conn_defaults(&d.c);
+	conf_print_help_defaults(ann_keys, &d);
 	printf("\nexample:\n  ota-gateway announce --product sensor --url "
-	       "file:///srv/ota/sensor-1.1.0.ota \\\n"
+	       "file:///srv/ota/sensor-1.1.0.ota\\\n"
 	       "      --group east --canary-percent 10 --ca-file pki/ca.crt "
 	       "\\\n      --cert-file pki/operator.crt --key-file "
 	       "pki/operator.key\n");

@@ -34,9 +34,10 @@ static void usage(FILE *f)
 	fprintf(f,
 		"\nexamples:\n"
 		"  ota-gateway keygen --out publisher\n"
-		"  ota-gateway pack --publisher-key publisher.key --product sensor "
-		"--version 1.1.0 \\\n"
-		"      --payload firmware.bin --out sensor-1.1.0.ota\n"
+		"  ota-gateway pack --publisher-key publisher.key "
+		"--product sensor \\\n"
+		"      --version 1.1.0 --payload firmware.bin "
+		"--out sensor-1.1.0.ota\n"
 		"  ota-gateway verify --publisher-key publisher.pub "
 		"sensor-1.1.0.ota\n"
 		"  ota-gateway run -c gateway.conf\n"

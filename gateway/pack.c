@@ -173,16 +173,18 @@ int gw__cmd_pack(int argc, char **argv)
 	struct conf_cli cli;
 	char err[512] = "", tmp[PATH_MAX + 8];
 	int rc = parse(argc, argv, pack_keys, &o, &cli,
-		       "pack --publisher-key KEY --product P --version V "
-		       "--payload FILE\n                        --out PKG",
+		       "pack --publisher-key KEY --product P --version V\n"
+		       "                        --payload FILE --out PKG",
 		       "  ota-gateway pack --publisher-key publisher.key "
-		       "--product sensor --version 1.1.0 \\\n"
-		       "      --payload firmware.bin --out sensor-1.1.0.ota\n"
+		       "--product sensor \\\n"
+		       "      --version 1.1.0 --payload firmware.bin "
+		       "--out sensor-1.1.0.ota\n"
 		       "  ota-gateway pack --publisher-key publisher.key "
-		       "--product sensor --version 1.0.0 \\\n"
-		       "      --payload firmware-1.0.0.bin --downgrade "
-		       "--replaces 1.1.0 \\\n"
-		       "      --expires +30d --out sensor-back-to-1.0.0.ota\n");
+		       "--product sensor \\\n"
+		       "      --version 1.0.0 --payload firmware-1.0.0.bin "
+		       "--downgrade \\\n"
+		       "      --replaces 1.1.0 --expires +30d "
+		       "--out sensor-back-to-1.0.0.ota\n");
 	if (rc)
 		return rc == 1 ? 0 : rc;
 	const char *missing = !o.key[0]       ? "--publisher-key"

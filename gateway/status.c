@@ -491,16 +491,17 @@ int gw__cmd_status(int argc, char **argv)
 	}
 	if (cli.help) {
 		printf("usage: ota-gateway status [--db DIR] [--json] [--wide] "
-		       "[--events N] [--watch SECS]\n"
-		       "                          [--state S] [--release ID] "
-		       "[--group G] [--all] [PATTERN]\n\n"
+		       "[--events N]\n"
+		       "         [--watch SECS] [--state S] [--release ID] "
+		       "[--group G] [--all]\n         [PATTERN]\n\n"
 		       "One line per campaign (newest first) and the device "
 		       "count per state, then\nthe devices: those under way "
 		       "first, as many as fit the terminal ($LINES,\n$COLUMNS "
 		       "or the tty's size), the rest summarised. PATTERN "
 		       "selects devices by\nname (shell pattern, e.g. "
 		       "'dev-0*').\n\noptions:\n");
-		conf_print_help(status_keys);
+		struct status_opts d = {.db = "ota-gateway-db"};
+		conf_print_help_defaults(status_keys, &d);
 		printf("\nexamples:\n  ota-gateway status --db "
 		       "/var/lib/ota-gateway/db --events 20\n"
 		       "  ota-gateway status --db /var/lib/ota-gateway/db "
