@@ -2,7 +2,7 @@
  * Each publishes the same message an operator could with mosquitto_pub
  * (ota/release/<product> or ota/ctl/<product>), with the operator's
  * certificate and a request id, then waits for the gateway's verdict on
- * ota/result/<product>/req/<id> (PROTOCOL.md section 4.8). With MQTT 5 the
+ * ota/result/<product>/req/<id> (PROTOCOL.md section 5.5). With MQTT 5 the
  * request also carries that topic as its response topic and the id as
  * correlation data, and a broker's refusal of the publish is reported. */
 #include <fcntl.h>

@@ -1,5 +1,5 @@
 /* Verdicts: every announcement and control command is answered, on MQTT
- * (PROTOCOL.md section 4.8), in the log and in the event log. */
+ * (PROTOCOL.md section 5.5), in the log and in the event log. */
 #include <search.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -53,7 +53,7 @@ void gw__verdict_send(struct gw *gw, const struct gw_req *rq,
 		 v->operator_name[0] ? v->operator_name : "-",
 		 v->operator_name[0] ? " (claimed)" : "", v->reason);
 	/* The broker does not tell the gateway who published: the operator
-	 * name is what the request claims (PROTOCOL.md 4.8). */
+	 * name is what the request claims (PROTOCOL.md 5.5). */
 	snprintf(detail, sizeof(detail), "%s %s%s%s%s: %s", v->command,
 		 proto_verdict_name(v->verdict),
 		 v->operator_name[0] ? " operator=" : "", v->operator_name,

@@ -415,7 +415,7 @@ struct proto_announce {
 	uint32_t canary_success_percent; /* 1..100, default 100: canary share
 					    that must commit before the rest */
 	uint32_t pause_failure_percent;  /* 1..100: auto-pause above this */
-	/* The command plane (PROTOCOL.md section 4.8): */
+	/* The command plane (PROTOCOL.md section 5.5): */
 	char reply[PROTO_ID_MAX + 1];	 /* "" = no per-request verdict */
 	char operator_name[PROTO_ID_MAX + 1]; /* claimed, "" = unnamed */
 	bool dry_run; /* only say which devices it would target */
@@ -500,7 +500,7 @@ int proto_control_encode(const struct proto_control *c, char **out,
 const char *proto_action_name(enum proto_action a);
 
 /*
- * Verdict (gateway -> ota/result/<product>/..., QoS 1; PROTOCOL.md 4.8):
+ * Verdict (gateway -> ota/result/<product>/..., QoS 1; PROTOCOL.md 5.5):
  * the gateway's answer to one announcement or control command.
  * {"request":"r-1a2b","command":"announce","product":"sensor",
  *  "verdict":"accepted","release":"<16 hex>","version":"1.1.0",
