@@ -211,7 +211,9 @@ void gw__control(struct gw *gw, const char *product, const void *payload,
 		 size_t len, const struct gw_req *rq);
 /* The operator's commands, one function each, for MQTT and HTTP alike:
  * they act on `release` ("" = the product's newest) and fill v with the
- * verdict (command, product, verdict, release, version, reason). */
+ * verdict (command, product, verdict, release, version, reason). Then
+ * gw__verdict_send(gw, rq or NULL, v) logs it, records it in the event log
+ * and publishes it; proto_verdict_encode(v) is the answer's JSON. */
 void gw__ctl_pause(struct gw *gw, const char *product, const char *release,
 		   struct proto_verdict *v);
 void gw__ctl_resume(struct gw *gw, const char *product, const char *release,
