@@ -60,9 +60,9 @@ struct ann_opts {
 	    {"key_file", CONF_STR, offsetof(S, c.key_file), PATH_MAX, 0, 0,    \
 	     "operator key"},                                                  \
 	    {"timeout_s", CONF_U32, offsetof(S, c.timeout_s), 0, 1, 600,       \
-	     "wait this long for the verdict"},                   \
+	     "wait this long for the verdict"},                                \
 	    {"mqtt_version", CONF_STR, offsetof(S, c.mqtt_version), 8, 0, 0,   \
-	     "5 or 3.1.1 (MQTT 3.1.1: no broker refusal reported)"},                                          \
+	     "5 or 3.1.1 (3.1.1: a broker's refusal goes unreported)"},        \
 	{                                                                      \
 		"json", CONF_BOOL, offsetof(S, c.json), 0, 0, 0,               \
 		    "print the verdict as JSON"                                \
