@@ -4,7 +4,8 @@
 # the command to run and exits 1. Run by `make deps` (and so by `make test`).
 #
 # `sh deploy/deps.sh bench` also makes sure of what only `make bench` needs (gnuplot for
-# the plots in docs/, perf for the profile).
+# the plots in docs/, perf for the profile). `sh deploy/deps.sh fuzz`: what only
+# `make fuzz` / `make fuzz-long` need (clang and its libFuzzer runtime).
 #
 # Installing mosquitto may try to start the system broker on port 1883; that is harmless:
 # the tests start their own broker on random free ports (TLS only) and never use 1883.
@@ -15,6 +16,7 @@ BUILD="gcc make pkg-config libmosquitto-dev libssl-dev libuv1-dev libjansson-dev
 RUN="mosquitto mosquitto-clients openssl jq lmdb-utils procps iproute2 coreutils docker-compose"
 BENCH=
 [ "${1:-}" = bench ] && BENCH="gnuplot-nox linux-perf"
+[ "${1:-}" = fuzz ] && BENCH="clang libclang-rt-14-dev"
 
 missing=
 for p in $BUILD $RUN $BENCH; do

@@ -37,35 +37,8 @@ static char inactive_slot(const struct dev *d)
 
 int dev__persist(struct dev *d)
 {
-	char sig[2 * PROTO_SIG_LEN + 1], path[PATH_MAX], err[512];
-	char slot[2] = {d->p.slot, 0};
-	proto_hex_encode(d->p.sig, PROTO_SIG_LEN, sig);
-	json_t *o = json_pack(
-	    "{s:s,s:s,s:s,s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:s,s:s,s:I,s:I,s:I,"
-	    "s:I,s:I,s:I,s:s,s:I}",
-	    "version", d->p.version, "slot", slot, "phase",
-	    st_name(d->p.phase), "release", d->p.release, "manifest",
-	    d->p.manifest ? d->p.manifest : "", "sig", sig, "fragment_size",
-	    (json_int_t)d->p.fragment_size, "fragments",
-	    (json_int_t)d->p.fragments, "window", (json_int_t)d->p.window,
-	    "held", (json_int_t)d->p.held, "prev_version", d->p.prev_version,
-	    "error", d->p.error, "t_accept", (json_int_t)d->p.t_accept,
-	    "t_downloaded", (json_int_t)d->p.t_downloaded, "t_verified",
-	    (json_int_t)d->p.t_verified, "t_installed",
-	    (json_int_t)d->p.t_installed, "t_restart",
-	    (json_int_t)d->p.t_restart, "t_up", (json_int_t)d->p.t_up,
-	    "refused", d->p.refused, "table_fragments",
-	    (json_int_t)d->p.table_fragments);
-	if (o && (json_object_set_new(o, "highest", json_string(d->p.highest)) ||
-		  json_object_set_new(o, "security_floor",
-				      json_integer(d->p.security_floor)) ||
-		  json_object_set_new(o, "time_floor",
-				      json_integer(d->p.time_floor)))) {
-		json_decref(o);
-		o = NULL;
-	}
-	char *s = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
-	json_decref(o);
+	char path[PATH_MAX], err[512];
+	char *s = dev__persist_json(&d->p);
 	if (!s)
 		return -1;
 	util_path(path, sizeof(path), d->cfg.state_dir, "state.json");
@@ -93,64 +66,14 @@ static int dev_load(struct dev *d, char *err, size_t errlen)
 	}
 	if (util_read_file(path, 1 << 20, &buf, &len, err, errlen) != 0)
 		return -1;
-	json_t *o = json_loadb(buf, len, 0, NULL);
+	char why[160];
+	int rc = dev__persist_parse(buf, len, &d->p, why, sizeof(why));
 	free(buf);
-	const char *ver = json_string_value(json_object_get(o, "version"));
-	const char *slot = json_string_value(json_object_get(o, "slot"));
-	const char *ph = json_string_value(json_object_get(o, "phase"));
-	const char *rel = json_string_value(json_object_get(o, "release"));
-	const char *man = json_string_value(json_object_get(o, "manifest"));
-	const char *sig = json_string_value(json_object_get(o, "sig"));
-	const char *pv = json_string_value(json_object_get(o, "prev_version"));
-	const char *er = json_string_value(json_object_get(o, "error"));
-	const char *rf = json_string_value(json_object_get(o, "refused"));
-	uint32_t parts[3];
-	if (!ver || proto_version_parse(ver, parts) != 0 || !slot ||
-	    (strcmp(slot, "a") && strcmp(slot, "b")) || !ph ||
-	    proto_state_parse(ph, &d->p.phase) != 0 || !rel || !man || !sig) {
-		snprintf(err, errlen, "%s is damaged; move it away to start "
-				      "from the configured version", path);
-		json_decref(o);
-		return -1;
-	}
-	snprintf(d->p.version, sizeof(d->p.version), "%s", ver);
-	d->p.slot = slot[0];
-	snprintf(d->p.release, sizeof(d->p.release), "%s", rel);
-	snprintf(d->p.prev_version, sizeof(d->p.prev_version), "%s",
-		 pv ? pv : "");
-	snprintf(d->p.error, sizeof(d->p.error), "%s", er ? er : "");
-	snprintf(d->p.refused, sizeof(d->p.refused), "%s", rf ? rf : "");
-	/* Absent in a state.json written before anti-rollback marks: the
-	 * running version is the highest known. */
-	const char *hi = json_string_value(json_object_get(o, "highest"));
-	snprintf(d->p.highest, sizeof(d->p.highest), "%s",
-		 hi && proto_version_parse(hi, parts) == 0 ? hi : ver);
-	json_int_t fl = json_integer_value(json_object_get(o, "security_floor"));
-	d->p.security_floor = fl > 0 && fl <= PROTO_SECURITY_VERSION_MAX
-				  ? (uint32_t)fl
-				  : 0;
-	json_int_t tf = json_integer_value(json_object_get(o, "time_floor"));
-	d->p.time_floor = tf > 0 ? tf : 0;
-	d->p.manifest = man[0] ? strdup(man) : NULL;
-	if (sig[0])
-		proto_hex_decode(sig, d->p.sig, PROTO_SIG_LEN);
-#define U32(f) d->p.f = (uint32_t)json_integer_value(json_object_get(o, #f))
-#define I64(f) d->p.f = json_integer_value(json_object_get(o, #f))
-	U32(fragment_size);
-	U32(fragments);
-	U32(window);
-	U32(table_fragments);
-	U32(held);
-	I64(t_accept);
-	I64(t_downloaded);
-	I64(t_verified);
-	I64(t_installed);
-	I64(t_restart);
-	I64(t_up);
-#undef U32
-#undef I64
-	json_decref(o);
-	return 0;
+	if (rc != 0)
+		snprintf(err, errlen, "%s is damaged (%s); move it away to "
+				      "start from the configured version",
+			 path, why);
+	return rc;
 }
 
 int dev__load_manifest(struct dev *d, char *why, size_t n)

@@ -84,6 +84,14 @@ struct dev_persist {
 	    t_up;
 };
 
+/* persist.c, no I/O. The state.json text of p: new, NULL when out of
+ * memory. Parse: 0 and *p filled (p->manifest new, NULL when ""), or -1
+ * with the reason in why and *p untouched; anything out of its range or
+ * inconsistent (held beyond the transfer's fragments) is refused. */
+char *dev__persist_json(const struct dev_persist *p);
+int dev__persist_parse(const char *buf, size_t len, struct dev_persist *p,
+		       char *why, size_t n);
+
 struct dev_stats {
 	uint64_t frags_ok, frags_dup, msgs_bad, msgs_stale, acks_sent;
 	uint64_t frags_ahead; /* beyond the window (a group's, not ours) */

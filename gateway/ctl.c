@@ -18,6 +18,7 @@
 #include "common/certcheck.h"
 #include "common/util.h"
 #include "common/conf.h"
+#include "common/util.h"
 #include "gateway/gw.h"
 
 struct conn_opts {
@@ -56,9 +57,9 @@ struct ann_opts {
 	    {"ca_file", CONF_STR, offsetof(S, c.ca_file), PATH_MAX, 0, 0,      \
 	     "CA certificate (PEM)"},                                          \
 	    {"cert_file", CONF_STR, offsetof(S, c.cert_file), PATH_MAX, 0, 0,  \
-	     "operator certificate (CN ota-operator)"},                        \
+	     "operator certificate (CN ota-operator or ota-operator-NAME)"},   \
 	    {"key_file", CONF_STR, offsetof(S, c.key_file), PATH_MAX, 0, 0,    \
-	     "operator key"},                                                  \
+	     "operator key (mode 0600)"},                                      \
 	    {"timeout_s", CONF_U32, offsetof(S, c.timeout_s), 0, 1, 600,       \
 	     "wait this long for the verdict"},                                \
 	    {"mqtt_version", CONF_STR, offsetof(S, c.mqtt_version), 8, 0, 0,   \
@@ -367,6 +368,11 @@ static int conn_check(const struct conn_opts *o, const char *prog,
 			!strcmp(need, "--product") && product[0]
 			    ? " (a valid product name)"
 			    : "");
+		return 2;
+	}
+	char err[512];
+	if (util_key_private("key_file", o->key_file, err, sizeof(err)) != 0) {
+		fprintf(stderr, "%s: %s\n", prog, err);
 		return 2;
 	}
 	if (strcmp(o->mqtt_version, "5") && strcmp(o->mqtt_version, "3.1.1")) {

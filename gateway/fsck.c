@@ -44,6 +44,7 @@ static const struct conf_key fsck_keys[] = {
 
 struct fsck {
 	const struct fsck_opts *o;
+	FILE *out; /* problem lines; NULL: counted only */
 	bool have_key;
 	uint8_t pubkey[PROTO_PUBKEY_LEN];
 	/* release id -> {"fragments", "started", ...; event counts} */
@@ -64,8 +65,8 @@ __attribute__((format(printf, 2, 3))) static void problem(struct fsck *f,
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	if (++f->problems <= FSCK_SHOW_MAX)
-		printf("%s: %s\n", f->where, msg);
+	if (++f->problems <= FSCK_SHOW_MAX && f->out)
+		fprintf(f->out, "%s: %s\n", f->where, msg);
 }
 
 /* "db/key", with a key that is not printable text made safe to print. */
@@ -491,9 +492,25 @@ static void check_counts(struct fsck *f)
 	}
 }
 
+uint64_t gw__fsck_records(const struct gw__ledger_rec *recs, size_t n,
+			  FILE *out)
+{
+	struct fsck_opts o = {.skip_packages = true};
+	struct fsck f = {.o = &o, .out = out};
+	f.rels = json_object();
+	f.devs = json_object();
+	for (size_t i = 0; i < n; i++)
+		walk_cb(&f, recs[i].db, recs[i].key, recs[i].klen, recs[i].val,
+			recs[i].vlen);
+	check_counts(&f);
+	json_decref(f.rels);
+	json_decref(f.devs);
+	return f.problems;
+}
+
 static int fsck_run(const struct fsck_opts *o)
 {
-	struct fsck f = {.o = o};
+	struct fsck f = {.o = o, .out = stdout};
 	struct store *db;
 	struct store_opts so = {.readonly = true};
 	char err[512];

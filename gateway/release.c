@@ -15,17 +15,21 @@
 #include "gateway/gw.h"
 
 struct fetch_job {
-	uv_work_t req;
+	struct gw_lane_item li; /* li.req.data: this job */
 	struct gw *gw;
 	char product[PROTO_ID_MAX + 1];
 	struct proto_announce a;
 	struct gw_req rq; /* who asked; where the verdict goes */
+	char url_log[2 * PROTO_URL_MAX + 8]; /* a.url without its secrets */
 	/* inputs, copied so the worker touches nothing of the loop's */
 	uint8_t pubkey[PROTO_PUBKEY_LEN];
 	struct proto_keyset ks; /* a copy: SIGHUP may replace the loop's */
 	struct proto_trust trust;
 	uint64_t max_size;
 	char store_dir[PATH_MAX];
+	char file_dirs[sizeof(((struct gw_config *)0)->file_dirs)];
+	const atomic_bool *cancel;
+	uint64_t deadline; /* monotonic ms: a copy ends by then */
 	/* outputs */
 	int rc;
 	char err[320];
@@ -80,46 +84,6 @@ bool gw__release_targets(const struct gw_release *r,
 		return false;
 	}
 	return true;
-}
-
-/* Stream src into the open fd dst, refusing more than max bytes. */
-static int copy_capped(int src, int dst, uint64_t max, char *err, size_t n)
-{
-	static const size_t bufsz = 1 << 16;
-	char *buf = malloc(bufsz);
-	uint64_t total = 0;
-	int rc = -1;
-	if (!buf) {
-		snprintf(err, n, "out of memory");
-		return -1;
-	}
-	for (;;) {
-		ssize_t r = read(src, buf, bufsz);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0) {
-			snprintf(err, n, "read: %s", strerror(errno));
-			goto out;
-		}
-		if (r == 0)
-			break;
-		total += (uint64_t)r;
-		if (total > max) {
-			snprintf(err, n,
-				 "package larger than the configured maximum "
-				 "of %llu bytes",
-				 (unsigned long long)max);
-			goto out;
-		}
-		if (util_write_all(dst, buf, (size_t)r) != 0) {
-			snprintf(err, n, "write to store: %s", strerror(errno));
-			goto out;
-		}
-	}
-	rc = 0;
-out:
-	free(buf);
-	return rc;
 }
 
 static void table_path(char *out, size_t n, const char *store_dir,
@@ -224,21 +188,21 @@ fail_tmp:
 	j->table = NULL;
 }
 
-/* Thread pool, file://: copy the source into the store, then verify. */
-static void file_work(uv_work_t *req)
+/* Thread pool, file://: copy the source into the store (verify_work
+ * checks the copy next, in its own lane). Nothing is read before the
+ * source is known to be a regular file below file_dirs, of an accepted
+ * size. */
+static void copy_work(uv_work_t *req)
 {
 	struct fetch_job *j = req->data;
-	const char *src_path = j->a.url + 7;
-	int src = open(src_path, O_RDONLY | O_CLOEXEC);
-	if (src < 0) {
-		snprintf(j->err, sizeof(j->err), "cannot open %s: %s",
-			 src_path, strerror(errno));
-	} else {
-		copy_capped(src, j->tmpfd, j->max_size, j->err,
-			    sizeof(j->err));
-		close(src);
-	}
-	verify_work(req);
+	uint64_t size;
+	int src;
+	if (gw__file_open(j->a.url, j->file_dirs, j->max_size, &src, &size,
+			  j->err, sizeof(j->err)) != 0)
+		return;
+	gw__file_copy(src, j->tmpfd, size, j->cancel, j->deadline, j->err,
+		      sizeof(j->err));
+	close(src);
 }
 
 static int release_map(struct gw_release *r, char *err, size_t n)
@@ -334,6 +298,14 @@ static char *release_record(const struct gw_release *r)
 	if (c && r->finished_ms)
 		json_object_set_new(c, "finished_ms",
 				    json_integer(r->finished_ms));
+	if (c) {
+		char cut[17];
+		snprintf(cut, sizeof(cut), "%016llx",
+			 (unsigned long long)r->canary_cut);
+		json_object_set_new(c, "canary_cut", json_string(cut));
+		json_object_set_new(c, "pause_failure_min",
+				    json_integer(r->fail_min));
+	}
 	if (o && c)
 		json_object_set_new(o, "campaign", c);
 	else
@@ -560,18 +532,22 @@ static void fetch_done(uv_work_t *req, int status)
 	struct gw *gw = j->gw;
 	struct proto_verdict v;
 	char err[320];
+	gw__lane_finished(gw, &gw->verify_lane);
 	gw->fetches--;
 	close(j->tmpfd);
 	gw__verdict_init(&v, j->product, "announce");
 	v.verdict = PROTO_VERDICT_REFUSED;
 	if (status != 0 || j->rc != 0) {
+		if (j->tmp[0])
+			unlink(j->tmp); /* cancelled before its check */
+		if (status != 0 && !j->err[0])
+			snprintf(j->err, sizeof(j->err),
+				 "cancelled: the gateway is stopping");
 		gw->stats.releases_refused++;
 		log_warnx("release REFUSED product=%s url=%s reason=\"%s\"",
-			  j->product, j->a.url,
-			  status ? "cancelled" : j->err);
+			  j->product, j->url_log, j->err);
 		gw__event(gw, NULL, NULL, "release_refused", j->err);
-		snprintf(v.reason, sizeof(v.reason), "%s",
-			 status ? "cancelled" : j->err);
+		snprintf(v.reason, sizeof(v.reason), "%s", j->err);
 		goto out_verdict;
 	}
 	if (announce_settled(gw, j, &v))
@@ -633,8 +609,21 @@ static void https_done(void *ud, int rc, const char *err)
 		snprintf(why, sizeof(why), "%s", err);
 		snprintf(j->err, sizeof(j->err), "download failed: %s", why);
 	}
-	if (uv_queue_work(j->gw->loop, &j->req, verify_work, fetch_done) != 0)
-		fetch_done(&j->req, -1);
+	gw__lane_submit(j->gw, &j->gw->verify_lane, &j->li, verify_work,
+			fetch_done);
+}
+
+/* The file:// copy ended (on the loop): verify it in the next lane. */
+static void copy_done(uv_work_t *req, int status)
+{
+	struct fetch_job *j = req->data;
+	gw__lane_finished(j->gw, &j->gw->copy_lane);
+	j->t_fetched = util_mono_ms();
+	if (status != 0 && !j->err[0])
+		snprintf(j->err, sizeof(j->err),
+			 "cancelled: the gateway is stopping");
+	gw__lane_submit(j->gw, &j->gw->verify_lane, &j->li, verify_work,
+			fetch_done);
 }
 
 /* Refused before any job exists. */
@@ -690,20 +679,27 @@ void gw__announce(struct gw *gw, const char *product, const void *payload,
 	}
 	j->max_size = (uint64_t)gw->cfg.max_package_mb << 20;
 	snprintf(j->store_dir, sizeof(j->store_dir), "%s", gw->cfg.store_dir);
-	j->req.data = j;
+	memcpy(j->file_dirs, gw->cfg.file_dirs, sizeof(j->file_dirs));
+	j->cancel = &gw->fetch_cancel;
+	gw__url_redact(j->a.url, j->url_log, sizeof(j->url_log));
+	j->li.req.data = j;
 	if (snprintf(j->tmp, sizeof(j->tmp), "%s/.fetch-XXXXXX",
 		     j->store_dir) >= (int)sizeof(j->tmp) ||
 	    (j->tmpfd = mkostemp(j->tmp, O_CLOEXEC)) < 0) {
 		snprintf(why, sizeof(why), "cannot create a file in %s: %s",
 			 j->store_dir, strerror(errno));
 		log_warnx("announcement for %s: %s", product, why);
+		gw__event(gw, NULL, NULL, "release_refused",
+			  "cannot create a file in the store");
 		announce_refused(gw, product, &j->rq, why);
 		proto_announce_free(&j->a);
 		free(j);
 		return;
 	}
 	j->t_announce = util_mono_ms();
-	log_info("announcement product=%s url=%s: fetching", product, j->a.url);
+	j->deadline = j->t_announce + (uint64_t)gw->cfg.fetch_timeout_s * 1000;
+	log_info("announcement product=%s url=%s: fetching", product,
+		 j->url_log);
 	gw->fetches++;
 	if (strncmp(j->a.url, "https://", 8) == 0) {
 		j->https = gw__https_get(gw, j->a.url, j->tmpfd, j->max_size,
@@ -714,8 +710,7 @@ void gw__announce(struct gw *gw, const char *product, const void *payload,
 		https_done(j, -1, j->err);
 		return;
 	}
-	if (uv_queue_work(gw->loop, &j->req, file_work, fetch_done) != 0)
-		fetch_done(&j->req, -1);
+	gw__lane_submit(gw, &gw->copy_lane, &j->li, copy_work, copy_done);
 }
 
 /* ------------------------------------------------- reload on start */
@@ -810,7 +805,11 @@ static int release_load_cb(void *ud, const void *key, size_t klen,
 	CU32(r->started, "started");
 	CU32(r->committed, "committed");
 	CU32(r->failed, "failed");
+	CU32(r->fail_min, "pause_failure_min");
 #undef CU32
+	/* A campaign of an older gateway has no draw: the first to come. */
+	const char *cut = json_string_value(json_object_get(c, "canary_cut"));
+	r->canary_cut = cut ? strtoull(cut, NULL, 16) : UINT64_MAX;
 	r->paused = json_is_true(json_object_get(c, "paused"));
 	r->aborted = json_is_true(json_object_get(c, "aborted"));
 	r->canary = json_is_true(json_object_get(c, "canary"));

@@ -79,6 +79,20 @@ static long long jint(json_t *o, const char *k, long long dflt)
 	return json_is_integer(v) ? (long long)json_integer_value(v) : dflt;
 }
 
+/* A device's acknowledged and total fragments, 0 <= acked <= n: a damaged
+ * record shows as 0% or 100%, never as an overflow. */
+static void frags_of(json_t *o, long long *acked, long long *n)
+{
+	*n = jint(o, "fragments", 0);
+	*acked = jint(o, "acked", 0);
+	if (*n < 0 || *n > PROTO_FRAGS_MAX)
+		*n = 0;
+	if (*acked < 0)
+		*acked = 0;
+	if (*acked > *n)
+		*acked = *n;
+}
+
 static void fmt_ms(char *buf, size_t n, json_t *t, const char *k)
 {
 	long long v = jint(t, k, -1);
@@ -268,13 +282,14 @@ static void counts_text(json_t *counts, char *buf, size_t n)
 
 static void device_row(const struct status_opts *o, json_t *rels, json_t *d)
 {
-	long long acked = jint(d, "acked", 0), n = jint(d, "fragments", 0);
+	long long acked, n;
 	const char *st = shown_state(rels, d);
+	frags_of(d, &acked, &n);
 	char rel[9];
 	snprintf(rel, sizeof(rel), "%s", jstr(d, "release"));
 	if (o->wide) {
-		long long fs = jint(release_of(rels, jstr(d, "release")),
-				    "fragment_size", 0);
+		double fs = (double)jint(release_of(rels, jstr(d, "release")),
+					 "fragment_size", 0);
 		long long now = (long long)time(NULL) * 1000;
 		char bar[28] = "-", bytes[24] = "-", rate[24] = "-";
 		if (n > 0) {
@@ -283,7 +298,7 @@ static void device_row(const struct status_opts *o, json_t *rels, json_t *d)
 				bar[k] = k < fill ? '#' : '.';
 			snprintf(bar + 20, sizeof(bar) - 20, " %3lld%%",
 				 100 * acked / n);
-			fmt_bytes(bytes, sizeof(bytes), (double)(acked * fs));
+			fmt_bytes(bytes, sizeof(bytes), (double)acked * fs);
 			long long t0 = jint(d, "offered_ms", 0);
 			long long t1 = jint(d, "transferred_ms", 0);
 			/* A rate only while it transfers, or for a finished
@@ -292,8 +307,8 @@ static void device_row(const struct status_opts *o, json_t *rels, json_t *d)
 				t1 = now;
 			if (t0 && t1 > t0) {
 				fmt_bytes(rate, sizeof(rate) - 2,
-					  (double)(acked * fs) * 1000.0 /
-					      (double)(t1 - t0));
+					  (double)acked * fs * 1000.0 /
+					      ((double)t1 - (double)t0));
 				strncat(rate, "/s",
 					sizeof(rate) - strlen(rate) - 1);
 			}
@@ -401,6 +416,14 @@ static void print_table(const struct status_opts *o, json_t *rels,
 	print_devices(o, rels, devs, rows > 0 ? (room > 2 ? room : 2) : 0);
 	if (ev)
 		print_events(o, events);
+}
+
+/* The table as `status` prints it, every device, no terminal limits
+ * (fuzz_ledger drives it with damaged records). */
+void gw__status_print(json_t *rels, json_t *devs, json_t *events, bool wide)
+{
+	struct status_opts o = {.wide = wide};
+	print_table(&o, rels, devs, events);
 }
 
 static void print_json(const struct status_opts *o, json_t *rels,

@@ -28,6 +28,7 @@ static const char *const announce_keys[] = {
 	"reply",
 	"dry_run",
 	"operator",
+	"pause_failure_min",
 };
 
 static int announce_check_keys(const json_t *root, struct proto_err *err)
@@ -178,6 +179,10 @@ int proto_announce_decode(const char *buf, size_t len,
 				 err)) < 0 ||
 	    (rc = proto__json_bool(root, "dry_run", &a->dry_run, err)) < 0)
 		goto out_fail;
+	if ((rc = proto__json_int(root, "pause_failure_min", false, 0,
+				  PROTO_PAUSE_FAILURE_MIN_MAX, &v, NULL, err)) < 0)
+		goto out_fail;
+	a->pause_failure_min = (uint32_t)v;
 	json_decref(root);
 	return 0;
 out_fail:
@@ -485,6 +490,16 @@ void proto_status_init(struct proto_status *s)
 	s->ts = 0;
 }
 
+/* `progress` carries 6 decimal places (PROTOCOL.md section 5.3): both
+ * sides round to the nearest multiple of 10^-6, so what the decoder
+ * returns is exactly what the encoder writes (JSON_REAL_PRECISION(6) prints
+ * such a number in full) and decode(encode(s)) gives s back. p in 0..1. */
+static double progress_round(double p)
+{
+	return (double)(int64_t)(p * PROTO_PROGRESS_SCALE + 0.5) /
+	       PROTO_PROGRESS_SCALE;
+}
+
 static bool fixed_str_ok(const char *s, size_t cap)
 {
 	return memchr(s, '\0', cap) != NULL;
@@ -592,7 +607,8 @@ int proto_status_encode(const struct proto_status *s, char **out,
 		    0)
 		goto out_obj;
 	if (s->progress >= 0 &&
-	    (rc = proto__json_set(obj, "progress", json_real(s->progress))) <
+	    (rc = proto__json_set(obj, "progress",
+				  json_real(progress_round(s->progress)))) <
 		    0)
 		goto out_obj;
 	if (errstr != NULL) {
@@ -675,6 +691,7 @@ static int status_fields(const json_t *root, struct proto_status *s,
 		if (!(s->progress >= 0 && s->progress <= 1.0))
 			return proto__err(err, PROTO_ERANGE,
 					  "field 'progress': not within 0..1");
+		s->progress = progress_round(s->progress);
 	}
 	if ((rc = proto__json_copy(root, "error", false, s->error,
 				   sizeof(s->error), err)) < 0 ||

@@ -394,14 +394,15 @@ bool proto_ack_has(const struct proto_ack *a, uint32_t index);
  * {"url":"file:///path/pkg.ota", "group":"g1", "devices":["d1","d2"],
  *  "fragment_size":4096, "window":32, "concurrency":50,
  *  "canary_percent":10, "canary_success_percent":90,
- *  "pause_failure_percent":20, "reply":"r-1a2b", "dry_run":true,
- *  "operator":"ota-operator"}
+ *  "pause_failure_percent":20, "pause_failure_min":2, "reply":"r-1a2b",
+ *  "dry_run":true, "operator":"ota-operator"}
  * Only `url` is required (scheme file:// or https://). Unlike the other
  * decoders, unknown members are rejected (PROTO_EFIELD): a misspelt
  * targeting key must not widen a rollout. `group` "" and `devices` []
  * are invalid (omit them instead). On failure nothing is allocated
  * (devices NULL) and _free is not needed, though harmless.
  */
+#define PROTO_PAUSE_FAILURE_MIN_MAX 1000000
 struct proto_announce {
 	char url[PROTO_URL_MAX + 1];
 	char group[PROTO_ID_MAX + 1]; /* "" = any group */
@@ -419,6 +420,9 @@ struct proto_announce {
 	char reply[PROTO_ID_MAX + 1];	 /* "" = no per-request verdict */
 	char operator_name[PROTO_ID_MAX + 1]; /* claimed, "" = unnamed */
 	bool dry_run; /* only say which devices it would target */
+	uint32_t pause_failure_min; /* 1..PROTO_PAUSE_FAILURE_MIN_MAX: failed
+				       devices before any automatic pause
+				       (canary or rate); 0 = gateway's */
 };
 
 int proto_announce_decode(const char *buf, size_t len,
@@ -586,10 +590,15 @@ struct proto_timings {
  * update is in progress or has just ended; `progress` while downloading
  * (0..1); `error` when failed or rolled back; `timings` once measured.
  * The Last Will is the same message with state "offline".
+ * `progress` carries 6 decimal places: encode and decode both round it to
+ * the nearest multiple of 1/PROTO_PROGRESS_SCALE, so decode(encode(s))
+ * equals s once s came from decode.
  * Encode omits absent fields (see proto_status_init) and rejects invalid
  * ones; an `error` that is not valid UTF-8 is sent as ASCII with '?'. Decode sets absent optional fields to their absent values and
  * ignores unknown members; on failure *s is left untouched.
  */
+#define PROTO_PROGRESS_SCALE 1000000.0 /* progress: 6 decimal places */
+
 struct proto_status {
 	char device[PROTO_ID_MAX + 1];
 	char product[PROTO_ID_MAX + 1];

@@ -55,6 +55,12 @@ check "the devices now keep key set 2" \
         [ \"\$(md5sum < '$T/dev/dev-002/keyset.json')\" != '$sums_before' ]"
 
 pack sensor 1.3.0 "$T/fw.bin" "$T/p130.ota"
+check "verify with the root and key set 2 accepts the new key's package" \
+    "$GW" verify --root-keys "$K/root.pub" --keyset "$T/keyset.json" "$T/p120.ota"
+check "and refuses the revoked key's" \
+    bash -c "! '$GW' verify --root-keys '$K/root.pub' --keyset '$T/keyset.json' '$T/p130.ota' 2>&1 |
+        grep -q 'OK' && '$GW' verify --root-keys '$K/root.pub' --keyset '$T/keyset.json' \
+        '$T/p130.ota' 2>&1 | grep -q 'REFUSED: signature does not verify with any publisher key'"
 announce sensor "file://$T/p130.ota"
 check "the gateway refuses a package signed by the revoked key" \
     wait_until 15 "grep -q \"release REFUSED product=sensor .*signature does not verify with any publisher key the key set (version 2) allows for product 'sensor'\" '$T/gateway.log'"

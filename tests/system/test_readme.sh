@@ -5,7 +5,8 @@
 #   build/              -> $BUILD/
 #   certs/make-certs.sh -> $OTA_ROOT/certs/make-certs.sh   (pki/, firmware.bin ... stay
 #                          relative: the commands run in $T, so pki/ is $T/pki/)
-#   /var/lib/, /srv/ota/ -> $T/var/lib/, $T/srv/ota/ (https://ota.example/ -> file://$T/srv/ota/)
+#   /var/lib/, /srv/ota/ -> $T/var/lib/, $T/srv/ota/ (https://ota.example/ -> file://$T/srv/ota/;
+#                          --file-dirs /srv/ota -> --file-dirs $T/srv/ota)
 #   -h localhost -p 8883, --broker-port 8883 -> the test broker's port
 #   mosquitto_pub ...   -> mosquitto_pub with the operator's connection arguments
 # (plus, where noted, another version, payload, device id or an added flag). Commands the
@@ -69,6 +70,7 @@ readme_sub() {
     shift
     cmd=$(sed -e "s|^build/|$BUILD/|" -e "s|^certs/make-certs\\.sh|$OTA_ROOT/certs/make-certs.sh|" \
         -e "s|/var/lib/|$T/var/lib/|g" -e "s|file:///srv/ota/|file://$T/srv/ota/|g" \
+        -e "s|--file-dirs /srv/ota|--file-dirs $T/srv/ota|g" \
         -e "s|https://ota\\.example/|file://$T/srv/ota/|g" \
         -e "s|-h localhost -p 8883|-h localhost -p \$BROKER_PORT|g" \
         -e "s|--broker-port 8883|--broker-port \$BROKER_PORT|g" \
@@ -169,21 +171,20 @@ check "deploy/mosquitto/mosquitto.conf is its template rendered for port 8883 (n
 check "README: the broker is deploy/mosquitto/mosquitto.conf with deploy/mosquitto/acl" \
     readme_says 'A broker for this: `deploy/mosquitto/mosquitto.conf` (TLS only, client certificates required'
 # The README's host broker: deploy/mosquitto/mosquitto-local.conf, the template rendered for
-# this host (no drift), started as written from the top directory ($T here, with deploy/
-# as in the repository and the test's port instead of 8883).
+# this host (no drift), started as written from the top directory ($T here, with the
+# test's port instead of 8883; pki/ holds the certificates, CRL and ACL make-certs wrote).
 check "deploy/mosquitto/mosquitto-local.conf is its template rendered for this host (no drift)" \
     diff <(sed -e 's|@PORT@|8883|g' -e 's|@BIND@|127.0.0.1|g' -e 's|@CERTS@|pki|g' \
-        -e 's|@ACL@|deploy/mosquitto/acl|g' -e 's|@USER@|root|g' \
+        -e 's|@ACL@|pki/acl|g' -e 's|@USER@|root|g' \
         "$OTA_ROOT/deploy/mosquitto/mosquitto.conf.in" | grep -v '^#') \
     <(grep -v '^#' "$OTA_ROOT/deploy/mosquitto/mosquitto-local.conf")
 BROKER_PORT=$(free_port)
 export BROKER_PORT
 mkdir -p "$T/deploy/mosquitto"
-cp "$OTA_ROOT/deploy/mosquitto/acl" "$T/deploy/mosquitto/acl"
 sed "s|^listener 8883 |listener $BROKER_PORT |" "$OTA_ROOT/deploy/mosquitto/mosquitto-local.conf" \
     >"$T/deploy/mosquitto/mosquitto-local.conf"
 readme_spawn broker "mosquitto -c deploy/mosquitto/mosquitto-local.conf"
-check "the broker starts as written (host config, pki/, the ACL)" \
+check "the broker starts as written (host config, pki/ with its CRL and ACL)" \
     wait_until 10 'port_listening "$BROKER_PORT" && alive broker'
 
 GW_RUN="build/ota-gateway run --broker-host localhost --broker-port 8883"

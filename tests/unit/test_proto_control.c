@@ -76,18 +76,22 @@ static void test_announce_rollout_fields(void **state)
 	struct proto_announce a;
 	const char *ok = "{\"url\":\"file:///p.ota\",\"concurrency\":5,"
 			 "\"canary_percent\":10,\"canary_success_percent\":90,"
-			 "\"pause_failure_percent\":20}";
+			 "\"pause_failure_percent\":20,"
+			 "\"pause_failure_min\":3}";
 	assert_int_equal(proto_announce_decode(ok, strlen(ok), &a, NULL), 0);
 	assert_int_equal(a.concurrency, 5);
 	assert_int_equal(a.canary_percent, 10);
 	assert_int_equal(a.canary_success_percent, 90);
 	assert_int_equal(a.pause_failure_percent, 20);
+	assert_int_equal(a.pause_failure_min, 3);
 	proto_announce_free(&a);
 	const char *bad[] = {
 	    "{\"url\":\"file:///p\",\"canary_percent\":101}",
 	    "{\"url\":\"file:///p\",\"pause_failure_percent\":-1}",
 	    "{\"url\":\"file:///p\",\"concurrency\":\"5\"}",
 	    "{\"url\":\"file:///p\",\"canary_success_percent\":1.5}",
+	    "{\"url\":\"file:///p\",\"pause_failure_min\":1000001}",
+	    "{\"url\":\"file:///p\",\"pause_failure_min\":true}",
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		assert_true(proto_announce_decode(bad[i], strlen(bad[i]), &a,
