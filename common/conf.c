@@ -6,8 +6,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const struct conf_key *conf__find(const struct conf_key *keys,
-					 const char *name, size_t len)
+#define PATH_MAX_HELP 512
+
+static const struct conf_key *conf__find_name(const struct conf_key *keys,
+					      const char *name, size_t len)
 {
 	for (const struct conf_key *k = keys; k->name; k++) {
 		if (strlen(k->name) != len)
@@ -22,6 +24,22 @@ static const struct conf_key *conf__find(const struct conf_key *keys,
 			return k;
 	}
 	return NULL;
+}
+
+/* By name or alias; an old name warns (once per use) on stderr. */
+static const struct conf_key *conf__find(const struct conf_key *keys,
+					 const char *name, size_t len)
+{
+	const struct conf_key *k = conf__find_name(keys, name, len);
+	if (!k || k->type != CONF_ALIAS)
+		return k;
+	const struct conf_key *to =
+	    conf__find_name(keys, k->help, strlen(k->help));
+	if (to && k->min)
+		fprintf(stderr, "warning: '%.*s' is the old name of '%s' (it "
+				"still works; use the new one)\n",
+			(int)len, name, to->name);
+	return to && to->type != CONF_ALIAS ? to : NULL;
 }
 
 static int conf__set_key(const struct conf_key *k, void *target,
@@ -72,6 +90,8 @@ static int conf__set_key(const struct conf_key *k, void *target,
 		snprintf(err, errlen, "key '%s': '%s' is not true or false",
 			 k->name, val);
 		return -1;
+	case CONF_ALIAS:
+		break;
 	}
 	return -1;
 }
@@ -239,9 +259,34 @@ int conf_from_argv(int argc, char **argv, const struct conf_key *keys,
 	return 0;
 }
 
+static void default_text(const struct conf_key *k, const void *defaults,
+			 char *buf, size_t n)
+{
+	const char *f = defaults ? (const char *)defaults + k->off : NULL;
+	buf[0] = '\0';
+	if (!f)
+		return;
+	if (k->type == CONF_STR && f[0])
+		snprintf(buf, n, " (default: %s)", f);
+	else if (k->type == CONF_U32 && *(const uint32_t *)(const void *)f)
+		snprintf(buf, n, " (default: %u)",
+			 *(const uint32_t *)(const void *)f);
+	else if (k->type == CONF_BOOL && *(const bool *)(const void *)f)
+		snprintf(buf, n, " (default: true)");
+}
+
 void conf_print_help(const struct conf_key *keys)
 {
+	conf_print_help_defaults(keys, NULL);
+}
+
+void conf_print_help_defaults(const struct conf_key *keys,
+			      const void *defaults)
+{
+	char text[1024];
 	for (const struct conf_key *k = keys; k->name; k++) {
+		if (k->type == CONF_ALIAS)
+			continue;
 		char flag[80];
 		int n = snprintf(flag, sizeof(flag), "--%s", k->name);
 		for (int i = 2; i < n; i++)
@@ -252,7 +297,10 @@ void conf_print_help(const struct conf_key *keys)
 							 : " VALUE";
 		printf("  %s%-*s", flag, 30 - n, arg);
 		/* The text in a column from 34, wrapped at 79. */
-		const char *h = k->help;
+		char dflt[PATH_MAX_HELP];
+		default_text(k, defaults, dflt, sizeof(dflt));
+		snprintf(text, sizeof(text), "%s%s", k->help, dflt);
+		const char *h = text;
 		int col = 2 + n + (30 - n > (int)strlen(arg) ? 30 - n
 							     : (int)strlen(arg));
 		if (col > 32) {
@@ -274,7 +322,7 @@ void conf_print_help(const struct conf_key *keys)
 			while (*h == ' ')
 				h++;
 		}
-		if (!*k->help)
+		if (!*text)
 			printf("\n");
 	}
 }

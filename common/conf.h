@@ -14,7 +14,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-enum conf_type { CONF_STR, CONF_U32, CONF_BOOL };
+/* CONF_ALIAS: another name for the key named by `help`; min = 1 makes
+ * it an old name that warns when used (e.g. {"pubkey", CONF_ALIAS, 0, 0,
+ * 0, 0, "publisher_key"}). Aliases are not listed by --help. */
+enum conf_type { CONF_STR, CONF_U32, CONF_BOOL, CONF_ALIAS };
 
 struct conf_key {
 	const char *name; /* file key; the flag is --name with '_' -> '-' */
@@ -52,5 +55,10 @@ int conf_from_argv(int argc, char **argv, const struct conf_key *keys,
 
 /* Print one line per key: "  --name VALUE   help" (for --help). */
 void conf_print_help(const struct conf_key *keys);
+/* The same, with "(default: X)" after each key whose value in `defaults`
+ * (a target struct holding the defaults) is set: a non-empty string, a
+ * non-zero number, true. */
+void conf_print_help_defaults(const struct conf_key *keys,
+			      const void *defaults);
 
 #endif

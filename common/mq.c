@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <mosquitto.h>
+#include <mqtt_protocol.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
@@ -38,6 +39,10 @@ struct mq {
 	unsigned fails; /* attempts in a row that ended before CONNACK */
 	uint64_t attempt_ms; /* when the current connection attempt began */
 	int pending_closes;
+	bool v5;
+	char *cafile;
+	char tls_err[256]; /* why the last TLS handshake failed, or "" */
+	mq_on_message5_fn on_message5;
 	unsigned long long bytes_out;
 	void (*done)(void *ud);
 };
@@ -60,19 +65,30 @@ static void mq__detach_poll(struct mq *mq)
 	mq->poll = NULL;
 }
 
+/* Say why connecting fails (TLS, refused, unreachable), without
+ * flooding: the 1st, 2nd, 4th, 8th... failure in a row. A failed TLS
+ * handshake is said as what it is, with the file to look at. */
+static void mq__connect_failed(struct mq *mq, const char *why)
+{
+	char tls[400];
+	if (mq->tls_err[0]) {
+		snprintf(tls, sizeof(tls), "TLS handshake failed: %s",
+			 mq->tls_err);
+		why = tls;
+	}
+	mq->fails++;
+	if ((mq->fails & (mq->fails - 1)) == 0)
+		log_warnx("mqtt %s:%d id=%s: connection failed: %s (%u in a "
+			  "row; retrying)",
+			  mq->host, mq->port, mq->client_id, why, mq->fails);
+	mq->tls_err[0] = '\0';
+}
+
 static void mq__lost(struct mq *mq, const char *why)
 {
 	bool was = mq->connected;
-	/* Say why connecting fails (TLS, refused, unreachable), without
-	 * flooding: the 1st, 2nd, 4th, 8th... failure in a row. */
-	if (!was && !mq->closing) {
-		mq->fails++;
-		if ((mq->fails & (mq->fails - 1)) == 0)
-			log_warnx("mqtt %s:%d id=%s: connection failed: %s "
-				  "(%u in a row; retrying)",
-				  mq->host, mq->port, mq->client_id, why,
-				  mq->fails);
-	}
+	if (!was && !mq->closing)
+		mq__connect_failed(mq, why);
 	mq->connected = false;
 	mq__detach_poll(mq);
 	if (mq->closing) {
@@ -120,8 +136,29 @@ static void on_log_cb(struct mosquitto *m, void *ud, int level, const char *str)
 {
 	(void)m;
 	struct mq *mq = ud;
-	if (level & (MOSQ_LOG_ERR | MOSQ_LOG_WARNING))
-		log_warnx("mqtt id=%s: %s", mq->client_id, str);
+	if (!(level & (MOSQ_LOG_ERR | MOSQ_LOG_WARNING)))
+		return;
+	/* TLS handshake failures: kept, said once per failed connection
+	 * (rate limited) by mq__connect_failed, naming the file. */
+	if (strstr(str, "host name verification failed")) {
+		snprintf(mq->tls_err, sizeof(mq->tls_err),
+			 "the broker's certificate does not name host '%s' "
+			 "(connect by a name in its subjectAltName)",
+			 mq->host);
+		return;
+	}
+	if (strstr(str, "certificate verify failed") ||
+	    strstr(str, "OpenSSL Error")) {
+		if (!mq->tls_err[0])
+			snprintf(mq->tls_err, sizeof(mq->tls_err),
+				 "ca_file %s: %s", mq->cafile ? mq->cafile : "?",
+				 strstr(str, "certificate verify failed")
+				     ? "does not verify the broker's "
+				       "certificate (another CA?)"
+				     : str);
+		return;
+	}
+	log_warnx("mqtt id=%s: %s", mq->client_id, str);
 }
 
 static void on_message_cb(struct mosquitto *m, void *ud,
@@ -129,9 +166,32 @@ static void on_message_cb(struct mosquitto *m, void *ud,
 {
 	(void)m;
 	struct mq *mq = ud;
+	if (mq->v5 && mq->on_message5)
+		return; /* on_message5_cb has it */
 	if (mq->cbs.on_message && msg->payloadlen >= 0)
 		mq->cbs.on_message(mq, mq->ud, msg->topic, msg->payload,
 				   (size_t)msg->payloadlen);
+}
+
+static void on_message5_cb(struct mosquitto *m, void *ud,
+			   const struct mosquitto_message *msg,
+			   const mosquitto_property *props)
+{
+	(void)m;
+	struct mq *mq = ud;
+	char *rt = NULL;
+	void *corr = NULL;
+	uint16_t clen = 0;
+	if (!mq->on_message5 || msg->payloadlen < 0)
+		return;
+	mosquitto_property_read_string(props, MQTT_PROP_RESPONSE_TOPIC, &rt,
+				       false);
+	mosquitto_property_read_binary(props, MQTT_PROP_CORRELATION_DATA,
+				       &corr, &clen, false);
+	mq->on_message5(mq, mq->ud, msg->topic, msg->payload,
+			    (size_t)msg->payloadlen, rt, corr, clen);
+	free(rt);
+	free(corr);
 }
 
 static void poll_cb(uv_poll_t *h, int status, int events)
@@ -223,10 +283,9 @@ static void mq__try_connect(struct mq *mq)
 	mq->attempt_ms = uv_now(mq->loop);
 	int rc = mosquitto_reconnect_async(mq->mosq);
 	if (rc != MOSQ_ERR_SUCCESS) {
-		log_debug("mqtt connect to %s:%d failed: %s", mq->host,
-			  mq->port,
-			  rc == MOSQ_ERR_ERRNO ? strerror(errno)
-					       : mosquitto_strerror(rc));
+		mq__connect_failed(mq, rc == MOSQ_ERR_ERRNO
+					   ? strerror(errno)
+					   : mosquitto_strerror(rc));
 		mq__schedule_reconnect(mq);
 		return;
 	}
@@ -388,7 +447,8 @@ int mq_new(uv_loop_t *loop, const struct mq_opts *o, const struct mq_cbs *cbs,
 	mq->keepalive = o->keepalive > 0 ? o->keepalive : 30;
 	mq->host = strdup(o->host);
 	mq->client_id = strdup(o->client_id);
-	if (!mq->host || !mq->client_id) {
+	mq->cafile = strdup(o->cafile ? o->cafile : "");
+	if (!mq->host || !mq->client_id || !mq->cafile) {
 		snprintf(err, errlen, "out of memory");
 		goto fail_free;
 	}
@@ -397,8 +457,9 @@ int mq_new(uv_loop_t *loop, const struct mq_opts *o, const struct mq_cbs *cbs,
 		snprintf(err, errlen, "mosquitto_new: %s", strerror(errno));
 		goto fail_free;
 	}
+	mq->v5 = o->protocol == 5;
 	mosquitto_int_option(mq->mosq, MOSQ_OPT_PROTOCOL_VERSION,
-			     MQTT_PROTOCOL_V311);
+			     mq->v5 ? MQTT_PROTOCOL_V5 : MQTT_PROTOCOL_V311);
 	mosquitto_int_option(mq->mosq, MOSQ_OPT_TCP_NODELAY, 1);
 	int rc;
 	if (o->shared_tls) {
@@ -450,6 +511,8 @@ int mq_new(uv_loop_t *loop, const struct mq_opts *o, const struct mq_cbs *cbs,
 	mosquitto_connect_callback_set(mq->mosq, on_connect_cb);
 	mosquitto_disconnect_callback_set(mq->mosq, on_disconnect_cb);
 	mosquitto_message_callback_set(mq->mosq, on_message_cb);
+	if (mq->v5)
+		mosquitto_message_v5_callback_set(mq->mosq, on_message5_cb);
 	mosquitto_log_callback_set(mq->mosq, on_log_cb);
 	uv_timer_init(loop, &mq->misc);
 	uv_timer_init(loop, &mq->retry);
@@ -463,6 +526,7 @@ fail_mosq:
 fail_free:
 	free(mq->host);
 	free(mq->client_id);
+	free(mq->cafile);
 	free(mq);
 	return -1;
 }
@@ -474,10 +538,9 @@ int mq_start(struct mq *mq)
 					 mq->keepalive);
 	uv_timer_start(&mq->misc, misc_cb, MQ_MISC_MS, MQ_MISC_MS);
 	if (rc != MOSQ_ERR_SUCCESS) {
-		log_warnx("mqtt connect to %s:%d: %s (will retry)", mq->host,
-			  mq->port,
-			  rc == MOSQ_ERR_ERRNO ? strerror(errno)
-					       : mosquitto_strerror(rc));
+		mq__connect_failed(mq, rc == MOSQ_ERR_ERRNO
+					   ? strerror(errno)
+					   : mosquitto_strerror(rc));
 		mq__schedule_reconnect(mq);
 		return 0;
 	}
@@ -492,6 +555,31 @@ int mq_publish(struct mq *mq, const char *topic, const void *payload,
 		return -1;
 	int rc = mosquitto_publish(mq->mosq, NULL, topic, (int)len, payload,
 				   qos, retain);
+	if (rc != MOSQ_ERR_SUCCESS) {
+		log_debug("publish %s: %s", topic, mosquitto_strerror(rc));
+		return -1;
+	}
+	mq->bytes_out += len;
+	mq__update_poll(mq);
+	return 0;
+}
+
+int mq_publish_corr(struct mq *mq, const char *topic, const void *payload,
+		    size_t len, int qos, bool retain, const void *corr,
+		    size_t corr_len)
+{
+	mosquitto_property *props = NULL;
+	if (!mq->v5 || !corr || corr_len == 0 || corr_len > 65535)
+		return mq_publish(mq, topic, payload, len, qos, retain);
+	if (!mq->connected)
+		return -1;
+	if (mosquitto_property_add_binary(&props, MQTT_PROP_CORRELATION_DATA,
+					  corr, (uint16_t)corr_len) !=
+	    MOSQ_ERR_SUCCESS)
+		return -1;
+	int rc = mosquitto_publish_v5(mq->mosq, NULL, topic, (int)len, payload,
+				      qos, retain, props);
+	mosquitto_property_free_all(&props);
 	if (rc != MOSQ_ERR_SUCCESS) {
 		log_debug("publish %s: %s", topic, mosquitto_strerror(rc));
 		return -1;
@@ -523,6 +611,11 @@ int mq_unsubscribe(struct mq *mq, const char *topic)
 	return 0;
 }
 
+void mq_set_on_message5(struct mq *mq, mq_on_message5_fn fn)
+{
+	mq->on_message5 = fn;
+}
+
 bool mq_connected(const struct mq *mq) { return mq->connected; }
 
 unsigned long long mq_bytes_out(const struct mq *mq) { return mq->bytes_out; }
@@ -537,6 +630,7 @@ static void mq__close_cb(uv_handle_t *h)
 	mosquitto_destroy(mq->mosq);
 	free(mq->host);
 	free(mq->client_id);
+	free(mq->cafile);
 	free(mq);
 	if (done)
 		done(ud);

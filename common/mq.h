@@ -36,6 +36,9 @@ struct mq_opts {
 	 * in-process restarts). The broker's certificate and host name are
 	 * checked as without it. */
 	bool shared_tls;
+	/* 5 = speak MQTT 5 (response topic and correlation data reach
+	 * on_message5); anything else = MQTT 3.1.1. */
+	int protocol;
 };
 
 struct mq_cbs {
@@ -46,6 +49,15 @@ struct mq_cbs {
 			   const void *payload, size_t len);
 };
 
+/* MQTT 5 connections only: called instead of on_message, with the
+ * message's response topic and correlation data (NULL / 0 when absent).
+ * All borrowed, valid only during the call. */
+typedef void (*mq_on_message5_fn)(struct mq *mq, void *ud, const char *topic,
+				  const void *payload, size_t len,
+				  const char *response_topic, const void *corr,
+				  size_t corr_len);
+void mq_set_on_message5(struct mq *mq, mq_on_message5_fn fn);
+
 /* Strings in opts are copied. Call mosquitto_lib_init() once before. */
 int mq_new(uv_loop_t *loop, const struct mq_opts *opts,
 	   const struct mq_cbs *cbs, void *ud, struct mq **out, char *err,
@@ -55,6 +67,10 @@ int mq_start(struct mq *mq);
 /* Copies payload. Returns 0 or -1 (not connected / library error). */
 int mq_publish(struct mq *mq, const char *topic, const void *payload,
 	       size_t len, int qos, bool retain);
+/* mq_publish with MQTT 5 correlation data (ignored on MQTT 3.1.1). */
+int mq_publish_corr(struct mq *mq, const char *topic, const void *payload,
+		    size_t len, int qos, bool retain, const void *corr,
+		    size_t corr_len);
 int mq_subscribe(struct mq *mq, const char *topic, int qos);
 int mq_unsubscribe(struct mq *mq, const char *topic);
 /* Free the TLS contexts kept for shared_tls (at exit, all clients gone). */

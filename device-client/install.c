@@ -263,6 +263,42 @@ static void health_timeout(uv_timer_t *t)
 	uv_process_kill(&d->health_proc, SIGKILL);
 }
 
+/* The health check's stderr goes to this file; its last line is kept in
+ * the device's error text when the check fails. */
+static void health_err_path(const struct dev *d, char *out, size_t n)
+{
+	snprintf(out, n, "%s/health.stderr", d->cfg.state_dir);
+}
+
+/* ": <last non-empty line of the check's stderr>" into buf, or "". */
+static void health_last_line(const struct dev *d, char *buf, size_t n)
+{
+	char path[PATH_MAX], tail[512];
+	buf[0] = '\0';
+	health_err_path(d, path, sizeof(path));
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	off_t end = lseek(fd, 0, SEEK_END);
+	off_t from = end > (off_t)sizeof(tail) - 1 ? end - (off_t)sizeof(tail) + 1
+						   : 0;
+	ssize_t got = end > 0 ? pread(fd, tail, (size_t)(end - from), from) : 0;
+	close(fd);
+	if (got <= 0)
+		return;
+	tail[got] = '\0';
+	while (got > 0 && (tail[got - 1] == '\n' || tail[got - 1] == '\r' ||
+			   tail[got - 1] == ' '))
+		tail[--got] = '\0';
+	char *line = strrchr(tail, '\n');
+	line = line ? line + 1 : tail;
+	for (char *c = line; *c; c++)
+		if ((unsigned char)*c < 0x20 || *c == 0x7f)
+			*c = '?';
+	if (*line)
+		snprintf(buf, n, ": %s", line);
+}
+
 static void health_exit(uv_process_t *p, int64_t status, int sig)
 {
 	struct dev *d = p->data;
@@ -277,9 +313,12 @@ static void health_exit(uv_process_t *p, int64_t status, int sig)
 		snprintf(why, sizeof(why), "health check timed out after %u s",
 			 d->cfg.health_timeout_s);
 	} else if (status != 0 || sig != 0) {
-		snprintf(why, sizeof(why), "health check failed (exit %lld%s%s)",
+		char last[200];
+		health_last_line(d, last, sizeof(last));
+		snprintf(why, sizeof(why),
+			 "health check failed (exit %lld%s%s)%s",
 			 (long long)status, sig ? ", signal " : "",
-			 sig ? strsignal(sig) : "");
+			 sig ? strsignal(sig) : "", last);
 	} else {
 		log_info("device=%s health check passed", d->cfg.id);
 		commit(d);
@@ -299,13 +338,26 @@ static void health_check(struct dev *d)
 	char *args[] = {"/bin/sh", "-c", d->cfg.health_command, NULL};
 	char *env[] = {env_ver, env_slot, "PATH=/usr/local/bin:/usr/bin:/bin",
 		       NULL};
+	char errpath[PATH_MAX];
+	health_err_path(d, errpath, sizeof(errpath));
+	int errfd = open(errpath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+			 0600);
+	uv_stdio_container_t stdio[3] = {
+	    {.flags = UV_IGNORE},
+	    {.flags = UV_IGNORE},
+	    {.flags = errfd >= 0 ? UV_INHERIT_FD : UV_IGNORE,
+	     .data.fd = errfd}};
 	uv_process_options_t po = {.file = "/bin/sh",
 				   .args = args,
 				   .env = env,
-				   .exit_cb = health_exit};
+				   .exit_cb = health_exit,
+				   .stdio_count = 3,
+				   .stdio = stdio};
 	d->health_proc.data = d;
 	d->health_timed_out = false;
 	int rc = uv_spawn(d->loop, &d->health_proc, &po);
+	if (errfd >= 0)
+		close(errfd);
 	if (rc != 0) {
 		char why[PROTO_ERROR_MAX + 1];
 		snprintf(why, sizeof(why), "cannot run the health check: %s",

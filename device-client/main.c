@@ -5,8 +5,13 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <unistd.h>
+
+#include "common/certcheck.h"
 #include "common/conf.h"
 #include "common/log.h"
+#include "common/trust.h"
+#include "common/version.h"
 #include "common/util.h"
 #include "device-client/dev.h"
 #include "device-client/fleet.h"
@@ -24,8 +29,9 @@ struct main_conf {
 static const struct conf_key dev_keys[] = {
     K("id", CONF_STR, dev.id, 0, 0, "device id (= certificate CN)"),
     K("product", CONF_STR, dev.product, 0, 0, "product this device runs"),
-    K("version", CONF_STR, dev.version, 0, 0,
-      "factory version, used until the first update"),
+    K("firmware_version", CONF_STR, dev.version, 0, 0,
+      "factory firmware version, used until the first update"),
+    {"version", CONF_ALIAS, 0, 0, 1, 0, "firmware_version"},
     K("group", CONF_STR, dev.group, 0, 0, "rollout group (optional)"),
     K("broker_host", CONF_STR, dev.broker_host, 0, 0,
       "MQTT broker host (must match its certificate)"),
@@ -155,7 +161,8 @@ static int check(struct main_conf *mc, char *err, size_t n)
 		return -1;
 	}
 	if (proto_version_parse(c->version, parts) != 0) {
-		snprintf(err, n, "key 'version': '%s' is not MAJOR.MINOR.PATCH",
+		snprintf(err, n, "key 'firmware_version': '%s' is not "
+				 "MAJOR.MINOR.PATCH",
 			 c->version);
 		return -1;
 	}
@@ -188,17 +195,75 @@ static void usage(void)
 	       "  -c, --config FILE              configuration file\n"
 	       "  --check                        validate the configuration "
 	       "and exit\n");
-	conf_print_help(dev_keys);
+	static struct main_conf dflt;
+	defaults(&dflt);
+	conf_print_help_defaults(dev_keys, &dflt);
+	printf("  --version                      print the program's version "
+	       "and exit\n                                 (--version VALUE: "
+	       "old name of\n                                 "
+	       "--firmware-version)\n");
 	printf("\nexample:\n  ota-device -c /etc/ota/device.conf\n"
-	       "  ota-device --id dev-001 --product sensor --version 1.0.0 "
+	       "  ota-device --id dev-001 --product sensor --firmware-version "
+	       "1.0.0 "
 	       "\\\n      --ca-file ca.crt --cert-file dev-001.crt "
 	       "--key-file dev-001.key \\\n      --publisher-key "
 	       "publisher.pub --state-dir /var/lib/ota-device\n"
 	       "  ota-device --fleet 500 --fleet-cert-dir pki/devices "
-	       "--product sensor \\\n      --version 1.0.0 --ca-file ca.crt "
+	       "--product sensor \\\n      --firmware-version 1.0.0 "
+	       "--ca-file ca.crt "
 	       "--publisher-key publisher.pub \\\n      --state-dir "
 	       "/tmp/fleet     (500 devices: state in /tmp/fleet/dev-001 "
 	       "...)\n");
+}
+
+struct problems {
+	int n;
+	const char *prefix;
+};
+
+static void problem(void *ud, const char *key, const char *msg)
+{
+	struct problems *p = ud;
+	p->n++;
+	fprintf(stderr, "%s%s: %s\n", p->prefix, key, msg);
+}
+
+/* What run time would trip over, checked now: the certificate, key and
+ * CA (matching, valid, CN = id), the publisher keys, the state directory.
+ * Every problem is printed with its key; returns how many. */
+static int check_files(const struct main_conf *mc, const char *prefix,
+		       bool all)
+{
+	const struct dev_config *c = &mc->dev;
+	struct problems p = {0, prefix};
+	char err[512];
+	struct certcheck cc = {c->ca_file,   "ca_file", c->cert_file,
+			       "cert_file", c->key_file, "key_file",
+			       c->id,	     "id"};
+	if (!mc->fleet.n)
+		certcheck_run(&cc, problem, &p);
+	if (!all)
+		return p.n;
+	struct trust t;
+	if (trust_load(&t, c->publisher_key, c->root_keys, c->root_threshold,
+		       c->keyset_file, true, 0, err, sizeof(err)) != 0)
+		problem(&p, c->root_keys[0] ? "root_keys" : "publisher_key",
+			err);
+	else
+		trust_free(&t);
+	if (certcheck_dir_writable(c->state_dir, err, sizeof(err)) != 0)
+		problem(&p, "state_dir", err);
+	return p.n;
+}
+
+/* "--version" alone prints ours; "--version X" is the old firmware key. */
+static bool wants_version(int argc, char **argv)
+{
+	for (int i = 1; i < argc; i++)
+		if (!strcmp(argv[i], "--version") &&
+		    (i + 1 >= argc || argv[i + 1][0] == '-'))
+			return true;
+	return false;
 }
 
 static void stopped(struct dev *d) { (void)d; }
@@ -276,6 +341,10 @@ int main(int argc, char **argv)
 	struct conf_cli cli;
 	char err[512];
 	log_init("ota-device", LOG_LVL_INFO);
+	if (wants_version(argc, argv)) {
+		printf("ota-device %s\n", OTA_VERSION);
+		return 0;
+	}
 	defaults(&mc);
 	if (conf_from_argv(argc, argv, dev_keys, &mc, &cli, err,
 			   sizeof(err)) != 0) {
@@ -297,10 +366,22 @@ int main(int argc, char **argv)
 	log_level_parse(mc.dev.log_level, &lvl);
 	log_set_level(lvl);
 	if (cli.check) {
+		int n = check_files(&mc, "ota-device --check: ", true);
+		if (n) {
+			fprintf(stderr, "%s: %d problem%s\n",
+				cli.config ? cli.config : "flags", n,
+				n == 1 ? "" : "s");
+			return 2;
+		}
 		printf("%s: configuration OK\n",
 		       cli.config ? cli.config : "flags");
 		return 0;
 	}
+	/* A permanent misconfiguration stops here, with its cause, rather
+	 * than as TLS handshakes retried forever. */
+	if (!mc.fleet.n && check_files(&mc, "ota-device: cannot start: ",
+				       false) != 0)
+		return 2;
 	mosquitto_lib_init();
 	uv_loop_t *loop = uv_default_loop();
 	int rc = mc.fleet.n ? run_fleet(loop, &mc, argv)

@@ -263,7 +263,8 @@ static void check_campaign(struct fsck *f, json_t *o, json_t *ent)
 	const char *st = str_of(f, c, "state");
 	bool aborted = json_is_true(json_object_get(c, "aborted"));
 	if (st && strcmp(st, "rolling") && strcmp(st, "canary") &&
-	    strcmp(st, "paused") && strcmp(st, "aborted"))
+	    strcmp(st, "paused") && strcmp(st, "aborted") &&
+	    strcmp(st, "finished"))
 		problem(f, "campaign: unknown state '%s'", st);
 	else if (st && aborted != !strcmp(st, "aborted"))
 		problem(f, "campaign: state '%s' but aborted is %s", st,
@@ -371,6 +372,7 @@ static bool names_device(const char *ev)
 static bool names_kept_release(const char *ev)
 {
 	return names_device(ev) || !strcmp(ev, "release_verified") ||
+	       !strcmp(ev, "finished") || !strcmp(ev, "retry") ||
 	       !strcmp(ev, "release_aborted") || !strcmp(ev, "canary_passed") ||
 	       !strcmp(ev, "canary_failed") || !strcmp(ev, "auto_paused") ||
 	       !strcmp(ev, "paused") || !strcmp(ev, "resumed");

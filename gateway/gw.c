@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/certcheck.h"
 #include "common/conf.h"
 #include "common/log.h"
 #include "common/util.h"
@@ -67,6 +68,9 @@ static const struct conf_key gw_keys[] = {
       "encrypt releases by default (announcement \"encrypt\" overrides)"),
     K("device_cert_dir", CONF_STR, device_cert_dir, 0, 0,
       "device certificates <id>.crt, to wrap encrypted releases' keys"),
+    K("mqtt_version", CONF_STR, mqtt_version, 0, 0,
+      "5 (verdicts also to MQTT 5 response topics) or 3.1.1 (brokers "
+      "without MQTT 5)"),
     K("file_dirs", CONF_STR, file_dirs, 0, 0,
       "directories file:// packages may come from, ':'-separated "
       "absolute paths (default none: file:// refused)"),
@@ -93,6 +97,7 @@ static void gw_config_defaults(struct gw_config *c)
 	c->max_inflight_kb = 16384;
 	c->group_fragments = true;
 	c->root_threshold = 1;
+	snprintf(c->mqtt_version, sizeof(c->mqtt_version), "5");
 	c->pause_failure_min = 2;
 	snprintf(c->log_level, sizeof(c->log_level), "info");
 }
@@ -108,6 +113,12 @@ static int gw_config_check(const struct gw_config *c, char *err, size_t n)
 			       : NULL;
 	if (need) {
 		snprintf(err, n, "key '%s' is required", need);
+		return -1;
+	}
+	if (strcmp(c->mqtt_version, "5") != 0 &&
+	    strcmp(c->mqtt_version, "3.1.1") != 0) {
+		snprintf(err, n, "key 'mqtt_version': '%s' is not 5 or 3.1.1",
+			 c->mqtt_version);
 		return -1;
 	}
 	if (log_level_parse(c->log_level, &lvl) != 0) {
@@ -522,17 +533,15 @@ static void on_ack(struct gw *gw, const char *id, const void *payload,
 	gw__xfer_on_ack(gw, d, &a);
 }
 
-static void on_message(struct mq *mq, void *ud, const char *topic,
-		       const void *payload, size_t len)
+static void route(struct gw *gw, const char *topic, const void *payload,
+		  size_t len, const struct gw_req *rq)
 {
-	(void)mq;
-	struct gw *gw = ud;
 	char id[PROTO_ID_MAX + 1];
 	const char *leaf;
 	if (strncmp(topic, "ota/release/", 12) == 0) {
-		gw__announce(gw, topic + 12, payload, len);
+		gw__announce(gw, topic + 12, payload, len, rq);
 	} else if (strncmp(topic, "ota/ctl/", 8) == 0) {
-		gw__control(gw, topic + 8, payload, len);
+		gw__control(gw, topic + 8, payload, len, rq);
 	} else if (parse_dev_topic(topic, id, sizeof(id), &leaf)) {
 		if (!strcmp(leaf, "status"))
 			on_status(gw, id, payload, len);
@@ -541,6 +550,33 @@ static void on_message(struct mq *mq, void *ud, const char *topic,
 	} else {
 		gw->stats.msgs_bad++;
 	}
+}
+
+static void on_message(struct mq *mq, void *ud, const char *topic,
+		       const void *payload, size_t len)
+{
+	(void)mq;
+	route(ud, topic, payload, len, NULL);
+}
+
+/* MQTT 5: a command may name where its verdict goes. */
+static void on_message5(struct mq *mq, void *ud, const char *topic,
+			const void *payload, size_t len, const char *resp,
+			const void *corr, size_t corr_len)
+{
+	(void)mq;
+	struct gw_req rq = {0};
+	if (!resp && !corr) {
+		route(ud, topic, payload, len, NULL);
+		return;
+	}
+	if (resp)
+		snprintf(rq.resp_topic, sizeof(rq.resp_topic), "%s", resp);
+	if (corr && corr_len <= sizeof(rq.corr)) {
+		memcpy(rq.corr, corr, corr_len);
+		rq.corr_len = corr_len;
+	}
+	route(ud, topic, payload, len, &rq);
 }
 
 static void on_connect(struct mq *mq, void *ud)
@@ -674,15 +710,53 @@ static void free_device(void *p)
 	free(d);
 }
 
+struct problems {
+	int n;
+	const char *prefix;
+};
+
+static void problem(void *ud, const char *key, const char *msg)
+{
+	struct problems *p = ud;
+	p->n++;
+	fprintf(stderr, "%s%s: %s\n", p->prefix, key, msg);
+}
+
+/* What run time would trip over: the TLS files (key matches, the CA
+ * verifies the certificate, valid now, and with --check its CN is
+ * ota-gateway, the name the broker's ACL gives the gateway's rights) and,
+ * with all, the ledger and store directories. Returns the problems. */
+static int check_files(const struct gw_config *c, const char *prefix,
+		       bool all)
+{
+	struct problems p = {0, prefix};
+	char err[512];
+	struct certcheck cc = {c->ca_file,	  "ca_file",
+			       c->cert_file,	  "cert_file",
+			       c->key_file,	  "key_file",
+			       all ? "ota-gateway" : NULL,
+			       "the gateway's identity (deploy/mosquitto/acl)"};
+	certcheck_run(&cc, problem, &p);
+	if (!all)
+		return p.n;
+	if (certcheck_dir_writable(c->db_dir, err, sizeof(err)) != 0)
+		problem(&p, "db_dir", err);
+	if (certcheck_dir_writable(c->store_dir, err, sizeof(err)) != 0)
+		problem(&p, "store_dir", err);
+	return p.n;
+}
+
 static void usage(void)
 {
+	struct gw_config dflt;
+	gw_config_defaults(&dflt);
 	printf("usage: ota-gateway run [-c FILE] [--check] [--key value ...]\n"
 	       "\nEvery configuration key can also be given as a flag and "
 	       "overrides the file.\n\noptions:\n"
 	       "  -c, --config FILE              configuration file\n"
 	       "  --check                        validate the configuration "
 	       "and exit\n");
-	conf_print_help(gw_keys);
+	conf_print_help_defaults(gw_keys, &dflt);
 	printf("\nexample:\n  ota-gateway run -c /etc/ota/gateway.conf "
 	       "--log-level debug\n");
 }
@@ -719,10 +793,23 @@ int gw__cmd_run(int argc, char **argv)
 		return 2;
 	}
 	if (cli.check) {
+		int n = check_files(&gw.cfg, "ota-gateway run --check: ", true);
+		trust_free(&gw.trust);
+		if (n) {
+			fprintf(stderr, "%s: %d problem%s\n",
+				cli.config ? cli.config : "flags", n,
+				n == 1 ? "" : "s");
+			return 2;
+		}
 		printf("%s: configuration OK\n",
 		       cli.config ? cli.config : "flags");
-		trust_free(&gw.trust);
 		return 0;
+	}
+	/* A permanent misconfiguration stops here, with its cause, rather
+	 * than as TLS handshakes retried forever. */
+	if (check_files(&gw.cfg, "ota-gateway run: cannot start: ", false)) {
+		trust_free(&gw.trust);
+		return 2;
 	}
 	enum log_level lvl;
 	log_level_parse(gw.cfg.log_level, &lvl);
@@ -760,6 +847,8 @@ int gw__cmd_run(int argc, char **argv)
 		goto out_buf;
 	}
 	twalk_r(gw.devices, restore_walk, &gw);
+	for (struct gw_release *r = gw.releases; r; r = r->next)
+		gw__campaign_check_done(&gw, r);
 	mosquitto_lib_init();
 	struct mq_opts mo = {
 	    .host = gw.cfg.broker_host,
@@ -769,12 +858,14 @@ int gw__cmd_run(int argc, char **argv)
 	    .keyfile = gw.cfg.key_file,
 	    .client_id = gw.cfg.client_id,
 	    .keepalive = 30,
+	    .protocol = strcmp(gw.cfg.mqtt_version, "5") == 0 ? 5 : 4,
 	};
 	struct mq_cbs cbs = {on_connect, on_disconnect, on_message};
 	if (mq_new(gw.loop, &mo, &cbs, &gw, &gw.mq, err, sizeof(err)) != 0) {
 		log_warnx("%s", err);
 		goto out_lib;
 	}
+	mq_set_on_message5(gw.mq, on_message5);
 	if (gw__https_init(&gw) != 0) {
 		log_warnx("libcurl initialisation failed");
 		goto out_lib;

@@ -46,6 +46,18 @@ struct gw_config {
 	uint32_t pause_failure_min; /* failed devices before an auto-pause */
 	bool encrypt_packages;	  /* releases encrypted unless announced not */
 	char device_cert_dir[PATH_MAX]; /* <id>.crt: keys to wrap for */
+	char mqtt_version[8];	    /* "5" or "3.1.1" */
+};
+
+/* Who asked for a command and where its verdict goes (verdict.c). */
+struct gw_req {
+	char product[PROTO_ID_MAX + 1];
+	char command[16];
+	char reply[PROTO_ID_MAX + 1];	      /* the request's "reply" id */
+	char operator_name[PROTO_ID_MAX + 1]; /* claimed in the request */
+	char resp_topic[256];		      /* MQTT 5 response topic */
+	uint8_t corr[64];		      /* MQTT 5 correlation data */
+	size_t corr_len;
 };
 
 struct gw_release {
@@ -74,6 +86,7 @@ struct gw_release {
 	struct proto_aead *aead; /* ckey, ready to seal */
 	/* campaign */
 	bool paused, aborted;
+	int64_t finished_ms; /* every target done (0: not, or not yet) */
 	bool canary; /* only canary_quota devices may start */
 	uint32_t canary_quota;
 	uint64_t canary_cut; /* highest canary rank drawn (campaign.c) */
@@ -206,8 +219,10 @@ struct gw_release *gw__release_find(struct gw *gw, const char *id);
 void gw__offer_due_all(struct gw *gw);
 
 /* release.c: fetch, verify, store, record */
+/* rq: the transport's part of the request (response topic, correlation
+ * data), or NULL. */
 void gw__announce(struct gw *gw, const char *product, const void *payload,
-		  size_t len);
+		  size_t len, const struct gw_req *rq);
 int gw__releases_load(struct gw *gw);
 void gw__releases_free(struct gw *gw);
 /* Would this release go to this device now? */
@@ -271,9 +286,47 @@ void gw__campaign_finished(struct gw *gw, struct gw_release *r, bool ok);
 /* End every unfinished transfer of r for good; r is never offered again. */
 void gw__campaign_abort(struct gw *gw, struct gw_release *r, const char *why);
 void gw__control(struct gw *gw, const char *product, const void *payload,
-		 size_t len);
+		 size_t len, const struct gw_req *rq);
+/* The operator's commands, one function each, for MQTT and HTTP alike:
+ * they act on `release` ("" = the product's newest) and fill v with the
+ * verdict (command, product, verdict, release, version, reason). Then
+ * gw__verdict_send(gw, rq or NULL, v) logs it, records it in the event log
+ * and publishes it; proto_verdict_encode(v) is the answer's JSON. */
+void gw__ctl_pause(struct gw *gw, const char *product, const char *release,
+		   struct proto_verdict *v);
+void gw__ctl_resume(struct gw *gw, const char *product, const char *release,
+		    struct proto_verdict *v);
+void gw__ctl_abort(struct gw *gw, const char *product, const char *release,
+		   struct proto_verdict *v);
+/* Offer the release again to the devices that failed it (not to those
+ * that rolled back: they refuse it by design). */
+void gw__ctl_retry(struct gw *gw, const char *product, const char *release,
+		   struct proto_verdict *v);
+/* Is every target of r done? Then it is finished (and saved as such). */
+void gw__campaign_check_done(struct gw *gw, struct gw_release *r);
 void gw__release_save(struct gw *gw, struct gw_release *r);
 const char *gw__campaign_state(const struct gw_release *r);
+
+/* verdict.c: answers to the operator's commands */
+/* Start a verdict for command `command` of rq's product. */
+void gw__verdict_init(struct proto_verdict *v, const char *product,
+		      const char *command);
+/* Log it, record it in the event log and publish it: to the request's
+ * MQTT 5 response topic (if under ota/result/<product>/) or else to
+ * ota/result/<product>/req/<reply>, and retained to
+ * ota/result/<product>/rel/<release> and ota/result/<product>/last. */
+void gw__verdict_send(struct gw *gw, const struct gw_req *rq,
+		      struct proto_verdict *v);
+/* Which known devices r targets now (offline ones too): count, the
+ * first PROTO_VERDICT_DEVICES_MAX, and, when none, why, into v->reason.
+ * Returns true when r's group or device list matches no known device of
+ * its product (a typo, most likely). */
+bool gw__verdict_targets(struct gw *gw, const struct gw_release *r,
+			 struct proto_verdict *v);
+
+/* Append to the NUL-terminated text in buf[n], truncating. */
+__attribute__((format(printf, 3, 4))) void gw__appendf(char *buf, size_t n,
+							const char *fmt, ...);
 
 /* xfer.c: offers and the windowed transfer */
 void gw__xfer_start(struct gw *gw, struct gw_device *d,
@@ -345,6 +398,7 @@ int gw__cmd_verify(int argc, char **argv);
 int gw__cmd_run(int argc, char **argv);
 int gw__cmd_status(int argc, char **argv);
 int gw__cmd_ctl(int argc, char **argv);
+int gw__cmd_announce(int argc, char **argv);
 int gw__cmd_fsck(int argc, char **argv);
 int gw__cmd_keyset(int argc, char **argv);
 

@@ -46,7 +46,9 @@ static const struct conf_key keygen_keys[] = {
     K("out", CONF_STR, out, "file prefix: writes PREFIX.key and PREFIX.pub"),
     {0}};
 static const struct conf_key pack_keys[] = {
-    K("key", CONF_STR, key, "publisher private key (PEM, mode 0600)"),
+    K("publisher_key", CONF_STR, key,
+      "publisher private key (PEM, mode 0600)"),
+    {"key", CONF_ALIAS, 0, 0, 0, 0, "publisher_key"},
     K("product", CONF_STR, product, "product name, e.g. sensor"),
     K("version", CONF_STR, version, "version MAJOR.MINOR.PATCH"),
     K("payload", CONF_STR, payload, "the file to ship"),
@@ -65,7 +67,8 @@ static const struct conf_key pack_keys[] = {
        "bytes per authenticated block (power of two, default 4096)"),
     {0}};
 static const struct conf_key verify_keys[] = {
-    K("pubkey", CONF_STR, pubkey, "publisher public key (PEM)"),
+    K("publisher_key", CONF_STR, pubkey, "publisher public key (PEM)"),
+    {"pubkey", CONF_ALIAS, 0, 0, 0, 0, "publisher_key"},
     K("root_keys", CONF_STR, root_keys,
       "or: root public keys (comma-separated) that signed --keyset"),
     KR("root_threshold", CONF_U32, root_threshold, 1, PROTO_ROOT_KEYS_MAX,
@@ -179,19 +182,21 @@ int gw__cmd_pack(int argc, char **argv)
 	struct conf_cli cli;
 	char err[512] = "", tmp[PATH_MAX + 8];
 	int rc = parse(argc, argv, pack_keys, &o, &cli,
-		       "pack --key KEY --product P --version V "
-		       "--payload FILE\n                        --out PKG",
-		       "  ota-gateway pack --key publisher.key --product sensor "
-		       "--version 1.1.0 \\\n"
-		       "      --payload firmware.bin --out sensor-1.1.0.ota\n"
-		       "  ota-gateway pack --key publisher.key --product sensor "
-		       "--version 1.0.0 \\\n"
-		       "      --payload firmware-1.0.0.bin --downgrade "
-		       "--replaces 1.1.0 \\\n"
-		       "      --expires +30d --out sensor-back-to-1.0.0.ota\n");
+		       "pack --publisher-key KEY --product P --version V\n"
+		       "                        --payload FILE --out PKG",
+		       "  ota-gateway pack --publisher-key publisher.key "
+		       "--product sensor \\\n"
+		       "      --version 1.1.0 --payload firmware.bin "
+		       "--out sensor-1.1.0.ota\n"
+		       "  ota-gateway pack --publisher-key publisher.key "
+		       "--product sensor \\\n"
+		       "      --version 1.0.0 --payload firmware-1.0.0.bin "
+		       "--downgrade \\\n"
+		       "      --replaces 1.1.0 --expires +30d "
+		       "--out sensor-back-to-1.0.0.ota\n");
 	if (rc)
 		return rc == 1 ? 0 : rc;
-	const char *missing = !o.key[0]       ? "--key"
+	const char *missing = !o.key[0]       ? "--publisher-key"
 			      : !o.product[0] ? "--product"
 			      : !o.version[0] ? "--version"
 			      : !o.payload[0] ? "--payload"
@@ -319,15 +324,15 @@ int gw__cmd_verify(int argc, char **argv)
 	struct conf_cli cli;
 	char err[512];
 	int rc = parse(argc, argv, verify_keys, &o, &cli,
-		       "verify --pubkey PUB [--json] PACKAGE",
-		       "  ota-gateway verify --pubkey publisher.pub "
+		       "verify --publisher-key PUB [--json] PACKAGE",
+		       "  ota-gateway verify --publisher-key publisher.pub "
 		       "sensor-1.1.0.ota\n"
-		       "  ota-gateway verify --pubkey publisher.pub --json "
+		       "  ota-gateway verify --publisher-key publisher.pub --json "
 		       "sensor-1.1.0.ota |\n      jq .version\n");
 	if (rc)
 		return rc == 1 ? 0 : rc;
 	if ((!o.pubkey[0] && !o.root_keys[0]) || cli.nargs != 1) {
-		fprintf(stderr, "usage: ota-gateway verify --pubkey PUB "
+		fprintf(stderr, "usage: ota-gateway verify --publisher-key PUB "
 				"PACKAGE\n       ota-gateway verify --root-keys "
 				"ROOT.pub --keyset KEYSET PACKAGE\n");
 		return 2;

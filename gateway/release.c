@@ -21,6 +21,7 @@ struct fetch_job {
 	struct gw *gw;
 	char product[PROTO_ID_MAX + 1];
 	struct proto_announce a;
+	struct gw_req rq; /* who asked; where the verdict goes */
 	char url_log[2 * PROTO_URL_MAX + 8]; /* a.url without its secrets */
 	/* inputs, copied so the worker touches nothing of the loop's */
 	uint8_t pubkey[PROTO_PUBKEY_LEN];
@@ -300,6 +301,9 @@ static char *release_record(const struct gw_release *r)
 		/* Only the flag: the content key is in <store>/<id>.key. */
 		json_object_set_new(o, "encrypt", json_boolean(r->encrypt));
 	}
+	if (c && r->finished_ms)
+		json_object_set_new(c, "finished_ms",
+				    json_integer(r->finished_ms));
 	if (c) {
 		char cut[17];
 		snprintf(cut, sizeof(cut), "%016llx",
@@ -379,12 +383,13 @@ static void retire_downgrades(struct gw *gw, const struct gw_release *nr)
 
 /* Expired packages, and downgrades that a newer release has overtaken:
  * refused with the reason (true), never announced. */
-static bool refuse_stale(struct gw *gw, const struct fetch_job *j)
+static bool refuse_stale(struct gw *gw, const struct fetch_job *j,
+			 char *why, size_t whylen)
 {
-	char why[256] = "";
+	why[0] = '\0';
 	int64_t now = util_wall_ms() / 1000;
 	if (j->m.expires && now >= j->m.expires)
-		snprintf(why, sizeof(why), "package expired at %lld (now %lld)",
+		snprintf(why, whylen, "package expired at %lld (now %lld)",
 			 (long long)j->m.expires, (long long)now);
 	for (struct gw_release *r = gw->releases; !why[0] && j->m.downgrade && r;
 	     r = r->next) {
@@ -392,7 +397,7 @@ static bool refuse_stale(struct gw *gw, const struct fetch_job *j)
 		if (!strcmp(r->m.product, j->m.product) && !r->m.downgrade &&
 		    proto_version_cmp(r->m.version, j->m.replaces, &c) == 0 &&
 		    c > 0)
-			snprintf(why, sizeof(why),
+			snprintf(why, whylen,
 				 "signed downgrade to %s replaces %s, but %s "
 				 "(release %s) is newer: a stale downgrade",
 				 j->m.version, j->m.replaces, r->m.version,
@@ -414,47 +419,38 @@ static void release_add(struct gw *gw, struct gw_release *r)
 	gw->releases = r;
 }
 
-static void fetch_done(uv_work_t *req, int status)
+/* The verdict on an announcement, with the job's request. */
+static void announce_verdict(struct gw *gw, const struct fetch_job *j,
+			     struct proto_verdict *v)
 {
-	struct fetch_job *j = req->data;
-	struct gw *gw = j->gw;
-	char err[320];
-	gw__lane_finished(gw, &gw->verify_lane);
-	gw->fetches--;
-	close(j->tmpfd);
-	if (status != 0 || j->rc != 0) {
-		if (j->tmp[0])
-			unlink(j->tmp); /* cancelled before its check */
-		if (status != 0 && !j->err[0])
-			snprintf(j->err, sizeof(j->err),
-				 "cancelled: the gateway is stopping");
-		gw->stats.releases_refused++;
-		log_warnx("release REFUSED product=%s url=%s reason=\"%s\"",
-			  j->product, j->url_log, j->err);
-		gw__event(gw, NULL, NULL, "release_refused", j->err);
-		goto out;
-	}
-	if (gw__release_find(gw, j->id)) {
-		log_info("release=%s already known: announcement ignored",
-			 j->id);
-		goto out;
-	}
-	if (refuse_stale(gw, j))
-		goto out;
-	const struct gw_release *newer =
-	    j->m.downgrade ? NULL : newer_or_equal(gw, &j->m);
-	if (newer) {
-		log_info("release %s %s ignored: %s is already released "
-			 "(release=%s)",
-			 j->m.product, j->m.version, newer->m.version,
-			 newer->id);
-		gw__event(gw, NULL, j->id, "release_ignored",
-			  "older or equal version");
-		goto out;
-	}
+	if (j->id[0] && !v->release[0])
+		snprintf(v->release, sizeof(v->release), "%s", j->id);
+	if (j->m.version[0] && !v->version[0])
+		snprintf(v->version, sizeof(v->version), "%s", j->m.version);
+	gw__verdict_send(gw, &j->rq, v);
+}
+
+/* A package stored for nothing (a dry run, a refusal after the copy):
+ * removed again, unless a release of that id is on record. */
+static void unstore(struct gw *gw, const struct fetch_job *j)
+{
+	char path[PATH_MAX];
+	if (!j->path[0] || gw__release_find(gw, j->id))
+		return;
+	unlink(j->path);
+	table_path(path, sizeof(path), gw->cfg.store_dir, j->id);
+	unlink(path);
+}
+
+/* Build the release from a verified job; NULL with the reason. */
+static struct gw_release *release_new(struct gw *gw, struct fetch_job *j,
+				      char *err, size_t n)
+{
 	struct gw_release *r = calloc(1, sizeof(*r));
-	if (!r)
-		goto out;
+	if (!r) {
+		snprintf(err, n, "out of memory");
+		return NULL;
+	}
 	memcpy(r->id, j->id, sizeof(r->id));
 	uint8_t rid[PROTO_RELEASE_ID_LEN];
 	proto_hex_decode(r->id, rid, sizeof(rid));
@@ -474,28 +470,121 @@ static void fetch_done(uv_work_t *req, int status)
 	j->table = NULL;
 	r->tfrags = proto_table_fragments(&r->m, r->frag_size);
 	uint64_t nf = (r->m.size + r->frag_size - 1) / r->frag_size + r->tfrags;
-	if (nf > PROTO_FRAGS_MAX) {
-		log_warnx("release=%s refused: %llu fragments of %u bytes is "
-			  "more than %u; use larger fragments",
-			  r->id, (unsigned long long)nf, r->frag_size,
-			  PROTO_FRAGS_MAX);
-		release_free(r);
-		goto out;
-	}
-	r->nfrags = (uint32_t)nf;
 	r->target = j->a;
 	memset(&j->a, 0, sizeof(j->a));
+	if (nf > PROTO_FRAGS_MAX) {
+		snprintf(err, n, "%llu fragments of %u bytes is more than %u; "
+				 "use larger fragments",
+			 (unsigned long long)nf, r->frag_size, PROTO_FRAGS_MAX);
+		release_free(r);
+		return NULL;
+	}
+	r->nfrags = (uint32_t)nf;
 	r->created_ms = util_wall_ms();
 	r->fetch_ms = (int64_t)(j->t_fetched - j->t_announce);
 	r->verify_ms = (int64_t)(j->t_verified - j->t_fetched);
 	r->encrypt = r->target.encrypt_set ? r->target.encrypt
 					   : gw->cfg.encrypt_packages;
-	if (release_map(r, err, sizeof(err)) != 0 ||
-	    (r->encrypt &&
-	     gw__enc_release_key(gw, r, true, err, sizeof(err)) != 0)) {
-		log_warnx("release=%s: %s", r->id, err);
+	return r;
+}
+
+/* Known, stale or older: the verdict (true), or false to go on. */
+static bool announce_settled(struct gw *gw, struct fetch_job *j,
+			     struct proto_verdict *v)
+{
+	struct gw_release *known = gw__release_find(gw, j->id);
+	if (known) {
+		log_info("release=%s already known: announcement ignored",
+			 j->id);
+		v->verdict = known->aborted ? PROTO_VERDICT_REFUSED
+					    : PROTO_VERDICT_KNOWN;
+		if (known->aborted)
+			snprintf(v->reason, sizeof(v->reason),
+				 "release was aborted (%s); publish a new "
+				 "release instead", known->pause_reason);
+		else {
+			gw__verdict_targets(gw, known, v);
+			gw__appendf(v->reason, sizeof(v->reason),
+				    "%salready announced: campaign %s, nothing "
+				    "changed", v->reason[0] ? "; " : "",
+				    gw__campaign_state(known));
+		}
+		return true;
+	}
+	if (refuse_stale(gw, j, v->reason, sizeof(v->reason))) {
+		v->verdict = PROTO_VERDICT_REFUSED;
+		return true;
+	}
+	const struct gw_release *newer =
+	    j->m.downgrade ? NULL : newer_or_equal(gw, &j->m);
+	if (newer) {
+		log_info("release %s %s ignored: %s is already released "
+			 "(release=%s)",
+			 j->m.product, j->m.version, newer->m.version,
+			 newer->id);
+		gw__event(gw, NULL, j->id, "release_ignored",
+			  "older or equal version");
+		v->verdict = PROTO_VERDICT_REFUSED;
+		snprintf(v->reason, sizeof(v->reason),
+			 "%s is already released (release %s): devices never "
+			 "go back unless the publisher signs a downgrade",
+			 newer->m.version, newer->id);
+		return true;
+	}
+	return false;
+}
+
+static void fetch_done(uv_work_t *req, int status)
+{
+	struct fetch_job *j = req->data;
+	struct gw *gw = j->gw;
+	struct proto_verdict v;
+	char err[320];
+	gw__lane_finished(gw, &gw->verify_lane);
+	gw->fetches--;
+	close(j->tmpfd);
+	gw__verdict_init(&v, j->product, "announce");
+	v.verdict = PROTO_VERDICT_REFUSED;
+	if (status != 0 || j->rc != 0) {
+		if (j->tmp[0])
+			unlink(j->tmp); /* cancelled before its check */
+		if (status != 0 && !j->err[0])
+			snprintf(j->err, sizeof(j->err),
+				 "cancelled: the gateway is stopping");
+		gw->stats.releases_refused++;
+		log_warnx("release REFUSED product=%s url=%s reason=\"%s\"",
+			  j->product, j->url_log, j->err);
+		gw__event(gw, NULL, NULL, "release_refused", j->err);
+		snprintf(v.reason, sizeof(v.reason), "%s", j->err);
+		goto out_verdict;
+	}
+	if (announce_settled(gw, j, &v))
+		goto out_verdict;
+	bool dry = j->a.dry_run;
+	struct gw_release *r = release_new(gw, j, err, sizeof(err));
+	if (!r || (!dry && (release_map(r, err, sizeof(err)) != 0 ||
+			    (r->encrypt &&
+			     gw__enc_release_key(gw, r, true, err,
+						 sizeof(err)) != 0)))) {
+		log_warnx("release=%s refused: %s", j->id, err);
+		snprintf(v.reason, sizeof(v.reason), "%s", err);
+		if (r)
+			release_free(r);
+		unstore(gw, j);
+		goto out_verdict;
+	}
+	bool typo = gw__verdict_targets(gw, r, &v);
+	if (dry || typo) {
+		/* Nothing is recorded: a corrected announcement of the same
+		 * package is a new one, not "already known". */
+		v.verdict = dry ? PROTO_VERDICT_DRY_RUN : PROTO_VERDICT_REFUSED;
+		if (dry)
+			gw__appendf(v.reason, sizeof(v.reason),
+				    "%sdry run: nothing was started",
+				    v.reason[0] ? "; " : "");
 		release_free(r);
-		goto out;
+		unstore(gw, j);
+		goto out_verdict;
 	}
 	if (r->m.downgrade)
 		retire_newer(gw, r);
@@ -510,8 +599,10 @@ static void fetch_done(uv_work_t *req, int status)
 		 (unsigned long long)r->m.size, r->nfrags, r->frag_size,
 		 r->window, r->encrypt ? " encrypted" : "");
 	gw__event(gw, NULL, r->id, "release_verified", r->m.version);
+	v.verdict = PROTO_VERDICT_ACCEPTED;
 	gw__offer_due_all(gw);
-out:
+out_verdict:
+	announce_verdict(gw, j, &v);
 	proto_announce_free(&j->a);
 	free(j->manifest);
 	free(j->table);
@@ -546,9 +637,21 @@ static void copy_done(uv_work_t *req, int status)
 			fetch_done);
 }
 
-void gw__announce(struct gw *gw, const char *product, const void *payload,
-		  size_t len)
+/* Refused before any job exists. */
+static void announce_refused(struct gw *gw, const char *product,
+			     const struct gw_req *rq, const char *why)
 {
+	struct proto_verdict v;
+	gw__verdict_init(&v, product, "announce");
+	v.verdict = PROTO_VERDICT_REFUSED;
+	snprintf(v.reason, sizeof(v.reason), "%s", why);
+	gw__verdict_send(gw, rq, &v);
+}
+
+void gw__announce(struct gw *gw, const char *product, const void *payload,
+		  size_t len, const struct gw_req *rq)
+{
+	char why[PROTO_REASON_MAX + 1];
 	if (len == 0)
 		return; /* a cleared retained announcement */
 	if (!proto_id_valid(product)) {
@@ -559,12 +662,18 @@ void gw__announce(struct gw *gw, const char *product, const void *payload,
 	struct fetch_job *j = calloc(1, sizeof(*j));
 	if (!j)
 		return;
+	if (rq)
+		j->rq = *rq;
+	snprintf(j->rq.product, sizeof(j->rq.product), "%s", product);
 	struct proto_err perr = {{0}};
 	if (proto_announce_decode(payload, len, &j->a, &perr) != 0) {
 		gw->stats.msgs_bad++;
 		log_warnx("announcement for %s refused: %s", product,
 			  perr.text[0] ? perr.text : "malformed");
 		gw__event(gw, NULL, NULL, "announce_refused", perr.text);
+		snprintf(why, sizeof(why), "malformed announcement: %s",
+			 perr.text[0] ? perr.text : "malformed");
+		announce_refused(gw, product, &j->rq, why);
 		free(j);
 		return;
 	}
@@ -578,6 +687,9 @@ void gw__announce(struct gw *gw, const char *product, const void *payload,
 		free(j);
 		return;
 	}
+	snprintf(j->rq.reply, sizeof(j->rq.reply), "%s", j->a.reply);
+	snprintf(j->rq.operator_name, sizeof(j->rq.operator_name), "%s",
+		 j->a.operator_name);
 	j->gw = gw;
 	snprintf(j->product, sizeof(j->product), "%s", product);
 	memcpy(j->pubkey, gw->trust.pub, sizeof(j->pubkey));
@@ -595,10 +707,12 @@ void gw__announce(struct gw *gw, const char *product, const void *payload,
 	if (snprintf(j->tmp, sizeof(j->tmp), "%s/.fetch-XXXXXX",
 		     j->store_dir) >= (int)sizeof(j->tmp) ||
 	    (j->tmpfd = mkostemp(j->tmp, O_CLOEXEC)) < 0) {
-		log_warnx("announcement for %s: cannot create a file in %s: %s",
-			  product, j->store_dir, strerror(errno));
+		snprintf(why, sizeof(why), "cannot create a file in %s: %s",
+			 j->store_dir, strerror(errno));
+		log_warnx("announcement for %s: %s", product, why);
 		gw__event(gw, NULL, NULL, "release_refused",
 			  "cannot create a file in the store");
+		announce_refused(gw, product, &j->rq, why);
 		proto_announce_free(&j->a);
 		free(j);
 		return;
@@ -721,6 +835,7 @@ static int release_load_cb(void *ud, const void *key, size_t klen,
 	r->paused = json_is_true(json_object_get(c, "paused"));
 	r->aborted = json_is_true(json_object_get(c, "aborted"));
 	r->canary = json_is_true(json_object_get(c, "canary"));
+	r->finished_ms = json_integer_value(json_object_get(c, "finished_ms"));
 	const char *pr = json_string_value(json_object_get(c, "pause_reason"));
 	snprintf(r->pause_reason, sizeof(r->pause_reason), "%s", pr ? pr : "");
 	if (json_is_array(devs)) {

@@ -65,6 +65,10 @@ int proto__json_int(const json_t *obj, const char *key, bool required,
 		    int64_t min, int64_t max, int64_t *val, bool *present,
 		    struct proto_err *err);
 
+/* An optional boolean member (absent: false). */
+int proto__json_bool(const json_t *obj, const char *key, bool *val,
+		     struct proto_err *err);
+
 /* Add a member, stealing `val` (which may be NULL after a failed
  * constructor: then PROTO_ENOMEM / PROTO_EFIELD for strings). */
 int proto__json_set(json_t *obj, const char *key, json_t *val);

@@ -26,6 +26,9 @@ static const char *const announce_keys[] = {
 	"canary_success_percent",
 	"pause_failure_percent",
 	"encrypt",
+	"reply",
+	"dry_run",
+	"operator",
 	"pause_failure_min",
 };
 
@@ -180,6 +183,11 @@ int proto_announce_decode(const char *buf, size_t len,
 	}
 	a->encrypt_set = enc != NULL;
 	a->encrypt = json_is_true(enc);
+	if ((rc = proto__json_id(root, "reply", false, a->reply, err)) < 0 ||
+	    (rc = proto__json_id(root, "operator", false, a->operator_name,
+				 err)) < 0 ||
+	    (rc = proto__json_bool(root, "dry_run", &a->dry_run, err)) < 0)
+		goto out_fail;
 	if ((rc = proto__json_int(root, "pause_failure_min", false, 0,
 				  PROTO_PAUSE_FAILURE_MIN_MAX, &v, NULL, err)) < 0)
 		goto out_fail;
@@ -195,11 +203,13 @@ out_fail:
 
 /* ------------------------------------------------------------- control */
 
-static const char *const action_names[] = {"pause", "resume", "abort"};
+static const char *const action_names[] = {"pause", "resume", "abort",
+					    "retry"};
+#define ACTIONS (sizeof(action_names) / sizeof(action_names[0]))
 
 const char *proto_action_name(enum proto_action a)
 {
-	return (unsigned)a < 3 ? action_names[a] : "?";
+	return (unsigned)a < ACTIONS ? action_names[a] : "?";
 }
 
 int proto_control_decode(const char *buf, size_t len, struct proto_control *c,
@@ -217,7 +227,8 @@ int proto_control_decode(const char *buf, size_t len, struct proto_control *c,
 		return rc;
 	json_object_foreach(root, key, val)
 	{
-		if (strcmp(key, "action") != 0 && strcmp(key, "release") != 0) {
+		if (strcmp(key, "action") != 0 && strcmp(key, "release") != 0 &&
+		    strcmp(key, "reply") != 0 && strcmp(key, "operator") != 0) {
 			proto__sanitize(name, sizeof(name), key);
 			rc = proto__err(err, PROTO_EFIELD, "unknown field '%s'",
 					name);
@@ -228,8 +239,8 @@ int proto_control_decode(const char *buf, size_t len, struct proto_control *c,
 	if (rc < 0)
 		goto out;
 	rc = proto__err(err, PROTO_EFIELD,
-			"field 'action': not pause, resume or abort");
-	for (size_t i = 0; i < 3; i++) {
+			"field 'action': not pause, resume, abort or retry");
+	for (size_t i = 0; i < ACTIONS; i++) {
 		if (strcmp(act, action_names[i]) == 0) {
 			c->action = (enum proto_action)i;
 			rc = 0;
@@ -241,9 +252,14 @@ int proto_control_decode(const char *buf, size_t len, struct proto_control *c,
 			      sizeof(c->release), err);
 	if (rc < 0)
 		goto out;
-	if (c->release[0] && !proto__release_hex_valid(c->release))
+	if (c->release[0] && !proto__release_hex_valid(c->release)) {
 		rc = proto__err(err, PROTO_EFIELD,
 				"field 'release': not 16 lowercase hex digits");
+		goto out;
+	}
+	if ((rc = proto__json_id(root, "reply", false, c->reply, err)) < 0)
+		goto out;
+	rc = proto__json_id(root, "operator", false, c->operator_name, err);
 out:
 	json_decref(root);
 	return rc < 0 ? rc : 0;
@@ -255,7 +271,7 @@ int proto_control_encode(const struct proto_control *c, char **out,
 	json_t *o = json_object();
 	int rc = PROTO_ENOMEM;
 
-	if (o == NULL || (unsigned)c->action > PROTO_ACT_ABORT)
+	if (o == NULL || (unsigned)c->action >= ACTIONS)
 		goto out;
 	if (proto__json_set(o, "action",
 			    json_string(action_names[c->action])) < 0)
@@ -263,6 +279,16 @@ int proto_control_encode(const struct proto_control *c, char **out,
 	if (c->release[0] &&
 	    proto__json_set(o, "release", json_string(c->release)) < 0)
 		goto out;
+	if ((c->reply[0] && (!proto_id_valid(c->reply) ||
+			     proto__json_set(o, "reply",
+					     json_string(c->reply)) < 0)) ||
+	    (c->operator_name[0] &&
+	     (!proto_id_valid(c->operator_name) ||
+	      proto__json_set(o, "operator",
+			      json_string(c->operator_name)) < 0))) {
+		rc = PROTO_EFIELD;
+		goto out;
+	}
 	rc = proto__json_dump(o, out, len);
 out:
 	json_decref(o);

@@ -154,6 +154,21 @@ int proto__json_int(const json_t *obj, const char *key, bool required,
 	return 0;
 }
 
+int proto__json_bool(const json_t *obj, const char *key, bool *val,
+		     struct proto_err *err)
+{
+	json_t *v = json_object_get(obj, key);
+
+	*val = false;
+	if (v == NULL)
+		return 0;
+	if (!json_is_boolean(v))
+		return proto__err(err, PROTO_EFIELD,
+				  "field '%s': not true or false", key);
+	*val = json_is_true(v);
+	return 0;
+}
+
 int proto__json_set(json_t *obj, const char *key, json_t *val)
 {
 	if (val == NULL)

@@ -474,7 +474,8 @@ bool proto_ack_has(const struct proto_ack *a, uint32_t index);
  * {"url":"file:///path/pkg.ota", "group":"g1", "devices":["d1","d2"],
  *  "fragment_size":4096, "window":32, "concurrency":50,
  *  "canary_percent":10, "canary_success_percent":90,
- *  "pause_failure_percent":20, "pause_failure_min":2, "encrypt":true}
+ *  "pause_failure_percent":20, "pause_failure_min":2, "encrypt":true,
+ *  "reply":"r-1a2b", "dry_run":true, "operator":"ota-operator"}
  * Only `url` is required (scheme file:// or https://). Unlike the other
  * decoders, unknown members are rejected (PROTO_EFIELD): a misspelt
  * targeting key must not widen a rollout. `group` "" and `devices` []
@@ -498,6 +499,10 @@ struct proto_announce {
 	/* "encrypt": true / false; absent = the gateway's default. */
 	bool encrypt;
 	bool encrypt_set;
+	/* The command plane (PROTOCOL.md section 5.5): */
+	char reply[PROTO_ID_MAX + 1];	 /* "" = no per-request verdict */
+	char operator_name[PROTO_ID_MAX + 1]; /* claimed, "" = unnamed */
+	bool dry_run; /* only say which devices it would target */
 	uint32_t pause_failure_min; /* 1..PROTO_PAUSE_FAILURE_MIN_MAX: failed
 				       devices before any automatic pause
 				       (canary or rate); 0 = gateway's */
@@ -506,6 +511,10 @@ struct proto_announce {
 int proto_announce_decode(const char *buf, size_t len,
 			  struct proto_announce *a, struct proto_err *err);
 void proto_announce_free(struct proto_announce *a);
+/* The announcement as JSON (members at their defaults are left out).
+ * Validates first, as decode would: PROTO_EFIELD / PROTO_ERANGE. */
+int proto_announce_encode(const struct proto_announce *a, char **out,
+			  size_t *len);
 
 /*
  * Offer (gateway -> ota/dev/<id>/offer, QoS 1):
@@ -558,15 +567,25 @@ void proto_offer_free(struct proto_offer *o);
 
 /*
  * Rollout control (operator -> ota/ctl/<product>, QoS 1):
- * {"action":"pause"|"resume"|"abort", "release":"<16 hex>"}
+ * {"action":"pause"|"resume"|"abort"|"retry", "release":"<16 hex>",
+ *  "reply":"<request id>", "operator":"<claimed name>"}
  * `release` is optional: without it the command applies to the newest
- * release of the product.
+ * release of the product. `reply` and `operator` are optional ids (see
+ * proto_id_valid); `retry` offers the release again to the devices that
+ * failed it.
  */
-enum proto_action { PROTO_ACT_PAUSE, PROTO_ACT_RESUME, PROTO_ACT_ABORT };
+enum proto_action {
+	PROTO_ACT_PAUSE,
+	PROTO_ACT_RESUME,
+	PROTO_ACT_ABORT,
+	PROTO_ACT_RETRY
+};
 
 struct proto_control {
 	enum proto_action action;
 	char release[PROTO_RELEASE_HEX_LEN + 1]; /* "" = newest */
+	char reply[PROTO_ID_MAX + 1];		 /* "" = none */
+	char operator_name[PROTO_ID_MAX + 1];	 /* claimed; "" = none */
 };
 
 int proto_control_decode(const char *buf, size_t len, struct proto_control *c,
@@ -574,6 +593,51 @@ int proto_control_decode(const char *buf, size_t len, struct proto_control *c,
 int proto_control_encode(const struct proto_control *c, char **out,
 			 size_t *len);
 const char *proto_action_name(enum proto_action a);
+
+/*
+ * Verdict (gateway -> ota/result/<product>/..., QoS 1; PROTOCOL.md 5.5):
+ * the gateway's answer to one announcement or control command.
+ * {"request":"r-1a2b","command":"announce","product":"sensor",
+ *  "verdict":"accepted","release":"<16 hex>","version":"1.1.0",
+ *  "targets":3,"devices":["dev-001","dev-002","dev-003"],
+ *  "reason":"...","operator":"ota-operator","ts":1700000000000}
+ * `verdict` is accepted, refused, known (the release was announced
+ * before: nothing changed) or dry_run (what an announcement would do).
+ * Only command, product and verdict are required; `targets` absent means
+ * not applicable (-1); `devices` lists at most PROTO_VERDICT_DEVICES_MAX
+ * of the targets. Decoding ignores unknown members (newer gateways may
+ * say more); encoding validates.
+ */
+#define PROTO_VERDICT_DEVICES_MAX 20
+#define PROTO_REASON_MAX 511
+
+enum proto_verdict_kind {
+	PROTO_VERDICT_ACCEPTED,
+	PROTO_VERDICT_REFUSED,
+	PROTO_VERDICT_KNOWN,
+	PROTO_VERDICT_DRY_RUN
+};
+
+struct proto_verdict {
+	char request[PROTO_ID_MAX + 1]; /* "" = none */
+	char command[16]; /* announce, pause, resume, abort, retry, control */
+	char product[PROTO_ID_MAX + 1];
+	enum proto_verdict_kind verdict;
+	char release[PROTO_RELEASE_HEX_LEN + 1]; /* "" = none */
+	char version[PROTO_VERSION_MAX + 1];	 /* "" = none */
+	int64_t targets;			 /* -1 = not applicable */
+	uint32_t ndevices;
+	char devices[PROTO_VERDICT_DEVICES_MAX][PROTO_ID_MAX + 1];
+	char reason[PROTO_REASON_MAX + 1];
+	char operator_name[PROTO_ID_MAX + 1]; /* as claimed in the request */
+	int64_t ts;			      /* unix ms, 0 = absent */
+};
+
+int proto_verdict_encode(const struct proto_verdict *v, char **out,
+			 size_t *len);
+int proto_verdict_decode(const char *buf, size_t len, struct proto_verdict *v,
+			 struct proto_err *err);
+const char *proto_verdict_name(enum proto_verdict_kind k);
 
 /* Device states, as named in status messages. */
 #define PROTO_STATE_MAP(X)                                                     \

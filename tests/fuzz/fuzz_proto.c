@@ -4,6 +4,7 @@
  *
  *   0 announcement  1 offer  2 status  3 manifest  4 rollout control
  *   5 fragment      6 ack    7 text helpers (version, id, state, hex)
+ *   8 verdict
  *
  * tests/fuzz/make-seeds.sh writes the seeds with these same numbers; keep
  * the two in step. The round-trip property of proto/PROTOCOL.md section 1
@@ -34,6 +35,7 @@ enum fproto_sel {
 	FPROTO_FRAG,
 	FPROTO_ACK,
 	FPROTO_TEXT,
+	FPROTO_VERDICT,
 	FPROTO__COUNT
 };
 
@@ -64,7 +66,36 @@ static void fproto_announce(const char *buf, size_t len)
 	for (size_t i = 0; i < a.ndevices; i++)
 		if (!proto_id_valid(a.devices[i]))
 			abort();
+	/* What decodes encodes again, and decodes again. */
+	struct proto_announce b;
+	char *out = NULL;
+	size_t olen;
+	if (proto_announce_encode(&a, &out, &olen) != 0 ||
+	    proto_announce_decode(out, olen, &b, &err) != 0 ||
+	    strcmp(a.url, b.url) != 0 || b.ndevices != a.ndevices ||
+	    b.dry_run != a.dry_run || strcmp(a.reply, b.reply) != 0)
+		abort();
+	free(out);
+	proto_announce_free(&b);
 	proto_announce_free(&a);
+}
+
+static void fproto_verdict(const char *buf, size_t len)
+{
+	static struct proto_verdict v, v2;
+	struct proto_err err;
+	char *out = NULL;
+	size_t olen;
+
+	if (proto_verdict_decode(buf, len, &v, &err) != 0)
+		return;
+	if (!FPROTO_TERMINATED(v.reason) ||
+	    v.ndevices > PROTO_VERDICT_DEVICES_MAX ||
+	    proto_verdict_encode(&v, &out, &olen) != 0 ||
+	    proto_verdict_decode(out, olen, &v2, &err) != 0 ||
+	    memcmp(&v, &v2, sizeof(v)) != 0)
+		abort();
+	free(out);
 }
 
 static void fproto_offer(const char *buf, size_t len)
@@ -271,6 +302,9 @@ static int fuzz_proto_one(const uint8_t *data, size_t size)
 		break;
 	case FPROTO_ACK:
 		fproto_ack(data + 1, size - 1);
+		break;
+	case FPROTO_VERDICT:
+		fproto_verdict(text, size - 1);
 		break;
 	case FPROTO_TEXT:
 	case FPROTO__COUNT:

@@ -31,7 +31,7 @@ trap 'rm -rf "$TMP"' EXIT
 
 # The selector bytes of fuzz_proto.c (enum fproto_sel).
 SEL_ANNOUNCE=0 SEL_OFFER=1 SEL_STATUS=2 SEL_MANIFEST=3 SEL_CONTROL=4
-SEL_FRAG=5 SEL_ACK=6 SEL_TEXT=7
+SEL_FRAG=5 SEL_ACK=6 SEL_TEXT=7 SEL_VERDICT=8
 
 # byte N: write the byte N (0..255) to stdout.
 byte() {
@@ -66,7 +66,7 @@ mkdir -p "$OUT/fuzz_proto" "$OUT/fuzz_pkg" "$OUT/fuzz_conf" "$OUT/fuzz_state" \
 
 # --- fuzz_proto: the decoder vectors ---------------------------------------------
 skipped=0
-for kind in announce offer status manifest frag ack; do
+for kind in announce offer status manifest frag ack verdict; do
     case $kind in
     announce) sel=$SEL_ANNOUNCE ;;
     offer) sel=$SEL_OFFER ;;
@@ -74,6 +74,7 @@ for kind in announce offer status manifest frag ack; do
     manifest) sel=$SEL_MANIFEST ;;
     frag) sel=$SEL_FRAG ;;
     ack) sel=$SEL_ACK ;;
+    verdict) sel=$SEL_VERDICT ;;
     esac
     for f in tests/vectors/$kind/*; do
         [ -f "$f" ] || continue

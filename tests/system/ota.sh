@@ -28,7 +28,7 @@ gateway_start() {
 device_start() {
     local id=$1 version=$2
     shift 2
-    spawn "$id" "$DEV" --id "$id" --product sensor --version "$version" \
+    spawn "$id" "$DEV" --id "$id" --product sensor --firmware-version "$version" \
         --broker-host localhost --broker-port "$BROKER_PORT" --ca-file "$CERTS/ca.crt" \
         --cert-file "$CERTS/devices/$id.crt" --key-file "$CERTS/devices/$id.key" \
         --publisher-key "$CERTS/publisher.pub" --state-dir "$T/dev/$id" "$@"

@@ -26,15 +26,15 @@ check "ota-gateway ctl abort" "$GW" ctl abort --product sensor --broker-host loc
     --key-file "$CERTS/operator.key"
 check "the release is aborted" \
     wait_until 10 "'$GW' status --db '$T/gw-db' | grep -q ' aborted '"
-check "resume after abort is refused" \
-    bash -c "'$GW' ctl resume --product sensor --broker-host localhost --broker-port $BROKER_PORT \
-        --ca-file '$CERTS/ca.crt' --cert-file '$CERTS/operator.crt' --key-file '$CERTS/operator.key' &&
-        sleep 1 && grep -q 'was aborted; publish a new release instead' '$T/gateway.log'"
+check "resume after abort is refused: ctl exits 1 with the gateway's reason" \
+    bash -c "! '$GW' ctl resume --product sensor --broker-host localhost --broker-port $BROKER_PORT \
+        --ca-file '$CERTS/ca.crt' --cert-file '$CERTS/operator.crt' --key-file '$CERTS/operator.key' \
+        2>'$T/resume.err' && grep -q 'release was aborted (aborted by the operator); publish a new release instead' '$T/resume.err'"
 check "and still nothing reaches the rest" all_devices idle 1.0.0 dev-004 dev-005
-check "ctl with a device's certificate is not delivered (ACL)" \
-    bash -c "'$GW' ctl resume --product sensor --broker-host localhost --broker-port $BROKER_PORT \
+check "ctl with a device's certificate is refused by the broker (ACL): exit 1, not authorised" \
+    bash -c "! '$GW' ctl resume --product sensor --broker-host localhost --broker-port $BROKER_PORT \
         --ca-file '$CERTS/ca.crt' --cert-file '$CERTS/devices/dev-004.crt' \
-        --key-file '$CERTS/devices/dev-004.key' >/dev/null && sleep 1 &&
-        [ \$(grep -c 'was aborted' '$T/gateway.log') = 1 ]"
+        --key-file '$CERTS/devices/dev-004.key' 2>'$T/acl.err' && grep -q 'not authorised' '$T/acl.err' &&
+        sleep 1 && [ \$(grep -c 'verdict command=resume' '$T/gateway.log') = 1 ]"
 check "everything stops cleanly" stop_all_clean gateway "${ids[@]}"
 finish

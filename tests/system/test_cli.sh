@@ -233,7 +233,9 @@ check "ota-device --check refuses id a/b, naming the key" \
 
 dev_conf | sed 's/^version = 1.0.0$/version = 1.0/' >"$T/dev-ver.conf"
 check "ota-device --check refuses version 1.0, naming the key" \
-    fails_with "'version'.*1\\.0" "$D" -c "$T/dev-ver.conf" --check
+    fails_with "'firmware_version'.*1\\.0" "$D" -c "$T/dev-ver.conf" --check
+check "  the old key name 'version' still works, with a warning" \
+    grep -q "warning: 'version' is the old name of 'firmware_version'" "$T/cmd.err"
 
 { dev_conf; echo 'speed = 9'; } >"$T/dev-unknown.conf"
 line=$(grep -n '^speed' "$T/dev-unknown.conf" | cut -d: -f1)
@@ -247,6 +249,26 @@ check "ota-device --check refuses a missing publisher_key, naming it" \
 check "ota-device: a flag overrides the file (--version 2.0.0 is fine)" \
     succeeds_with 'configuration OK' "$D" -c "$T/dev-ver.conf" --version 2.0.0 --check
 
+# --- one name per option, --version, defaults in --help ------------------------------------
+
+check "ota-gateway --version prints the program's version" succeeds_with '^ota-gateway [0-9]+\.[0-9]+\.[0-9]+$' "$G" --version
+check "ota-device --version prints the program's version" succeeds_with '^ota-device [0-9]+\.[0-9]+\.[0-9]+$' "$D" --version
+check "ota-device --firmware-version is the firmware's version" \
+    succeeds_with 'configuration OK' "$D" -c "$T/dev.conf" --firmware-version 2.0.0 --check
+check "  --version VALUE is its old name: it works, with a warning" \
+    bash -c "'$D' -c '$T/dev.conf' --version 2.0.0 --check 2>&1 >/dev/null | grep -q \"'version' is the old name of 'firmware_version'\""
+check "pack and verify take --publisher-key, as run, fsck and ota-device do" \
+    bash -c "'$G' pack --publisher-key '$T/k.key' --product sensor --version 3.0.0 --payload '$T/fw.bin' --out '$T/pk.ota' >/dev/null &&
+        '$G' verify --publisher-key '$T/k.pub' '$T/pk.ota' >/dev/null"
+check "  the old --key and --pubkey still work" \
+    bash -c "'$G' pack --key '$T/k.key' --product sensor --version 3.0.1 --payload '$T/fw.bin' --out '$T/pk2.ota' >/dev/null &&
+        '$G' verify --pubkey '$T/k.pub' '$T/pk2.ota' >/dev/null"
+for h in "run --help" "ctl --help" "announce --help"; do
+    # shellcheck disable=SC2086 # word splitting intended
+    check "ota-gateway $h shows defaults" bash -c "'$G' $h | grep -q '(default: 8883)'"
+done
+check "ota-device --help shows defaults" bash -c "'$D' --help | grep -q '(default: 512)'"
+check "pki/ is in .gitignore" grep -qx '/pki/' "$OTA_ROOT/.gitignore"
 # --- private keys readable by group or others are refused at start ---------------------
 
 # refuses_key MODE FILE CMD [ARGS...]: with FILE at MODE, CMD fails at once naming FILE,

@@ -182,10 +182,11 @@ check "  and its fleet keys, uncommented, pass --check in fleet mode" \
 
 # example_keys FILE: the keys set or shown commented out ("#key = value").
 example_keys() { sed -n 's/^#\{0,1\}\([a-z_][a-z0-9_]*\) = .*/\1/p' "$1" | sort -u; }
-# help_keys CMD...: the keys --help lists (--foo-bar -> foo_bar), without -c and --check.
+# help_keys CMD...: the keys --help lists (--foo-bar -> foo_bar), without -c, --check and
+# --version (the program's own, not a key).
 help_keys() {
     "$@" --help 2>&1 | sed -n 's/^  --\([a-z][a-z0-9-]*\) .*/\1/p' |
-        grep -v -x -e config -e check | tr - _ | sort -u
+        grep -v -x -e config -e check -e version | tr - _ | sort -u
 }
 same_keys() {
     diff <(example_keys "$1") <(shift; help_keys "$@")

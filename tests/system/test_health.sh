@@ -10,7 +10,7 @@ broker_start || { not_ok "broker starts"; finish; }
 check "gateway starts" gateway_start
 # The check sees the new version and its slot: it passes only if the payload is there.
 device_start dev-001 1.0.0 --health-command 'test "$OTA_VERSION" = 1.1.0 && test -s "$OTA_SLOT_DIR/payload"'
-device_start dev-002 1.0.0 --health-command 'echo unhealthy >&2; exit 3'
+device_start dev-002 1.0.0 --health-command 'echo checking >&2; echo unhealthy >&2; exit 3'
 device_start dev-003 1.0.0 --health-command 'sleep 30' --health-timeout-s 1
 check "devices online" wait_until 10 "all_devices idle 1.0.0 ${ids[*]}"
 make_payload "$T/fw.bin" 65536
@@ -18,7 +18,8 @@ pack sensor 1.1.0 "$T/fw.bin" "$T/p.ota"
 announce sensor "file://$T/p.ota"
 check "a passing health check commits" wait_until 30 "all_devices committed 1.1.0 dev-001"
 check "a failing one rolls back to 1.0.0" wait_until 30 "all_devices rolled_back 1.0.0 dev-002"
-check "with the reason" test "$(dev_field dev-002 error)" = "health check failed (exit 3)"
+check "with the reason and the check's own last line of stderr" \
+    test "$(dev_field dev-002 error)" = "health check failed (exit 3): unhealthy"
 check "a hanging one is stopped after its timeout and rolls back" \
     wait_until 30 "all_devices rolled_back 1.0.0 dev-003"
 check "with the reason" test "$(dev_field dev-003 error)" = "health check timed out after 1 s"

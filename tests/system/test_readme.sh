@@ -74,7 +74,7 @@ readme_sub() {
         -e "s|https://ota\\.example/|file://$T/srv/ota/|g" \
         -e "s|-h localhost -p 8883|-h localhost -p \$BROKER_PORT|g" \
         -e "s|--broker-port 8883|--broker-port \$BROKER_PORT|g" \
-        -e "s|^mosquitto_pub \\.\\.\\. |mosquitto_pub $OP_ARGS |" <<<"$cmd")
+        -e "s|^mosquitto_pub \\.\\.\\. |mosquitto_pub $OP_ARGS |" -e 's| &$||' <<<"$cmd")
     for e in "$@"; do cmd=$(sed -e "$e" <<<"$cmd"); done
     echo "$cmd"
 }
@@ -125,7 +125,7 @@ op_pub() {
     (cd "$T" && eval "mosquitto_pub $OP_ARGS \"\$@\"")
 }
 
-STATUS_DB=$T/var/lib/ota-gateway/db
+STATUS_DB=$T/var/gateway-db
 events() { gw_status_json | jq -r "[.events[] | select($1)] | length"; }
 rel_id() { gw_status_json | jq -r --arg v "$1" '.releases[] | select(.version == $v) | .release'; }
 rel_field() { gw_status_json | jq -r --arg v "$1" ".releases[] | select(.version == \$v) | $2"; }
@@ -148,11 +148,12 @@ check "pki/ holds CA, broker, gateway, operator, 3 devices and the publisher key
 
 # --- 2. pack and verify ---------------------------------------------------------------------
 
-make_payload "$T/firmware.bin" 200000
+readme_run "firmware.bin is made as written" "head -c 200000 /dev/urandom >firmware.bin"
+check "  200000 bytes" test "$(stat -c %s "$T/firmware.bin")" = 200000
 readme_run "pack signs firmware.bin into sensor-1.1.0.ota as written" \
-    "build/ota-gateway pack --key pki/publisher.key --product sensor --version 1.1.0"
+    "build/ota-gateway pack --publisher-key pki/publisher.key --product sensor --version 1.1.0"
 check "the package exists" test -s "$T/sensor-1.1.0.ota"
-readme_run "verify accepts it as written" "build/ota-gateway verify --pubkey pki/publisher.pub sensor-1.1.0.ota"
+readme_run "verify accepts it as written" "build/ota-gateway verify --publisher-key pki/publisher.pub sensor-1.1.0.ota"
 check "and prints product, version and the payload's sha256" \
     bash -c "grep -q sensor '$T/last.out' && grep -q 1.1.0 '$T/last.out' &&
         grep -q $(sha256sum "$T/firmware.bin" | cut -d' ' -f1) '$T/last.out'"
@@ -169,8 +170,22 @@ check "deploy/mosquitto/mosquitto.conf is its template rendered for port 8883 (n
     <(grep -v '^#' "$OTA_ROOT/deploy/mosquitto/mosquitto.conf")
 check "README: the broker is deploy/mosquitto/mosquitto.conf with deploy/mosquitto/acl" \
     readme_says 'A broker for this: `deploy/mosquitto/mosquitto.conf` (TLS only, client certificates required'
-broker_start || { not_ok "broker starts (deploy/mosquitto config, README's pki/)"; finish; }
+# The README's host broker: deploy/mosquitto/mosquitto-local.conf, the template rendered for
+# this host (no drift), started as written from the top directory ($T here, with the
+# test's port instead of 8883; pki/ holds the certificates, CRL and ACL make-certs wrote).
+check "deploy/mosquitto/mosquitto-local.conf is its template rendered for this host (no drift)" \
+    diff <(sed -e 's|@PORT@|8883|g' -e 's|@BIND@|127.0.0.1|g' -e 's|@CERTS@|pki|g' \
+        -e 's|@ACL@|pki/acl|g' -e 's|@USER@|root|g' \
+        "$OTA_ROOT/deploy/mosquitto/mosquitto.conf.in" | grep -v '^#') \
+    <(grep -v '^#' "$OTA_ROOT/deploy/mosquitto/mosquitto-local.conf")
+BROKER_PORT=$(free_port)
 export BROKER_PORT
+mkdir -p "$T/deploy/mosquitto"
+sed "s|^listener 8883 |listener $BROKER_PORT |" "$OTA_ROOT/deploy/mosquitto/mosquitto-local.conf" \
+    >"$T/deploy/mosquitto/mosquitto-local.conf"
+readme_spawn broker "mosquitto -c deploy/mosquitto/mosquitto-local.conf"
+check "the broker starts as written (host config, pki/ with its CRL and ACL)" \
+    wait_until 10 'port_listening "$BROKER_PORT" && alive broker'
 
 GW_RUN="build/ota-gateway run --broker-host localhost --broker-port 8883"
 readme_spawn gateway "$GW_RUN"
@@ -178,20 +193,20 @@ check "the gateway runs as written (no directory made beforehand) and connects" 
     wait_until 15 "grep -q 'mqtt connected' '$T/gateway.log' || ! alive gateway"
 if ! alive gateway; then
     # Carry on with the directories made, to check the rest.
-    mkdir -p "$T/var/lib/ota-gateway"
+    mkdir -p "$T/var"
     readme_spawn gateway "$GW_RUN"
     wait_until 15 "grep -q 'mqtt connected' '$T/gateway.log'"
 fi
 check "the gateway's ledger is where --db-dir says" test -d "$STATUS_DB"
 
-DEV_RUN="build/ota-device --id dev-001 --product sensor --version 1.0.0"
+DEV_RUN="build/ota-device --id dev-001 --product sensor --firmware-version 1.0.0"
 # One ota-device per id: the README's dev-001 command with the id (and a state directory
 # of its own: the README's example is one device's).
 device_readme() {
     local id=$1
     shift
     readme_spawn "$id" "$DEV_RUN" "s|dev-001|$id|g" \
-        "s|--state-dir $T/var/lib/ota-device|--state-dir $T/var/lib/ota-device/$id|" "$@"
+        "$@"
 }
 for d in dev-001 dev-002 dev-003; do device_readme "$d"; done
 check "the three devices, started as written, report idle 1.0.0" \
@@ -201,11 +216,15 @@ check "the three devices, started as written, report idle 1.0.0" \
 
 readme_run "the announcement as written (mosquitto_pub, operator's certificate)" \
     "mosquitto_pub -h localhost -p 8883 --cafile pki/ca.crt"
+readme_run "the verdict read as written (mosquitto_sub, ota/result/sensor/last)" \
+    "mosquitto_sub -h localhost -p 8883 --cafile pki/ca.crt"
+check "  it says accepted, version 1.1.0, targets 3 devices" \
+    jq -e '.verdict == "accepted" and .version == "1.1.0" and .targets == 3' "$T/last.out"
 check "all three devices commit 1.1.0" \
     wait_until 30 'all_devices committed 1.1.0 dev-001 dev-002 dev-003'
 for d in dev-001 dev-002 dev-003; do
     check "$d runs the payload from state_dir/active/payload" \
-        cmp -s "$T/firmware.bin" "$T/var/lib/ota-device/$d/active/payload"
+        cmp -s "$T/firmware.bin" "$T/var/$d/active/payload"
 done
 # "the operator's certificate is the only one allowed to": the same command with another
 # certificate reaches no gateway.
@@ -217,14 +236,14 @@ done
 sleep 1
 check "the gateway never hears of announcements made with other certificates" \
     bash -c "! grep -q 'forged-' '$T/gateway.log'"
-readme_run "status as written" "build/ota-gateway status --db /var/lib/ota-gateway/db --events 20"
+readme_run "status as written" "build/ota-gateway status --db var/gateway-db --events 20"
 cp "$T/last.out" "$T/status-events.out"
 for d in dev-001 dev-002 dev-003; do
     check "status shows $d committed 1.1.0" \
         grep -qE "$d .*committed.* 1\\.1\\.0|$d .*1\\.1\\.0.* committed" "$T/status-events.out"
 done
 check "status shows each device's state, progress, resends and stage timings" \
-    grep -qE '^DEVICE +VERSION +STATE +DONE +RESNT +DOWNLD +VERIFY +INSTALL +RESTART +TOTAL' "$T/status-events.out"
+    grep -qE '^DEVICE +VERSION +STATE +RELEASE +DONE +RESNT +DOWNLD +VERIFY +INSTALL +RESTART +TOTAL' "$T/status-events.out"
 check "status --events 20 shows the event log (offered, committed)" \
     bash -c "grep -q offered '$T/status-events.out' && grep -q committed '$T/status-events.out'"
 n_json=$(events true)
@@ -270,9 +289,14 @@ check "dev-001..003 are back, in group east" \
     wait_until 15 '[ "$(gw_status_json | jq -r "[.devices[] | select(.group == \"east\" and .online and .state == \"committed\")] | length")" = 3 ]'
 make_payload "$T/firmware-1.2.0.bin" 150000
 readme_run "pack 1.2.0 (the README's pack command, another version and payload)" \
-    "build/ota-gateway pack --key pki/publisher.key --product sensor --version 1.1.0" \
+    "build/ota-gateway pack --publisher-key pki/publisher.key --product sensor --version 1.1.0" \
     's|1\.1\.0|1.2.0|g' 's|--payload firmware.bin|--payload firmware-1.2.0.bin|'
 cp "$T/sensor-1.2.0.ota" "$T/srv/ota/" 2>/dev/null
+readme_run "Operating a rollout: announce --dry-run as written (for 1.2.0)" \
+    "build/ota-gateway announce --product sensor" 's|sensor-1\.1\.0|sensor-1.2.0|'
+check "  its verdict: a dry run, targets 3 devices of group east" \
+    bash -c "grep -q 'announce sensor 1.2.0: dry run' '$T/last.out' && grep -q 'targets 3 devices: dev-001, dev-002, dev-003' '$T/last.out'"
+check "  and nothing was started" test -z "$(rel_id 1.2.0)"
 readme_run "the operator guide's announcement (group, canary, concurrency, auto-pause) is accepted" \
     "mosquitto_pub ... -t ota/release/sensor -m '{\"url\":\"https://ota.example/sensor-1.2.0.ota\","
 check "the gateway takes its keys: group east, canary 10% (1 of 3), concurrency 50, pause at 20%" \
@@ -293,7 +317,7 @@ check "  and still run 1.1.0" all_devices committed 1.1.0 dev-004 dev-005
 
 # A slow transfer to act on: 2 MiB in 256-byte fragments, one in flight (keys from the table).
 make_payload "$T/big.bin" 2097152
-readme_run "pack 1.3.0" "build/ota-gateway pack --key pki/publisher.key --product sensor --version 1.1.0" \
+readme_run "pack 1.3.0" "build/ota-gateway pack --publisher-key pki/publisher.key --product sensor --version 1.1.0" \
     's|1\.1\.0|1.3.0|g' 's|--payload firmware.bin|--payload big.bin|'
 cp "$T/sensor-1.3.0.ota" "$T/srv/ota/" 2>/dev/null
 check "README: fragment_size and window are announcement keys" \
@@ -321,27 +345,27 @@ moving() {
 }
 readme_run "pause as written" "mosquitto_pub ... -t ota/ctl/sensor -m '{\"action\":\"pause\"}'"
 check "a paused campaign sends nothing" frozen
-readme_run "status (paused)" "build/ota-gateway status --db /var/lib/ota-gateway/db --events 20"
+readme_run "status (paused)" "build/ota-gateway status --db var/gateway-db --events 20"
 check "status shows the release paused with the reason" \
     grep -qE "$R130 .*paused.*operator|paused by the operator" "$T/last.out"
 readme_run "resume as written" "mosquitto_pub ... -t ota/ctl/sensor -m '{\"action\":\"resume\"}'"
 check "resume continues the transfer" moving
 
 check "README: the ota-gateway ctl command line" \
-    readme_says '`ota-gateway ctl pause|resume|abort --product sensor [--release ID] --broker-host H --broker-port P --ca-file ca.crt --cert-file operator.crt --key-file operator.key` (it waits for the broker'"'"'s acknowledgement)'
+    readme_says '`ota-gateway ctl pause|resume|abort|retry --product sensor [--release ID] --broker-host H --broker-port P --ca-file ca.crt --cert-file operator.crt --key-file operator.key` (it waits for the gateway'"'"'s verdict'
 # ctl_cli ACTION [RELEASE]: the README's ctl command line with the test broker and pki/.
 ctl_cli() {
     (cd "$T" && "$GW" ctl "$1" --product sensor ${2:+--release "$2"} --broker-host localhost \
         --broker-port "$BROKER_PORT" --ca-file pki/ca.crt --cert-file pki/operator.crt \
         --key-file pki/operator.key)
 }
-check "ota-gateway ctl pause --release ID is acknowledged" ctl_cli pause "$R130"
+check "ota-gateway ctl pause --release ID: the gateway's verdict is accepted" ctl_cli pause "$R130"
 check "  and pauses that release at once" frozen
 check "  (the ledger says paused by the operator)" \
     test "$(rel_field 1.3.0 '.campaign.pause_reason')" = "paused by the operator"
-check "ota-gateway ctl resume (the newest release) is acknowledged" ctl_cli resume
+check "ota-gateway ctl resume (the newest release): accepted" ctl_cli resume
 check "  and the transfer continues" moving
-check "ota-gateway ctl fails when no broker acknowledges it" \
+check "ota-gateway ctl fails when no broker answers" \
     refuses . timeout 20 "$GW" ctl pause --product sensor --broker-host localhost \
     --broker-port "$(free_port)" --ca-file pki/ca.crt --cert-file pki/operator.crt \
     --key-file pki/operator.key --timeout-s 3
@@ -351,7 +375,7 @@ readme_run "abort as written" "mosquitto_pub ... -t ota/ctl/sensor -m '{\"action
 check "abort ends the transfers with the reason in the ledger" \
     wait_until 10 '[ "$(gw_status_json | jq -r "[.devices[] | select(.error == \"update aborted by the operator\")] | length")" = 3 ]'
 check "  and nothing more is sent" frozen
-readme_run "status (aborted)" "build/ota-gateway status --db /var/lib/ota-gateway/db --events 20"
+readme_run "status (aborted)" "build/ota-gateway status --db var/gateway-db --events 20"
 check "status shows the release aborted" grep -qE "$R130 .*aborted" "$T/last.out"
 offers=$(events ".event == \"offered\" and .release == \"$R130\"")
 readme_run "resume after the abort, as written" "mosquitto_pub ... -t ota/ctl/sensor -m '{\"action\":\"resume\"}'"
@@ -370,15 +394,18 @@ check "the group still runs 1.2.0" \
 
 check "README: status --wide" \
     readme_says 'of the stage timings, a progress bar, bytes, transfer rate and the last error'
-readme_run "status --wide" "build/ota-gateway status --db /var/lib/ota-gateway/db --events 20" \
+readme_run "status --wide" "build/ota-gateway status --db var/gateway-db --events 20" \
     's|--events 20|--wide|'
 cp "$T/last.out" "$T/status-wide.out"
 check "--wide shows a progress bar" grep -qE 'dev-001 .*#+.*%' "$T/status-wide.out"
-check "--wide shows bytes and a transfer rate" grep -qE 'dev-001 .*(KiB|MiB).*/s' "$T/status-wide.out"
+check "--wide shows bytes and a transfer rate (dev-004's finished transfer)" \
+    grep -qE 'dev-004 .*(KiB|MiB).*/s' "$T/status-wide.out"
+check "  and dev-001's aborted download as aborted, without a (stale) rate" \
+    bash -c "grep -E '^dev-001 ' '$T/status-wide.out' | grep ' aborted ' | grep -vq '/s'"
 check "--wide shows the last error" grep -qE 'dev-002 .*update aborted by the operator' "$T/status-wide.out"
 check "--wide shows the wide table instead of the stage timings" \
     bash -c "grep -q 'LAST ERROR' '$T/status-wide.out' && ! grep -q DOWNLD '$T/status-wide.out'"
-readme_run "status --json" "build/ota-gateway status --db /var/lib/ota-gateway/db --events 20" \
+readme_run "status --json" "build/ota-gateway status --db var/gateway-db --events 20" \
     's|--events 20|--json|'
 check "--json is valid JSON with releases, devices and events" \
     jq -e '(.releases | length) == 3 and (.devices | length) == 5 and (.events | type) == "array"' "$T/last.out"
@@ -386,15 +413,15 @@ check "README: status --watch" readme_says '`--watch 2` redraws every two second
 rc=0
 (cd "$T" && timeout 3 "$GW" status --db "$STATUS_DB" --watch 1 >"$T/watch.out" 2>&1) || rc=$?
 check "--watch 1 runs until interrupted (timeout ends it: $rc)" test "$rc" = 124
-check "--watch 1 redraws: at least two tables in 3 s ($(grep -c '^RELEASES' "$T/watch.out"))" \
-    test "$(grep -c '^RELEASES' "$T/watch.out")" -ge 2
+check "--watch 1 redraws: at least two tables in 3 s ($(grep -c '^CAMPAIGNS' "$T/watch.out"))" \
+    test "$(grep -c '^CAMPAIGNS' "$T/watch.out")" -ge 2
 
 # --- 5c. after an abort: publish a new release instead ------------------------------------------
 
 check "README: an aborted release is never offered again (publish a new release instead)" \
     readme_says 'An aborted one is never offered again (publish a new release instead):'
 make_payload "$T/firmware-1.4.0.bin" 100000
-readme_run "pack 1.4.0" "build/ota-gateway pack --key pki/publisher.key --product sensor --version 1.1.0" \
+readme_run "pack 1.4.0" "build/ota-gateway pack --publisher-key pki/publisher.key --product sensor --version 1.1.0" \
     's|1\.1\.0|1.4.0|g' 's|--payload firmware.bin|--payload firmware-1.4.0.bin|'
 cp "$T/sensor-1.4.0.ota" "$T/srv/ota/" 2>/dev/null
 readme_run "after an abort, publish a new release instead (the README's announcement, 1.4.0)" \
@@ -459,7 +486,7 @@ help_ok() { # help_ok NAME CMD...: exit 0, an example, no line over 79 columns
     grep -q '^examples\{0,1\}:' "$out" || { echo "no example in: $*"; return 1; }
     awk 'length > 79 { print "too wide: " $0; bad = 1 } END { exit bad }' "$out"
 }
-for c in run status fsck ctl keygen pack verify; do
+for c in run status fsck ctl announce keygen pack verify; do
     check "ota-gateway $c --help has examples and fits 80 columns" help_ok "gw-$c" "$GW" "$c"
 done
 check "ota-gateway --help has examples and fits 80 columns" help_ok gw "$GW"

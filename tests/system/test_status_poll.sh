@@ -14,7 +14,9 @@ BROKER_SED='s/^max_queued_messages .*/max_queued_messages 1\nmax_inflight_messag
     broker_start || { not_ok "broker starts"; finish; }
 check "the broker runs with one message in flight and one queued per client" \
     grep -q '^max_inflight_messages 1$' "$T/mosquitto.conf"
-check "gateway starts and connects" gateway_start --log-level debug
+# MQTT 3.1.1: for an MQTT 5 client the broker bounds what is in flight by the client's
+# receive maximum, not by max_inflight_messages, and would not drop anything here.
+check "gateway starts and connects" gateway_start --log-level debug --mqtt-version 3.1.1
 # The restart command holds the device in "restarting" for 3 s: time to freeze the gateway.
 device_start dev-001 1.0.0 --restart-command 'sleep 3'
 check "dev-001 reports idle" wait_until 15 'all_devices idle 1.0.0 dev-001'

@@ -340,6 +340,44 @@ static void test_argv_flags(void **state)
 	assert_int_equal(c.port, 2);
 }
 
+/* Other names for a key: a plain alias, an old name (warns), and an alias
+ * of nothing, which is no key at all. */
+static const struct conf_key alias_keys[] = {
+    K("name", CONF_STR, name, 0, 0),
+    K("port", CONF_U32, port, 1, 65535),
+    {"nick", CONF_ALIAS, 0, 0, 0, 0, "name"},
+    {"old_port", CONF_ALIAS, 0, 0, 1, 0, "port"},
+    {"ghost", CONF_ALIAS, 0, 0, 0, 0, "nothing"},
+    {0}};
+
+static void test_conf_alias(void **state)
+{
+	struct tconf c;
+	struct conf_cli cli;
+	char err[512];
+	(void)state;
+	tconf_defaults(&c);
+	const char *argv[] = {"prog", "--nick", "x", "--old-port=99"};
+	assert_int_equal(conf_from_argv(4, (char **)argv, alias_keys, &c, &cli,
+					err, sizeof(err)),
+			 0);
+	assert_string_equal(c.name, "x");
+	assert_int_equal(c.port, 99);
+	/* In a file too, and range checks are the target's. */
+	assert_int_equal(conf_set(alias_keys, &c, "old_port", "7", err,
+				  sizeof(err)),
+			 0);
+	assert_int_equal(c.port, 7);
+	assert_int_equal(conf_set(alias_keys, &c, "old_port", "0", err,
+				  sizeof(err)),
+			 -1);
+	assert_non_null(strstr(err, "'port'"));
+	assert_int_equal(conf_set(alias_keys, &c, "ghost", "1", err,
+				  sizeof(err)),
+			 -1);
+	assert_non_null(strstr(err, "unknown key 'ghost'"));
+}
+
 /* A bool flag given alone before a positional argument, as in the documented
  * "ota-gateway verify --pubkey PUB [--json] PACKAGE": the flag means true and
  * the argument stays positional. */
@@ -785,6 +823,7 @@ int main(void)
 		T(test_conf_file_errors),
 		cmocka_unit_test(test_conf_set),
 		cmocka_unit_test(test_argv_flags),
+		cmocka_unit_test(test_conf_alias),
 		cmocka_unit_test(test_argv_bool_before_positional),
 		cmocka_unit_test(test_argv_special),
 		cmocka_unit_test(test_argv_errors),

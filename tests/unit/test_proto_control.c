@@ -136,6 +136,99 @@ static void test_manifest_downgrade(void **state)
 	free(b);
 }
 
+/* The command plane: retry, reply and operator in control messages. */
+static void test_control_reply_retry(void **state)
+{
+	(void)state;
+	struct proto_control c, out;
+	assert_int_equal(control("{\"action\":\"retry\",\"reply\":\"req-1\","
+				 "\"operator\":\"ota-operator\"}", &c), 0);
+	assert_int_equal(c.action, PROTO_ACT_RETRY);
+	assert_string_equal(c.reply, "req-1");
+	assert_string_equal(c.operator_name, "ota-operator");
+	assert_string_equal(proto_action_name(PROTO_ACT_RETRY), "retry");
+	assert_int_equal(control("{\"action\":\"pause\",\"reply\":\"a/b\"}", &c),
+			 PROTO_EFIELD);
+	assert_int_equal(control("{\"action\":\"pause\",\"operator\":3}", &c),
+			 PROTO_EFIELD);
+	char *json = NULL;
+	size_t len = 0;
+	assert_int_equal(control("{\"action\":\"retry\",\"reply\":\"req-1\","
+				 "\"operator\":\"ota-operator\"}", &c), 0);
+	assert_int_equal(proto_control_encode(&c, &json, &len), 0);
+	assert_string_equal(json, "{\"action\":\"retry\",\"reply\":\"req-1\","
+				  "\"operator\":\"ota-operator\"}");
+	assert_int_equal(proto_control_decode(json, len, &out, NULL), 0);
+	assert_memory_equal(&c, &out, sizeof(c));
+	free(json);
+	json = NULL;
+	/* An id that could not be decoded is not encoded either. */
+	memcpy(c.reply, "a+b", 4);
+	assert_int_equal(proto_control_encode(&c, &json, &len), PROTO_EFIELD);
+	assert_null(json);
+}
+
+static void test_announce_encode(void **state)
+{
+	(void)state;
+	char *devs[] = {"dev-001", "dev-002"};
+	struct proto_announce a = {.devices = devs, .ndevices = 2,
+				   .canary_percent = 10, .dry_run = true};
+	memcpy(a.url, "file:///p.ota", 14);
+	memcpy(a.reply, "req-9", 6);
+	char *json = NULL;
+	size_t len;
+	assert_int_equal(proto_announce_encode(&a, &json, &len), 0);
+	assert_string_equal(json, "{\"url\":\"file:///p.ota\",\"devices\":"
+				  "[\"dev-001\",\"dev-002\"],\"canary_percent\":10,"
+				  "\"reply\":\"req-9\",\"dry_run\":true}");
+	free(json);
+	struct proto_announce bad = a;
+	memcpy(bad.url, "ftp://x", 8);
+	assert_int_equal(proto_announce_encode(&bad, &json, &len), PROTO_EFIELD);
+	bad = a;
+	bad.canary_percent = 101;
+	assert_int_equal(proto_announce_encode(&bad, &json, &len), PROTO_ERANGE);
+	bad = a;
+	memcpy(bad.group, "a/b", 4);
+	assert_int_equal(proto_announce_encode(&bad, &json, &len), PROTO_EFIELD);
+	bad = a;
+	bad.fragment_size = 100;
+	assert_int_equal(proto_announce_encode(&bad, &json, &len), PROTO_ERANGE);
+	assert_null(json);
+}
+
+static void test_verdict_encode(void **state)
+{
+	(void)state;
+	static struct proto_verdict v, out;
+	memcpy(v.command, "pause", 6);
+	memcpy(v.product, "sensor", 7);
+	v.verdict = PROTO_VERDICT_REFUSED;
+	v.targets = -1;
+	memcpy(v.reason, "no such product", 16);
+	char *json = NULL;
+	size_t len;
+	assert_int_equal(proto_verdict_encode(&v, &json, &len), 0);
+	assert_string_equal(json, "{\"command\":\"pause\",\"product\":\"sensor\","
+				  "\"verdict\":\"refused\",\"reason\":\"no such "
+				  "product\"}");
+	assert_int_equal(proto_verdict_decode(json, len, &out, NULL), 0);
+	assert_memory_equal(&v, &out, sizeof(v));
+	free(json);
+	json = NULL;
+	memcpy(v.command, "reboot", 7);
+	assert_int_equal(proto_verdict_encode(&v, &json, &len), PROTO_EFIELD);
+	memcpy(v.command, "pause", 6);
+	v.ndevices = PROTO_VERDICT_DEVICES_MAX + 1;
+	assert_int_equal(proto_verdict_encode(&v, &json, &len), PROTO_EFIELD);
+	v.ndevices = 0;
+	v.verdict = (enum proto_verdict_kind)9;
+	assert_int_equal(proto_verdict_encode(&v, &json, &len), PROTO_EFIELD);
+	assert_null(json);
+	assert_string_equal(proto_verdict_name(PROTO_VERDICT_DRY_RUN), "dry_run");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -144,6 +237,9 @@ int main(void)
 	    cmocka_unit_test(test_control_roundtrip),
 	    cmocka_unit_test(test_announce_rollout_fields),
 	    cmocka_unit_test(test_manifest_downgrade),
+	    cmocka_unit_test(test_control_reply_retry),
+	    cmocka_unit_test(test_announce_encode),
+	    cmocka_unit_test(test_verdict_encode),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -156,7 +156,51 @@ static int run_announce(const uint8_t *buf, size_t len, bool ok)
 		    strncmp(a.url, "https://", 8) == 0);
 	for (i = 0; i < a.ndevices; i++)
 		assert_true(proto_id_valid(a.devices[i]));
+	/* What decodes encodes again, and decodes to the same. */
+	struct proto_announce b;
+	char *out = NULL;
+	size_t olen;
+	assert_int_equal(proto_announce_encode(&a, &out, &olen), 0);
+	assert_int_equal(proto_announce_decode(out, olen, &b, NULL), 0);
+	assert_string_equal(a.url, b.url);
+	assert_string_equal(a.group, b.group);
+	assert_string_equal(a.reply, b.reply);
+	assert_string_equal(a.operator_name, b.operator_name);
+	assert_int_equal(a.dry_run, b.dry_run);
+	assert_int_equal(a.ndevices, b.ndevices);
+	for (i = 0; i < a.ndevices; i++)
+		assert_string_equal(a.devices[i], b.devices[i]);
+	assert_int_equal(a.fragment_size, b.fragment_size);
+	assert_int_equal(a.window, b.window);
+	assert_int_equal(a.concurrency, b.concurrency);
+	assert_int_equal(a.canary_percent, b.canary_percent);
+	assert_int_equal(a.canary_success_percent, b.canary_success_percent);
+	assert_int_equal(a.pause_failure_percent, b.pause_failure_percent);
+	free(out);
+	proto_announce_free(&b);
 	proto_announce_free(&a);
+	return 0;
+}
+
+static int run_verdict(const uint8_t *buf, size_t len, bool ok)
+{
+	static struct proto_verdict v, v2;
+	struct proto_err err;
+	char *out = NULL;
+	size_t olen;
+	int rc;
+
+	(void)ok;
+	err.text[0] = '\0';
+	rc = proto_verdict_decode((const char *)buf, len, &v, &err);
+	if (rc < 0) {
+		assert_true(err.text[0] != '\0');
+		return rc;
+	}
+	assert_int_equal(proto_verdict_encode(&v, &out, &olen), 0);
+	assert_int_equal(proto_verdict_decode(out, olen, &v2, NULL), 0);
+	assert_memory_equal(&v, &v2, sizeof(v));
+	free(out);
 	return 0;
 }
 
@@ -366,6 +410,12 @@ static void test_vectors_announce(void **state)
 	run_kind("announce", false, run_announce);
 }
 
+static void test_vectors_verdict(void **state)
+{
+	(void)state;
+	run_kind("verdict", false, run_verdict);
+}
+
 static void test_vectors_offer(void **state)
 {
 	(void)state;
@@ -396,6 +446,7 @@ int main(void)
 		cmocka_unit_test(test_vectors_manifest),
 		cmocka_unit_test(test_vectors_keyset),
 		cmocka_unit_test(test_vectors_announce),
+		cmocka_unit_test(test_vectors_verdict),
 		cmocka_unit_test(test_vectors_offer),
 		cmocka_unit_test(test_vectors_status),
 		cmocka_unit_test(test_vectors_frag),
