@@ -46,7 +46,7 @@ static const struct conf_key pack_keys[] = {
     K("out", CONF_STR, out, "package file to write"),
     K("downgrade", CONF_BOOL, downgrade,
       "sign an explicit downgrade: may replace a newer version"),
-    KR("block-size", CONF_U32, block_size, PROTO_BLOCK_SIZE_MIN,
+    KR("block_size", CONF_U32, block_size, PROTO_BLOCK_SIZE_MIN,
        PROTO_BLOCK_SIZE_MAX,
        "bytes per authenticated block (power of two, default 4096)"),
     {0}};
