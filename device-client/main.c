@@ -51,8 +51,8 @@ static const struct conf_key dev_keys[] = {
     K("test_corrupt_percent", CONF_U32, dev.test_corrupt_percent, 0, 100,
       "TESTS ONLY: flip a byte in this share of arriving fragments"),
     K("test_crash_at", CONF_STR, dev.test_crash_at, 0, 0,
-      "TESTS ONLY: SIGKILL itself at verify, verified, installing, "
-      "switched, installed or committing"),
+      "TESTS ONLY: SIGKILL itself at downloaded, table-removed, verify, "
+      "verified, installing, switched, installed, committing or rollback"),
     K("test_seed", CONF_U32, dev.test_seed, 0, 0xffffffffu,
       "TESTS ONLY: seed for test_drop_percent and test_corrupt_percent"),
     K("checkpoint_every", CONF_U32, dev.checkpoint_every, 1, 1u << 20,
