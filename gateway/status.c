@@ -266,6 +266,12 @@ int gw__cmd_status(int argc, char **argv)
 		       "[--events N]\n"
 		       "                          [--watch SECS]\n\noptions:\n");
 		conf_print_help(status_keys);
+		printf("\nRESNT and the JSON's frags_sent and frags_resent count "
+		       "fragments sent, best\neffort: they are saved with the "
+		       "ledger's batched commits, so what a killed\ngateway "
+		       "sent since its last commit is not counted (a lower "
+		       "bound of the\ntraffic). DONE (acked) is what devices "
+		       "confirmed; it holds across crashes.\n");
 		printf("\nexamples:\n  ota-gateway status --db "
 		       "/var/lib/ota-gateway/db --events 20\n"
 		       "  ota-gateway status --db /var/lib/ota-gateway/db "

@@ -145,7 +145,7 @@ for ((k = 1; k <= ncuts; k++)); do ids+=("cp$k"); done
 certs_make "${ids[@]}"
 
 bad=0 shifted=0 k=0
-violation() { bad=$((bad + 1)); echo "# VIOLATION $*"; }
+violation() { bad=$((bad + 1)); echo "# VIOLATION $*" | tee -a "$T/violations"; }
 while read -r scen i when; do
     k=$((k + 1))
     id=cp$k
