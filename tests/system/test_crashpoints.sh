@@ -23,7 +23,7 @@
 # only counts in ota-device (not in the health check's shell).
 #
 # Scope: OTA_CRASHPOINTS=full (make crashpoints) cuts before and after every recorded
-# call; otherwise (make test) a fixed sample of OTA_CRASHPOINTS_SAMPLE cuts (default 16)
+# call; otherwise (make test) a fixed sample of OTA_CRASHPOINTS_SAMPLE cuts (default 12)
 # spread evenly over both updates, which keeps this test around a minute.
 # OTA_CRASHPOINTS_CUTS='commit 54 before;rollback 80 after' runs just those cuts (to
 # reproduce one).
@@ -31,7 +31,7 @@
 . "$OTA_ROOT/tests/system/ota.sh"
 
 SCOPE=${OTA_CRASHPOINTS:-sample}
-SAMPLE=${OTA_CRASHPOINTS_SAMPLE:-16}
+SAMPLE=${OTA_CRASHPOINTS_SAMPLE:-12}
 PRE=$BUILD/tools/crashpoint.so
 [ -f "$PRE" ] || { not_ok "the interposer $PRE is built (make all-tests)"; finish; }
 # A sanitized build needs its runtime first in the preload list.

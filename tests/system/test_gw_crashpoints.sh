@@ -19,7 +19,8 @@
 # so its pwrite/pwritev/fdatasync calls are seen as the gateway's own. The number of LMDB
 # commits depends on timing (one per loop tick with something to write), so a run may have
 # fewer calls than the recorded one: a cut that is never reached is counted and reported,
-# not a violation.
+# not a violation. The package store's temporary copy is created by mkstemp, inside libc,
+# where the interposer does not see it: its first write is the first call seen.
 #
 # Scope: OTA_CRASHPOINTS=full (make crashpoints) cuts before and after every recorded
 # call; otherwise (make test) a fixed sample of OTA_CRASHPOINTS_SAMPLE cuts (default 6).
