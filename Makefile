@@ -4,6 +4,7 @@
 #                 run unit and system tests; ends with "N passed, N failed"
 #   make demo     broker + gateway + 5 devices + one release, end to end
 #   make bench    benchmarks into docs/BENCHMARKS.md (~20 min); make bench-quick: ~4 min
+#   make crashpoints  a power cut before and after every state-changing call
 CC      ?= cc
 PKGS    := libmosquitto libuv jansson libcurl openssl
 WARN    := -std=c11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
@@ -45,6 +46,9 @@ DEV_OBJ := $(call obj,$(DEV_SRC))
 UNIT_BIN := $(patsubst tests/unit/%.c,$(B)/tests/%,$(UNIT_SRC))
 TOOL_SRC := $(wildcard tests/tools/*.c)
 TOOL_BIN := $(patsubst tests/tools/%.c,$(B)/tools/%,$(TOOL_SRC))
+# LD_PRELOAD interposer of the crash-point tests: no sanitizer of its own (it
+# loads after the sanitizer runtime of the programs it watches).
+PRELOAD_BIN := $(B)/tools/crashpoint.so
 
 .PHONY: all deps test unit system demo bench bench-quick bench-deps clean format check-format
 all: $(B)/ota-gateway $(B)/ota-device
@@ -81,6 +85,10 @@ $(B)/tools/%: tests/tools/%.c $(B)/libota.a
 	@mkdir -p $(@D)
 	$(Q)$(CC) $(CFLAGS_ALL) -o $@ $^ $(LDLIBS_ALL)
 
+$(B)/tools/crashpoint.so: tests/tools/preload/crashpoint.c
+	@mkdir -p $(@D)
+	$(Q)$(CC) $(WARN) $(DEFS) -O2 -g -fPIC -shared -o $@ $< -ldl
+
 -include $(shell find $(B)/obj -name '*.d' 2>/dev/null)
 
 deps:
@@ -91,7 +99,7 @@ test: deps
 	@$(MAKE) --no-print-directory VARIANT=asan all-tests
 	@sh tests/run.sh build/asan
 
-all-tests: all $(UNIT_BIN) $(TOOL_BIN)
+all-tests: all $(UNIT_BIN) $(TOOL_BIN) $(PRELOAD_BIN)
 
 unit: deps
 	@$(MAKE) --no-print-directory VARIANT=asan all-tests
@@ -141,6 +149,16 @@ fuzz-save: fuzz-deps
 
 fuzz-deps: deps
 	@sh deploy/deps.sh fuzz
+
+# Power cuts right before and right after every state-changing file-system call of the
+# device (an update that commits, one that rolls back) and of the gateway (announce,
+# verify, a campaign): tests/system/test_crashpoints.sh and test_gw_crashpoints.sh in full
+# (make test runs a sample of each).
+.PHONY: crashpoints
+crashpoints: deps
+	@$(MAKE) --no-print-directory VARIANT=asan all-tests
+	@OTA_CRASHPOINTS=full OTA_TEST_TIMEOUT=7200 OTA_TEST_FILTER='crashpoints' \
+		sh tests/run.sh build/asan system
 
 format:
 	clang-format -i $(PROTO_SRC) $(COMMON_SRC) $(STORE_SRC) $(GW_SRC) $(DEV_SRC) */*.h

@@ -599,6 +599,9 @@ static int check_offer(struct dev *d, const struct proto_offer *o,
 	return 0;
 }
 
+static bool download_all_in(const struct dev *d);
+static void download_complete(struct dev *d);
+
 static void on_offer(struct dev *d, const void *payload, size_t len)
 {
 	struct proto_offer o;
@@ -625,7 +628,10 @@ static void on_offer(struct dev *d, const void *payload, size_t len)
 		    dev__enc_accept(d, &o, why, sizeof(why)) != 0)
 			log_warnx("device=%s new key of %s ignored: %s",
 				  d->cfg.id, o.release, why);
-		send_ack(d); /* the gateway lost track: say where we are */
+		if (download_all_in(d))
+			download_complete(d);
+		else
+			send_ack(d); /* the gateway lost track: say where we are */
 		goto out;
 	}
 	if (d->busy || (d->st != PROTO_ST_IDLE &&
@@ -702,20 +708,39 @@ out:
 	proto_offer_free(&o);
 }
 
+/* Every fragment is in the slot: close the download and record that it is
+ * complete (phase `verifying`) before the block table is removed, so that
+ * no cut loses it. A cut before the record resumes with every fragment
+ * held and comes here again (resume_download); a cut after it verifies
+ * the image at the next start. */
+static void download_closed(struct dev *d)
+{
+	close_part(d);
+	d->p.t_downloaded = util_wall_ms();
+	d->p.phase = PROTO_ST_VERIFYING;
+	dev__persist(d);
+	unlink_part(d, TABLE_FILE);
+	dev__crash_point(d, "table-removed");
+}
+
+static bool download_all_in(const struct dev *d)
+{
+	return d->held && d->cum == nfrags(d) && d->wprefix == d->nblocks;
+}
+
 static void download_complete(struct dev *d)
 {
 	send_ack(d);
 	group_unsubscribe(d);
 	checkpoint(d);
-	close_part(d);
-	unlink_part(d, TABLE_FILE);
-	d->p.t_downloaded = util_wall_ms();
+	dev__crash_point(d, "downloaded");
 	log_info("device=%s release=%s download complete (%u fragments, "
 		 "%llu duplicates, %llu blocks checked, %llu refused)",
 		 d->cfg.id, d->p.release, nfrags(d),
 		 (unsigned long long)d->stats.frags_dup,
 		 (unsigned long long)d->stats.blocks_ok,
 		 (unsigned long long)d->stats.blocks_bad);
+	download_closed(d);
 	dev__verify_start(d);
 }
 
@@ -1029,6 +1054,10 @@ static void on_frag(struct dev *d, const void *payload, size_t len,
 	if (is_held(d, f.index)) {
 		d->stats.frags_dup++;
 		d->unacked++;
+		if (download_all_in(d)) {
+			download_complete(d);
+			goto out;
+		}
 		goto ack;
 	}
 	if (d->enc && frag_decrypt(d, payload, &f) != 0)
@@ -1238,9 +1267,14 @@ static void resume_download(struct dev *d)
 				.fragments = d->p.fragments,
 				.table_fragments = d->p.table_fragments,
 				.window = d->p.window};
-	if (download_begin(d, &o, true) == 0)
-		log_info("device=%s resuming release=%s from fragment %u of %u",
-			 d->cfg.id, d->p.release, d->cum, nfrags(d));
+	if (download_begin(d, &o, true) != 0)
+		return;
+	log_info("device=%s resuming release=%s from fragment %u of %u",
+		 d->cfg.id, d->p.release, d->cum, nfrags(d));
+	if (download_all_in(d)) { /* cut after the last checkpoint */
+		download_closed(d);
+		d->st = PROTO_ST_VERIFYING; /* dev_start verifies it */
+	}
 }
 
 int dev_start(struct dev *d)
@@ -1250,6 +1284,7 @@ int dev_start(struct dev *d)
 	char *will = NULL;
 	size_t wlen = 0;
 	/* Where did the last run stop? Continue from there. */
+	dev__reconcile_active(d);
 	switch (d->p.phase) {
 	case PROTO_ST_RESTARTING:
 		dev__resume_after_restart(d);

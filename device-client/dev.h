@@ -193,7 +193,8 @@ void dev__slot_path(const struct dev *d, char slot, const char *name,
 int64_t dev__now_s(const struct dev *d);
 
 /* Tests only: a power cut at the named point when test_crash_at names
- * it (verify, verified, installing, switched, installed, committing). */
+ * it (downloaded, table-removed, verify, verified, installing, switched,
+ * installed, committing, rollback). */
 void dev__crash_point(const struct dev *d, const char *point);
 
 /* enc.c: encrypted releases (PROTOCOL.md 6.3) */
@@ -211,5 +212,8 @@ void dev__enc_free(struct dev *d);
 /* install.c: verify, install, restart, commit */
 void dev__verify_start(struct dev *d);
 void dev__resume_after_restart(struct dev *d);
+/* At start: point the `active` link at state.json's slot when a cut left
+ * them apart (not in phase installing, whose install is done again). */
+void dev__reconcile_active(struct dev *d);
 
 #endif

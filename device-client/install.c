@@ -74,17 +74,52 @@ static int switch_active(struct dev *d, char slot, char *err, size_t n)
 }
 
 /* Undo an install: the previous slot (still holding the running
- * version) becomes active again. Called while p.slot is the new slot. */
+ * version) becomes active again. Called while p.slot is the new slot.
+ * The record goes first: state.json names the old slot (rolled_back)
+ * before the link moves back, and a cut between the two is mended at the
+ * next start (dev__reconcile_active): never a record of the new version
+ * while the old one runs. */
 static void rollback(struct dev *d, const char *why)
 {
 	char err[256];
 	d->p.slot = other(d->p.slot);
 	snprintf(d->p.refused, sizeof(d->p.refused), "%s", d->p.release);
+	snprintf(d->p.error, sizeof(d->p.error), "%s", why);
+	d->p.phase = PROTO_ST_ROLLED_BACK;
+	dev__persist(d);
+	dev__crash_point(d, "rollback");
 	if (switch_active(d, d->p.slot, err, sizeof(err)) != 0)
 		log_warnx("device=%s rollback: %s", d->cfg.id, err);
 	log_warnx("device=%s rolled back to %s (slot %c): %s", d->cfg.id,
 		  d->p.version, d->p.slot, why);
 	dev__set_state(d, PROTO_ST_ROLLED_BACK, why);
+}
+
+/* At start: the `active` link must name state.json's slot, the record of
+ * what runs. They differ only after a cut inside a switch: in an install
+ * (phase installing, which is done again from the start) or in a rollback
+ * (state.json names the old slot already): then the link follows the
+ * record. No link is the factory state: slot a. */
+void dev__reconcile_active(struct dev *d)
+{
+	char link[PATH_MAX], target[16], want[8], err[256];
+	if (d->p.phase == PROTO_ST_INSTALLING)
+		return;
+	util_path(link, sizeof(link), d->cfg.state_dir, "active");
+	snprintf(want, sizeof(want), "slot-%c", d->p.slot);
+	ssize_t n = readlink(link, target, sizeof(target) - 1);
+	if (n < 0 && errno == ENOENT && d->p.slot == 'a')
+		return;
+	if (n >= 0) {
+		target[n] = '\0';
+		if (!strcmp(target, want))
+			return;
+	}
+	log_warnx("device=%s the active link names %s, state.json %s: "
+		  "switching it to %s", d->cfg.id, n >= 0 ? target : "nothing",
+		  want, want);
+	if (switch_active(d, d->p.slot, err, sizeof(err)) != 0)
+		log_warnx("device=%s %s", d->cfg.id, err);
 }
 
 static void exec_self(struct dev *d)
@@ -209,9 +244,10 @@ static void verify_done(uv_work_t *req, int status)
 		log_warnx("device=%s release=%s image REFUSED: %s", d->cfg.id,
 			  d->p.release, d->work_err);
 		image_path(d, part, sizeof(part));
-		unlink(part);
 		d->p.held = 0;
 		dev__set_state(d, PROTO_ST_FAILED, d->work_err);
+		dev__reconcile_active(d); /* an install cut after its switch */
+		unlink(part);
 		return;
 	}
 	d->p.t_verified = util_wall_ms();

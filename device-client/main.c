@@ -65,8 +65,8 @@ static const struct conf_key dev_keys[] = {
     K("test_corrupt_percent", CONF_U32, dev.test_corrupt_percent, 0, 100,
       "TESTS ONLY: flip a byte in this share of arriving fragments"),
     K("test_crash_at", CONF_STR, dev.test_crash_at, 0, 0,
-      "TESTS ONLY: SIGKILL itself at verify, verified, installing, "
-      "switched, installed or committing"),
+      "TESTS ONLY: SIGKILL itself at downloaded, table-removed, verify, "
+      "verified, installing, switched, installed, committing or rollback"),
     K("test_clock_behind_s", CONF_U32, dev.test_clock_behind_s, 0,
       0x7fffffffu,
       "TESTS ONLY: the clock used for expiry runs this far behind"),

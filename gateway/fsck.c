@@ -544,7 +544,14 @@ static int fsck_run(const struct fsck_opts *o)
 		}
 		f.have_key = true;
 	}
-	if (store_open(o->db, &so, &db, err, sizeof(err)) != 0) {
+	int orc = store_open(o->db, &so, &db, err, sizeof(err));
+	if (orc == STORE_EEMPTY) { /* killed before its first commit */
+		printf("ota-gateway fsck: %s: 0 releases, 0 devices, 0 events, "
+		       "nothing committed yet: consistent, 0 problems\n",
+		       o->db);
+		return 0;
+	}
+	if (orc != 0) {
 		fprintf(stderr, "ota-gateway fsck: %s\n", err);
 		trust_free(&f.trust);
 		return 2;

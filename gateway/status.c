@@ -457,18 +457,26 @@ static int status_once(const struct status_opts *op)
 	char err[512];
 	struct store *db;
 	struct store_opts so = {.readonly = true};
-	if (store_open(o.db, &so, &db, err, sizeof(err)) != 0) {
+	/* An empty ledger (a gateway killed before its first commit) lists
+	 * nothing. */
+	int rc = store_open(o.db, &so, &db, err, sizeof(err));
+	if (rc != 0 && rc != STORE_EEMPTY) {
 		fprintf(stderr, "ota-gateway status: %s\n", err);
 		return 1;
 	}
 	struct collect rels = {json_array()}, devs = {json_array()},
 		       evs = {json_array()};
-	int rc = store_foreach(db, STORE_RELEASES, collect_cb, &rels);
-	if (rc == 0)
-		rc = store_foreach(db, STORE_DEVICES, collect_cb, &devs);
-	if (rc == 0 && o.events)
-		rc = store_foreach_last_events(db, o.events, collect_cb, &evs);
-	store_close(db);
+	if (rc == 0) {
+		rc = store_foreach(db, STORE_RELEASES, collect_cb, &rels);
+		if (rc == 0)
+			rc = store_foreach(db, STORE_DEVICES, collect_cb, &devs);
+		if (rc == 0 && o.events)
+			rc = store_foreach_last_events(db, o.events,
+						       collect_cb, &evs);
+		store_close(db);
+	} else {
+		rc = 0;
+	}
 	if (rc != 0) {
 		fprintf(stderr, "ota-gateway status: reading %s: %s\n", o.db,
 			store_strerror(rc));
@@ -525,6 +533,12 @@ int gw__cmd_status(int argc, char **argv)
 		       "'dev-0*').\n\noptions:\n");
 		struct status_opts d = {.db = "ota-gateway-db"};
 		conf_print_help_defaults(status_keys, &d);
+		printf("\nRESNT and the JSON's frags_sent and frags_resent count "
+		       "fragments sent, best\neffort: they are saved with the "
+		       "ledger's batched commits, so what a killed\ngateway "
+		       "sent since its last commit is not counted (a lower "
+		       "bound of the\ntraffic). DONE (acked) is what devices "
+		       "confirmed; it holds across crashes.\n");
 		printf("\nexamples:\n  ota-gateway status --db "
 		       "/var/lib/ota-gateway/db --events 20\n"
 		       "  ota-gateway status --db /var/lib/ota-gateway/db "

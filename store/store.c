@@ -77,6 +77,17 @@ static void be64_put(uint8_t *b, uint64_t v)
 	}
 }
 
+/* A data file of 0 bytes: LMDB created it and was stopped before it
+ * wrote its first pages (a read-only open would try to write them). */
+static bool store__never_written(const char *dir)
+{
+	char path[4096];
+	struct stat st;
+	int n = snprintf(path, sizeof(path), "%s/data.mdb", dir);
+	return n > 0 && (size_t)n < sizeof(path) && stat(path, &st) == 0 &&
+	       S_ISREG(st.st_mode) && st.st_size == 0;
+}
+
 int store_open(const char *dir, const struct store_opts *o, struct store **out,
 	       char *err, size_t errlen)
 {
@@ -101,6 +112,10 @@ int store_open(const char *dir, const struct store_opts *o, struct store **out,
 	mdb_env_set_maxdbs(s->env, STORE__NDB);
 	if (!s->readonly)
 		mdb_env_set_mapsize(s->env, (size_t)s->map_size);
+	if (s->readonly && store__never_written(dir)) {
+		rc = STORE_EEMPTY;
+		goto fail_env;
+	}
 	rc = mdb_env_open(s->env, dir, s->readonly ? MDB_RDONLY : 0, 0600);
 	if (rc != 0)
 		goto fail_env;
@@ -116,6 +131,11 @@ int store_open(const char *dir, const struct store_opts *o, struct store **out,
 		rc = mdb_dbi_open(txn, db_names[i],
 				  s->readonly ? 0 : MDB_CREATE, &s->dbi[i]);
 		if (rc != 0) {
+			MDB_stat st;
+			/* No database at all: the first commit never came. */
+			if (rc == MDB_NOTFOUND && s->readonly &&
+			    mdb_stat(txn, 0, &st) == 0 && st.ms_entries == 0)
+				rc = STORE_EEMPTY;
 			mdb_txn_abort(txn);
 			goto fail_env;
 		}
@@ -137,6 +157,11 @@ int store_open(const char *dir, const struct store_opts *o, struct store **out,
 fail_env:
 	mdb_env_close(s->env);
 fail:
+	if (rc == STORE_EEMPTY) {
+		snprintf(err, errlen, "LMDB %s: %s", dir, store_strerror(rc));
+		free(s);
+		return rc;
+	}
 	snprintf(err, errlen, "LMDB %s: %s%s", dir, mdb_strerror(rc),
 		 (s->readonly && rc == ENOENT) ? " (no gateway database here)"
 					       : "");

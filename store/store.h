@@ -26,7 +26,8 @@
 	X(EIO, -3, "database I/O error")                                       \
 	X(ENOMEM, -4, "out of memory")                                         \
 	X(EREADONLY, -5, "database opened read-only")                          \
-	X(EINVAL, -6, "invalid argument")
+	X(EINVAL, -6, "invalid argument")                                      \
+	X(EEMPTY, -7, "empty ledger: nothing committed yet")
 
 enum store_errno {
 #define STORE__ERR_ENUM(name, val, text) STORE_##name = (val),
@@ -46,7 +47,10 @@ struct store_opts {
 	uint64_t max_map;  /* growth limit; 0 -> 4 GiB */
 };
 
-/* Creates the directory (mode 0700) unless read-only. err gets detail. */
+/* Creates the directory (mode 0700) unless read-only. err gets detail.
+ * Read-only, a ledger a gateway created but was stopped (killed) before
+ * its first commit (an empty data file, or none of the databases yet)
+ * returns STORE_EEMPTY: it holds nothing, consistently. */
 int store_open(const char *dir, const struct store_opts *o, struct store **out,
 	       char *err, size_t errlen);
 /* Commits nothing: call store_commit() first to keep the batch. */

@@ -14,7 +14,9 @@
 
 #include "tests/unit/fixture.h"
 
+#include <fcntl.h>
 #include <ftw.h>
+#include <lmdb.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -518,6 +520,39 @@ static void test_readonly_missing_dir(void **state)
 	assert_int_equal(stat(missing, &st), -1);
 }
 
+/* A gateway killed before its first commit leaves an empty data file, or
+ * LMDB's first pages without any database: read-only, that is an empty
+ * ledger (STORE_EEMPTY), not an unreadable one. */
+static void test_readonly_empty_ledger(void **state)
+{
+	struct fx *f = *state;
+	struct store_opts o = {.readonly = true};
+	struct store *s = NULL;
+	char err[256] = "", data[256];
+	MDB_env *env;
+	assert_int_equal(mkdir(f->path, 0700), 0);
+	snprintf(data, sizeof(data), "%s/data.mdb", f->path);
+	int fd = open(data, O_WRONLY | O_CREAT | O_EXCL, 0600);
+	assert_true(fd >= 0);
+	close(fd);
+	assert_int_equal(store_open(f->path, &o, &s, err, sizeof(err)),
+			 STORE_EEMPTY);
+	assert_null(s);
+	assert_non_null(strstr(err, "nothing committed yet"));
+	/* LMDB's first pages, none of the ledger's databases. */
+	assert_int_equal(unlink(data), 0);
+	assert_int_equal(mdb_env_create(&env), 0);
+	assert_int_equal(mdb_env_open(env, f->path, 0, 0600), 0);
+	mdb_env_close(env);
+	err[0] = '\0';
+	assert_int_equal(store_open(f->path, &o, &s, err, sizeof(err)),
+			 STORE_EEMPTY);
+	assert_null(s);
+	/* Once the gateway has opened it, it is a ledger (with no records). */
+	store_close(open_rw(f->path, 0, 0));
+	store_close(open_ro(f->path));
+}
+
 static void test_invalid_args(void **state)
 {
 	struct fx *f = *state;
@@ -676,6 +711,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_readonly, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_readonly_missing_dir,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_readonly_empty_ledger,
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_invalid_args, setup,
 						teardown),
