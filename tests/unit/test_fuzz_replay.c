@@ -18,13 +18,15 @@
 #include "tests/fuzz/fuzz_proto.c"
 #include "tests/fuzz/fuzz_state.c"
 #include "tests/fuzz/fuzz_ledger.c"
+#include "tests/fuzz/fuzz_enc.c"
 
 #define REPLAY_TARGETS(X)                                                      \
 	X(fuzz_proto)                                                          \
 	X(fuzz_pkg)                                                            \
 	X(fuzz_conf)                                                           \
 	X(fuzz_state)                                                          \
-	X(fuzz_ledger)
+	X(fuzz_ledger)                                                         \
+	X(fuzz_enc)
 
 #include <dirent.h>
 #include <setjmp.h>
