@@ -84,6 +84,11 @@ struct gw_release {
 	bool encrypt;
 	uint8_t ckey[PROTO_ENC_KEY_LEN];
 	struct proto_aead *aead; /* ckey, ready to seal */
+	/* Sealed fragments, kept once sealed (xfer.c): the same bytes for
+	 * every device and every resend. NULL when the release is too big
+	 * for the gateway's cache (then each send seals again). */
+	uint8_t **sealed;
+	size_t sealed_bytes;
 	/* campaign */
 	bool paused, aborted;
 	int64_t finished_ms; /* every target done (0: not, or not yet) */
@@ -204,6 +209,7 @@ struct gw {
 	int lock_fds[2];	    /* flock'ed files in db_dir, store_dir */
 	int poll_budget; /* status polls left in this tick */
 	uint64_t inflight; /* bytes sent and not yet acknowledged, all devices */
+	uint64_t sealed_bytes; /* sealed fragments cached, all releases */
 	void *curlm; /* CURLM *, see https.c */
 	struct gw_https *downloads; /* under way, see https.c */
 	uv_timer_t curl_timer;

@@ -239,6 +239,9 @@ static void release_free(struct gw_release *r)
 {
 	OPENSSL_cleanse(r->ckey, sizeof(r->ckey));
 	proto_aead_free(r->aead);
+	for (uint32_t i = 0; r->sealed && i < r->nfrags; i++)
+		free(r->sealed[i]);
+	free(r->sealed);
 	if (r->map)
 		munmap((void *)r->map, r->map_len);
 	free(r->table);

@@ -274,8 +274,26 @@ void gw__xfer_restore(struct gw *gw, struct gw_device *d, struct gw_release *r)
 			 d->id, r->id, d->acked, r->nfrags);
 }
 
+#define SEALED_CACHE_MAX (64u << 20) /* sealed fragments kept, all releases */
+
+/* Keep fragment i as sealed in gw->fragbuf (len bytes of data), when the
+ * release fits in what is left of the cache. */
+static void sealed_keep(struct gw *gw, struct gw_release *r, uint32_t i,
+			size_t len)
+{
+	uint64_t whole = r->m.size + r->table_len +
+			 (uint64_t)r->nfrags * PROTO_ENC_TAG_LEN;
+	if (!r->sealed && gw->sealed_bytes + whole <= SEALED_CACHE_MAX) {
+		r->sealed = calloc(r->nfrags, sizeof(*r->sealed));
+		if (r->sealed)
+			gw->sealed_bytes += whole; /* reserved whole */
+	}
+	if (r->sealed && !r->sealed[i] && (r->sealed[i] = malloc(len)))
+		memcpy(r->sealed[i], gw->fragbuf + PROTO_FRAG_HDR_LEN, len);
+}
+
 /* Fragment i of r into gw->fragbuf; its length (0: none, not sent). */
-static size_t frag_fill(struct gw *gw, const struct gw_release *r, uint32_t i)
+static size_t frag_fill(struct gw *gw, struct gw_release *r, uint32_t i)
 {
 	/* [0, tfrags): the block table; then the payload. */
 	const uint8_t *src = r->table;
@@ -293,14 +311,22 @@ static size_t frag_fill(struct gw *gw, const struct gw_release *r, uint32_t i)
 		memcpy(gw->fragbuf + PROTO_FRAG_HDR_LEN, src + off, len);
 		return PROTO_FRAG_HDR_LEN + len;
 	}
-	/* Sealed once per publish: a group's fragment is one publish for
-	 * every member, and a resend is the same bytes. */
-	if (proto_frag_seal(r->aead, gw->fragbuf, r->frag_size, src + off, len,
+	/* Sealed once: a group's fragment is one publish for every member,
+	 * and the nonce makes a fragment's ciphertext the same whoever gets
+	 * it and however often, so it is kept and reused. */
+	len += PROTO_ENC_TAG_LEN;
+	if (r->sealed && r->sealed[i]) {
+		memcpy(gw->fragbuf + PROTO_FRAG_HDR_LEN, r->sealed[i], len);
+		return PROTO_FRAG_HDR_LEN + len;
+	}
+	if (proto_frag_seal(r->aead, gw->fragbuf, r->frag_size, src + off,
+			    len - PROTO_ENC_TAG_LEN,
 			    gw->fragbuf + PROTO_FRAG_HDR_LEN) != 0) {
 		log_warnx("release=%s cannot encrypt fragment %u", r->id, i);
 		return 0;
 	}
-	return PROTO_FRAG_HDR_LEN + len + PROTO_ENC_TAG_LEN;
+	sealed_keep(gw, r, i, len);
+	return PROTO_FRAG_HDR_LEN + len;
 }
 
 /* Book fragment i as sent to d now. */

@@ -18,6 +18,8 @@
  * Seeds: tests/fuzz/corpus/fuzz_enc/. Build and run with
  * `sh tests/fuzz/run.sh 60 fuzz_enc`. With FUZZ_REPLAY defined only
  * fuzz_enc_one() is compiled, for a replay of the corpus.
+ *
+ * fuzz-sources: proto/[a-z]*.c
  */
 #include <stdint.h>
 #include <stdlib.h>

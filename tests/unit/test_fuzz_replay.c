@@ -19,6 +19,7 @@
 #include "tests/fuzz/fuzz_state.c"
 #include "tests/fuzz/fuzz_ledger.c"
 #include "tests/fuzz/fuzz_keyset.c"
+#include "tests/fuzz/fuzz_enc.c"
 
 #define REPLAY_TARGETS(X)                                                      \
 	X(fuzz_proto)                                                          \
@@ -26,7 +27,8 @@
 	X(fuzz_conf)                                                           \
 	X(fuzz_state)                                                          \
 	X(fuzz_ledger)                                                         \
-	X(fuzz_keyset)
+	X(fuzz_keyset)                                                         \
+	X(fuzz_enc)
 
 #include <dirent.h>
 #include <setjmp.h>
