@@ -30,7 +30,7 @@ for i in 1 2 3 4; do
     announce sensor "file://$T/fifo$i.ota"
 done
 check "the four FIFOs are refused at once, by type" \
-    wait_until 5 "[ \"\$(grep -c 'fifo[1-4].ota is a FIFO, not a regular file: refused before reading' '$T/gateway.log')\" = 4 ]"
+    wait_until 5 "[ \"\$(grep -c 'release REFUSED .*fifo[1-4].ota is a FIFO, not a regular file: refused before reading' '$T/gateway.log')\" = 4 ]"
 check "the ledger records the four refusals" wait_until 5 '[ "$(refusals)" = 4 ]'
 t0=$(now_ms)
 announce sensor "file://$T/ok.ota"
