@@ -5,7 +5,7 @@
 #   make demo     broker + gateway + 5 devices + one release, end to end
 #   make bench    benchmarks into docs/BENCHMARKS.md (~20 min); make bench-quick: ~4 min
 CC      ?= cc
-PKGS    := libmosquitto libuv jansson libcurl openssl
+PKGS    := libmosquitto libuv jansson libcurl openssl libwebsockets
 WARN    := -std=c11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
            -Wmissing-prototypes -Wformat=2 -Wno-format-nonliteral -Wno-format-truncation
 DEFS    := -D_GNU_SOURCE
@@ -71,6 +71,9 @@ $(B)/tests/%: tests/unit/%.c $(B)/libota.a
 $(B)/tools/%: tests/tools/%.c $(B)/libota.a
 	@mkdir -p $(@D)
 	$(Q)$(CC) $(CFLAGS_ALL) -o $@ $^ $(LDLIBS_ALL)
+
+# The dashboard's files are embedded in http_web.o (.incbin).
+$(B)/obj/gateway/http_web.o: $(wildcard gateway/web/*)
 
 -include $(shell find $(B)/obj -name '*.d' 2>/dev/null)
 

@@ -38,6 +38,13 @@ struct gw_config {
 	uint32_t fetch_retries;
 	uint32_t max_inflight_kb; /* fragment bytes in flight, whole fleet */
 	bool group_fragments;	  /* publish fragments once per group */
+	/* The operator's HTTP side (http.c): off while http_listen is "". */
+	char http_listen[80];	 /* "127.0.0.1:8080" */
+	bool http_tls;		 /* HTTPS, client certificates required */
+	char http_cert_file[PATH_MAX]; /* its server certificate */
+	char http_key_file[PATH_MAX];
+	char http_client_ca[PATH_MAX]; /* "" = ca_file, the fleet CA */
+	char http_operators[256];      /* CNs allowed, comma list */
 };
 
 struct gw_release {
@@ -107,6 +114,16 @@ struct gw_device {
 	int64_t poll_ms; /* its retained status was last asked for then */
 };
 
+/* A Prometheus histogram of durations (http.c): bucket i counts the
+ * observations <= gw__hist_le_us[i]; the last bucket is +Inf. */
+#define GW_HIST_N 16
+struct gw_hist {
+	uint64_t bucket[GW_HIST_N + 1];
+	uint64_t count, sum_us;
+};
+extern const uint64_t gw__hist_le_us[GW_HIST_N];
+void gw__hist_add(struct gw_hist *h, uint64_t us);
+
 struct gw_stats {
 	uint64_t msgs_bad;   /* undecodable */
 	uint64_t msgs_stale; /* valid but not for any live session */
@@ -121,6 +138,8 @@ struct gw_stats {
 	uint64_t drop_log_ms;   /* last "dropped" log line (rate limit) */
 	uint64_t drop_unlogged; /* dropped since then without a line */
 	uint64_t status_polls;	/* retained statuses asked for again */
+	struct gw_hist commit_hist; /* ledger commit, queued to done */
+	struct gw_hist stall_hist;  /* lateness of the loop's tick */
 };
 
 struct gw {
@@ -153,6 +172,8 @@ struct gw {
 	struct gw_https *downloads; /* under way, see https.c */
 	uv_timer_t curl_timer;
 	bool stopping;
+	uint64_t commit_start_us; /* the running commit was queued then */
+	struct gw_http *http;	  /* NULL while the HTTP side is off */
 };
 
 /* gw.c */
@@ -184,6 +205,22 @@ struct gw_https *gw__https_get(struct gw *gw, const char *url, int fd,
 			       uint64_t max,
 			       void (*done)(void *ud, int rc, const char *err),
 			       void *ud);
+
+/* http.c: the operator's HTTP API, dashboard and metrics, served by
+ * libwebsockets on gw->loop. Off (and nothing is opened) while
+ * cfg.http_listen is "". check: the http_* keys, err names the key. */
+struct gw_http;
+int gw__http_check(const struct gw_config *c, char *err, size_t n);
+/* Before uv_run; reads the event log once for the dashboard's charts. */
+int gw__http_init(struct gw *gw, char *err, size_t n);
+/* Starts closing its handles; the loop finishes the job. */
+void gw__http_close(struct gw *gw);
+/* After uv_run() returned: frees what is left. */
+void gw__http_free(struct gw *gw);
+/* Every ledger event, as gw__event() records it (borrowed). */
+void gw__http_event(struct gw *gw, int64_t ts, const char *event,
+		    const char *device, const char *release,
+		    const char *detail);
 
 /* campaign.c: who may start now, staged rollout, pause/resume/abort */
 void gw__campaign_init(struct gw *gw, struct gw_release *r);
