@@ -277,7 +277,9 @@ static void target_walk(const void *node, VISIT v, void *ud)
 	struct gw_device tmp = **(struct gw_device *const *)node;
 	tmp.online = true; /* offline devices are targets too */
 	tmp.failed_release[0] = '\0';
-	if (gw__release_targets(c->r, &tmp))
+	/* Still to update, or taken this release (under way, committed,
+	 * failed). */
+	if (gw__release_targets(c->r, &tmp) || !strcmp(tmp.release, c->r->id))
 		c->n++;
 }
 
