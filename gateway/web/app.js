@@ -66,45 +66,71 @@ function progressBar(c) {
 }
 
 function actionButton(c, action) {
-  const disabled = c.state === 'aborted' ||
-    (action === 'pause' && c.state === 'paused') ||
-    (action === 'resume' && c.state !== 'paused' && c.state !== 'canary');
-  const b = el('button', { type: 'button', class: 'act-' + action, text: action,
-    'data-release': c.release, onclick: (ev) => { ev.stopPropagation(); command(c, action); } });
-  b.disabled = disabled;
-  return b;
+  return el('button', { type: 'button', class: 'act-' + action, text: action,
+    'data-release': c.release, onclick: (ev) => {
+      ev.stopPropagation();
+      command(ui.campaigns.find((x) => x.release === c.release) || c, action);
+    } });
+}
+
+function campaignRow(c) {
+  const tr = el('tr', { 'data-release': c.release,
+    onclick: () => { ui.selected = c.release; ui.selectedByUser = true;
+      renderCampaigns(ui.campaigns); refreshSeries(true).catch(report); } },
+  el('td', { text: short(c.release), title: c.release }),
+  el('td', { text: c.product }),
+  el('td', { text: c.version }),
+  el('td', {}, el('span', { class: 'badge' })),
+  el('td', { class: 'progress' }),
+  el('td', { class: 'num targets' }),
+  el('td', { class: 'num committed' }),
+  el('td', { class: 'num failed' }),
+  el('td', { class: 'num active' }),
+  el('td', {}, actionButton(c, 'pause'), actionButton(c, 'resume'),
+    actionButton(c, 'abort')));
+  return tr;
+}
+
+// Rows are updated in place (not rebuilt each second), so a button keeps
+// its place under the pointer while live updates arrive.
+function updateRow(tr, c) {
+  tr.dataset.state = c.state;
+  const badge = tr.querySelector('.badge');
+  badge.className = 'badge st-' + c.state;
+  badge.textContent = c.state;
+  badge.title = c.pause_reason || '';
+  tr.querySelector('td.progress').replaceChildren(progressBar(c));
+  for (const k of ['targets', 'committed', 'failed', 'active'])
+    tr.querySelector('td.' + k).textContent = c[k];
+  for (const b of tr.querySelectorAll('button')) {
+    const a = b.textContent;
+    b.disabled = c.state === 'aborted' || (a === 'pause' && c.state === 'paused') ||
+      (a === 'resume' && c.state !== 'paused' && c.state !== 'canary');
+  }
+  tr.className = c.release === ui.selected ? 'sel' : '';
 }
 
 function renderCampaigns(list) {
   ui.campaigns = list;
   const tb = $('campaigns').tBodies[0];
-  tb.replaceChildren();
   if (!ui.selectedByUser || !list.some((c) => c.release === ui.selected))
     ui.selected = list.length ? list[0].release : null;
-  for (const c of list) {
-    const tr = el('tr', { 'data-release': c.release, 'data-state': c.state,
-      onclick: () => { ui.selected = c.release; ui.selectedByUser = true;
-        renderCampaigns(ui.campaigns); refreshSeries(true); } },
-    el('td', { text: short(c.release), title: c.release }),
-    el('td', { text: c.product }),
-    el('td', { text: c.version }),
-    el('td', {}, el('span', { class: 'badge st-' + c.state, text: c.state,
-      title: c.pause_reason || '' })),
-    el('td', {}, progressBar(c)),
-    el('td', { class: 'num', text: c.targets }),
-    el('td', { class: 'num committed', text: c.committed }),
-    el('td', { class: 'num failed', text: c.failed }),
-    el('td', { class: 'num', text: c.active }),
-    el('td', {}, actionButton(c, 'pause'), actionButton(c, 'resume'),
-      actionButton(c, 'abort')));
-    if (c.release === ui.selected) tr.className = 'sel';
-    tb.append(tr);
-  }
+  const rows = new Map([...tb.rows].map((tr) => [tr.dataset.release, tr]));
+  list.forEach((c, i) => {
+    let tr = rows.get(c.release);
+    if (!tr) tr = campaignRow(c);
+    rows.delete(c.release);
+    if (tb.rows[i] !== tr) tb.insertBefore(tr, tb.rows[i] || null);
+    updateRow(tr, c);
+  });
+  for (const tr of rows.values()) tr.remove();
   const sel = $('f-release'), cur = sel.value;
-  sel.replaceChildren(el('option', { value: '', text: 'any' }),
-    ...list.map((c) => el('option', { value: c.release,
-      text: `${short(c.release)} ${c.product} ${c.version}` })));
-  sel.value = cur;
+  if (sel.options.length !== list.length + 1) {
+    sel.replaceChildren(el('option', { value: '', text: 'any' }),
+      ...list.map((c) => el('option', { value: c.release,
+        text: `${short(c.release)} ${c.product} ${c.version}` })));
+    sel.value = cur;
+  }
   const c = list.find((x) => x.release === ui.selected);
   $('chart-title').textContent = c ? `${c.product} ${c.version} (${short(c.release)})` : '-';
 }
@@ -220,10 +246,10 @@ function drawChart(points) {
     g.beginPath(); g.moveTo(L, y(v)); g.lineTo(W - R, y(v)); g.stroke();
     g.textAlign = 'right'; g.fillText(String(Math.round(v)), L - 6, y(v) + 4);
   }
-  g.textAlign = 'center';
   const span = (t1 - t0) / 1000;
   for (let i = 0; i <= 4; i++) {
     const t = t0 + (t1 - t0) * i / 4;
+    g.textAlign = i === 0 ? 'left' : i === 4 ? 'right' : 'center';
     g.fillText(span < 600 ? `+${Math.round((t - t0) / 1000)} s`
       : new Date(t).toLocaleTimeString(), x(t), H - 8);
   }
