@@ -5,12 +5,14 @@
 #   make demo     broker + gateway + 5 devices + one release, end to end
 #   make bench    benchmarks into docs/BENCHMARKS.md (~20 min); make bench-quick: ~4 min
 CC      ?= cc
-PKGS    := libmosquitto libuv jansson libcurl openssl libwebsockets
+PKGS    := libmosquitto libuv jansson libcurl openssl
+# Only the gateway links libwebsockets (its HTTP side, gateway/http.c).
+GW_PKGS := libwebsockets
 WARN    := -std=c11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
            -Wmissing-prototypes -Wformat=2 -Wno-format-nonliteral -Wno-format-truncation
 DEFS    := -D_GNU_SOURCE
 OPT     ?= -O2 -g
-CFLAGS_ALL = $(WARN) $(DEFS) $(OPT) -I. $(shell pkg-config --cflags $(PKGS) 2>/dev/null) $(EXTRA_CFLAGS)
+CFLAGS_ALL = $(WARN) $(DEFS) $(OPT) -I. $(shell pkg-config --cflags $(PKGS) $(GW_PKGS) 2>/dev/null) $(EXTRA_CFLAGS)
 LDLIBS_ALL = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -llmdb -lm $(EXTRA_LDFLAGS)
 
 # Build variant: `make` -> build/, `make VARIANT=asan` -> build/asan/
@@ -54,7 +56,7 @@ $(B)/libota.a: $(LIB_OBJ)
 	$(Q)$(AR) rcs $@ $^
 
 $(B)/ota-gateway: $(GW_OBJ) $(B)/libota.a
-	$(Q)$(CC) -o $@ $^ $(LDLIBS_ALL)
+	$(Q)$(CC) -o $@ $^ $(LDLIBS_ALL) $(shell pkg-config --libs $(GW_PKGS) 2>/dev/null)
 
 $(B)/ota-device: $(DEV_OBJ) $(B)/libota.a
 	$(Q)$(CC) -o $@ $^ $(LDLIBS_ALL)

@@ -617,6 +617,11 @@ static void lws_log(int level, const char *line)
 		log_debug("http: lws: %.*s", (int)n, line);
 }
 
+unsigned http__live_clients(const struct gw *gw)
+{
+	return gw->http ? gw->http->nws : 0;
+}
+
 void gw__http_event(struct gw *gw, int64_t ts, const char *event,
 		    const char *device, const char *release,
 		    const char *detail)

@@ -61,6 +61,9 @@ char *http__series_json(struct gw *gw, struct http_history *h,
  * sequence number (so the page knows when to fetch more). */
 char *http__live_json(struct gw *gw, struct http_history *h);
 
+/* http.c: WebSocket clients (open dashboards) now. */
+unsigned http__live_clients(const struct gw *gw);
+
 /* http_web.c: the dashboard's files. */
 struct http_file {
 	const char *path, *ctype;

@@ -641,6 +641,9 @@ char *http__metrics(struct gw *gw, size_t *len)
 	GAUGE("ota_gateway_ledger_commit_failures",
 	      "Ledger commits failed in a row now.", "%u", gw->commit_fails);
 	metrics_releases(gw, t);
+	GAUGE("ota_gateway_dashboards_open",
+	      "Dashboards receiving live updates (WebSocket clients).", "%u",
+	      http__live_clients(gw));
 	GAUGE("ota_gateway_mqtt_connected", "1 while connected to the broker.",
 	      "%d", mq_connected(gw->mq) ? 1 : 0);
 	if (t->oom) {
