@@ -303,6 +303,21 @@ static int write_more(struct gw_http *h, struct lws *wsi, struct pss *p)
 
 /* ------------------------------------------------------ commands */
 
+/* The product's newest release, as ctl without --release means. */
+static struct gw_release *newest_of(struct gw *gw, const char *product)
+{
+	struct gw_release *r = NULL;
+	for (struct gw_release *x = gw->releases; x; x = x->next) {
+		int cmp;
+		if (!strcmp(x->m.product, product) &&
+		    (!r || (proto_version_cmp(x->m.version, r->m.version,
+					      &cmp) == 0 &&
+			    cmp > 0)))
+			r = x;
+	}
+	return r;
+}
+
 /*
  * Adapter to the gateway's control code: the one place the HTTP side
  * changes a campaign. Today it drives gw__control() (what `ota-gateway
@@ -331,18 +346,7 @@ static unsigned http_command(struct gw *gw, const char *product,
 		status = !strcmp(action, "retry") ? 501 : 400;
 		goto done;
 	}
-	if (release) {
-		r = gw__release_find(gw, release);
-	} else {
-		for (struct gw_release *x = gw->releases; x; x = x->next) {
-			int cmp;
-			if (!strcmp(x->m.product, product) &&
-			    (!r || (proto_version_cmp(x->m.version,
-						      r->m.version, &cmp) == 0 &&
-				    cmp > 0)))
-				r = x;
-		}
-	}
+	r = release ? gw__release_find(gw, release) : newest_of(gw, product);
 	if (!r) {
 		why = release ? "no such release" : "no such product";
 		status = 404;

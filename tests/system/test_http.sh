@@ -106,6 +106,7 @@ check "abort: accepted" test "$(post abort "campaigns/$REL" | cut -d' ' -f1-3)" 
 check "resume after abort: 409 refused, release was aborted" \
     test "$(post resume "campaigns/$REL")" = "409 refused aborted release was aborted; publish a new release instead"
 check "the gateway stops cleanly with the HTTP side on" stop_all_clean gateway
+check "fsck: the ledger is consistent after the HTTP commands" gw_fsck
 
 # HTTPS: client certificates from the fleet CA, operators only.
 check "the gateway starts with HTTPS" gateway_start --http-listen "127.0.0.1:$HP" --http-tls \
