@@ -80,7 +80,7 @@ gateway_start >/dev/null || bench_die "the gateway did not start"
 spawn fleet "$DEV" --fleet "$N" --fleet-cert-dir "$CERTS/devices" --product sensor \
     --version "$CUR" --broker-host localhost --broker-port "$BROKER_PORT" \
     --ca-file "$CERTS/ca.crt" --publisher-key "$CERTS/publisher.pub" --state-dir "$SHM/fleet"
-wait_fleet $((30 + N / 10)) idle "$CUR" "$N" || bench_die "$N devices not idle: $(states)"
+wait_fleet $((60 + N / 4)) idle "$CUR" "$N" || bench_die "$N devices not idle: $(states)"
 stop gateway >/dev/null || true
 
 : >"$T/rows"
