@@ -156,7 +156,7 @@ async function command(c, action) {
     v.dataset.verdict = 'error';
     v.textContent = `${action}: no answer from the gateway (${e.message})`;
   }
-  refreshAll();
+  refreshAll().catch(report);
 }
 
 // ---------------------------------------------------------------- fleet
@@ -298,6 +298,7 @@ function setLive(on, text) {
 }
 
 function onLive(j) {
+  setLive(true, 'live');
   $('updated').textContent = 'updated ' + new Date(j.ts).toLocaleTimeString();
   renderFleet(j.fleet);
   renderCampaigns(j.campaigns);
