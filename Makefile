@@ -70,6 +70,15 @@ $(B)/tests/%: tests/unit/%.c $(B)/libota.a
 	@mkdir -p $(@D)
 	$(Q)$(CC) $(CFLAGS_ALL) -o $@ $^ $(LDLIBS_ALL) -lcmocka
 
+# test_fuzz_replay includes the fuzz targets, some of which test gateway and
+# device code that is not in libota.a.
+FUZZ_REPLAY_OBJ := $(call obj,device-client/persist.c gateway/fsck.c gateway/status.c \
+		   gateway/ledger.c)
+$(B)/tests/test_fuzz_replay: tests/unit/test_fuzz_replay.c $(wildcard tests/fuzz/*.c) \
+		$(FUZZ_REPLAY_OBJ) $(B)/libota.a
+	@mkdir -p $(@D)
+	$(Q)$(CC) $(CFLAGS_ALL) -o $@ $(filter-out tests/fuzz/%,$^) $(LDLIBS_ALL) -lcmocka
+
 $(B)/tools/%: tests/tools/%.c $(B)/libota.a
 	@mkdir -p $(@D)
 	$(Q)$(CC) $(CFLAGS_ALL) -o $@ $^ $(LDLIBS_ALL)
@@ -115,14 +124,28 @@ bench-quick: bench-deps
 bench-deps: deps
 	@sh deploy/deps.sh bench
 
-# libFuzzer (clang) on every decoder and the config parser, FUZZ_SECONDS each, from
-# the seeds in tests/fuzz/corpus/; a crash is copied to tests/fuzz/crashes/<target>/
-# (replayed by test_fuzz_replay) and fails. FUZZ_TARGETS picks some. tests/fuzz/run.sh.
+# libFuzzer (clang) on every decoder, the config parser, the ledger records and the
+# device's state.json: every target FUZZ_SECONDS, on a corpus kept in build/fuzz/corpus/
+# between runs (seeded and extended by the committed tests/fuzz/corpus/); a crash is
+# copied to tests/fuzz/crashes/<target>/ (replayed by test_fuzz_replay) and fails.
+# fuzz-long: every target to FUZZ_LONG_RUNS executions, one at a time, niced, with the
+# table for docs/SECURITY.md in build/fuzz/fuzz-long.md. fuzz-save: merge what the
+# working corpus adds into the committed one. FUZZ_TARGETS picks some. tests/fuzz/run.sh.
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS ?=
-.PHONY: fuzz
-fuzz:
+FUZZ_LONG_RUNS ?= 10000000
+.PHONY: fuzz fuzz-long fuzz-save fuzz-deps
+fuzz: fuzz-deps
 	@sh tests/fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+fuzz-long: fuzz-deps
+	@FUZZ_LONG_RUNS=$(FUZZ_LONG_RUNS) nice sh tests/fuzz/run.sh long $(FUZZ_TARGETS)
+
+fuzz-save: fuzz-deps
+	@sh tests/fuzz/run.sh save $(FUZZ_TARGETS)
+
+fuzz-deps: deps
+	@sh deploy/deps.sh fuzz
 
 format:
 	clang-format -i $(PROTO_SRC) $(COMMON_SRC) $(STORE_SRC) $(GW_SRC) $(DEV_SRC) */*.h

@@ -7,11 +7,37 @@
 #   ca.crt ca.key                 fleet CA (EC P-256, 10 years)
 #   broker.crt broker.key         CN=broker, SAN DNS:localhost,DNS:broker,IP:127.0.0.1, serverAuth
 #   gateway.crt gateway.key       CN=ota-gateway, clientAuth
-#   operator.crt operator.key     CN=ota-operator, clientAuth
+#   operator.crt operator.key     CN=ota-operator, clientAuth (the default operator)
+#   operators/NAME.crt .key       CN=ota-operator-NAME, clientAuth (one per --operator NAME)
+#   monitor.crt monitor.key       CN=ota-monitor, clientAuth (read-only: statuses, releases, control)
+#   monitors/NAME.crt .key        CN=ota-monitor-NAME, clientAuth (one per --monitor NAME)
 #   devices/ID.crt devices/ID.key CN=ID, clientAuth (one per device)
 #   publisher.key publisher.pub   Ed25519 signing key (PKCS#8 PEM) and its public key (SPKI PEM)
+#   ca-db/                        the CA's database (index.txt: what was revoked; crlnumber)
+#   crl.pem                       the CA's revocation list (always written, empty at first;
+#                                 the broker's crlfile; valid --crl-days)
+#   acl                           the broker's ACL (acl_file): the template (--acl-template)
+#                                 plus one "user ota-operator-NAME" block per named operator
+#                                 with the rights of the template's ota-operator, and one
+#                                 "user ota-monitor-NAME" per named monitor with those of
+#                                 ota-monitor; written anew on every run
 #
 # Options:
+#   --operator NAME  also make operators/NAME.{crt,key} (CN ota-operator-NAME); repeatable.
+#                  Each operator tool needs its own certificate: the broker uses the CN as
+#                  the MQTT client id, so two clients with one certificate throw each other off
+#   --monitor NAME also make monitors/NAME.{crt,key} (CN ota-monitor-NAME, read-only like
+#                  ota-monitor), e.g. one per dashboard; repeatable
+#   --revoke CN    revoke the certificate of CN (a device id, ota-operator, ota-operator-NAME,
+#                  ota-monitor, ota-monitor-NAME or ota-gateway) and write crl.pem anew;
+#                  repeatable. The certificate files stay where they are (to give the id a
+#                  new certificate, delete them and run make-certs again). The broker
+#                  reads crl.pem at start and on SIGHUP (kill -HUP); a client already
+#                  connected stays connected until the broker restarts
+#   --crl-days D   validity of crl.pem (default 3650; once it lapses the broker refuses every
+#                  client, so run make-certs again before then: it renews a CRL with less
+#                  than a tenth of that left)
+#   --acl-template FILE  the ACL to extend (default: deploy/mosquitto/acl next to certs/)
 #   --devices N    also make PREFIX001..PREFIXN (3 digits, more when N > 999)
 #   --prefix P     prefix for --devices (default dev-)
 #   --days D       validity of leaf certificates in days (default 825)
@@ -23,8 +49,11 @@
 #                  January 2020, for the first device ID (default dev-001)
 #   --quiet        no summary
 #
-# Device ids: [A-Za-z0-9._-]{1,63}, not starting with '.'. The CN is the MQTT username
-# (use_identity_as_username), so it is also what the broker's ACL %u expands to.
+# Device ids: [A-Za-z0-9._-]{1,63}, not starting with '.'; operator and monitor names the
+# same, at most 50 characters.
+# The CN is the MQTT username (use_identity_as_username) and client id
+# (use_username_as_clientid), so it is also what the broker's ACL %u expands to. The ids
+# broker, ota-gateway, ota-operator, ota-operator-*, ota-monitor and ota-monitor-* are reserved.
 # Private keys are mode 0600, certificates 0644.
 set -eu
 # Written for bash: `sh make-certs.sh` re-executes it with bash.
@@ -50,6 +79,11 @@ ROGUE=0
 EXPIRED=0
 QUIET=0
 IDS=()
+OPERATORS=()
+MONITORS=()
+REVOKE=()
+CRL_DAYS=3650
+ACL_TEMPLATE=$(cd "$(dirname "$0")/.." && pwd)/deploy/mosquitto/acl
 
 while [ $# -gt 0 ]; do
     case $1 in
@@ -59,6 +93,14 @@ while [ $# -gt 0 ]; do
     --prefix=*) PREFIX=${1#*=}; shift ;;
     --days) [ $# -ge 2 ] || usage; DAYS=$2; shift 2 ;;
     --jobs) [ $# -ge 2 ] || usage; JOBS=$2; shift 2 ;;
+    --operator) [ $# -ge 2 ] || usage; OPERATORS+=("$2"); shift 2 ;;
+    --operator=*) OPERATORS+=("${1#*=}"); shift ;;
+    --monitor) [ $# -ge 2 ] || usage; MONITORS+=("$2"); shift 2 ;;
+    --monitor=*) MONITORS+=("${1#*=}"); shift ;;
+    --revoke) [ $# -ge 2 ] || usage; REVOKE+=("$2"); shift 2 ;;
+    --revoke=*) REVOKE+=("${1#*=}"); shift ;;
+    --crl-days) [ $# -ge 2 ] || usage; CRL_DAYS=$2; shift 2 ;;
+    --acl-template) [ $# -ge 2 ] || usage; ACL_TEMPLATE=$2; shift 2 ;;
     --force) FORCE=1; shift ;;
     --rogue) ROGUE=1; shift ;;
     --expired) EXPIRED=1; shift ;;
@@ -76,6 +118,8 @@ done
 [[ $NDEV =~ ^[0-9]+$ ]] || die "--devices wants a number, got '$NDEV'"
 [[ $DAYS =~ ^[1-9][0-9]*$ ]] || die "--days wants a positive number, got '$DAYS'"
 [[ $JOBS =~ ^[1-9][0-9]*$ ]] || die "--jobs wants a positive number, got '$JOBS'"
+[[ $CRL_DAYS =~ ^[1-9][0-9]*$ ]] || die "--crl-days wants a positive number, got '$CRL_DAYS'"
+[ -r "$ACL_TEMPLATE" ] || die "ACL template $ACL_TEMPLATE not found (give --acl-template FILE)"
 NDEV=$((10#$NDEV))
 
 if [ "$NDEV" -gt 0 ]; then
@@ -88,9 +132,13 @@ fi
 
 for id in ${IDS[@]+"${IDS[@]}"}; do
     valid_id "$id" || die "invalid device id '$id': want [A-Za-z0-9._-]{1,63}, not starting with '.'"
-    case $id in ota-gateway | ota-operator | broker)
+    case $id in ota-gateway | ota-operator | ota-operator-* | ota-monitor | ota-monitor-* | broker)
         die "device id '$id' is reserved for a service certificate" ;;
     esac
+done
+for name in ${OPERATORS[@]+"${OPERATORS[@]}"} ${MONITORS[@]+"${MONITORS[@]}"}; do
+    [[ $name =~ ^[A-Za-z0-9_-][A-Za-z0-9._-]{0,49}$ ]] ||
+        die "invalid operator or monitor name '$name': want [A-Za-z0-9._-]{1,50}, not starting with '.'"
 done
 FIRST_ID=${IDS[0]:-dev-001}
 
@@ -102,6 +150,7 @@ OUT=$(cd "$OUT" && pwd)
 CNF=$(mktemp "${TMPDIR:-/tmp}/make-certs.XXXXXX")
 trap 'rm -f "$CNF"; rm -rf "$CNF.d"' EXIT
 export MC_CADB="$CNF.d"    # referenced by the config below, only used by "openssl ca"
+export MC_FLEETDB="$OUT/ca-db"  # the fleet CA's database: revocations and the CRL
 
 cat >"$CNF" <<'EOF'
 # OpenSSL configuration written and removed by make-certs.sh.
@@ -140,6 +189,16 @@ copy_extensions = none
 unique_subject = no
 [pol]
 commonName = supplied
+# The fleet CA's database, for "openssl ca -revoke" and "-gencrl" (certificates are issued
+# with "req -x509 -CA" above: revoking one adds it to index.txt).
+[fleet]
+database = $ENV::MC_FLEETDB/index.txt
+new_certs_dir = $ENV::MC_FLEETDB
+serial = $ENV::MC_FLEETDB/serial
+crlnumber = $ENV::MC_FLEETDB/crlnumber
+default_md = sha256
+policy = pol
+unique_subject = no
 EOF
 
 # make_ca DIR CN: a self-signed EC P-256 CA, 10 years.
@@ -179,13 +238,40 @@ renew=0
 [ "$ca_state" = created ] && renew=1
 
 for svc in "broker broker server_ext" "gateway ota-gateway client_ext" \
-           "operator ota-operator client_ext"; do
+           "operator ota-operator client_ext" "monitor ota-monitor client_ext"; do
     # shellcheck disable=SC2086  # split "file cn extensions"
     set -- $svc
     if [ "$renew" = 1 ] || ! have "$OUT/$1"; then
         leaf "$OUT" "$OUT/$1" "$2" "$3" || exit 1
     fi
 done
+# named ROLE NAME...: ROLEs/NAME.{crt,key}, CN ota-ROLE-NAME, for each NAME and (after a new
+# CA) for each one already there. Counts what it made in named_made.
+named_made=0
+named() {
+    local role=$1 f name
+    shift
+    declare -A seen=()
+    [ $# -gt 0 ] || [ -d "$OUT/${role}s" ] || return 0
+    mkdir -p "$OUT/${role}s"
+    if [ "$renew" = 1 ]; then
+        for f in "$OUT/${role}s"/*.crt; do
+            [ -e "$f" ] || continue
+            f=${f##*/}
+            set -- "$@" "${f%.crt}"
+        done
+    fi
+    for name in "$@"; do
+        [ -z "${seen[$name]:-}" ] || continue
+        seen[$name]=1
+        if [ "$renew" = 1 ] || ! have "$OUT/${role}s/$name"; then
+            leaf "$OUT" "$OUT/${role}s/$name" "ota-$role-$name" client_ext || return 1
+            named_made=$((named_made + 1))
+        fi
+    done
+}
+named operator ${OPERATORS[@]+"${OPERATORS[@]}"} || exit 1
+named monitor ${MONITORS[@]+"${MONITORS[@]}"} || exit 1
 
 pub_state=kept
 if [ "$FORCE" = 1 ] || [ ! -s "$OUT/publisher.key" ] || [ ! -s "$OUT/publisher.pub" ]; then
@@ -200,7 +286,18 @@ fi
 
 # Devices: only those missing (or all, after a new CA), in JOBS parallel workers.
 todo=()
+declare -A dev_seen=()
+if [ "$renew" = 1 ]; then
+    # A new CA: the devices already there were signed by the old one; renew them too.
+    for f in "$OUT"/devices/*.crt; do
+        [ -e "$f" ] || continue
+        f=${f##*/}
+        IDS+=("${f%.crt}")
+    done
+fi
 for id in ${IDS[@]+"${IDS[@]}"}; do
+    [ -z "${dev_seen[$id]:-}" ] || continue
+    dev_seen[$id]=1
     if [ "$renew" = 1 ] || ! have "$OUT/devices/$id"; then
         todo+=("$id")
     fi
@@ -243,12 +340,111 @@ if [ "$EXPIRED" = 1 ]; then
     chmod 644 "$e.crt"
 fi
 
+# --- the CA's database, revocations, the CRL ------------------------------------------------
+# A new CA starts a new database: what the old CA revoked means nothing to it.
+if [ "$ca_state" = created ]; then rm -rf "$OUT/ca-db" "$OUT/crl.pem"; fi
+if [ ! -d "$OUT/ca-db" ]; then
+    (umask 077 && mkdir "$OUT/ca-db")
+    : >"$OUT/ca-db/index.txt"
+    echo 1000 >"$OUT/ca-db/crlnumber"
+fi
+
+# cert_of CN: the certificate file make-certs wrote for CN (or nothing).
+cert_of() {
+    case $1 in
+    ota-gateway) echo "$OUT/gateway.crt" ;;
+    ota-operator) echo "$OUT/operator.crt" ;;
+    ota-monitor) echo "$OUT/monitor.crt" ;;
+    ota-operator-*) echo "$OUT/operators/${1#ota-operator-}.crt" ;;
+    ota-monitor-*) echo "$OUT/monitors/${1#ota-monitor-}.crt" ;;
+    broker) ;;
+    *) valid_id "$1" && echo "$OUT/devices/$1.crt" ;;
+    esac
+}
+
+revoked_now=()
+for cn in ${REVOKE[@]+"${REVOKE[@]}"}; do
+    crt=$(cert_of "$cn")
+    [ -n "$crt" ] && [ -s "$crt" ] || die "--revoke $cn: no certificate ${crt:-for that name} in $OUT"
+    serial=$(openssl x509 -in "$crt" -noout -serial) || die "--revoke $cn: cannot read $crt"
+    serial=${serial#serial=}
+    if awk -F'	' -v s="$serial" '$1 == "R" && toupper($4) == toupper(s) { f = 1 } END { exit !f }'         "$OUT/ca-db/index.txt"; then
+        [ "$QUIET" = 1 ] || echo "make-certs: $cn (serial $serial) was already revoked"
+        continue
+    fi
+    err=$(openssl ca -batch -config "$CNF" -name fleet -cert "$OUT/ca.crt" -keyfile "$OUT/ca.key" \
+        -revoke "$crt" 2>&1) || die "could not revoke $crt: $err"
+    revoked_now+=("$cn")
+done
+
+# The CRL: written when missing, after a revocation, and when less than a tenth of its
+# validity is left (an expired CRL makes the broker refuse every client).
+crl_state=kept
+if [ -s "$OUT/crl.pem" ]; then
+    left=$(( ($(date -d "$(openssl crl -in "$OUT/crl.pem" -noout -nextupdate | cut -d= -f2)" +%s) \
+        - $(date +%s)) / 86400 )) || left=0
+else
+    left=0
+fi
+if [ ${#revoked_now[@]} -gt 0 ] || [ "$left" -lt $((CRL_DAYS / 10 + 1)) ]; then
+    err=$(openssl ca -batch -config "$CNF" -name fleet -cert "$OUT/ca.crt" -keyfile "$OUT/ca.key" \
+        -gencrl -crldays "$CRL_DAYS" -out "$OUT/ca-db/crl.new" 2>&1) ||
+        die "could not write the CRL: $err"
+    # Rewritten in place (same inode): a bind mount of the file sees the new list.
+    cat "$OUT/ca-db/crl.new" >"$OUT/crl.pem"
+    rm -f "$OUT/ca-db/crl.new"
+    chmod 644 "$OUT/crl.pem"
+    crl_state=written
+fi
+nrevoked=$(awk -F'\t' '$1 == "R"' "$OUT/ca-db/index.txt" | wc -l)
+
+# --- the broker's ACL -------------------------------------------------------------------------
+# role_rules ROLE: the topic lines of the template's "user ota-ROLE" block.
+role_rules() {
+    awk -v u="ota-$1" '/^user / { f = ($2 == u); next } /^pattern / { f = 0 }
+        f && /^topic / { print }' "$ACL_TEMPLATE"
+}
+# role_blocks ROLE: one "user ota-ROLE-NAME" block per ROLEs/NAME.crt, with the topic lines
+# of "user ota-ROLE" (its deny of ota/dev/ota-ROLE/# becomes ota/dev/ota-ROLE-NAME/#).
+role_blocks() {
+    local rules f name
+    rules=$(role_rules "$1")
+    [ -n "$rules" ] || die "$ACL_TEMPLATE has no 'user ota-$1' block with topic lines"
+    for f in "$OUT/${1}s"/*.crt; do
+        [ -e "$f" ] || continue
+        name=${f##*/}
+        name=${name%.crt}
+        echo
+        echo "# ${1^} $name (${1}s/$name.crt): the rights of ota-$1 above."
+        echo "user ota-$1-$name"
+        echo "${rules//\/ota-$1\//\/ota-$1-$name\/}"
+    done
+}
+{
+    echo "# Generated by certs/make-certs.sh from $ACL_TEMPLATE: do not edit here,"
+    echo "# edit the template (or add --operator NAME / --monitor NAME) and run make-certs.sh"
+    echo "# again; then reload the broker (SIGHUP)."
+    cat "$ACL_TEMPLATE"
+    role_blocks operator
+    role_blocks monitor
+} >"$OUT/acl.new" || exit 1
+cat "$OUT/acl.new" >"$OUT/acl"
+rm -f "$OUT/acl.new"
+chmod 644 "$OUT/acl"
+nnamed=$(find "$OUT/operators" "$OUT/monitors" -name '*.crt' 2>/dev/null | wc -l)
+
 end=$(date +%s.%N)
 if [ "$QUIET" = 0 ]; then
     secs=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.1f", b - a }')
     extra=
     [ "$ROGUE" = 1 ] && extra="$extra, rogue/$FIRST_ID"
     [ "$EXPIRED" = 1 ] && extra="$extra, expired/$FIRST_ID"
-    echo "make-certs: $OUT: CA $ca_state; broker, gateway, operator ready;" \
-        "${#todo[@]} of ${#IDS[@]} device certs made; publisher key $pub_state$extra (${secs}s)"
+    echo "make-certs: $OUT: CA $ca_state; broker, gateway, operator, monitor ready;" \
+        "$nnamed named operators and monitors ($named_made made);" \
+        "${#todo[@]} of ${#IDS[@]} device certs made; publisher key $pub_state$extra;" \
+        "CRL $crl_state ($nrevoked revoked); acl written (${secs}s)"
 fi
+for cn in ${revoked_now[@]+"${revoked_now[@]}"}; do
+    echo "make-certs: revoked $cn; the broker refuses it after a reload (kill -HUP, or a restart" \
+        "to cut off a connection already open)"
+done

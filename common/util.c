@@ -1,8 +1,10 @@
 #include "common/util.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <limits.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <stdio.h>
@@ -208,6 +210,51 @@ fail_fd:
 	return -1;
 }
 
+int util_key_private(const char *what, const char *path, char *err,
+		     size_t errlen)
+{
+	struct stat st;
+	if (stat(path, &st) != 0) {
+		snprintf(err, errlen, "%s %s: %s", what, path, strerror(errno));
+		return -1;
+	}
+	if (st.st_mode & (S_IRWXG | S_IRWXO)) {
+		snprintf(err, errlen,
+			 "%s %s is accessible by group or others (mode %04o): "
+			 "run chmod 600 %s",
+			 what, path, (unsigned)(st.st_mode & 07777), path);
+		return -1;
+	}
+	return 0;
+}
+
+int util_key_dir_private(const char *what, const char *dir, char *err,
+			 size_t errlen)
+{
+	char path[PATH_MAX];
+	int rc = 0;
+	DIR *d = opendir(dir);
+	if (!d) {
+		snprintf(err, errlen, "%s %s: %s", what, dir, strerror(errno));
+		return -1;
+	}
+	struct dirent *e;
+	while (rc == 0 && (e = readdir(d)) != NULL) {
+		size_t n = strlen(e->d_name);
+		if (n < 5 || strcmp(e->d_name + n - 4, ".key") != 0)
+			continue;
+		if (util_path(path, sizeof(path), dir, e->d_name) != 0) {
+			snprintf(err, errlen, "%s %s: path too long", what,
+				 dir);
+			rc = -1;
+		} else {
+			rc = util_key_private(what, path, err, errlen);
+		}
+	}
+	closedir(d);
+	return rc;
+}
+
 int util_load_pubkey(const char *path, uint8_t pub[32], char *err,
 		     size_t errlen)
 {
@@ -234,19 +281,8 @@ int util_load_pubkey(const char *path, uint8_t pub[32], char *err,
 int util_load_privkey(const char *path, uint8_t priv[32], char *err,
 		      size_t errlen)
 {
-	struct stat st;
-	if (stat(path, &st) != 0) {
-		snprintf(err, errlen, "private key %s: %s", path,
-			 strerror(errno));
+	if (util_key_private("private key", path, err, errlen) != 0)
 		return -1;
-	}
-	if (st.st_mode & (S_IRWXG | S_IRWXO)) {
-		snprintf(err, errlen,
-			 "private key %s is accessible by group or others "
-			 "(mode %03o); run: chmod 600 %s",
-			 path, (unsigned)(st.st_mode & 0777), path);
-		return -1;
-	}
 	FILE *f = fopen(path, "r");
 	if (!f) {
 		snprintf(err, errlen, "open private key %s: %s", path,

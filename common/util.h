@@ -37,6 +37,16 @@ int util_sha256_fd(int fd, uint8_t md[32], uint64_t *size, char *err,
 /* fsync the directory holding `path`. */
 int util_fsync_dir_of(const char *path);
 
+/* A private key must be accessible by its owner only. 0 if `path` has no
+ * group or other permission bits; otherwise -1 with err = "<what> <path> is
+ * accessible by group or others (mode 0644): run chmod 600 <path>" (what:
+ * the configuration key or "private key"), or why it could not be checked. */
+int util_key_private(const char *what, const char *path, char *err,
+		     size_t errlen);
+/* The same for every "*.key" file in directory `dir` (fleet mode). */
+int util_key_dir_private(const char *what, const char *dir, char *err,
+			 size_t errlen);
+
 /* Ed25519 keys as PEM files (PKCS#8 private, SubjectPublicKeyInfo public).
  * Loading a private key refuses a file readable by group or others. */
 int util_load_pubkey(const char *path, uint8_t pub[32], char *err,

@@ -4,7 +4,8 @@
 # the command to run and exits 1. Run by `make deps` (and so by `make test`).
 #
 # `sh deploy/deps.sh bench` also makes sure of what only `make bench` needs (gnuplot for
-# the plots in docs/, perf for the profile).
+# the plots in docs/, perf for the profile). `sh deploy/deps.sh fuzz`: what only
+# `make fuzz` / `make fuzz-long` need (clang and its libFuzzer runtime).
 #
 # Installing mosquitto may try to start the system broker on port 1883; that is harmless:
 # the tests start their own broker on random free ports (TLS only) and never use 1883.
@@ -16,18 +17,24 @@ BUILD="gcc make pkg-config libmosquitto-dev libssl-dev libuv1-dev libjansson-dev
 # python3-prometheus-client: test_http parses /metrics with Prometheus' own parser.
 RUN="mosquitto mosquitto-clients openssl jq lmdb-utils procps iproute2 coreutils docker-compose
      libwebsockets-evlib-uv curl python3 python3-prometheus-client"
+# tests/system/test_compose.sh starts deploy/docker-compose.yml with podman (no Docker
+# engine here): podman-compose, runc (crun refuses hybrid cgroups), netavark + aardvark-dns
+# (the compose network and its service names), iptables (published ports), debootstrap
+# (the debian:12 base images, from the apt mirror).
+COMPOSE="podman podman-compose runc netavark aardvark-dns iptables debootstrap"
 # The dashboard's browser test (tests/system/test_dashboard.sh) drives Debian's Chromium.
 # Where it cannot be installed that test is skipped with the reason, so a failure to
 # install it is reported but not fatal.
 BROWSER="chromium"
 BENCH=
 [ "${1:-}" = bench ] && BENCH="gnuplot-nox linux-perf"
+[ "${1:-}" = fuzz ] && BENCH="clang libclang-rt-14-dev"
 
 installed() {
     [ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null || true)" = installed ]
 }
 missing=
-for p in $BUILD $RUN $BENCH; do
+for p in $BUILD $RUN $COMPOSE $BENCH; do
     installed "$p" || missing="$missing $p"
 done
 browser_missing=

@@ -93,6 +93,15 @@ devcert() {
 fleet() {
     local slots=$OTA_STATE/devices/.slots k first last n id ids=()
     [[ $OTA_FLEET_SIZE =~ ^[1-9][0-9]*$ ]] || die "OTA_FLEET_SIZE must be a positive number"
+    # ota-device refuses a fleet its open-file limit cannot hold (device-client/fleet.c:
+    # 4 per device + 64) and says to raise the hard limit; in a container that is the
+    # compose file's OTA_NOFILE, so say that here, before claiming a slot.
+    local need=$((OTA_FLEET_SIZE * 4 + 64)) hard
+    hard=$(ulimit -Hn)
+    [ "$hard" = unlimited ] || [ "$hard" -ge "$need" ] ||
+        die "OTA_FLEET_SIZE=$OTA_FLEET_SIZE devices need about $need open files but the" \
+            "container's limit is $hard: raise OTA_NOFILE (docker-compose.yml, up to the" \
+            "host's hard limit, ulimit -Hn) or lower OTA_FLEET_SIZE and add replicas"
     own "$OTA_STATE/devices"
     mkdir -p "$slots"
     for ((k = 0; k < OTA_FLEET_MAX_SLOTS; k++)); do

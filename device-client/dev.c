@@ -37,35 +37,8 @@ static char inactive_slot(const struct dev *d)
 
 int dev__persist(struct dev *d)
 {
-	char sig[2 * PROTO_SIG_LEN + 1], path[PATH_MAX], err[512];
-	char slot[2] = {d->p.slot, 0};
-	proto_hex_encode(d->p.sig, PROTO_SIG_LEN, sig);
-	json_t *o = json_pack(
-	    "{s:s,s:s,s:s,s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:s,s:s,s:I,s:I,s:I,"
-	    "s:I,s:I,s:I,s:s,s:I}",
-	    "version", d->p.version, "slot", slot, "phase",
-	    st_name(d->p.phase), "release", d->p.release, "manifest",
-	    d->p.manifest ? d->p.manifest : "", "sig", sig, "fragment_size",
-	    (json_int_t)d->p.fragment_size, "fragments",
-	    (json_int_t)d->p.fragments, "window", (json_int_t)d->p.window,
-	    "held", (json_int_t)d->p.held, "prev_version", d->p.prev_version,
-	    "error", d->p.error, "t_accept", (json_int_t)d->p.t_accept,
-	    "t_downloaded", (json_int_t)d->p.t_downloaded, "t_verified",
-	    (json_int_t)d->p.t_verified, "t_installed",
-	    (json_int_t)d->p.t_installed, "t_restart",
-	    (json_int_t)d->p.t_restart, "t_up", (json_int_t)d->p.t_up,
-	    "refused", d->p.refused, "table_fragments",
-	    (json_int_t)d->p.table_fragments);
-	if (o && (json_object_set_new(o, "highest", json_string(d->p.highest)) ||
-		  json_object_set_new(o, "security_floor",
-				      json_integer(d->p.security_floor)) ||
-		  json_object_set_new(o, "time_floor",
-				      json_integer(d->p.time_floor)))) {
-		json_decref(o);
-		o = NULL;
-	}
-	char *s = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
-	json_decref(o);
+	char path[PATH_MAX], err[512];
+	char *s = dev__persist_json(&d->p);
 	if (!s)
 		return -1;
 	util_path(path, sizeof(path), d->cfg.state_dir, "state.json");
@@ -93,64 +66,14 @@ static int dev_load(struct dev *d, char *err, size_t errlen)
 	}
 	if (util_read_file(path, 1 << 20, &buf, &len, err, errlen) != 0)
 		return -1;
-	json_t *o = json_loadb(buf, len, 0, NULL);
+	char why[160];
+	int rc = dev__persist_parse(buf, len, &d->p, why, sizeof(why));
 	free(buf);
-	const char *ver = json_string_value(json_object_get(o, "version"));
-	const char *slot = json_string_value(json_object_get(o, "slot"));
-	const char *ph = json_string_value(json_object_get(o, "phase"));
-	const char *rel = json_string_value(json_object_get(o, "release"));
-	const char *man = json_string_value(json_object_get(o, "manifest"));
-	const char *sig = json_string_value(json_object_get(o, "sig"));
-	const char *pv = json_string_value(json_object_get(o, "prev_version"));
-	const char *er = json_string_value(json_object_get(o, "error"));
-	const char *rf = json_string_value(json_object_get(o, "refused"));
-	uint32_t parts[3];
-	if (!ver || proto_version_parse(ver, parts) != 0 || !slot ||
-	    (strcmp(slot, "a") && strcmp(slot, "b")) || !ph ||
-	    proto_state_parse(ph, &d->p.phase) != 0 || !rel || !man || !sig) {
-		snprintf(err, errlen, "%s is damaged; move it away to start "
-				      "from the configured version", path);
-		json_decref(o);
-		return -1;
-	}
-	snprintf(d->p.version, sizeof(d->p.version), "%s", ver);
-	d->p.slot = slot[0];
-	snprintf(d->p.release, sizeof(d->p.release), "%s", rel);
-	snprintf(d->p.prev_version, sizeof(d->p.prev_version), "%s",
-		 pv ? pv : "");
-	snprintf(d->p.error, sizeof(d->p.error), "%s", er ? er : "");
-	snprintf(d->p.refused, sizeof(d->p.refused), "%s", rf ? rf : "");
-	/* Absent in a state.json written before anti-rollback marks: the
-	 * running version is the highest known. */
-	const char *hi = json_string_value(json_object_get(o, "highest"));
-	snprintf(d->p.highest, sizeof(d->p.highest), "%s",
-		 hi && proto_version_parse(hi, parts) == 0 ? hi : ver);
-	json_int_t fl = json_integer_value(json_object_get(o, "security_floor"));
-	d->p.security_floor = fl > 0 && fl <= PROTO_SECURITY_VERSION_MAX
-				  ? (uint32_t)fl
-				  : 0;
-	json_int_t tf = json_integer_value(json_object_get(o, "time_floor"));
-	d->p.time_floor = tf > 0 ? tf : 0;
-	d->p.manifest = man[0] ? strdup(man) : NULL;
-	if (sig[0])
-		proto_hex_decode(sig, d->p.sig, PROTO_SIG_LEN);
-#define U32(f) d->p.f = (uint32_t)json_integer_value(json_object_get(o, #f))
-#define I64(f) d->p.f = json_integer_value(json_object_get(o, #f))
-	U32(fragment_size);
-	U32(fragments);
-	U32(window);
-	U32(table_fragments);
-	U32(held);
-	I64(t_accept);
-	I64(t_downloaded);
-	I64(t_verified);
-	I64(t_installed);
-	I64(t_restart);
-	I64(t_up);
-#undef U32
-#undef I64
-	json_decref(o);
-	return 0;
+	if (rc != 0)
+		snprintf(err, errlen, "%s is damaged (%s); move it away to "
+				      "start from the configured version",
+			 path, why);
+	return rc;
 }
 
 int dev__load_manifest(struct dev *d, char *why, size_t n)
@@ -696,6 +619,12 @@ static void on_offer(struct dev *d, const void *payload, size_t len)
 	}
 	bool same = !strcmp(o.release, d->p.release);
 	if (same && d->st == PROTO_ST_DOWNLOADING && d->held) {
+		/* A gateway that lost its content key sends a new one. */
+		if (d->enc && o.enc_alg[0] &&
+		    memcmp(o.enc_epk, d->p.enc_epk, PROTO_EC_PUB_LEN) != 0 &&
+		    dev__enc_accept(d, &o, why, sizeof(why)) != 0)
+			log_warnx("device=%s new key of %s ignored: %s",
+				  d->cfg.id, o.release, why);
 		send_ack(d); /* the gateway lost track: say where we are */
 		goto out;
 	}
@@ -710,6 +639,8 @@ static void on_offer(struct dev *d, const void *payload, size_t len)
 		goto out;
 	}
 	int rc = check_offer(d, &o, &m, why, sizeof(why));
+	if (rc == 0 && dev__enc_accept(d, &o, why, sizeof(why)) != 0)
+		rc = -1; /* encrypted, and not for this device */
 	if (rc > 0) {
 		log_info("device=%s offer of %s ignored: %s", d->cfg.id,
 			 o.release, why);
@@ -1025,6 +956,27 @@ static int table_complete(struct dev *d)
 	return 0;
 }
 
+/* An encrypted fragment: decrypted and authenticated before anything
+ * else sees it. One that fails is dropped like a lost one (the next ack
+ * asks for it again) and counts with the failed block checks. 0, or -1
+ * (dropped; the update may have failed). */
+static int frag_decrypt(struct dev *d, const void *msg, struct proto_frag *f)
+{
+	int rc = dev__enc_open(d, msg, f);
+	if (rc == 0)
+		return 0;
+	d->stats.frags_unauth++;
+	if (d->stats.frags_unauth <= 10 || d->stats.frags_unauth % 100 == 0)
+		log_warnx("device=%s release=%s fragment %u failed decryption "
+			  "(%s, %llu so far): dropped, asked for again",
+			  d->cfg.id, d->p.release, f->index, proto_strerror(rc),
+			  (unsigned long long)d->stats.frags_unauth);
+	if (rc == PROTO_EAUTH && ++d->bad_blocks > BAD_BLOCKS_MAX(d))
+		fail_update(d, "fragments keep failing decryption: the data "
+			       "is being corrupted or forged");
+	return -1;
+}
+
 static void on_frag(struct dev *d, const void *payload, size_t len,
 		    bool from_group)
 {
@@ -1049,6 +1001,8 @@ static void on_frag(struct dev *d, const void *payload, size_t len,
 	uint64_t end = f.index < t ? d->nblocks * PROTO_SHA256_LEN : d->m.size;
 	uint64_t off = (uint64_t)(f.index < t ? f.index : f.index - t) * fs;
 	size_t want = off + fs > end ? (size_t)(end - off) : fs;
+	if (d->enc)
+		want += PROTO_ENC_TAG_LEN; /* sealed: data, then its tag */
 	if (f.index >= n || f.len != want) {
 		d->stats.msgs_bad++;
 		log_debug("device=%s fragment %u of %u with %zu bytes dropped",
@@ -1077,6 +1031,8 @@ static void on_frag(struct dev *d, const void *payload, size_t len,
 		d->unacked++;
 		goto ack;
 	}
+	if (d->enc && frag_decrypt(d, payload, &f) != 0)
+		goto out; /* not authentic: not held, so asked for again */
 	if (f.index < t) {
 		/* The table goes to its own file: checked whole, below. */
 		ssize_t w = pwrite(d->table_fd, f.data, f.len, (off_t)off);
@@ -1269,7 +1225,8 @@ static void resume_download(struct dev *d)
 		(d->m.size + d->p.fragment_size - 1) / d->p.fragment_size ||
 	    d->m.block_size == 0 ||
 	    d->p.table_fragments !=
-		proto_table_fragments(&d->m, d->p.fragment_size)) {
+		proto_table_fragments(&d->m, d->p.fragment_size) ||
+	    dev__enc_resume(d, why, sizeof(why)) != 0) {
 		log_warnx("device=%s saved download unusable; waiting for a "
 			  "new offer", d->cfg.id);
 		d->st = d->p.phase = PROTO_ST_IDLE;
@@ -1379,7 +1336,7 @@ void dev_stop(struct dev *d, void (*on_stopped)(struct dev *d))
 		 "corrupted_test=%llu nobuf=%llu ahead=%llu evicted=%llu "
 		 "blocks_ok=%llu "
 		 "blocks_bad=%llu "
-		 "tables_bad=%llu bad=%llu stale=%llu acks=%llu "
+		 "tables_bad=%llu unauth=%llu bad=%llu stale=%llu acks=%llu "
 		 "peak_rss_kib=%ld",
 		 d->cfg.id, (unsigned long long)d->stats.frags_ok,
 		 (unsigned long long)d->stats.frags_dup,
@@ -1391,6 +1348,7 @@ void dev_stop(struct dev *d, void (*on_stopped)(struct dev *d))
 		 (unsigned long long)d->stats.blocks_ok,
 		 (unsigned long long)d->stats.blocks_bad,
 		 (unsigned long long)d->stats.tables_bad,
+		 (unsigned long long)d->stats.frags_unauth,
 		 (unsigned long long)d->stats.msgs_bad,
 		 (unsigned long long)d->stats.msgs_stale,
 		 (unsigned long long)d->stats.acks_sent, ru.ru_maxrss);
@@ -1400,6 +1358,7 @@ void dev_stop(struct dev *d, void (*on_stopped)(struct dev *d))
 	}
 	free(d->p.manifest);
 	d->p.manifest = NULL;
+	dev__enc_free(d);
 	trust_free(&d->trust);
 	if (d->mq && d->st != PROTO_ST_RESTARTING && mq_connected(d->mq)) {
 		/* A clean stop sends no Last Will: say it ourselves. */

@@ -79,10 +79,23 @@ struct dev_persist {
 	uint32_t security_floor;
 	int64_t time_floor;
 	char error[PROTO_ERROR_MAX + 1];
+	/* Encrypted release: the offer's wrapped content key (never the
+	 * key itself), so that a resumed download can decrypt. */
+	bool enc;
+	uint8_t enc_epk[PROTO_EC_PUB_LEN];
+	uint8_t enc_key[PROTO_ENC_WRAPPED_LEN];
 	/* wall-clock ms stamps for the stage timings (0 = not yet) */
 	int64_t t_accept, t_downloaded, t_verified, t_installed, t_restart,
 	    t_up;
 };
+
+/* persist.c, no I/O. The state.json text of p: new, NULL when out of
+ * memory. Parse: 0 and *p filled (p->manifest new, NULL when ""), or -1
+ * with the reason in why and *p untouched; anything out of its range or
+ * inconsistent (held beyond the transfer's fragments) is refused. */
+char *dev__persist_json(const struct dev_persist *p);
+int dev__persist_parse(const char *buf, size_t len, struct dev_persist *p,
+		       char *why, size_t n);
 
 struct dev_stats {
 	uint64_t frags_ok, frags_dup, msgs_bad, msgs_stale, acks_sent;
@@ -93,6 +106,7 @@ struct dev_stats {
 	uint64_t blocks_ok;   /* checked against the table and written */
 	uint64_t blocks_bad;  /* failed the check: dropped, re-requested */
 	uint64_t tables_bad;  /* block tables that failed the manifest */
+	uint64_t frags_unauth; /* encrypted, failed authentication */
 };
 
 /* A block being assembled in memory until it can be checked. */
@@ -132,6 +146,14 @@ struct dev {
 	struct dev_blockbuf *bufs;
 	uint32_t nbufs;
 	uint32_t bad_blocks; /* in this update, across restarts of it */
+	/* Encrypted release (enc.c): the content key, in memory only. */
+	bool enc;
+	struct proto_aead *aead; /* the content key, ready to open */
+	bool ec_loaded; /* the device's own key, from key_file */
+	uint8_t ec_priv[PROTO_EC_PRIV_LEN];
+	uint8_t ec_pub[PROTO_EC_PUB_LEN];
+	uint8_t *encbuf; /* a decrypted fragment */
+	size_t encbuf_cap;
 	uv_timer_t ack_timer;
 	uv_timer_t status_timer;
 	uint64_t last_status_ms;
@@ -173,6 +195,18 @@ int64_t dev__now_s(const struct dev *d);
 /* Tests only: a power cut at the named point when test_crash_at names
  * it (verify, verified, installing, switched, installed, committing). */
 void dev__crash_point(const struct dev *d, const char *point);
+
+/* enc.c: encrypted releases (PROTOCOL.md 6.3) */
+/* Take the offer's "enc" (or its absence): unwrap the content key with
+ * the device's own key. -1 with why: the offer must be refused. */
+int dev__enc_accept(struct dev *d, const struct proto_offer *o, char *why,
+		    size_t n);
+/* After a restart: unwrap the key saved with the checkpoint. */
+int dev__enc_resume(struct dev *d, char *why, size_t n);
+/* Decrypt and authenticate fragment f (msg: its whole message) in place
+ * of its data: f then points at the plaintext. 0, PROTO_EAUTH, ... */
+int dev__enc_open(struct dev *d, const void *msg, struct proto_frag *f);
+void dev__enc_free(struct dev *d);
 
 /* install.c: verify, install, restart, commit */
 void dev__verify_start(struct dev *d);

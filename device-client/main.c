@@ -7,6 +7,7 @@
 
 #include "common/conf.h"
 #include "common/log.h"
+#include "common/util.h"
 #include "device-client/dev.h"
 #include "device-client/fleet.h"
 
@@ -173,7 +174,9 @@ static int check(struct main_conf *mc, char *err, size_t n)
 				 "warn, info, debug", c->log_level);
 		return -1;
 	}
-	return 0;
+	return fleet ? util_key_dir_private("fleet_cert_dir key",
+					    mc->fleet.cert_dir, err, n)
+		     : util_key_private("key_file", c->key_file, err, n);
 }
 
 static void usage(void)

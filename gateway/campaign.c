@@ -1,8 +1,11 @@
 /* Campaigns: which targeted devices may start now (concurrency limit,
  * canary stage), automatic pause on failures, and the operator's pause,
  * resume and abort on ota/ctl/<product>. */
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
 #include <search.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common/log.h"
@@ -22,51 +25,180 @@ const char *gw__campaign_state(const struct gw_release *r)
 	return "rolling";
 }
 
-struct count_ctx {
+/* ------------------------------------------------------ canary draw */
+
+#define CANARY_KEY "canary_key"
+#define CANARY_ANY UINT64_MAX /* cut when too few devices are known */
+
+int gw__canary_key_load(struct gw *gw, char *err, size_t n)
+{
+	char *val = NULL, hex[2 * sizeof(gw->canary_key) + 1];
+	size_t len = 0;
+	int rc = store_get(gw->db, STORE_META, CANARY_KEY, &val, &len);
+	if (rc == 0 && len == 2 * sizeof(gw->canary_key) &&
+	    proto_hex_decode(val, gw->canary_key, sizeof(gw->canary_key)) ==
+		0) {
+		free(val);
+		return 0;
+	}
+	free(val);
+	if (rc == 0)
+		log_warnx("ledger: canary key damaged; making a new one "
+			  "(canaries of running campaigns are drawn anew)");
+	if (RAND_bytes(gw->canary_key, (int)sizeof(gw->canary_key)) != 1) {
+		snprintf(err, n, "no random bytes for the canary key");
+		return -1;
+	}
+	proto_hex_encode(gw->canary_key, sizeof(gw->canary_key), hex);
+	if (store_put(gw->db, STORE_META, CANARY_KEY, hex, strlen(hex)) != 0 ||
+	    store_commit(gw->db, err, n) != 0)
+		return -1;
+	log_info("ledger: made the gateway's canary key");
+	return 0;
+}
+
+/* A device's place in a release's canary draw: the first 8 bytes of
+ * HMAC-SHA256(canary key, release id || device id). Without the key
+ * nobody can tell, or choose, who comes first. */
+static uint64_t canary_rank(const struct gw *gw, const char *release,
+			    const char *device)
+{
+	uint8_t mac[32];
+	unsigned len = sizeof(mac);
+	char msg[PROTO_RELEASE_HEX_LEN + PROTO_ID_MAX + 2];
+	int m = snprintf(msg, sizeof(msg), "%s%s", release, device);
+	uint64_t rank = 0;
+	if (m < 0 || !HMAC(EVP_sha256(), gw->canary_key,
+			   (int)sizeof(gw->canary_key), (const uint8_t *)msg,
+			   (size_t)m, mac, &len))
+		return UINT64_MAX - 1; /* never drawn first */
+	for (int i = 0; i < 8; i++)
+		rank = rank << 8 | mac[i];
+	return rank;
+}
+
+struct draw_ctx {
+	struct gw *gw;
 	struct gw_release *r;
-	uint32_t targets;
+	uint32_t targets, online;
+	uint64_t *all, *on; /* ranks, NULL: count only */
+	uint64_t above, next_all, next_on; /* the next ranks past `above` */
 };
 
-static void count_walk(const void *node, VISIT v, void *ud)
+static void draw_walk(const void *node, VISIT v, void *ud)
 {
 	if (v != postorder && v != leaf)
 		return;
-	struct count_ctx *c = ud;
+	struct draw_ctx *c = ud;
 	const struct gw_device *d = *(struct gw_device *const *)node;
 	struct gw_device tmp = *d;
 	tmp.online = true; /* offline devices are targets too */
 	tmp.failed_release[0] = '\0';
-	if (gw__release_targets(c->r, &tmp))
-		c->targets++;
+	if (!gw__release_targets(c->r, &tmp))
+		return;
+	uint64_t rank = 0;
+	if (c->all || c->above != CANARY_ANY)
+		rank = canary_rank(c->gw, c->r->id, d->id);
+	if (c->all)
+		c->all[c->targets] = rank;
+	if (c->on && d->online)
+		c->on[c->online] = rank;
+	if (rank > c->above && rank < c->next_all)
+		c->next_all = rank;
+	if (rank > c->above && d->online && rank < c->next_on)
+		c->next_on = rank;
+	c->targets++;
+	c->online += d->online;
+}
+
+static int rank_cmp(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* The cut: the quota-th lowest rank among the online targets (among all
+ * of them when fewer are online); CANARY_ANY when too few are known. */
+static uint64_t canary_draw(struct gw *gw, struct gw_release *r,
+			    uint32_t targets)
+{
+	struct draw_ctx c = {gw, r, 0, 0, NULL, NULL, CANARY_ANY, 0, 0};
+	uint64_t cut = CANARY_ANY;
+	c.all = calloc(targets + 1, sizeof(*c.all));
+	c.on = calloc(targets + 1, sizeof(*c.on));
+	if (c.all && c.on && targets >= r->canary_quota) {
+		twalk_r(gw->devices, draw_walk, &c);
+		qsort(c.all, c.targets, sizeof(*c.all), rank_cmp);
+		qsort(c.on, c.online, sizeof(*c.on), rank_cmp);
+		cut = c.online >= r->canary_quota ? c.on[r->canary_quota - 1]
+						  : c.all[r->canary_quota - 1];
+	}
+	free(c.all);
+	free(c.on);
+	return cut;
+}
+
+/* A canary failed before pause_failure_min: one more device is drawn
+ * in its place, the next rank (online first). */
+static void canary_redraw(struct gw *gw, struct gw_release *r)
+{
+	if (r->canary_cut == CANARY_ANY)
+		return;
+	struct draw_ctx c = {gw, r, 0, 0, NULL, NULL, r->canary_cut,
+			     CANARY_ANY, CANARY_ANY};
+	twalk_r(gw->devices, draw_walk, &c);
+	uint64_t next = c.next_on != CANARY_ANY ? c.next_on : c.next_all;
+	if (next != CANARY_ANY)
+		r->canary_cut = next;
+}
+
+static uint32_t fail_min(const struct gw *gw, const struct gw_release *r)
+{
+	return r->fail_min ? r->fail_min : gw->cfg.pause_failure_min;
 }
 
 void gw__campaign_init(struct gw *gw, struct gw_release *r)
 {
+	r->fail_min = r->target.pause_failure_min
+			  ? r->target.pause_failure_min
+			  : gw->cfg.pause_failure_min;
 	if (r->target.canary_percent == 0)
 		return;
-	struct count_ctx c = {r, 0};
-	twalk_r(gw->devices, count_walk, &c);
+	struct draw_ctx c = {gw, r, 0, 0, NULL, NULL, CANARY_ANY, 0, 0};
+	twalk_r(gw->devices, draw_walk, &c); /* count */
+	uint32_t targets = c.targets;
 	r->canary = true;
-	r->canary_quota = (c.targets * r->target.canary_percent + 99) / 100;
+	r->canary_quota = (targets * r->target.canary_percent + 99) / 100;
 	if (r->canary_quota == 0)
 		r->canary_quota = 1;
-	log_info("release=%s canary stage: %u of %u targeted devices first, "
-		 "%u%% must commit",
-		 r->id, r->canary_quota, c.targets,
+	r->canary_cut = canary_draw(gw, r, targets);
+	log_info("release=%s canary stage: %u of %u targeted devices first "
+		 "(drawn by the canary key%s), %u%% must commit",
+		 r->id, r->canary_quota, targets,
+		 r->canary_cut == CANARY_ANY ? "; too few known: the first "
+					       "to come"
+					     : "",
 		 r->target.canary_success_percent
 		     ? r->target.canary_success_percent
 		     : 100);
 }
 
-bool gw__campaign_admit(const struct gw_release *r)
+bool gw__campaign_admit(struct gw *gw, const struct gw_release *r,
+			const struct gw_device *d)
 {
 	if (r->aborted || r->paused)
 		return false;
 	if (r->target.concurrency && r->active >= r->target.concurrency)
 		return false;
-	if (r->canary && r->started >= r->canary_quota)
+	if (!r->canary)
+		return true;
+	/* A failure below the minimum does not count: its replacement may
+	 * start too. */
+	uint32_t replaced = r->failed < fail_min(gw, r) ? r->failed : 0;
+	if (r->started >= r->canary_quota + replaced)
 		return false;
-	return true;
+	return r->canary_cut == CANARY_ANY ||
+	       canary_rank(gw, r->id, d->id) <= r->canary_cut;
 }
 
 void gw__campaign_started(struct gw *gw, struct gw_release *r)
@@ -85,6 +217,48 @@ static void campaign_pause(struct gw *gw, struct gw_release *r,
 	gw__event(gw, NULL, r->id, event, why);
 }
 
+/* One more canary finished: pass, pause, draw a replacement, or wait.
+ * Failures below pause_failure_min are replaced, not judged: one device
+ * cannot pause a rollout by itself. */
+static void canary_verdict(struct gw *gw, struct gw_release *r, bool ok)
+{
+	char why[160];
+	uint32_t min = fail_min(gw, r), done = r->committed + r->failed;
+	uint32_t need = r->target.canary_success_percent
+			    ? r->target.canary_success_percent
+			    : 100;
+	if (r->failed < min) {
+		if (!ok) {
+			canary_redraw(gw, r);
+			log_info("release=%s canary device failed (%u of %u "
+				 "failures before a pause): one more drawn",
+				 r->id, r->failed, min);
+		}
+		if (r->committed < r->canary_quota)
+			return;
+		r->canary = false;
+		log_info("release=%s canary passed (%u committed, %u failed, "
+			 "fewer than %u): rolling out to the rest",
+			 r->id, r->committed, r->failed, min);
+		gw__event(gw, NULL, r->id, "canary_passed", NULL);
+		return;
+	}
+	if (done < r->canary_quota)
+		return;
+	uint32_t got = r->committed * 100 / done;
+	if (got >= need) {
+		r->canary = false;
+		log_info("release=%s canary passed (%u%% committed): "
+			 "rolling out to the rest", r->id, got);
+		gw__event(gw, NULL, r->id, "canary_passed", NULL);
+		return;
+	}
+	snprintf(why, sizeof(why),
+		 "canary: %u%% committed, %u%% required (%u failed)", got, need,
+		 r->failed);
+	campaign_pause(gw, r, "canary_failed", why);
+}
+
 void gw__campaign_finished(struct gw *gw, struct gw_release *r, bool ok)
 {
 	char why[160];
@@ -95,26 +269,11 @@ void gw__campaign_finished(struct gw *gw, struct gw_release *r, bool ok)
 	else
 		r->failed++;
 	uint32_t done = r->committed + r->failed;
-	if (r->canary && !r->paused && done >= r->canary_quota) {
-		uint32_t need = r->target.canary_success_percent
-				    ? r->target.canary_success_percent
-				    : 100;
-		uint32_t got = r->committed * 100 / r->canary_quota;
-		if (got >= need) {
-			r->canary = false;
-			log_info("release=%s canary passed (%u%% committed): "
-				 "rolling out to the rest", r->id, got);
-			gw__event(gw, NULL, r->id, "canary_passed", NULL);
-		} else {
-			snprintf(why, sizeof(why),
-				 "canary: %u%% committed, %u%% required", got,
-				 need);
-			campaign_pause(gw, r, "canary_failed", why);
-		}
-	}
+	if (r->canary && !r->paused)
+		canary_verdict(gw, r, ok);
 	uint32_t limit = r->target.pause_failure_percent;
 	if (limit && !r->paused && done >= AUTO_PAUSE_MIN_DONE &&
-	    r->failed * 100 > limit * done) {
+	    r->failed >= fail_min(gw, r) && r->failed * 100 > limit * done) {
 		snprintf(why, sizeof(why),
 			 "failure rate %u%% (%u of %u) above %u%%",
 			 r->failed * 100 / done, r->failed, done, limit);

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "common/conf.h"
+#include "common/util.h"
 #include "gateway/gw.h"
 
 struct ctl_opts {
@@ -35,8 +36,8 @@ static const struct conf_key ctl_keys[] = {
     K("broker_port", CONF_U32, broker_port, 1, 65535, "broker TLS port"),
     K("ca_file", CONF_STR, ca_file, 0, 0, "CA certificate (PEM)"),
     K("cert_file", CONF_STR, cert_file, 0, 0,
-      "operator certificate (CN ota-operator)"),
-    K("key_file", CONF_STR, key_file, 0, 0, "operator key"),
+      "operator certificate (CN ota-operator or ota-operator-NAME)"),
+    K("key_file", CONF_STR, key_file, 0, 0, "operator key (mode 0600)"),
     K("timeout_s", CONF_U32, timeout_s, 1, 600,
       "give up after this many seconds"),
     {0}};
@@ -112,6 +113,10 @@ int gw__cmd_ctl(int argc, char **argv)
 						     : NULL;
 	if (need) {
 		fprintf(stderr, "ota-gateway ctl: %s is required\n", need);
+		return 2;
+	}
+	if (util_key_private("key_file", o.key_file, err, sizeof(err)) != 0) {
+		fprintf(stderr, "ota-gateway ctl: %s\n", err);
 		return 2;
 	}
 	snprintf(c.release, sizeof(c.release), "%s", o.release);

@@ -29,6 +29,8 @@
 struct fsck_opts {
 	char db[PATH_MAX];
 	char publisher_key[PATH_MAX];
+	char root_keys[PATH_MAX];
+	char keyset[PATH_MAX];
 	bool skip_packages;
 };
 
@@ -38,14 +40,19 @@ static const struct conf_key fsck_keys[] = {
     {"publisher_key", CONF_STR, offsetof(struct fsck_opts, publisher_key),
      PATH_MAX, 0, 0,
      "also verify each release's manifest signature with this key"},
+    {"root_keys", CONF_STR, offsetof(struct fsck_opts, root_keys), PATH_MAX,
+     0, 0, "or with the publisher keys of --keyset, signed by these roots"},
+    {"keyset", CONF_STR, offsetof(struct fsck_opts, keyset), PATH_MAX, 0, 0,
+     "the gateway's keyset_file (with --root-keys)"},
     {"skip_packages", CONF_BOOL, offsetof(struct fsck_opts, skip_packages),
      0, 0, 0, "do not check the package files the releases name"},
     {0}};
 
 struct fsck {
 	const struct fsck_opts *o;
+	FILE *out; /* problem lines; NULL: counted only */
 	bool have_key;
-	uint8_t pubkey[PROTO_PUBKEY_LEN];
+	struct trust trust; /* with have_key */
 	/* release id -> {"fragments", "started", ...; event counts} */
 	json_t *rels;
 	json_t *devs; /* device id -> true */
@@ -64,8 +71,8 @@ __attribute__((format(printf, 2, 3))) static void problem(struct fsck *f,
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	if (++f->problems <= FSCK_SHOW_MAX)
-		printf("%s: %s\n", f->where, msg);
+	if (++f->problems <= FSCK_SHOW_MAX && f->out)
+		fprintf(f->out, "%s: %s\n", f->where, msg);
 }
 
 /* "db/key", with a key that is not printable text made safe to print. */
@@ -133,6 +140,14 @@ static void bump(json_t *rel, const char *what)
 	    json_integer(1 + json_integer_value(json_object_get(rel, what))));
 }
 
+static bool is_lower_hex(const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!strchr("0123456789abcdef", s[i]) || s[i] == '\0')
+			return false;
+	return true;
+}
+
 static bool is_release_id(const char *s)
 {
 	uint8_t id[PROTO_RELEASE_ID_LEN];
@@ -151,7 +166,7 @@ static bool check_manifest(struct fsck *f, json_t *o, const char *key,
 	struct proto_manifest m;
 	struct proto_err perr = {{0}};
 	uint8_t rid[PROTO_RELEASE_ID_LEN], sig[PROTO_SIG_LEN];
-	char hex[PROTO_RELEASE_HEX_LEN + 1];
+	char hex[PROTO_RELEASE_HEX_LEN + 1], why[320];
 	const char *s;
 	json_int_t size;
 	if (proto_manifest_decode(man, strlen(man), &m, &perr) != 0) {
@@ -178,9 +193,9 @@ static bool check_manifest(struct fsck *f, json_t *o, const char *key,
 		problem(f, "member 'sig' is not %d hex digits",
 			2 * PROTO_SIG_LEN);
 	else if (s && f->have_key &&
-		 proto_verify(f->pubkey, man, strlen(man), sig) != 0)
-		problem(f, "the manifest's signature does not verify with the "
-			   "publisher key");
+		 trust_check(&f->trust, m.product, man, strlen(man), sig, 0,
+			     why, sizeof(why)) != 0)
+		problem(f, "the manifest's signature does not verify: %s", why);
 	return true;
 }
 
@@ -422,8 +437,16 @@ static int walk_cb(void *ud, enum store_db db, const void *key, size_t klen,
 	char k[512];
 	f->n[db]++;
 	set_where(f, db, key, klen);
-	if (db == STORE_META)
-		return 0; /* no records of its own yet; counted only */
+	if (db == STORE_META) {
+		/* One record so far: the canary key, 32 bytes in hex. */
+		if (klen != 10 || memcmp(key, "canary_key", 10) != 0)
+			problem(f, "unknown meta record");
+		else if (vlen != 64 || !is_lower_hex(val, vlen))
+			problem(f, "canary_key is not 64 lower-case hex digits "
+				   "(the gateway makes a new one: canaries of "
+				   "running campaigns would be drawn anew)");
+		return 0;
+	}
 	if (db == STORE_EVENTS)
 		check_event_key(f, key, klen);
 	snprintf(k, sizeof(k), "%.*s", (int)klen, (const char *)key);
@@ -489,15 +512,31 @@ static void check_counts(struct fsck *f)
 	}
 }
 
+uint64_t gw__fsck_records(const struct gw__ledger_rec *recs, size_t n,
+			  FILE *out)
+{
+	struct fsck_opts o = {.skip_packages = true};
+	struct fsck f = {.o = &o, .out = out};
+	f.rels = json_object();
+	f.devs = json_object();
+	for (size_t i = 0; i < n; i++)
+		walk_cb(&f, recs[i].db, recs[i].key, recs[i].klen, recs[i].val,
+			recs[i].vlen);
+	check_counts(&f);
+	json_decref(f.rels);
+	json_decref(f.devs);
+	return f.problems;
+}
+
 static int fsck_run(const struct fsck_opts *o)
 {
-	struct fsck f = {.o = o};
+	struct fsck f = {.o = o, .out = stdout};
 	struct store *db;
 	struct store_opts so = {.readonly = true};
 	char err[512];
-	if (o->publisher_key[0]) {
-		if (util_load_pubkey(o->publisher_key, f.pubkey, err,
-				     sizeof(err)) != 0) {
+	if (o->publisher_key[0] || o->root_keys[0]) {
+		if (trust_load(&f.trust, o->publisher_key, o->root_keys, 1,
+			       o->keyset, false, 0, err, sizeof(err)) != 0) {
 			fprintf(stderr, "ota-gateway fsck: %s\n", err);
 			return 2;
 		}
@@ -505,6 +544,7 @@ static int fsck_run(const struct fsck_opts *o)
 	}
 	if (store_open(o->db, &so, &db, err, sizeof(err)) != 0) {
 		fprintf(stderr, "ota-gateway fsck: %s\n", err);
+		trust_free(&f.trust);
 		return 2;
 	}
 	f.rels = json_object();
@@ -530,6 +570,7 @@ static int fsck_run(const struct fsck_opts *o)
 	       (unsigned long long)f.problems, f.problems == 1 ? "" : "s");
 	json_decref(f.rels);
 	json_decref(f.devs);
+	trust_free(&f.trust);
 	return f.problems ? 1 : 0;
 }
 

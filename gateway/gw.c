@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "common/conf.h"
 #include "common/log.h"
@@ -27,7 +29,9 @@ static const struct conf_key gw_keys[] = {
     K("cert_file", CONF_STR, cert_file, 0, 0,
       "gateway client certificate (CN ota-gateway)"),
     K("key_file", CONF_STR, key_file, 0, 0, "gateway client key"),
-    K("client_id", CONF_STR, client_id, 0, 0, "MQTT client id"),
+    K("client_id", CONF_STR, client_id, 0, 0,
+      "MQTT client id (the shipped broker config replaces it with the "
+      "certificate's CN)"),
     K("publisher_key", CONF_STR, publisher_key, 0, 0,
       "publisher's Ed25519 public key (PEM), when no root_keys"),
     K("root_keys", CONF_STR, root_keys, 0, 0,
@@ -59,6 +63,17 @@ static const struct conf_key gw_keys[] = {
       "retries of a failed download, with doubling delays from 1 s"),
     K("group_fragments", CONF_BOOL, group_fragments, 0, 0,
       "publish each fragment once for all devices updating together"),
+    K("encrypt_packages", CONF_BOOL, encrypt_packages, 0, 0,
+      "encrypt releases by default (announcement \"encrypt\" overrides)"),
+    K("device_cert_dir", CONF_STR, device_cert_dir, 0, 0,
+      "device certificates <id>.crt, to wrap encrypted releases' keys"),
+    K("file_dirs", CONF_STR, file_dirs, 0, 0,
+      "directories file:// packages may come from, ':'-separated "
+      "absolute paths (default none: file:// refused)"),
+    K("pause_failure_min", CONF_U32, pause_failure_min, 1,
+      PROTO_PAUSE_FAILURE_MIN_MAX,
+      "failed devices before a campaign pauses itself (canary or "
+      "failure rate)"),
     K("http_listen", CONF_STR, http_listen, 0, 0,
       "operator's HTTP API, dashboard and /metrics on IP:PORT "
       "(default off; without http_tls loopback only)"),
@@ -91,6 +106,7 @@ static void gw_config_defaults(struct gw_config *c)
 	c->max_inflight_kb = 16384;
 	c->group_fragments = true;
 	c->root_threshold = 1;
+	c->pause_failure_min = 2;
 	snprintf(c->http_operators, sizeof(c->http_operators), "ota-operator");
 	snprintf(c->log_level, sizeof(c->log_level), "info");
 }
@@ -113,6 +129,30 @@ static int gw_config_check(const struct gw_config *c, char *err, size_t n)
 				 "warn, info, debug", c->log_level);
 		return -1;
 	}
+	if (c->encrypt_packages && !c->device_cert_dir[0]) {
+		snprintf(err, n, "key 'encrypt_packages' needs "
+				 "'device_cert_dir' (the devices' certificates)");
+		return -1;
+	}
+	struct stat st;
+	if (c->device_cert_dir[0] &&
+	    (stat(c->device_cert_dir, &st) != 0 || !S_ISDIR(st.st_mode))) {
+		snprintf(err, n, "key 'device_cert_dir': %s is not a directory",
+			 c->device_cert_dir);
+		return -1;
+	}
+	for (const char *d = c->file_dirs; *d;) {
+		size_t len = strcspn(d, ":");
+		if (len > 0 && d[0] != '/') {
+			snprintf(err, n, "key 'file_dirs': '%.*s' is not an "
+					 "absolute path",
+				 (int)len, d);
+			return -1;
+		}
+		d += len;
+		if (*d == ':')
+			d++;
+	}
 	const char *files[] = {c->ca_file, c->cert_file, c->key_file};
 	for (size_t i = 0; i < 3; i++) {
 		FILE *f = fopen(files[i], "r");
@@ -122,6 +162,8 @@ static int gw_config_check(const struct gw_config *c, char *err, size_t n)
 		}
 		fclose(f);
 	}
+	if (util_key_private("key_file", c->key_file, err, n) != 0)
+		return -1;
 	return gw__http_check(c, err, n);
 }
 
@@ -178,90 +220,24 @@ void gw__device_dirty(struct gw *gw, struct gw_device *d)
 	d->dirty = true;
 }
 
-static json_t *timings_json(const struct proto_timings *t)
-{
-	json_t *o = json_object();
-	const struct {
-		const char *k;
-		int64_t v;
-	} f[] = {{"download_ms", t->download_ms}, {"verify_ms", t->verify_ms},
-		 {"install_ms", t->install_ms},	  {"restart_ms", t->restart_ms},
-		 {"total_ms", t->total_ms}};
-	for (size_t i = 0; i < 5; i++)
-		if (f[i].v >= 0)
-			json_object_set_new(o, f[i].k, json_integer(f[i].v));
-	return o;
-}
-
-/* The ledger record of a device (read back by `status` and on start). */
-static char *device_record(const struct gw_device *d)
-{
-	json_t *o = json_pack(
-	    "{s:s,s:s,s:s,s:s,s:s,s:b,s:s,s:s,s:I,s:I,s:I,s:I,s:s,s:o,"
-	    "s:I,s:I,s:I,s:I}",
-	    "device", d->id, "product", d->product, "version", d->version,
-	    "group", d->group, "state", proto_state_name(d->state), "online",
-	    d->online, "release", d->release, "failed_release",
-	    d->failed_release, "acked", (json_int_t)d->acked, "fragments",
-	    (json_int_t)d->frags, "frags_sent", (json_int_t)d->frags_sent,
-	    "frags_resent", (json_int_t)d->frags_resent, "error", d->error,
-	    "timings", timings_json(&d->timings), "offered_ms",
-	    (json_int_t)d->offered_ms, "transferred_ms",
-	    (json_int_t)d->transferred_ms, "finished_ms",
-	    (json_int_t)d->finished_ms, "seen_ms", (json_int_t)d->seen_ms);
-	char *s = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
-	json_decref(o);
-	return s;
-}
-
 static int device_load_cb(void *ud, const void *key, size_t klen,
 			  const char *val, size_t vlen)
 {
 	(void)key;
 	(void)klen;
 	struct gw *gw = ud;
-	json_error_t je;
-	json_t *o = json_loadb(val, vlen, 0, &je);
-	const char *id = o ? json_string_value(json_object_get(o, "device"))
-			   : NULL;
-	if (!id || !proto_id_valid(id)) {
+	struct gw_device tmp = {0};
+	if (gw__device_parse(val, vlen, &tmp) != 0) {
 		log_warnx("ledger: skipping unreadable device record");
-		json_decref(o);
 		return 0;
 	}
-	struct gw_device *d = gw_device_get(gw, id);
-	if (!d) {
-		json_decref(o);
+	struct gw_device *d = gw_device_get(gw, tmp.id);
+	if (!d)
 		return -1;
-	}
-#define GET_STR(field, name)                                                   \
-	snprintf(d->field, sizeof(d->field), "%s",                             \
-		 json_string_value(json_object_get(o, name))                   \
-		     ? json_string_value(json_object_get(o, name))             \
-		     : "")
-	GET_STR(product, "product");
-	GET_STR(version, "version");
-	GET_STR(group, "group");
-	GET_STR(release, "release");
-	GET_STR(failed_release, "failed_release");
-	GET_STR(error, "error");
-#undef GET_STR
-	enum proto_state st;
-	const char *sn = json_string_value(json_object_get(o, "state"));
-	d->state = (sn && proto_state_parse(sn, &st) == 0) ? st
-							   : PROTO_ST_OFFLINE;
-	d->acked = (uint32_t)json_integer_value(json_object_get(o, "acked"));
-	d->frags = (uint32_t)json_integer_value(json_object_get(o, "fragments"));
-	d->frags_sent =
-	    (uint64_t)json_integer_value(json_object_get(o, "frags_sent"));
-	d->frags_resent =
-	    (uint64_t)json_integer_value(json_object_get(o, "frags_resent"));
-	d->offered_ms = json_integer_value(json_object_get(o, "offered_ms"));
-	d->transferred_ms =
-	    json_integer_value(json_object_get(o, "transferred_ms"));
-	d->finished_ms = json_integer_value(json_object_get(o, "finished_ms"));
-	d->online = false; /* until the device speaks again */
-	json_decref(o);
+	tmp.x = d->x;
+	tmp.dirty = d->dirty;
+	tmp.poll_ms = d->poll_ms;
+	*d = tmp;
 	return 0;
 }
 
@@ -328,7 +304,7 @@ static void queue_dirty(struct gw *gw)
 {
 	for (size_t i = 0; i < gw->ndirty; i++) {
 		struct gw_device *d = gw->dirty[i];
-		char *rec = device_record(d);
+		char *rec = gw__device_record(d);
 		if (!rec || store_put(gw->db, STORE_DEVICES, d->id, rec,
 				      strlen(rec)) != 0)
 			log_warnx("ledger: cannot queue record of %s", d->id);
@@ -406,7 +382,10 @@ static void gw_offer_if_due(struct gw *gw, struct gw_device *d)
 						&c) == 0 && c > 0))
 			best = r;
 	}
-	if (best && gw__campaign_admit(best)) {
+	/* Encrypted: only to a device whose certificate the gateway has. */
+	if (best && best->encrypt && !gw__enc_may_offer(gw, d, best))
+		return;
+	if (best && gw__campaign_admit(gw, best, d)) {
 		gw__campaign_started(gw, best);
 		gw__xfer_start(gw, d, best);
 	}
@@ -681,6 +660,22 @@ static void mq_closed(void *ud)
 	uv_close((uv_handle_t *)&gw->sighup, closed_cb);
 	gw__https_close(gw);
 	gw__http_close(gw);
+	if (!gw__lanes_busy(gw) &&
+	    !uv_is_closing((uv_handle_t *)&gw->stop_timer))
+		uv_close((uv_handle_t *)&gw->stop_timer, closed_cb);
+}
+
+/* A package read stuck in the kernel (a hung network file system) cannot
+ * be interrupted: after this long the gateway stops without it. */
+#define STOP_WAIT_MS 5000
+
+static void stop_timer_cb(uv_timer_t *t)
+{
+	struct gw *gw = t->data;
+	log_warnx("stopping: %u package fetch(es) still stuck after %d ms; "
+		  "not waiting for them",
+		  gw->copy_lane.busy + gw->verify_lane.busy, STOP_WAIT_MS);
+	uv_stop(gw->loop);
 }
 
 static void signal_cb(uv_signal_t *s, int signum)
@@ -694,6 +689,10 @@ static void signal_cb(uv_signal_t *s, int signum)
 		return;
 	gw->stopping = true;
 	log_info("signal %d: stopping", signum);
+	atomic_store(&gw->fetch_cancel, true); /* copies end at once */
+	uv_timer_start(&gw->stop_timer, stop_timer_cb, STOP_WAIT_MS, 0);
+	uv_unref((uv_handle_t *)&gw->stop_timer);
+	gw__lanes_cancel(gw); /* queued fetches are refused */
 	mq_close(gw->mq, mq_closed);
 }
 
@@ -763,16 +762,26 @@ int gw__cmd_run(int argc, char **argv)
 			  gw.cfg.publisher_key,
 			  (unsigned long long)gw.trust.env.ks.version);
 
-	struct store_opts so = {0};
-	if (util_mkdirs(gw.cfg.store_dir, 0700, err, sizeof(err)) != 0 ||
-	    util_mkdirs(gw.cfg.db_dir, 0700, err, sizeof(err)) != 0 ||
-	    store_open(gw.cfg.db_dir, &so, &gw.db, err, sizeof(err)) != 0) {
+	if (gw__open_dirs(&gw, err, sizeof(err)) != 0) {
 		log_warnx("%s", err);
+		trust_free(&gw.trust);
 		return 1;
 	}
-	gw.fragbuf = malloc(PROTO_FRAG_HDR_LEN + PROTO_FRAG_SIZE_MAX);
+	gw.fragbuf = malloc(PROTO_FRAG_HDR_LEN + PROTO_FRAG_SIZE_MAX +
+			    PROTO_ENC_TAG_LEN);
 	if (!gw.fragbuf)
 		goto out_db;
+	if (gw__enc_init(&gw, err, sizeof(err)) != 0) {
+		log_warnx("%s", err);
+		goto out_buf;
+	}
+	/* The pool must have room beside the fetch lanes (one copy, one
+	 * check): the ledger's commits run there too. */
+	const char *tp = getenv("UV_THREADPOOL_SIZE");
+	if (!tp || strtoul(tp, NULL, 10) < 4)
+		setenv("UV_THREADPOOL_SIZE", "4", 1);
+	gw.copy_lane.max = 1;
+	gw.verify_lane.max = 1;
 	gw.loop = uv_default_loop();
 	if (store_foreach(gw.db, STORE_DEVICES, device_load_cb, &gw) != 0 ||
 	    gw__releases_load(&gw) != 0) {
@@ -810,6 +819,8 @@ int gw__cmd_run(int argc, char **argv)
 	gw.flush.data = &gw;
 	uv_check_start(&gw.flush, flush_cb);
 	uv_unref((uv_handle_t *)&gw.flush);
+	uv_timer_init(gw.loop, &gw.stop_timer);
+	gw.stop_timer.data = &gw;
 	uv_signal_init(gw.loop, &gw.sigint);
 	uv_signal_init(gw.loop, &gw.sigterm);
 	uv_signal_init(gw.loop, &gw.sighup);
@@ -822,7 +833,11 @@ int gw__cmd_run(int argc, char **argv)
 		 gw.cfg.store_dir, gw.ndevices);
 	mq_start(gw.mq);
 	uv_run(gw.loop, UV_RUN_DEFAULT);
-	gw__http_free(&gw);
+	bool stuck = gw__lanes_busy(&gw);
+	while (gw.committing)
+		uv_run(gw.loop, UV_RUN_ONCE);
+	if (!stuck)
+		gw__http_free(&gw);
 	flush_final(&gw);
 	log_info("gateway stopped: frags_sent=%llu resent=%llu reneged=%llu "
 		 "grouped=%llu timeouts=%llu spurious=%llu status_polls=%llu "
@@ -841,16 +856,25 @@ int gw__cmd_run(int argc, char **argv)
 		 (unsigned long long)gw.stats.inflight_peak,
 		 (unsigned long long)gw.stats.stall_max_ms);
 	rc = 0;
+	if (stuck) {
+		/* A worker is blocked in a read that holds its job: the
+		 * ledger is written, the process ends without waiting. */
+		store_close(gw.db);
+		fflush(NULL);
+		_exit(0);
+	}
 	uv_loop_close(gw.loop);
 out_lib:
 	mosquitto_lib_cleanup();
 	tdestroy(gw.devices, free_device);
 	gw__releases_free(&gw);
 out_buf:
+	gw__enc_close(&gw);
 	free(gw.fragbuf);
 	free(gw.dirty);
 out_db:
 	store_close(gw.db);
 	trust_free(&gw.trust);
+	gw__unlock_dirs(&gw);
 	return rc;
 }

@@ -6,8 +6,10 @@
 #define OTA_GW_H
 
 #include <limits.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <uv.h>
 
 #include "common/mq.h"
@@ -38,6 +40,12 @@ struct gw_config {
 	uint32_t fetch_retries;
 	uint32_t max_inflight_kb; /* fragment bytes in flight, whole fleet */
 	bool group_fragments;	  /* publish fragments once per group */
+	/* file:// packages only from below these directories, ':'-separated
+	 * absolute paths; "" = file:// refused */
+	char file_dirs[4096];
+	uint32_t pause_failure_min; /* failed devices before an auto-pause */
+	bool encrypt_packages;	  /* releases encrypted unless announced not */
+	char device_cert_dir[PATH_MAX]; /* <id>.crt: keys to wrap for */
 	/* The operator's HTTP side (http.c): off while http_listen is "". */
 	char http_listen[80];	 /* "127.0.0.1:8080" */
 	bool http_tls;		 /* HTTPS, client certificates required */
@@ -66,10 +74,17 @@ struct gw_release {
 	struct proto_announce target; /* group / device list, rollout */
 	int64_t created_ms;
 	int64_t fetch_ms, verify_ms; /* gateway stages of this release */
+	/* Confidential (enc.c): fragments sealed under ckey, which each
+	 * offer carries wrapped for its device. Never logged. */
+	bool encrypt;
+	uint8_t ckey[PROTO_ENC_KEY_LEN];
+	struct proto_aead *aead; /* ckey, ready to seal */
 	/* campaign */
 	bool paused, aborted;
 	bool canary; /* only canary_quota devices may start */
 	uint32_t canary_quota;
+	uint64_t canary_cut; /* highest canary rank drawn (campaign.c) */
+	uint32_t fail_min;   /* failed devices before an automatic pause */
 	uint32_t started, active, committed, failed;
 	char pause_reason[160];
 	/* Group sending (xfer.c): devices that accept together form a
@@ -95,6 +110,21 @@ struct gw_release {
 
 struct gw_xfer;
 
+/* Thread-pool work of package fetches goes through lanes: each runs at
+ * most `max` jobs at once and queues the rest on the loop, so fetches can
+ * never hold the whole pool (the ledger's commits and other releases'
+ * checks always find a thread). */
+struct gw_lane_item {
+	uv_work_t req; /* req.data: the owner */
+	uv_work_cb work;
+	uv_after_work_cb done;
+	struct gw_lane_item *next;
+};
+struct gw_lane {
+	unsigned busy, max;
+	struct gw_lane_item *head, *tail;
+};
+
 struct gw_device {
 	char id[PROTO_ID_MAX + 1];
 	char product[PROTO_ID_MAX + 1];
@@ -112,6 +142,11 @@ struct gw_device {
 	struct gw_xfer *x;
 	bool dirty;
 	int64_t poll_ms; /* its retained status was last asked for then */
+	/* Its certificate, checked for an encrypted release (enc.c). */
+	char enc_release[PROTO_RELEASE_HEX_LEN + 1];
+	bool enc_ok;
+	uint64_t enc_checked_ms;
+	uint8_t enc_pub[PROTO_EC_PUB_LEN];
 };
 
 /* A Prometheus histogram of durations (http.c): bucket i counts the
@@ -163,9 +198,16 @@ struct gw {
 	unsigned commit_fails;    /* failed commits in a row */
 	uint64_t commit_retry_ms; /* after a failure: no commit before this */
 	uv_signal_t sigint, sigterm, sighup;
-	uint8_t *fragbuf; /* PROTO_FRAG_HDR_LEN + PROTO_FRAG_SIZE_MAX */
+	uint8_t *fragbuf; /* PROTO_FRAG_HDR_LEN + PROTO_FRAG_SIZE_MAX + tag */
+	void *enc_ca;	  /* X509_STORE * of device_cert_dir's CA, enc.c */
 	struct gw_stats stats;
 	int fetches; /* package jobs under way */
+	struct gw_lane copy_lane;   /* file:// copies into the store */
+	struct gw_lane verify_lane; /* package checks */
+	atomic_bool fetch_cancel;   /* set at stop: copies end early */
+	uv_timer_t stop_timer;	    /* stop without waiting for a stuck read */
+	uint8_t canary_key[32];	    /* ledger meta canary_key */
+	int lock_fds[2];	    /* flock'ed files in db_dir, store_dir */
 	int poll_budget; /* status polls left in this tick */
 	uint64_t inflight; /* bytes sent and not yet acknowledged, all devices */
 	void *curlm; /* CURLM *, see https.c */
@@ -195,6 +237,39 @@ bool gw__release_targets(const struct gw_release *r,
 /* SIGHUP: read keyset_file again; retire releases it no longer trusts. */
 void gw__keyset_reload(struct gw *gw);
 
+/* fetch.c: what a fetch may touch, and the lanes */
+/* url with its userinfo and query values replaced by "***", for logs and
+ * the event log. */
+void gw__url_redact(const char *url, char *out, size_t n);
+/* Open a file:// url for reading: an absolute path below one of dirs
+ * (':'-separated; both sides resolved with realpath), a regular file of
+ * 1 .. max bytes (checked with fstat before any byte is read; FIFOs and
+ * devices are refused without blocking). The fd is new; *size its size. */
+int gw__file_open(const char *url, const char *dirs, uint64_t max, int *fd,
+		  uint64_t *size, char *err, size_t n);
+/* Copy size bytes of src into dst; stops when *cancel is set, past
+ * deadline (monotonic ms) or if src is not size bytes long. */
+int gw__file_copy(int src, int dst, uint64_t size, const atomic_bool *cancel,
+		  uint64_t deadline, char *err, size_t n);
+void gw__lane_submit(struct gw *gw, struct gw_lane *l,
+		     struct gw_lane_item *it, uv_work_cb work,
+		     uv_after_work_cb done);
+/* The first thing a lane job's done callback calls: starts the next. */
+void gw__lane_finished(struct gw *gw, struct gw_lane *l);
+/* At stop: every queued job's done runs now with UV_ECANCELED. */
+void gw__lanes_cancel(struct gw *gw);
+bool gw__lanes_busy(const struct gw *gw);
+/* Remove the temporary files of fetches a killed gateway left in
+ * store_dir; returns how many, or -1. */
+int gw__fetch_sweep(const char *store_dir, char *err, size_t n);
+/* Take the exclusive locks of db_dir and store_dir (a second gateway on
+ * the same ledger or store is refused: err names the holder's pid). */
+int gw__lock_dirs(struct gw *gw, char *err, size_t n);
+void gw__unlock_dirs(struct gw *gw);
+/* All of it at start: make the directories, lock them, sweep the store,
+ * open the ledger and load its canary key. */
+int gw__open_dirs(struct gw *gw, char *err, size_t n);
+
 /* https.c: downloads through libcurl's multi interface on the loop */
 struct gw_https;
 int gw__https_init(struct gw *gw);
@@ -223,8 +298,11 @@ void gw__http_event(struct gw *gw, int64_t ts, const char *event,
 		    const char *detail);
 
 /* campaign.c: who may start now, staged rollout, pause/resume/abort */
+/* The per-gateway canary key from the ledger, made on first start. */
+int gw__canary_key_load(struct gw *gw, char *err, size_t n);
 void gw__campaign_init(struct gw *gw, struct gw_release *r);
-bool gw__campaign_admit(const struct gw_release *r);
+bool gw__campaign_admit(struct gw *gw, const struct gw_release *r,
+			const struct gw_device *d);
 void gw__campaign_started(struct gw *gw, struct gw_release *r);
 void gw__campaign_finished(struct gw *gw, struct gw_release *r, bool ok);
 /* End every unfinished transfer of r for good; r is never offered again. */
@@ -249,6 +327,21 @@ void gw__xfer_offline(struct gw *gw, struct gw_device *d);
 /* Group sending of every release: start, pace, drop a member too slow. */
 void gw__group_tick(struct gw *gw, uint64_t now);
 
+/* enc.c: confidential packages */
+int gw__enc_init(struct gw *gw, char *err, size_t n);
+void gw__enc_close(struct gw *gw);
+/* r->ckey: fresh (a new release: a new random key, stored) or the stored
+ * one (from the ledger; a new one if it is lost or readable by others). */
+int gw__enc_release_key(struct gw *gw, struct gw_release *r, bool fresh,
+			char *err, size_t n);
+/* May encrypted release r be offered to d (its certificate is there and
+ * valid)? Logs and records why not, once per device and release. */
+bool gw__enc_may_offer(struct gw *gw, struct gw_device *d,
+		       const struct gw_release *r);
+/* Fill o's "enc" member: the content key wrapped for d. 0 or -1. */
+int gw__enc_offer(struct gw *gw, struct gw_device *d,
+		  const struct gw_release *r, struct proto_offer *o);
+
 /* keyset.c: the root's tool */
 /* "+30d", "+12h", "+15m", "+90s", "2027-06-30", "2027-06-30T12:00:00Z" or
  * unix seconds, relative to now. 0 or -1 with the reason. */
@@ -256,6 +349,33 @@ int gw__parse_when(const char *s, int64_t now, int64_t *out, char *err,
 		   size_t n);
 
 /* commands */
+/* ledger.c: the device record. Record: new JSON text, NULL when out of
+ * memory. Parse: -1 when the record names no valid device id; otherwise
+ * 0 and every member of d it stores is set (a member that is missing, of
+ * the wrong type or out of range reads as empty, 0 or -1; acked <= frags,
+ * frags_resent <= frags_sent), online false, the rest of d untouched. */
+char *gw__device_record(const struct gw_device *d);
+int gw__device_parse(const char *val, size_t vlen, struct gw_device *d);
+
+/* fsck.c: the checks of `ota-gateway fsck` over records given in walk
+ * order (releases, devices, events, meta; each in key order), packages not
+ * looked at. Problem lines go to out (NULL: none); returns how many. */
+struct gw__ledger_rec {
+	enum store_db db;
+	const void *key;
+	size_t klen;
+	const char *val;
+	size_t vlen;
+};
+uint64_t gw__fsck_records(const struct gw__ledger_rec *recs, size_t n,
+			  FILE *out);
+/* status.c: the table of `ota-gateway status` on stdout, from the records
+ * (JSON arrays of what the ledger holds; any JSON in them is shown as
+ * well as it can be). */
+struct json_t;
+void gw__status_print(struct json_t *rels, struct json_t *devs,
+		      struct json_t *events, bool wide);
+
 int gw__cmd_keygen(int argc, char **argv);
 int gw__cmd_pack(int argc, char **argv);
 int gw__cmd_verify(int argc, char **argv);

@@ -19,6 +19,7 @@ struct gw_https {
 	struct gw *gw;
 	CURL *easy;
 	char *url;
+	char *url_log; /* url without its secrets: for the log */
 	int fd;
 	uint64_t max, got;
 	bool too_big;
@@ -167,6 +168,7 @@ static size_t write_cb(char *p, size_t size, size_t n, void *ud)
 
 static void https_free(struct gw_https *h)
 {
+	free(h->url_log);
 	free(h->url);
 	free(h);
 }
@@ -257,7 +259,7 @@ static void check_done(struct gw *gw)
 		curl_easy_cleanup(e);
 		h->easy = NULL;
 		if (rc == CURLE_OK) {
-			log_info("fetched %s: %llu bytes", h->url,
+			log_info("fetched %s: %llu bytes", h->url_log,
 				 (unsigned long long)h->got);
 			finish(h, 0, NULL);
 			continue;
@@ -275,14 +277,14 @@ static void check_done(struct gw *gw)
 		h->tries++;
 		if (permanent(rc, http, h->too_big) ||
 		    h->tries > gw->cfg.fetch_retries) {
-			log_warnx("fetch %s failed after %u tries: %s", h->url,
+			log_warnx("fetch %s failed after %u tries: %s", h->url_log,
 				  h->tries, why);
 			finish(h, -1, why);
 			continue;
 		}
 		uint64_t delay = (uint64_t)RETRY_BASE_MS << (h->tries - 1);
 		log_warnx("fetch %s failed (%s); retry %u of %u in %llu ms",
-			  h->url, why, h->tries, gw->cfg.fetch_retries,
+			  h->url_log, why, h->tries, gw->cfg.fetch_retries,
 			  (unsigned long long)delay);
 		uv_timer_start(&h->retry, retry_cb, delay, 0);
 	}
@@ -296,10 +298,14 @@ struct gw_https *gw__https_get(struct gw *gw, const char *url, int fd,
 	if (!gw->curlm)
 		return NULL;
 	struct gw_https *h = calloc(1, sizeof(*h));
-	if (!h || !(h->url = strdup(url))) {
+	size_t n = 2 * strlen(url) + 8; /* "***" may be longer */
+	if (!h || !(h->url = strdup(url)) || !(h->url_log = malloc(n))) {
+		if (h)
+			free(h->url);
 		free(h);
 		return NULL;
 	}
+	gw__url_redact(url, h->url_log, n);
 	h->gw = gw;
 	h->fd = fd;
 	h->max = max;

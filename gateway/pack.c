@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "common/conf.h"
+#include "common/trust.h"
 #include "common/util.h"
 #include "gateway/gw.h"
 
@@ -20,6 +21,9 @@ struct pack_opts {
 	char out[PATH_MAX];
 	char key[PATH_MAX];
 	char pubkey[PATH_MAX];
+	char root_keys[PATH_MAX];
+	char keyset[PATH_MAX];
+	uint32_t root_threshold;
 	char product[PROTO_ID_MAX + 1];
 	char version[PROTO_VERSION_MAX + 1];
 	char payload[PATH_MAX];
@@ -62,6 +66,11 @@ static const struct conf_key pack_keys[] = {
     {0}};
 static const struct conf_key verify_keys[] = {
     K("pubkey", CONF_STR, pubkey, "publisher public key (PEM)"),
+    K("root_keys", CONF_STR, root_keys,
+      "or: root public keys (comma-separated) that signed --keyset"),
+    KR("root_threshold", CONF_U32, root_threshold, 1, PROTO_ROOT_KEYS_MAX,
+       "root signatures the key set needs (default 1)"),
+    K("keyset", CONF_STR, keyset, "key set file (with --root-keys)"),
     K("json", CONF_BOOL, json, "print the manifest as JSON only"),
     {0}};
 
@@ -317,17 +326,13 @@ int gw__cmd_verify(int argc, char **argv)
 		       "sensor-1.1.0.ota |\n      jq .version\n");
 	if (rc)
 		return rc == 1 ? 0 : rc;
-	if (!o.pubkey[0] || cli.nargs != 1) {
+	if ((!o.pubkey[0] && !o.root_keys[0]) || cli.nargs != 1) {
 		fprintf(stderr, "usage: ota-gateway verify --pubkey PUB "
-				"PACKAGE\n");
+				"PACKAGE\n       ota-gateway verify --root-keys "
+				"ROOT.pub --keyset KEYSET PACKAGE\n");
 		return 2;
 	}
 	const char *path = cli.args[0];
-	uint8_t pub[PROTO_PUBKEY_LEN];
-	if (util_load_pubkey(o.pubkey, pub, err, sizeof(err)) != 0) {
-		fprintf(stderr, "ota-gateway verify: %s\n", err);
-		return 1;
-	}
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	struct stat st;
 	if (fd < 0 || fstat(fd, &st) != 0) {
@@ -345,10 +350,23 @@ int gw__cmd_verify(int argc, char **argv)
 			strerror(errno));
 		return 1;
 	}
+	struct trust tr;
+	if (trust_load(&tr, o.pubkey, o.root_keys,
+		       o.root_threshold ? o.root_threshold : 1, o.keyset, false,
+		       (int64_t)time(NULL), err, sizeof(err)) != 0) {
+		fprintf(stderr, "ota-gateway verify: %s\n", err);
+		if (map)
+			munmap(map, len);
+		return 1;
+	}
 	struct proto_manifest m;
 	struct proto_pkg_layout lay;
 	struct proto_err perr = {{0}};
-	rc = proto_pkg_check(map, len, pub, &m, &lay, &perr);
+	struct proto_trust pt = trust_proto(&tr);
+	uint8_t *table = NULL;
+	rc = proto_pkg_check_trust(map, len, &pt, &m, &lay, &table, &perr);
+	free(table);
+	trust_free(&tr);
 	if (map)
 		munmap(map, len);
 	if (rc != 0) {

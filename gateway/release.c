@@ -10,21 +10,27 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+
 #include "common/log.h"
 #include "common/util.h"
 #include "gateway/gw.h"
 
 struct fetch_job {
-	uv_work_t req;
+	struct gw_lane_item li; /* li.req.data: this job */
 	struct gw *gw;
 	char product[PROTO_ID_MAX + 1];
 	struct proto_announce a;
+	char url_log[2 * PROTO_URL_MAX + 8]; /* a.url without its secrets */
 	/* inputs, copied so the worker touches nothing of the loop's */
 	uint8_t pubkey[PROTO_PUBKEY_LEN];
 	struct proto_keyset ks; /* a copy: SIGHUP may replace the loop's */
 	struct proto_trust trust;
 	uint64_t max_size;
 	char store_dir[PATH_MAX];
+	char file_dirs[sizeof(((struct gw_config *)0)->file_dirs)];
+	const atomic_bool *cancel;
+	uint64_t deadline; /* monotonic ms: a copy ends by then */
 	/* outputs */
 	int rc;
 	char err[320];
@@ -79,46 +85,6 @@ bool gw__release_targets(const struct gw_release *r,
 		return false;
 	}
 	return true;
-}
-
-/* Stream src into the open fd dst, refusing more than max bytes. */
-static int copy_capped(int src, int dst, uint64_t max, char *err, size_t n)
-{
-	static const size_t bufsz = 1 << 16;
-	char *buf = malloc(bufsz);
-	uint64_t total = 0;
-	int rc = -1;
-	if (!buf) {
-		snprintf(err, n, "out of memory");
-		return -1;
-	}
-	for (;;) {
-		ssize_t r = read(src, buf, bufsz);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0) {
-			snprintf(err, n, "read: %s", strerror(errno));
-			goto out;
-		}
-		if (r == 0)
-			break;
-		total += (uint64_t)r;
-		if (total > max) {
-			snprintf(err, n,
-				 "package larger than the configured maximum "
-				 "of %llu bytes",
-				 (unsigned long long)max);
-			goto out;
-		}
-		if (util_write_all(dst, buf, (size_t)r) != 0) {
-			snprintf(err, n, "write to store: %s", strerror(errno));
-			goto out;
-		}
-	}
-	rc = 0;
-out:
-	free(buf);
-	return rc;
 }
 
 static void table_path(char *out, size_t n, const char *store_dir,
@@ -223,21 +189,21 @@ fail_tmp:
 	j->table = NULL;
 }
 
-/* Thread pool, file://: copy the source into the store, then verify. */
-static void file_work(uv_work_t *req)
+/* Thread pool, file://: copy the source into the store (verify_work
+ * checks the copy next, in its own lane). Nothing is read before the
+ * source is known to be a regular file below file_dirs, of an accepted
+ * size. */
+static void copy_work(uv_work_t *req)
 {
 	struct fetch_job *j = req->data;
-	const char *src_path = j->a.url + 7;
-	int src = open(src_path, O_RDONLY | O_CLOEXEC);
-	if (src < 0) {
-		snprintf(j->err, sizeof(j->err), "cannot open %s: %s",
-			 src_path, strerror(errno));
-	} else {
-		copy_capped(src, j->tmpfd, j->max_size, j->err,
-			    sizeof(j->err));
-		close(src);
-	}
-	verify_work(req);
+	uint64_t size;
+	int src;
+	if (gw__file_open(j->a.url, j->file_dirs, j->max_size, &src, &size,
+			  j->err, sizeof(j->err)) != 0)
+		return;
+	gw__file_copy(src, j->tmpfd, size, j->cancel, j->deadline, j->err,
+		      sizeof(j->err));
+	close(src);
 }
 
 static int release_map(struct gw_release *r, char *err, size_t n)
@@ -270,6 +236,8 @@ static int release_map(struct gw_release *r, char *err, size_t n)
 
 static void release_free(struct gw_release *r)
 {
+	OPENSSL_cleanse(r->ckey, sizeof(r->ckey));
+	proto_aead_free(r->aead);
 	if (r->map)
 		munmap((void *)r->map, r->map_len);
 	free(r->table);
@@ -329,6 +297,16 @@ static char *release_record(const struct gw_release *r)
 				    json_integer(r->m.block_size));
 		json_object_set_new(o, "fetch_ms", json_integer(r->fetch_ms));
 		json_object_set_new(o, "verify_ms", json_integer(r->verify_ms));
+		/* Only the flag: the content key is in <store>/<id>.key. */
+		json_object_set_new(o, "encrypt", json_boolean(r->encrypt));
+	}
+	if (c) {
+		char cut[17];
+		snprintf(cut, sizeof(cut), "%016llx",
+			 (unsigned long long)r->canary_cut);
+		json_object_set_new(c, "canary_cut", json_string(cut));
+		json_object_set_new(c, "pause_failure_min",
+				    json_integer(r->fail_min));
 	}
 	if (o && c)
 		json_object_set_new(o, "campaign", c);
@@ -441,13 +419,18 @@ static void fetch_done(uv_work_t *req, int status)
 	struct fetch_job *j = req->data;
 	struct gw *gw = j->gw;
 	char err[320];
+	gw__lane_finished(gw, &gw->verify_lane);
 	gw->fetches--;
 	close(j->tmpfd);
 	if (status != 0 || j->rc != 0) {
+		if (j->tmp[0])
+			unlink(j->tmp); /* cancelled before its check */
+		if (status != 0 && !j->err[0])
+			snprintf(j->err, sizeof(j->err),
+				 "cancelled: the gateway is stopping");
 		gw->stats.releases_refused++;
 		log_warnx("release REFUSED product=%s url=%s reason=\"%s\"",
-			  j->product, j->a.url,
-			  status ? "cancelled" : j->err);
+			  j->product, j->url_log, j->err);
 		gw__event(gw, NULL, NULL, "release_refused", j->err);
 		goto out;
 	}
@@ -505,7 +488,11 @@ static void fetch_done(uv_work_t *req, int status)
 	r->created_ms = util_wall_ms();
 	r->fetch_ms = (int64_t)(j->t_fetched - j->t_announce);
 	r->verify_ms = (int64_t)(j->t_verified - j->t_fetched);
-	if (release_map(r, err, sizeof(err)) != 0) {
+	r->encrypt = r->target.encrypt_set ? r->target.encrypt
+					   : gw->cfg.encrypt_packages;
+	if (release_map(r, err, sizeof(err)) != 0 ||
+	    (r->encrypt &&
+	     gw__enc_release_key(gw, r, true, err, sizeof(err)) != 0)) {
 		log_warnx("release=%s: %s", r->id, err);
 		release_free(r);
 		goto out;
@@ -518,10 +505,10 @@ static void fetch_done(uv_work_t *req, int status)
 	gw__release_save(gw, r);
 	release_add(gw, r);
 	log_info("release=%s product=%s version=%s size=%llu fragments=%u "
-		 "fragment_size=%u window=%u verified and stored",
+		 "fragment_size=%u window=%u%s verified and stored",
 		 r->id, r->m.product, r->m.version,
 		 (unsigned long long)r->m.size, r->nfrags, r->frag_size,
-		 r->window);
+		 r->window, r->encrypt ? " encrypted" : "");
 	gw__event(gw, NULL, r->id, "release_verified", r->m.version);
 	gw__offer_due_all(gw);
 out:
@@ -542,8 +529,21 @@ static void https_done(void *ud, int rc, const char *err)
 		snprintf(why, sizeof(why), "%s", err);
 		snprintf(j->err, sizeof(j->err), "download failed: %s", why);
 	}
-	if (uv_queue_work(j->gw->loop, &j->req, verify_work, fetch_done) != 0)
-		fetch_done(&j->req, -1);
+	gw__lane_submit(j->gw, &j->gw->verify_lane, &j->li, verify_work,
+			fetch_done);
+}
+
+/* The file:// copy ended (on the loop): verify it in the next lane. */
+static void copy_done(uv_work_t *req, int status)
+{
+	struct fetch_job *j = req->data;
+	gw__lane_finished(j->gw, &j->gw->copy_lane);
+	j->t_fetched = util_mono_ms();
+	if (status != 0 && !j->err[0])
+		snprintf(j->err, sizeof(j->err),
+			 "cancelled: the gateway is stopping");
+	gw__lane_submit(j->gw, &j->gw->verify_lane, &j->li, verify_work,
+			fetch_done);
 }
 
 void gw__announce(struct gw *gw, const char *product, const void *payload,
@@ -568,6 +568,16 @@ void gw__announce(struct gw *gw, const char *product, const void *payload,
 		free(j);
 		return;
 	}
+	if (j->a.encrypt_set && j->a.encrypt && !gw->cfg.device_cert_dir[0]) {
+		/* Refused, never sent in clear instead. */
+		log_warnx("announcement for %s refused: it asks for encryption "
+			  "and no device_cert_dir is configured", product);
+		gw__event(gw, NULL, NULL, "announce_refused",
+			  "encryption asked for without device_cert_dir");
+		proto_announce_free(&j->a);
+		free(j);
+		return;
+	}
 	j->gw = gw;
 	snprintf(j->product, sizeof(j->product), "%s", product);
 	memcpy(j->pubkey, gw->trust.pub, sizeof(j->pubkey));
@@ -578,18 +588,25 @@ void gw__announce(struct gw *gw, const char *product, const void *payload,
 	}
 	j->max_size = (uint64_t)gw->cfg.max_package_mb << 20;
 	snprintf(j->store_dir, sizeof(j->store_dir), "%s", gw->cfg.store_dir);
-	j->req.data = j;
+	memcpy(j->file_dirs, gw->cfg.file_dirs, sizeof(j->file_dirs));
+	j->cancel = &gw->fetch_cancel;
+	gw__url_redact(j->a.url, j->url_log, sizeof(j->url_log));
+	j->li.req.data = j;
 	if (snprintf(j->tmp, sizeof(j->tmp), "%s/.fetch-XXXXXX",
 		     j->store_dir) >= (int)sizeof(j->tmp) ||
 	    (j->tmpfd = mkostemp(j->tmp, O_CLOEXEC)) < 0) {
 		log_warnx("announcement for %s: cannot create a file in %s: %s",
 			  product, j->store_dir, strerror(errno));
+		gw__event(gw, NULL, NULL, "release_refused",
+			  "cannot create a file in the store");
 		proto_announce_free(&j->a);
 		free(j);
 		return;
 	}
 	j->t_announce = util_mono_ms();
-	log_info("announcement product=%s url=%s: fetching", product, j->a.url);
+	j->deadline = j->t_announce + (uint64_t)gw->cfg.fetch_timeout_s * 1000;
+	log_info("announcement product=%s url=%s: fetching", product,
+		 j->url_log);
 	gw->fetches++;
 	if (strncmp(j->a.url, "https://", 8) == 0) {
 		j->https = gw__https_get(gw, j->a.url, j->tmpfd, j->max_size,
@@ -600,8 +617,7 @@ void gw__announce(struct gw *gw, const char *product, const void *payload,
 		https_done(j, -1, j->err);
 		return;
 	}
-	if (uv_queue_work(gw->loop, &j->req, file_work, fetch_done) != 0)
-		fetch_done(&j->req, -1);
+	gw__lane_submit(gw, &gw->copy_lane, &j->li, copy_work, copy_done);
 }
 
 /* ------------------------------------------------- reload on start */
@@ -686,6 +702,7 @@ static int release_load_cb(void *ud, const void *key, size_t klen,
 	r->created_ms = json_integer_value(json_object_get(o, "created_ms"));
 	r->fetch_ms = json_integer_value(json_object_get(o, "fetch_ms"));
 	r->verify_ms = json_integer_value(json_object_get(o, "verify_ms"));
+	r->encrypt = json_is_true(json_object_get(o, "encrypt"));
 	json_t *c = json_object_get(o, "campaign");
 #define CU32(f, k) f = (uint32_t)json_integer_value(json_object_get(c, k))
 	CU32(r->target.concurrency, "concurrency");
@@ -696,7 +713,11 @@ static int release_load_cb(void *ud, const void *key, size_t klen,
 	CU32(r->started, "started");
 	CU32(r->committed, "committed");
 	CU32(r->failed, "failed");
+	CU32(r->fail_min, "pause_failure_min");
 #undef CU32
+	/* A campaign of an older gateway has no draw: the first to come. */
+	const char *cut = json_string_value(json_object_get(c, "canary_cut"));
+	r->canary_cut = cut ? strtoull(cut, NULL, 16) : UINT64_MAX;
 	r->paused = json_is_true(json_object_get(c, "paused"));
 	r->aborted = json_is_true(json_object_get(c, "aborted"));
 	r->canary = json_is_true(json_object_get(c, "canary"));
@@ -719,7 +740,9 @@ static int release_load_cb(void *ud, const void *key, size_t klen,
 	    r->nfrags != (r->m.size + r->frag_size - 1) / r->frag_size +
 			     r->tfrags ||
 	    release_map(r, err, sizeof(err)) != 0 ||
-	    table_load(gw, r, err, sizeof(err)) != 0) {
+	    table_load(gw, r, err, sizeof(err)) != 0 ||
+	    (r->encrypt &&
+	     gw__enc_release_key(gw, r, false, err, sizeof(err)) != 0)) {
 		log_warnx("ledger: release %s unusable: %s", id, err);
 		goto fail;
 	}

@@ -61,6 +61,20 @@ static long long jint(json_t *o, const char *k, long long dflt)
 	return json_is_integer(v) ? (long long)json_integer_value(v) : dflt;
 }
 
+/* A device's acknowledged and total fragments, 0 <= acked <= n: a damaged
+ * record shows as 0% or 100%, never as an overflow. */
+static void frags_of(json_t *o, long long *acked, long long *n)
+{
+	*n = jint(o, "fragments", 0);
+	*acked = jint(o, "acked", 0);
+	if (*n < 0 || *n > PROTO_FRAGS_MAX)
+		*n = 0;
+	if (*acked < 0)
+		*acked = 0;
+	if (*acked > *n)
+		*acked = *n;
+}
+
 static void fmt_ms(char *buf, size_t n, json_t *t, const char *k)
 {
 	long long v = jint(t, k, -1);
@@ -104,8 +118,9 @@ static void print_wide(json_t *rels, json_t *devs)
 	       "VERSION", "STATE", "PROGRESS", "BYTES", "RATE", "LAST ERROR");
 	json_array_foreach(devs, i, o)
 	{
-		long long acked = jint(o, "acked", 0), n = jint(o, "fragments", 0);
-		long long fs = frag_size_of(rels, jstr(o, "release"));
+		long long acked, n;
+		double fs = (double)frag_size_of(rels, jstr(o, "release"));
+		frags_of(o, &acked, &n);
 		char bar[28] = "-", bytes[24] = "-", rate[24] = "-";
 		if (n > 0) {
 			int fill = (int)(20 * acked / n);
@@ -113,15 +128,15 @@ static void print_wide(json_t *rels, json_t *devs)
 				bar[k] = k < fill ? '#' : '.';
 			snprintf(bar + 20, sizeof(bar) - 20, " %3lld%%",
 				 100 * acked / n);
-			fmt_bytes(bytes, sizeof(bytes), (double)(acked * fs));
+			fmt_bytes(bytes, sizeof(bytes), (double)acked * fs);
 			long long t0 = jint(o, "offered_ms", 0);
 			long long t1 = jint(o, "transferred_ms", 0);
 			if (!t1)
 				t1 = now;
 			if (t0 && t1 > t0) {
 				fmt_bytes(rate, sizeof(rate) - 2,
-					  (double)(acked * fs) * 1000.0 /
-					      (double)(t1 - t0));
+					  (double)acked * fs * 1000.0 /
+					      ((double)t1 - (double)t0));
 				strncat(rate, "/s", sizeof(rate) - strlen(rate) - 1);
 			}
 		}
@@ -142,8 +157,9 @@ static void print_devices(json_t *devs)
 	       "VERIFY", "INSTALL", "RESTART", "TOTAL");
 	json_array_foreach(devs, i, o)
 	{
-		long long acked = jint(o, "acked", 0), n = jint(o, "fragments", 0);
+		long long acked, n;
 		char done[8] = "-", t[5][16];
+		frags_of(o, &acked, &n);
 		if (n > 0)
 			snprintf(done, sizeof(done), "%lld%%", 100 * acked / n);
 		json_t *tm = json_object_get(o, "timings");
@@ -162,8 +178,7 @@ static void print_devices(json_t *devs)
 	}
 }
 
-static void print_table(json_t *rels, json_t *devs, json_t *events,
-			bool wide)
+void gw__status_print(json_t *rels, json_t *devs, json_t *events, bool wide)
 {
 	size_t i;
 	json_t *o;
@@ -242,7 +257,7 @@ static int status_once(const struct status_opts *op)
 		free(s);
 		json_decref(all);
 	} else {
-		print_table(rels.arr, devs.arr, evs.arr, o.wide);
+		gw__status_print(rels.arr, devs.arr, evs.arr, o.wide);
 	}
 out:
 	json_decref(rels.arr);

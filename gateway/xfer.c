@@ -48,6 +48,9 @@ struct gw_xfer {
 	bool grp_seen;	  /* an offer named the group: it may hold group
 			     fragments its own pump has not sent yet */
 	bool member;	  /* in its release's group */
+	bool enc_wrapped; /* the release's key wrapped for this device: */
+	uint8_t enc_epk[PROTO_EC_PUB_LEN];
+	uint8_t enc_key[PROTO_ENC_WRAPPED_LEN];
 	char frag_topic[PROTO_ID_MAX + 16];
 };
 
@@ -178,6 +181,23 @@ void gw__xfer_offer(struct gw *gw, struct gw_device *d)
 				.fragments = r->nfrags - r->tfrags,
 				.table_fragments = r->tfrags,
 				.window = r->window};
+	/* Encrypted: the content key wrapped for this device alone (once
+	 * per transfer: offers sent again carry the same), or no offer at
+	 * all (never the release in clear); tried again later. */
+	if (r->encrypt && !x->enc_wrapped) {
+		if (gw__enc_offer(gw, d, r, &o) != 0) {
+			x->offer_ms = util_mono_ms();
+			return;
+		}
+		memcpy(x->enc_epk, o.enc_epk, sizeof(x->enc_epk));
+		memcpy(x->enc_key, o.enc_key, sizeof(x->enc_key));
+		x->enc_wrapped = true;
+	}
+	if (r->encrypt) {
+		snprintf(o.enc_alg, sizeof(o.enc_alg), "%s", PROTO_ENC_ALG);
+		memcpy(o.enc_epk, x->enc_epk, sizeof(o.enc_epk));
+		memcpy(o.enc_key, x->enc_key, sizeof(o.enc_key));
+	}
 	/* A fresh transfer may join the release's group while it gathers,
 	 * or early enough to be caught up within one window. A device that
 	 * is back (it holds part already) is served on its own. */
@@ -254,7 +274,7 @@ void gw__xfer_restore(struct gw *gw, struct gw_device *d, struct gw_release *r)
 			 d->id, r->id, d->acked, r->nfrags);
 }
 
-/* Fragment i of r into gw->fragbuf; its length. */
+/* Fragment i of r into gw->fragbuf; its length (0: none, not sent). */
 static size_t frag_fill(struct gw *gw, const struct gw_release *r, uint32_t i)
 {
 	/* [0, tfrags): the block table; then the payload. */
@@ -269,8 +289,18 @@ static size_t frag_fill(struct gw *gw, const struct gw_release *r, uint32_t i)
 	if (off + len > end)
 		len = (size_t)(end - off);
 	proto_frag_header_encode(gw->fragbuf, r->tag, i);
-	memcpy(gw->fragbuf + PROTO_FRAG_HDR_LEN, src + off, len);
-	return PROTO_FRAG_HDR_LEN + len;
+	if (!r->encrypt) {
+		memcpy(gw->fragbuf + PROTO_FRAG_HDR_LEN, src + off, len);
+		return PROTO_FRAG_HDR_LEN + len;
+	}
+	/* Sealed once per publish: a group's fragment is one publish for
+	 * every member, and a resend is the same bytes. */
+	if (proto_frag_seal(r->aead, gw->fragbuf, r->frag_size, src + off, len,
+			    gw->fragbuf + PROTO_FRAG_HDR_LEN) != 0) {
+		log_warnx("release=%s cannot encrypt fragment %u", r->id, i);
+		return 0;
+	}
+	return PROTO_FRAG_HDR_LEN + len + PROTO_ENC_TAG_LEN;
 }
 
 /* Book fragment i as sent to d now. */
@@ -295,7 +325,8 @@ static void send_frag(struct gw *gw, struct gw_device *d, uint32_t i,
 {
 	struct gw_xfer *x = d->x;
 	size_t len = frag_fill(gw, x->rel, i);
-	if (mq_publish(gw->mq, x->frag_topic, gw->fragbuf, len, 0, false) != 0)
+	if (len == 0 ||
+	    mq_publish(gw->mq, x->frag_topic, gw->fragbuf, len, 0, false) != 0)
 		return; /* not connected: the RTO sends it again */
 	gw->stats.frags_sent++;
 	sent(gw, d, i, again, util_mono_ms());
@@ -468,8 +499,8 @@ static void group_pump(struct gw *gw, struct gw_release *r, uint64_t now)
 		if (i > min_cum && gw->inflight + r->frag_size > cap)
 			break;
 		size_t len = frag_fill(gw, r, i);
-		if (mq_publish(gw->mq, r->grp_topic, gw->fragbuf, len, 0,
-			       false) != 0)
+		if (len == 0 || mq_publish(gw->mq, r->grp_topic, gw->fragbuf,
+					   len, 0, false) != 0)
 			break; /* not connected: the members' RTOs repair */
 		gw->stats.frags_sent++;
 		gw->stats.frags_grouped++;

@@ -25,6 +25,8 @@ static const char *const announce_keys[] = {
 	"canary_percent",
 	"canary_success_percent",
 	"pause_failure_percent",
+	"encrypt",
+	"pause_failure_min",
 };
 
 static int announce_check_keys(const json_t *root, struct proto_err *err)
@@ -170,6 +172,18 @@ int proto_announce_decode(const char *buf, size_t len,
 				  &v, NULL, err)) < 0)
 		goto out_fail;
 	a->pause_failure_percent = (uint32_t)v;
+	const json_t *enc = json_object_get(root, "encrypt");
+	if (enc != NULL && !json_is_boolean(enc)) {
+		rc = proto__err(err, PROTO_EFIELD,
+				"field 'encrypt': not true or false");
+		goto out_fail;
+	}
+	a->encrypt_set = enc != NULL;
+	a->encrypt = json_is_true(enc);
+	if ((rc = proto__json_int(root, "pause_failure_min", false, 0,
+				  PROTO_PAUSE_FAILURE_MIN_MAX, &v, NULL, err)) < 0)
+		goto out_fail;
+	a->pause_failure_min = (uint32_t)v;
 	json_decref(root);
 	return 0;
 out_fail:
@@ -280,6 +294,75 @@ static bool offer_numbers_ok(uint32_t fragment_size, uint32_t fragments,
 	       window <= PROTO_WINDOW_MAX;
 }
 
+#define EPK_HEX_LEN (2 * PROTO_EC_PUB_LEN)
+#define WRAPPED_HEX_LEN (2 * PROTO_ENC_WRAPPED_LEN)
+
+/* "enc":{"alg":"...","epk":"<130 hex>","key":"<96 hex>"} */
+static int offer_enc_encode(json_t *obj, const struct proto_offer *o)
+{
+	char epk[EPK_HEX_LEN + 1], key[WRAPPED_HEX_LEN + 1];
+	json_t *enc;
+	int rc;
+
+	if (memchr(o->enc_alg, '\0', sizeof(o->enc_alg)) == NULL)
+		return PROTO_EFIELD;
+	if ((enc = json_object()) == NULL)
+		return PROTO_ENOMEM;
+	proto_hex_encode(o->enc_epk, PROTO_EC_PUB_LEN, epk);
+	proto_hex_encode(o->enc_key, PROTO_ENC_WRAPPED_LEN, key);
+	/* epk and key belong to PROTO_ENC_ALG; another alg has its own. */
+	bool ours = strcmp(o->enc_alg, PROTO_ENC_ALG) == 0;
+	if ((rc = proto__json_set(enc, "alg", json_string(o->enc_alg))) < 0 ||
+	    (ours &&
+	     (rc = proto__json_set(enc, "epk", json_string(epk))) < 0) ||
+	    (ours &&
+	     (rc = proto__json_set(enc, "key", json_string(key))) < 0)) {
+		json_decref(enc);
+		return rc;
+	}
+	return proto__json_set(obj, "enc", enc);
+}
+
+/* The offer's "enc" member: absent, or an object with "alg" (a name, at
+ * most 63 bytes) and, for PROTO_ENC_ALG, "epk" and "key" in hex. */
+static int offer_enc_decode(const json_t *root, struct proto_offer *o,
+			    struct proto_err *err)
+{
+	const json_t *enc = json_object_get(root, "enc");
+	const char *s;
+	int rc;
+
+	if (enc == NULL)
+		return 0;
+	if (!json_is_object(enc))
+		return proto__err(err, PROTO_EFIELD,
+				  "field 'enc': not an object");
+	if ((rc = proto__json_copy(enc, "alg", true, o->enc_alg,
+				   sizeof(o->enc_alg), err)) < 0)
+		return rc;
+	if (o->enc_alg[0] == '\0' ||
+	    strspn(o->enc_alg, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTU"
+			       "VWXYZ0123456789.+_-") != strlen(o->enc_alg))
+		return proto__err(err, PROTO_EFIELD,
+				  "field 'enc.alg': not a name of "
+				  "[A-Za-z0-9.+_-]");
+	if (strcmp(o->enc_alg, PROTO_ENC_ALG) != 0)
+		return 0; /* the device says it does not know it */
+	if ((rc = proto__json_str(enc, "epk", true, &s, NULL, err)) < 0)
+		return rc;
+	if (proto_hex_decode(s, o->enc_epk, PROTO_EC_PUB_LEN) < 0)
+		return proto__err(err, PROTO_EFIELD,
+				  "field 'enc.epk': not %d hex digits",
+				  EPK_HEX_LEN);
+	if ((rc = proto__json_str(enc, "key", true, &s, NULL, err)) < 0)
+		return rc;
+	if (proto_hex_decode(s, o->enc_key, PROTO_ENC_WRAPPED_LEN) < 0)
+		return proto__err(err, PROTO_EFIELD,
+				  "field 'enc.key': not %d hex digits",
+				  WRAPPED_HEX_LEN);
+	return 0;
+}
+
 int proto_offer_encode(const struct proto_offer *o, char **out, size_t *len)
 {
 	char sighex[SIG_HEX_LEN + 1];
@@ -321,6 +404,7 @@ int proto_offer_encode(const struct proto_offer *o, char **out, size_t *len)
 				   json_integer(o->table_fragments))) < 0) ||
 	    (o->group &&
 	     (rc = proto__json_set(obj, "group", json_true())) < 0) ||
+	    (o->enc_alg[0] && (rc = offer_enc_encode(obj, o)) < 0) ||
 	    (o->keyset &&
 	     (rc = proto__json_set(obj, "keyset",
 				   json_stringn(o->keyset, o->keyset_len))) <
@@ -376,6 +460,8 @@ static int offer_fields(const json_t *root, struct proto_offer *o,
 		return proto__err(err, PROTO_EFIELD,
 				  "field 'group': not true or false");
 	o->group = json_is_true(grp);
+	if ((rc = offer_enc_decode(root, o, err)) < 0)
+		return rc;
 	if ((uint64_t)o->fragments + o->table_fragments > PROTO_FRAGS_MAX)
 		return proto__err(err, PROTO_ERANGE,
 				  "%u table and %u payload fragments exceed "
@@ -457,6 +543,16 @@ void proto_status_init(struct proto_status *s)
 	TIMINGS_MAP(TIMING_INIT)
 #undef TIMING_INIT
 	s->ts = 0;
+}
+
+/* `progress` carries 6 decimal places (PROTOCOL.md section 5.3): both
+ * sides round to the nearest multiple of 10^-6, so what the decoder
+ * returns is exactly what the encoder writes (JSON_REAL_PRECISION(6) prints
+ * such a number in full) and decode(encode(s)) gives s back. p in 0..1. */
+static double progress_round(double p)
+{
+	return (double)(int64_t)(p * PROTO_PROGRESS_SCALE + 0.5) /
+	       PROTO_PROGRESS_SCALE;
 }
 
 static bool fixed_str_ok(const char *s, size_t cap)
@@ -566,7 +662,8 @@ int proto_status_encode(const struct proto_status *s, char **out,
 		    0)
 		goto out_obj;
 	if (s->progress >= 0 &&
-	    (rc = proto__json_set(obj, "progress", json_real(s->progress))) <
+	    (rc = proto__json_set(obj, "progress",
+				  json_real(progress_round(s->progress)))) <
 		    0)
 		goto out_obj;
 	if (errstr != NULL) {
@@ -649,6 +746,7 @@ static int status_fields(const json_t *root, struct proto_status *s,
 		if (!(s->progress >= 0 && s->progress <= 1.0))
 			return proto__err(err, PROTO_ERANGE,
 					  "field 'progress': not within 0..1");
+		s->progress = progress_round(s->progress);
 	}
 	if ((rc = proto__json_copy(root, "error", false, s->error,
 				   sizeof(s->error), err)) < 0 ||

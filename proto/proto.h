@@ -36,7 +36,8 @@
 	X(EBUF, -12, "buffer too small")                                       \
 	X(EMAGIC, -13, "not an OTA package")                                   \
 	X(EVERSION, -14, "invalid version string")                             \
-	X(ECRYPTO, -15, "crypto library failure")
+	X(ECRYPTO, -15, "crypto library failure")                              \
+	X(EAUTH, -16, "decryption failed: data or key not authentic")
 
 enum proto_errno {
 #define PROTO__ERR_ENUM(name, val, text) PROTO_##name = (val),
@@ -236,6 +237,85 @@ int proto_pkg_check_table(const uint8_t *buf, size_t len,
 			  struct proto_pkg_layout *lay, uint8_t **table,
 			  struct proto_err *err);
 
+/* -------------------------------------------------- package encryption */
+
+/*
+ * Confidential packages (PROTOCOL.md section 6.3). A release may be sent
+ * encrypted: every fragment's data (table and payload alike) is sealed
+ * with AES-256-GCM under a random per-release content key; the 8-byte
+ * header is the associated data and stays in clear; the nonce is the
+ * header's tag and index plus the fragment size, so a resend is the same
+ * message and no nonce repeats under a key. Each device gets the content
+ * key wrapped for it alone: an ephemeral P-256 key, ECDH with the
+ * device's certificate key, HKDF-SHA256 (salt epk || device key, info
+ * naming the release and the device), AES-256-GCM over the content key.
+ * Keys are raw: P-256 public keys as 65-byte uncompressed points, private
+ * keys as 32-byte big-endian scalars (loading PEM is the callers'
+ * business).
+ */
+#define PROTO_ENC_ALG "aes-256-gcm+p256-hkdf-sha256"
+#define PROTO_ENC_KEY_LEN 32     /* content key */
+#define PROTO_ENC_TAG_LEN 16     /* appended to each fragment's data */
+#define PROTO_EC_PUB_LEN 65      /* 0x04 || X || Y */
+#define PROTO_EC_PRIV_LEN 32
+#define PROTO_ENC_WRAPPED_LEN 48 /* wrapped content key and its tag */
+
+/*
+ * A content key ready to seal or open fragments: the cipher is fetched and
+ * the key schedule computed once, not per fragment. New; free it with
+ * proto_aead_free (NULL is fine), which also wipes the key. Returns 0,
+ * PROTO_ENOMEM or PROTO_ECRYPTO.
+ */
+struct proto_aead;
+int proto_aead_new(const uint8_t key[PROTO_ENC_KEY_LEN],
+		   struct proto_aead **out);
+void proto_aead_free(struct proto_aead *a);
+
+/*
+ * Seal `len` bytes (1 .. PROTO_FRAG_SIZE_MAX) of fragment data: out gets
+ * len + PROTO_ENC_TAG_LEN bytes (it may not overlap pt). `hdr` is the
+ * fragment's encoded header, `fragment_size` the offer's. Returns 0,
+ * PROTO_ERANGE or PROTO_ECRYPTO.
+ */
+int proto_frag_seal(struct proto_aead *a, const uint8_t hdr[8],
+		    uint32_t fragment_size, const uint8_t *pt, size_t len,
+		    uint8_t *out);
+/*
+ * Open sealed data of `len` bytes (tag included, so > 16): out gets
+ * len - 16 bytes, usable only when 0 is returned (it is wiped otherwise).
+ * PROTO_EAUTH when the tag does not verify (tampered data, another
+ * header, another key), PROTO_ERANGE or PROTO_ECRYPTO.
+ */
+int proto_frag_open(struct proto_aead *a, const uint8_t hdr[8],
+		    uint32_t fragment_size, const uint8_t *ct, size_t len,
+		    uint8_t *out);
+
+/*
+ * Wrap the content key for device `device` (identifier) and release
+ * `release` (16 hex) under its P-256 public key `dev_pub`. `eph_priv` is
+ * NULL for a fresh random ephemeral key (always, outside tests). Fills
+ * epk (the ephemeral public key) and wrapped. Returns 0, PROTO_EKEY (not
+ * a valid P-256 point or scalar), PROTO_EFIELD or PROTO_ECRYPTO.
+ */
+int proto_key_wrap(const uint8_t dev_pub[PROTO_EC_PUB_LEN],
+		   const char *release, const char *device,
+		   const uint8_t ckey[PROTO_ENC_KEY_LEN],
+		   const uint8_t *eph_priv, uint8_t epk[PROTO_EC_PUB_LEN],
+		   uint8_t wrapped[PROTO_ENC_WRAPPED_LEN]);
+/*
+ * The device's side: its own key pair (dev_priv, dev_pub), the offer's
+ * epk and wrapped key. PROTO_EAUTH when this key pair, release or device
+ * is not the one it was wrapped for (or the bytes were changed).
+ */
+int proto_key_unwrap(const uint8_t dev_priv[PROTO_EC_PRIV_LEN],
+		     const uint8_t dev_pub[PROTO_EC_PUB_LEN],
+		     const char *release, const char *device,
+		     const uint8_t epk[PROTO_EC_PUB_LEN],
+		     const uint8_t wrapped[PROTO_ENC_WRAPPED_LEN],
+		     uint8_t ckey[PROTO_ENC_KEY_LEN]);
+/* A fresh P-256 key pair (tests, tools). Returns 0 or PROTO_ECRYPTO. */
+int proto_ec_keygen(uint8_t priv[PROTO_EC_PRIV_LEN],
+		    uint8_t pub[PROTO_EC_PUB_LEN]);
 /* ------------------------------------------------------------- key sets */
 
 /*
@@ -394,13 +474,14 @@ bool proto_ack_has(const struct proto_ack *a, uint32_t index);
  * {"url":"file:///path/pkg.ota", "group":"g1", "devices":["d1","d2"],
  *  "fragment_size":4096, "window":32, "concurrency":50,
  *  "canary_percent":10, "canary_success_percent":90,
- *  "pause_failure_percent":20}
+ *  "pause_failure_percent":20, "pause_failure_min":2, "encrypt":true}
  * Only `url` is required (scheme file:// or https://). Unlike the other
  * decoders, unknown members are rejected (PROTO_EFIELD): a misspelt
  * targeting key must not widen a rollout. `group` "" and `devices` []
  * are invalid (omit them instead). On failure nothing is allocated
  * (devices NULL) and _free is not needed, though harmless.
  */
+#define PROTO_PAUSE_FAILURE_MIN_MAX 1000000
 struct proto_announce {
 	char url[PROTO_URL_MAX + 1];
 	char group[PROTO_ID_MAX + 1]; /* "" = any group */
@@ -414,6 +495,12 @@ struct proto_announce {
 	uint32_t canary_success_percent; /* 1..100, default 100: canary share
 					    that must commit before the rest */
 	uint32_t pause_failure_percent;  /* 1..100: auto-pause above this */
+	/* "encrypt": true / false; absent = the gateway's default. */
+	bool encrypt;
+	bool encrypt_set;
+	uint32_t pause_failure_min; /* 1..PROTO_PAUSE_FAILURE_MIN_MAX: failed
+				       devices before any automatic pause
+				       (canary or rate); 0 = gateway's */
 };
 
 int proto_announce_decode(const char *buf, size_t len,
@@ -445,6 +532,14 @@ struct proto_offer {
 	 * device in a group, on PROTO_GROUP_TOPIC(release): subscribe to it
 	 * too. Optional, false when absent. */
 	bool group;
+	/* "enc": the fragments' data is encrypted (see proto_frag_open) and
+	 * this device's copy of the content key is wrapped here (see
+	 * proto_key_unwrap). enc_alg is "" when absent; an alg other than
+	 * PROTO_ENC_ALG decodes (the device refuses it with a status), and
+	 * then epk and key are not read. */
+	char enc_alg[PROTO_ID_MAX + 1];
+	uint8_t enc_epk[PROTO_EC_PUB_LEN];
+	uint8_t enc_key[PROTO_ENC_WRAPPED_LEN];
 	/* The gateway's newest key set envelope, verbatim (new on decode,
 	 * borrowed on encode; NULL = absent): the device adopts it when it
 	 * is newer than its own and signed by its root keys. */
@@ -522,10 +617,15 @@ struct proto_timings {
  * update is in progress or has just ended; `progress` while downloading
  * (0..1); `error` when failed or rolled back; `timings` once measured.
  * The Last Will is the same message with state "offline".
+ * `progress` carries 6 decimal places: encode and decode both round it to
+ * the nearest multiple of 1/PROTO_PROGRESS_SCALE, so decode(encode(s))
+ * equals s once s came from decode.
  * Encode omits absent fields (see proto_status_init) and rejects invalid
  * ones; an `error` that is not valid UTF-8 is sent as ASCII with '?'. Decode sets absent optional fields to their absent values and
  * ignores unknown members; on failure *s is left untouched.
  */
+#define PROTO_PROGRESS_SCALE 1000000.0 /* progress: 6 decimal places */
+
 struct proto_status {
 	char device[PROTO_ID_MAX + 1];
 	char product[PROTO_ID_MAX + 1];

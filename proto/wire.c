@@ -54,7 +54,8 @@ int proto_frag_decode(const void *buf, size_t len, struct proto_frag *f)
 		return PROTO_ETYPE;
 	if (len < PROTO_FRAG_HDR_LEN + 1) /* header and at least one byte */
 		return PROTO_ETRUNC;
-	if (len - PROTO_FRAG_HDR_LEN > PROTO_FRAG_SIZE_MAX)
+	/* Encrypted fragments carry a 16-byte tag after the data. */
+	if (len - PROTO_FRAG_HDR_LEN > PROTO_FRAG_SIZE_MAX + PROTO_ENC_TAG_LEN)
 		return PROTO_ERANGE;
 	f->tag = get_le32(p + 1);
 	f->index = get_le24(p + 5);

@@ -6,7 +6,8 @@
 # unit:   every executable BUILD_DIR/tests/test_* with CMOCKA_MESSAGE_OUTPUT=TAP and
 #         OTA_VECTORS=<repo>/tests/vectors; each "ok N" / "not ok N" line is one test.
 # system: every tests/system/test_*.sh, run with bash, BUILD=<abs BUILD_DIR>,
-#         OTA_ROOT=<repo root>, under a timeout (OTA_TEST_TIMEOUT, default 300 s);
+#         OTA_ROOT=<repo root>, under a timeout (OTA_TEST_TIMEOUT, default 300 s; a line
+#         "# ota-test-timeout: SECONDS" near a script's top raises its own, never lowers it);
 #         each "ok - ..." / "not ok - ..." line is one test ("ok - ... # SKIP" is neither).
 # A program that exits non-zero (crash, sanitizer report, timeout) without a "not ok" line
 # counts as one failure. The last line is "N passed, N failed"; exit 1 if anything failed
@@ -102,7 +103,7 @@ run_unit() {
 }
 
 run_system() {
-    local scripts=() s name rc ok nok skipped
+    local scripts=() s name rc ok nok skipped limit t
     for s in tests/system/test_*.sh; do
         [ -f "$s" ] || continue
         [[ ${s##*/} =~ ${OTA_TEST_FILTER:-.} ]] && scripts+=("$s")
@@ -122,8 +123,11 @@ run_system() {
         # timeout signals the script's whole process group; spawned programs have their
         # own sessions and are stopped by the lib (or by reap_leftovers).
         : >"$OUT"
+        limit=$TIMEOUT
+        t=$(sed -n '1,30s/^# ota-test-timeout: *\([0-9][0-9]*\) *$/\1/p' "$s" | head -n 1)
+        [ -n "$t" ] && [ "$t" -gt "$limit" ] && limit=$t
         BUILD="$BUILD_ABS" OTA_ROOT="$ROOT" OTA_PIDFILE="$PIDFILE" \
-            timeout -k 10 "$TIMEOUT" bash "$s" </dev/null >"$OUT" 2>&1 &
+            timeout -k 10 "$limit" bash "$s" </dev/null >"$OUT" 2>&1 &
         CHILD=$!
         tail -s 0.2 -n +1 -f --pid="$CHILD" "$OUT" 2>/dev/null |
             grep -a --line-buffered -E '^(ok|not ok|#|Bail out)' | sed -u 's/^/    /' &
@@ -148,7 +152,7 @@ run_system() {
         if [ "$rc" != 0 ] && [ "$nok" = 0 ]; then
             nok=1
             case $rc in
-            124 | 137) echo "    not ok - $name: timed out after ${TIMEOUT}s" ;;
+            124 | 137) echo "    not ok - $name: timed out after ${limit}s" ;;
             *) echo "    not ok - $name: exit status $rc without a 'not ok' line" ;;
             esac
         fi

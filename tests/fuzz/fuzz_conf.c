@@ -10,6 +10,8 @@
  * inside its array, every number within its key's range, and the error
  * text is set exactly when the load fails.
  *
+ * fuzz-sources: common/conf.c
+ *
  * `make fuzz` builds and runs it (tests/fuzz/run.sh); test_fuzz_replay.c
  * includes this file with FUZZ_REPLAY defined and calls fuzz_conf_one().
  */

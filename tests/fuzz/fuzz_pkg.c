@@ -9,6 +9,8 @@
  * 16 / 16+manifest_len / +64; a package that checks has exactly
  * manifest.size payload bytes and the same layout as its header.
  *
+ * fuzz-sources: proto/[a-z]*.c
+ *
  * `make fuzz` builds and runs it (tests/fuzz/run.sh); test_fuzz_replay.c
  * includes this file with FUZZ_REPLAY defined and calls fuzz_pkg_one().
  */

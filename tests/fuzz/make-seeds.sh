@@ -11,9 +11,15 @@
 #             fuzz_pkg.c's fixed key): one valid package, broken variants of it,
 #             and the ok- manifests of tests/vectors/manifest/ signed, no payload.
 # fuzz_conf:  deploy/*.conf.example and configuration files written here.
+# fuzz_state: device state.json files as dev__persist_json() writes them at each
+#             step of an update, and damaged ones (power cut, bit flips).
+# fuzz_ledger: ledgers as `ota-gateway fsck` and the gateway read them (one
+#             record a line, see fuzz_ledger.c), with packages signed as above.
 #
-# Vectors larger than SEED_MAX bytes are left out. The corpus directories are
-# replaced; tests/fuzz/crashes/ is never touched. Needs xxd and openssl.
+# Vectors larger than SEED_MAX bytes are left out. The seed files are written
+# (overwritten) by name; other files in the corpus directories (inputs added by
+# `make fuzz-save`) are kept; tests/fuzz/crashes/ is never touched. Needs xxd and
+# openssl.
 set -eu
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -55,8 +61,8 @@ seed() {
     } >"$OUT/$1/$2"
 }
 
-rm -rf "$OUT/fuzz_proto" "$OUT/fuzz_pkg" "$OUT/fuzz_conf"
-mkdir -p "$OUT/fuzz_proto" "$OUT/fuzz_pkg" "$OUT/fuzz_conf"
+mkdir -p "$OUT/fuzz_proto" "$OUT/fuzz_pkg" "$OUT/fuzz_conf" "$OUT/fuzz_state" \
+    "$OUT/fuzz_ledger" "$OUT/fuzz_keyset"
 
 # --- fuzz_proto: the decoder vectors ---------------------------------------------
 skipped=0
@@ -213,7 +219,118 @@ head -c 2100 /dev/zero | tr '\0' a | { printf 'id = '; cat; echo; } |
 head -c 2040 /dev/zero | tr '\0' a | { printf 'ca_file = '; cat; echo; } |
     seed fuzz_conf line-2050 -
 
-for t in fuzz_proto fuzz_pkg fuzz_conf; do
+# --- fuzz_state: the device's state.json ------------------------------------------
+# The signed manifest of a package with a block table, as the device keeps it.
+MAN=$(tr -d '\n' <tests/vectors/manifest/ok-blocks.json)
+cp tests/vectors/manifest/ok-blocks.json "$TMP/man-blocks"
+openssl pkeyutl -sign -rawin -keyform DER -inkey "$TMP/key.der" \
+    -in "$TMP/man-blocks" -out "$TMP/sig-blocks"
+SIG=$(xxd -p "$TMP/sig-blocks" | tr -d '\n')
+ZSIG=$(head -c 64 /dev/zero | xxd -p | tr -d '\n')
+REL=0123456789abcdef
+MANJ=$(printf '%s' "$MAN" | sed 's/"/\\"/g')
+# st NAME VERSION SLOT PHASE RELEASE MANIFEST SIG FS FRAGS WIN HELD PREV ERROR TA TD TV TI TR TU REFUSED TABLE
+st() {
+    n=$1
+    shift
+    printf '{"version":"%s","slot":"%s","phase":"%s","release":"%s","manifest":"%s","sig":"%s","fragment_size":%s,"fragments":%s,"window":%s,"held":%s,"prev_version":"%s","error":"%s","t_accept":%s,"t_downloaded":%s,"t_verified":%s,"t_installed":%s,"t_restart":%s,"t_up":%s,"refused":"%s","table_fragments":%s}' \
+        "$@" | seed fuzz_state "$n" -
+}
+st fresh 1.0.0 a idle "" "" "$ZSIG" 0 0 0 0 "" "" 0 0 0 0 0 0 "" 0
+st downloading 1.0.0 a downloading $REL "$MANJ" "$SIG" 1024 2 16 1 "" "" 1700000000000 0 0 0 0 0 "" 1
+st downloading-held-all 1.0.0 a downloading $REL "$MANJ" "$SIG" 1024 2 16 3 "" "" 1700000000000 0 0 0 0 0 "" 1
+st verifying 1.0.0 a verifying $REL "$MANJ" "$SIG" 1024 2 16 3 "" "" 1700000000000 1700000001000 0 0 0 0 "" 1
+st restarting 1.1.0 b restarting $REL "$MANJ" "$SIG" 1024 2 16 3 1.0.0 "" 1700000000000 1700000001000 1700000001100 1700000001200 1700000001300 0 "" 1
+st committed 1.1.0 b committed $REL "$MANJ" "$SIG" 1024 2 16 3 1.0.0 "" 1700000000000 1700000001000 1700000001100 1700000001200 1700000001300 1700000001500 "" 1
+st rolled-back 1.0.0 a rolled_back $REL "$MANJ" "$SIG" 1024 2 16 3 1.0.0 'health check failed: exit 3' 1700000000000 1700000001000 1700000001100 1700000001200 1700000001300 0 $REL 1
+st failed-utf8 1.0.0 a failed $REL "" "$ZSIG" 0 0 0 0 "" 'caf\u00e9 \"quoted\"' 0 0 0 0 0 0 "" 0
+st bad-held-beyond 1.0.0 a downloading $REL "$MANJ" "$SIG" 1024 2 16 92 "" "" 1700000000000 0 0 0 0 0 "" 1
+st bad-held-negative 1.0.0 a downloading $REL "$MANJ" "$SIG" 1024 2 16 -1 "" "" 1700000000000 0 0 0 0 0 "" 1
+st bad-fragments-huge 1.0.0 a downloading $REL "$MANJ" "$SIG" 1024 4294967296 16 1 "" "" 1700000000000 0 0 0 0 0 "" 1
+st bad-slot 1.0.0 c idle "" "" "$ZSIG" 0 0 0 0 "" "" 0 0 0 0 0 0 "" 0
+st bad-phase 1.0.0 a installed "" "" "$ZSIG" 0 0 0 0 "" "" 0 0 0 0 0 0 "" 0
+st bad-release-upper 1.0.0 a idle 0123456789ABCDEF "" "$ZSIG" 0 0 0 0 "" "" 0 0 0 0 0 0 "" 0
+st bad-sig-short 1.0.0 a idle "" "" "00ff" 0 0 0 0 "" "" 0 0 0 0 0 0 "" 0
+st bad-version 1.0 a idle "" "" "$ZSIG" 0 0 0 0 "" "" 0 0 0 0 0 0 "" 0
+st bad-time-negative 1.0.0 a committed $REL "" "$ZSIG" 0 0 0 0 "" "" -5 0 0 0 0 0 "" 0
+printf '{"version":"1.0.0","slot":"a","phase":"idle","release":"","manifest":"","sig":""}' |
+    seed fuzz_state old-minimal -
+printf '{"version":"1.0.0","slot":"a","phase":"idle","release":"","manifest":"","sig":"","phase":"failed"}' |
+    seed fuzz_state bad-duplicate -
+head -c 100 "$OUT/fuzz_state/downloading" | seed fuzz_state power-cut-truncated -
+: | seed fuzz_state power-cut-empty -
+head -c 300 /dev/zero | seed fuzz_state power-cut-zeros -
+
+# --- fuzz_ledger: ledgers, one record a line -------------------------------------
+# The release of the block-table manifest above: id = first 8 bytes of its SHA-256.
+RID=$(sha256sum "$TMP/man-blocks" | cut -c1-16)
+RREC=$(printf '{"release":"%s","product":"sensor","version":"1.1.0","size":1234,"path":"/var/lib/ota/store/%s.pkg","manifest":"%s","sig":"%s","payload_off":%d,"fragment_size":1024,"fragments":3,"window":16,"group":"","devices":null,"created_ms":1700000000000,"campaign":{"state":"rolling","paused":false,"aborted":false,"canary":false,"pause_reason":"","canary_quota":0,"started":2,"active":1,"committed":1,"failed":0,"concurrency":0,"canary_percent":0,"canary_success_percent":0,"pause_failure_percent":0},"table_fragments":1,"block_size":4096,"fetch_ms":12,"verify_ms":3}' \
+    "$RID" "$RID" "$MANJ" "$SIG" $((16 + $(wc -c <"$TMP/man-blocks") + 64)))
+# dev ID STATE VERSION RELEASE ACKED FRAGS SENT RESENT ERROR TIMINGS FINISHED
+dev() {
+    printf 'd %s {"device":"%s","product":"sensor","version":"%s","group":"g1","state":"%s","online":true,"release":"%s","failed_release":"","acked":%s,"fragments":%s,"frags_sent":%s,"frags_resent":%s,"error":"%s","timings":%s,"offered_ms":1700000000100,"transferred_ms":1700000001000,"finished_ms":%s,"seen_ms":1700000002000}\n' \
+        "$1" "$1" "$3" "$2" "$4" "$5" "$6" "$7" "$8" "$9" "${10}" "${11}"
+}
+# ev SEQ EVENT DEVICE RELEASE DETAIL
+ev() {
+    printf 'e %016x {"ts":1700000000%03d,"event":"%s","device":"%s","release":"%s","detail":"%s"}\n' \
+        "$1" "$1" "$2" "$3" "$4" "$5"
+}
+{
+    printf 'r %s %s\n' "$RID" "$RREC"
+    dev dev-001 committed 1.1.0 "$RID" 3 3 4 1 "" '{"download_ms":900,"verify_ms":3,"install_ms":40,"restart_ms":200,"total_ms":1200}' 1700000003000
+    dev dev-002 downloading 1.0.0 "$RID" 1 3 2 0 "" '{}' 0
+    dev dev-003 idle 1.0.0 "" 0 0 0 0 "" '{}' 0
+    ev 1 release_verified "" "$RID" "sensor 1.1.0"
+    ev 2 offered dev-001 "$RID" ""
+    ev 3 offered dev-002 "$RID" ""
+    ev 4 committed dev-001 "$RID" "1.1.0"
+    printf 'm version {"format":1}\n'
+} >"$TMP/ledger"
+seed fuzz_ledger consistent - <"$TMP/ledger"
+# The same with one thing wrong each (what fsck must report, the gateway survive).
+sed 's/"acked":3,/"acked":4,/' "$TMP/ledger" | seed fuzz_ledger acked-beyond -
+sed 's/"acked":1,/"acked":-1,/' "$TMP/ledger" | seed fuzz_ledger acked-negative -
+sed 's/"frags_resent":1,/"frags_resent":9223372036854775807,/' "$TMP/ledger" | seed fuzz_ledger resent-huge -
+sed 's/"acked":1,"fragments":3/"acked":9223372036854775807,"fragments":1/' "$TMP/ledger" | seed fuzz_ledger acked-overflow -
+sed 's/"offered_ms":1700000000100/"offered_ms":-9223372036854775807/' "$TMP/ledger" | seed fuzz_ledger offered-negative -
+sed 's/"ts":1700000000004/"ts":-1/' "$TMP/ledger" | seed fuzz_ledger event-ts-negative -
+sed '/^e 0000000000000003/d' "$TMP/ledger" | seed fuzz_ledger event-missing -
+sed 's/"started":2,"active":1/"started":0,"active":1/' "$TMP/ledger" | seed fuzz_ledger campaign-counts -
+sed 's/"state":"rolling"/"state":"sideways"/' "$TMP/ledger" | seed fuzz_ledger campaign-state -
+sed 's/"device":"dev-002"/"device":"dev-002","device":"x"/' "$TMP/ledger" | seed fuzz_ledger duplicate-member -
+sed 's|"version":"1.0.0","group":"g1","state":"idle"|"version":"1.0","group":"g/1","state":"idle"|' "$TMP/ledger" | seed fuzz_ledger bad-strings -
+sed 's/"timings":{}/"timings":{"download_ms":-5,"total_ms":"x"}/' "$TMP/ledger" | seed fuzz_ledger bad-timings -
+sed 's/^d dev-003 .*/d dev-003 {"device":"dev-003"/' "$TMP/ledger" | seed fuzz_ledger power-cut-record -
+sed 's/^d dev-003 .*/d dev-003 [1,2,3]/' "$TMP/ledger" | seed fuzz_ledger not-object -
+sed 's/^e 0000000000000002/e 02/' "$TMP/ledger" | seed fuzz_ledger event-key-short -
+sed "s/^r $RID/r 0123456789ABCDEF/" "$TMP/ledger" | seed fuzz_ledger release-key-bad -
+sed 's/"manifest":"{/"manifest":"[/' "$TMP/ledger" | seed fuzz_ledger manifest-bad -
+grep '^[de]' "$TMP/ledger" | seed fuzz_ledger release-missing -
+: | seed fuzz_ledger empty -
+
+# --- fuzz_keyset: the key set vectors, and envelopes the TEST 1 key signed -------
+for f in "$ROOT"/tests/vectors/keyset/*.json; do
+    name=${f##*/}
+    seed fuzz_keyset "vector-${name%.json}" - <"$f"
+done
+ROOTPUB=d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a
+OTHER=3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c
+# signed_env NAME BODY: the envelope of BODY with one signature by the TEST 1 key.
+signed_env() {
+    printf '%s' "$2" >"$TMP/ksbody"
+    openssl pkeyutl -sign -rawin -keyform DER -inkey "$TMP/key.der" \
+        -in "$TMP/ksbody" -out "$TMP/kssig"
+    sig=$(od -An -tx1 "$TMP/kssig" | tr -d ' \n')
+    jq -nc --rawfile b "$TMP/ksbody" --arg k "$ROOTPUB" --arg s "$sig" \
+        '{signed:$b, signatures:[{key:$k, sig:$s}]}' | seed fuzz_keyset "$1" -
+}
+signed_env signed-v1 '{"type":"ota-keyset","version":1,"created":1700000000,"expires":1900000000,"root":{"threshold":1,"keys":["'$ROOTPUB'"]},"publishers":[{"product":"sensor","key":"'$OTHER'"}]}'
+signed_env signed-star '{"type":"ota-keyset","version":7,"created":1700000000,"expires":1900000000,"root":{"threshold":1,"keys":["'$ROOTPUB'"]},"publishers":[{"product":"*","key":"'$OTHER'"},{"product":"meter","key":"'$ROOTPUB'"}]}'
+signed_env signed-rotation '{"type":"ota-keyset","version":2,"created":1700000000,"expires":1900000000,"root":{"threshold":1,"keys":["'$OTHER'"]},"publishers":[]}'
+signed_env signed-threshold-2 '{"type":"ota-keyset","version":3,"created":1700000000,"expires":1900000000,"root":{"threshold":2,"keys":["'$ROOTPUB'","'$OTHER'"]},"publishers":[]}'
+
+for t in fuzz_proto fuzz_pkg fuzz_conf fuzz_state fuzz_ledger fuzz_keyset; do
     echo "$OUT/$t: $(find "$OUT/$t" -type f | wc -l) files, $(du -sk "$OUT/$t" | cut -f1) KiB"
 done
 [ "$skipped" = 0 ] || echo "($skipped vectors over $SEED_MAX bytes left out)"

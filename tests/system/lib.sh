@@ -23,8 +23,17 @@
 #   free_port               print a free TCP port on 127.0.0.1
 #   certs_make [ARGS]       certs/make-certs.sh "$T/certs" ARGS (see that script)
 #   broker_start/broker_stop  Mosquitto with deploy/mosquitto config on 127.0.0.1:$BROKER_PORT
-#   mq_pub_as WHO TOPIC MSG [ARGS]      mosquitto_pub as WHO (operator, gateway, a device id,
-#   mq_pubf_as WHO TOPIC FILE [ARGS]    a cert path prefix containing '/', or none)
+#                           and the ACL make-certs wrote ($CERTS/acl) plus test observers
+#   broker_reload           SIGHUP it after make-certs changed the ACL or the CRL
+#   mq_pub_as WHO TOPIC MSG [ARGS]      mosquitto_pub as WHO (operator, gateway, monitor,
+#   mq_pubf_as WHO TOPIC FILE [ARGS]    operator-NAME, monitor-NAME, observer1..3, injector,
+#                                       a device id, a cert path prefix containing '/', or
+#                                       none)
+#   The broker makes the certificate's CN the client id (use_username_as_clientid): two
+#   clients with one certificate throw each other off. So a test that watches offers or
+#   fragments while the gateway runs subscribes as observer1..3 (CN ota-test-observer1..3,
+#   read-only on ota/#, a block only the tests' ACL has), never as the gateway, and one
+#   that forges offers or fragments publishes as injector (see observers_make).
 #   mq_sub_as WHO TOPIC COUNT TIMEOUT [ARGS]  mosquitto_sub -C COUNT -W TIMEOUT, foreground
 #   mq_sub_bg NAME WHO TOPIC COUNT TIMEOUT [ARGS]  background subscriber, returns once the
 #                           broker acknowledged the subscription (or 1 if it could not connect)
@@ -245,15 +254,37 @@ certs_make() {
     bash "$OTA_ROOT/certs/make-certs.sh" "$CERTS" --quiet "$@"
 }
 
-# broker_start: Mosquitto with the deployment's template and ACL on a random free port
-# (BROKER_SED: one more sed expression applied to the template, for tests of broker limits).
+# observers_make: certificates for CN ota-test-observer1..3 and ota-test-injector
+# (devices/<CN>.*, made by make-certs like any client certificate), and $T/acl: the ACL
+# make-certs wrote plus, for the tests only, a read-only block for each observer and one
+# for the injector, which may write what the gateway writes to devices (offers,
+# fragments) and what devices write (status, ack): a stand-in for a compromised gateway or
+# device that does not throw the running one off, as a second client with its own
+# certificate now would.
+observers_make() {
+    local k
+    [ -s "$CERTS/devices/ota-test-injector.crt" ] && [ -s "$CERTS/acl" ] ||
+        certs_make ota-test-observer1 ota-test-observer2 ota-test-observer3 ota-test-injector ||
+        return 1
+    {
+        cat "$CERTS/acl"
+        for k in 1 2 3; do printf '\nuser ota-test-observer%s\ntopic read ota/#\n' "$k"; done
+        printf '\nuser ota-test-injector\ntopic write ota/dev/+/offer\ntopic write ota/dev/+/frag\n'
+        printf 'topic write ota/grp/+/frag\ntopic write ota/dev/+/status\ntopic write ota/dev/+/ack\n'
+    } >"$T/acl"
+}
+
+# broker_start: Mosquitto with the deployment's template and the ACL make-certs wrote on a
+# random free port (BROKER_SED: one more sed expression applied to the template, for tests
+# of broker limits; BROKER_ACL: another ACL file instead).
 broker_start() {
     local attempt
     [ -s "$CERTS/broker.crt" ] || certs_make || return 1
+    observers_make || { echo "broker_start: could not make the observer certificates" >&2; return 1; }
     for attempt in 1 2 3; do
         BROKER_PORT=$(free_port) || return 1
         sed -e "s|@PORT@|$BROKER_PORT|g" -e "s|@BIND@|127.0.0.1|g" -e "s|@CERTS@|$CERTS|g" \
-            -e "s|@ACL@|$OTA_ROOT/deploy/mosquitto/acl|g" -e "s|@USER@|$(id -un)|g" \
+            -e "s|@ACL@|${BROKER_ACL:-$T/acl}|g" -e "s|@USER@|$(id -un)|g" \
             -e "${BROKER_SED:-}" "$OTA_ROOT/deploy/mosquitto/mosquitto.conf.in" >"$T/mosquitto.conf"
         spawn broker mosquitto -c "$T/mosquitto.conf"
         if wait_until 10 'port_listening "$BROKER_PORT" || ! alive broker'; then
@@ -274,6 +305,16 @@ broker_stop() {
     stop broker || true
 }
 
+# broker_reload: rewrite $T/acl from $CERTS/acl (after make-certs --operator or --revoke)
+# and SIGHUP the broker; returns once it logged the reload (the ACL and crl.pem re-read).
+broker_reload() {
+    local n
+    observers_make || return 1
+    n=$(grep -c 'Reloading config' "$T/broker.log")
+    kill -HUP "$(pid_of broker)" || return 1
+    wait_until 5 "[ \"\$(grep -c 'Reloading config' '$T/broker.log')\" -gt $n ]"
+}
+
 # --- MQTT as a given identity -------------------------------------------------------------
 
 # _mq_tls WHO: sets _MQ_ARGS to the connection arguments for WHO.
@@ -283,7 +324,11 @@ _mq_tls() {
     case $who in
     none) return 0 ;;
     operator | ota-operator) base=$CERTS/operator ;;
+    operator-* | ota-operator-*) base=$CERTS/operators/${who#*operator-} ;;
     gateway | ota-gateway) base=$CERTS/gateway ;;
+    monitor | ota-monitor) base=$CERTS/monitor ;;
+    monitor-* | ota-monitor-*) base=$CERTS/monitors/${who#*monitor-} ;;
+    observer[1-3] | injector) base=$CERTS/devices/ota-test-$who ;;
     */*) base=$who ;;
     *) base=$CERTS/devices/$who ;;
     esac

@@ -2,7 +2,8 @@
 # ota.sh: start the project's own programs inside a system test. Source after lib.sh:
 #   . "$OTA_ROOT/tests/system/lib.sh"; . "$OTA_ROOT/tests/system/ota.sh"
 #
-#   gateway_start [FLAGS...]          ota-gateway run as "gateway" (db $T/gw-db, store $T/gw-store)
+#   gateway_start [FLAGS...]          ota-gateway run as "gateway" (db $T/gw-db, store $T/gw-store,
+#                                     file:// packages from below $T: --file-dirs "$T")
 #   device_start ID VERSION [FLAGS...] ota-device as "ID" (state $T/dev/ID, product sensor)
 #   make_payload FILE BYTES            deterministic pseudo-random payload (fixed seed)
 #   pack PRODUCT VERSION PAYLOAD OUT   sign with the test publisher key
@@ -19,7 +20,7 @@ gateway_start() {
     spawn gateway "$GW" run --broker-host localhost --broker-port "$BROKER_PORT" \
         --ca-file "$CERTS/ca.crt" --cert-file "$CERTS/gateway.crt" \
         --key-file "$CERTS/gateway.key" --publisher-key "$CERTS/publisher.pub" \
-        --db-dir "$T/gw-db" --store-dir "$T/gw-store" "$@"
+        --db-dir "$T/gw-db" --store-dir "$T/gw-store" --file-dirs "$T" "$@"
     wait_until 10 "grep -q 'mqtt connected' '$T/gateway.log' || ! alive gateway" &&
         alive gateway
 }

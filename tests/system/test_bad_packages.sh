@@ -11,8 +11,8 @@ check "gateway starts (packages capped at 1 MiB)" gateway_start --max-package-mb
 device_start dev-001 1.0.0
 device_start dev-002 1.0.0
 check "devices report idle" wait_until 15 'all_devices idle 1.0.0 dev-001 dev-002'
-mq_sub_bg frags gateway 'ota/dev/+/frag' 1000000 600 -t 'ota/grp/+/frag' || not_ok "fragment counter subscribes"
-mq_sub_bg offers gateway 'ota/dev/+/offer' 1000 600 || not_ok "offer counter subscribes"
+mq_sub_bg frags observer1 'ota/dev/+/frag' 1000000 600 -t 'ota/grp/+/frag' || not_ok "fragment counter subscribes"
+mq_sub_bg offers observer2 'ota/dev/+/offer' 1000 600 || not_ok "offer counter subscribes"
 
 make_payload "$T/fw.bin" 300000
 pack sensor 1.1.0 "$T/fw.bin" "$T/good.ota"
@@ -61,7 +61,7 @@ cases=(
     "sig-truncated|package truncated"
     "longer|payload is 1 byte longer than signed"
     "shorter|payload is 1 byte shorter than signed"
-    "too-big|package larger than the configured maximum"
+    "too-big|larger than the configured maximum of 1048576 bytes (max_package_mb): refused before copying"
     "other-product|package is for product 'other', announced on the topic of 'sensor'"
     "table-mismatch|block table of the payload does not match the signed manifest"
 )

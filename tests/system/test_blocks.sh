@@ -81,7 +81,7 @@ for round in 1 2 3 4 5 6 7 8; do
       printf "\\x${tag:0:2}\\x${tag:2:2}\\x${tag:4:2}\\x${tag:6:2}"
       printf "\\x$(printf %02x $((i & 255)))\\x$(printf %02x $(((i >> 8) & 255)))\\x00"
       cat "$T/junk"; } >"$T/forged"
-    mq_pubf_as gateway "ota/dev/dev-004/frag" "$T/forged" -q 0 && forged=$((forged + 1))
+    mq_pubf_as injector "ota/dev/dev-004/frag" "$T/forged" -q 0 && forged=$((forged + 1))
     sleep 0.4
 done
 check "dev-004 ends committed on 3.0.0 despite the forgeries" \
@@ -116,7 +116,7 @@ check "dev-001 is back, committed on 2.0.0" wait_until 15 'all_devices committed
 rid=$(sha256sum "$T/old.json" | cut -c1-16)
 jq -cn --rawfile m "$T/old.json" --arg r "$rid" --arg s "$(od -An -tx1 -v "$T/old.sig" | tr -d ' \n')" \
     '{release:$r, manifest:$m, sig:$s, fragment_size:4096, fragments:256, window:8}' >"$T/offer.json"
-mq_pubf_as gateway "ota/dev/dev-001/offer" "$T/offer.json" -q 1
+mq_pubf_as injector "ota/dev/dev-001/offer" "$T/offer.json" -q 1
 check "the device refuses a signed manifest without a block table" \
     wait_until 10 "grep -q 'REFUSED: package has no block table' '$T/dev-001.log'"
 check "and stays on 2.0.0" test "$(jq -r .version "$T/dev/dev-001/state.json")" = 2.0.0

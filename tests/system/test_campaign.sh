@@ -31,24 +31,32 @@ check "an explicit id list reaches dev-004" wait_until 30 "all_devices committed
 sleep 0.5
 check "and only dev-004" all_devices committed 1.1.0 dev-001 dev-002 dev-003
 
-# Canary: the first device's restart fails, the campaign pauses itself.
-stop dev-001
-device_start dev-001 1.1.0 --group east --restart-command false
-wait_until 10 "all_devices committed 1.1.0 dev-001" # its retained status is back
+# Canary: the canary (drawn at random, see test_canary.sh) fails its restart, and with
+# "pause_failure_min":1 that one failure pauses the campaign. Every east device gets a
+# restart command that fails only the first time any of them runs it.
+for d in dev-001 dev-002 dev-003; do
+    stop "$d"
+    device_start "$d" 1.1.0 --group east --restart-command "! mkdir '$T/canary-failed' 2>/dev/null"
+done
+wait_until 10 "all_devices committed 1.1.0 dev-001 dev-002 dev-003" # retained statuses are back
 pack sensor 1.2.0 "$T/fw.bin" "$T/p120.ota"
-announce sensor "file://$T/p120.ota" ',"group":"east","canary_percent":20,"canary_success_percent":100'
-check "the canary device rolls back" wait_until 30 '[ "$(dev_field dev-001 state)" = rolled_back ]'
+announce sensor "file://$T/p120.ota" \
+    ',"group":"east","canary_percent":20,"canary_success_percent":100,"pause_failure_min":1'
+rolled_back() { gw_status_json | jq -r '[.devices[] | select(.state == "rolled_back") | .device] | join(" ")'; }
+check "the canary device rolls back" wait_until 30 '[ -n "$(rolled_back)" ]'
+canary=$(rolled_back)
 check "the campaign pauses itself: canary failed" wait_until 10 '[ "$(count_event canary_failed)" = 1 ]'
 sleep 1
 check "no other device was offered 1.2.0" \
     test "$(events '.event == "offered" and .detail == "1.2.0"')" = 1
 check "status shows the release paused with the reason" \
-    bash -c "'$GW' status --db '$T/gw-db' | grep -q 'paused: canary: 0% committed, 100% required'"
+    bash -c "'$GW' status --db '$T/gw-db' | grep -q 'paused: canary: 0% committed, 100% required (1 failed)'"
 ctl '{"action":"resume"}'
-check "after the operator resumes, the rest of the group commits" \
-    wait_until 30 "all_devices committed 1.2.0 dev-002 dev-003"
-check "the failed canary is not offered the same release again" \
-    test "$(dev_field dev-001 state) $(dev_field dev-001 version)" = "rolled_back 1.1.0"
+rest=$(printf '%s\n' dev-001 dev-002 dev-003 | grep -v -x "$canary" | tr '\n' ' ')
+check "after the operator resumes, the rest of the group commits ($rest)" \
+    wait_until 30 "all_devices committed 1.2.0 $rest"
+check "the failed canary ($canary) is not offered the same release again" \
+    test "$(dev_field "$canary" state) $(dev_field "$canary" version)" = "rolled_back 1.1.0"
 
 # Pause and abort a slow transfer (small fragments, window 1).
 make_payload "$T/big.bin" 1048576

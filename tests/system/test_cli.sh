@@ -247,6 +247,64 @@ check "ota-device --check refuses a missing publisher_key, naming it" \
 check "ota-device: a flag overrides the file (--version 2.0.0 is fine)" \
     succeeds_with 'configuration OK' "$D" -c "$T/dev-ver.conf" --version 2.0.0 --check
 
+# --- private keys readable by group or others are refused at start ---------------------
+
+# refuses_key MODE FILE CMD [ARGS...]: with FILE at MODE, CMD fails at once naming FILE,
+# its mode and the chmod to run; FILE goes back to 0600 afterwards.
+refuses_key() {
+    local mode=$1 file=$2 rc=0
+    shift 2
+    chmod "$mode" "$file"
+    fails_with "is accessible by group or others \\(mode 0$mode\\): run chmod 600 $file" \
+        timeout 10 "$@" || rc=1
+    chmod 600 "$file"
+    return "$rc"
+}
+check "run --check refuses a gateway key_file with mode 0644, with the chmod to run" \
+    refuses_key 644 "$CERTS/gateway.key" "$G" run -c "$T/gw.conf" --check
+check "  so does run itself, before connecting" \
+    refuses_key 640 "$CERTS/gateway.key" "$G" run -c "$T/gw.conf" --broker-port 1
+check "ota-device --check refuses a key_file with mode 0640" \
+    refuses_key 640 "$CERTS/devices/dev-001.key" "$D" -c "$T/dev.conf" --check
+check "  so does ota-device itself" \
+    refuses_key 604 "$CERTS/devices/dev-001.key" "$D" -c "$T/dev.conf" --broker-port 1
+fleet_args=(--fleet 1 --fleet-cert-dir "$CERTS/devices" --product sensor --version 1.0.0
+    --ca-file "$CERTS/ca.crt" --publisher-key "$CERTS/publisher.pub" --state-dir "$T/fleet")
+check "ota-device --fleet --check refuses a key of fleet_cert_dir with mode 0644" \
+    refuses_key 644 "$CERTS/devices/dev-001.key" "$D" "${fleet_args[@]}" --check
+check "  and accepts the directory once it is 0600" \
+    succeeds_with 'configuration OK' "$D" "${fleet_args[@]}" --check
+check "ota-gateway ctl refuses an operator key with mode 0644 before connecting" \
+    refuses_key 644 "$CERTS/operator.key" "$G" ctl pause --product sensor --broker-port 1 \
+    --ca-file "$CERTS/ca.crt" --cert-file "$CERTS/operator.crt" --key-file "$CERTS/operator.key"
+check "  (and says why it cannot connect when the key is fine)" \
+    fails_with 'connection failed|refused' "$G" ctl pause --product sensor --broker-port 1 \
+    --ca-file "$CERTS/ca.crt" --cert-file "$CERTS/operator.crt" --key-file "$CERTS/operator.key"
+check "pack refuses a group-readable publisher key the same way" \
+    refuses_key 640 "$CERTS/publisher.key" "$G" pack --key "$CERTS/publisher.key" \
+    --product sensor --version 1.1.0 --payload "$T/fw.bin" --out "$T/p9.ota"
+check "make-certs writes every private key 0600" \
+    bash -c "[ -z \"\$(find '$CERTS' -name '*.key' ! -perm 600)\" ]"
+
+# --- what must never be committed or sent to a docker build ------------------------------
+
+git_ignores() {
+    local p
+    for p in "$@"; do
+        git -C "$OTA_ROOT" check-ignore -q --no-index "$p" || { echo "not ignored: $p"; return 1; }
+    done
+}
+check "git ignores the README's pki/ (CA and publisher keys), packages and payloads" \
+    git_ignores pki/ca.key pki/publisher.key deploy/pki/ca.key sensor-1.1.0.ota firmware.bin \
+    deploy/packages/sensor-1.1.0.ota
+git_keeps() { ! git -C "$OTA_ROOT" check-ignore --no-index "$@"; }
+check "  but not the sources" git_keeps certs/make-certs.sh tests/system/lib.sh \
+    deploy/mosquitto/acl tests/vectors/x.bin tests/fuzz/corpus/x.ota
+check ".dockerignore keeps them out of a build context" \
+    bash -c "for p in pki/ deploy/pki/ deploy/packages/ '*.ota' '*.bin'; do
+                 grep -qxF \"\$p\" '$OTA_ROOT/.dockerignore' || { echo \"missing: \$p\"; exit 1; }
+             done"
+
 # --- help, unknown commands and options ---------------------------------------------------
 
 check "ota-gateway --help prints usage" succeeds_with '^usage: ota-gateway' "$G" --help

@@ -21,7 +21,8 @@ certs_make --devices 4
 compose_config() {
     local out=$1
     shift
-    env -u OTA_PKI -u OTA_PACKAGES -u OTA_FLEET_SIZE -u OTA_BROKER_PORT "$@" \
+    env -u OTA_PKI -u OTA_PACKAGES -u OTA_FLEET_SIZE -u OTA_BROKER_PORT -u OTA_BROKER_BIND \
+        -u OTA_DEVICES -u OTA_NOFILE -u OTA_NPROC -u OTA_IMAGE -u OTA_BROKER_IMAGE "$@" \
         docker-compose --no-ansi -f "$COMPOSE_FILE" config >"$out" 2>"$out.err" ||
         { cat "$out.err"; return 1; }
 }
@@ -81,6 +82,23 @@ else
     done >"$T/missing"
     check "  missing host paths are only under deploy/pki and deploy/packages" \
         bash -c "! grep -v -E '^$D/(pki|packages)(/|\$)' '$T/missing'"
+    check "  the broker is published on 127.0.0.1:8883 by default" \
+        grep -qx -- '    - 127.0.0.1:8883:8883/tcp' "$T/compose-default.yml"
+    check "  the devices' open-file limit (4096) and one replica by default" \
+        bash -c "grep -qx '      nofile: 4096' '$T/compose-default.yml' &&
+                 grep -qx '      replicas: 1' '$T/compose-default.yml'"
+    check "  OTA_BROKER_BIND=0.0.0.0 publishes it on every interface, OTA_BROKER_PORT moves it" \
+        bash -c "$(declare -f compose_config); COMPOSE_FILE='$COMPOSE_FILE'
+                 compose_config '$T/compose-any.yml' OTA_BROKER_BIND=0.0.0.0 OTA_BROKER_PORT=18883 &&
+                 grep -qx -- '    - 0.0.0.0:18883:8883/tcp' '$T/compose-any.yml'"
+    check "  OTA_DEVICES, OTA_NOFILE, OTA_IMAGE and OTA_BROKER_IMAGE are used" \
+        bash -c "$(declare -f compose_config); COMPOSE_FILE='$COMPOSE_FILE'
+                 compose_config '$T/compose-vars.yml' OTA_DEVICES=3 OTA_NOFILE=2048 \
+                     OTA_IMAGE=ota:x OTA_BROKER_IMAGE=mq:y &&
+                 grep -qx '      replicas: 3' '$T/compose-vars.yml' &&
+                 grep -qx '      nofile: 2048' '$T/compose-vars.yml' &&
+                 [ \$(grep -cx '    image: ota:x' '$T/compose-vars.yml') = 2 ] &&
+                 grep -qx '    image: mq:y' '$T/compose-vars.yml'"
     check "  deploy/README.md gives the commands that make them" \
         bash -c "grep -q 'certs/make-certs.sh deploy/pki --devices' '$D/README.md' &&
                  grep -q 'mkdir -p deploy/packages' '$D/README.md'"
@@ -281,6 +299,11 @@ check "after a replica stops, a new one takes its slot" \
     wait_until 10 '[ -s "$T/run-r4/slot" ] && [ "$(slot_of r4)" = "$freed" ]'
 check "  and its devices are back online" \
     wait_until 20 'all_devices idle 1.0.0 dev-001 dev-002 dev-003 dev-004'
+# The devices service's open-file limit (OTA_NOFILE) too low for OTA_FLEET_SIZE: said at start.
+check "a replica whose fleet needs more open files than its limit says to raise OTA_NOFILE" \
+    bash -c "ulimit -n 200; out=\$(OTA_PKI='$CERTS' OTA_RUN='$T/run-nofile' OTA_STATE='$T/state-nofile' \
+                 OTA_USER=\$(id -un) OTA_FLEET_SIZE=100 PATH='$BUILD:$PATH' bash '$EP' fleet 2>&1)
+             rc=\$?; echo \"\$out\"; [ \$rc = 1 ] && grep -q 'limit is 200: raise OTA_NOFILE' <<<\"\$out\""
 check "the gateway healthcheck (ota-entrypoint health gateway) reads the ledger" \
     env OTA_STATE="$T" PATH="$BUILD:$PATH" bash "$EP" health gateway "$T/gw-db"
 check "stopping the fleets and the gateway is clean" stop_all_clean r2 r4 gateway

@@ -28,7 +28,7 @@ sig=$(dd if="$T/p105.ota" bs=1 skip=$((16 + ${#man})) count=64 2>/dev/null | od 
 rel=$(printf '%s' "$man" | openssl dgst -sha256 -binary | head -c 8 | od -An -tx1 | tr -d ' \n')
 offer=$(jq -nc --arg r "$rel" --arg m "$man" --arg s "$sig" \
     '{release:$r, manifest:$m, sig:$s, fragment_size:4096, fragments:16, window:8}')
-mq_pub_as gateway ota/dev/dev-001/offer "$offer" -q 1
+mq_pub_as injector ota/dev/dev-001/offer "$offer" -q 1
 check "a device refuses an older version offered directly (anti-rollback)" \
     wait_until 10 "grep -q 'offer of $rel ignored: version 1.0.5 is not newer than the running 1.1.0 (anti-rollback)' '$T/dev-001.log'"
 
@@ -36,7 +36,7 @@ check "a device refuses an older version offered directly (anti-rollback)" \
 forged=$(printf '%s' "$man" | sed 's/}$/,"downgrade":true,"replaces":"1.1.0"}/')
 offer=$(jq -nc --arg r "$rel" --arg m "$forged" --arg s "$sig" \
     '{release:$r, manifest:$m, sig:$s, fragment_size:4096, fragments:16, window:8}')
-mq_pub_as gateway ota/dev/dev-001/offer "$offer" -q 1
+mq_pub_as injector ota/dev/dev-001/offer "$offer" -q 1
 check "a downgrade flag added to a signed manifest fails its signature" \
     wait_until 10 "grep -q 'REFUSED: manifest signature does not verify' '$T/dev-001.log'"
 
@@ -47,7 +47,7 @@ check "a package announced on another product's topic is refused" \
     wait_until 10 "grep -q \"package is for product 'sensor', announced on the topic of 'other'\" '$T/gateway.log'"
 offer=$(jq -nc --arg m "$man" --arg s "$sig" \
     '{release:"0123456789abcdef", manifest:$m, sig:$s, fragment_size:4096, fragments:16, window:8}')
-mq_pub_as gateway ota/dev/dev-002/offer "$offer" -q 1
+mq_pub_as injector ota/dev/dev-002/offer "$offer" -q 1
 check "an offer whose release id does not match its manifest is refused" \
     wait_until 10 "grep -q 'REFUSED: offer names release 0123456789abcdef but the manifest is release' '$T/dev-002.log'"
 

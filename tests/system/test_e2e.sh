@@ -6,7 +6,7 @@
 
 certs_make --rogue dev-001 dev-002 dev-003 dev-004
 broker_start || { not_ok "broker starts"; finish; }
-mq_sub_bg frags gateway 'ota/dev/+/frag' 100000 120 -t 'ota/grp/+/frag'
+mq_sub_bg frags observer1 'ota/dev/+/frag' 100000 120 -t 'ota/grp/+/frag'
 check "gateway starts and connects" gateway_start
 for d in dev-001 dev-002 dev-003; do device_start "$d" 1.0.0; done
 check "three devices report idle 1.0.0" \

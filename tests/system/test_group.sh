@@ -13,8 +13,8 @@
 certs_make dev-001 dev-002 dev-003 dev-004 dev-005
 broker_start || { not_ok "broker starts"; finish; }
 # -F: topics only (the last -F wins), so that the logs hold no binary payloads.
-mq_sub_bg grp gateway 'ota/grp/+/frag' 1000000 300 -F 'MSG %t' || not_ok "group topic counter subscribes"
-mq_sub_bg uni gateway 'ota/dev/+/frag' 1000000 300 -F 'MSG %t' || not_ok "device topic counter subscribes"
+mq_sub_bg grp observer1 'ota/grp/+/frag' 1000000 300 -F 'MSG %t' || not_ok "group topic counter subscribes"
+mq_sub_bg uni observer2 'ota/dev/+/frag' 1000000 300 -F 'MSG %t' || not_ok "device topic counter subscribes"
 check "gateway starts and connects" gateway_start
 for d in dev-001 dev-002 dev-003 dev-004; do device_start "$d" 1.0.0; done
 LE_PORT=$(free_port)

@@ -32,7 +32,7 @@ rel=$(jq -r .refused "$T/dev/dev-002/state.json")
 offer=$(jq -nc --arg r "$rel" --rawfile m <(jq -j .manifest "$T/dev/dev-002/state.json") \
     --arg s "$(jq -r .sig "$T/dev/dev-002/state.json")" \
     '{release:$r, manifest:$m, sig:$s, fragment_size:4096, fragments:16, window:8}')
-mq_pub_as gateway ota/dev/dev-002/offer "$offer" -q 1
+mq_pub_as injector ota/dev/dev-002/offer "$offer" -q 1
 check "an offer of the rolled-back release is refused by the device" \
     wait_until 10 "grep -q 'offer of $rel ignored: it was rolled back here' '$T/dev-002.log'"
 check "everything stops cleanly" stop_all_clean gateway "${ids[@]}"

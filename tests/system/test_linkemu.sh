@@ -182,7 +182,7 @@ connects() { grep -c 'sending CONNECT' "$T/$1.log" 2>/dev/null; }
 check "linkemu for cuts starts" le_start le-cut --stats "$T/cut.json"
 CUT_PORT=$LE_PORT
 check "a subscriber connects through linkemu" \
-    mq_sub_bg cutsub gateway 'ota/dev/+/status' 1 30 -p "$CUT_PORT"
+    mq_sub_bg cutsub observer1 'ota/dev/+/status' 1 30 -p "$CUT_PORT"
 check "it stays connected while nothing is cut" \
     bash -c "sleep 0.5; [ \"\$(grep -c 'sending CONNECT' '$T/cutsub.log')\" = 1 ]"
 kill -USR1 "$(pid_of le-cut)"
@@ -190,7 +190,7 @@ check "SIGUSR1 disconnects it (it exits or reconnects)" \
     wait_until 5 "! alive cutsub || [ \"\$(connects cutsub)\" -ge 2 ]"
 check "linkemu logs the cut of one connection" grep -q 'cut reason=SIGUSR1 connections=1' "$T/le-cut.log"
 check "a new subscriber connects through linkemu after the cut" \
-    mq_sub_bg newsub gateway 'ota/dev/+/status' 1 30 -p "$CUT_PORT"
+    mq_sub_bg newsub observer2 'ota/dev/+/status' 1 30 -p "$CUT_PORT"
 check "a device publishes through linkemu after the cut" \
     mq_pub_as dev-001 ota/dev/dev-001/status '{"state":"idle"}' -q 1 -p "$CUT_PORT"
 check "and the new subscriber gets it" wait_until 5 '[ "$(mq_count newsub)" -ge 1 ]'
@@ -202,7 +202,7 @@ check "--stats counts the connections (>= 3)" between 3 "$(json_get "$T/cut.json
 
 check "linkemu --cut-after-s 1 starts" le_start le-once --cut-after-s 1
 check "a subscriber connects through it" \
-    mq_sub_bg oncesub gateway 'ota/dev/+/status' 1 30 -p "$LE_PORT"
+    mq_sub_bg oncesub observer3 'ota/dev/+/status' 1 30 -p "$LE_PORT"
 check "--cut-after-s 1 disconnects it" \
     wait_until 4 "! alive oncesub || [ \"\$(connects oncesub)\" -ge 2 ]"
 check "linkemu logs the scheduled cut" grep -q 'cut reason=cut-after' "$T/le-once.log"

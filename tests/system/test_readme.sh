@@ -5,7 +5,8 @@
 #   build/              -> $BUILD/
 #   certs/make-certs.sh -> $OTA_ROOT/certs/make-certs.sh   (pki/, firmware.bin ... stay
 #                          relative: the commands run in $T, so pki/ is $T/pki/)
-#   /var/lib/, /srv/ota/ -> $T/var/lib/, $T/srv/ota/ (https://ota.example/ -> file://$T/srv/ota/)
+#   /var/lib/, /srv/ota/ -> $T/var/lib/, $T/srv/ota/ (https://ota.example/ -> file://$T/srv/ota/;
+#                          --file-dirs /srv/ota -> --file-dirs $T/srv/ota)
 #   -h localhost -p 8883, --broker-port 8883 -> the test broker's port
 #   mosquitto_pub ...   -> mosquitto_pub with the operator's connection arguments
 # (plus, where noted, another version, payload, device id or an added flag). Commands the
@@ -69,6 +70,7 @@ readme_sub() {
     shift
     cmd=$(sed -e "s|^build/|$BUILD/|" -e "s|^certs/make-certs\\.sh|$OTA_ROOT/certs/make-certs.sh|" \
         -e "s|/var/lib/|$T/var/lib/|g" -e "s|file:///srv/ota/|file://$T/srv/ota/|g" \
+        -e "s|--file-dirs /srv/ota|--file-dirs $T/srv/ota|g" \
         -e "s|https://ota\\.example/|file://$T/srv/ota/|g" \
         -e "s|-h localhost -p 8883|-h localhost -p \$BROKER_PORT|g" \
         -e "s|--broker-port 8883|--broker-port \$BROKER_PORT|g" \

@@ -22,6 +22,7 @@
  * reason on stderr (timeout, a subscriber lost its connection while the data
  * flowed), 2 on a bad command line.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -46,6 +47,7 @@
 
 struct opts {
 	const char *host, *cafile, *pub_cert, *pub_key, *sub_cert, *sub_key;
+	const char *sub_dir;
 	const char *topic;
 	unsigned long port, subscribers, bytes, msg_size, stagger_ms, qos;
 	unsigned long timeout_s, cpu_pid;
@@ -54,6 +56,7 @@ struct opts {
 struct sub {
 	struct flr *f;
 	struct mq *mq;
+	char *cert, *key; /* from --sub-cert-dir, or NULL */
 	uint64_t bytes;
 	bool connected, probed, done;
 };
@@ -82,13 +85,18 @@ static void usage(FILE *out)
 {
 	fprintf(out,
 		"usage: floor --host H --port P --cafile CA --pub-cert C --pub-key K\n"
-		"             --sub-cert C --sub-key K --subscribers N --bytes B\n"
+		"             (--sub-cert C --sub-key K | --sub-cert-dir DIR)\n"
+		"             --subscribers N --bytes B\n"
 		"             --msg-size S [--topic T] [--qos 0|1] [--stagger-ms 2]\n"
 		"             [--timeout-s 300] [--cpu-pid PID]\n"
 		"The broker's fan-out floor: one publisher sends B bytes in messages\n"
 		"of S bytes on T/data to N subscribers of T/# that count them.\n"
 		"All connections are mutual TLS; T defaults to ota/release/bench-floor\n"
 		"(the operator may write it, the gateway's identity may read it).\n"
+		"A broker that makes the certificate's CN the client id (the shipped\n"
+		"configuration) lets one certificate hold one connection: give each\n"
+		"subscriber its own with --sub-cert-dir DIR (the first N *.crt in\n"
+		"name order, each with its .key; the ACL must let them read T/#).\n"
 		"example: floor --host localhost --port 8883 --cafile ca.crt \\\n"
 		"  --pub-cert operator.crt --pub-key operator.key --sub-cert gateway.crt \\\n"
 		"  --sub-key gateway.key --subscribers 1000 --bytes 1048576 --msg-size 65536\n");
@@ -334,7 +342,8 @@ static void stagger_cb(uv_timer_t *t)
 		snprintf(id, sizeof(id), "bench-floor-%d-%" PRIu32,
 			 (int)uv_os_getpid(), f->n_started);
 		s->f = f;
-		if (new_client(f, id, f->o.sub_cert, f->o.sub_key, &cbs, s,
+		if (new_client(f, id, s->cert ? s->cert : f->o.sub_cert,
+			       s->key ? s->key : f->o.sub_key, &cbs, s,
 			       &s->mq) != 0) {
 			finish(f, 1);
 			return;
@@ -401,7 +410,7 @@ static int parse_ulong(const char *flag, const char *s, unsigned long min,
 	return 0;
 }
 
-enum { O_HOST = 1, O_PORT, O_CA, O_PCERT, O_PKEY, O_SCERT, O_SKEY, O_SUBS,
+enum { O_HOST = 1, O_PORT, O_CA, O_PCERT, O_PKEY, O_SCERT, O_SKEY, O_SDIR, O_SUBS,
        O_BYTES, O_MSG, O_TOPIC, O_QOS, O_STAGGER, O_TIMEOUT, O_CPUPID, O_HELP };
 
 static int parse_args(int argc, char **argv, struct opts *o)
@@ -414,6 +423,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 	    {"pub-key", required_argument, NULL, O_PKEY},
 	    {"sub-cert", required_argument, NULL, O_SCERT},
 	    {"sub-key", required_argument, NULL, O_SKEY},
+	    {"sub-cert-dir", required_argument, NULL, O_SDIR},
 	    {"subscribers", required_argument, NULL, O_SUBS},
 	    {"bytes", required_argument, NULL, O_BYTES},
 	    {"msg-size", required_argument, NULL, O_MSG},
@@ -442,6 +452,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		case O_PKEY: o->pub_key = optarg; break;
 		case O_SCERT: o->sub_cert = optarg; break;
 		case O_SKEY: o->sub_key = optarg; break;
+		case O_SDIR: o->sub_dir = optarg; break;
 		case O_TOPIC: o->topic = optarg; break;
 		case O_PORT: rc = parse_ulong(flag, optarg, 1, 65535, &o->port); break;
 		case O_SUBS:
@@ -480,11 +491,12 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		return -1;
 	}
 	if (!o->host || !o->port || !o->cafile || !o->pub_cert || !o->pub_key ||
-	    !o->sub_cert || !o->sub_key || !o->subscribers || !o->bytes ||
-	    !o->msg_size) {
+	    (!o->sub_dir && (!o->sub_cert || !o->sub_key)) ||
+	    !o->subscribers || !o->bytes || !o->msg_size) {
 		fprintf(stderr, "floor: --host, --port, --cafile, --pub-cert, "
-				"--pub-key, --sub-cert, --sub-key, --subscribers, "
-				"--bytes and --msg-size are required (see --help)\n");
+				"--pub-key, --sub-cert and --sub-key (or "
+				"--sub-cert-dir), --subscribers, --bytes and "
+				"--msg-size are required (see --help)\n");
 		return -1;
 	}
 	if (strlen(o->topic) + 8 > TOPIC_MAX) {
@@ -492,6 +504,56 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		return -1;
 	}
 	return 0;
+}
+
+static int is_crt(const struct dirent *e)
+{
+	size_t n = strlen(e->d_name);
+	return n > 4 && strcmp(e->d_name + n - 4, ".crt") == 0;
+}
+
+/* --sub-cert-dir: subscriber i gets the i-th DIR/NAME.crt (name order) and
+ * DIR/NAME.key. */
+static int sub_certs(struct flr *f)
+{
+	struct dirent **list = NULL;
+	int n = scandir(f->o.sub_dir, &list, is_crt, alphasort), rc = -1;
+	if (n < 0) {
+		fprintf(stderr, "floor: %s: %s\n", f->o.sub_dir, strerror(errno));
+		return -1;
+	}
+	if ((unsigned long)n < f->o.subscribers) {
+		fprintf(stderr, "floor: %s has %d certificates, %lu needed\n",
+			f->o.sub_dir, n, f->o.subscribers);
+		goto out;
+	}
+	for (unsigned long i = 0; i < f->o.subscribers; i++) {
+		char path[PATH_MAX];
+		size_t len = strlen(list[i]->d_name) - 4;
+		int w = snprintf(path, sizeof(path), "%s/%.*s.key", f->o.sub_dir,
+				 (int)len, list[i]->d_name);
+		if (w < 0 || (size_t)w >= sizeof(path))
+			goto out;
+		f->subs[i].key = strdup(path);
+		memcpy(path + w - 4, ".crt", 4);
+		f->subs[i].cert = strdup(path);
+		if (!f->subs[i].key || !f->subs[i].cert)
+			goto out;
+	}
+	rc = 0;
+out:
+	for (int i = 0; i < n; i++)
+		free(list[i]);
+	free(list);
+	return rc;
+}
+
+static void sub_certs_free(struct flr *f)
+{
+	for (unsigned long i = 0; f->subs && i < f->o.subscribers; i++) {
+		free(f->subs[i].cert);
+		free(f->subs[i].key);
+	}
 }
 
 /* Each client holds a socket and libmosquitto's socket pair. */
@@ -531,8 +593,14 @@ int main(int argc, char **argv)
 	snprintf(f.t_data, sizeof(f.t_data), "%s/data", f.o.topic);
 	snprintf(f.t_sub, sizeof(f.t_sub), "%s/#", f.o.topic);
 	f.subs = calloc(f.o.subscribers, sizeof(*f.subs));
+	if (f.subs && f.o.sub_dir && sub_certs(&f) != 0) {
+		sub_certs_free(&f);
+		free(f.subs);
+		return 1;
+	}
 	if (!f.subs || uv_loop_init(&loop) != 0) {
 		fprintf(stderr, "floor: out of memory\n");
+		sub_certs_free(&f);
 		free(f.subs);
 		return 1;
 	}
@@ -563,6 +631,7 @@ int main(int argc, char **argv)
 	if (uv_loop_close(&loop) != 0)
 		fprintf(stderr, "floor: event loop closed with handles open\n");
 	mosquitto_lib_cleanup();
+	sub_certs_free(&f);
 	free(f.subs);
 	return f.status;
 }

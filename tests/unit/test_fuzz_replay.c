@@ -8,13 +8,25 @@
  * file's name is printed (a TAP comment) before it runs. Each target must
  * replay at least one file. The repo root is $OTA_ROOT, else ".".
  *
- * This file is rebuilt only when it changes itself (the Makefile rule knows
- * no other dependencies): after editing a target, touch it or `make clean`.
+ * A new target is one #include below and one X() in REPLAY_TARGETS (and its
+ * fuzz-sources in the Makefile's FUZZ_REPLAY_OBJ when they are not in
+ * libota.a). The Makefile rebuilds this test when a target changes.
  */
 #define FUZZ_REPLAY 1
 #include "tests/fuzz/fuzz_conf.c"
 #include "tests/fuzz/fuzz_pkg.c"
 #include "tests/fuzz/fuzz_proto.c"
+#include "tests/fuzz/fuzz_state.c"
+#include "tests/fuzz/fuzz_ledger.c"
+#include "tests/fuzz/fuzz_keyset.c"
+
+#define REPLAY_TARGETS(X)                                                      \
+	X(fuzz_proto)                                                          \
+	X(fuzz_pkg)                                                            \
+	X(fuzz_conf)                                                           \
+	X(fuzz_state)                                                          \
+	X(fuzz_ledger)                                                         \
+	X(fuzz_keyset)
 
 #include <dirent.h>
 #include <setjmp.h>
@@ -113,31 +125,20 @@ static void replay_target(const char *target, replay_fn one)
 	print_message("# %s: replayed %d files\n", target, n);
 }
 
-static void test_replay_fuzz_proto(void **state)
-{
-	(void)state;
-	replay_target("fuzz_proto", fuzz_proto_one);
-}
-
-static void test_replay_fuzz_pkg(void **state)
-{
-	(void)state;
-	replay_target("fuzz_pkg", fuzz_pkg_one);
-}
-
-static void test_replay_fuzz_conf(void **state)
-{
-	(void)state;
-	replay_target("fuzz_conf", fuzz_conf_one);
-}
+#define REPLAY_TEST(t)                                                         \
+	static void test_replay_##t(void **state)                              \
+	{                                                                      \
+		(void)state;                                                   \
+		replay_target(#t, t##_one);                                    \
+	}
+REPLAY_TARGETS(REPLAY_TEST)
+#undef REPLAY_TEST
 
 int main(void)
 {
-	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_replay_fuzz_proto),
-	    cmocka_unit_test(test_replay_fuzz_pkg),
-	    cmocka_unit_test(test_replay_fuzz_conf),
-	};
+#define REPLAY_ENTRY(t) cmocka_unit_test(test_replay_##t),
+	const struct CMUnitTest tests[] = {REPLAY_TARGETS(REPLAY_ENTRY)};
+#undef REPLAY_ENTRY
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

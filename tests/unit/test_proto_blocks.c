@@ -119,12 +119,13 @@ static void test_manifest_fields(void **state)
 	memset(m.sha256, 0xab, 32);
 	memset(m.blocks, 0xcd, 32);
 	m.downgrade = true;
+	memcpy(m.replaces, "9.0.0", 6);
 	assert_int_equal(proto_manifest_encode(&m, &out, &len), 0);
 	/* block_size and blocks come after created, before downgrade */
 	assert_non_null(strstr(out, "\"created\":1700000000,\"block_size\":4096,"
 				    "\"blocks\":\"cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd"
 				    "cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd\","
-				    "\"downgrade\":true}"));
+				    "\"downgrade\":true,\"replaces\":\"9.0.0\"}"));
 	assert_int_equal(proto_manifest_decode(out, len, &d, &err), 0);
 	assert_int_equal(d.block_size, 4096);
 	assert_memory_equal(d.blocks, m.blocks, 32);
@@ -132,6 +133,7 @@ static void test_manifest_fields(void **state)
 	/* Without a table the bytes are what they always were. */
 	m.block_size = 0;
 	m.downgrade = false;
+	m.replaces[0] = '\0';
 	assert_int_equal(proto_manifest_encode(&m, &out, &len), 0);
 	assert_null(strstr(out, "block"));
 	assert_int_equal(proto_manifest_decode(out, len, &d, &err), 0);

@@ -76,18 +76,22 @@ static void test_announce_rollout_fields(void **state)
 	struct proto_announce a;
 	const char *ok = "{\"url\":\"file:///p.ota\",\"concurrency\":5,"
 			 "\"canary_percent\":10,\"canary_success_percent\":90,"
-			 "\"pause_failure_percent\":20}";
+			 "\"pause_failure_percent\":20,"
+			 "\"pause_failure_min\":3}";
 	assert_int_equal(proto_announce_decode(ok, strlen(ok), &a, NULL), 0);
 	assert_int_equal(a.concurrency, 5);
 	assert_int_equal(a.canary_percent, 10);
 	assert_int_equal(a.canary_success_percent, 90);
 	assert_int_equal(a.pause_failure_percent, 20);
+	assert_int_equal(a.pause_failure_min, 3);
 	proto_announce_free(&a);
 	const char *bad[] = {
 	    "{\"url\":\"file:///p\",\"canary_percent\":101}",
 	    "{\"url\":\"file:///p\",\"pause_failure_percent\":-1}",
 	    "{\"url\":\"file:///p\",\"concurrency\":\"5\"}",
 	    "{\"url\":\"file:///p\",\"canary_success_percent\":1.5}",
+	    "{\"url\":\"file:///p\",\"pause_failure_min\":1000001}",
+	    "{\"url\":\"file:///p\",\"pause_failure_min\":true}",
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		assert_true(proto_announce_decode(bad[i], strlen(bad[i]), &a,
@@ -109,12 +113,17 @@ static void test_manifest_downgrade(void **state)
 	assert_int_equal(proto_manifest_encode(&m, &a, &alen), 0);
 	assert_null(strstr(a, "downgrade"));
 	m.downgrade = true;
+	/* A downgrade must say which version it replaces. */
+	assert_int_equal(proto_manifest_encode(&m, &b, &blen), PROTO_EFIELD);
+	memcpy(m.replaces, "1.2.0", 6);
 	assert_int_equal(proto_manifest_encode(&m, &b, &blen), 0);
-	assert_int_equal(blen, alen + strlen(",\"downgrade\":true"));
+	assert_int_equal(blen, alen + strlen(",\"downgrade\":true,"
+					     "\"replaces\":\"1.2.0\""));
 	assert_memory_equal(a, b, alen - 1);
 	struct proto_manifest out;
 	assert_int_equal(proto_manifest_decode(b, blen, &out, NULL), 0);
 	assert_true(out.downgrade);
+	assert_string_equal(out.replaces, "1.2.0");
 	assert_int_equal(proto_manifest_decode(a, alen, &out, NULL), 0);
 	assert_false(out.downgrade);
 	const char *bad = "{\"format\":1,\"product\":\"s\",\"version\":\"1.0.0\","

@@ -508,6 +508,60 @@ static void test_status_progress_bounds(void **state)
 	}
 }
 
+/* progress carries 6 decimal places: the decoder rounds as the encoder
+ * does, so decode(encode(decode(x))) == decode(x) exactly (issue 19: a
+ * status with progress 0.4200000000123 did not survive a round trip). */
+static void test_status_progress_precision(void **state)
+{
+	static const struct {
+		const char *in, *out;
+		double want;
+	} cases[] = {
+		{"0.4200000000123", "0.42", 0.42},
+		{"0.3333333333", "0.333333", 0.333333},
+		{"0.9999996", "1.0", 1.0},
+		{"0.0000004", "0.0", 0.0},
+		{"0.000123", "0.000123", 0.000123},
+		{"1e-6", "1e-6", 0.000001},
+		{"1", "1.0", 1.0},
+	};
+	struct proto_status s, d;
+	char json[256], want[64], *out = NULL;
+	size_t i, len;
+	int n;
+
+	(void)state;
+	for (i = 0; i < sizeof(cases) / sizeof(*cases); i++) {
+		n = snprintf(json, sizeof(json),
+			     "{\"device\":\"d1\",\"product\":\"p\",\"version\":"
+			     "\"1.0.0\",\"state\":\"downloading\","
+			     "\"progress\":%s}",
+			     cases[i].in);
+		assert_int_equal(proto_status_decode(json, (size_t)n, &s, NULL),
+				 0);
+		if (s.progress != cases[i].want)
+			fail_msg("progress %s: decoded %.17g, want %.17g",
+				 cases[i].in, s.progress, cases[i].want);
+		assert_int_equal(proto_status_encode(&s, &out, &len), 0);
+		snprintf(want, sizeof(want), "\"progress\":%s}", cases[i].out);
+		if (strstr(out, want) == NULL)
+			fail_msg("progress %s: encoded %s, want %s", cases[i].in,
+				 out, want);
+		assert_int_equal(proto_status_decode(out, len, &d, NULL), 0);
+		assert_true(d.progress == s.progress);
+		free(out);
+	}
+	/* the encoder rounds a value the device computed the same way */
+	fill_status(&s);
+	s.state = PROTO_ST_DOWNLOADING;
+	s.progress = 1.0 / 3.0;
+	assert_int_equal(proto_status_encode(&s, &out, &len), 0);
+	assert_non_null(strstr(out, "\"progress\":0.333333}"));
+	assert_int_equal(proto_status_decode(out, len, &d, NULL), 0);
+	assert_true(d.progress == 0.333333);
+	free(out);
+}
+
 static void test_status_encode_rejects(void **state)
 {
 	struct proto_status s;
@@ -616,6 +670,7 @@ int main(void)
 		cmocka_unit_test(test_status_encode_full),
 		cmocka_unit_test(test_status_decode_absent),
 		cmocka_unit_test(test_status_progress_bounds),
+		cmocka_unit_test(test_status_progress_precision),
 		cmocka_unit_test(test_status_encode_rejects),
 		cmocka_unit_test(test_status_every_state),
 	};

@@ -186,6 +186,10 @@ static int run_offer(const uint8_t *buf, size_t len, bool ok)
 		assert_int_equal(o2.fragment_size, o.fragment_size);
 		assert_int_equal(o2.fragments, o.fragments);
 		assert_int_equal(o2.window, o.window);
+		assert_string_equal(o2.enc_alg, o.enc_alg);
+		assert_memory_equal(o2.enc_epk, o.enc_epk, PROTO_EC_PUB_LEN);
+		assert_memory_equal(o2.enc_key, o.enc_key,
+				    PROTO_ENC_WRAPPED_LEN);
 		assert_int_equal(o2.keyset_len, o.keyset_len);
 		if (o.keyset)
 			assert_memory_equal(o2.keyset, o.keyset, o.keyset_len);
