@@ -7,11 +7,13 @@
 #   make crashpoints  a power cut before and after every state-changing call
 CC      ?= cc
 PKGS    := libmosquitto libuv jansson libcurl openssl
+# Only the gateway links libwebsockets (its HTTP side, gateway/http.c).
+GW_PKGS := libwebsockets
 WARN    := -std=c11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
            -Wmissing-prototypes -Wformat=2 -Wno-format-nonliteral -Wno-format-truncation
 DEFS    := -D_GNU_SOURCE
 OPT     ?= -O2 -g
-CFLAGS_ALL = $(WARN) $(DEFS) $(OPT) -I. $(shell pkg-config --cflags $(PKGS) 2>/dev/null) $(EXTRA_CFLAGS)
+CFLAGS_ALL = $(WARN) $(DEFS) $(OPT) -I. $(shell pkg-config --cflags $(PKGS) $(GW_PKGS) 2>/dev/null) $(EXTRA_CFLAGS)
 LDLIBS_ALL = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -llmdb -lm $(EXTRA_LDFLAGS)
 
 # Build variant: `make` -> build/, `make VARIANT=asan` -> build/asan/
@@ -58,7 +60,7 @@ $(B)/libota.a: $(LIB_OBJ)
 	$(Q)$(AR) rcs $@ $^
 
 $(B)/ota-gateway: $(GW_OBJ) $(B)/libota.a
-	$(Q)$(CC) -o $@ $^ $(LDLIBS_ALL)
+	$(Q)$(CC) -o $@ $^ $(LDLIBS_ALL) $(shell pkg-config --libs $(GW_PKGS) 2>/dev/null)
 
 $(B)/ota-device: $(DEV_OBJ) $(B)/libota.a
 	$(Q)$(CC) -o $@ $^ $(LDLIBS_ALL)
@@ -88,6 +90,8 @@ $(B)/tools/%: tests/tools/%.c $(B)/libota.a
 $(B)/tools/crashpoint.so: tests/tools/preload/crashpoint.c
 	@mkdir -p $(@D)
 	$(Q)$(CC) $(WARN) $(DEFS) -O2 -g -fPIC -shared -o $@ $< -ldl
+# The dashboard's files are embedded in http_web.o (.incbin).
+$(B)/obj/gateway/http_web.o: $(wildcard gateway/web/*)
 
 -include $(shell find $(B)/obj -name '*.d' 2>/dev/null)
 

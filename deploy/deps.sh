@@ -12,22 +12,45 @@
 set -eu
 
 BUILD="gcc make pkg-config libmosquitto-dev libssl-dev libuv1-dev libjansson-dev
-       liblmdb-dev libcurl4-openssl-dev libcmocka-dev"
-RUN="mosquitto mosquitto-clients openssl jq lmdb-utils procps iproute2 coreutils docker-compose"
+       liblmdb-dev libcurl4-openssl-dev libcmocka-dev libwebsockets-dev"
+# libwebsockets-evlib-uv: lws 4.1 loads its libuv support from this plugin at run time.
+# python3-prometheus-client: test_http parses /metrics with Prometheus' own parser.
+RUN="mosquitto mosquitto-clients openssl jq lmdb-utils procps iproute2 coreutils docker-compose
+     libwebsockets-evlib-uv curl python3 python3-prometheus-client"
 # tests/system/test_compose.sh starts deploy/docker-compose.yml with podman (no Docker
 # engine here): podman-compose, runc (crun refuses hybrid cgroups), netavark + aardvark-dns
 # (the compose network and its service names), iptables (published ports), debootstrap
 # (the debian:12 base images, from the apt mirror).
 COMPOSE="podman podman-compose runc netavark aardvark-dns iptables debootstrap"
+# The dashboard's browser test (tests/system/test_dashboard.sh) drives Debian's Chromium.
+# Where it cannot be installed that test is skipped with the reason, so a failure to
+# install it is reported but not fatal.
+BROWSER="chromium"
 BENCH=
 [ "${1:-}" = bench ] && BENCH="gnuplot-nox linux-perf"
 [ "${1:-}" = fuzz ] && BENCH="clang libclang-rt-14-dev"
 
+installed() {
+    [ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null || true)" = installed ]
+}
 missing=
 for p in $BUILD $RUN $COMPOSE $BENCH; do
-    st=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
-    [ "$st" = installed ] || missing="$missing $p"
+    installed "$p" || missing="$missing $p"
 done
+browser_missing=
+for p in $BROWSER; do
+    installed "$p" || browser_missing="$browser_missing $p"
+done
+if [ -n "$browser_missing" ]; then
+    if [ "$(id -u)" -eq 0 ]; then
+        export DEBIAN_FRONTEND=noninteractive
+        # shellcheck disable=SC2086  # word splitting of the list is wanted
+        { apt-get update -q && apt-get install -y -q --no-install-recommends $browser_missing; } ||
+            echo "deps:$browser_missing could not be installed: the browser test will be skipped" >&2
+    else
+        echo "deps: for the browser test: sudo apt-get install -y$browser_missing" >&2
+    fi
+fi
 [ -z "$missing" ] && exit 0
 
 echo "deps: missing Debian packages:$missing" >&2

@@ -78,6 +78,19 @@ static const struct conf_key gw_keys[] = {
       PROTO_PAUSE_FAILURE_MIN_MAX,
       "failed devices before a campaign pauses itself (canary or "
       "failure rate)"),
+    K("http_listen", CONF_STR, http_listen, 0, 0,
+      "operator's HTTP API, dashboard and /metrics on IP:PORT "
+      "(default off; without http_tls loopback only)"),
+    K("http_tls", CONF_BOOL, http_tls, 0, 0,
+      "serve HTTPS and require an operator's client certificate"),
+    K("http_cert_file", CONF_STR, http_cert_file, 0, 0,
+      "HTTPS server certificate (PEM)"),
+    K("http_key_file", CONF_STR, http_key_file, 0, 0,
+      "HTTPS server key"),
+    K("http_client_ca", CONF_STR, http_client_ca, 0, 0,
+      "CA of the operators' client certificates (default: ca_file)"),
+    K("http_operators", CONF_STR, http_operators, 0, 0,
+      "client certificate CNs allowed over HTTPS, comma-separated"),
     {0}};
 
 static void gw_config_defaults(struct gw_config *c)
@@ -99,6 +112,7 @@ static void gw_config_defaults(struct gw_config *c)
 	c->root_threshold = 1;
 	snprintf(c->mqtt_version, sizeof(c->mqtt_version), "5");
 	c->pause_failure_min = 2;
+	snprintf(c->http_operators, sizeof(c->http_operators), "ota-operator");
 	snprintf(c->log_level, sizeof(c->log_level), "info");
 }
 
@@ -159,7 +173,9 @@ static int gw_config_check(const struct gw_config *c, char *err, size_t n)
 		}
 		fclose(f);
 	}
-	return util_key_private("key_file", c->key_file, err, n);
+	if (util_key_private("key_file", c->key_file, err, n) != 0)
+		return -1;
+	return gw__http_check(c, err, n);
 }
 
 /* ------------------------------------------------------ device table */
@@ -247,6 +263,10 @@ void gw__event(struct gw *gw, const char *device, const char *release,
 	char *s = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
 	if (!s || store_event(gw->db, s) != 0)
 		log_warnx("ledger: cannot queue event %s", event);
+	else if (gw->http)
+		gw__http_event(gw, (int64_t)json_integer_value(json_object_get(
+				       o, "ts")),
+			       event, device, release, detail);
 	free(s);
 	json_decref(o);
 }
@@ -285,6 +305,8 @@ static void commit_done(uv_work_t *req, int status)
 		gw->commit_fails = 0;
 		gw->commit_retry_ms = 0;
 		store_batch_free(gw->committing);
+		gw__hist_add(&gw->stats.commit_hist,
+			     uv_hrtime() / 1000 - gw->commit_start_us);
 	}
 	gw->committing = NULL;
 }
@@ -318,6 +340,7 @@ static void flush_cb(uv_check_t *h)
 	if (!gw->committing)
 		return;
 	gw->commit.data = gw;
+	gw->commit_start_us = uv_hrtime() / 1000;
 	if (uv_queue_work(gw->loop, &gw->commit, commit_work, commit_done)) {
 		store_return_batch(gw->db, gw->committing);
 		gw->committing = NULL;
@@ -639,6 +662,11 @@ static void tick_cb(uv_timer_t *t)
 	struct gw *gw = t->data;
 	/* How late is this tick? That is how long the loop was stuck. */
 	uint64_t now = util_mono_ms();
+	if (gw->last_tick_ms)
+		gw__hist_add(&gw->stats.stall_hist,
+			     now - gw->last_tick_ms > TICK_MS
+				 ? (now - gw->last_tick_ms - TICK_MS) * 1000
+				 : 0);
 	if (gw->last_tick_ms && now - gw->last_tick_ms > TICK_MS) {
 		uint64_t late = now - gw->last_tick_ms - TICK_MS;
 		if (late > gw->stats.stall_max_ms) {
@@ -667,6 +695,7 @@ static void mq_closed(void *ud)
 	uv_close((uv_handle_t *)&gw->sigterm, closed_cb);
 	uv_close((uv_handle_t *)&gw->sighup, closed_cb);
 	gw__https_close(gw);
+	gw__http_close(gw);
 	if (!gw__lanes_busy(gw) &&
 	    !uv_is_closing((uv_handle_t *)&gw->stop_timer))
 		uv_close((uv_handle_t *)&gw->stop_timer, closed_cb);
@@ -870,6 +899,10 @@ int gw__cmd_run(int argc, char **argv)
 		log_warnx("libcurl initialisation failed");
 		goto out_lib;
 	}
+	if (gw__http_init(&gw, err, sizeof(err)) != 0) {
+		log_warnx("http: %s", err);
+		goto out_lib;
+	}
 	uv_timer_init(gw.loop, &gw.tick);
 	gw.tick.data = &gw;
 	uv_timer_start(&gw.tick, tick_cb, TICK_MS, TICK_MS);
@@ -894,6 +927,8 @@ int gw__cmd_run(int argc, char **argv)
 	bool stuck = gw__lanes_busy(&gw);
 	while (gw.committing)
 		uv_run(gw.loop, UV_RUN_ONCE);
+	if (!stuck)
+		gw__http_free(&gw);
 	flush_final(&gw);
 	log_info("gateway stopped: frags_sent=%llu resent=%llu reneged=%llu "
 		 "grouped=%llu timeouts=%llu spurious=%llu status_polls=%llu "

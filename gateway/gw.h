@@ -47,6 +47,13 @@ struct gw_config {
 	bool encrypt_packages;	  /* releases encrypted unless announced not */
 	char device_cert_dir[PATH_MAX]; /* <id>.crt: keys to wrap for */
 	char mqtt_version[8];	    /* "5" or "3.1.1" */
+	/* The operator's HTTP side (http.c): off while http_listen is "". */
+	char http_listen[80];	 /* "127.0.0.1:8080" */
+	bool http_tls;		 /* HTTPS, client certificates required */
+	char http_cert_file[PATH_MAX]; /* its server certificate */
+	char http_key_file[PATH_MAX];
+	char http_client_ca[PATH_MAX]; /* "" = ca_file, the fleet CA */
+	char http_operators[256];      /* CNs allowed, comma list */
 };
 
 /* Who asked for a command and where its verdict goes (verdict.c). */
@@ -160,6 +167,16 @@ struct gw_device {
 	uint8_t enc_pub[PROTO_EC_PUB_LEN];
 };
 
+/* A Prometheus histogram of durations (http.c): bucket i counts the
+ * observations <= gw__hist_le_us[i]; the last bucket is +Inf. */
+#define GW_HIST_N 16
+struct gw_hist {
+	uint64_t bucket[GW_HIST_N + 1];
+	uint64_t count, sum_us;
+};
+extern const uint64_t gw__hist_le_us[GW_HIST_N];
+void gw__hist_add(struct gw_hist *h, uint64_t us);
+
 struct gw_stats {
 	uint64_t msgs_bad;   /* undecodable */
 	uint64_t msgs_stale; /* valid but not for any live session */
@@ -174,6 +191,8 @@ struct gw_stats {
 	uint64_t drop_log_ms;   /* last "dropped" log line (rate limit) */
 	uint64_t drop_unlogged; /* dropped since then without a line */
 	uint64_t status_polls;	/* retained statuses asked for again */
+	struct gw_hist commit_hist; /* ledger commit, queued to done */
+	struct gw_hist stall_hist;  /* lateness of the loop's tick */
 };
 
 struct gw {
@@ -214,6 +233,8 @@ struct gw {
 	struct gw_https *downloads; /* under way, see https.c */
 	uv_timer_t curl_timer;
 	bool stopping;
+	uint64_t commit_start_us; /* the running commit was queued then */
+	struct gw_http *http;	  /* NULL while the HTTP side is off */
 };
 
 /* gw.c */
@@ -280,6 +301,22 @@ struct gw_https *gw__https_get(struct gw *gw, const char *url, int fd,
 			       uint64_t max,
 			       void (*done)(void *ud, int rc, const char *err),
 			       void *ud);
+
+/* http.c: the operator's HTTP API, dashboard and metrics, served by
+ * libwebsockets on gw->loop. Off (and nothing is opened) while
+ * cfg.http_listen is "". check: the http_* keys, err names the key. */
+struct gw_http;
+int gw__http_check(const struct gw_config *c, char *err, size_t n);
+/* Before uv_run; reads the event log once for the dashboard's charts. */
+int gw__http_init(struct gw *gw, char *err, size_t n);
+/* Starts closing its handles; the loop finishes the job. */
+void gw__http_close(struct gw *gw);
+/* After uv_run() returned: frees what is left. */
+void gw__http_free(struct gw *gw);
+/* Every ledger event, as gw__event() records it (borrowed). */
+void gw__http_event(struct gw *gw, int64_t ts, const char *event,
+		    const char *device, const char *release,
+		    const char *detail);
 
 /* campaign.c: who may start now, staged rollout, pause/resume/abort */
 /* The per-gateway canary key from the ledger, made on first start. */

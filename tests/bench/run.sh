@@ -22,6 +22,7 @@ full)
     export LINK_FRAGS="160 512 1024 4096 16384" LINK_CAP_S="nbiot:240 ltem:150 4g:90"
     export SIZES="100 1000 5000" RUNS=6 BIG_MB=256
     export ENC_DEVICES=1000 ENC_ROUNDS=2
+    export HTTP_BENCH_N=1000 HTTP_BENCH_PAIRS=2
     ;;
 quick)
     OUT=$BUILD/BENCHMARKS-quick.md
@@ -32,13 +33,14 @@ quick)
     export LINK_PROFILES="nbiot 4g" LINK_FRAGS="1024 4096" LINK_CAP_S="nbiot:100 4g:30"
     export SIZES="100 1000" RUNS=3 BIG_MB=64 DEVICE_RSS_MIB="1 64"
     export ENC_DEVICES=100 ENC_ROUNDS=1
+    export HTTP_BENCH_N=100 HTTP_BENCH_PAIRS=1
     ;;
 *)
     echo "usage: $0 [BUILD_DIR] [full|quick]" >&2
     exit 2
     ;;
 esac
-export FLEET_ROWS=$W/fleet.rows LINK_ROWS=$W/links.rows LINK_PLOT=$PLOT
+export FLEET_ROWS=$W/fleet.rows LINK_ROWS=$W/links.rows LINK_PLOT=$PLOT HTTP_ROWS=$W/http.rows
 for t in floor linkemu; do
     [ -x "$BUILD/tools/$t" ] || { echo "bench: $BUILD/tools/$t is missing (make bench builds it)" >&2; exit 1; }
 done
@@ -72,6 +74,7 @@ run gateway_rss gateway_rss.sh
 run device_rss device_rss.sh
 run loop_stall loop_stall.sh
 run encrypt encrypt.sh
+run http http.sh
 WALL=$((SECONDS - T_RUN))
 
 # --- the targets, from the raw rows -------------------------------------------------------
@@ -96,6 +99,10 @@ else
     g4="-"
     g4_verdict="not measured in this mode"
 fi
+# The HTTP side's cost: on / off of the update time and of the gateway's CPU (means).
+read -r HTTP_T HTTP_C <<<"$(awk '{ ms[$1] += $2; cpu[$1] += $3; n[$1]++ }
+    END { printf "%.3f %.3f", (ms["on"] / n["on"]) / (ms["off"] / n["off"]), (cpu["on"] / n["on"]) / (cpu["off"] / n["off"]) }' "$HTTP_ROWS")"
+http_verdict=$(awk -v t="$HTTP_T" -v c="$HTTP_C" 'BEGIN { if (t <= 1.05 && c <= 1.05) print "met"; else print "missed" }')
 wall_verdict=$(awk -v s="$WALL" -v l="$LIMIT_MIN" 'BEGIN { if (s <= l * 60) print "met"; else print "missed" }')
 sec() { cat "$W/$1.s"; }
 n_label=$maxn
@@ -118,6 +125,7 @@ tmp=$W/doc.md
     echo "| fleet time / floor at $n_label devices, 1 MiB: at most 3.0 | **$RATIO** ($(awk -v m="$R_OURS" 'BEGIN { printf "%.1f s", m / 1000 }') against $(awk -v m="$R_FLOOR" 'BEGIN { printf "%.2f s", m / 1000 }')) | $ratio_verdict |"
     echo "| NB-IoT-like link, windowed: update time at most 1.3x payload/bandwidth + one RTT | $nb_text | $nb_verdict |"
     echo "| 4G-like link, 1 KiB fragments, windowed: wire bytes per payload byte at most 1.10 | $g4 | $g4_verdict |"
+    echo "| HTTP side on (dashboard open, \`/metrics\` every 1 s) against off, $HTTP_BENCH_N devices: update time and gateway CPU at most 5% apart | update time x$HTTP_T, gateway CPU x$HTTP_C | $http_verdict |"
     echo "| \`make $([ "$MODE" = quick ] && echo bench-quick || echo bench)\` within $LIMIT_MIN minutes on 2 cores | $((WALL / 60)) min $((WALL % 60)) s | $wall_verdict |"
     echo
     if [ "$MODE" = full ]; then
@@ -335,6 +343,16 @@ tmp=$W/doc.md
     echo "shared machine. Command: \`tests/bench/encrypt.sh\` ($(sec encrypt) s)."
     echo
     cat "$W/encrypt.md"
+    echo "## The HTTP side's cost"
+    echo
+    echo "The same rollout with the gateway's HTTP side off, and on with the dashboard open in"
+    echo "headless Chromium (live updates over the WebSocket, its device page, chart and events"
+    echo "fetched again on each change) and \`/metrics\` scraped every second; off and on"
+    echo "alternate, on one broker and one fleet, each run on a fresh ledger. Chromium runs on"
+    echo "the same two cores as broker, gateway and fleet, so the update time includes its"
+    echo "share of the machine. Command: \`tests/bench/http.sh\` ($(sec http) s)."
+    echo
+    cat "$W/http.md"
 } >"$tmp" || exit 1
 mkdir -p "$(dirname "$OUT")"
 mv "$tmp" "$OUT"
