@@ -320,9 +320,8 @@ static struct gw_release *newest_of(struct gw *gw, const char *product)
 
 /*
  * Adapter to the gateway's control code: the one place the HTTP side
- * changes a campaign. Today it drives gw__control() (what `ota-gateway
- * ctl` reaches over MQTT) and reads the outcome back from the release;
- * once the control path returns verdicts of its own, call that here.
+ * changes a campaign. It calls the command functions `ota-gateway ctl`
+ * reaches over MQTT (gw__ctl_*) and publishes their verdict the same way.
  * Returns the HTTP status; *out is the verdict.
  */
 static unsigned http_command(struct gw *gw, const char *product,
