@@ -49,7 +49,7 @@ gw_cp() {
     spawn gateway env "$@" "$GW" run --broker-host localhost --broker-port "$BROKER_PORT" \
         --ca-file "$CERTS/ca.crt" --cert-file "$CERTS/gateway.crt" \
         --key-file "$CERTS/gateway.key" --publisher-key "$CERTS/publisher.pub" \
-        --db-dir "$T/gw-db" --store-dir "$T/gw-store"
+        --db-dir "$T/gw-db" --store-dir "$T/gw-store" --file-dirs "$T"
 }
 gw_fsck_store() { # a cut before LMDB made its data file leaves no ledger to check
     if [ ! -e "$T/gw-db/data.mdb" ]; then echo "no ledger yet" >"$T/fsck.out"; return 0; fi
