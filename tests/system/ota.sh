@@ -90,3 +90,17 @@ stop_all_clean() {
     done
     return $bad
 }
+
+# offer_json PKG FRAGMENTS [KEYSET_FILE]: the offer a gateway would send for package PKG
+# (4 KiB fragments, window 8, one block-table fragment), with the key set envelope of
+# KEYSET_FILE when given: for tests that play a compromised gateway (mq_pub_as injector).
+offer_json() {
+    local pkg=$1 man sig rel ks=
+    man=$(dd if="$pkg" bs=1 skip=16 count=$(($(od -An -tu4 -j8 -N4 "$pkg"))) 2>/dev/null)
+    sig=$(dd if="$pkg" bs=1 skip=$((16 + ${#man})) count=64 2>/dev/null | od -An -tx1 | tr -d ' \n')
+    rel=$(printf '%s' "$man" | openssl dgst -sha256 -binary | head -c 8 | od -An -tx1 | tr -d ' \n')
+    [ -n "${3:-}" ] && ks=$(cat "$3")
+    jq -nc --arg r "$rel" --arg m "$man" --arg s "$sig" --argjson n "$2" --arg k "$ks" \
+        '{release:$r, manifest:$m, sig:$s, fragment_size:4096, fragments:$n, window:8,
+          table_fragments:1} + (if $k == "" then {} else {keyset:$k} end)'
+}

@@ -33,21 +33,12 @@ check "the gateway refuses an expired package, with the reason" \
 check "and says so in the event log" \
     bash -c "'$GW' status --db '$T/gw-db' --events 20 | grep -q 'package expired at'"
 
-offer_of() {
-    local pkg=$1 man sig rel
-    man=$(dd if="$pkg" bs=1 skip=16 count=$(($(od -An -tu4 -j8 -N4 "$pkg"))) 2>/dev/null)
-    sig=$(dd if="$pkg" bs=1 skip=$((16 + ${#man})) count=64 2>/dev/null | od -An -tx1 | tr -d ' \n')
-    rel=$(printf '%s' "$man" | openssl dgst -sha256 -binary | head -c 8 | od -An -tx1 | tr -d ' \n')
-    jq -nc --arg r "$rel" --arg m "$man" --arg s "$sig" \
-        '{release:$r, manifest:$m, sig:$s, fragment_size:4096, fragments:16, window:8,
-          table_fragments:1}'
-}
-mq_pub_as injector ota/dev/dev-001/offer "$(offer_of "$T/p150.ota")" -q 1
+mq_pub_as injector ota/dev/dev-001/offer "$(offer_json "$T/p150.ota" 16)" -q 1
 check "a device refuses an expired package offered directly" \
     wait_until 10 "grep -q 'offer of .* ignored: package expired at' '$T/dev-001.log'"
 
 # A clock far behind: it has seen nothing newer, so the expired package is not detected.
-mq_pub_as injector ota/dev/dev-002/offer "$(offer_of "$T/p150.ota")" -q 1
+mq_pub_as injector ota/dev/dev-002/offer "$(offer_json "$T/p150.ota" 16)" -q 1
 check "a device with a clock behind and no newer manifest seen cannot tell (documented)" \
     wait_until 10 "grep -q 'accepted release=.* version=1.5.0' '$T/dev-002.log'"
 stop dev-002
@@ -63,7 +54,7 @@ check "both devices take 1.1.0 (no expiry)" \
     wait_until 30 "all_devices committed 1.1.0 dev-001 dev-002"
 check "dev-002 keeps the newest manifest time as its time floor" \
     test "$(jq -r .time_floor "$T/dev/dev-002/state.json")" -gt 1000000000
-mq_pub_as injector ota/dev/dev-002/offer "$(offer_of "$T/p150.ota")" -q 1
+mq_pub_as injector ota/dev/dev-002/offer "$(offer_json "$T/p150.ota" 16)" -q 1
 check "then a device with a clock behind refuses what expired before that time" \
     wait_until 10 "grep -q 'ignored: package expired at .* from the newest manifest seen: the clock is behind' '$T/dev-002.log'"
 

@@ -71,21 +71,12 @@ check "the gateway refuses a package signed by the revoked key" \
     wait_until 15 "grep -q \"release REFUSED product=sensor .*signature does not verify with any publisher key the key set (version 2) allows for product 'sensor'\" '$T/gateway.log'"
 
 # A compromised gateway offers the revoked key's package with the old key set beside it.
-offer_of() {
-    local pkg=$1 ks=$2 man sig rel
-    man=$(dd if="$pkg" bs=1 skip=16 count=$(($(od -An -tu4 -j8 -N4 "$pkg"))) 2>/dev/null)
-    sig=$(dd if="$pkg" bs=1 skip=$((16 + ${#man})) count=64 2>/dev/null | od -An -tx1 | tr -d ' \n')
-    rel=$(printf '%s' "$man" | openssl dgst -sha256 -binary | head -c 8 | od -An -tx1 | tr -d ' \n')
-    jq -nc --arg r "$rel" --arg m "$man" --arg s "$sig" --rawfile k "$ks" \
-        '{release:$r, manifest:$m, sig:$s, fragment_size:4096, fragments:16, window:8,
-          table_fragments:1, keyset:$k}'
-}
 stop dev-001
 mv "$T/dev-001.log" "$T/dev-001-1.log"
 device_start dev-001 1.0.0 --root-keys "$K/root.pub"
 check "dev-001 restarts on 1.2.0 (its key set 2 kept across the restart)" \
     wait_until 10 "all_devices committed 1.2.0 dev-001"
-mq_pub_as injector ota/dev/dev-001/offer "$(offer_of "$T/p130.ota" "$K/keyset-1.json")" -q 1
+mq_pub_as injector ota/dev/dev-001/offer "$(offer_json "$T/p130.ota" 16 "$K/keyset-1.json")" -q 1
 check "a device refuses the revoked key's package, even beside the old key set" \
     wait_until 10 "grep -q \"REFUSED: manifest signature does not verify with any publisher key of key set version 2 for product 'sensor'\" '$T/dev-001.log'"
 
@@ -96,7 +87,7 @@ cp "$T/rogue.json" "$T/keyset.json"
 kill -HUP "$(pid_of gateway)"
 check "the gateway refuses a key set its root did not sign, and keeps version 2" \
     wait_until 10 "grep -q 'key set .* REFUSED, keeping version 2: key set version 3 is signed by 0 of the 1 trusted root keys' '$T/gateway.log'"
-mq_pub_as injector ota/dev/dev-002/offer "$(offer_of "$T/p130.ota" "$T/rogue.json")" -q 1
+mq_pub_as injector ota/dev/dev-002/offer "$(offer_json "$T/p130.ota" 16 "$T/rogue.json")" -q 1
 check "so does a device offered it" \
     wait_until 10 "grep -q 'key set in offer refused: key set version 3 is signed by 0 of the 1 trusted root keys' '$T/dev-002.log'"
 check "and the package that came with it" \

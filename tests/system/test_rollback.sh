@@ -91,19 +91,10 @@ check "and offers it to no device: each ran 1.2.0, newer than what it replaces" 
     bash -c "! grep -q 'version=1.0.7 offered' '$T/gateway.log'"
 
 # A holder of the gateway's certificate offers it directly (no ledger in the way).
-offer_of() {
-    local pkg=$1 man sig rel
-    man=$(dd if="$pkg" bs=1 skip=16 count=$(($(od -An -tu4 -j8 -N4 "$pkg"))) 2>/dev/null)
-    sig=$(dd if="$pkg" bs=1 skip=$((16 + ${#man})) count=64 2>/dev/null | od -An -tx1 | tr -d ' \n')
-    rel=$(printf '%s' "$man" | openssl dgst -sha256 -binary | head -c 8 | od -An -tx1 | tr -d ' \n')
-    jq -nc --arg r "$rel" --arg m "$man" --arg s "$sig" --argjson n "$2" \
-        '{release:$r, manifest:$m, sig:$s, fragment_size:4096, fragments:$n, window:8,
-          table_fragments:1}'
-}
-mq_pub_as injector ota/dev/dev-001/offer "$(offer_of "$T/p107.ota" 17)" -q 1
+mq_pub_as injector ota/dev/dev-001/offer "$(offer_json "$T/p107.ota" 17)" -q 1
 check "a device refuses the replayed downgrade offered directly" \
     wait_until 10 "grep -q 'signed downgrade to 1.0.7 replaces 1.1.0, but this device has run 1.2.0 since (anti-rollback)' '$T/dev-001.log'"
-mq_pub_as injector ota/dev/dev-001/offer "$(offer_of "$T/p110.ota" 16)" -q 1
+mq_pub_as injector ota/dev/dev-001/offer "$(offer_json "$T/p110.ota" 16)" -q 1
 check "and the release it left for a newer one" \
     wait_until 10 "grep -q 'version 1.1.0 is not newer than the running 1.2.0 (anti-rollback)' '$T/dev-001.log'"
 
@@ -117,7 +108,7 @@ check "1.3.0 (security_version 5) reaches every device" \
     wait_until 40 "all_devices committed 1.3.0 ${ids[*]}"
 check "state.json keeps the security floor" \
     test "$(jq -r .security_floor "$T/dev/dev-002/state.json")" = 5
-mq_pub_as injector ota/dev/dev-002/offer "$(offer_of "$T/p140.ota" 16)" -q 1
+mq_pub_as injector ota/dev/dev-002/offer "$(offer_json "$T/p140.ota" 16)" -q 1
 check "a newer version below the security floor is refused" \
     wait_until 10 "grep -q 'security_version 4 is below this device.s 5 (anti-rollback)' '$T/dev-002.log'"
 check "every device is still on 1.3.0" all_devices committed 1.3.0 "${ids[@]}"
