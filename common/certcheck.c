@@ -193,3 +193,10 @@ int certcheck_dir_writable(const char *dir, char *err, size_t errlen)
 	unlink(probe);
 	return 0;
 }
+
+void certcheck_print_problem(void *ud, const char *key, const char *msg)
+{
+	struct certcheck_problems *p = ud;
+	p->n++;
+	fprintf(stderr, "%s%s: %s\n", p->prefix, key, msg);
+}

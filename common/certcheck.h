@@ -38,4 +38,12 @@ int certcheck_cn(const char *cert_file, char *cn, size_t n, char *err,
  * with the reason in err. */
 int certcheck_dir_writable(const char *dir, char *err, size_t errlen);
 
+/* A certcheck_problem_fn that prints "<prefix><key>: <msg>" on stderr and
+ * counts: pass a struct certcheck_problems as ud. */
+struct certcheck_problems {
+	int n;
+	const char *prefix;
+};
+void certcheck_print_problem(void *ud, const char *key, const char *msg);
+
 #endif

@@ -216,17 +216,6 @@ static void usage(void)
 	       "...)\n");
 }
 
-struct problems {
-	int n;
-	const char *prefix;
-};
-
-static void problem(void *ud, const char *key, const char *msg)
-{
-	struct problems *p = ud;
-	p->n++;
-	fprintf(stderr, "%s%s: %s\n", p->prefix, key, msg);
-}
 
 /* What run time would trip over, checked now: the certificate, key and
  * CA (matching, valid, CN = id), the publisher keys, the state directory.
@@ -235,24 +224,24 @@ static int check_files(const struct main_conf *mc, const char *prefix,
 		       bool all)
 {
 	const struct dev_config *c = &mc->dev;
-	struct problems p = {0, prefix};
+	struct certcheck_problems p = {0, prefix};
 	char err[512];
 	struct certcheck cc = {c->ca_file,   "ca_file", c->cert_file,
 			       "cert_file", c->key_file, "key_file",
 			       c->id,	     "id"};
 	if (!mc->fleet.n)
-		certcheck_run(&cc, problem, &p);
+		certcheck_run(&cc, certcheck_print_problem, &p);
 	if (!all)
 		return p.n;
 	struct trust t;
 	if (trust_load(&t, c->publisher_key, c->root_keys, c->root_threshold,
 		       c->keyset_file, true, 0, err, sizeof(err)) != 0)
-		problem(&p, c->root_keys[0] ? "root_keys" : "publisher_key",
-			err);
+		certcheck_print_problem(
+		    &p, c->root_keys[0] ? "root_keys" : "publisher_key", err);
 	else
 		trust_free(&t);
 	if (certcheck_dir_writable(c->state_dir, err, sizeof(err)) != 0)
-		problem(&p, "state_dir", err);
+		certcheck_print_problem(&p, "state_dir", err);
 	return p.n;
 }
 

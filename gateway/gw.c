@@ -739,17 +739,6 @@ static void free_device(void *p)
 	free(d);
 }
 
-struct problems {
-	int n;
-	const char *prefix;
-};
-
-static void problem(void *ud, const char *key, const char *msg)
-{
-	struct problems *p = ud;
-	p->n++;
-	fprintf(stderr, "%s%s: %s\n", p->prefix, key, msg);
-}
 
 /* What run time would trip over: the TLS files (key matches, the CA
  * verifies the certificate, valid now, and with --check its CN is
@@ -758,20 +747,20 @@ static void problem(void *ud, const char *key, const char *msg)
 static int check_files(const struct gw_config *c, const char *prefix,
 		       bool all)
 {
-	struct problems p = {0, prefix};
+	struct certcheck_problems p = {0, prefix};
 	char err[512];
 	struct certcheck cc = {c->ca_file,	  "ca_file",
 			       c->cert_file,	  "cert_file",
 			       c->key_file,	  "key_file",
 			       all ? "ota-gateway" : NULL,
 			       "the gateway's identity (deploy/mosquitto/acl)"};
-	certcheck_run(&cc, problem, &p);
+	certcheck_run(&cc, certcheck_print_problem, &p);
 	if (!all)
 		return p.n;
 	if (certcheck_dir_writable(c->db_dir, err, sizeof(err)) != 0)
-		problem(&p, "db_dir", err);
+		certcheck_print_problem(&p, "db_dir", err);
 	if (certcheck_dir_writable(c->store_dir, err, sizeof(err)) != 0)
-		problem(&p, "store_dir", err);
+		certcheck_print_problem(&p, "store_dir", err);
 	return p.n;
 }
 
