@@ -34,7 +34,7 @@ check "status shows it finished with the time it ended" \
     bash -c "'$GW' status --db '$T/gw-db' | grep -E '^[0-9a-f]{16} +sensor +1\.1\.0 +finished .* \.\. '"
 
 # A slow transfer to three devices, so that they are under way while we look.
-make_payload "$T/big.bin" 1048576
+make_payload "$T/big.bin" 4194304  # ~16k stop-and-wait fragments: still under way at the abort on a quiet machine
 pack sensor 1.2.0 "$T/big.bin" "$T/p120.ota"
 check "announce a slow 1.2.0 to dev-001..dev-003" "$GW" announce --product sensor \
     --url "file://$T/p120.ota" --devices dev-001,dev-002,dev-003 --fragment-size 256 --window 1 "${CONN[@]}"
