@@ -74,8 +74,14 @@ $(B)/tests/%: tests/unit/%.c $(B)/libota.a
 	@mkdir -p $(@D)
 	$(Q)$(CC) $(CFLAGS_ALL) -o $@ $^ $(LDLIBS_ALL) -lcmocka
 
-# test_dev_rx drives the device's receiver, which is not in libota.a.
+# test_dev_rx and test_dev_blocks drive the device's receiver and block
+# assembler, which are not in libota.a.
 $(B)/tests/test_dev_rx: tests/unit/test_dev_rx.c $(call obj,device-client/rx.c) $(B)/libota.a
+	@mkdir -p $(@D)
+	$(Q)$(CC) $(CFLAGS_ALL) -o $@ $^ $(LDLIBS_ALL) -lcmocka
+
+$(B)/tests/test_dev_blocks: tests/unit/test_dev_blocks.c \
+		$(call obj,device-client/blocks.c device-client/rx.c) $(B)/libota.a
 	@mkdir -p $(@D)
 	$(Q)$(CC) $(CFLAGS_ALL) -o $@ $^ $(LDLIBS_ALL) -lcmocka
 
