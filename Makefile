@@ -74,6 +74,17 @@ $(B)/tests/%: tests/unit/%.c $(B)/libota.a
 	@mkdir -p $(@D)
 	$(Q)$(CC) $(CFLAGS_ALL) -o $@ $^ $(LDLIBS_ALL) -lcmocka
 
+# test_dev_rx and test_dev_blocks drive the device's receiver and block
+# assembler, which are not in libota.a.
+$(B)/tests/test_dev_rx: tests/unit/test_dev_rx.c $(call obj,device-client/rx.c) $(B)/libota.a
+	@mkdir -p $(@D)
+	$(Q)$(CC) $(CFLAGS_ALL) -o $@ $^ $(LDLIBS_ALL) -lcmocka
+
+$(B)/tests/test_dev_blocks: tests/unit/test_dev_blocks.c \
+		$(call obj,device-client/blocks.c device-client/rx.c) $(B)/libota.a
+	@mkdir -p $(@D)
+	$(Q)$(CC) $(CFLAGS_ALL) -o $@ $^ $(LDLIBS_ALL) -lcmocka
+
 # test_fuzz_replay includes the fuzz targets, some of which test gateway and
 # device code that is not in libota.a.
 FUZZ_REPLAY_OBJ := $(call obj,device-client/persist.c gateway/fsck.c gateway/status.c \

@@ -36,6 +36,7 @@ struct mq {
 	unsigned backoff_ms;
 	bool connected;
 	bool closing;
+	bool renewing; /* disconnected on purpose to renew the will */
 	unsigned fails; /* attempts in a row that ended before CONNACK */
 	uint64_t attempt_ms; /* when the current connection attempt began */
 	int pending_closes;
@@ -84,9 +85,23 @@ static void mq__connect_failed(struct mq *mq, const char *why)
 	mq->tls_err[0] = '\0';
 }
 
+static void retry_cb(uv_timer_t *t);
+
 static void mq__lost(struct mq *mq, const char *why)
 {
 	bool was = mq->connected;
+	if (mq->renewing && !mq->closing) {
+		/* Our own clean DISCONNECT (mq_renew_will): connect again at
+		 * once with the new will, without a word to the owner. */
+		mq->renewing = false;
+		mq->connected = false;
+		mq__detach_poll(mq);
+		log_info("mqtt id=%s: reconnecting with a new last will",
+			 mq->client_id);
+		uv_timer_stop(&mq->retry);
+		uv_timer_start(&mq->retry, retry_cb, 0, 0);
+		return;
+	}
 	if (!was && !mq->closing)
 		mq__connect_failed(mq, why);
 	mq->connected = false;
@@ -652,6 +667,30 @@ static void close_timeout_cb(uv_timer_t *t)
 	struct mq *mq = t->data;
 	log_debug("mqtt: DISCONNECT not flushed in time, closing anyway");
 	mq__finish_close(mq);
+}
+
+int mq_renew_will(struct mq *mq, const char *topic, const void *payload,
+		  size_t len, int qos, bool retain)
+{
+	int rc = mosquitto_will_set(mq->mosq, topic, (int)len, payload, qos,
+				    retain);
+	if (rc != MOSQ_ERR_SUCCESS) {
+		log_warnx("mqtt id=%s: last will: %s", mq->client_id,
+			  mosquitto_strerror(rc));
+		return -1;
+	}
+	if (!mq->connected || mq->closing || mq->renewing)
+		return 0; /* the next connect carries it */
+	/* Set first: the library may write DISCONNECT and report the
+	 * disconnect (mq__lost, which reconnects) before it returns. */
+	mq->renewing = true;
+	if (mosquitto_disconnect(mq->mosq) != MOSQ_ERR_SUCCESS) {
+		mq->renewing = false;
+		return -1;
+	}
+	if (mq->renewing)
+		mq__update_poll(mq); /* DISCONNECT not written yet: flush */
+	return 0;
 }
 
 void mq_close(struct mq *mq, void (*done)(void *ud))

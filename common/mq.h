@@ -73,6 +73,12 @@ int mq_publish_corr(struct mq *mq, const char *topic, const void *payload,
 		    size_t corr_len);
 int mq_subscribe(struct mq *mq, const char *topic, int qos);
 int mq_unsubscribe(struct mq *mq, const char *topic);
+/* Replace the Last Will. A will is fixed at connect, so a connected
+ * client disconnects cleanly (the broker discards the old will unsent)
+ * and connects again at once with the new one; on_disconnect is not
+ * called, on_connect is. Copies payload. 0, or -1 (library error). */
+int mq_renew_will(struct mq *mq, const char *topic, const void *payload,
+		  size_t len, int qos, bool retain);
 /* Free the TLS contexts kept for shared_tls (at exit, all clients gone). */
 void mq_tls_cache_clear(void);
 bool mq_connected(const struct mq *mq);

@@ -181,6 +181,16 @@ static void on_offer(struct dev *d, const void *payload, size_t len)
 		goto out;
 	}
 	bool same = !strcmp(o.release, d->p.release);
+	if (same && d->st == PROTO_ST_COMMITTED) {
+		/* PROTOCOL.md 8 step 5: the release it runs. No check (its
+		 * `failed` would cover the retained `committed`): say again
+		 * where it is, for a gateway that lost track. */
+		d->stats.msgs_stale++;
+		log_info("device=%s offer of %s ignored: already committed "
+			 "(version %s)", d->cfg.id, o.release, d->p.version);
+		dev__publish_status(d);
+		goto out;
+	}
 	if (same && d->st == PROTO_ST_DOWNLOADING && dev__download_open(d)) {
 		/* A gateway that lost its content key sends a new one. */
 		if (d->enc && o.enc_alg[0] &&
@@ -417,7 +427,6 @@ fail:
 int dev_start(struct dev *d)
 {
 	char err[512];
-	struct proto_status s;
 	char *will = NULL;
 	size_t wlen = 0;
 	/* Where did the last run stop? Continue from there. */
@@ -440,8 +449,7 @@ int dev_start(struct dev *d)
 		d->st = d->p.phase == PROTO_ST_OFFLINE ? PROTO_ST_IDLE
 						       : d->p.phase;
 	}
-	dev__status_fill(d, &s, PROTO_ST_OFFLINE);
-	if (proto_status_encode(&s, &will, &wlen) != 0)
+	if (dev__will(d, &will, &wlen) != 0)
 		return -1;
 	struct mq_opts mo = {
 	    .host = d->cfg.broker_host,

@@ -227,6 +227,12 @@ void dev__slot_path(const struct dev *d, char slot, const char *name,
 		    char *out, size_t n);
 char dev__inactive_slot(const struct dev *d);
 
+/* The Last Will (PROTOCOL.md 3): the offline status of the version
+ * running now; *json new. dev__will_renew: after the running version
+ * changed on a live connection, reconnect with the new will. */
+int dev__will(const struct dev *d, char **json, size_t *len);
+void dev__will_renew(struct dev *d);
+
 /* Tests only: a power cut at the named point when test_crash_at names
  * it (downloaded, table-removed, verify, verified, installing, switched,
  * installed, committing, rollback). */

@@ -321,6 +321,9 @@ static void commit(struct dev *d)
 		 d->p.version, d->p.slot);
 	dev__set_state(d, PROTO_ST_COMMITTED, NULL);
 	dev__persist(d);
+	/* The will still names the version of the connect (a restart
+	 * command or a health check kept the connection): renew it. */
+	dev__will_renew(d);
 }
 
 static void health_timeout(uv_timer_t *t)

@@ -115,7 +115,10 @@ unsigned dev_rx_decide(struct dev_rx *rx, uint64_t now)
 	if (rx->a_kind == DEV_RX_DUP) {
 		if (dev_rx_all_held(rx))
 			return DEV_RX_COMPLETE;
-		return delayed(rx, now);
+		/* On our own topic the sender resent it because it thinks we
+		 * lack it: our ack was lost, so say it again at once. On the
+		 * group topic it is another member's repair: nothing to say. */
+		return rx->a_group ? delayed(rx, now) : DEV_RX_ACK;
 	}
 	if (rx->a_kind != DEV_RX_NEW)
 		return 0;
@@ -127,8 +130,10 @@ unsigned dev_rx_decide(struct dev_rx *rx, uint64_t now)
 		return DEV_RX_COMPLETE;
 	unsigned act = rx->since_ckpt >= rx->ckpt_every ? DEV_RX_CHECKPOINT
 							: 0;
-	/* A gap (not the cumulative position): tell it at once. */
-	if (rx->a_index != before)
+	/* A gap (the fragment is not the cumulative position `before`) or
+	 * a hole filled (cum moved past fragments held before it): the
+	 * sender must learn of the loss, or of the repair, at once. */
+	if (rx->a_index != before || rx->cum - before > 1)
 		return act | DEV_RX_ACK;
 	return act | delayed(rx, now);
 }

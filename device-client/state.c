@@ -191,3 +191,26 @@ void dev__set_state(struct dev *d, enum proto_state st, const char *error)
 	}
 	dev__publish_status(d);
 }
+
+/* ------------------------------------------------------------ will */
+
+int dev__will(const struct dev *d, char **json, size_t *len)
+{
+	struct proto_status s;
+	dev__status_fill(d, &s, PROTO_ST_OFFLINE);
+	return proto_status_encode(&s, json, len);
+}
+
+void dev__will_renew(struct dev *d)
+{
+	char *will = NULL;
+	size_t len;
+	if (!d->mq)
+		return; /* dev_start sets the will from the record */
+	if (dev__will(d, &will, &len) != 0 ||
+	    mq_renew_will(d->mq, d->topic_status, will, len, 1, true) != 0)
+		log_warnx("device=%s cannot renew the last will: it names "
+			  "the version of the connect until the next one",
+			  d->cfg.id);
+	free(will);
+}
