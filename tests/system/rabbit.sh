@@ -18,8 +18,8 @@
 # The test identities' client ids must equal their CN (see definitions.sh: queue names):
 # _mq_tls adds "-i CN" when OTA_BROKER=rabbitmq.
 RMQ_BIN=${RMQ_BIN:-/usr/lib/rabbitmq/bin}
-declare -a RMQ_PORT=() RMQ_NODE=() RMQ_DIST=()
-RMQ_EPMD=
+declare -g -a RMQ_PORT=() RMQ_NODE=() RMQ_DIST=()
+declare -g RMQ_EPMD=
 
 # _rmq_env K: sets _RMQ_ENV to the environment of node K (and of rabbitmqctl against it).
 _rmq_env() {
@@ -35,7 +35,7 @@ _rmq_env() {
         RABBITMQ_ENABLED_PLUGINS_FILE="$OTA_ROOT/deploy/rabbitmq/enabled_plugins"
         RABBITMQ_MNESIA_BASE="$T/rmq$k/mnesia" RABBITMQ_LOG_BASE="$T/rmq$k/log"
         RABBITMQ_PLUGINS_EXPAND_DIR="$T/rmq$k/plugins-expand"
-        RABBITMQ_PID_FILE="$T/rmq$k/pid")
+        RABBITMQ_PID_FILE="$T/rmq$k/pid" ERL_CRASH_DUMP="$T/rmq$k/erl_crash.dump")
 }
 
 rabbitmqctl_on() {

@@ -1,5 +1,6 @@
 #!/bin/bash
 # ota-test-timeout: 400
+# ota-test-broker: rabbitmq
 # The system on RabbitMQ (issue 16, point 4): a real 3-node RabbitMQ 3.10 cluster on
 # loopback (tests/system/rabbit.sh: distinct node names, ports and data directories, one
 # private epmd; started here, stopped at the end) with deploy/rabbitmq/rabbitmq.conf.in and
@@ -12,6 +13,7 @@
 # test_broker_security.sh and test_identity.sh, both run by `make test-rabbitmq`.)
 . "$OTA_ROOT/tests/system/lib.sh"
 . "$OTA_ROOT/tests/system/ota.sh"
+OTA_BROKER=rabbitmq
 . "$OTA_ROOT/tests/system/rabbit.sh"
 
 DEVS=(dev-001 dev-002 dev-003 dev-004 dev-005 dev-006)
@@ -49,7 +51,7 @@ pw_refused() {
 check "a username and (empty) password in CONNECT log nobody in" pw_refused
 
 # --- an update through the cluster -----------------------------------------------------------
-check "gateway starts on node 1" gateway_start
+check "gateway starts on node 1 (MQTT 3.1.1)" gateway_start
 for i in "${!DEVS[@]}"; do
     k=$((i % 3 + 1))
     BROKER_PORT=${RMQ_PORT[$k]} device_start "${DEVS[$i]}" 1.0.0
