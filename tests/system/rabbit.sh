@@ -114,10 +114,10 @@ rabbit_start() {
         RMQ_DIST[$k]=$(free_port) || return 1
     done
     for ((k = 1; k <= n; k++)); do _rmq_conf "$k" "$n"; done
-    # Node 1 first (it forms the cluster), then the others together.
-    rabbit_node_start 1 || return 1
-    for ((k = 2; k <= n; k++)); do _rmq_spawn "$k"; done
-    for ((k = 2; k <= n; k++)); do _rmq_wait "$k" || return 1; done
+    # All at once: classic peer discovery picks one to form the cluster and the others join
+    # it (node 1 alone first would wait for the others before its MQTT listener opens).
+    for ((k = 1; k <= n; k++)); do _rmq_spawn "$k"; done
+    for ((k = 1; k <= n; k++)); do _rmq_wait "$k" || return 1; done
     BROKER_PORT=${RMQ_PORT[1]}
     export BROKER_PORT
 }
@@ -150,4 +150,19 @@ rabbit_reload() {
         jq -e --arg u "$u" 'any(.users[]; .name == $u)' "$T/rmq-defs.json" >/dev/null ||
             rabbitmqctl_on 1 delete_user "$u" >/dev/null || return 1
     done
+}
+
+# rabbit_stop_all: every node and the private epmd stopped, their data removed (a later
+# rabbit_start makes a new cluster).
+rabbit_stop_all() {
+    local k
+    for k in "${!RMQ_NODE[@]}"; do rabbit_stop "$k"; done
+    stop epmd || true
+    rm -rf "$T"/rmq[0-9]*
+    RMQ_NODE=() RMQ_PORT=() RMQ_DIST=()
+}
+
+# rabbit_beam_pid K: the OS pid of node K's Erlang VM (what uses the CPU and memory).
+rabbit_beam_pid() {
+    cat "$T/rmq$1/pid" 2>/dev/null
 }

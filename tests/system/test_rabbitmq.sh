@@ -50,6 +50,22 @@ pw_refused() {
 }
 check "a username and (empty) password in CONNECT log nobody in" pw_refused
 
+# --- what RabbitMQ does with retained messages (why discovery must not rely on them) ----------
+# A retained status published through node 2 reaches a subscription of exactly its topic on
+# node 2, but neither a wildcard subscription (RabbitMQ delivers retained messages only to
+# exact-topic subscriptions) nor an exact one on node 1 (each node keeps its own retained
+# store). Mosquitto delivers it in all three cases.
+BROKER_PORT=${RMQ_PORT[2]} mq_pub_as dev-006 ota/dev/dev-006/status '{"retained":1}' -q 1 -r
+retained_on() { # NODE FILTER: the retained message arrives within 3 s
+    BROKER_PORT=${RMQ_PORT[$1]} mq_sub_as monitor "$2" 1 3 >"$T/retained.out" 2>&1
+}
+check "a retained status reaches an exact subscription on the same node" \
+    retained_on 2 ota/dev/dev-006/status
+check "RabbitMQ: not a wildcard subscription (ota/dev/+/status) on that node" \
+    eval '! retained_on 2 "ota/dev/+/status"'
+check "RabbitMQ: not an exact subscription on another node" \
+    eval '! retained_on 1 ota/dev/dev-006/status'
+
 # --- an update through the cluster -----------------------------------------------------------
 check "gateway starts on node 1 (MQTT 3.1.1)" gateway_start
 for i in "${!DEVS[@]}"; do
@@ -75,4 +91,24 @@ done
 check "the ledger is consistent" gw_fsck
 
 check "gateway and devices stop cleanly" stop_all_clean gateway "${DEVS[@]}"
+
+# --- the deployment's compose file (no container engine needed) ------------------------------
+compose_ok() {
+    bash "$OTA_ROOT/deploy/rabbitmq/definitions.sh" "$CERTS" -o "$T/defs.json" &&
+        echo cookie >"$T/cookie" &&
+        OTA_PKI=$CERTS OTA_RABBIT_DEFS=$T/defs.json OTA_RABBIT_COOKIE=$T/cookie \
+            docker-compose -f "$OTA_ROOT/deploy/rabbitmq/docker-compose.yml" config >"$T/compose.out" &&
+        [ "$(grep -c -E '^  rmq[123]:$' "$T/compose.out")" = 3 ] &&
+        grep -q "$CERTS/broker.key:/ota/pki/broker.key:ro" "$T/compose.out"
+}
+check "deploy/rabbitmq/docker-compose.yml is valid: three nodes, the PKI mounted read-only" compose_ok
+bad_cn() {
+    mkdir -p "$T/badpki/devices" && cp "$CERTS/ca.crt" "$T/badpki/" &&
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
+            -subj "/CN=dot.dev" -keyout "$T/badpki/devices/dot.dev.key" \
+            -out "$T/badpki/devices/dot.dev.crt" 2>/dev/null &&
+        ! bash "$OTA_ROOT/deploy/rabbitmq/definitions.sh" "$T/badpki" >/dev/null 2>"$T/badcn.err" &&
+        grep -q "CN 'dot.dev' has characters" "$T/badcn.err"
+}
+check "definitions.sh refuses a CN with '.' (a routing-key separator on RabbitMQ)" bad_cn
 finish
