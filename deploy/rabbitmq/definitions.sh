@@ -80,6 +80,7 @@ entries() {
 }
 
 # The permissions of each role, as jq: $cn is the user's CN (a safe charset, see above).
+# shellcheck disable=SC2016  # $cn, $ids are jq's own
 JQ='
 def q($ids): "mqtt-subscription-(" + $ids + ")qos[01]";
 def ids: if .role == "operator" or .role == "monitor" then .cn + "|mosq-[A-Za-z0-9]+" else .cn end;

@@ -93,6 +93,11 @@ _rmq_wait() {
         return 1
     fi
     alive "rabbit$k" || { echo "rabbit: node $k exited" >&2; return 1; }
+    # Each node imports the definitions into the cluster's shared database at boot, and one
+    # node's listener can open while another is still importing (1000 users take seconds):
+    # ready only once this node says it finished.
+    wait_until 120 "grep -q 'Server startup complete' '$T/rabbit$k.log' || ! alive rabbit$k" &&
+        alive "rabbit$k" || { echo "rabbit: node $k did not complete its start" >&2; return 1; }
 }
 
 rabbit_start() {
@@ -109,9 +114,9 @@ rabbit_start() {
     wait_until 5 "port_listening $RMQ_EPMD" || { echo "rabbit_start: epmd did not start" >&2; return 1; }
     tag=$$
     for ((k = 1; k <= n; k++)); do
-        RMQ_NODE[$k]="ota$k-$tag@localhost"
-        RMQ_PORT[$k]=$(free_port) || return 1
-        RMQ_DIST[$k]=$(free_port) || return 1
+        RMQ_NODE[k]="ota$k-$tag@localhost"
+        RMQ_PORT[k]=$(free_port) || return 1
+        RMQ_DIST[k]=$(free_port) || return 1
     done
     for ((k = 1; k <= n; k++)); do _rmq_conf "$k" "$n"; done
     # All at once: classic peer discovery picks one to form the cluster and the others join
@@ -164,5 +169,6 @@ rabbit_stop_all() {
 
 # rabbit_beam_pid K: the OS pid of node K's Erlang VM (what uses the CPU and memory).
 rabbit_beam_pid() {
-    cat "$T/rmq$1/pid" 2>/dev/null
+    local pid
+    pid=$(cat "$T/rmq$1/pid" 2>/dev/null) && echo "$pid"
 }
