@@ -2,6 +2,7 @@
 #   make          build build/ota-gateway and build/ota-device
 #   make test     install missing Debian packages, build with ASan+UBSan,
 #                 run unit and system tests; ends with "N passed, N failed"
+#   make test-rabbitmq  the system on a 3-node RabbitMQ cluster, security checks on RabbitMQ
 #   make demo     broker + gateway + 5 devices + one release, end to end
 #   make bench    benchmarks into docs/BENCHMARKS.md (~20 min); make bench-quick: ~4 min
 #   make crashpoints  a power cut before and after every state-changing call
@@ -52,7 +53,7 @@ TOOL_BIN := $(patsubst tests/tools/%.c,$(B)/tools/%,$(TOOL_SRC))
 # loads after the sanitizer runtime of the programs it watches).
 PRELOAD_BIN := $(B)/tools/crashpoint.so
 
-.PHONY: all deps test unit system demo bench bench-quick bench-deps clean format check-format
+.PHONY: all deps test test-rabbitmq unit system demo bench bench-quick bench-deps clean format check-format
 all: $(B)/ota-gateway $(B)/ota-device
 
 $(B)/libota.a: $(LIB_OBJ)
@@ -115,6 +116,14 @@ test: deps
 	@sh tests/run.sh build/asan
 
 all-tests: all $(UNIT_BIN) $(TOOL_BIN) $(PRELOAD_BIN)
+
+# The system on RabbitMQ (deploy/rabbitmq): test_rabbitmq.sh (a 3-node cluster on loopback,
+# 1-2 minutes, so not in `make test`) and the broker security and identity checks against
+# RabbitMQ with its own expectations. CI (.ci/run) runs it after `make test`.
+RABBITMQ_TESTS := ^test_(rabbitmq|broker_security|identity)\.sh$$
+test-rabbitmq: deps
+	@$(MAKE) --no-print-directory VARIANT=asan all-tests
+	@OTA_BROKER=rabbitmq OTA_TEST_FILTER='$(RABBITMQ_TESTS)' sh tests/run.sh build/asan system
 
 unit: deps
 	@$(MAKE) --no-print-directory VARIANT=asan all-tests

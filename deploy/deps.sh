@@ -15,8 +15,11 @@ BUILD="gcc make pkg-config libmosquitto-dev libssl-dev libuv1-dev libjansson-dev
        liblmdb-dev libcurl4-openssl-dev libcmocka-dev libwebsockets-dev"
 # libwebsockets-evlib-uv: lws 4.1 loads its libuv support from this plugin at run time.
 # python3-prometheus-client: test_http parses /metrics with Prometheus' own parser.
+# rabbitmq-server: tests/system/test_rabbitmq.sh runs the system on a 3-node RabbitMQ
+# cluster (3.10, with its MQTT plugin); like mosquitto, the package's own service is never
+# used (the tests start their nodes on loopback with deploy/rabbitmq's configuration).
 RUN="mosquitto mosquitto-clients openssl jq lmdb-utils procps iproute2 coreutils docker-compose
-     libwebsockets-evlib-uv curl python3 python3-prometheus-client"
+     libwebsockets-evlib-uv curl python3 python3-prometheus-client rabbitmq-server"
 # tests/system/test_compose.sh starts deploy/docker-compose.yml with podman (no Docker
 # engine here): podman-compose, runc (crun refuses hybrid cgroups), netavark + aardvark-dns
 # (the compose network and its service names), iptables (published ports), debootstrap

@@ -9,6 +9,8 @@
 #         OTA_ROOT=<repo root>, under a timeout (OTA_TEST_TIMEOUT, default 300 s; a line
 #         "# ota-test-timeout: SECONDS" near a script's top raises its own, never lowers it);
 #         each "ok - ..." / "not ok - ..." line is one test ("ok - ... # SKIP" is neither).
+#         OTA_BROKER=rabbitmq: the scripts that honour it run against RabbitMQ, and those
+#         marked "# ota-test-broker: rabbitmq" (skipped otherwise) run too.
 # A program that exits non-zero (crash, sanitizer report, timeout) without a "not ok" line
 # counts as one failure. The last line is "N passed, N failed"; exit 1 if anything failed
 # or nothing ran. OTA_TEST_FILTER=REGEX runs only the binaries/scripts whose name matches.
@@ -106,7 +108,14 @@ run_system() {
     local scripts=() s name rc ok nok skipped limit t
     for s in tests/system/test_*.sh; do
         [ -f "$s" ] || continue
-        [[ ${s##*/} =~ ${OTA_TEST_FILTER:-.} ]] && scripts+=("$s")
+        [[ ${s##*/} =~ ${OTA_TEST_FILTER:-.} ]] || continue
+        # "# ota-test-broker: rabbitmq" near the top: only with OTA_BROKER=rabbitmq (make
+        # test-rabbitmq), whose other scripts run against RabbitMQ instead of Mosquitto.
+        if [ "${OTA_BROKER:-mosquitto}" != rabbitmq ] &&
+            head -n 5 "$s" | grep -q '^# ota-test-broker: rabbitmq$'; then
+            continue
+        fi
+        scripts+=("$s")
     done
     if [ ${#scripts[@]} -eq 0 ]; then
         echo "# system: no scripts tests/system/test_*.sh"

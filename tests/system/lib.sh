@@ -25,6 +25,8 @@
 #   broker_start/broker_stop  Mosquitto with deploy/mosquitto config on 127.0.0.1:$BROKER_PORT
 #                           and the ACL make-certs wrote ($CERTS/acl) plus test observers
 #   broker_reload           SIGHUP it after make-certs changed the ACL or the CRL
+#   OTA_BROKER=rabbitmq     broker_start/broker_reload start/update RabbitMQ instead
+#                           (tests/system/rabbit.sh; OTA_RABBIT_NODES nodes, default 1)
 #   mq_pub_as WHO TOPIC MSG [ARGS]      mosquitto_pub as WHO (operator, gateway, monitor,
 #   mq_pubf_as WHO TOPIC FILE [ARGS]    operator-NAME, monitor-NAME, observer1..3, injector,
 #                                       a device id, a cert path prefix containing '/', or
@@ -279,6 +281,12 @@ observers_make() {
 # of broker limits; BROKER_ACL: another ACL file instead).
 broker_start() {
     local attempt
+    if [ "${OTA_BROKER:-mosquitto}" = rabbitmq ]; then
+        # shellcheck source=tests/system/rabbit.sh
+        . "$OTA_ROOT/tests/system/rabbit.sh"
+        rabbit_start "${OTA_RABBIT_NODES:-1}"
+        return
+    fi
     [ -s "$CERTS/broker.crt" ] || certs_make || return 1
     observers_make || { echo "broker_start: could not make the observer certificates" >&2; return 1; }
     for attempt in 1 2 3; do
@@ -309,6 +317,10 @@ broker_stop() {
 # and SIGHUP the broker; returns once it logged the reload (the ACL and crl.pem re-read).
 broker_reload() {
     local n
+    if [ "${OTA_BROKER:-mosquitto}" = rabbitmq ]; then
+        rabbit_reload
+        return
+    fi
     observers_make || return 1
     n=$(grep -c 'Reloading config' "$T/broker.log")
     kill -HUP "$(pid_of broker)" || return 1
@@ -333,6 +345,13 @@ _mq_tls() {
     *) base=$CERTS/devices/$who ;;
     esac
     _MQ_ARGS+=(--cert "$base.crt" --key "$base.key")
+    # RabbitMQ names a subscriber's queue after its client id and lets each user use only
+    # the queues named after its CN (deploy/rabbitmq/definitions.sh): the client id must
+    # be the CN (Mosquitto sets it so itself). A caller's own -i comes later and wins.
+    if [ "${OTA_BROKER:-mosquitto}" = rabbitmq ]; then
+        _MQ_ARGS+=(-i "$(openssl x509 -in "$base.crt" -noout -subject -nameopt multiline |
+            sed -n 's/^ *commonName *= *//p')")
+    fi
 }
 
 # mq_pub_as WHO TOPIC MESSAGE [ARGS...]

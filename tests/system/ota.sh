@@ -17,6 +17,8 @@ GW=$BUILD/ota-gateway
 DEV=$BUILD/ota-device
 
 gateway_start() {
+    # RabbitMQ 3.10 speaks only MQTT 3.1.1 (the gateway's default is 5).
+    [ "${OTA_BROKER:-mosquitto}" != rabbitmq ] || set -- --mqtt-version 3.1.1 "$@"
     spawn gateway "$GW" run --broker-host localhost --broker-port "$BROKER_PORT" \
         --ca-file "$CERTS/ca.crt" --cert-file "$CERTS/gateway.crt" \
         --key-file "$CERTS/gateway.key" --publisher-key "$CERTS/publisher.pub" \

@@ -1,0 +1,114 @@
+#!/bin/bash
+# definitions.sh: RabbitMQ definitions (users, permissions, topic permissions) for the
+# certificates in a certs/make-certs.sh directory; the JSON goes to stdout (or -o FILE).
+#
+#   deploy/rabbitmq/definitions.sh PKI_DIR [-o FILE]
+#
+# One user per certificate, named by its CN (the broker logs clients in by the CN of their
+# certificate, mqtt.ssl_cert_login): ota-gateway, ota-operator, ota-operator-NAME,
+# ota-monitor, ota-monitor-NAME, and each device in devices/. Users have no password
+# (password_hash ""): they log in by certificate only. A certificate without a user here
+# (an unknown CN, or a revoked one: those listed as revoked in PKI_DIR/ca-db/index.txt are
+# left out) is refused at CONNECT even though the fleet CA signed it.
+#
+# Permissions mirror deploy/mosquitto/acl. RabbitMQ routes MQTT through the topic exchange
+# amq.topic with "/" turned into "." (ota/dev/dev-001/ack -> ota.dev.dev-001.ack, "+" -> "*"),
+# and checks topic permissions (regular expressions over that routing key) on every publish
+# (write) and every subscription (read, against the filter itself: a device subscribing to
+# "#" is refused, where Mosquitto grants the subscription and filters what it delivers).
+# Queue permissions: a client may only use the queues named after its own CN
+# (mqtt-subscription-<CN>qos0/1), which RabbitMQ names after the MQTT client id, so a
+# client that subscribes must use its CN as client id. Operators and monitors may also use
+# libmosquitto's random ids (mosq-...), as `ota-gateway ctl` does.
+#
+# RabbitMQ imports definitions additively: a user removed here (a revoked certificate) must
+# also be deleted on the cluster (rabbitmqctl delete_user CN), see deploy/rabbitmq/README.md.
+set -euo pipefail
+
+die() { echo "definitions.sh: $*" >&2; exit 1; }
+[ $# -ge 1 ] || die "usage: definitions.sh PKI_DIR [-o FILE]"
+PKI=$1
+shift
+OUT=
+while [ $# -gt 0 ]; do
+    case $1 in
+    -o) [ $# -ge 2 ] || die "-o wants a file"; OUT=$2; shift 2 ;;
+    *) die "unknown argument '$1'" ;;
+    esac
+done
+[ -s "$PKI/ca.crt" ] || die "$PKI is not a make-certs directory (no ca.crt)"
+command -v jq >/dev/null || die "jq is required"
+
+# revoked: CNs of the certificates the CA revoked (index.txt lines "R ... /CN=<cn>").
+declare -A REVOKED=()
+if [ -s "$PKI/ca-db/index.txt" ]; then
+    while IFS= read -r cn; do REVOKED[$cn]=1; done < <(
+        awk -F'\t' '$1 == "R" { n = split($6, a, "/CN="); if (n > 1) print a[n] }' \
+            "$PKI/ca-db/index.txt")
+fi
+
+cn_of() {
+    openssl x509 -in "$1" -noout -subject -nameopt multiline 2>/dev/null |
+        sed -n 's/^ *commonName *= *//p'
+}
+
+# One JSON object per user: {cn, role}; roles decide the permissions below.
+entries() {
+    local f cn role
+    for f in "$PKI"/gateway.crt "$PKI"/operator.crt "$PKI"/operators/*.crt \
+        "$PKI"/monitor.crt "$PKI"/monitors/*.crt "$PKI"/devices/*.crt; do
+        [ -s "$f" ] || continue
+        cn=$(cn_of "$f")
+        [ -n "$cn" ] || die "$f: no CN"
+        # The CN becomes part of routing keys and regular expressions: only the characters
+        # that mean nothing in either ("." would be a routing-key level separator).
+        [[ $cn =~ ^[A-Za-z0-9_-]{1,64}$ ]] ||
+            die "$f: CN '$cn' has characters other than A-Z a-z 0-9 _ - (RabbitMQ maps '/' to '.')"
+        [ -z "${REVOKED[$cn]:-}" ] || continue
+        case $f in
+        */gateway.crt) role=gateway ;;
+        */operator.crt | */operators/*) role=operator ;;
+        */monitor.crt | */monitors/*) role=monitor ;;
+        *)
+            case $cn in
+            broker | ota-gateway | ota-operator* | ota-monitor*) die "$f: reserved CN '$cn' for a device" ;;
+            esac
+            role=device ;;
+        esac
+        jq -n --arg cn "$cn" --arg role "$role" '{cn: $cn, role: $role}'
+    done
+}
+
+# The permissions of each role, as jq: $cn is the user's CN (a safe charset, see above).
+# shellcheck disable=SC2016  # $cn, $ids are jq's own
+JQ='
+def q($ids): "mqtt-subscription-(" + $ids + ")qos[01]";
+def ids: if .role == "operator" or .role == "monitor" then .cn + "|mosq-[A-Za-z0-9]+" else .cn end;
+def topics:
+  if .role == "device" then
+    {write: ("^ota\\.dev\\." + .cn + "\\.(status|ack)$"),
+     read: ("^(ota\\.dev\\." + .cn + "\\.(offer|frag)|ota\\.grp\\.[^.]+\\.frag)$")}
+  elif .role == "gateway" then
+    {write: "^ota\\.(dev|grp|result)\\..+$", read: "^ota\\.(dev|release|ctl)\\..+$"}
+  elif .role == "operator" then
+    {write: "^ota\\.(release|ctl)\\..+$", read: "^(ota\\.result\\..+|ota\\.dev\\.[^.]+\\.status)$"}
+  else
+    {write: "^$", read: "^(ota\\.dev\\.[^.]+\\.status|ota\\.(release|ctl)\\..+)$"}
+  end;
+{
+  users: [.[] | {name: .cn, password_hash: "", hashing_algorithm: "rabbit_password_hashing_sha256", tags: []}],
+  vhosts: [{name: "/"}],
+  permissions: [.[] | {user: .cn, vhost: "/",
+    configure: ("^" + q(ids) + "$"),
+    write: ("^(amq\\.topic|" + q(ids) + ")$"),
+    read: ("^(amq\\.topic|" + q(ids) + ")$")}],
+  topic_permissions: [.[] | {user: .cn, vhost: "/", exchange: "amq.topic"} + topics],
+  parameters: [], policies: [], queues: [], exchanges: [], bindings: [],
+  global_parameters: []
+}'
+
+if [ -n "$OUT" ]; then
+    entries | jq -s "$JQ" >"$OUT.tmp" && mv -f "$OUT.tmp" "$OUT"
+else
+    entries | jq -s "$JQ"
+fi
