@@ -923,17 +923,17 @@ int gw__cmd_run(int argc, char **argv)
 		 "grouped=%llu timeouts=%llu spurious=%llu status_polls=%llu "
 		 "acks=%llu bad_msgs=%llu stale_msgs=%llu inflight_peak=%llu "
 		 "loop_stall_max_ms=%llu",
-		 (unsigned long long)gw.stats.frags_sent,
-		 (unsigned long long)gw.stats.frags_resent,
-		 (unsigned long long)gw.stats.frags_reneged,
-		 (unsigned long long)gw.stats.frags_grouped,
-		 (unsigned long long)gw.stats.rto_fired,
-		 (unsigned long long)gw.stats.rto_spurious,
+		 (unsigned long long)gw.fleet.st.frags_sent,
+		 (unsigned long long)gw.fleet.st.frags_resent,
+		 (unsigned long long)gw.fleet.st.frags_reneged,
+		 (unsigned long long)gw.fleet.st.frags_grouped,
+		 (unsigned long long)gw.fleet.st.rto_fired,
+		 (unsigned long long)gw.fleet.st.rto_spurious,
 		 (unsigned long long)gw.stats.status_polls,
 		 (unsigned long long)gw.stats.acks,
 		 (unsigned long long)gw.stats.msgs_bad,
 		 (unsigned long long)gw.stats.msgs_stale,
-		 (unsigned long long)gw.stats.inflight_peak,
+		 (unsigned long long)gw.fleet.st.inflight_peak,
 		 (unsigned long long)gw.stats.stall_max_ms);
 	rc = 0;
 	if (stuck) {

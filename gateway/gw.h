@@ -14,6 +14,7 @@
 
 #include "common/mq.h"
 #include "common/trust.h"
+#include "gateway/sender.h"
 #include "proto/proto.h"
 #include "store/store.h"
 
@@ -105,24 +106,10 @@ struct gw_release {
 	uint32_t fail_min;   /* failed devices before an automatic pause */
 	uint32_t started, active, committed, failed;
 	char pause_reason[160];
-	/* Group sending (xfer.c): devices that accept together form a
-	 * group; each fragment is published once, on grp_topic, for all of
-	 * them, as fast as the slowest member's window allows. Repairs go
-	 * to each device's own topic. */
-	struct gw_device **members;
-	size_t nmembers, members_cap;
-	int grp_state;		/* GRP_IDLE, GRP_GATHER, GRP_SENDING */
-	uint32_t grp_next;	/* next fragment the group publishes */
-	uint32_t grp_max;	/* highest grp_next so far */
-	uint32_t grp_offered;	/* group offers not yet answered */
-	uint64_t grp_since_ms;	/* gathering since */
-	uint64_t grp_joined_ms; /* the last device joined then */
-	uint64_t grp_progress_ms; /* a member's ack last brought progress */
-	uint64_t grp_blocked_ms; /* blocked at the last look, then */
-	uint64_t grp_blocked_acc; /* ms grp_blocker has blocked it, all told */
-	struct gw_device *grp_blocker;
-	uint64_t grp_inflight;	/* bytes it counts in gw->inflight */
-	char grp_topic[PROTO_GROUP_TOPIC_MAX];
+	/* Sending (xfer.c owns it): the transfers' shared state and the
+	 * group, where devices that accept together get each fragment from
+	 * one publish. NULL until a transfer of this release starts. */
+	struct gw_xrel *xrel;
 	struct gw_release *next;
 };
 
@@ -180,13 +167,8 @@ void gw__hist_add(struct gw_hist *h, uint64_t us);
 struct gw_stats {
 	uint64_t msgs_bad;   /* undecodable */
 	uint64_t msgs_stale; /* valid but not for any live session */
-	uint64_t frags_sent, frags_resent, acks;
-	uint64_t frags_reneged; /* acked, then dropped by a block check */
-	uint64_t rto_fired;	/* retransmission timeouts */
-	uint64_t rto_spurious;	/* ... that later acks showed were only slow */
-	uint64_t frags_grouped; /* of frags_sent: published once for a group */
+	uint64_t acks;
 	uint64_t releases_refused;
-	uint64_t inflight_peak; /* bytes */
 	uint64_t stall_max_ms;  /* worst lateness of the loop's tick */
 	uint64_t drop_log_ms;   /* last "dropped" log line (rate limit) */
 	uint64_t drop_unlogged; /* dropped since then without a line */
@@ -227,7 +209,7 @@ struct gw {
 	uint8_t canary_key[32];	    /* ledger meta canary_key */
 	int lock_fds[2];	    /* flock'ed files in db_dir, store_dir */
 	int poll_budget; /* status polls left in this tick */
-	uint64_t inflight; /* bytes sent and not yet acknowledged, all devices */
+	struct gw_snd_fleet fleet; /* every transfer: bytes in flight, counts */
 	uint64_t sealed_bytes; /* sealed fragments cached, all releases */
 	void *curlm; /* CURLM *, see https.c */
 	struct gw_https *downloads; /* under way, see https.c */
@@ -385,6 +367,8 @@ void gw__xfer_free(struct gw *gw, struct gw_device *d);
 void gw__xfer_offline(struct gw *gw, struct gw_device *d);
 /* Group sending of every release: start, pace, drop a member too slow. */
 void gw__group_tick(struct gw *gw, uint64_t now);
+/* What xfer.c keeps of r (its group); before r is freed. */
+void gw__xfer_release_free(struct gw *gw, struct gw_release *r);
 
 /* enc.c: confidential packages */
 int gw__enc_init(struct gw *gw, char *err, size_t n);

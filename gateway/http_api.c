@@ -603,19 +603,19 @@ char *http__metrics(struct gw *gw, size_t *len)
 	metrics_campaigns(gw, t);
 	COUNTER("ota_gateway_fragments_sent_total",
 		"Fragments published (first sends and resends).",
-		s->frags_sent);
+		gw->fleet.st.frags_sent);
 	COUNTER("ota_gateway_fragments_resent_total",
-		"Fragments published again.", s->frags_resent);
+		"Fragments published again.", gw->fleet.st.frags_resent);
 	COUNTER("ota_gateway_fragments_grouped_total",
 		"Of the fragments sent: published once for a group.",
-		s->frags_grouped);
+		gw->fleet.st.frags_grouped);
 	COUNTER("ota_gateway_fragments_reneged_total",
 		"Fragments acknowledged, then dropped by a block check.",
-		s->frags_reneged);
+		gw->fleet.st.frags_reneged);
 	COUNTER("ota_gateway_acks_total", "Acknowledgements received.",
 		s->acks);
 	COUNTER("ota_gateway_retransmit_timeouts_total",
-		"Retransmission timeouts.", s->rto_fired);
+		"Retransmission timeouts.", gw->fleet.st.rto_fired);
 	COUNTER("ota_gateway_messages_bad_total",
 		"Messages dropped as undecodable.", s->msgs_bad);
 	COUNTER("ota_gateway_messages_stale_total",
@@ -626,10 +626,10 @@ char *http__metrics(struct gw *gw, size_t *len)
 		"Announcements refused.", s->releases_refused);
 	GAUGE("ota_gateway_inflight_bytes",
 	      "Fragment bytes sent and not yet acknowledged.", "%llu",
-	      (unsigned long long)gw->inflight);
+	      (unsigned long long)gw->fleet.inflight);
 	GAUGE("ota_gateway_inflight_peak_bytes",
 	      "Most fragment bytes in flight at once.", "%llu",
-	      (unsigned long long)s->inflight_peak);
+	      (unsigned long long)gw->fleet.st.inflight_peak);
 	GAUGE("ota_gateway_loop_stall_max_seconds",
 	      "Worst lateness of the event loop's 20 ms tick.", "%.3f",
 	      (double)s->stall_max_ms / 1000.0);

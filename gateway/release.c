@@ -245,7 +245,7 @@ static void release_free(struct gw_release *r)
 	if (r->map)
 		munmap((void *)r->map, r->map_len);
 	free(r->table);
-	free(r->members);
+	gw__xfer_release_free(NULL, r);
 	free(r->manifest);
 	proto_announce_free(&r->target);
 	free(r);
