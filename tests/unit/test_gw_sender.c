@@ -13,6 +13,7 @@
 
 #include <cmocka.h>
 
+#include "tests/unit/sender_vectors.h"
 #include "tests/unit/sim.h"
 
 #define PATTERNS 1000
@@ -319,9 +320,28 @@ static void test_group_hold_cumulative(void **state)
 	free(s);
 }
 
+/* tests/vectors/sender: given these acks and this clock, this send. */
+static void test_vectors(void **state)
+{
+	(void)state;
+	const char *env = getenv("OTA_VECTORS");
+	char dir[4096];
+	int failed;
+	snprintf(dir, sizeof(dir), "%s/sender",
+		 env && *env ? env : "tests/vectors");
+	int n = vec_run_dir(dir, &failed);
+	if (n < 0)
+		fail_msg("cannot open %s (set OTA_VECTORS or run from the "
+			 "repository root)", dir);
+	printf("# %d sender vectors, %d failed\n", n, failed);
+	assert_true(n >= 6);
+	assert_int_equal(failed, 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_vectors),
 	    cmocka_unit_test(test_random_loss_patterns),
 	    cmocka_unit_test(test_reordering),
 	    cmocka_unit_test(test_ack_loss),
