@@ -67,8 +67,9 @@ static void ops_left(void *ctx, struct gw_snd *s, const char *why)
 	struct gw_device *d = s->ud;
 	if (why)
 		log_info("device=%s release=%s left the group at fragment "
-			 "%u of %u: %s",
-			 d->id, d->x->rel->id, s->cum, s->grp->rel.nfrags, why);
+			 "%u of %u (held it back %llu ms in all): %s",
+			 d->id, d->x->rel->id, s->cum, s->grp->rel.nfrags,
+			 (unsigned long long)s->held_ms, why);
 }
 
 static void ops_group_state(void *ctx, struct gw_grp *g,
@@ -344,11 +345,13 @@ static void ack_report(struct gw *gw, struct gw_device *d,
 		return;
 	d->transferred_ms = util_wall_ms();
 	log_info("device=%s release=%s all %u fragments acknowledged "
-		 "(sent=%llu resent=%llu fast_repairs=%llu timeouts=%llu)",
+		 "(sent=%llu resent=%llu fast_repairs=%llu timeouts=%llu "
+		 "held_group_ms=%llu)",
 		 d->id, r->id, r->nfrags, (unsigned long long)x->snd.sent,
 		 (unsigned long long)x->snd.resent,
 		 (unsigned long long)x->snd.fast_repairs,
-		 (unsigned long long)x->snd.timeouts);
+		 (unsigned long long)x->snd.timeouts,
+		 (unsigned long long)x->snd.held_ms);
 	gw__event(gw, d->id, r->id, "transferred", NULL);
 }
 
