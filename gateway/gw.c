@@ -398,7 +398,10 @@ static void gw_offer_if_due(struct gw *gw, struct gw_device *d)
 		return;
 	if (best && gw__campaign_admit(gw, best, d)) {
 		gw__campaign_started(gw, best);
-		gw__xfer_start(gw, d, best);
+		if (gw__xfer_start(gw, d, best) != 0)
+			return;
+		gw__device_dirty(gw, d);
+		gw__event(gw, d->id, best->id, "offered", best->m.version);
 	}
 }
 
@@ -420,8 +423,8 @@ static void restore_walk(const void *node, VISIT v, void *ud)
 	if (!d->release[0] || d->finished_ms != 0 || d->x)
 		return;
 	struct gw_release *r = gw__release_find(gw, d->release);
-	if (r)
-		gw__xfer_restore(gw, d, r);
+	if (r && gw__xfer_restore(d, r) == 0)
+		gw__campaign_restored(r);
 }
 
 /* Input a device should never send is dropped and counted; the line that
@@ -553,7 +556,11 @@ static void on_ack(struct gw *gw, const char *id, const void *payload,
 		return;
 	}
 	gw->stats.acks++;
-	gw__xfer_on_ack(gw, d, &a);
+	enum gw_xfer_ack rc = gw__xfer_on_ack(gw, d, &a);
+	if (rc != GW_XFER_ACK_NOTHING)
+		gw__device_dirty(gw, d);
+	if (rc == GW_XFER_ACK_DONE)
+		gw__event(gw, d->id, d->release, "transferred", NULL);
 }
 
 static void route(struct gw *gw, const char *topic, const void *payload,

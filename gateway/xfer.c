@@ -50,7 +50,7 @@ static struct gw_snd_fleet *fleet(struct gw *gw)
 /* r's group, told whether the campaign sends now. */
 static struct gw_grp *rel_grp(struct gw_release *r)
 {
-	r->xrel->grp.rel.halted = r->paused || r->aborted;
+	r->xrel->grp.rel.halted = gw__campaign_halted(r);
 	return &r->xrel->grp;
 }
 
@@ -205,11 +205,11 @@ static int xfer_alloc(struct gw_device *d, struct gw_release *r)
 	return 0;
 }
 
-void gw__xfer_start(struct gw *gw, struct gw_device *d, struct gw_release *r)
+int gw__xfer_start(struct gw *gw, struct gw_device *d, struct gw_release *r)
 {
 	d->frags_sent = d->frags_resent = 0;
 	if (xfer_alloc(d, r) != 0)
-		return;
+		return -1;
 	snprintf(d->release, sizeof(d->release), "%s", r->id);
 	d->acked = 0;
 	d->frags = r->nfrags;
@@ -217,21 +217,21 @@ void gw__xfer_start(struct gw *gw, struct gw_device *d, struct gw_release *r)
 	d->timings = (struct proto_timings){-1, -1, -1, -1, -1};
 	d->offered_ms = util_wall_ms();
 	d->transferred_ms = d->finished_ms = 0;
-	gw__device_dirty(gw, d);
-	gw__event(gw, d->id, r->id, "offered", r->m.version);
 	gw__xfer_offer(gw, d);
+	return 0;
 }
 
-void gw__xfer_restore(struct gw *gw, struct gw_device *d, struct gw_release *r)
+int gw__xfer_restore(struct gw_device *d, struct gw_release *r)
 {
-	(void)gw;
 	/* After a gateway restart: the transfer waits for the device to be
 	 * heard from, then is offered again; the device's first ack says
 	 * what it holds, so nothing it has is sent twice. */
-	if (xfer_alloc(d, r) == 0 && ++r->active)
-		log_info("device=%s release=%s transfer restored at %u/%u, "
-			 "waiting for the device",
-			 d->id, r->id, d->acked, r->nfrags);
+	if (xfer_alloc(d, r) != 0)
+		return -1;
+	log_info("device=%s release=%s transfer restored at %u/%u, "
+		 "waiting for the device",
+		 d->id, r->id, d->acked, r->nfrags);
+	return 0;
 }
 
 #define SEALED_CACHE_MAX (64u << 20) /* sealed fragments kept, all releases */
@@ -316,13 +316,14 @@ void gw__group_tick(struct gw *gw, uint64_t now)
 			gw_grp_pump(fleet(gw), rel_grp(r), now);
 }
 
-/* What an ack did, for the log, the ledger and the event log. */
-static void ack_report(struct gw *gw, struct gw_device *d,
-		       const struct proto_ack *a,
-		       const struct gw_snd_ack_info *in)
+/* What an ack did, for the log; what the caller records. */
+static enum gw_xfer_ack ack_report(struct gw *gw, struct gw_device *d,
+				   const struct proto_ack *a,
+				   const struct gw_snd_ack_info *in)
 {
 	struct gw_xfer *x = d->x;
 	struct gw_release *r = x->rel;
+	enum gw_xfer_ack rc = GW_XFER_ACK_NOTHING;
 	if (in->clamped) {
 		gw->stats.msgs_bad++;
 		log_debug("device=%s ack beyond what was sent (cum=%u sent=%u)",
@@ -339,10 +340,10 @@ static void ack_report(struct gw *gw, struct gw_device *d,
 	sync_counts(d);
 	if (d->acked != x->snd.cum) {
 		d->acked = x->snd.cum;
-		gw__device_dirty(gw, d);
+		rc = GW_XFER_ACK_PROGRESS;
 	}
 	if (!in->done)
-		return;
+		return rc;
 	d->transferred_ms = util_wall_ms();
 	log_info("device=%s release=%s all %u fragments acknowledged "
 		 "(sent=%llu resent=%llu fast_repairs=%llu timeouts=%llu "
@@ -352,11 +353,11 @@ static void ack_report(struct gw *gw, struct gw_device *d,
 		 (unsigned long long)x->snd.fast_repairs,
 		 (unsigned long long)x->snd.timeouts,
 		 (unsigned long long)x->snd.held_ms);
-	gw__event(gw, d->id, r->id, "transferred", NULL);
+	return GW_XFER_ACK_DONE;
 }
 
-void gw__xfer_on_ack(struct gw *gw, struct gw_device *d,
-		     const struct proto_ack *a)
+enum gw_xfer_ack gw__xfer_on_ack(struct gw *gw, struct gw_device *d,
+				 const struct proto_ack *a)
 {
 	struct gw_xfer *x = d->x;
 	struct gw_snd_ack_info in;
@@ -364,14 +365,14 @@ void gw__xfer_on_ack(struct gw *gw, struct gw_device *d,
 	switch (gw_snd_on_ack(fleet(gw), &x->snd, a, util_mono_ms(), &in)) {
 	case GW_SND_ACK_STALE:
 		gw->stats.msgs_stale++;
-		return;
+		break;
 	case GW_SND_ACK_BAD:
 		gw->stats.msgs_bad++;
-		return;
+		break;
 	case GW_SND_ACK_OK:
-		ack_report(gw, d, a, &in);
-		return;
+		return ack_report(gw, d, a, &in);
 	}
+	return GW_XFER_ACK_NOTHING;
 }
 
 void gw__xfer_tick(struct gw *gw, struct gw_device *d, uint64_t now)
