@@ -472,7 +472,9 @@ static struct gw_release *release_new(struct gw *gw, struct fetch_job *j,
 	r->payload_off = j->lay.payload_off;
 	r->frag_size = j->a.fragment_size ? j->a.fragment_size
 					  : gw->cfg.fragment_size;
-	r->window = j->a.window ? j->a.window : gw->cfg.window;
+	r->window = j->a.window ? j->a.window
+				: gw_snd_default_window(gw->cfg.window,
+							r->frag_size);
 	r->table = j->table;
 	r->table_len = (size_t)proto_block_count(&r->m) * PROTO_SHA256_LEN;
 	j->table = NULL;

@@ -86,6 +86,34 @@ static void reset_to(struct gw_snd *s, uint32_t cum, uint64_t now)
 	s->progress_ms = now;
 }
 
+uint32_t gw_snd_default_window(uint32_t base, uint32_t frag_size)
+{
+	uint64_t w = ((uint64_t)base * 4096 + frag_size - 1) / frag_size;
+	if (w < base)
+		w = base;
+	return w > PROTO_WINDOW_MAX ? PROTO_WINDOW_MAX : (uint32_t)w;
+}
+
+/* The window starts at no more than GW_SND_CWND_INIT fragments and grows
+ * (by what each ack newly covers: doubling per round trip) while the RTT
+ * stays flat (the latest sample: the smoothed one lags a doubling), up to
+ * the offered window: a path that starts to queue
+ * (NB-IoT at 512 B) stops it, a fast one (4G at 160 B) fills. */
+static double cwnd_floor(const struct gw_snd *s)
+{
+	uint32_t w = s->grp->rel.window;
+	return w < GW_SND_CWND_INIT ? w : GW_SND_CWND_INIT;
+}
+
+static void cwnd_grow(struct gw_snd *s, uint32_t newly)
+{
+	double max = s->grp->rel.window;
+	if (!s->have_rtt || s->cwnd >= max ||
+	    s->last_rtt > 1.25 * s->min_rtt + GW_SND_FLAT_MS)
+		return;
+	s->cwnd = s->cwnd + newly > max ? max : s->cwnd + newly;
+}
+
 int gw_snd_init(struct gw_snd *s, struct gw_grp *g, void *ud)
 {
 	memset(s, 0, sizeof(*s));
@@ -94,6 +122,7 @@ int gw_snd_init(struct gw_snd *s, struct gw_grp *g, void *ud)
 	s->grp = g;
 	s->ud = ud;
 	s->rto = GW_SND_RTO_INIT_MS;
+	s->cwnd = cwnd_floor(s);
 	return 0;
 }
 
@@ -209,7 +238,7 @@ void gw_snd_pump(struct gw_snd_fleet *f, struct gw_snd *s, uint64_t now)
 	const struct gw_snd_rel *rel = &s->grp->rel;
 	if (rel->halted || s->member || s->st != GW_SND_SENDING)
 		return; /* a member's new fragments come from its group */
-	uint32_t limit = s->cum + rel->window;
+	uint32_t limit = s->cum + (uint32_t)s->cwnd;
 	if (limit > rel->nfrags)
 		limit = rel->nfrags;
 	while (s->next < limit) {
@@ -233,6 +262,7 @@ void gw_snd_pump(struct gw_snd_fleet *f, struct gw_snd *s, uint64_t now)
 
 static void rtt_sample(struct gw_snd *s, double r)
 {
+	s->last_rtt = r;
 	if (s->min_rtt == 0 || r < s->min_rtt)
 		s->min_rtt = fmax(r, 1.0);
 	if (!s->have_rtt) {
@@ -402,11 +432,15 @@ void gw_grp_pump(struct gw_snd_fleet *f, struct gw_grp *g, uint64_t now)
 struct sample {
 	uint64_t fresh; /* when the newest clean one was sent, 0: none */
 	bool spurious;	/* one sent before the last timeout got through */
+	uint32_t newly; /* fragments it newly covers */
 };
 
 static void cover(struct gw_snd *s, uint32_t i, struct sample *smp)
 {
-	if (!mark(s, i) || i >= s->next || s->retx[i % GW_SND_RING])
+	if (!mark(s, i))
+		return;
+	smp->newly++;
+	if (i >= s->next || s->retx[i % GW_SND_RING])
 		return;
 	uint64_t t = s->sent_ms[i % GW_SND_RING];
 	if (t > smp->fresh)
@@ -584,11 +618,12 @@ enum gw_snd_ack_rc gw_snd_on_ack(struct gw_snd_fleet *f, struct gw_snd *s,
 		gw_snd_leave(f, s, "it restarted");
 		reset_to(s, a->cum, now);
 	}
-	struct sample smp = {0, false};
+	struct sample smp = {0, false, 0};
 	uint32_t highest = take_ack(f, s, a, bound, &smp, &info->progress);
 	if (info->progress)
 		s->progress_ms = now;
 	judge(f, s, info->progress, &smp, now);
+	cwnd_grow(s, smp.newly);
 	fast_repair(f, s, highest, now);
 	recovery(f, s, info->progress, now);
 	account(f, s);
@@ -635,6 +670,7 @@ bool gw_snd_tick(struct gw_snd_fleet *f, struct gw_snd *s, uint64_t now)
 		f->st.rto_fired++;
 		s->timeouts++;
 		s->rto = fmin(s->rto * 2, GW_SND_RTO_MAX_MS);
+		s->cwnd = fmax(cwnd_floor(s), s->cwnd / 2);
 		s->progress_ms = now;
 		fired = true;
 	}

@@ -26,6 +26,8 @@
 #define GW_SND_RTO_INIT_MS 1000.0
 #define GW_SND_RTO_MIN_MS 200.0
 #define GW_SND_RTO_MAX_MS 60000.0
+#define GW_SND_CWND_INIT 32 /* fragments in flight at first, at most */
+#define GW_SND_FLAT_MS 25.0 /* RTT growth that is the ack delay, not a queue */
 #define GW_GRP_GATHER_QUIET_MS 300.0 /* starts when 95% joined and no more */
 #define GW_GRP_GATHER_MAX_MS 5000.0  /* for this long, or this long after */
 #define GW_GRP_EJECT_MIN_MS 3000.0   /* a member may hold its group back */
@@ -119,7 +121,9 @@ struct gw_snd {
 	uint64_t rto_orig; /* when the fragment it resent was first sent */
 	double min_rtt;	   /* smallest RTT sample, 0 before the first */
 	double srtt, rttvar, rto;
+	double last_rtt; /* the latest sample */
 	bool have_rtt;
+	double cwnd; /* fragments it may have in flight now, <= window */
 	uint64_t inflight; /* bytes this transfer counts in the fleet's */
 	bool grp_offered;  /* the offer it has not answered named the group */
 	bool grp_seen;	   /* an offer named the group: it may hold group
@@ -130,6 +134,11 @@ struct gw_snd {
 	uint64_t sent, resent; /* fragments of this transfer */
 	uint64_t timeouts, fast_repairs;
 };
+
+/* The window to offer when the release names none: base is the window at
+ * 4 KiB fragments; smaller fragments get as many more as keep its bytes
+ * (at most PROTO_WINDOW_MAX): a fixed count starves fast links at 160 B. */
+uint32_t gw_snd_default_window(uint32_t base, uint32_t frag_size);
 
 /* 0, or -1 when out of memory. */
 int gw_snd_init(struct gw_snd *s, struct gw_grp *g, void *ud);

@@ -3,7 +3,7 @@
  * (with jitter) reordering, drawn from a seeded generator. The receiver
  * acks as the C device does (proto/PROTOCOL.md section 9): at once on a
  * gap, a duplicate or completion, every max(1, window/4) fragments, and
- * 20 ms after any fragment left unacknowledged; it repeats its ack after
+ * 20 ms after the first fragment left unacknowledged; it repeats its ack after
  * 2 s of silence. */
 #ifndef OTA_TEST_SIM_H
 #define OTA_TEST_SIM_H
@@ -37,6 +37,7 @@ struct sim_path {
 	uint32_t delay_ms; /* one way */
 	uint32_t jitter_ms; /* added, uniform 0 .. jitter (one topic: FIFO) */
 	double reorder;	    /* a fragment arrives after the next 2 */
+	double frag_ms;	    /* a bottleneck: each fragment takes this long */
 	int64_t drop_index;   /* >= 0: lose the first drop_copies copies */
 	uint32_t drop_copies; /* of this fragment (and no others) */
 };
@@ -47,9 +48,11 @@ struct sim_dev {
 	uint8_t held[SIM_FRAGS_MAX / 8];
 	uint32_t cum, unacked;
 	uint64_t last_at;    /* the last fragment's arrival (FIFO) */
+	double link_free;    /* the bottleneck is busy until then */
 	int64_t late;	     /* a fragment held back, or -1 */
 	uint32_t late_after; /* ... until this many more have left */
 	uint32_t delack_gen, repeat_gen;
+	bool delack_armed; /* 20 ms after the first unacked, as the C device */
 	uint64_t done_ms; /* every fragment held then (0: not yet) */
 	uint64_t last_rx_ms;
 	/* per fragment: copies sent, lost on the way, and how many copies
@@ -145,7 +148,10 @@ static inline void sim_transmit(struct sim *s, int k, uint32_t i)
 	d->flying[i]++;
 	uint64_t j = d->path.jitter_ms ? sim_rand(s) % (d->path.jitter_ms + 1)
 				       : 0;
-	uint64_t at = s->now + d->path.delay_ms + j;
+	double start = d->link_free > (double)s->now ? d->link_free
+						     : (double)s->now;
+	d->link_free = start + d->path.frag_ms;
+	uint64_t at = (uint64_t)d->link_free + d->path.delay_ms + j;
 	if (at < d->last_at)
 		at = d->last_at; /* one connection keeps the order */
 	d->last_at = at;
@@ -228,6 +234,7 @@ static inline void sim_ack_now(struct sim *s, int k)
 	a.sack_len = (uint8_t)top;
 	d->unacked = 0;
 	d->delack_gen++;
+	d->delack_armed = false;
 	d->repeat_gen++;
 	sim_push(s, (struct sim_ev){.at = s->now + 2000,
 				    .kind = EV_REPEAT,
@@ -266,6 +273,9 @@ static inline void sim_rx(struct sim *s, int k, uint32_t i)
 		sim_ack_now(s, k);
 		return;
 	}
+	if (d->delack_armed)
+		return;
+	d->delack_armed = true;
 	sim_push(s, (struct sim_ev){.at = s->now + 20,
 				    .kind = EV_DELACK,
 				    .dev = k,

@@ -320,6 +320,43 @@ static void test_group_hold_cumulative(void **state)
 	free(s);
 }
 
+/* The window grows from 32 fragments to the offered 256 while the RTT
+ * stays flat (a fast path), and stops where a bottleneck starts to queue:
+ * 1000 fragments over a 30 ms path take a few round trips, not 31. */
+static uint64_t windowed(double frag_ms, double *cwnd)
+{
+	struct sim *s = malloc(sizeof(*s));
+	sim_init(s, 0x9000, 1000, 256, 1);
+	s->dev[0].path = (struct sim_path){.delay_ms = 15, .frag_ms = frag_ms};
+	assert_true(s->dev[0].snd.cwnd == 32);
+	sim_offer(s, false);
+	sim_run(s, 3600 * 1000);
+	assert_int_equal(s->dev[0].snd.st, GW_SND_DONE);
+	*cwnd = s->dev[0].snd.cwnd;
+	uint64_t t = s->dev[0].done_ms;
+	sim_free(s);
+	free(s);
+	return t;
+}
+
+static void test_window_grows(void **state)
+{
+	(void)state;
+	double fast_cwnd, slow_cwnd;
+	uint64_t fast = windowed(0, &fast_cwnd);
+	uint64_t slow = windowed(1.0, &slow_cwnd);
+	printf("# 1000 fragments, RTT 30 ms: %llu ms (window %.0f); at 1 "
+	       "fragment/ms: %llu ms (window %.0f)\n",
+	       (unsigned long long)fast, fast_cwnd, (unsigned long long)slow,
+	       slow_cwnd);
+	assert_true(fast_cwnd == 256);
+	assert_true(fast < 10 * 30); /* fixed at 32: 31 round trips */
+	/* 1 fragment/ms and 30 ms: the path holds about 30 fragments; a
+	 * window much beyond only queues. */
+	assert_true(slow_cwnd < 128);
+	assert_true(slow < 1000 + 10 * 30);
+}
+
 /* tests/vectors/sender: given these acks and this clock, this send. */
 static void test_vectors(void **state)
 {
@@ -342,6 +379,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_vectors),
+	    cmocka_unit_test(test_window_grows),
 	    cmocka_unit_test(test_random_loss_patterns),
 	    cmocka_unit_test(test_reordering),
 	    cmocka_unit_test(test_ack_loss),
