@@ -48,7 +48,8 @@ static const struct conf_key gw_keys[] = {
     K("fragment_size", CONF_U32, fragment_size, PROTO_FRAG_SIZE_MIN,
       PROTO_FRAG_SIZE_MAX, "default fragment size in bytes"),
     K("window", CONF_U32, window, 1, PROTO_WINDOW_MAX,
-      "default fragments in flight per device"),
+      "default fragments in flight per device at 4 KiB fragments "
+      "(smaller fragments: as many more as keep its bytes, up to 256)"),
     K("max_package_mb", CONF_U32, max_package_mb, 1, 1u << 20,
       "largest package accepted, MiB"),
     K("offer_retry_ms", CONF_U32, offer_retry_ms, 100, 3600000,
