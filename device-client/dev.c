@@ -19,6 +19,7 @@
 
 #define ACK_DELAY_MS 20
 #define STATUS_EVERY_MS 1000
+#define PROGRESS_EVERY_MS 10000
 
 static const char *st_name(enum proto_state s) { return proto_state_name(s); }
 
@@ -295,7 +296,10 @@ static void status_timer_cb(uv_timer_t *t)
 	struct dev *d = t->data;
 	if (d->st != PROTO_ST_DOWNLOADING)
 		return;
-	dev__publish_status(d);
+	/* Progress at most every PROGRESS_EVERY_MS: on a slow uplink each
+	 * status (QoS 1, ~300 bytes) delays the acks behind it. */
+	if (util_mono_ms() - d->last_status_ms >= PROGRESS_EVERY_MS)
+		dev__publish_status(d);
 	/* Fragments stopped coming: our last ack (QoS 0) may be lost, so
 	 * say again where we are, backing off while nothing happens. */
 	uint64_t now = util_mono_ms();
