@@ -95,6 +95,13 @@ $(B)/tests/test_fuzz_replay: tests/unit/test_fuzz_replay.c $(wildcard tests/fuzz
 	@mkdir -p $(@D)
 	$(Q)$(CC) $(CFLAGS_ALL) -o $@ $(filter-out tests/fuzz/%,$^) $(LDLIBS_ALL) -lcmocka
 
+# The gateway's sender (pure logic) under a simulated clock and link, and the
+# sender's conformance vectors (tests/vectors/sender).
+$(B)/tests/test_gw_sender: tests/unit/test_gw_sender.c tests/unit/sim.h tests/unit/sender_vectors.h \
+		$(call obj,gateway/sender.c) $(B)/libota.a
+	@mkdir -p $(@D)
+	$(Q)$(CC) $(CFLAGS_ALL) -o $@ $(filter-out %.h,$^) $(LDLIBS_ALL) -lcmocka
+
 $(B)/tools/%: tests/tools/%.c $(B)/libota.a
 	@mkdir -p $(@D)
 	$(Q)$(CC) $(CFLAGS_ALL) -o $@ $^ $(LDLIBS_ALL)

@@ -16,6 +16,8 @@
 #include "common/util.h"
 
 #define STATUS_EVERY_MS 1000
+/* PROTOCOL.md 5.3: `downloading` with its progress at most every 10 s. */
+#define PROGRESS_EVERY_MS 10000
 #define TABLE_FILE "blocks.part" /* the block table, beside the slot */
 
 /* All fragments of the transfer: the block table's, then the payload's. */
@@ -126,7 +128,10 @@ static void ack_timer_cb(uv_timer_t *t)
 static void status_timer_cb(uv_timer_t *t)
 {
 	struct dev *d = t->data;
-	if (d->st == PROTO_ST_DOWNLOADING)
+	/* On a slow uplink each status (QoS 1, ~300 bytes) delays the acks
+	 * behind it. */
+	if (d->st == PROTO_ST_DOWNLOADING &&
+	    dev__mono_ms(d) - d->last_status_ms >= PROGRESS_EVERY_MS)
 		dev__publish_status(d);
 }
 

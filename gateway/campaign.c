@@ -14,17 +14,24 @@
 
 #define AUTO_PAUSE_MIN_DONE 3 /* finished devices before rates count */
 
+static const char *const camp_names[] = {"rolling", "canary", "paused",
+					 "aborted"};
+
 const char *gw__campaign_state(const struct gw_release *r)
 {
-	if (r->aborted)
-		return "aborted";
-	if (r->finished_ms)
+	if (r->camp.st != GW_CAMP_ABORTED && r->camp.finished_ms)
 		return "finished";
-	if (r->paused)
-		return "paused";
-	if (r->canary)
-		return "canary";
-	return "rolling";
+	return (unsigned)r->camp.st < 4 ? camp_names[r->camp.st] : "?";
+}
+
+void gw__campaign_set_state(struct gw_release *r, enum gw_camp_state st)
+{
+	if (r->camp.st == GW_CAMP_ABORTED)
+		return; /* for good */
+	if (r->camp.st != st)
+		log_debug("release=%s campaign %s -> %s", r->id,
+			  camp_names[r->camp.st], camp_names[st]);
+	r->camp.st = st;
 }
 
 /* ------------------------------------------------------ canary draw */
@@ -128,12 +135,12 @@ static uint64_t canary_draw(struct gw *gw, struct gw_release *r,
 	uint64_t cut = CANARY_ANY;
 	c.all = calloc(targets + 1, sizeof(*c.all));
 	c.on = calloc(targets + 1, sizeof(*c.on));
-	if (c.all && c.on && targets >= r->canary_quota) {
+	if (c.all && c.on && targets >= r->camp.canary_quota) {
 		twalk_r(gw->devices, draw_walk, &c);
 		qsort(c.all, c.targets, sizeof(*c.all), rank_cmp);
 		qsort(c.on, c.online, sizeof(*c.on), rank_cmp);
-		cut = c.online >= r->canary_quota ? c.on[r->canary_quota - 1]
-						  : c.all[r->canary_quota - 1];
+		cut = c.online >= r->camp.canary_quota ? c.on[r->camp.canary_quota - 1]
+						  : c.all[r->camp.canary_quota - 1];
 	}
 	free(c.all);
 	free(c.on);
@@ -144,24 +151,24 @@ static uint64_t canary_draw(struct gw *gw, struct gw_release *r,
  * in its place, the next rank (online first). */
 static void canary_redraw(struct gw *gw, struct gw_release *r)
 {
-	if (r->canary_cut == CANARY_ANY)
+	if (r->camp.canary_cut == CANARY_ANY)
 		return;
-	struct draw_ctx c = {gw, r, 0, 0, NULL, NULL, r->canary_cut,
+	struct draw_ctx c = {gw, r, 0, 0, NULL, NULL, r->camp.canary_cut,
 			     CANARY_ANY, CANARY_ANY};
 	twalk_r(gw->devices, draw_walk, &c);
 	uint64_t next = c.next_on != CANARY_ANY ? c.next_on : c.next_all;
 	if (next != CANARY_ANY)
-		r->canary_cut = next;
+		r->camp.canary_cut = next;
 }
 
 static uint32_t fail_min(const struct gw *gw, const struct gw_release *r)
 {
-	return r->fail_min ? r->fail_min : gw->cfg.pause_failure_min;
+	return r->camp.fail_min ? r->camp.fail_min : gw->cfg.pause_failure_min;
 }
 
 void gw__campaign_init(struct gw *gw, struct gw_release *r)
 {
-	r->fail_min = r->target.pause_failure_min
+	r->camp.fail_min = r->target.pause_failure_min
 			  ? r->target.pause_failure_min
 			  : gw->cfg.pause_failure_min;
 	if (r->target.canary_percent == 0)
@@ -169,15 +176,15 @@ void gw__campaign_init(struct gw *gw, struct gw_release *r)
 	struct draw_ctx c = {gw, r, 0, 0, NULL, NULL, CANARY_ANY, 0, 0};
 	twalk_r(gw->devices, draw_walk, &c); /* count */
 	uint32_t targets = c.targets;
-	r->canary = true;
-	r->canary_quota = (targets * r->target.canary_percent + 99) / 100;
-	if (r->canary_quota == 0)
-		r->canary_quota = 1;
-	r->canary_cut = canary_draw(gw, r, targets);
+	gw__campaign_set_state(r, GW_CAMP_CANARY);
+	r->camp.canary_quota = (targets * r->target.canary_percent + 99) / 100;
+	if (r->camp.canary_quota == 0)
+		r->camp.canary_quota = 1;
+	r->camp.canary_cut = canary_draw(gw, r, targets);
 	log_info("release=%s canary stage: %u of %u targeted devices first "
 		 "(drawn by the canary key%s), %u%% must commit",
-		 r->id, r->canary_quota, targets,
-		 r->canary_cut == CANARY_ANY ? "; too few known: the first "
+		 r->id, r->camp.canary_quota, targets,
+		 r->camp.canary_cut == CANARY_ANY ? "; too few known: the first "
 					       "to come"
 					     : "",
 		 r->target.canary_success_percent
@@ -188,34 +195,38 @@ void gw__campaign_init(struct gw *gw, struct gw_release *r)
 bool gw__campaign_admit(struct gw *gw, const struct gw_release *r,
 			const struct gw_device *d)
 {
-	if (r->aborted || r->paused)
+	if (gw__campaign_halted(r))
 		return false;
-	if (r->target.concurrency && r->active >= r->target.concurrency)
+	if (r->target.concurrency && r->camp.active >= r->target.concurrency)
 		return false;
-	if (!r->canary)
+	if (r->camp.st != GW_CAMP_CANARY)
 		return true;
 	/* A failure below the minimum does not count: its replacement may
 	 * start too. */
-	uint32_t replaced = r->failed < fail_min(gw, r) ? r->failed : 0;
-	if (r->started >= r->canary_quota + replaced)
+	uint32_t replaced = r->camp.failed < fail_min(gw, r) ? r->camp.failed : 0;
+	if (r->camp.started >= r->camp.canary_quota + replaced)
 		return false;
-	return r->canary_cut == CANARY_ANY ||
-	       canary_rank(gw, r->id, d->id) <= r->canary_cut;
+	return r->camp.canary_cut == CANARY_ANY ||
+	       canary_rank(gw, r->id, d->id) <= r->camp.canary_cut;
 }
 
 void gw__campaign_started(struct gw *gw, struct gw_release *r)
 {
-	r->finished_ms = 0; /* a device that appeared later, a retry */
-	r->started++;
-	r->active++;
+	r->camp.finished_ms = 0; /* a device that appeared later, a retry */
+	r->camp.started++;
+	r->camp.active++;
 	gw__release_save(gw, r);
 }
+
+void gw__campaign_restored(struct gw_release *r) { r->camp.active++; }
 
 static void campaign_pause(struct gw *gw, struct gw_release *r,
 			   const char *event, const char *why)
 {
-	r->paused = true;
-	snprintf(r->pause_reason, sizeof(r->pause_reason), "%s", why);
+	if (r->camp.st == GW_CAMP_ABORTED)
+		return;
+	gw__campaign_set_state(r, GW_CAMP_PAUSED);
+	snprintf(r->camp.pause_reason, sizeof(r->camp.pause_reason), "%s", why);
 	log_warnx("release=%s PAUSED: %s", r->id, why);
 	gw__event(gw, NULL, r->id, event, why);
 }
@@ -226,31 +237,31 @@ static void campaign_pause(struct gw *gw, struct gw_release *r,
 static void canary_verdict(struct gw *gw, struct gw_release *r, bool ok)
 {
 	char why[160];
-	uint32_t min = fail_min(gw, r), done = r->committed + r->failed;
+	uint32_t min = fail_min(gw, r), done = r->camp.committed + r->camp.failed;
 	uint32_t need = r->target.canary_success_percent
 			    ? r->target.canary_success_percent
 			    : 100;
-	if (r->failed < min) {
+	if (r->camp.failed < min) {
 		if (!ok) {
 			canary_redraw(gw, r);
 			log_info("release=%s canary device failed (%u of %u "
 				 "failures before a pause): one more drawn",
-				 r->id, r->failed, min);
+				 r->id, r->camp.failed, min);
 		}
-		if (r->committed < r->canary_quota)
+		if (r->camp.committed < r->camp.canary_quota)
 			return;
-		r->canary = false;
+		gw__campaign_set_state(r, GW_CAMP_ROLLING);
 		log_info("release=%s canary passed (%u committed, %u failed, "
 			 "fewer than %u): rolling out to the rest",
-			 r->id, r->committed, r->failed, min);
+			 r->id, r->camp.committed, r->camp.failed, min);
 		gw__event(gw, NULL, r->id, "canary_passed", NULL);
 		return;
 	}
-	if (done < r->canary_quota)
+	if (done < r->camp.canary_quota)
 		return;
-	uint32_t got = r->committed * 100 / done;
+	uint32_t got = r->camp.committed * 100 / done;
 	if (got >= need) {
-		r->canary = false;
+		gw__campaign_set_state(r, GW_CAMP_ROLLING);
 		log_info("release=%s canary passed (%u%% committed): "
 			 "rolling out to the rest", r->id, got);
 		gw__event(gw, NULL, r->id, "canary_passed", NULL);
@@ -258,28 +269,28 @@ static void canary_verdict(struct gw *gw, struct gw_release *r, bool ok)
 	}
 	snprintf(why, sizeof(why),
 		 "canary: %u%% committed, %u%% required (%u failed)", got, need,
-		 r->failed);
+		 r->camp.failed);
 	campaign_pause(gw, r, "canary_failed", why);
 }
 
 void gw__campaign_finished(struct gw *gw, struct gw_release *r, bool ok)
 {
 	char why[160];
-	if (r->active)
-		r->active--;
+	if (r->camp.active)
+		r->camp.active--;
 	if (ok)
-		r->committed++;
+		r->camp.committed++;
 	else
-		r->failed++;
-	uint32_t done = r->committed + r->failed;
-	if (r->canary && !r->paused)
+		r->camp.failed++;
+	uint32_t done = r->camp.committed + r->camp.failed;
+	if (r->camp.st == GW_CAMP_CANARY)
 		canary_verdict(gw, r, ok);
 	uint32_t limit = r->target.pause_failure_percent;
-	if (limit && !r->paused && done >= AUTO_PAUSE_MIN_DONE &&
-	    r->failed >= fail_min(gw, r) && r->failed * 100 > limit * done) {
+	if (limit && r->camp.st != GW_CAMP_PAUSED && done >= AUTO_PAUSE_MIN_DONE &&
+	    r->camp.failed >= fail_min(gw, r) && r->camp.failed * 100 > limit * done) {
 		snprintf(why, sizeof(why),
 			 "failure rate %u%% (%u of %u) above %u%%",
-			 r->failed * 100 / done, r->failed, done, limit);
+			 r->camp.failed * 100 / done, r->camp.failed, done, limit);
 		campaign_pause(gw, r, "auto_paused", why);
 	}
 	gw__release_save(gw, r);
@@ -308,16 +319,17 @@ static void done_walk(const void *node, VISIT v, void *ud)
 /* Only when nothing is under way: the walk is over every device. */
 void gw__campaign_check_done(struct gw *gw, struct gw_release *r)
 {
-	if (r->aborted || r->finished_ms || r->active || r->started == 0)
+	if (r->camp.st == GW_CAMP_ABORTED || r->camp.finished_ms ||
+	    r->camp.active || r->camp.started == 0)
 		return;
 	struct done_ctx c = {r, false};
 	twalk_r(gw->devices, done_walk, &c);
 	if (c.pending)
 		return;
-	r->finished_ms = util_wall_ms();
+	r->camp.finished_ms = util_wall_ms();
 	char why[96];
-	snprintf(why, sizeof(why), "%u committed, %u failed", r->committed,
-		 r->failed);
+	snprintf(why, sizeof(why), "%u committed, %u failed", r->camp.committed,
+		 r->camp.failed);
 	log_info("release=%s campaign finished: %s", r->id, why);
 	gw__event(gw, NULL, r->id, "finished", why);
 	gw__release_save(gw, r);
@@ -348,11 +360,11 @@ static void abort_walk(const void *node, VISIT v, void *ud)
 
 void gw__campaign_abort(struct gw *gw, struct gw_release *r, const char *why)
 {
-	r->aborted = true;
-	snprintf(r->pause_reason, sizeof(r->pause_reason), "%s", why);
+	gw__campaign_set_state(r, GW_CAMP_ABORTED);
+	snprintf(r->camp.pause_reason, sizeof(r->camp.pause_reason), "%s", why);
 	struct abort_ctx ac = {gw, r, why};
 	twalk_r(gw->devices, abort_walk, &ac);
-	r->active = 0;
+	r->camp.active = 0;
 	log_warnx("release=%s ABORTED: %s", r->id, why);
 	gw__event(gw, NULL, r->id, "release_aborted", why);
 	gw__release_save(gw, r);
@@ -399,11 +411,11 @@ static struct gw_release *ctl_release(struct gw *gw, const char *product,
 	}
 	snprintf(v->release, sizeof(v->release), "%s", r->id);
 	snprintf(v->version, sizeof(v->version), "%s", r->m.version);
-	if (r->aborted) {
+	if (r->camp.st == GW_CAMP_ABORTED) {
 		snprintf(v->reason, sizeof(v->reason),
 			 "release was aborted (%s); publish a new release "
 			 "instead",
-			 r->pause_reason);
+			 r->camp.pause_reason);
 		return NULL;
 	}
 	v->verdict = PROTO_VERDICT_ACCEPTED;
@@ -417,15 +429,15 @@ void gw__ctl_pause(struct gw *gw, const char *product, const char *release,
 	struct gw_release *r = ctl_release(gw, product, release, v);
 	if (!r)
 		return;
-	if (r->paused) {
+	if (r->camp.st == GW_CAMP_PAUSED) {
 		v->verdict = PROTO_VERDICT_KNOWN;
 		snprintf(v->reason, sizeof(v->reason), "already paused: %s",
-			 r->pause_reason);
+			 r->camp.pause_reason);
 		return;
 	}
 	campaign_pause(gw, r, "paused", "paused by the operator");
 	snprintf(v->reason, sizeof(v->reason),
-		 "paused (%u devices keep their place)", r->active);
+		 "paused (%u devices keep their place)", r->camp.active);
 	gw__release_save(gw, r);
 }
 
@@ -436,22 +448,21 @@ void gw__ctl_resume(struct gw *gw, const char *product, const char *release,
 	struct gw_release *r = ctl_release(gw, product, release, v);
 	if (!r)
 		return;
-	if (!r->paused && !r->canary) {
+	if (r->camp.st == GW_CAMP_ROLLING) {
 		v->verdict = PROTO_VERDICT_KNOWN;
 		snprintf(v->reason, sizeof(v->reason), "not paused: %s",
 			 gw__campaign_state(r));
 		return;
 	}
 	/* Resuming also overrides a failed canary. */
-	r->paused = false;
-	r->canary = false;
-	r->pause_reason[0] = '\0';
+	gw__campaign_set_state(r, GW_CAMP_ROLLING);
+	r->camp.pause_reason[0] = '\0';
 	log_info("release=%s resumed by the operator", r->id);
 	gw__event(gw, NULL, r->id, "resumed", NULL);
 	gw__release_save(gw, r);
 	gw__offer_due_all(gw);
 	snprintf(v->reason, sizeof(v->reason), "resumed: %u devices under way",
-		 r->active);
+		 r->camp.active);
 }
 
 void gw__ctl_abort(struct gw *gw, const char *product, const char *release,
@@ -461,7 +472,7 @@ void gw__ctl_abort(struct gw *gw, const char *product, const char *release,
 	struct gw_release *r = ctl_release(gw, product, release, v);
 	if (!r)
 		return;
-	uint32_t active = r->active;
+	uint32_t active = r->camp.active;
 	gw__campaign_abort(gw, r, "aborted by the operator");
 	snprintf(v->reason, sizeof(v->reason),
 		 "aborted: %u transfers ended; never offered again", active);
@@ -520,7 +531,7 @@ void gw__ctl_retry(struct gw *gw, const char *product, const char *release,
 	if (c.retried == 0)
 		return;
 	/* The counters count attempts: the failure stays counted. */
-	r->finished_ms = 0;
+	r->camp.finished_ms = 0;
 	gw__release_save(gw, r);
 	gw__offer_due_all(gw);
 }

@@ -48,7 +48,8 @@ static const struct conf_key gw_keys[] = {
     K("fragment_size", CONF_U32, fragment_size, PROTO_FRAG_SIZE_MIN,
       PROTO_FRAG_SIZE_MAX, "default fragment size in bytes"),
     K("window", CONF_U32, window, 1, PROTO_WINDOW_MAX,
-      "default fragments in flight per device"),
+      "default fragments in flight per device at 4 KiB fragments "
+      "(smaller fragments: as many more as keep its bytes, up to 256)"),
     K("max_package_mb", CONF_U32, max_package_mb, 1, 1u << 20,
       "largest package accepted, MiB"),
     K("offer_retry_ms", CONF_U32, offer_retry_ms, 100, 3600000,
@@ -398,7 +399,10 @@ static void gw_offer_if_due(struct gw *gw, struct gw_device *d)
 		return;
 	if (best && gw__campaign_admit(gw, best, d)) {
 		gw__campaign_started(gw, best);
-		gw__xfer_start(gw, d, best);
+		if (gw__xfer_start(gw, d, best) != 0)
+			return;
+		gw__device_dirty(gw, d);
+		gw__event(gw, d->id, best->id, "offered", best->m.version);
 	}
 }
 
@@ -420,8 +424,8 @@ static void restore_walk(const void *node, VISIT v, void *ud)
 	if (!d->release[0] || d->finished_ms != 0 || d->x)
 		return;
 	struct gw_release *r = gw__release_find(gw, d->release);
-	if (r)
-		gw__xfer_restore(gw, d, r);
+	if (r && gw__xfer_restore(d, r) == 0)
+		gw__campaign_restored(r);
 }
 
 /* Input a device should never send is dropped and counted; the line that
@@ -553,7 +557,11 @@ static void on_ack(struct gw *gw, const char *id, const void *payload,
 		return;
 	}
 	gw->stats.acks++;
-	gw__xfer_on_ack(gw, d, &a);
+	enum gw_xfer_ack rc = gw__xfer_on_ack(gw, d, &a);
+	if (rc != GW_XFER_ACK_NOTHING)
+		gw__device_dirty(gw, d);
+	if (rc == GW_XFER_ACK_DONE)
+		gw__event(gw, d->id, d->release, "transferred", NULL);
 }
 
 static void route(struct gw *gw, const char *topic, const void *payload,
@@ -923,17 +931,17 @@ int gw__cmd_run(int argc, char **argv)
 		 "grouped=%llu timeouts=%llu spurious=%llu status_polls=%llu "
 		 "acks=%llu bad_msgs=%llu stale_msgs=%llu inflight_peak=%llu "
 		 "loop_stall_max_ms=%llu",
-		 (unsigned long long)gw.stats.frags_sent,
-		 (unsigned long long)gw.stats.frags_resent,
-		 (unsigned long long)gw.stats.frags_reneged,
-		 (unsigned long long)gw.stats.frags_grouped,
-		 (unsigned long long)gw.stats.rto_fired,
-		 (unsigned long long)gw.stats.rto_spurious,
+		 (unsigned long long)gw.fleet.st.frags_sent,
+		 (unsigned long long)gw.fleet.st.frags_resent,
+		 (unsigned long long)gw.fleet.st.frags_reneged,
+		 (unsigned long long)gw.fleet.st.frags_grouped,
+		 (unsigned long long)gw.fleet.st.rto_fired,
+		 (unsigned long long)gw.fleet.st.rto_spurious,
 		 (unsigned long long)gw.stats.status_polls,
 		 (unsigned long long)gw.stats.acks,
 		 (unsigned long long)gw.stats.msgs_bad,
 		 (unsigned long long)gw.stats.msgs_stale,
-		 (unsigned long long)gw.stats.inflight_peak,
+		 (unsigned long long)gw.fleet.st.inflight_peak,
 		 (unsigned long long)gw.stats.stall_max_ms);
 	rc = 0;
 	if (stuck) {

@@ -14,6 +14,7 @@
 
 #include "common/mq.h"
 #include "common/trust.h"
+#include "gateway/sender.h"
 #include "proto/proto.h"
 #include "store/store.h"
 
@@ -67,6 +68,26 @@ struct gw_req {
 	size_t corr_len;
 };
 
+/* A release's campaign (campaign.c owns it; others read it). One state
+ * at a time, changed only by gw__campaign_set_state, which logs it;
+ * finished is a fact beside it (every target done, until one more
+ * starts). */
+enum gw_camp_state {
+	GW_CAMP_ROLLING, /* offered to every target, concurrency allowing */
+	GW_CAMP_CANARY,	 /* only canary_quota devices may start */
+	GW_CAMP_PAUSED,	 /* nothing new starts, nothing more is sent */
+	GW_CAMP_ABORTED, /* ended for good: never offered again */
+};
+struct gw_campaign {
+	enum gw_camp_state st;
+	int64_t finished_ms; /* every target done (0: not, or not yet) */
+	uint32_t canary_quota;
+	uint64_t canary_cut; /* highest canary rank drawn */
+	uint32_t fail_min;   /* failed devices before an automatic pause */
+	uint32_t started, active, committed, failed;
+	char pause_reason[160];
+};
+
 struct gw_release {
 	char id[PROTO_RELEASE_HEX_LEN + 1];
 	uint32_t tag;
@@ -96,33 +117,11 @@ struct gw_release {
 	 * for the gateway's cache (then each send seals again). */
 	uint8_t **sealed;
 	size_t sealed_bytes;
-	/* campaign */
-	bool paused, aborted;
-	int64_t finished_ms; /* every target done (0: not, or not yet) */
-	bool canary; /* only canary_quota devices may start */
-	uint32_t canary_quota;
-	uint64_t canary_cut; /* highest canary rank drawn (campaign.c) */
-	uint32_t fail_min;   /* failed devices before an automatic pause */
-	uint32_t started, active, committed, failed;
-	char pause_reason[160];
-	/* Group sending (xfer.c): devices that accept together form a
-	 * group; each fragment is published once, on grp_topic, for all of
-	 * them, as fast as the slowest member's window allows. Repairs go
-	 * to each device's own topic. */
-	struct gw_device **members;
-	size_t nmembers, members_cap;
-	int grp_state;		/* GRP_IDLE, GRP_GATHER, GRP_SENDING */
-	uint32_t grp_next;	/* next fragment the group publishes */
-	uint32_t grp_max;	/* highest grp_next so far */
-	uint32_t grp_offered;	/* group offers not yet answered */
-	uint64_t grp_since_ms;	/* gathering since */
-	uint64_t grp_joined_ms; /* the last device joined then */
-	uint64_t grp_progress_ms; /* a member's ack last brought progress */
-	uint64_t grp_blocked_ms; /* blocked at the last look, then */
-	uint64_t grp_blocked_acc; /* ms grp_blocker has blocked it, all told */
-	struct gw_device *grp_blocker;
-	uint64_t grp_inflight;	/* bytes it counts in gw->inflight */
-	char grp_topic[PROTO_GROUP_TOPIC_MAX];
+	struct gw_campaign camp; /* campaign.c's */
+	/* Sending (xfer.c owns it): the transfers' shared state and the
+	 * group, where devices that accept together get each fragment from
+	 * one publish. NULL until a transfer of this release starts. */
+	struct gw_xrel *xrel;
 	struct gw_release *next;
 };
 
@@ -180,13 +179,8 @@ void gw__hist_add(struct gw_hist *h, uint64_t us);
 struct gw_stats {
 	uint64_t msgs_bad;   /* undecodable */
 	uint64_t msgs_stale; /* valid but not for any live session */
-	uint64_t frags_sent, frags_resent, acks;
-	uint64_t frags_reneged; /* acked, then dropped by a block check */
-	uint64_t rto_fired;	/* retransmission timeouts */
-	uint64_t rto_spurious;	/* ... that later acks showed were only slow */
-	uint64_t frags_grouped; /* of frags_sent: published once for a group */
+	uint64_t acks;
 	uint64_t releases_refused;
-	uint64_t inflight_peak; /* bytes */
 	uint64_t stall_max_ms;  /* worst lateness of the loop's tick */
 	uint64_t drop_log_ms;   /* last "dropped" log line (rate limit) */
 	uint64_t drop_unlogged; /* dropped since then without a line */
@@ -227,7 +221,7 @@ struct gw {
 	uint8_t canary_key[32];	    /* ledger meta canary_key */
 	int lock_fds[2];	    /* flock'ed files in db_dir, store_dir */
 	int poll_budget; /* status polls left in this tick */
-	uint64_t inflight; /* bytes sent and not yet acknowledged, all devices */
+	struct gw_snd_fleet fleet; /* every transfer: bytes in flight, counts */
 	uint64_t sealed_bytes; /* sealed fragments cached, all releases */
 	void *curlm; /* CURLM *, see https.c */
 	struct gw_https *downloads; /* under way, see https.c */
@@ -325,6 +319,8 @@ void gw__campaign_init(struct gw *gw, struct gw_release *r);
 bool gw__campaign_admit(struct gw *gw, const struct gw_release *r,
 			const struct gw_device *d);
 void gw__campaign_started(struct gw *gw, struct gw_release *r);
+/* A transfer of r restored after a gateway restart is under way. */
+void gw__campaign_restored(struct gw_release *r);
 void gw__campaign_finished(struct gw *gw, struct gw_release *r, bool ok);
 /* End every unfinished transfer of r for good; r is never offered again. */
 void gw__campaign_abort(struct gw *gw, struct gw_release *r, const char *why);
@@ -348,7 +344,15 @@ void gw__ctl_retry(struct gw *gw, const char *product, const char *release,
 /* Is every target of r done? Then it is finished (and saved as such). */
 void gw__campaign_check_done(struct gw *gw, struct gw_release *r);
 void gw__release_save(struct gw *gw, struct gw_release *r);
+/* The state's name, or "finished" once every target is done. */
 const char *gw__campaign_state(const struct gw_release *r);
+/* The one way a campaign changes state (logged). */
+void gw__campaign_set_state(struct gw_release *r, enum gw_camp_state st);
+/* Paused or aborted: nothing new is sent. */
+static inline bool gw__campaign_halted(const struct gw_release *r)
+{
+	return r->camp.st == GW_CAMP_PAUSED || r->camp.st == GW_CAMP_ABORTED;
+}
 
 /* verdict.c: answers to the operator's commands */
 /* Start a verdict for command `command` of rq's product. */
@@ -372,19 +376,28 @@ __attribute__((format(printf, 3, 4))) void gw__appendf(char *buf, size_t n,
 							const char *fmt, ...);
 
 /* xfer.c: offers and the windowed transfer */
-void gw__xfer_start(struct gw *gw, struct gw_device *d,
-		    struct gw_release *r);
-void gw__xfer_restore(struct gw *gw, struct gw_device *d,
-		      struct gw_release *r);
+/* xfer.c calls nothing of gw.c or campaign.c: what the ledger and the
+ * event log must record comes back to the caller. */
+/* d starts r (and is offered it); 0, or -1 when out of memory. */
+int gw__xfer_start(struct gw *gw, struct gw_device *d, struct gw_release *r);
+/* After a restart: d's transfer of r waits for d. 0 or -1. */
+int gw__xfer_restore(struct gw_device *d, struct gw_release *r);
 void gw__xfer_offer(struct gw *gw, struct gw_device *d);
-void gw__xfer_on_ack(struct gw *gw, struct gw_device *d,
-		     const struct proto_ack *a);
+enum gw_xfer_ack {
+	GW_XFER_ACK_NOTHING,  /* nothing to record */
+	GW_XFER_ACK_PROGRESS, /* d->acked moved: d's record is dirty */
+	GW_XFER_ACK_DONE,     /* every fragment held: record "transferred" */
+};
+enum gw_xfer_ack gw__xfer_on_ack(struct gw *gw, struct gw_device *d,
+				 const struct proto_ack *a);
 void gw__xfer_tick(struct gw *gw, struct gw_device *d, uint64_t now);
 void gw__xfer_free(struct gw *gw, struct gw_device *d);
 /* The device went offline: it leaves its group, if any. */
 void gw__xfer_offline(struct gw *gw, struct gw_device *d);
 /* Group sending of every release: start, pace, drop a member too slow. */
 void gw__group_tick(struct gw *gw, uint64_t now);
+/* What xfer.c keeps of r (its group); before r is freed. */
+void gw__xfer_release_free(struct gw *gw, struct gw_release *r);
 
 /* enc.c: confidential packages */
 int gw__enc_init(struct gw *gw, char *err, size_t n);

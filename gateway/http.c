@@ -351,14 +351,14 @@ static unsigned http_command(struct gw *gw, const char *product,
 		status = 404;
 		goto done;
 	}
-	if (r->aborted) {
+	if (r->camp.st == GW_CAMP_ABORTED) {
 		why = "release was aborted; publish a new release instead";
 		goto done;
 	}
-	if ((c.action == PROTO_ACT_PAUSE && r->paused) ||
-	    (c.action == PROTO_ACT_RESUME && !r->paused && !r->canary)) {
+	if ((c.action == PROTO_ACT_PAUSE && r->camp.st == GW_CAMP_PAUSED) ||
+	    (c.action == PROTO_ACT_RESUME && r->camp.st == GW_CAMP_ROLLING)) {
 		verdict = "already";
-		why = r->paused ? "already paused" : "not paused";
+		why = r->camp.st == GW_CAMP_PAUSED ? "already paused" : "not paused";
 		status = 200;
 		goto done;
 	}

@@ -231,7 +231,7 @@ char *http__series_json(struct gw *gw, struct http_history *h,
 	const struct gw_release *r = gw__release_find(gw, release);
 	int64_t t0 = s && s->n ? s->ts[0] : util_wall_ms();
 	int64_t t1 = s && s->n ? s->ts[s->n - 1] : t0;
-	if (r && r->active && util_wall_ms() > t1)
+	if (r && r->camp.active && util_wall_ms() > t1)
 		t1 = util_wall_ms();
 	if (points < 2)
 		points = 2;
@@ -298,14 +298,16 @@ static json_t *campaign_json(struct gw *gw, const struct gw_release *r)
 	    "{s:s,s:s,s:s,s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,"
 	    "s:I}",
 	    "release", r->id, "product", r->m.product, "version", r->m.version,
-	    "state", gw__campaign_state(r), "pause_reason", r->pause_reason,
+	    "state", gw__campaign_state(r), "pause_reason", r->camp.pause_reason,
 	    "group", r->target.group, "targets", (json_int_t)tc.n, "started",
-	    (json_int_t)r->started, "active", (json_int_t)r->active,
-	    "committed", (json_int_t)r->committed, "failed",
-	    (json_int_t)r->failed, "size", (json_int_t)r->m.size,
+	    (json_int_t)r->camp.started, "active", (json_int_t)r->camp.active,
+	    "committed", (json_int_t)r->camp.committed, "failed",
+	    (json_int_t)r->camp.failed, "size", (json_int_t)r->m.size,
 	    "created_ms", (json_int_t)r->created_ms, "fetch_ms",
 	    (json_int_t)r->fetch_ms, "verify_ms", (json_int_t)r->verify_ms,
-	    "canary_quota", (json_int_t)(r->canary ? r->canary_quota : 0));
+	    "canary_quota",
+	    (json_int_t)(r->camp.st == GW_CAMP_CANARY ? r->camp.canary_quota
+						      : 0));
 }
 
 static json_t *campaigns_arr(struct gw *gw)
@@ -558,13 +560,14 @@ static void metrics_campaigns(struct gw *gw, struct http_text *t)
 			    "product=\"%s\",version=\"%s\"} %d\n",
 			    r->id, lbl(r->m.product, a, sizeof(a)),
 			    lbl(r->m.version, b, sizeof(b)),
-			    r->paused && !r->aborted);
+			    r->camp.st == GW_CAMP_PAUSED);
 	http__textf(t, "# HELP ota_gateway_campaign_devices Devices of a "
 		       "campaign by outcome.\n"
 		       "# TYPE ota_gateway_campaign_devices gauge\n");
 	for (struct gw_release *r = gw->releases; r; r = r->next) {
 		const char *o[] = {"started", "active", "committed", "failed"};
-		uint32_t v[] = {r->started, r->active, r->committed, r->failed};
+		uint32_t v[] = {r->camp.started, r->camp.active,
+				r->camp.committed, r->camp.failed};
 		for (size_t i = 0; i < 4; i++)
 			http__textf(t,
 				    "ota_gateway_campaign_devices{release="
@@ -603,19 +606,19 @@ char *http__metrics(struct gw *gw, size_t *len)
 	metrics_campaigns(gw, t);
 	COUNTER("ota_gateway_fragments_sent_total",
 		"Fragments published (first sends and resends).",
-		s->frags_sent);
+		gw->fleet.st.frags_sent);
 	COUNTER("ota_gateway_fragments_resent_total",
-		"Fragments published again.", s->frags_resent);
+		"Fragments published again.", gw->fleet.st.frags_resent);
 	COUNTER("ota_gateway_fragments_grouped_total",
 		"Of the fragments sent: published once for a group.",
-		s->frags_grouped);
+		gw->fleet.st.frags_grouped);
 	COUNTER("ota_gateway_fragments_reneged_total",
 		"Fragments acknowledged, then dropped by a block check.",
-		s->frags_reneged);
+		gw->fleet.st.frags_reneged);
 	COUNTER("ota_gateway_acks_total", "Acknowledgements received.",
 		s->acks);
 	COUNTER("ota_gateway_retransmit_timeouts_total",
-		"Retransmission timeouts.", s->rto_fired);
+		"Retransmission timeouts.", gw->fleet.st.rto_fired);
 	COUNTER("ota_gateway_messages_bad_total",
 		"Messages dropped as undecodable.", s->msgs_bad);
 	COUNTER("ota_gateway_messages_stale_total",
@@ -626,10 +629,10 @@ char *http__metrics(struct gw *gw, size_t *len)
 		"Announcements refused.", s->releases_refused);
 	GAUGE("ota_gateway_inflight_bytes",
 	      "Fragment bytes sent and not yet acknowledged.", "%llu",
-	      (unsigned long long)gw->inflight);
+	      (unsigned long long)gw->fleet.inflight);
 	GAUGE("ota_gateway_inflight_peak_bytes",
 	      "Most fragment bytes in flight at once.", "%llu",
-	      (unsigned long long)s->inflight_peak);
+	      (unsigned long long)gw->fleet.st.inflight_peak);
 	GAUGE("ota_gateway_loop_stall_max_seconds",
 	      "Worst lateness of the event loop's 20 ms tick.", "%.3f",
 	      (double)s->stall_max_ms / 1000.0);

@@ -63,7 +63,8 @@ bool gw__release_targets(const struct gw_release *r,
 			 const struct gw_device *d)
 {
 	int c, rep = 1;
-	if (r->aborted || !d->online || strcmp(d->product, r->m.product) != 0)
+	if (r->camp.st == GW_CAMP_ABORTED || !d->online ||
+	    strcmp(d->product, r->m.product) != 0)
 		return false;
 	if (r->m.expires && util_wall_ms() / 1000 >= r->m.expires)
 		return false;
@@ -245,7 +246,7 @@ static void release_free(struct gw_release *r)
 	if (r->map)
 		munmap((void *)r->map, r->map_len);
 	free(r->table);
-	free(r->members);
+	gw__xfer_release_free(NULL, r);
 	free(r->manifest);
 	proto_announce_free(&r->target);
 	free(r);
@@ -281,12 +282,14 @@ static char *release_record(const struct gw_release *r)
 	/* The campaign: its settings and where it stands. */
 	json_t *c = json_pack(
 	    "{s:s,s:b,s:b,s:b,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}",
-	    "state", gw__campaign_state(r), "paused", r->paused, "aborted",
-	    r->aborted, "canary", r->canary, "pause_reason", r->pause_reason,
-	    "canary_quota", (json_int_t)r->canary_quota, "started",
-	    (json_int_t)r->started, "active", (json_int_t)r->active,
-	    "committed", (json_int_t)r->committed, "failed",
-	    (json_int_t)r->failed, "concurrency",
+	    "state", gw__campaign_state(r), "paused",
+	    r->camp.st == GW_CAMP_PAUSED, "aborted",
+	    r->camp.st == GW_CAMP_ABORTED, "canary",
+	    r->camp.st == GW_CAMP_CANARY, "pause_reason", r->camp.pause_reason,
+	    "canary_quota", (json_int_t)r->camp.canary_quota, "started",
+	    (json_int_t)r->camp.started, "active", (json_int_t)r->camp.active,
+	    "committed", (json_int_t)r->camp.committed, "failed",
+	    (json_int_t)r->camp.failed, "concurrency",
 	    (json_int_t)r->target.concurrency, "canary_percent",
 	    (json_int_t)r->target.canary_percent, "canary_success_percent",
 	    (json_int_t)r->target.canary_success_percent,
@@ -304,16 +307,16 @@ static char *release_record(const struct gw_release *r)
 		/* Only the flag: the content key is in <store>/<id>.key. */
 		json_object_set_new(o, "encrypt", json_boolean(r->encrypt));
 	}
-	if (c && r->finished_ms)
+	if (c && r->camp.finished_ms)
 		json_object_set_new(c, "finished_ms",
-				    json_integer(r->finished_ms));
+				    json_integer(r->camp.finished_ms));
 	if (c) {
 		char cut[17];
 		snprintf(cut, sizeof(cut), "%016llx",
-			 (unsigned long long)r->canary_cut);
+			 (unsigned long long)r->camp.canary_cut);
 		json_object_set_new(c, "canary_cut", json_string(cut));
 		json_object_set_new(c, "pause_failure_min",
-				    json_integer(r->fail_min));
+				    json_integer(r->camp.fail_min));
 	}
 	if (o && c)
 		json_object_set_new(o, "campaign", c);
@@ -353,7 +356,8 @@ static void retire_newer(struct gw *gw, const struct gw_release *dg)
 {
 	for (struct gw_release *r = gw->releases; r; r = r->next) {
 		int c;
-		if (strcmp(r->m.product, dg->m.product) != 0 || r->aborted ||
+		if (strcmp(r->m.product, dg->m.product) != 0 ||
+		    r->camp.st == GW_CAMP_ABORTED ||
 		    proto_version_cmp(r->m.version, dg->m.version, &c) != 0 ||
 		    c <= 0)
 			continue;
@@ -371,7 +375,8 @@ static void retire_downgrades(struct gw *gw, const struct gw_release *nr)
 {
 	for (struct gw_release *r = gw->releases; r; r = r->next) {
 		int c;
-		if (strcmp(r->m.product, nr->m.product) != 0 || r->aborted ||
+		if (strcmp(r->m.product, nr->m.product) != 0 ||
+		    r->camp.st == GW_CAMP_ABORTED ||
 		    !r->m.downgrade ||
 		    proto_version_cmp(r->m.version, nr->m.version, &c) != 0 ||
 		    c >= 0)
@@ -467,7 +472,9 @@ static struct gw_release *release_new(struct gw *gw, struct fetch_job *j,
 	r->payload_off = j->lay.payload_off;
 	r->frag_size = j->a.fragment_size ? j->a.fragment_size
 					  : gw->cfg.fragment_size;
-	r->window = j->a.window ? j->a.window : gw->cfg.window;
+	r->window = j->a.window ? j->a.window
+				: gw_snd_default_window(gw->cfg.window,
+							r->frag_size);
 	r->table = j->table;
 	r->table_len = (size_t)proto_block_count(&r->m) * PROTO_SHA256_LEN;
 	j->table = NULL;
@@ -499,12 +506,12 @@ static bool announce_settled(struct gw *gw, struct fetch_job *j,
 	if (known) {
 		log_info("release=%s already known: announcement ignored",
 			 j->id);
-		v->verdict = known->aborted ? PROTO_VERDICT_REFUSED
+		v->verdict = known->camp.st == GW_CAMP_ABORTED ? PROTO_VERDICT_REFUSED
 					    : PROTO_VERDICT_KNOWN;
-		if (known->aborted)
+		if (known->camp.st == GW_CAMP_ABORTED)
 			snprintf(v->reason, sizeof(v->reason),
 				 "release was aborted (%s); publish a new "
-				 "release instead", known->pause_reason);
+				 "release instead", known->camp.pause_reason);
 		else {
 			gw__verdict_targets(gw, known, v);
 			gw__appendf(v->reason, sizeof(v->reason),
@@ -826,21 +833,27 @@ static int release_load_cb(void *ud, const void *key, size_t klen,
 	CU32(r->target.canary_percent, "canary_percent");
 	CU32(r->target.canary_success_percent, "canary_success_percent");
 	CU32(r->target.pause_failure_percent, "pause_failure_percent");
-	CU32(r->canary_quota, "canary_quota");
-	CU32(r->started, "started");
-	CU32(r->committed, "committed");
-	CU32(r->failed, "failed");
-	CU32(r->fail_min, "pause_failure_min");
+	CU32(r->camp.canary_quota, "canary_quota");
+	CU32(r->camp.started, "started");
+	CU32(r->camp.committed, "committed");
+	CU32(r->camp.failed, "failed");
+	CU32(r->camp.fail_min, "pause_failure_min");
 #undef CU32
 	/* A campaign of an older gateway has no draw: the first to come. */
 	const char *cut = json_string_value(json_object_get(c, "canary_cut"));
-	r->canary_cut = cut ? strtoull(cut, NULL, 16) : UINT64_MAX;
-	r->paused = json_is_true(json_object_get(c, "paused"));
-	r->aborted = json_is_true(json_object_get(c, "aborted"));
-	r->canary = json_is_true(json_object_get(c, "canary"));
-	r->finished_ms = json_integer_value(json_object_get(c, "finished_ms"));
+	r->camp.canary_cut = cut ? strtoull(cut, NULL, 16) : UINT64_MAX;
+	/* The record keeps the three flags older gateways wrote. */
+	if (json_is_true(json_object_get(c, "aborted")))
+		r->camp.st = GW_CAMP_ABORTED;
+	else if (json_is_true(json_object_get(c, "paused")))
+		r->camp.st = GW_CAMP_PAUSED;
+	else if (json_is_true(json_object_get(c, "canary")))
+		r->camp.st = GW_CAMP_CANARY;
+	r->camp.finished_ms =
+	    json_integer_value(json_object_get(c, "finished_ms"));
 	const char *pr = json_string_value(json_object_get(c, "pause_reason"));
-	snprintf(r->pause_reason, sizeof(r->pause_reason), "%s", pr ? pr : "");
+	snprintf(r->camp.pause_reason, sizeof(r->camp.pause_reason), "%s",
+		 pr ? pr : "");
 	if (json_is_array(devs)) {
 		r->target.ndevices = json_array_size(devs);
 		r->target.devices =
@@ -920,7 +933,7 @@ void gw__keyset_reload(struct gw *gw)
 	gw__event(gw, NULL, NULL, "keyset_updated", why);
 	/* A release signed by a key the new set no longer lists is retired. */
 	for (struct gw_release *r = gw->releases; r; r = r->next) {
-		if (r->aborted ||
+		if (r->camp.st == GW_CAMP_ABORTED ||
 		    trust_check(&gw->trust, r->m.product, r->manifest,
 				r->manifest_len, r->sig, 0, why,
 				sizeof(why)) == 0)
