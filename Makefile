@@ -16,13 +16,21 @@ OPT     ?= -O2 -g
 CFLAGS_ALL = $(WARN) $(DEFS) $(OPT) -I. $(shell pkg-config --cflags $(PKGS) $(GW_PKGS) 2>/dev/null) $(EXTRA_CFLAGS)
 LDLIBS_ALL = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -llmdb -lm $(EXTRA_LDFLAGS)
 
-# Build variant: `make` -> build/, `make VARIANT=asan` -> build/asan/
+# Build variant: `make` -> build/, `make VARIANT=asan` -> build/asan/ (the test
+# build: sanitizers and the test hooks), `make VARIANT=hooks` -> build/hooks/ (optimised,
+# with the test hooks). Test hooks (OTA_TEST_HOOKS: the device's test_* keys, simulated
+# loss and corruption, crash points, a clock behind) exist only in these two; a release
+# binary refuses a test_* key.
 VARIANT ?=
 ifeq ($(VARIANT),asan)
 B       := build/asan
 OPT     := -O1 -g -fno-omit-frame-pointer
 EXTRA_CFLAGS  := -fsanitize=address,undefined -fno-sanitize-recover=all
 EXTRA_LDFLAGS := -fsanitize=address,undefined
+DEFS    += -DOTA_TEST_HOOKS
+else ifeq ($(VARIANT),hooks)
+B       := build/hooks
+DEFS    += -DOTA_TEST_HOOKS
 else
 B       := build
 endif
