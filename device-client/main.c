@@ -379,7 +379,10 @@ int main(int argc, char **argv)
 	uv_loop_t *loop = uv_default_loop();
 	int rc = mc.fleet.n ? run_fleet(loop, &mc, argv)
 			    : run_device(loop, &mc.dev, argv);
-	uv_loop_close(loop);
+	if (uv_loop_close(loop) != 0) { /* a handle left open: a leak */
+		log_warnx("event loop not closed: a handle is still open");
+		rc = 1;
+	}
 	mq_tls_cache_clear();
 	mosquitto_lib_cleanup();
 	return rc;

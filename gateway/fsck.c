@@ -140,14 +140,6 @@ static void bump(json_t *rel, const char *what)
 	    json_integer(1 + json_integer_value(json_object_get(rel, what))));
 }
 
-static bool is_lower_hex(const char *s, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		if (!strchr("0123456789abcdef", s[i]) || s[i] == '\0')
-			return false;
-	return true;
-}
-
 static bool is_release_id(const char *s)
 {
 	uint8_t id[PROTO_RELEASE_ID_LEN];
@@ -440,10 +432,12 @@ static int walk_cb(void *ud, enum store_db db, const void *key, size_t klen,
 	f->n[db]++;
 	set_where(f, db, key, klen);
 	if (db == STORE_META) {
-		/* One record so far: the canary key, 32 bytes in hex. */
-		if (klen != 10 || memcmp(key, "canary_key", 10) != 0)
+		/* One record so far: the canary key (ledger.c). */
+		uint8_t ck[GW_CANARY_KEY_LEN];
+		if (klen != strlen(GW_CANARY_KEY_NAME) ||
+		    memcmp(key, GW_CANARY_KEY_NAME, klen) != 0)
 			problem(f, "unknown meta record");
-		else if (vlen != 64 || !is_lower_hex(val, vlen))
+		else if (gw__canary_key_parse(val, vlen, ck) != 0)
 			problem(f, "canary_key is not 64 lower-case hex digits "
 				   "(the gateway makes a new one: canaries of "
 				   "running campaigns would be drawn anew)");

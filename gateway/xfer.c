@@ -186,7 +186,7 @@ void gw__xfer_offer(struct gw *gw, struct gw_device *d)
 	 * all (never the release in clear); tried again later. */
 	if (r->encrypt && !x->enc_wrapped) {
 		if (gw__enc_offer(gw, d, r, &o) != 0) {
-			x->offer_ms = util_mono_ms();
+			x->offer_ms = gw__mono_ms(gw);
 			return;
 		}
 		memcpy(x->enc_epk, o.enc_epk, sizeof(x->enc_epk));
@@ -216,7 +216,7 @@ void gw__xfer_offer(struct gw *gw, struct gw_device *d)
 	char *json = NULL, topic[PROTO_ID_MAX + 16];
 	size_t len;
 	xfer_set_state(d, XS_OFFERED);
-	x->offer_ms = util_mono_ms();
+	x->offer_ms = gw__mono_ms(gw);
 	x->offers++;
 	if (proto_offer_encode(&o, &json, &len) != 0) {
 		log_warnx("device=%s: cannot encode offer", d->id);
@@ -255,7 +255,7 @@ void gw__xfer_start(struct gw *gw, struct gw_device *d, struct gw_release *r)
 	d->frags_sent = d->frags_resent = 0;
 	d->error[0] = '\0';
 	d->timings = (struct proto_timings){-1, -1, -1, -1, -1};
-	d->offered_ms = util_wall_ms();
+	d->offered_ms = gw__wall_ms(gw);
 	d->transferred_ms = d->finished_ms = 0;
 	gw__device_dirty(gw, d);
 	gw__event(gw, d->id, r->id, "offered", r->m.version);
@@ -355,7 +355,7 @@ static void send_frag(struct gw *gw, struct gw_device *d, uint32_t i,
 	    mq_publish(gw->mq, x->frag_topic, gw->fragbuf, len, 0, false) != 0)
 		return; /* not connected: the RTO sends it again */
 	gw->stats.frags_sent++;
-	sent(gw, d, i, again, util_mono_ms());
+	sent(gw, d, i, again, gw__mono_ms(gw));
 }
 
 /* A paused or aborted campaign sends nothing more. */
@@ -560,7 +560,7 @@ void gw__xfer_on_ack(struct gw *gw, struct gw_device *d,
 {
 	struct gw_xfer *x = d->x;
 	struct gw_release *r = x->rel;
-	uint64_t now = util_mono_ms();
+	uint64_t now = gw__mono_ms(gw);
 	if (a->tag != r->tag || x->st == XS_DONE) {
 		gw->stats.msgs_stale++;
 		return;
@@ -709,7 +709,7 @@ void gw__xfer_on_ack(struct gw *gw, struct gw_device *d,
 	if (x->cum == r->nfrags) {
 		group_leave(gw, d, NULL);
 		xfer_set_state(d, XS_DONE);
-		d->transferred_ms = util_wall_ms();
+		d->transferred_ms = gw__wall_ms(gw);
 		log_info("device=%s release=%s all %u fragments acknowledged "
 			 "(sent=%llu resent=%llu)",
 			 d->id, r->id, r->nfrags,
