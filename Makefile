@@ -91,6 +91,14 @@ $(B)/tests/test_fuzz_replay: tests/unit/test_fuzz_replay.c $(wildcard tests/fuzz
 	@mkdir -p $(@D)
 	$(Q)$(CC) $(CFLAGS_ALL) -o $@ $(filter-out tests/fuzz/%,$^) $(LDLIBS_ALL) -lcmocka
 
+# test_gw_run runs the gateway's and the devices' lifecycles on one loop: it links their
+# objects, not their main().
+RUN_TEST_OBJ := $(filter-out %/main.o,$(GW_OBJ) $(DEV_OBJ))
+$(B)/tests/test_gw_run: tests/unit/test_gw_run.c $(RUN_TEST_OBJ) $(B)/libota.a
+	@mkdir -p $(@D)
+	$(Q)$(CC) $(CFLAGS_ALL) -o $@ $^ $(LDLIBS_ALL) \
+		$(shell pkg-config --libs $(GW_PKGS) 2>/dev/null) -lcmocka
+
 $(B)/tools/%: tests/tools/%.c $(B)/libota.a
 	@mkdir -p $(@D)
 	$(Q)$(CC) $(CFLAGS_ALL) -o $@ $^ $(LDLIBS_ALL)

@@ -657,6 +657,10 @@ int gw_init(struct gw *gw, uv_loop_t *loop, const struct gw_config *cfg,
 	gw->copy_lane.max = 1;
 	gw->verify_lane.max = 1;
 	gw->lock_fds[0] = gw->lock_fds[1] = -1;
+	/* The HTTP side's files first: libwebsockets, failing on them late,
+	 * leaves its handles half-closed on the loop. */
+	if (gw__http_check(cfg, err, n) != 0)
+		return -1;
 	if (trust_load(&gw->trust, cfg->publisher_key, cfg->root_keys,
 		       cfg->root_threshold, cfg->keyset_file, false,
 		       gw__wall_ms(gw) / 1000, err, n) != 0)
@@ -681,7 +685,8 @@ int gw_init(struct gw *gw, uv_loop_t *loop, const struct gw_config *cfg,
 		goto fail;
 	}
 	/* Last, the two that hold handles (closed on the loop's next run
-	 * when what follows them fails). */
+	 * when what follows them fails): the connection before the HTTP
+	 * side, which only fails out of memory once its files are checked. */
 	if (connection_new(gw, err, n) != 0)
 		goto fail_https;
 	if (gw__http_init(gw, err, n) != 0)

@@ -261,6 +261,8 @@ struct gw {
  *   ledger is written and closed, the rest must be left to the process's
  *   exit (_exit). */
 #define GW_CLOSE_STUCK 1
+/* run.c: every key at its default (what `ota-gateway run --help` shows). */
+void gw_config_defaults(struct gw_config *c);
 int gw_init(struct gw *gw, uv_loop_t *loop, const struct gw_config *cfg,
 	    char *err, size_t n);
 int gw_start(struct gw *gw);

@@ -90,7 +90,7 @@ static const struct conf_key gw_keys[] = {
       "client certificate CNs allowed over HTTPS, comma-separated"),
     {0}};
 
-static void gw_config_defaults(struct gw_config *c)
+void gw_config_defaults(struct gw_config *c)
 {
 	memset(c, 0, sizeof(*c));
 	snprintf(c->broker_host, sizeof(c->broker_host), "localhost");
