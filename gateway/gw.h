@@ -269,7 +269,10 @@ int gw_start(struct gw *gw);
 void gw_stop(struct gw *gw, void (*on_stopped)(struct gw *gw));
 int gw_close(struct gw *gw);
 /* The gateway's clock, read in one place: monotonic ms (intervals,
- * timeouts) and wall ms (what the ledger and the API show). */
+ * timeouts, the ticks) and wall ms (the ledger's and the API's times,
+ * expiry). Only durations of real work measured across threads (a
+ * package's fetch and check, a commit, a copy's deadline) use the
+ * system's monotonic clock directly. */
 uint64_t gw__mono_ms(const struct gw *gw);
 int64_t gw__wall_ms(const struct gw *gw);
 

@@ -571,7 +571,7 @@ static void https_done(void *ud, int rc, const char *err)
 {
 	struct fetch_job *j = ud;
 	j->https = NULL;
-	j->t_fetched = gw__mono_ms(j->gw);
+	j->t_fetched = util_mono_ms();
 	if (rc != 0) {
 		char why[sizeof(j->err)];
 		snprintf(why, sizeof(why), "%s", err);
@@ -586,7 +586,7 @@ static void copy_done(uv_work_t *req, int status)
 {
 	struct fetch_job *j = req->data;
 	gw__lane_finished(j->gw, &j->gw->copy_lane);
-	j->t_fetched = gw__mono_ms(j->gw);
+	j->t_fetched = util_mono_ms();
 	if (status != 0 && !j->err[0])
 		snprintf(j->err, sizeof(j->err),
 			 "cancelled: the gateway is stopping");
@@ -674,7 +674,7 @@ void gw__announce(struct gw *gw, const char *product, const void *payload,
 		free(j);
 		return;
 	}
-	j->t_announce = gw__mono_ms(gw);
+	j->t_announce = util_mono_ms();
 	j->deadline = j->t_announce + (uint64_t)gw->cfg.fetch_timeout_s * 1000;
 	log_info("announcement product=%s url=%s: fetching", product,
 		 j->url_log);
