@@ -17,13 +17,21 @@ OPT     ?= -O2 -g
 CFLAGS_ALL = $(WARN) $(DEFS) $(OPT) -I. $(shell pkg-config --cflags $(PKGS) $(GW_PKGS) 2>/dev/null) $(EXTRA_CFLAGS)
 LDLIBS_ALL = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -llmdb -lm $(EXTRA_LDFLAGS)
 
-# Build variant: `make` -> build/, `make VARIANT=asan` -> build/asan/
+# Build variant: `make` -> build/, `make VARIANT=asan` -> build/asan/ (the test
+# build: sanitizers and the test hooks), `make VARIANT=hooks` -> build/hooks/ (optimised,
+# with the test hooks). Test hooks (OTA_TEST_HOOKS: the device's test_* keys, simulated
+# loss and corruption, crash points, a clock behind) exist only in these two; a release
+# binary refuses a test_* key.
 VARIANT ?=
 ifeq ($(VARIANT),asan)
 B       := build/asan
 OPT     := -O1 -g -fno-omit-frame-pointer
 EXTRA_CFLAGS  := -fsanitize=address,undefined -fno-sanitize-recover=all
 EXTRA_LDFLAGS := -fsanitize=address,undefined
+DEFS    += -DOTA_TEST_HOOKS
+else ifeq ($(VARIANT),hooks)
+B       := build/hooks
+DEFS    += -DOTA_TEST_HOOKS
 else
 B       := build
 endif
@@ -101,6 +109,13 @@ $(B)/tests/test_gw_sender: tests/unit/test_gw_sender.c tests/unit/sim.h tests/un
 		$(call obj,gateway/sender.c) $(B)/libota.a
 	@mkdir -p $(@D)
 	$(Q)$(CC) $(CFLAGS_ALL) -o $@ $(filter-out %.h,$^) $(LDLIBS_ALL) -lcmocka
+# test_gw_run runs the gateway's and the devices' lifecycles on one loop: it links their
+# objects, not their main().
+RUN_TEST_OBJ := $(filter-out %/main.o,$(GW_OBJ) $(DEV_OBJ))
+$(B)/tests/test_gw_run: tests/unit/test_gw_run.c $(RUN_TEST_OBJ) $(B)/libota.a
+	@mkdir -p $(@D)
+	$(Q)$(CC) $(CFLAGS_ALL) -o $@ $^ $(LDLIBS_ALL) \
+		$(shell pkg-config --libs $(GW_PKGS) 2>/dev/null) -lcmocka
 
 $(B)/tools/%: tests/tools/%.c $(B)/libota.a
 	@mkdir -p $(@D)
@@ -117,8 +132,10 @@ $(B)/obj/gateway/http_web.o: $(wildcard gateway/web/*)
 deps:
 	@sh deploy/deps.sh
 
-# The README's test command. Builds the sanitized variant and runs it all.
+# The README's test command. Checks the formatting (see check-format), builds the
+# sanitized variant and runs it all.
 test: deps
+	@$(MAKE) --no-print-directory check-format
 	@$(MAKE) --no-print-directory VARIANT=asan all-tests
 	@sh tests/run.sh build/asan
 
@@ -191,8 +208,30 @@ crashpoints: deps
 	@OTA_CRASHPOINTS=full OTA_TEST_TIMEOUT=7200 OTA_TEST_FILTER='crashpoints' \
 		sh tests/run.sh build/asan system
 
+# Formatting: .clang-format describes the code as it is written. `make format` rewrites
+# every C file to it; `make check-format` lists the files it would change (with how many
+# lines) and fails. FORMAT_STRICT=0 (until the tree has been formatted once) makes
+# check-format, and so `make test`, only count them; set it to 1 here then.
+FORMAT_STRICT ?= 0
+FORMAT_SRC := $(sort $(PROTO_SRC) $(COMMON_SRC) $(STORE_SRC) $(GW_SRC) $(DEV_SRC) \
+	$(wildcard */*.h tests/unit/*.[ch] tests/tools/*.c tests/tools/preload/*.c \
+	tests/fuzz/*.c))
 format:
-	clang-format -i $(PROTO_SRC) $(COMMON_SRC) $(STORE_SRC) $(GW_SRC) $(DEV_SRC) */*.h
+	clang-format -i $(FORMAT_SRC)
+
+check-format:
+	@command -v clang-format >/dev/null || { echo "check-format: no clang-format \
+	(sh deploy/deps.sh)"; exit 1; }; \
+	n=0; for f in $(FORMAT_SRC); do \
+		d=$$(clang-format "$$f" | diff "$$f" - | grep -c '^<'); \
+		[ "$$d" -eq 0 ] && continue; n=$$((n + 1)); \
+		[ "$(FORMAT_STRICT)" = 1 ] && echo "  $$f: $$d lines differ"; \
+	done; \
+	if [ $$n -eq 0 ]; then echo "check-format: every file matches .clang-format"; \
+	elif [ "$(FORMAT_STRICT)" = 1 ]; then \
+		echo "check-format: $$n files differ from .clang-format (make format)"; exit 1; \
+	else echo "check-format: $$n files differ from .clang-format (FORMAT_STRICT=0: \
+	not an error until the tree is formatted; make check-format FORMAT_STRICT=1 lists them)"; fi
 
 clean:
 	rm -rf build

@@ -42,6 +42,18 @@ static const struct conf_key *conf__find(const struct conf_key *keys,
 	return to && to->type != CONF_ALIAS ? to : NULL;
 }
 
+/* A key named test_* is a test hook (a device's simulated loss, crash
+ * points...): only a test build knows it. Why a release binary refuses it,
+ * or "" for any other unknown key. */
+static const char *conf__test_hook(const char *name, size_t len)
+{
+	if (len > 5 && (!strncmp(name, "test_", 5) ||
+			!strncmp(name, "test-", 5)))
+		return ": a test hook, compiled only into test builds (make "
+		       "VARIANT=asan or VARIANT=hooks)";
+	return "";
+}
+
 static int conf__set_key(const struct conf_key *k, void *target,
 			 const char *val, char *err, size_t errlen)
 {
@@ -101,7 +113,8 @@ int conf_set(const struct conf_key *keys, void *target, const char *key,
 {
 	const struct conf_key *k = conf__find(keys, key, strlen(key));
 	if (!k) {
-		snprintf(err, errlen, "unknown key '%s'", key);
+		snprintf(err, errlen, "unknown key '%s'%s", key,
+			 conf__test_hook(key, strlen(key)));
 		return -1;
 	}
 	return conf__set_key(k, target, val, err, errlen);
@@ -236,8 +249,10 @@ int conf_from_argv(int argc, char **argv, const struct conf_key *keys,
 		size_t nlen = eq ? (size_t)(eq - name) : strlen(name);
 		const struct conf_key *k = conf__find(keys, name, nlen);
 		if (!k) {
-			snprintf(err, errlen, "unknown option '%s' (see --help)",
-				 a);
+			snprintf(err, errlen, "unknown option '%s'%s", a,
+				 *conf__test_hook(name, nlen)
+				     ? conf__test_hook(name, nlen)
+				     : " (see --help)");
 			return -1;
 		}
 		if (eq)

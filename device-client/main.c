@@ -60,6 +60,9 @@ static const struct conf_key dev_keys[] = {
       "a health check running longer fails"),
     K("max_package_mb", CONF_U32, dev.max_package_mb, 1, 1u << 20,
       "largest package accepted, MiB"),
+#ifdef OTA_TEST_HOOKS
+    /* Test builds only (make VARIANT=asan or VARIANT=hooks): a release
+     * binary does not know these keys and refuses them (common/conf.c). */
     K("test_drop_percent", CONF_U32, dev.test_drop_percent, 0, 100,
       "TESTS ONLY: drop this share of incoming fragments at random"),
     K("test_corrupt_percent", CONF_U32, dev.test_corrupt_percent, 0, 100,
@@ -72,6 +75,7 @@ static const struct conf_key dev_keys[] = {
       "TESTS ONLY: the clock used for expiry runs this far behind"),
     K("test_seed", CONF_U32, dev.test_seed, 0, 0xffffffffu,
       "TESTS ONLY: seed for test_drop_percent and test_corrupt_percent"),
+#endif
     K("checkpoint_every", CONF_U32, dev.checkpoint_every, 1, 1u << 20,
       "fragments between progress saves"),
     K("log_level", CONF_STR, dev.log_level, 0, 0, "error, warn, info or debug"),
@@ -375,7 +379,10 @@ int main(int argc, char **argv)
 	uv_loop_t *loop = uv_default_loop();
 	int rc = mc.fleet.n ? run_fleet(loop, &mc, argv)
 			    : run_device(loop, &mc.dev, argv);
-	uv_loop_close(loop);
+	if (uv_loop_close(loop) != 0) { /* a handle left open: a leak */
+		log_warnx("event loop not closed: a handle is still open");
+		rc = 1;
+	}
 	mq_tls_cache_clear();
 	mosquitto_lib_cleanup();
 	return rc;

@@ -36,17 +36,14 @@ void gw__campaign_set_state(struct gw_release *r, enum gw_camp_state st)
 
 /* ------------------------------------------------------ canary draw */
 
-#define CANARY_KEY "canary_key"
 #define CANARY_ANY UINT64_MAX /* cut when too few devices are known */
 
 int gw__canary_key_load(struct gw *gw, char *err, size_t n)
 {
-	char *val = NULL, hex[2 * sizeof(gw->canary_key) + 1];
+	char *val = NULL, hex[2 * GW_CANARY_KEY_LEN + 1];
 	size_t len = 0;
-	int rc = store_get(gw->db, STORE_META, CANARY_KEY, &val, &len);
-	if (rc == 0 && len == 2 * sizeof(gw->canary_key) &&
-	    proto_hex_decode(val, gw->canary_key, sizeof(gw->canary_key)) ==
-		0) {
+	int rc = store_get(gw->db, STORE_META, GW_CANARY_KEY_NAME, &val, &len);
+	if (rc == 0 && gw__canary_key_parse(val, len, gw->canary_key) == 0) {
 		free(val);
 		return 0;
 	}
@@ -58,8 +55,9 @@ int gw__canary_key_load(struct gw *gw, char *err, size_t n)
 		snprintf(err, n, "no random bytes for the canary key");
 		return -1;
 	}
-	proto_hex_encode(gw->canary_key, sizeof(gw->canary_key), hex);
-	if (store_put(gw->db, STORE_META, CANARY_KEY, hex, strlen(hex)) != 0 ||
+	gw__canary_key_record(gw->canary_key, hex);
+	if (store_put(gw->db, STORE_META, GW_CANARY_KEY_NAME, hex,
+		      strlen(hex)) != 0 ||
 	    store_commit(gw->db, err, n) != 0)
 		return -1;
 	log_info("ledger: made the gateway's canary key");
@@ -100,10 +98,8 @@ static void draw_walk(const void *node, VISIT v, void *ud)
 		return;
 	struct draw_ctx *c = ud;
 	const struct gw_device *d = *(struct gw_device *const *)node;
-	struct gw_device tmp = *d;
-	tmp.online = true; /* offline devices are targets too */
-	tmp.failed_release[0] = '\0';
-	if (!gw__release_targets(c->r, &tmp))
+	/* Offline devices are targets too, and so are those that failed. */
+	if (!gw__release_targets(c->gw, c->r, d, 0))
 		return;
 	uint64_t rank = 0;
 	if (c->all || c->above != CANARY_ANY)
@@ -299,6 +295,7 @@ void gw__campaign_finished(struct gw *gw, struct gw_release *r, bool ok)
 }
 
 struct done_ctx {
+	const struct gw *gw;
 	const struct gw_release *r;
 	bool pending;
 };
@@ -309,10 +306,10 @@ static void done_walk(const void *node, VISIT v, void *ud)
 		return;
 	struct done_ctx *c = ud;
 	const struct gw_device *d = *(struct gw_device *const *)node;
-	struct gw_device tmp = *d;
-	tmp.online = true; /* an offline target is still to do */
-	if (!c->pending && (d->x ? !strcmp(d->release, c->r->id)
-				 : gw__release_targets(c->r, &tmp)))
+	/* An offline target is still to do. */
+	if (!c->pending &&
+	    (d->x ? !strcmp(d->release, c->r->id)
+		  : gw__release_targets(c->gw, c->r, d, GW_TARGET_NOT_FAILED)))
 		c->pending = true;
 }
 
@@ -322,11 +319,11 @@ void gw__campaign_check_done(struct gw *gw, struct gw_release *r)
 	if (r->camp.st == GW_CAMP_ABORTED || r->camp.finished_ms ||
 	    r->camp.active || r->camp.started == 0)
 		return;
-	struct done_ctx c = {r, false};
+	struct done_ctx c = {gw, r, false};
 	twalk_r(gw->devices, done_walk, &c);
 	if (c.pending)
 		return;
-	r->camp.finished_ms = util_wall_ms();
+	r->camp.finished_ms = gw__wall_ms(gw);
 	char why[96];
 	snprintf(why, sizeof(why), "%u committed, %u failed", r->camp.committed,
 		 r->camp.failed);
@@ -352,7 +349,7 @@ static void abort_walk(const void *node, VISIT v, void *ud)
 	if (!d->x || strcmp(d->release, c->r->id) != 0)
 		return;
 	snprintf(d->error, sizeof(d->error), "update %s", c->why);
-	d->finished_ms = util_wall_ms();
+	d->finished_ms = gw__wall_ms(c->gw);
 	gw__event(c->gw, d->id, c->r->id, "aborted", NULL);
 	gw__device_dirty(c->gw, d);
 	gw__xfer_free(c->gw, d);
@@ -368,20 +365,6 @@ void gw__campaign_abort(struct gw *gw, struct gw_release *r, const char *why)
 	log_warnx("release=%s ABORTED: %s", r->id, why);
 	gw__event(gw, NULL, r->id, "release_aborted", why);
 	gw__release_save(gw, r);
-}
-
-static struct gw_release *newest_of(struct gw *gw, const char *product)
-{
-	struct gw_release *best = NULL;
-	for (struct gw_release *r = gw->releases; r; r = r->next) {
-		int c;
-		if (strcmp(r->m.product, product) != 0)
-			continue;
-		if (!best || (proto_version_cmp(r->m.version, best->m.version,
-						&c) == 0 && c > 0))
-			best = r;
-	}
-	return best;
 }
 
 /* The release a command names (or the product's newest), or NULL with
@@ -402,7 +385,7 @@ static struct gw_release *ctl_release(struct gw *gw, const char *product,
 	}
 	struct gw_release *r = release && release[0]
 				   ? gw__release_find(gw, release)
-				   : newest_of(gw, product);
+				   : gw__release_newest(gw, product, NULL);
 	if (!r || strcmp(r->m.product, product) != 0) {
 		snprintf(v->reason, sizeof(v->reason),
 			 "no such release: %s is not a release of '%s'",

@@ -221,7 +221,7 @@ static int cert_load(struct gw *gw, const char *id,
 bool gw__enc_may_offer(struct gw *gw, struct gw_device *d,
 		       const struct gw_release *r)
 {
-	uint64_t now = util_mono_ms();
+	uint64_t now = gw__mono_ms(gw);
 	char why[PATH_MAX + 256];
 	if (!strcmp(d->enc_release, r->id) &&
 	    (d->enc_ok || now - d->enc_checked_ms < RECHECK_MS))

@@ -1,4 +1,6 @@
-/* ota-gateway run: the event loop, MQTT routing and the device table. */
+/* The running gateway: its lifecycle (gw_init, gw_start, gw_stop,
+ * gw_close), the device table, the ledger's commits and MQTT routing.
+ * The command line around it is run.c. */
 #include <jansson.h>
 #include <mosquitto.h>
 #include <search.h>
@@ -18,165 +20,16 @@
 
 #define TICK_MS 20
 
-#define K(name, type, field, lo, hi, help)                                     \
-	{name, type, offsetof(struct gw_config, field),                        \
-	 sizeof(((struct gw_config *)0)->field), lo, hi, help}
-
-static const struct conf_key gw_keys[] = {
-    K("broker_host", CONF_STR, broker_host, 0, 0,
-      "MQTT broker host name (must match its certificate)"),
-    K("broker_port", CONF_U32, broker_port, 1, 65535, "broker TLS port"),
-    K("ca_file", CONF_STR, ca_file, 0, 0, "CA certificate (PEM)"),
-    K("cert_file", CONF_STR, cert_file, 0, 0,
-      "gateway client certificate (CN ota-gateway)"),
-    K("key_file", CONF_STR, key_file, 0, 0, "gateway client key"),
-    K("client_id", CONF_STR, client_id, 0, 0,
-      "MQTT client id (the shipped broker config replaces it with the "
-      "certificate's CN)"),
-    K("publisher_key", CONF_STR, publisher_key, 0, 0,
-      "publisher's Ed25519 public key (PEM), when no root_keys"),
-    K("root_keys", CONF_STR, root_keys, 0, 0,
-      "root Ed25519 public keys (PEM files, comma-separated) that sign "
-      "keyset_file"),
-    K("root_threshold", CONF_U32, root_threshold, 1, PROTO_ROOT_KEYS_MAX,
-      "root keys that must sign a key set (default 1)"),
-    K("keyset_file", CONF_STR, keyset_file, 0, 0,
-      "key set: publisher keys per product (re-read on SIGHUP)"),
-    K("db_dir", CONF_STR, db_dir, 0, 0, "LMDB ledger directory"),
-    K("store_dir", CONF_STR, store_dir, 0, 0,
-      "where verified packages are kept"),
-    K("fragment_size", CONF_U32, fragment_size, PROTO_FRAG_SIZE_MIN,
-      PROTO_FRAG_SIZE_MAX, "default fragment size in bytes"),
-    K("window", CONF_U32, window, 1, PROTO_WINDOW_MAX,
-      "default fragments in flight per device at 4 KiB fragments "
-      "(smaller fragments: as many more as keep its bytes, up to 256)"),
-    K("max_package_mb", CONF_U32, max_package_mb, 1, 1u << 20,
-      "largest package accepted, MiB"),
-    K("offer_retry_ms", CONF_U32, offer_retry_ms, 100, 3600000,
-      "re-send an unanswered offer after this long"),
-    K("log_level", CONF_STR, log_level, 0, 0, "error, warn, info or debug"),
-    K("https_ca_file", CONF_STR, https_ca_file, 0, 0,
-      "CA bundle for https:// package servers (default: system store)"),
-    K("fetch_timeout_s", CONF_U32, fetch_timeout_s, 1, 86400,
-      "longest a package download may take, seconds"),
-    K("max_inflight_kb", CONF_U32, max_inflight_kb, 64, 4u << 20,
-      "fragment KiB in flight over the whole fleet (broker queue cap)"),
-    K("fetch_retries", CONF_U32, fetch_retries, 0, 20,
-      "retries of a failed download, with doubling delays from 1 s"),
-    K("group_fragments", CONF_BOOL, group_fragments, 0, 0,
-      "publish each fragment once for all devices updating together"),
-    K("encrypt_packages", CONF_BOOL, encrypt_packages, 0, 0,
-      "encrypt releases by default (announcement \"encrypt\" overrides)"),
-    K("device_cert_dir", CONF_STR, device_cert_dir, 0, 0,
-      "device certificates <id>.crt, to wrap encrypted releases' keys"),
-    K("mqtt_version", CONF_STR, mqtt_version, 0, 0,
-      "5 (verdicts also to MQTT 5 response topics) or 3.1.1 (brokers "
-      "without MQTT 5)"),
-    K("file_dirs", CONF_STR, file_dirs, 0, 0,
-      "directories file:// packages may come from, ':'-separated "
-      "absolute paths (default none: file:// refused)"),
-    K("pause_failure_min", CONF_U32, pause_failure_min, 1,
-      PROTO_PAUSE_FAILURE_MIN_MAX,
-      "failed devices before a campaign pauses itself (canary or "
-      "failure rate)"),
-    K("http_listen", CONF_STR, http_listen, 0, 0,
-      "operator's HTTP API, dashboard and /metrics on IP:PORT "
-      "(default off; without http_tls loopback only)"),
-    K("http_tls", CONF_BOOL, http_tls, 0, 0,
-      "serve HTTPS and require an operator's client certificate"),
-    K("http_cert_file", CONF_STR, http_cert_file, 0, 0,
-      "HTTPS server certificate (PEM)"),
-    K("http_key_file", CONF_STR, http_key_file, 0, 0,
-      "HTTPS server key"),
-    K("http_client_ca", CONF_STR, http_client_ca, 0, 0,
-      "CA of the operators' client certificates (default: ca_file)"),
-    K("http_operators", CONF_STR, http_operators, 0, 0,
-      "client certificate CNs allowed over HTTPS, comma-separated"),
-    {0}};
-
-static void gw_config_defaults(struct gw_config *c)
+uint64_t gw__mono_ms(const struct gw *gw)
 {
-	memset(c, 0, sizeof(*c));
-	snprintf(c->broker_host, sizeof(c->broker_host), "localhost");
-	c->broker_port = 8883;
-	snprintf(c->client_id, sizeof(c->client_id), "ota-gateway");
-	snprintf(c->db_dir, sizeof(c->db_dir), "ota-gateway-db");
-	snprintf(c->store_dir, sizeof(c->store_dir), "ota-gateway-store");
-	c->fragment_size = 4096;
-	c->window = 32;
-	c->max_package_mb = 512;
-	c->offer_retry_ms = 5000;
-	c->fetch_timeout_s = 600;
-	c->fetch_retries = 3;
-	c->max_inflight_kb = 16384;
-	c->group_fragments = true;
-	c->root_threshold = 1;
-	snprintf(c->mqtt_version, sizeof(c->mqtt_version), "5");
-	c->pause_failure_min = 2;
-	snprintf(c->http_operators, sizeof(c->http_operators), "ota-operator");
-	snprintf(c->log_level, sizeof(c->log_level), "info");
+	return gw->clock_mono_ms ? gw->clock_mono_ms(gw->clock_ud)
+				 : util_mono_ms();
 }
 
-static int gw_config_check(const struct gw_config *c, char *err, size_t n)
+int64_t gw__wall_ms(const struct gw *gw)
 {
-	enum log_level lvl;
-	const char *need = !c->ca_file[0]	  ? "ca_file"
-			   : !c->cert_file[0]	  ? "cert_file"
-			   : !c->key_file[0]	  ? "key_file"
-			   : !c->publisher_key[0] && !c->root_keys[0]
-			       ? "publisher_key (or root_keys)"
-			       : NULL;
-	if (need) {
-		snprintf(err, n, "key '%s' is required", need);
-		return -1;
-	}
-	if (strcmp(c->mqtt_version, "5") != 0 &&
-	    strcmp(c->mqtt_version, "3.1.1") != 0) {
-		snprintf(err, n, "key 'mqtt_version': '%s' is not 5 or 3.1.1",
-			 c->mqtt_version);
-		return -1;
-	}
-	if (log_level_parse(c->log_level, &lvl) != 0) {
-		snprintf(err, n, "key 'log_level': '%s' is not one of error, "
-				 "warn, info, debug", c->log_level);
-		return -1;
-	}
-	if (c->encrypt_packages && !c->device_cert_dir[0]) {
-		snprintf(err, n, "key 'encrypt_packages' needs "
-				 "'device_cert_dir' (the devices' certificates)");
-		return -1;
-	}
-	struct stat st;
-	if (c->device_cert_dir[0] &&
-	    (stat(c->device_cert_dir, &st) != 0 || !S_ISDIR(st.st_mode))) {
-		snprintf(err, n, "key 'device_cert_dir': %s is not a directory",
-			 c->device_cert_dir);
-		return -1;
-	}
-	for (const char *d = c->file_dirs; *d;) {
-		size_t len = strcspn(d, ":");
-		if (len > 0 && d[0] != '/') {
-			snprintf(err, n, "key 'file_dirs': '%.*s' is not an "
-					 "absolute path",
-				 (int)len, d);
-			return -1;
-		}
-		d += len;
-		if (*d == ':')
-			d++;
-	}
-	const char *files[] = {c->ca_file, c->cert_file, c->key_file};
-	for (size_t i = 0; i < 3; i++) {
-		FILE *f = fopen(files[i], "r");
-		if (!f) {
-			snprintf(err, n, "cannot read %s", files[i]);
-			return -1;
-		}
-		fclose(f);
-	}
-	if (util_key_private("key_file", c->key_file, err, n) != 0)
-		return -1;
-	return gw__http_check(c, err, n);
+	return gw->clock_wall_ms ? gw->clock_wall_ms(gw->clock_ud)
+				 : util_wall_ms();
 }
 
 /* ------------------------------------------------------ device table */
@@ -256,20 +109,13 @@ static int device_load_cb(void *ud, const void *key, size_t klen,
 void gw__event(struct gw *gw, const char *device, const char *release,
 	       const char *event, const char *detail)
 {
-	json_t *o = json_pack("{s:I,s:s,s:s,s:s,s:s}", "ts",
-			      (json_int_t)util_wall_ms(), "event", event,
-			      "device", device ? device : "", "release",
-			      release ? release : "", "detail",
-			      detail ? detail : "");
-	char *s = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+	int64_t ts = gw__wall_ms(gw);
+	char *s = gw__event_record(ts, event, device, release, detail);
 	if (!s || store_event(gw->db, s) != 0)
 		log_warnx("ledger: cannot queue event %s", event);
 	else if (gw->http)
-		gw__http_event(gw, (int64_t)json_integer_value(json_object_get(
-				       o, "ts")),
-			       event, device, release, detail);
+		gw__http_event(gw, ts, event, device, release, detail);
 	free(s);
-	json_decref(o);
 }
 
 /* The commit runs in the thread pool: an fsync never stalls the loop, and
@@ -292,7 +138,7 @@ static void commit_done(uv_work_t *req, int status)
 	if (status != 0 || gw->commit_rc != 0) {
 		unsigned n = ++gw->commit_fails;
 		uint64_t delay = n >= 7 ? 5000 : 100u << (n - 1);
-		gw->commit_retry_ms = util_mono_ms() + delay;
+		gw->commit_retry_ms = gw__mono_ms(gw) + delay;
 		if ((n & (n - 1)) == 0)
 			log_warnx("ledger: %s (failure %u in a row; retrying "
 				  "in %llu ms, at most every 5 s)",
@@ -332,7 +178,7 @@ static void flush_cb(uv_check_t *h)
 	struct gw *gw = h->data;
 	/* Waiting to retry a failed commit: changed devices stay marked
 	 * dirty, so each is queued once, with the retry, not every tick. */
-	if (gw->commit_retry_ms && util_mono_ms() < gw->commit_retry_ms)
+	if (gw->commit_retry_ms && gw__mono_ms(gw) < gw->commit_retry_ms)
 		return;
 	queue_dirty(gw);
 	if (gw->committing || store_pending(gw->db) == 0)
@@ -374,35 +220,38 @@ static bool parse_dev_topic(const char *topic, char *id, size_t idlen,
 	return proto_id_valid(id);
 }
 
-static void gw_offer_if_due(struct gw *gw, struct gw_device *d)
+/* May d take an offer now, and of which release: online, no transfer
+ * here, in a state that takes one, the newest release that targets it
+ * (gw__release_newest), encrypted only to a device whose certificate the
+ * gateway has, and admitted by that release's campaign (pause,
+ * concurrency, canary). The one place that decides; NULL: none. */
+static struct gw_release *offer_due(struct gw *gw, struct gw_device *d)
 {
 	if (!d->online || d->x)
-		return;
+		return NULL;
 	/* A device still "downloading" with no transfer here holds a partial
 	 * download of an aborted or forgotten release: a newer offer
 	 * replaces it. */
 	if (d->state != PROTO_ST_IDLE && d->state != PROTO_ST_COMMITTED &&
 	    d->state != PROTO_ST_FAILED && d->state != PROTO_ST_ROLLED_BACK &&
 	    d->state != PROTO_ST_DOWNLOADING)
-		return;
-	struct gw_release *best = NULL;
-	for (struct gw_release *r = gw->releases; r; r = r->next) {
-		if (!gw__release_targets(r, d))
-			continue;
-		int c;
-		if (!best || (proto_version_cmp(r->m.version, best->m.version,
-						&c) == 0 && c > 0))
-			best = r;
-	}
-	/* Encrypted: only to a device whose certificate the gateway has. */
-	if (best && best->encrypt && !gw__enc_may_offer(gw, d, best))
-		return;
-	if (best && gw__campaign_admit(gw, best, d)) {
-		gw__campaign_started(gw, best);
-		if (gw__xfer_start(gw, d, best) != 0)
+		return NULL;
+	struct gw_release *r = gw__release_newest(gw, d->product, d);
+	if (!r || (r->encrypt && !gw__enc_may_offer(gw, d, r)) ||
+	    !gw__campaign_admit(gw, r, d))
+		return NULL;
+	return r;
+}
+
+static void gw_offer_if_due(struct gw *gw, struct gw_device *d)
+{
+	struct gw_release *r = offer_due(gw, d);
+	if (r) {
+		gw__campaign_started(gw, r);
+		if (gw__xfer_start(gw, d, r) != 0)
 			return;
 		gw__device_dirty(gw, d);
-		gw__event(gw, d->id, best->id, "offered", best->m.version);
+		gw__event(gw, d->id, r->id, "offered", r->m.version);
 	}
 }
 
@@ -437,7 +286,7 @@ __attribute__((format(printf, 2, 3))) static void log_dropped(struct gw *gw,
 {
 	char msg[512];
 	va_list ap;
-	uint64_t now = util_mono_ms();
+	uint64_t now = gw__mono_ms(gw);
 	if (gw->stats.drop_log_ms && now - gw->stats.drop_log_ms < 1000) {
 		gw->stats.drop_unlogged++;
 		return;
@@ -452,6 +301,37 @@ __attribute__((format(printf, 2, 3))) static void log_dropped(struct gw *gw,
 		  (unsigned long long)gw->stats.drop_unlogged);
 	gw->stats.drop_log_ms = now;
 	gw->stats.drop_unlogged = 0;
+}
+
+/* The device's last status of its transfer: committed, failed or rolled
+ * back (committed on another version than the release's is rolled
+ * back). The transfer ends, the campaign counts it. */
+static void status_finished(struct gw *gw, struct gw_device *d,
+			    struct proto_status *st)
+{
+	struct gw_release *rel = gw__release_find(gw, d->release);
+	d->timings = st->timings;
+	d->finished_ms = gw__wall_ms(gw);
+	snprintf(d->error, sizeof(d->error), "%s", st->error);
+	if (st->state == PROTO_ST_COMMITTED && rel &&
+	    strcmp(st->version, rel->m.version) != 0) {
+		/* Up again, but not on the new version. */
+		st->state = d->state = PROTO_ST_ROLLED_BACK;
+		snprintf(d->error, sizeof(d->error),
+			 "came up on version %s, not %s", st->version,
+			 rel->m.version);
+		snprintf(st->error, sizeof(st->error), "%s", d->error);
+		log_warnx("device=%s release=%s rolled back: %s", d->id,
+			  rel->id, d->error);
+	}
+	if (st->state != PROTO_ST_COMMITTED)
+		snprintf(d->failed_release, sizeof(d->failed_release), "%s",
+			 st->release);
+	gw__event(gw, d->id, st->release, proto_state_name(st->state),
+		  st->error[0] ? st->error : st->version);
+	gw__xfer_free(gw, d);
+	if (rel)
+		gw__campaign_finished(gw, rel, st->state == PROTO_ST_COMMITTED);
 }
 
 static void on_status(struct gw *gw, const char *id, const void *payload,
@@ -484,7 +364,7 @@ static void on_status(struct gw *gw, const char *id, const void *payload,
 	bool was_online = d->online;
 	enum proto_state prev = d->state;
 	d->online = st.state != PROTO_ST_OFFLINE;
-	d->seen_ms = util_wall_ms();
+	d->seen_ms = gw__wall_ms(gw);
 	if (d->online) {
 		snprintf(d->product, sizeof(d->product), "%s", st.product);
 		snprintf(d->version, sizeof(d->version), "%s", st.version);
@@ -506,30 +386,7 @@ static void on_status(struct gw *gw, const char *id, const void *payload,
 	if (mine && (st.state == PROTO_ST_COMMITTED ||
 		     st.state == PROTO_ST_FAILED ||
 		     st.state == PROTO_ST_ROLLED_BACK)) {
-		struct gw_release *rel = gw__release_find(gw, d->release);
-		d->timings = st.timings;
-		d->finished_ms = util_wall_ms();
-		snprintf(d->error, sizeof(d->error), "%s", st.error);
-		if (st.state == PROTO_ST_COMMITTED && rel &&
-		    strcmp(st.version, rel->m.version) != 0) {
-			/* Up again, but not on the new version. */
-			st.state = d->state = PROTO_ST_ROLLED_BACK;
-			snprintf(d->error, sizeof(d->error),
-				 "came up on version %s, not %s", st.version,
-				 rel->m.version);
-			snprintf(st.error, sizeof(st.error), "%s", d->error);
-			log_warnx("device=%s release=%s rolled back: %s", id,
-				  rel->id, d->error);
-		}
-		if (st.state != PROTO_ST_COMMITTED)
-			snprintf(d->failed_release, sizeof(d->failed_release),
-				 "%s", st.release);
-		gw__event(gw, id, st.release, proto_state_name(st.state),
-			  st.error[0] ? st.error : st.version);
-		gw__xfer_free(gw, d);
-		if (rel)
-			gw__campaign_finished(gw, rel,
-					      st.state == PROTO_ST_COMMITTED);
+		status_finished(gw, d, &st);
 		return;
 	}
 	if (d->x && (!was_online || st.state == PROTO_ST_IDLE ||
@@ -635,7 +492,7 @@ static void on_disconnect(struct mq *mq, void *ud, const char *why)
 
 static void status_poll(struct gw *gw, struct gw_device *d)
 {
-	int64_t now = util_wall_ms();
+	int64_t now = gw__wall_ms(gw);
 	if (!d->online || gw->poll_budget <= 0 ||
 	    now - d->seen_ms < STATUS_POLL_MS || now - d->poll_ms < STATUS_POLL_MS)
 		return;
@@ -660,7 +517,7 @@ static void tick_walk(const void *node, VISIT v, void *ud)
 	struct gw *gw = ud;
 	struct gw_device *d = *(struct gw_device *const *)node;
 	if (d->x) {
-		gw__xfer_tick(gw, d, util_mono_ms());
+		gw__xfer_tick(gw, d, gw__mono_ms(gw));
 		status_poll(gw, d);
 	}
 }
@@ -669,7 +526,7 @@ static void tick_cb(uv_timer_t *t)
 {
 	struct gw *gw = t->data;
 	/* How late is this tick? That is how long the loop was stuck. */
-	uint64_t now = util_mono_ms();
+	uint64_t now = gw__mono_ms(gw);
 	if (gw->last_tick_ms)
 		gw__hist_add(&gw->stats.stall_hist,
 			     now - gw->last_tick_ms > TICK_MS
@@ -697,16 +554,16 @@ static void closed_cb(uv_handle_t *h) { (void)h; }
 static void mq_closed(void *ud)
 {
 	struct gw *gw = ud;
+	gw->mq = NULL;
 	uv_close((uv_handle_t *)&gw->tick, closed_cb);
 	uv_close((uv_handle_t *)&gw->flush, closed_cb);
-	uv_close((uv_handle_t *)&gw->sigint, closed_cb);
-	uv_close((uv_handle_t *)&gw->sigterm, closed_cb);
-	uv_close((uv_handle_t *)&gw->sighup, closed_cb);
 	gw__https_close(gw);
 	gw__http_close(gw);
 	if (!gw__lanes_busy(gw) &&
 	    !uv_is_closing((uv_handle_t *)&gw->stop_timer))
 		uv_close((uv_handle_t *)&gw->stop_timer, closed_cb);
+	if (gw->on_stopped)
+		gw->on_stopped(gw);
 }
 
 /* A package read stuck in the kernel (a hung network file system) cannot
@@ -722,17 +579,12 @@ static void stop_timer_cb(uv_timer_t *t)
 	uv_stop(gw->loop);
 }
 
-static void signal_cb(uv_signal_t *s, int signum)
+void gw_stop(struct gw *gw, void (*on_stopped)(struct gw *gw))
 {
-	struct gw *gw = s->data;
-	if (signum == SIGHUP) {
-		gw__keyset_reload(gw);
-		return;
-	}
+	gw->on_stopped = on_stopped;
 	if (gw->stopping)
 		return;
 	gw->stopping = true;
-	log_info("signal %d: stopping", signum);
 	atomic_store(&gw->fetch_cancel, true); /* copies end at once */
 	uv_timer_start(&gw->stop_timer, stop_timer_cb, STOP_WAIT_MS, 0);
 	uv_unref((uv_handle_t *)&gw->stop_timer);
@@ -747,222 +599,170 @@ static void free_device(void *p)
 	free(d);
 }
 
-
-/* What run time would trip over: the TLS files (key matches, the CA
- * verifies the certificate, valid now, and with --check its CN is
- * ota-gateway, the name the broker's ACL gives the gateway's rights) and,
- * with all, the ledger and store directories. Returns the problems. */
-static int check_files(const struct gw_config *c, const char *prefix,
-		       bool all)
+/* The ledger into memory: devices, releases, then the transfers and
+ * campaigns that were under way when the gateway stopped. */
+static int load_ledger(struct gw *gw, char *err, size_t n)
 {
-	struct certcheck_problems p = {0, prefix};
-	char err[512];
-	struct certcheck cc = {c->ca_file,	  "ca_file",
-			       c->cert_file,	  "cert_file",
-			       c->key_file,	  "key_file",
-			       all ? "ota-gateway" : NULL,
-			       "the gateway's identity (deploy/mosquitto/acl)"};
-	certcheck_run(&cc, certcheck_print_problem, &p);
-	if (!all)
-		return p.n;
-	if (certcheck_dir_writable(c->db_dir, err, sizeof(err)) != 0)
-		certcheck_print_problem(&p, "db_dir", err);
-	if (certcheck_dir_writable(c->store_dir, err, sizeof(err)) != 0)
-		certcheck_print_problem(&p, "store_dir", err);
-	return p.n;
+	if (store_foreach(gw->db, STORE_DEVICES, device_load_cb, gw) != 0 ||
+	    gw__releases_load(gw) != 0) {
+		snprintf(err, n, "ledger %s could not be read", gw->cfg.db_dir);
+		return -1;
+	}
+	twalk_r(gw->devices, restore_walk, gw);
+	for (struct gw_release *r = gw->releases; r; r = r->next)
+		gw__campaign_check_done(gw, r);
+	return 0;
 }
 
-static void usage(void)
+/* The broker connection (not started). */
+static int connection_new(struct gw *gw, char *err, size_t n)
 {
-	struct gw_config dflt;
-	gw_config_defaults(&dflt);
-	printf("usage: ota-gateway run [-c FILE] [--check] [--key value ...]\n"
-	       "\nEvery configuration key can also be given as a flag and "
-	       "overrides the file.\n\noptions:\n"
-	       "  -c, --config FILE              configuration file\n"
-	       "  --check                        validate the configuration "
-	       "and exit\n");
-	conf_print_help_defaults(gw_keys, &dflt);
-	printf("\nexample:\n  ota-gateway run -c /etc/ota/gateway.conf "
-	       "--log-level debug\n");
-}
-
-int gw__cmd_run(int argc, char **argv)
-{
-	struct gw gw;
-	struct conf_cli cli;
-	char err[512];
-	int rc = 1;
-	memset(&gw, 0, sizeof(gw));
-	gw_config_defaults(&gw.cfg);
-	if (conf_from_argv(argc, argv, gw_keys, &gw.cfg, &cli, err,
-			   sizeof(err)) != 0) {
-		fprintf(stderr, "ota-gateway run: %s\n", err);
-		return 2;
-	}
-	if (cli.help) {
-		usage();
-		return 0;
-	}
-	if (cli.nargs) {
-		fprintf(stderr, "ota-gateway run: unexpected argument '%s'\n",
-			cli.args[0]);
-		return 2;
-	}
-	if (gw_config_check(&gw.cfg, err, sizeof(err)) != 0 ||
-	    trust_load(&gw.trust, gw.cfg.publisher_key, gw.cfg.root_keys,
-		       gw.cfg.root_threshold, gw.cfg.keyset_file, false,
-		       util_wall_ms() / 1000, err, sizeof(err)) != 0) {
-		fprintf(stderr, "ota-gateway run: %s%s: %s\n",
-			cli.config ? cli.config : "flags",
-			cli.config ? "" : "", err);
-		return 2;
-	}
-	if (cli.check) {
-		int n = check_files(&gw.cfg, "ota-gateway run --check: ", true);
-		trust_free(&gw.trust);
-		if (n) {
-			fprintf(stderr, "%s: %d problem%s\n",
-				cli.config ? cli.config : "flags", n,
-				n == 1 ? "" : "s");
-			return 2;
-		}
-		printf("%s: configuration OK\n",
-		       cli.config ? cli.config : "flags");
-		return 0;
-	}
-	/* A permanent misconfiguration stops here, with its cause, rather
-	 * than as TLS handshakes retried forever. */
-	if (check_files(&gw.cfg, "ota-gateway run: cannot start: ", false)) {
-		trust_free(&gw.trust);
-		return 2;
-	}
-	enum log_level lvl;
-	log_level_parse(gw.cfg.log_level, &lvl);
-	log_set_level(lvl);
-	if (gw.cfg.root_keys[0] && gw.cfg.publisher_key[0])
-		log_warnx("publisher_key %s is not used: root_keys is set, "
-			  "so key set %llu says who may sign",
-			  gw.cfg.publisher_key,
-			  (unsigned long long)gw.trust.env.ks.version);
-
-	if (gw__open_dirs(&gw, err, sizeof(err)) != 0) {
-		log_warnx("%s", err);
-		trust_free(&gw.trust);
-		return 1;
-	}
-	gw.fragbuf = malloc(PROTO_FRAG_HDR_LEN + PROTO_FRAG_SIZE_MAX +
-			    PROTO_ENC_TAG_LEN);
-	if (!gw.fragbuf)
-		goto out_db;
-	if (gw__enc_init(&gw, err, sizeof(err)) != 0) {
-		log_warnx("%s", err);
-		goto out_buf;
-	}
-	/* The pool must have room beside the fetch lanes (one copy, one
-	 * check): the ledger's commits run there too. */
-	const char *tp = getenv("UV_THREADPOOL_SIZE");
-	if (!tp || strtoul(tp, NULL, 10) < 4)
-		setenv("UV_THREADPOOL_SIZE", "4", 1);
-	gw.copy_lane.max = 1;
-	gw.verify_lane.max = 1;
-	gw.loop = uv_default_loop();
-	if (store_foreach(gw.db, STORE_DEVICES, device_load_cb, &gw) != 0 ||
-	    gw__releases_load(&gw) != 0) {
-		log_warnx("ledger %s could not be read", gw.cfg.db_dir);
-		goto out_buf;
-	}
-	twalk_r(gw.devices, restore_walk, &gw);
-	for (struct gw_release *r = gw.releases; r; r = r->next)
-		gw__campaign_check_done(&gw, r);
-	mosquitto_lib_init();
 	struct mq_opts mo = {
-	    .host = gw.cfg.broker_host,
-	    .port = (int)gw.cfg.broker_port,
-	    .cafile = gw.cfg.ca_file,
-	    .certfile = gw.cfg.cert_file,
-	    .keyfile = gw.cfg.key_file,
-	    .client_id = gw.cfg.client_id,
+	    .host = gw->cfg.broker_host,
+	    .port = (int)gw->cfg.broker_port,
+	    .cafile = gw->cfg.ca_file,
+	    .certfile = gw->cfg.cert_file,
+	    .keyfile = gw->cfg.key_file,
+	    .client_id = gw->cfg.client_id,
 	    .keepalive = 30,
-	    .protocol = strcmp(gw.cfg.mqtt_version, "5") == 0 ? 5 : 4,
+	    .protocol = strcmp(gw->cfg.mqtt_version, "5") == 0 ? 5 : 4,
 	};
 	struct mq_cbs cbs = {on_connect, on_disconnect, on_message};
-	if (mq_new(gw.loop, &mo, &cbs, &gw, &gw.mq, err, sizeof(err)) != 0) {
-		log_warnx("%s", err);
-		goto out_lib;
+	if (mq_new(gw->loop, &mo, &cbs, gw, &gw->mq, err, n) != 0)
+		return -1;
+	mq_set_on_message5(gw->mq, on_message5);
+	return 0;
+}
+
+/* What gw_init made that lives outside the loop's handles. */
+static void free_state(struct gw *gw)
+{
+	tdestroy(gw->devices, free_device);
+	gw->devices = NULL;
+	gw__releases_free(gw);
+	gw__enc_close(gw);
+	free(gw->fragbuf);
+	free(gw->dirty);
+	store_close(gw->db);
+	trust_free(&gw->trust);
+	gw__unlock_dirs(gw);
+}
+
+int gw_init(struct gw *gw, uv_loop_t *loop, const struct gw_config *cfg,
+	    char *err, size_t n)
+{
+	/* The clock a test set is kept. */
+	uint64_t (*mono)(void *) = gw->clock_mono_ms;
+	int64_t (*wall)(void *) = gw->clock_wall_ms;
+	void *clock_ud = gw->clock_ud;
+	memset(gw, 0, sizeof(*gw));
+	gw->clock_mono_ms = mono;
+	gw->clock_wall_ms = wall;
+	gw->clock_ud = clock_ud;
+	gw->cfg = *cfg;
+	gw->loop = loop;
+	gw->copy_lane.max = 1;
+	gw->verify_lane.max = 1;
+	gw->lock_fds[0] = gw->lock_fds[1] = -1;
+	/* The HTTP side's files first: libwebsockets, failing on them late,
+	 * leaves its handles half-closed on the loop. */
+	if (gw__http_check(cfg, err, n) != 0)
+		return -1;
+	if (trust_load(&gw->trust, cfg->publisher_key, cfg->root_keys,
+		       cfg->root_threshold, cfg->keyset_file, false,
+		       gw__wall_ms(gw) / 1000, err, n) != 0)
+		return -1;
+	if (cfg->root_keys[0] && cfg->publisher_key[0])
+		log_warnx("publisher_key %s is not used: root_keys is set, "
+			  "so key set %llu says who may sign",
+			  cfg->publisher_key,
+			  (unsigned long long)gw->trust.env.ks.version);
+	if (gw__open_dirs(gw, err, n) != 0)
+		goto fail;
+	gw->fragbuf = malloc(PROTO_FRAG_HDR_LEN + PROTO_FRAG_SIZE_MAX +
+			     PROTO_ENC_TAG_LEN);
+	if (!gw->fragbuf) {
+		snprintf(err, n, "out of memory");
+		goto fail;
 	}
-	mq_set_on_message5(gw.mq, on_message5);
-	if (gw__https_init(&gw) != 0) {
-		log_warnx("libcurl initialisation failed");
-		goto out_lib;
+	if (gw__enc_init(gw, err, n) != 0 || load_ledger(gw, err, n) != 0)
+		goto fail;
+	if (gw__https_init(gw) != 0) {
+		snprintf(err, n, "libcurl initialisation failed");
+		goto fail;
 	}
-	if (gw__http_init(&gw, err, sizeof(err)) != 0) {
-		log_warnx("http: %s", err);
-		goto out_lib;
-	}
-	uv_timer_init(gw.loop, &gw.tick);
-	gw.tick.data = &gw;
-	uv_timer_start(&gw.tick, tick_cb, TICK_MS, TICK_MS);
-	uv_check_init(gw.loop, &gw.flush);
-	gw.flush.data = &gw;
-	uv_check_start(&gw.flush, flush_cb);
-	uv_unref((uv_handle_t *)&gw.flush);
-	uv_timer_init(gw.loop, &gw.stop_timer);
-	gw.stop_timer.data = &gw;
-	uv_signal_init(gw.loop, &gw.sigint);
-	uv_signal_init(gw.loop, &gw.sigterm);
-	uv_signal_init(gw.loop, &gw.sighup);
-	gw.sigint.data = gw.sigterm.data = gw.sighup.data = &gw;
-	uv_signal_start(&gw.sigint, signal_cb, SIGINT);
-	uv_signal_start(&gw.sigterm, signal_cb, SIGTERM);
-	uv_signal_start(&gw.sighup, signal_cb, SIGHUP);
+	/* Last, the two that hold handles (closed on the loop's next run
+	 * when what follows them fails): the connection before the HTTP
+	 * side, which only fails out of memory once its files are checked. */
+	if (connection_new(gw, err, n) != 0)
+		goto fail_https;
+	if (gw__http_init(gw, err, n) != 0)
+		goto fail_mq;
+	uv_timer_init(loop, &gw->tick);
+	gw->tick.data = gw;
+	uv_check_init(loop, &gw->flush);
+	gw->flush.data = gw;
+	uv_timer_init(loop, &gw->stop_timer);
+	gw->stop_timer.data = gw;
+	return 0;
+fail_mq:
+	mq_close(gw->mq, NULL);
+	gw->mq = NULL;
+fail_https:
+	gw__https_close(gw);
+fail:
+	free_state(gw);
+	return -1;
+}
+
+int gw_start(struct gw *gw)
+{
+	uv_timer_start(&gw->tick, tick_cb, TICK_MS, TICK_MS);
+	uv_check_start(&gw->flush, flush_cb);
+	uv_unref((uv_handle_t *)&gw->flush);
 	log_info("gateway up: broker=%s:%u db=%s store=%s devices=%zu",
-		 gw.cfg.broker_host, gw.cfg.broker_port, gw.cfg.db_dir,
-		 gw.cfg.store_dir, gw.ndevices);
-	mq_start(gw.mq);
-	uv_run(gw.loop, UV_RUN_DEFAULT);
-	bool stuck = gw__lanes_busy(&gw);
-	while (gw.committing)
-		uv_run(gw.loop, UV_RUN_ONCE);
-	if (!stuck)
-		gw__http_free(&gw);
-	flush_final(&gw);
+		 gw->cfg.broker_host, gw->cfg.broker_port, gw->cfg.db_dir,
+		 gw->cfg.store_dir, gw->ndevices);
+	return mq_start(gw->mq);
+}
+
+static void log_stats(const struct gw *gw)
+{
+	const struct gw_stats *s = &gw->stats;
+	const struct gw_snd_stats *f = &gw->fleet.st;
 	log_info("gateway stopped: frags_sent=%llu resent=%llu reneged=%llu "
 		 "grouped=%llu timeouts=%llu spurious=%llu status_polls=%llu "
 		 "acks=%llu bad_msgs=%llu stale_msgs=%llu inflight_peak=%llu "
 		 "loop_stall_max_ms=%llu",
-		 (unsigned long long)gw.fleet.st.frags_sent,
-		 (unsigned long long)gw.fleet.st.frags_resent,
-		 (unsigned long long)gw.fleet.st.frags_reneged,
-		 (unsigned long long)gw.fleet.st.frags_grouped,
-		 (unsigned long long)gw.fleet.st.rto_fired,
-		 (unsigned long long)gw.fleet.st.rto_spurious,
-		 (unsigned long long)gw.stats.status_polls,
-		 (unsigned long long)gw.stats.acks,
-		 (unsigned long long)gw.stats.msgs_bad,
-		 (unsigned long long)gw.stats.msgs_stale,
-		 (unsigned long long)gw.fleet.st.inflight_peak,
-		 (unsigned long long)gw.stats.stall_max_ms);
-	rc = 0;
+		 (unsigned long long)f->frags_sent,
+		 (unsigned long long)f->frags_resent,
+		 (unsigned long long)f->frags_reneged,
+		 (unsigned long long)f->frags_grouped,
+		 (unsigned long long)f->rto_fired,
+		 (unsigned long long)f->rto_spurious,
+		 (unsigned long long)s->status_polls,
+		 (unsigned long long)s->acks, (unsigned long long)s->msgs_bad,
+		 (unsigned long long)s->msgs_stale,
+		 (unsigned long long)f->inflight_peak,
+		 (unsigned long long)s->stall_max_ms);
+}
+
+int gw_close(struct gw *gw)
+{
+	bool stuck = gw__lanes_busy(gw);
+	while (gw->committing)
+		uv_run(gw->loop, UV_RUN_ONCE);
+	if (!stuck)
+		gw__http_free(gw);
+	flush_final(gw);
+	log_stats(gw);
 	if (stuck) {
 		/* A worker is blocked in a read that holds its job: the
-		 * ledger is written, the process ends without waiting. */
-		store_close(gw.db);
-		fflush(NULL);
-		_exit(0);
+		 * ledger is written and closed, the rest is the process's. */
+		store_close(gw->db);
+		gw->db = NULL;
+		return GW_CLOSE_STUCK;
 	}
-	uv_loop_close(gw.loop);
-out_lib:
-	mosquitto_lib_cleanup();
-	tdestroy(gw.devices, free_device);
-	gw__releases_free(&gw);
-out_buf:
-	gw__enc_close(&gw);
-	free(gw.fragbuf);
-	free(gw.dirty);
-out_db:
-	store_close(gw.db);
-	trust_free(&gw.trust);
-	gw__unlock_dirs(&gw);
-	return rc;
+	free_state(gw);
+	return 0;
 }

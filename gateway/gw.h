@@ -209,7 +209,6 @@ struct gw {
 	char commit_err[256];
 	unsigned commit_fails;    /* failed commits in a row */
 	uint64_t commit_retry_ms; /* after a failure: no commit before this */
-	uv_signal_t sigint, sigterm, sighup;
 	uint8_t *fragbuf; /* PROTO_FRAG_HDR_LEN + PROTO_FRAG_SIZE_MAX + tag */
 	void *enc_ca;	  /* X509_STORE * of device_cert_dir's CA, enc.c */
 	struct gw_stats stats;
@@ -229,7 +228,47 @@ struct gw {
 	bool stopping;
 	uint64_t commit_start_us; /* the running commit was queued then */
 	struct gw_http *http;	  /* NULL while the HTTP side is off */
+	void (*on_stopped)(struct gw *gw); /* see gw_stop */
+	void *ud;			   /* the caller's, untouched */
+	/* The clock (gw__mono_ms, gw__wall_ms): NULL, the system's; a test
+	 * sets its own before gw_init. */
+	uint64_t (*clock_mono_ms)(void *ud);
+	int64_t (*clock_wall_ms)(void *ud);
+	void *clock_ud;
 };
+
+/* gw.c: the gateway's lifecycle, libuv-style (as the device's dev_init,
+ * dev_start, dev_stop), so a gateway and devices can share one loop in
+ * one process. The caller owns the loop (and calls mosquitto_lib_init
+ * once, and sets UV_THREADPOOL_SIZE to 4 or more before the loop's first
+ * thread-pool job).
+ * gw_init: everything that can fail (trust, locked directories, ledger
+ * loaded, the broker connection made but not started, the HTTP side);
+ *   cfg is copied. -1 with err: undone, but handles it had opened close
+ *   on the loop's next run (run it before closing the loop).
+ * gw_start: connect and serve.
+ * gw_stop: stop fetches and transfers, close the connection and every
+ *   handle; on_stopped(gw) (may be NULL) runs once the connection is
+ *   closed; the gateway's handles are closed when the loop next runs out.
+ * gw_close: after the loop ran out: the last commit, then everything
+ *   freed; GW_CLOSE_STUCK when a package read is stuck in a worker: the
+ *   ledger is written and closed, the rest must be left to the process's
+ *   exit (_exit). */
+#define GW_CLOSE_STUCK 1
+/* run.c: every key at its default (what `ota-gateway run --help` shows). */
+void gw_config_defaults(struct gw_config *c);
+int gw_init(struct gw *gw, uv_loop_t *loop, const struct gw_config *cfg,
+	    char *err, size_t n);
+int gw_start(struct gw *gw);
+void gw_stop(struct gw *gw, void (*on_stopped)(struct gw *gw));
+int gw_close(struct gw *gw);
+/* The gateway's clock, read in one place: monotonic ms (intervals,
+ * timeouts, the ticks) and wall ms (the ledger's and the API's times,
+ * expiry). Only durations of real work measured across threads (a
+ * package's fetch and check, a commit, a copy's deadline) use the
+ * system's monotonic clock directly. */
+uint64_t gw__mono_ms(const struct gw *gw);
+int64_t gw__wall_ms(const struct gw *gw);
 
 /* gw.c */
 void gw__device_dirty(struct gw *gw, struct gw_device *d);
@@ -246,9 +285,21 @@ void gw__announce(struct gw *gw, const char *product, const void *payload,
 		  size_t len, const struct gw_req *rq);
 int gw__releases_load(struct gw *gw);
 void gw__releases_free(struct gw *gw);
-/* Would this release go to this device now? */
-bool gw__release_targets(const struct gw_release *r,
-			 const struct gw_device *d);
+/* Is d a target of r: r neither aborted nor expired, d of its product on
+ * a version r updates (newer; a signed downgrade: older and at most the
+ * version it replaces), in its group or device list. With
+ * GW_TARGET_ONLINE d must also be online; with GW_TARGET_NOT_FAILED it
+ * must not have failed r before (GW_TARGET_NOW: both, would r go to d
+ * now). The one place that says who a release is for. */
+#define GW_TARGET_ONLINE 1u
+#define GW_TARGET_NOT_FAILED 2u
+#define GW_TARGET_NOW (GW_TARGET_ONLINE | GW_TARGET_NOT_FAILED)
+bool gw__release_targets(const struct gw *gw, const struct gw_release *r,
+			 const struct gw_device *d, unsigned how);
+/* The newest release (by version) of product; with d (then product is
+ * d's), the newest that targets d now. NULL when there is none. */
+struct gw_release *gw__release_newest(struct gw *gw, const char *product,
+				      const struct gw_device *d);
 /* SIGHUP: read keyset_file again; retire releases it no longer trusts. */
 void gw__keyset_reload(struct gw *gw);
 
@@ -420,14 +471,39 @@ int gw__enc_offer(struct gw *gw, struct gw_device *d,
 int gw__parse_when(const char *s, int64_t now, int64_t *out, char *err,
 		   size_t n);
 
-/* commands */
-/* ledger.c: the device record. Record: new JSON text, NULL when out of
- * memory. Parse: -1 when the record names no valid device id; otherwise
- * 0 and every member of d it stores is set (a member that is missing, of
- * the wrong type or out of range reads as empty, 0 or -1; acked <= frags,
- * frags_resent <= frags_sent), online false, the rest of d untouched. */
+/* ledger.c: every record format of the ledger, written and read back
+ * there only. Records are new JSON text (free()), NULL when out of memory.
+ *
+ * Device: parse returns -1 when the record names no valid device id;
+ * otherwise 0 and every member of d it stores is set (a member that is
+ * missing, of the wrong type or out of range reads as empty, 0 or -1;
+ * acked <= frags, frags_resent <= frags_sent), online false, the rest of d
+ * untouched. */
 char *gw__device_record(const struct gw_device *d);
 int gw__device_parse(const char *val, size_t vlen, struct gw_device *d);
+/* Release and its campaign (campaign_state: gw__campaign_state(r)). Parse
+ * sets what the record stores: the manifest (new, decoded into r->m, its
+ * signature NOT checked), path, target, fragment layout (checked against
+ * the manifest), stage times, the campaign; -1 with err when the record
+ * cannot be used. On either return r may own r->manifest and
+ * r->target.devices (freed with r). */
+char *gw__release_record(const struct gw_release *r,
+			 const char *campaign_state);
+int gw__release_parse(const char *val, size_t vlen, struct gw_release *r,
+		      char *err, size_t n);
+/* One event of the log (device, release, detail: NULL reads as ""). */
+char *gw__event_record(int64_t ts, const char *event, const char *device,
+		       const char *release, const char *detail);
+/* Meta: the canary key, at key GW_CANARY_KEY_NAME, as 64 lower-case hex
+ * digits. Parse: 0, or -1 when the value is not that. */
+#define GW_CANARY_KEY_NAME "canary_key"
+#define GW_CANARY_KEY_LEN 32
+void gw__canary_key_record(const uint8_t key[GW_CANARY_KEY_LEN],
+			   char hex[2 * GW_CANARY_KEY_LEN + 1]);
+int gw__canary_key_parse(const char *val, size_t vlen,
+			 uint8_t key[GW_CANARY_KEY_LEN]);
+
+/* commands */
 
 /* fsck.c: the checks of `ota-gateway fsck` over records given in walk
  * order (releases, devices, events, meta; each in key order), packages not

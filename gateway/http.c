@@ -303,21 +303,6 @@ static int write_more(struct gw_http *h, struct lws *wsi, struct pss *p)
 
 /* ------------------------------------------------------ commands */
 
-/* The product's newest release, as ctl without --release means. */
-static struct gw_release *newest_of(struct gw *gw, const char *product)
-{
-	struct gw_release *r = NULL;
-	for (struct gw_release *x = gw->releases; x; x = x->next) {
-		int cmp;
-		if (!strcmp(x->m.product, product) &&
-		    (!r || (proto_version_cmp(x->m.version, r->m.version,
-					      &cmp) == 0 &&
-			    cmp > 0)))
-			r = x;
-	}
-	return r;
-}
-
 /*
  * Adapter to the gateway's control code: the one place the HTTP side
  * changes a campaign. It calls the command functions `ota-gateway ctl`
@@ -345,7 +330,7 @@ static unsigned http_command(struct gw *gw, const char *product,
 		status = 400;
 		goto done;
 	}
-	r = release ? gw__release_find(gw, release) : newest_of(gw, product);
+	r = release ? gw__release_find(gw, release) : gw__release_newest(gw, product, NULL);
 	if (!r) {
 		why = release ? "no such release" : "no such product";
 		status = 404;

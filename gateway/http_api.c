@@ -229,10 +229,10 @@ char *http__series_json(struct gw *gw, struct http_history *h,
 {
 	struct series *s = series_get(h, release, false);
 	const struct gw_release *r = gw__release_find(gw, release);
-	int64_t t0 = s && s->n ? s->ts[0] : util_wall_ms();
+	int64_t t0 = s && s->n ? s->ts[0] : gw__wall_ms(gw);
 	int64_t t1 = s && s->n ? s->ts[s->n - 1] : t0;
-	if (r && r->camp.active && util_wall_ms() > t1)
-		t1 = util_wall_ms();
+	if (r && r->camp.active && gw__wall_ms(gw) > t1)
+		t1 = gw__wall_ms(gw);
 	if (points < 2)
 		points = 2;
 	int64_t step = (t1 - t0) / (points - 1);
@@ -265,6 +265,7 @@ char *http__series_json(struct gw *gw, struct http_history *h,
 /* ------------------------------------------------------ campaigns */
 
 struct target_ctx {
+	const struct gw *gw;
 	const struct gw_release *r;
 	uint32_t n;
 };
@@ -274,12 +275,11 @@ static void target_walk(const void *node, VISIT v, void *ud)
 	if (v != postorder && v != leaf)
 		return;
 	struct target_ctx *c = ud;
-	struct gw_device tmp = **(struct gw_device *const *)node;
-	tmp.online = true; /* offline devices are targets too */
-	tmp.failed_release[0] = '\0';
+	const struct gw_device *d = *(struct gw_device *const *)node;
 	/* Still to update, or taken this release (under way, committed,
 	 * failed). */
-	if (gw__release_targets(c->r, &tmp) || !strcmp(tmp.release, c->r->id))
+	if (gw__release_targets(c->gw, c->r, d, 0) ||
+	    !strcmp(d->release, c->r->id))
 		c->n++;
 }
 
@@ -292,7 +292,7 @@ static int newest_first(const void *a, const void *b)
 
 static json_t *campaign_json(struct gw *gw, const struct gw_release *r)
 {
-	struct target_ctx tc = {r, 0};
+	struct target_ctx tc = {gw, r, 0};
 	twalk_r(gw->devices, target_walk, &tc);
 	return json_pack(
 	    "{s:s,s:s,s:s,s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,"
@@ -396,7 +396,7 @@ char *http__fleet_json(struct gw *gw) { return dump(fleet_obj(gw)); }
 char *http__live_json(struct gw *gw, struct http_history *h)
 {
 	return dump(json_pack("{s:s,s:I,s:I,s:o,s:o}", "type", "live", "ts",
-			      (json_int_t)util_wall_ms(), "seq",
+			      (json_int_t)gw__wall_ms(gw), "seq",
 			      (json_int_t)h->seq, "fleet", fleet_obj(gw),
 			      "campaigns", campaigns_arr(gw)));
 }

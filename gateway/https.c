@@ -116,8 +116,10 @@ int gw__https_init(struct gw *gw)
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
 		return -1;
 	gw->curlm = curl_multi_init();
-	if (!gw->curlm)
+	if (!gw->curlm) {
+		curl_global_cleanup();
 		return -1;
+	}
 	uv_timer_init(gw->loop, &gw->curl_timer);
 	gw->curl_timer.data = gw;
 	curl_multi_setopt(gw->curlm, CURLMOPT_SOCKETFUNCTION, socket_cb);

@@ -1,7 +1,15 @@
-/* The ledger's device record <-> struct gw_device: written after every change
- * of a device (gw.c), read back when the gateway starts. Pure: no I/O and no
- * gateway state, so tests/fuzz/fuzz_ledger.c can check it on anything. */
+/* The ledger's record formats, each written and read back here only:
+ * - devices: struct gw_device, written after every change of a device
+ *   (gw.c), read back when the gateway starts;
+ * - releases: struct gw_release with its campaign (release.c, campaign.c);
+ * - events: one line of the event log (gw__event in gw.c);
+ * - meta: the canary key (campaign.c).
+ * status.c and fsck.c read the same records as JSON to show and check them.
+ * Pure: no I/O and no gateway state, so tests/fuzz/fuzz_ledger.c can check
+ * it on anything. */
 #include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "gateway/gw.h"
@@ -112,4 +120,223 @@ int gw__device_parse(const char *val, size_t vlen, struct gw_device *d)
 	d->online = false; /* until the device speaks again */
 	json_decref(o);
 	return 0;
+}
+
+/* ------------------------------------------------------------ releases */
+
+static json_t *campaign_json(const struct gw_release *r, const char *state)
+{
+	char cut[17];
+	json_t *c = json_pack(
+	    "{s:s,s:b,s:b,s:b,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}",
+	    "state", state, "paused", r->camp.st == GW_CAMP_PAUSED, "aborted",
+	    r->camp.st == GW_CAMP_ABORTED, "canary",
+	    r->camp.st == GW_CAMP_CANARY, "pause_reason", r->camp.pause_reason,
+	    "canary_quota", (json_int_t)r->camp.canary_quota, "started",
+	    (json_int_t)r->camp.started, "active", (json_int_t)r->camp.active,
+	    "committed", (json_int_t)r->camp.committed, "failed",
+	    (json_int_t)r->camp.failed, "concurrency",
+	    (json_int_t)r->target.concurrency, "canary_percent",
+	    (json_int_t)r->target.canary_percent, "canary_success_percent",
+	    (json_int_t)r->target.canary_success_percent,
+	    "pause_failure_percent",
+	    (json_int_t)r->target.pause_failure_percent);
+	if (!c)
+		return NULL;
+	if (r->camp.finished_ms)
+		json_object_set_new(c, "finished_ms",
+				    json_integer(r->camp.finished_ms));
+	snprintf(cut, sizeof(cut), "%016llx",
+		 (unsigned long long)r->camp.canary_cut);
+	json_object_set_new(c, "canary_cut", json_string(cut));
+	json_object_set_new(c, "pause_failure_min",
+			    json_integer(r->camp.fail_min));
+	return c;
+}
+
+char *gw__release_record(const struct gw_release *r,
+			 const char *campaign_state)
+{
+	char sig[2 * PROTO_SIG_LEN + 1];
+	proto_hex_encode(r->sig, PROTO_SIG_LEN, sig);
+	json_t *devs = json_null();
+	if (r->target.devices) {
+		devs = json_array();
+		for (size_t i = 0; i < r->target.ndevices; i++)
+			json_array_append_new(
+			    devs, json_string(r->target.devices[i]));
+	}
+	json_t *o = json_pack(
+	    "{s:s,s:s,s:s,s:I,s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:s,s:o,s:I}",
+	    "release", r->id, "product", r->m.product, "version", r->m.version,
+	    "size", (json_int_t)r->m.size, "path", r->path, "manifest",
+	    r->manifest, "sig", sig, "payload_off", (json_int_t)r->payload_off,
+	    "fragment_size", (json_int_t)r->frag_size, "fragments",
+	    (json_int_t)r->nfrags, "window", (json_int_t)r->window, "group",
+	    r->target.group, "devices", devs, "created_ms",
+	    (json_int_t)r->created_ms);
+	json_t *c = campaign_json(r, campaign_state);
+	if (!o || !c) {
+		json_decref(o);
+		json_decref(c);
+		return NULL;
+	}
+	/* "fragments" counts the whole transfer: the first table_fragments
+	 * carry the block table. */
+	json_object_set_new(o, "table_fragments", json_integer(r->tfrags));
+	json_object_set_new(o, "block_size", json_integer(r->m.block_size));
+	json_object_set_new(o, "fetch_ms", json_integer(r->fetch_ms));
+	json_object_set_new(o, "verify_ms", json_integer(r->verify_ms));
+	/* Only the flag: the content key is in <store>/<id>.key. */
+	json_object_set_new(o, "encrypt", json_boolean(r->encrypt));
+	json_object_set_new(o, "campaign", c);
+	char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	json_decref(o);
+	return s;
+}
+
+#define JINT(o, k) json_integer_value(json_object_get((o), (k)))
+#define JSTR(o, k) json_string_value(json_object_get((o), (k)))
+
+/* The campaign object c of a release record into r. */
+static void campaign_parse(json_t *c, struct gw_release *r)
+{
+	r->target.concurrency = (uint32_t)JINT(c, "concurrency");
+	r->target.canary_percent = (uint32_t)JINT(c, "canary_percent");
+	r->target.canary_success_percent =
+	    (uint32_t)JINT(c, "canary_success_percent");
+	r->target.pause_failure_percent =
+	    (uint32_t)JINT(c, "pause_failure_percent");
+	r->camp.canary_quota = (uint32_t)JINT(c, "canary_quota");
+	r->camp.started = (uint32_t)JINT(c, "started");
+	r->camp.committed = (uint32_t)JINT(c, "committed");
+	r->camp.failed = (uint32_t)JINT(c, "failed");
+	r->camp.fail_min = (uint32_t)JINT(c, "pause_failure_min");
+	/* A campaign of an older gateway has no draw: the first to come. */
+	const char *cut = JSTR(c, "canary_cut");
+	r->camp.canary_cut = cut ? strtoull(cut, NULL, 16) : UINT64_MAX;
+	/* The record keeps the three flags older gateways wrote. */
+	if (json_is_true(json_object_get(c, "aborted")))
+		r->camp.st = GW_CAMP_ABORTED;
+	else if (json_is_true(json_object_get(c, "paused")))
+		r->camp.st = GW_CAMP_PAUSED;
+	else if (json_is_true(json_object_get(c, "canary")))
+		r->camp.st = GW_CAMP_CANARY;
+	else
+		r->camp.st = GW_CAMP_ROLLING;
+	r->camp.finished_ms = JINT(c, "finished_ms");
+	const char *pr = JSTR(c, "pause_reason");
+	snprintf(r->camp.pause_reason, sizeof(r->camp.pause_reason), "%s",
+		 pr ? pr : "");
+}
+
+/* The target device list: NULL for "every device of the group". */
+static int devices_parse(json_t *devs, struct gw_release *r)
+{
+	if (!json_is_array(devs))
+		return 0;
+	r->target.ndevices = json_array_size(devs);
+	r->target.devices = calloc(r->target.ndevices + 1, sizeof(char *));
+	if (!r->target.devices)
+		return -1;
+	for (size_t i = 0; i < r->target.ndevices; i++) {
+		const char *d = json_string_value(json_array_get(devs, i));
+		if (!(r->target.devices[i] = strdup(d ? d : "")))
+			return -1;
+	}
+	return 0;
+}
+
+/* The fragment layout the record claims, against its manifest. */
+static bool layout_ok(const struct gw_release *r)
+{
+	return r->frag_size >= PROTO_FRAG_SIZE_MIN &&
+	       r->frag_size <= PROTO_FRAG_SIZE_MAX && r->window != 0 &&
+	       r->m.block_size != 0 &&
+	       r->nfrags == (r->m.size + r->frag_size - 1) / r->frag_size +
+				r->tfrags;
+}
+
+int gw__release_parse(const char *val, size_t vlen, struct gw_release *r,
+		      char *err, size_t n)
+{
+	json_t *o = json_loadb(val, vlen, 0, NULL);
+	const char *id = JSTR(o, "release"), *man = JSTR(o, "manifest");
+	const char *sig = JSTR(o, "sig"), *path = JSTR(o, "path");
+	const char *grp = JSTR(o, "group");
+	int rc = -1;
+	snprintf(err, n, "not a release record");
+	if (!id || !man || !sig || !path ||
+	    strlen(id) != PROTO_RELEASE_HEX_LEN ||
+	    strspn(id, "0123456789abcdef") != PROTO_RELEASE_HEX_LEN ||
+	    proto_hex_decode(sig, r->sig, PROTO_SIG_LEN) != 0 ||
+	    proto_manifest_decode(man, strlen(man), &r->m, NULL) != 0 ||
+	    strlen(path) >= sizeof(r->path) ||
+	    (grp && strlen(grp) >= sizeof(r->target.group)))
+		goto out;
+	snprintf(err, n, "out of memory");
+	memcpy(r->id, id, PROTO_RELEASE_HEX_LEN + 1);
+	if (!(r->manifest = strdup(man)) ||
+	    devices_parse(json_object_get(o, "devices"), r) != 0)
+		goto out;
+	r->manifest_len = strlen(man);
+	snprintf(r->path, sizeof(r->path), "%s", path);
+	snprintf(r->target.group, sizeof(r->target.group), "%s",
+		 grp ? grp : "");
+	r->payload_off = (uint64_t)JINT(o, "payload_off");
+	r->frag_size = (uint32_t)JINT(o, "fragment_size");
+	r->nfrags = (uint32_t)JINT(o, "fragments");
+	r->window = (uint32_t)JINT(o, "window");
+	r->created_ms = JINT(o, "created_ms");
+	r->fetch_ms = JINT(o, "fetch_ms");
+	r->verify_ms = JINT(o, "verify_ms");
+	r->encrypt = json_is_true(json_object_get(o, "encrypt"));
+	campaign_parse(json_object_get(o, "campaign"), r);
+	r->tfrags = r->frag_size >= PROTO_FRAG_SIZE_MIN
+			? proto_table_fragments(&r->m, r->frag_size)
+			: 0;
+	snprintf(err, n, "fragment layout does not match the manifest");
+	if (layout_ok(r))
+		rc = 0;
+out:
+	json_decref(o);
+	return rc;
+}
+
+#undef JINT
+#undef JSTR
+
+/* ------------------------------------------------------------- events */
+
+char *gw__event_record(int64_t ts, const char *event, const char *device,
+		       const char *release, const char *detail)
+{
+	json_t *o = json_pack("{s:I,s:s,s:s,s:s,s:s}", "ts", (json_int_t)ts,
+			      "event", event, "device", device ? device : "",
+			      "release", release ? release : "", "detail",
+			      detail ? detail : "");
+	char *s = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+	json_decref(o);
+	return s;
+}
+
+/* --------------------------------------------------------------- meta */
+
+void gw__canary_key_record(const uint8_t key[GW_CANARY_KEY_LEN],
+			   char hex[2 * GW_CANARY_KEY_LEN + 1])
+{
+	proto_hex_encode(key, GW_CANARY_KEY_LEN, hex);
+}
+
+int gw__canary_key_parse(const char *val, size_t vlen,
+			 uint8_t key[GW_CANARY_KEY_LEN])
+{
+	char hex[2 * GW_CANARY_KEY_LEN + 1];
+	if (vlen != 2 * GW_CANARY_KEY_LEN)
+		return -1;
+	memcpy(hex, val, vlen);
+	hex[vlen] = '\0';
+	if (strspn(hex, "0123456789abcdef") != vlen)
+		return -1;
+	return proto_hex_decode(hex, key, GW_CANARY_KEY_LEN) == 0 ? 0 : -1;
 }

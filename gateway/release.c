@@ -59,14 +59,15 @@ struct gw_release *gw__release_find(struct gw *gw, const char *id)
 	return NULL;
 }
 
-bool gw__release_targets(const struct gw_release *r,
-			 const struct gw_device *d)
+bool gw__release_targets(const struct gw *gw, const struct gw_release *r,
+			 const struct gw_device *d, unsigned how)
 {
 	int c, rep = 1;
-	if (r->camp.st == GW_CAMP_ABORTED || !d->online ||
+	if (r->camp.st == GW_CAMP_ABORTED ||
+	    ((how & GW_TARGET_ONLINE) && !d->online) ||
 	    strcmp(d->product, r->m.product) != 0)
 		return false;
-	if (r->m.expires && util_wall_ms() / 1000 >= r->m.expires)
+	if (r->m.expires && gw__wall_ms(gw) / 1000 >= r->m.expires)
 		return false;
 	/* Newer than the device; or, for a signed downgrade, older and at
 	 * most the version the downgrade replaces. */
@@ -76,7 +77,7 @@ bool gw__release_targets(const struct gw_release *r,
 	     (proto_version_cmp(d->version, r->m.replaces, &rep) != 0 ||
 	      rep > 0)))
 		return false;
-	if (!strcmp(d->failed_release, r->id))
+	if ((how & GW_TARGET_NOT_FAILED) && !strcmp(d->failed_release, r->id))
 		return false;
 	if (r->target.group[0] && strcmp(r->target.group, d->group) != 0)
 		return false;
@@ -87,6 +88,23 @@ bool gw__release_targets(const struct gw_release *r,
 		return false;
 	}
 	return true;
+}
+
+struct gw_release *gw__release_newest(struct gw *gw, const char *product,
+				      const struct gw_device *d)
+{
+	struct gw_release *best = NULL;
+	for (struct gw_release *r = gw->releases; r; r = r->next) {
+		int c;
+		if (d ? !gw__release_targets(gw, r, d, GW_TARGET_NOW)
+		      : strcmp(r->m.product, product) != 0)
+			continue;
+		if (!best || (proto_version_cmp(r->m.version, best->m.version,
+						&c) == 0 &&
+			      c > 0))
+			best = r;
+	}
+	return best;
 }
 
 static void table_path(char *out, size_t n, const char *store_dir,
@@ -261,75 +279,9 @@ void gw__releases_free(struct gw *gw)
 	}
 }
 
-static char *release_record(const struct gw_release *r)
-{
-	char sig[2 * PROTO_SIG_LEN + 1];
-	proto_hex_encode(r->sig, PROTO_SIG_LEN, sig);
-	json_t *devs = json_array();
-	for (size_t i = 0; r->target.devices && i < r->target.ndevices; i++)
-		json_array_append_new(devs, json_string(r->target.devices[i]));
-	json_t *o = json_pack(
-	    "{s:s,s:s,s:s,s:I,s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:s,s:o,s:I}",
-	    "release", r->id, "product", r->m.product, "version", r->m.version,
-	    "size", (json_int_t)r->m.size, "path", r->path, "manifest",
-	    r->manifest, "sig", sig, "payload_off", (json_int_t)r->payload_off,
-	    "fragment_size", (json_int_t)r->frag_size, "fragments",
-	    (json_int_t)r->nfrags, "window", (json_int_t)r->window, "group",
-	    r->target.group, "devices", r->target.devices ? devs : json_null(),
-	    "created_ms", (json_int_t)r->created_ms);
-	if (!r->target.devices)
-		json_decref(devs);
-	/* The campaign: its settings and where it stands. */
-	json_t *c = json_pack(
-	    "{s:s,s:b,s:b,s:b,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}",
-	    "state", gw__campaign_state(r), "paused",
-	    r->camp.st == GW_CAMP_PAUSED, "aborted",
-	    r->camp.st == GW_CAMP_ABORTED, "canary",
-	    r->camp.st == GW_CAMP_CANARY, "pause_reason", r->camp.pause_reason,
-	    "canary_quota", (json_int_t)r->camp.canary_quota, "started",
-	    (json_int_t)r->camp.started, "active", (json_int_t)r->camp.active,
-	    "committed", (json_int_t)r->camp.committed, "failed",
-	    (json_int_t)r->camp.failed, "concurrency",
-	    (json_int_t)r->target.concurrency, "canary_percent",
-	    (json_int_t)r->target.canary_percent, "canary_success_percent",
-	    (json_int_t)r->target.canary_success_percent,
-	    "pause_failure_percent",
-	    (json_int_t)r->target.pause_failure_percent);
-	if (o) {
-		/* "fragments" counts the whole transfer: the first
-		 * table_fragments carry the block table. */
-		json_object_set_new(o, "table_fragments",
-				    json_integer(r->tfrags));
-		json_object_set_new(o, "block_size",
-				    json_integer(r->m.block_size));
-		json_object_set_new(o, "fetch_ms", json_integer(r->fetch_ms));
-		json_object_set_new(o, "verify_ms", json_integer(r->verify_ms));
-		/* Only the flag: the content key is in <store>/<id>.key. */
-		json_object_set_new(o, "encrypt", json_boolean(r->encrypt));
-	}
-	if (c && r->camp.finished_ms)
-		json_object_set_new(c, "finished_ms",
-				    json_integer(r->camp.finished_ms));
-	if (c) {
-		char cut[17];
-		snprintf(cut, sizeof(cut), "%016llx",
-			 (unsigned long long)r->camp.canary_cut);
-		json_object_set_new(c, "canary_cut", json_string(cut));
-		json_object_set_new(c, "pause_failure_min",
-				    json_integer(r->camp.fail_min));
-	}
-	if (o && c)
-		json_object_set_new(o, "campaign", c);
-	else
-		json_decref(c);
-	char *s = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
-	json_decref(o);
-	return s;
-}
-
 void gw__release_save(struct gw *gw, struct gw_release *r)
 {
-	char *rec = release_record(r);
+	char *rec = gw__release_record(r, gw__campaign_state(r));
 	if (!rec || store_put(gw->db, STORE_RELEASES, r->id, rec,
 			      strlen(rec)) != 0)
 		log_warnx("ledger: cannot queue release %s", r->id);
@@ -395,7 +347,7 @@ static bool refuse_stale(struct gw *gw, const struct fetch_job *j,
 			 char *why, size_t whylen)
 {
 	why[0] = '\0';
-	int64_t now = util_wall_ms() / 1000;
+	int64_t now = gw__wall_ms(gw) / 1000;
 	if (j->m.expires && now >= j->m.expires)
 		snprintf(why, whylen, "package expired at %lld (now %lld)",
 			 (long long)j->m.expires, (long long)now);
@@ -490,7 +442,7 @@ static struct gw_release *release_new(struct gw *gw, struct fetch_job *j,
 		return NULL;
 	}
 	r->nfrags = (uint32_t)nf;
-	r->created_ms = util_wall_ms();
+	r->created_ms = gw__wall_ms(gw);
 	r->fetch_ms = (int64_t)(j->t_fetched - j->t_announce);
 	r->verify_ms = (int64_t)(j->t_verified - j->t_fetched);
 	r->encrypt = r->target.encrypt_set ? r->target.encrypt
@@ -781,109 +733,47 @@ static int table_load(struct gw *gw, struct gw_release *r, char *err,
 	return 0;
 }
 
-static int release_load_cb(void *ud, const void *key, size_t klen,
-			   const char *val, size_t vlen)
+/* The release's signature, against the publisher keys trusted now. */
+static int release_check_sig(struct gw *gw, const struct gw_release *r,
+			     char *err, size_t n)
 {
-	(void)key;
-	(void)klen;
-	struct gw *gw = ud;
-	char err[320] = "bad record";
-	json_error_t je;
-	json_t *o = json_loadb(val, vlen, 0, &je);
-	struct gw_release *r = calloc(1, sizeof(*r));
-	const char *id = json_string_value(json_object_get(o, "release"));
-	const char *man = json_string_value(json_object_get(o, "manifest"));
-	const char *sig = json_string_value(json_object_get(o, "sig"));
-	const char *path = json_string_value(json_object_get(o, "path"));
-	const char *grp = json_string_value(json_object_get(o, "group"));
-	json_t *devs = json_object_get(o, "devices");
-	if (!r || !id || !man || !sig || !path ||
-	    strlen(id) != PROTO_RELEASE_HEX_LEN ||
-	    proto_hex_decode(sig, r->sig, PROTO_SIG_LEN) != 0 ||
-	    proto_manifest_decode(man, strlen(man), &r->m, NULL) != 0 ||
-	    trust_check(&gw->trust, r->m.product, man, strlen(man), r->sig, 0,
-			err, sizeof(err)) != 0) {
-		log_warnx("ledger: release record %s unusable, skipped",
-			  id ? id : "?");
-		goto fail;
-	}
-	snprintf(r->id, sizeof(r->id), "%s", id);
+	return trust_check(&gw->trust, r->m.product, r->manifest,
+			   r->manifest_len, r->sig, 0, err, n);
+}
+
+/* What the record does not hold: its tag, the package mapped, the block
+ * table, the content key of an encrypted release. */
+static int release_attach(struct gw *gw, struct gw_release *r, char *err,
+			  size_t n)
+{
 	uint8_t rid[PROTO_RELEASE_ID_LEN];
 	proto_hex_decode(r->id, rid, sizeof(rid));
 	r->tag = proto_release_tag(rid);
-	r->manifest = strdup(man);
-	r->manifest_len = strlen(man);
-	snprintf(r->path, sizeof(r->path), "%s", path);
-	snprintf(r->target.group, sizeof(r->target.group), "%s",
-		 grp ? grp : "");
-	r->payload_off =
-	    (uint64_t)json_integer_value(json_object_get(o, "payload_off"));
-	r->frag_size = (uint32_t)json_integer_value(
-	    json_object_get(o, "fragment_size"));
-	r->nfrags =
-	    (uint32_t)json_integer_value(json_object_get(o, "fragments"));
-	r->window = (uint32_t)json_integer_value(json_object_get(o, "window"));
-	r->created_ms = json_integer_value(json_object_get(o, "created_ms"));
-	r->fetch_ms = json_integer_value(json_object_get(o, "fetch_ms"));
-	r->verify_ms = json_integer_value(json_object_get(o, "verify_ms"));
-	r->encrypt = json_is_true(json_object_get(o, "encrypt"));
-	json_t *c = json_object_get(o, "campaign");
-#define CU32(f, k) f = (uint32_t)json_integer_value(json_object_get(c, k))
-	CU32(r->target.concurrency, "concurrency");
-	CU32(r->target.canary_percent, "canary_percent");
-	CU32(r->target.canary_success_percent, "canary_success_percent");
-	CU32(r->target.pause_failure_percent, "pause_failure_percent");
-	CU32(r->camp.canary_quota, "canary_quota");
-	CU32(r->camp.started, "started");
-	CU32(r->camp.committed, "committed");
-	CU32(r->camp.failed, "failed");
-	CU32(r->camp.fail_min, "pause_failure_min");
-#undef CU32
-	/* A campaign of an older gateway has no draw: the first to come. */
-	const char *cut = json_string_value(json_object_get(c, "canary_cut"));
-	r->camp.canary_cut = cut ? strtoull(cut, NULL, 16) : UINT64_MAX;
-	/* The record keeps the three flags older gateways wrote. */
-	if (json_is_true(json_object_get(c, "aborted")))
-		r->camp.st = GW_CAMP_ABORTED;
-	else if (json_is_true(json_object_get(c, "paused")))
-		r->camp.st = GW_CAMP_PAUSED;
-	else if (json_is_true(json_object_get(c, "canary")))
-		r->camp.st = GW_CAMP_CANARY;
-	r->camp.finished_ms =
-	    json_integer_value(json_object_get(c, "finished_ms"));
-	const char *pr = json_string_value(json_object_get(c, "pause_reason"));
-	snprintf(r->camp.pause_reason, sizeof(r->camp.pause_reason), "%s",
-		 pr ? pr : "");
-	if (json_is_array(devs)) {
-		r->target.ndevices = json_array_size(devs);
-		r->target.devices =
-		    calloc(r->target.ndevices + 1, sizeof(char *));
-		for (size_t i = 0; r->target.devices && i < r->target.ndevices;
-		     i++) {
-			const char *d =
-			    json_string_value(json_array_get(devs, i));
-			r->target.devices[i] = strdup(d ? d : "");
-		}
-	}
-	r->tfrags = proto_table_fragments(&r->m, r->frag_size);
-	if (!r->manifest || r->frag_size < PROTO_FRAG_SIZE_MIN ||
-	    r->window == 0 || r->m.block_size == 0 ||
-	    r->nfrags != (r->m.size + r->frag_size - 1) / r->frag_size +
-			     r->tfrags ||
-	    release_map(r, err, sizeof(err)) != 0 ||
-	    table_load(gw, r, err, sizeof(err)) != 0 ||
-	    (r->encrypt &&
-	     gw__enc_release_key(gw, r, false, err, sizeof(err)) != 0)) {
-		log_warnx("ledger: release %s unusable: %s", id, err);
-		goto fail;
+	if (release_map(r, err, n) != 0 || table_load(gw, r, err, n) != 0)
+		return -1;
+	return r->encrypt ? gw__enc_release_key(gw, r, false, err, n) : 0;
+}
+
+/* One release record: parsed (ledger.c), its signature checked, its
+ * package and table attached; an unusable one is logged and skipped. */
+static int release_load_cb(void *ud, const void *key, size_t klen,
+			   const char *val, size_t vlen)
+{
+	struct gw *gw = ud;
+	char err[320];
+	struct gw_release *r = calloc(1, sizeof(*r));
+	if (!r)
+		return -1;
+	if (gw__release_parse(val, vlen, r, err, sizeof(err)) != 0 ||
+	    release_check_sig(gw, r, err, sizeof(err)) != 0 ||
+	    release_attach(gw, r, err, sizeof(err)) != 0) {
+		log_warnx("ledger: release record %.*s unusable, skipped: %s",
+			  (int)(klen < 64 ? klen : 64), (const char *)key,
+			  err);
+		release_free(r);
+		return 0;
 	}
 	release_add(gw, r);
-	json_decref(o);
-	return 0;
-fail:
-	if (r)
-		release_free(r);
-	json_decref(o);
 	return 0;
 }
 
@@ -907,7 +797,7 @@ void gw__keyset_reload(struct gw *gw)
 		log_warnx("SIGHUP: key set not reloaded: %s", why);
 		return;
 	}
-	int rc = trust_update(&gw->trust, json, len, util_wall_ms() / 1000,
+	int rc = trust_update(&gw->trust, json, len, gw__wall_ms(gw) / 1000,
 			      why, sizeof(why));
 	free(json);
 	if (rc <= 0) {

@@ -41,7 +41,7 @@ void gw__verdict_send(struct gw *gw, const struct gw_req *rq,
 		snprintf(v->operator_name, sizeof(v->operator_name), "%s",
 			 rq->operator_name);
 	}
-	v->ts = util_wall_ms();
+	v->ts = gw__wall_ms(gw);
 	if (!proto_id_valid(v->product))
 		snprintf(v->product, sizeof(v->product), "invalid-product");
 	log_info("verdict command=%s product=%s verdict=%s%s%s%s%s "
@@ -92,6 +92,7 @@ out:
 /* ------------------------------------------------------------ targets */
 
 struct target_ctx {
+	const struct gw *gw;
 	const struct gw_release *r;
 	struct proto_verdict *v;
 	uint32_t nproduct;   /* known devices of the product */
@@ -121,9 +122,8 @@ static void target_walk(const void *node, VISIT w, void *ud)
 	     i++)
 		if (!strcmp(c->r->target.devices[i], d->id))
 			c->listed_known++;
-	struct gw_device tmp = *d;
-	tmp.online = true; /* offline devices are targets too */
-	if (!gw__release_targets(c->r, &tmp))
+	/* Offline devices are targets too. */
+	if (!gw__release_targets(c->gw, c->r, d, GW_TARGET_NOT_FAILED))
 		return;
 	if (c->v->ndevices < PROTO_VERDICT_DEVICES_MAX)
 		snprintf(c->v->devices[c->v->ndevices++],
@@ -150,7 +150,7 @@ static int cmp_str(const void *a, const void *b)
 bool gw__verdict_targets(struct gw *gw, const struct gw_release *r,
 			 struct proto_verdict *v)
 {
-	struct target_ctx c = {.r = r, .v = v};
+	struct target_ctx c = {.gw = gw, .r = r, .v = v};
 	char list[320] = "";
 	v->targets = 0;
 	v->ndevices = 0;

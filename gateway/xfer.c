@@ -144,7 +144,7 @@ void gw__xfer_offer(struct gw *gw, struct gw_device *d)
 				.fragments = r->nfrags - r->tfrags,
 				.table_fragments = r->tfrags,
 				.window = r->window};
-	uint64_t now = util_mono_ms();
+	uint64_t now = gw__mono_ms(gw);
 	if (offer_enc(gw, d, &o) != 0) {
 		x->snd.offer_ms = now;
 		return;
@@ -215,7 +215,7 @@ int gw__xfer_start(struct gw *gw, struct gw_device *d, struct gw_release *r)
 	d->frags = r->nfrags;
 	d->error[0] = '\0';
 	d->timings = (struct proto_timings){-1, -1, -1, -1, -1};
-	d->offered_ms = util_wall_ms();
+	d->offered_ms = gw__wall_ms(gw);
 	d->transferred_ms = d->finished_ms = 0;
 	gw__xfer_offer(gw, d);
 	return 0;
@@ -344,7 +344,7 @@ static enum gw_xfer_ack ack_report(struct gw *gw, struct gw_device *d,
 	}
 	if (!in->done)
 		return rc;
-	d->transferred_ms = util_wall_ms();
+	d->transferred_ms = gw__wall_ms(gw);
 	log_info("device=%s release=%s all %u fragments acknowledged "
 		 "(sent=%llu resent=%llu fast_repairs=%llu timeouts=%llu "
 		 "held_group_ms=%llu)",
@@ -362,7 +362,7 @@ enum gw_xfer_ack gw__xfer_on_ack(struct gw *gw, struct gw_device *d,
 	struct gw_xfer *x = d->x;
 	struct gw_snd_ack_info in;
 	rel_grp(x->rel);
-	switch (gw_snd_on_ack(fleet(gw), &x->snd, a, util_mono_ms(), &in)) {
+	switch (gw_snd_on_ack(fleet(gw), &x->snd, a, gw__mono_ms(gw), &in)) {
 	case GW_SND_ACK_STALE:
 		gw->stats.msgs_stale++;
 		break;

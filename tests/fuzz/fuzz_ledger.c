@@ -12,16 +12,20 @@
  * order (r, d, e, m; the order of the lines within one), as LMDB walks them:
  *
  * - fsck's checks (gw__fsck_records in gateway/fsck.c, packages not read);
- * - the device records through the gateway's reader (gw__device_parse in
- *   gateway/ledger.c, which `ota-gateway run` uses on start);
+ * - the device and release records through the gateway's readers
+ *   (gw__device_parse, gw__release_parse in gateway/ledger.c, which
+ *   `ota-gateway run` uses on start);
  * - status's table, normal and wide (gw__status_print), on /dev/null.
  *
  * Invariants checked with abort(): a device record the gateway reads is in
  * range (ids valid or empty, acked <= fragments, frags_resent <= frags_sent,
  * timings -1 or >= 0) and survives the round trip of proto/PROTOCOL.md
- * section 1 through gw__device_record(); and when fsck finds no problem,
- * the gateway reads every device record, with the same counters, product,
- * version, state and releases as the record holds.
+ * section 1 through gw__device_record(); a release record the gateway
+ * reads has a valid id, its manifest, a fragment layout that carries the
+ * manifest's size, and survives the round trip through
+ * gw__release_record(); and when fsck finds no problem, the gateway reads
+ * every device record, with the same counters, product, version, state
+ * and releases as the record holds, and every release record.
  *
  * fuzz-sources: gateway/fsck.c gateway/status.c gateway/ledger.c store/store.c common/conf.c common/util.c common/log.c common/trust.c proto/[a-z]*.c
  *
@@ -89,7 +93,7 @@ static void fledger_sort(struct fledger *l)
 	}
 }
 
-static bool fledger_release_ok(const char *s)
+static bool fledger_release_ok_id(const char *s)
 {
 	return !s[0] || (strlen(s) == PROTO_RELEASE_HEX_LEN &&
 			 strspn(s, "0123456789abcdef") == PROTO_RELEASE_HEX_LEN);
@@ -109,9 +113,9 @@ static bool fledger_device_ok(const struct gw_device *d)
 	       FLEDGER_TERMINATED(d->group) &&
 	       (!d->group[0] || proto_id_valid(d->group)) &&
 	       FLEDGER_TERMINATED(d->release) &&
-	       fledger_release_ok(d->release) &&
+	       fledger_release_ok_id(d->release) &&
 	       FLEDGER_TERMINATED(d->failed_release) &&
-	       fledger_release_ok(d->failed_release) &&
+	       fledger_release_ok_id(d->failed_release) &&
 	       FLEDGER_TERMINATED(d->error) && (int)d->state >= 0 &&
 	       (int)d->state < PROTO_ST__COUNT && d->acked <= d->frags &&
 	       d->frags <= PROTO_FRAGS_MAX &&
@@ -189,6 +193,53 @@ static void fledger_device(const struct gw__ledger_rec *r, bool consistent)
 	free(out2);
 }
 
+static bool fledger_release_ok(const struct gw_release *r)
+{
+	return FLEDGER_TERMINATED(r->id) && strlen(r->id) ==
+	       PROTO_RELEASE_HEX_LEN && fledger_release_ok_id(r->id) &&
+	       r->manifest && strlen(r->manifest) == r->manifest_len &&
+	       FLEDGER_TERMINATED(r->path) && FLEDGER_TERMINATED(r->target.group) &&
+	       FLEDGER_TERMINATED(r->camp.pause_reason) &&
+	       r->frag_size >= PROTO_FRAG_SIZE_MIN &&
+	       r->frag_size <= PROTO_FRAG_SIZE_MAX && r->window > 0 &&
+	       r->nfrags == (r->m.size + r->frag_size - 1) / r->frag_size +
+				r->tfrags;
+}
+
+static void fledger_release_free(struct gw_release *r)
+{
+	free(r->manifest);
+	proto_announce_free(&r->target);
+	free(r);
+}
+
+/* Read back one release record as the gateway does (gw__release_parse):
+ * what it accepts is in range and survives its own round trip; what fsck
+ * calls consistent it accepts. */
+static void fledger_release(const struct gw__ledger_rec *r, bool consistent)
+{
+	char err[160];
+	struct gw_release *a = calloc(1, sizeof(*a)), *b = calloc(1, sizeof(*b));
+	char *out = NULL, *out2 = NULL;
+	if (!a || !b)
+		abort();
+	if (gw__release_parse(r->val, r->vlen, a, err, sizeof(err)) != 0) {
+		if (consistent)
+			abort();
+		goto done;
+	}
+	if (!fledger_release_ok(a) ||
+	    !(out = gw__release_record(a, "rolling")) ||
+	    gw__release_parse(out, strlen(out), b, err, sizeof(err)) != 0 ||
+	    !(out2 = gw__release_record(b, "rolling")) || strcmp(out, out2) != 0)
+		abort();
+done:
+	free(out);
+	free(out2);
+	fledger_release_free(a);
+	fledger_release_free(b);
+}
+
 /* status's table, on /dev/null (stdout is restored for the test runner);
  * narrow or wide as the input's length is even or odd (one table a run,
  * not both: printing is most of a run's time). */
@@ -234,6 +285,8 @@ static int fuzz_ledger_one(const uint8_t *data, size_t size)
 	for (size_t i = 0; i < l.n; i++)
 		if (l.rec[i].db == STORE_DEVICES)
 			fledger_device(&l.rec[i], consistent);
+		else if (l.rec[i].db == STORE_RELEASES)
+			fledger_release(&l.rec[i], consistent);
 	fledger_status(&l, size % 2 == 1);
 	return 0;
 }

@@ -273,6 +273,15 @@ static void test_conf_set(void **state)
 	assert_int_equal(conf_set(keys, &c, "nope", "1", err, sizeof(err)),
 			 -1);
 	assert_non_null(strstr(err, "unknown key 'nope'"));
+	assert_null(strstr(err, "test hook"));
+	/* A test_* key the table lacks (a release build's): said to be a
+	 * test hook, and which build has it. */
+	assert_int_equal(conf_set(keys, &c, "test_drop_percent", "3", err,
+				  sizeof(err)),
+			 -1);
+	assert_non_null(strstr(err, "unknown key 'test_drop_percent': a test "
+				    "hook"));
+	assert_non_null(strstr(err, "VARIANT=asan"));
 	/* A prefix of a key is not that key. */
 	assert_int_equal(conf_set(keys, &c, "por", "1", err, sizeof(err)), -1);
 	assert_int_equal(conf_set(keys, &c, "ports", "1", err, sizeof(err)),
@@ -441,6 +450,9 @@ static void test_argv_errors(void **state)
 	assert_non_null(strstr(err, "--help"));
 	assert_int_equal(RUN(&c, &cli, err, "--bogus=1"), -1);
 	assert_non_null(strstr(err, "unknown option '--bogus=1'"));
+	assert_int_equal(RUN(&c, &cli, err, "--test-crash-at", "verify"), -1);
+	assert_non_null(strstr(err, "unknown option '--test-crash-at': a test "
+				    "hook, compiled only into test builds"));
 
 	assert_int_equal(RUN(&c, &cli, err, "--name"), -1);
 	assert_non_null(strstr(err, "option '--name' needs a value"));
