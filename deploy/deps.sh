@@ -15,8 +15,11 @@ BUILD="gcc make pkg-config libmosquitto-dev libssl-dev libuv1-dev libjansson-dev
        liblmdb-dev libcurl4-openssl-dev libcmocka-dev libwebsockets-dev"
 # libwebsockets-evlib-uv: lws 4.1 loads its libuv support from this plugin at run time.
 # python3-prometheus-client: test_http parses /metrics with Prometheus' own parser.
+# python3-paho-mqtt, python3-cryptography: tests/peer/peer_device.py, the second device
+# written from proto/PROTOCOL.md alone (test_peer.sh).
 RUN="mosquitto mosquitto-clients openssl jq lmdb-utils procps iproute2 coreutils docker-compose
-     libwebsockets-evlib-uv curl python3 python3-prometheus-client"
+     libwebsockets-evlib-uv curl python3 python3-prometheus-client python3-paho-mqtt
+     python3-cryptography"
 # tests/system/test_compose.sh starts deploy/docker-compose.yml with podman (no Docker
 # engine here): podman-compose, runc (crun refuses hybrid cgroups), netavark + aardvark-dns
 # (the compose network and its service names), iptables (published ports), debootstrap
