@@ -158,6 +158,7 @@ class Transfer:
         self.failed_checks = 0
         self.aead = None
         self.unacked, self.oldest_unacked = 0, None
+        self.quiet, self.quiet_until = 2.0, time.monotonic() + 2.0
         self.last_ckpt = 0
 
     # -- geometry (§6.1, §4.4) --
@@ -187,39 +188,59 @@ class Transfer:
         return self.T + w * self.BS // self.F, w
 
     # -- receiving --
-    def on_fragment(self, idx, data, from_group):
-        """Returns 'now' (ack at once), 'delay' (delayed ack rule) or None (ignored)."""
-        if idx >= self.total or (from_group and idx >= self.cum + self.window):
-            return None  # §9: beyond the transfer, or the group ran ahead of our window
+    def on_fragment(self, idx, data, from_group, now):
+        """§9: returns (kind, ack_now): kind is new, dup, ahead, range or bad."""
+        if idx >= self.total:
+            return "range", False
+        if from_group and idx >= self.cum + self.window:
+            return "ahead", False  # the group ran ahead of our window: dropped quietly
         if len(data) != self.data_len(idx) + (16 if self.aead else 0):
-            self.dev.count("bad_len")
-            return None
+            return "bad", False
+        self.quiet_until, self.quiet = now + 2.0, 2.0  # any fragment ends the silence
         if self.held[idx]:
-            self.dev.count("dup")
-            return "delay" if from_group else "now"  # §9: a resend on our topic = lost ack
+            if from_group:  # another member's repair: says nothing about us
+                return "dup", self.delayed(now)
+            return "dup", True  # a resend on our own topic: our ack was lost
         if self.aead:
             try:  # §6.3: nonce = tag, index, fragment_size, 00; AAD = the 8-byte header
                 hdr = b"\x11" + self.tag_bytes + idx.to_bytes(3, "little")
                 data = self.aead.decrypt(hdr[1:] + struct.pack("<I", self.F) + b"\0", data, hdr)
             except InvalidTag:
                 self.failed_check("fragment %d does not decrypt" % idx)
-                return "now"
+                return "new", True
         was_cum = self.cum
-        self.held[idx] = 1
-        dropped = False
-        if idx < self.T:
-            self.dev.table_write(idx * self.F, data)
-            if all(self.held[: self.T]):
-                dropped = not self.check_table()
-        else:
-            self.buf[idx] = data
-            if self.table is not None:
-                dropped = not self.check_blocks(self.blocks_of(idx))
+        taken, dropped = self.take(idx, data)
         while self.cum < self.total and self.held[self.cum]:
             self.cum += 1
-        if dropped or idx != was_cum or self.cum > idx + 1 or self.cum == self.total:
-            return "now"  # §9: drop, gap, hole filled, completion
-        return "delay"
+        if not taken or dropped or idx != was_cum or self.cum > idx + 1:
+            return "new", True  # §9: cannot take, drop, gap, hole filled
+        return "new", self.cum == self.total or self.delayed(now)
+
+    def delayed(self, now):
+        """§9 delayed ack: at once when max(1, window/4) are unacknowledged."""
+        self.unacked += 1
+        self.oldest_unacked = self.oldest_unacked or now
+        return self.unacked >= max(1, self.window // 4)
+
+    def tick(self, now):
+        """§9 timers: the delayed ack 20 ms after the oldest unacknowledged fragment; the
+        silence repeat 2 s after the last fragment, then 4, 8, .. at most 60 s apart."""
+        if self.oldest_unacked is not None and now - self.oldest_unacked >= 0.020 - 1e-9:
+            return True
+        if now >= self.quiet_until - 1e-9:
+            self.quiet = min(self.quiet * 2, 60.0)
+            self.quiet_until = now + self.quiet
+            return True
+        return False
+
+    def take(self, idx, data):
+        """The block assembler (§8 step 7): returns (taken, dropped some)."""
+        self.held[idx] = 1
+        if idx < self.T:
+            self.dev.table_write(idx * self.F, data)
+            return True, all(self.held[: self.T]) and not self.check_table()
+        self.buf[idx] = data
+        return True, self.table is not None and not self.check_blocks(self.blocks_of(idx))
 
     def failed_check(self, why):
         self.failed_checks += 1
@@ -297,8 +318,7 @@ class Device:
         self.stopping = False
         self.conn = False
         self.reexec = False
-        self.last_rx = self.last_ack = time.monotonic()
-        self.silence = 2.0
+        self.unacked_status = set()  # QoS 1 statuses without their PUBACK yet
 
     # -- persistence (§4.5, §8 step 7) --
     def path(self, name):
@@ -365,7 +385,8 @@ class Device:
         s["state"] = state
         s.update(extra)
         s["ts"] = now_ms()
-        self.mq.publish(self.topic("status"), json.dumps(s, separators=(",", ":")), 1, True)
+        info = self.mq.publish(self.topic("status"), json.dumps(s, separators=(",", ":")), 1, True)
+        self.unacked_status.add(info.mid)
         log("status", state, extra.get("release", ""), extra.get("error", ""))
 
     def progress(self, force=False):
@@ -378,7 +399,6 @@ class Device:
         x = self.xfer
         self.mq.publish(self.topic("ack"), x.ack_bytes(), 0)
         x.unacked, x.oldest_unacked = 0, None
-        self.last_ack = time.monotonic()
 
     def connect(self):
         a = self.a
@@ -392,6 +412,7 @@ class Device:
         self.mq.on_connect = self.on_connect
         self.mq.on_message = self.on_message
         self.mq.on_disconnect = lambda c, u, rc: setattr(self, "conn", False)
+        self.mq.on_publish = lambda c, u, mid: self.unacked_status.discard(mid)
         self.mq.connect(a.broker_host, a.broker_port, keepalive=30)
 
     def on_connect(self, c, u, flags, rc):
@@ -545,8 +566,6 @@ class Device:
         self.xfer.aead = AESGCM(ck) if ck else None
         self.table_fd = self._rw("table.bin", True)
         self.slot_fd = self._rw(os.path.join(self.st["dl"]["slot"], "payload"), True)
-        self.last_rx = time.monotonic()
-        self.silence = 2.0
 
     def accept_again(self, o):
         """§8 step 6 / §5.2: group SUBSCRIBE before the ack, no wait for the SUBACK."""
@@ -597,34 +616,21 @@ class Device:
         if x is None or len(p) < 9 or p[0] != 0x11 or p[1:5] != x.tag_bytes:
             self.count("stale")  # §10: wrong state, type or release: dropped and counted
             return
-        self.last_rx, self.silence = time.monotonic(), 2.0
-        r = x.on_fragment(int.from_bytes(p[5:8], "little"), p[8:], from_group)
-        if r is None:
-            return
-        self.count("frags")
-        if r == "now":
+        kind, ack = x.on_fragment(int.from_bytes(p[5:8], "little"), p[8:], from_group,
+                                  time.monotonic())
+        self.count(kind)
+        if ack:
             self.send_ack()
-        else:
-            x.unacked += 1
-            x.oldest_unacked = x.oldest_unacked or time.monotonic()
-            if x.unacked >= max(1, x.window // 4):
-                self.send_ack()
         self.checkpoint(force=x.cum == x.total)
         if x.cum == x.total:
             self.complete()
-        else:
+        elif kind == "new":
             self.progress()
 
     def timers(self):
-        """The delayed ack (20 ms) and the silence repeat (2, 4, 8 .. 60 s) of §9."""
-        x, t = self.xfer, time.monotonic()
-        if x is None or not self.conn:
-            return
-        if x.oldest_unacked and t - x.oldest_unacked >= 0.020:
+        x = self.xfer
+        if x is not None and self.conn and x.tick(time.monotonic()):
             self.send_ack()
-        elif t - self.last_rx >= self.silence and t - self.last_ack >= self.silence:
-            self.send_ack()
-            self.silence = min(self.silence * 2, 60.0)
 
     def end_transfer(self):
         x, self.xfer = self.xfer, None
@@ -671,10 +677,16 @@ class Device:
         self.reexec = True  # out of the MQTT callback first
 
     def restart(self):
+        # Wait for the PUBACKs first: closing a socket with unread data (PUBACKs) resets the
+        # connection, the broker may lose what it had not yet read, and sends the will.
+        for _ in range(100):
+            if not self.unacked_status or self.mq.loop(0.02) != mqtt.MQTT_ERR_SUCCESS:
+                break
         self.mq.disconnect()  # clean: the broker discards the will naming the old version
         for _ in range(40):
             if self.mq.loop(0.05) != mqtt.MQTT_ERR_SUCCESS:
                 break
+        log("stats", " ".join("%s=%d" % kv for kv in sorted(self.counts.items())))
         log("restarting into", self.st["pending"]["version"])
         os.execv(sys.executable, [sys.executable] + sys.argv)
 

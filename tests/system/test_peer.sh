@@ -7,6 +7,7 @@
 #      losing as much (same package, one after the other on the same machine).
 #   3. SIGKILL of the Python device mid-transfer: it resumes from its checkpoint, not 0.
 #   4. A forged offer (another key's signature; a changed manifest) is refused by it.
+# And its receiver passes the conformance vectors tests/vectors/rx (tests/peer/rx_vectors.py).
 # ota-test-timeout: 240
 . "$OTA_ROOT/tests/system/lib.sh"
 . "$OTA_ROOT/tests/system/ota.sh"
@@ -29,6 +30,9 @@ until_committed() {
     wait_until 90 "all_devices committed $2 $1" || { echo 999; return; }
     awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }'
 }
+
+check "the Python receiver makes the decisions of tests/vectors/rx (PROTOCOL.md 9)" \
+    "$PY" "$OTA_ROOT/tests/peer/rx_vectors.py" "$OTA_ROOT/tests/vectors/rx"
 
 certs_make dev-001 dev-002 dev-003 py-001 py-002 py-003
 broker_start || { not_ok "broker starts"; finish; }
@@ -70,11 +74,15 @@ announce sensor "file://$T/p3.ota" ',"devices":["py-002"],"fragment_size":1024,"
 py_s=$(until_committed py-002 1.2.1)
 c_rs=$(dev_field dev-003 frags_resent) py_rs=$(dev_field py-002 frags_resent)
 py_drop=$(grep -o 'dropped_test=[0-9]*' "$T/py-002.log" | tail -1)
-echo "# 3% loss, 1088 fragments: C device ${c_s} s (resent $c_rs), Python ${py_s} s (resent $py_rs, $py_drop)"
+c_dl=$(retained dev-003 | jq .timings.download_ms) py_dl=$(retained py-002 | jq .timings.download_ms)
+echo "# 3% loss, 1032 fragments, announce to committed: C device ${c_s} s (download_ms $c_dl," \
+    "resent $c_rs), Python ${py_s} s (download_ms $py_dl, resent $py_rs, $py_drop)"
 check "the C device commits with 3% loss" test "$c_s" != 999
 check "the Python device commits with 3% loss" test "$py_s" != 999
 check "the Python device takes at most 3x + 2 s the C device's time (${py_s} s vs ${c_s} s)" \
     awk -v p="$py_s" -v c="$c_s" 'BEGIN { exit !(p <= 3 * c + 2) }'
+check "py-002 never fired its will (no offline status: its restart disconnected cleanly)" \
+    sh -c "! grep -q 'device=py-002 state=offline' '$T/gateway.log'"
 check "py-002's payload is exact" cmp -s "$T/fw2.bin" "$T/dev/py-002/active/payload"
 check "the gateway resent about what was lost to py-002 ($py_rs)" test "$py_rs" -le 200
 
