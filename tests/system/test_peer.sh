@@ -7,6 +7,7 @@
 #      losing as much (same package, one after the other on the same machine).
 #   3. SIGKILL of the Python device mid-transfer: it resumes from its checkpoint, not 0.
 #   4. A forged offer (another key's signature; a changed manifest) is refused by it.
+#   5. An encrypted release to a group of it and a C device: it unwraps the key, decrypts.
 # And its receiver passes the conformance vectors tests/vectors/rx (tests/peer/rx_vectors.py).
 # ota-test-timeout: 240
 . "$OTA_ROOT/tests/system/lib.sh"
@@ -125,5 +126,18 @@ check "an offer whose manifest was changed after signing is refused" \
     wait_until 10 "[ \"\$(grep -c 'status failed .*signature does not verify' '$T/py-003.log')\" = 2 ]"
 check "py-003 still runs 1.3.0 and wrote nothing of them" \
     test "$(jq -r '.version + " " + (has("dl") | tostring)' "$T/dev/py-003/state.json")" = "1.3.0 false"
+
+# --- 5. An encrypted release (PROTOCOL.md 6.3) to a group of the Python and a C device.
+stop gateway >/dev/null
+cp "$T/gateway.log" "$T/gateway-1.log"
+check "gateway restarts with the devices' certificates" gateway_start --device-cert-dir "$CERTS/devices"
+check "py-001 and dev-001 report committed 1.1.0 to it" \
+    wait_until 20 'all_devices committed 1.1.0 dev-001 py-001'
+make_payload "$T/fw5.bin" 200000
+pack sensor 1.5.0 "$T/fw5.bin" "$T/p5.ota"
+announce sensor "file://$T/p5.ota" ',"devices":["dev-001","py-001"],"encrypt":true'
+check "both commit the encrypted 1.5.0" wait_until 60 'all_devices committed 1.5.0 dev-001 py-001'
+check "py-001 decrypted the exact payload" cmp -s "$T/fw5.bin" "$T/dev/py-001/active/payload"
+check "dev-001 too" cmp -s "$T/fw5.bin" "$T/dev/dev-001/active/payload"
 check "everything stops cleanly" stop_all_clean gateway dev-001 dev-002 dev-003 py-001 py-002 py-003
 finish
