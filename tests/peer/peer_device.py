@@ -468,9 +468,14 @@ class Device:
         if rel == self.st.get("committed"):  # §8 step 5: before any check
             self.status("committed", release=rel)
             return
-        if self.xfer is not None and self.xfer.release == rel:  # resume: answered as an accept
-            self.accept_again(o)
-            return
+        x = self.xfer
+        geometry = ("fragment_size", "fragments", "table_fragments")
+        if x is not None and x.release == rel:
+            if all(o[k] == x.offer[k] for k in geometry):
+                self.accept_again(o)  # §8 step 5: answered like a fresh accept (resume)
+                return
+            log("offer of %s with another geometry: starting the download again" % rel)
+            self.end_transfer()
         try:
             man = self.check_offer(o, man_raw, sig)
         except Ignored as e:
@@ -559,6 +564,8 @@ class Device:
                          "written_blocks": 0}
         self.save_state()
         self.open_transfer(o, man, ck)
+        log("accepted release=%s version=%s %s" % (o["release"], man["version"],
+                                                   "encrypted" if ck else "in clear"))
         self.accept_again(o)
 
     def open_transfer(self, o, man, ck):
@@ -584,9 +591,11 @@ class Device:
         dl = self.st["dl"]
         o = dl["offer"]
         man = parse_manifest(o["manifest"].encode())
-        if "enc" in o:
-            log("encrypted download: waiting for the offer again to get its key")
-        self.open_transfer(o, man, None)
+        ck = None
+        if "enc" in o:  # §6.3: epk and key kept with the checkpoint, CK never stored
+            self.unwrap(o)
+            ck = o.pop("_ck")
+        self.open_transfer(o, man, ck)
         x, h, w = self.xfer, dl["held"], dl["written_blocks"]
         ok = True
         if h >= x.T and x.T > 0:
@@ -697,10 +706,7 @@ class Device:
         tm["restart_ms"] = max(0, now_ms() - p["restart_ms"])
         tm["total_ms"] = now_ms() - p["accepted_ms"]
         st["version"] = man["version"]
-        if not man.get("downgrade"):
-            st["highest"] = max(st["highest"], man["version"], key=vtuple)
-        else:
-            st["highest"] = man["version"]
+        st["highest"] = max(st["highest"], man["version"], key=vtuple)  # §4.5: only goes up
         st["security_floor"] = max(st["security_floor"], man.get("security_version", 0))
         st["time_floor"] = max(st["time_floor"], man["created"])
         st["committed"], st["timings"] = p["release"], tm
@@ -717,7 +723,13 @@ class Device:
         if "pending" in self.st:
             self.commit_pending()
         elif "dl" in self.st:
-            self.resume()
+            try:
+                self.resume()
+            except (Refused, ValueError) as e:
+                log("the stored download cannot be resumed (%s): dropped" % e)
+                self.xfer = None
+                self.st.pop("dl")
+                self.save_state()
         self.connect()
         while not self.stopping:
             x = self.xfer

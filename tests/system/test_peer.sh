@@ -109,7 +109,20 @@ sent=$(dev_field py-003 frags_sent)
 check "fragments sent in all: $sent, at most $total + what was unconfirmed at the cut" \
     test "$sent" -le $((total + $(dev_field py-003 acked) - held + 64))
 
-# --- 4. Forged offers, as a compromised gateway would send them (the real one refuses
+# --- 4. Offers the rules of PROTOCOL.md 4.5 and 8 step 5 settle without a download: the
+# committed release again (its `committed` is published again, never `failed`) and an
+# older, validly signed release (ignored: nothing published).
+n=$(grep -c 'status committed' "$T/py-003.log")
+mq_pub_as injector ota/dev/py-003/offer "$(offer_json "$T/p4.ota" 128)" -q 1
+check "a re-offer of the committed release publishes committed again" \
+    wait_until 10 "[ \"\$(grep -c 'status committed' '$T/py-003.log')\" -gt $n ]"
+mq_pub_as injector ota/dev/py-003/offer "$(offer_json "$T/p1.ota" 256)" -q 1
+check "an older release is ignored, not reported" \
+    wait_until 10 "grep -q 'offer ignored: version 1.1.0 is not newer than 1.3.0' '$T/py-003.log'"
+check "py-003's retained status is still committed 1.3.0" \
+    test "$(retained py-003 | jq -r '.state + " " + .version')" = "committed 1.3.0"
+
+# --- 4b. Forged offers, as a compromised gateway would send them (the real one refuses
 # such packages before offering them).
 "$GW" keygen --out "$T/other" >/dev/null
 "$GW" pack --key "$T/other.key" --product sensor --version 1.4.0 --payload "$T/fw4.bin" \
@@ -137,6 +150,7 @@ make_payload "$T/fw5.bin" 200000
 pack sensor 1.5.0 "$T/fw5.bin" "$T/p5.ota"
 announce sensor "file://$T/p5.ota" ',"devices":["dev-001","py-001"],"encrypt":true'
 check "both commit the encrypted 1.5.0" wait_until 60 'all_devices committed 1.5.0 dev-001 py-001'
+check "py-001 took it encrypted" grep -q 'accepted release=.* version=1.5.0 encrypted' "$T/py-001.log"
 check "py-001 decrypted the exact payload" cmp -s "$T/fw5.bin" "$T/dev/py-001/active/payload"
 check "dev-001 too" cmp -s "$T/fw5.bin" "$T/dev/dev-001/active/payload"
 check "everything stops cleanly" stop_all_clean gateway dev-001 dev-002 dev-003 py-001 py-002 py-003
