@@ -179,13 +179,15 @@ class Transfer:
     def checkpoint_value(self):
         """§8 step 7: h = min(cum, T) before the table is checked, else T + floor(w*BS/F)."""
         if self.table is None:
-            return min(self.cum, self.T), 0
+            return min(self.cum, self.T)
         w = 0
         while w < self.nblocks and self.written[w]:
             w += 1
-        if w == self.nblocks:
-            return self.total, w
-        return self.T + w * self.BS // self.F, w
+        return self.total if w == self.nblocks else self.T + w * self.BS // self.F
+
+    def blocks_named(self, h):
+        """§8 step 7: the blocks a checkpoint h says are in the slot."""
+        return min(self.nblocks, -(-max(0, h - self.T) * self.F // self.BS))
 
     # -- receiving --
     def on_fragment(self, idx, data, from_group, now):
@@ -366,10 +368,10 @@ class Device:
         x = self.xfer
         if x is None or not (force or x.cum - x.last_ckpt >= self.a.checkpoint_every):
             return
-        h, w = x.checkpoint_value()
+        h = x.checkpoint_value()
         os.fsync(self.table_fd)  # data durable before the record that names it
         os.fsync(self.slot_fd)
-        self.st["dl"]["held"], self.st["dl"]["written_blocks"] = h, w
+        self.st["dl"]["held"] = h
         self.save_state()
         x.last_ckpt = x.cum
 
@@ -560,8 +562,7 @@ class Device:
             if os.path.exists(self.path(name)):
                 os.unlink(self.path(name))
         ck = o.pop("_ck", None)
-        self.st["dl"] = {"offer": o, "slot": slot, "accepted_ms": now_ms(), "held": 0,
-                         "written_blocks": 0}
+        self.st["dl"] = {"offer": o, "slot": slot, "accepted_ms": now_ms(), "held": 0}
         self.save_state()
         self.open_transfer(o, man, ck)
         log("accepted release=%s version=%s %s" % (o["release"], man["version"],
@@ -596,7 +597,8 @@ class Device:
             self.unwrap(o)
             ck = o.pop("_ck")
         self.open_transfer(o, man, ck)
-        x, h, w = self.xfer, dl["held"], dl["written_blocks"]
+        x, h = self.xfer, dl["held"]
+        w = x.blocks_named(h)
         ok = True
         if h >= x.T and x.T > 0:
             tbl = self.table_read(x.table_len)
