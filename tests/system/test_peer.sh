@@ -92,12 +92,13 @@ peer_start py-003 1.0.0 --checkpoint-every 16
 check "py-003 reports idle" wait_until 20 'all_devices idle 1.0.0 py-003'
 make_payload "$T/fw4.bin" 524288
 pack sensor 1.3.0 "$T/fw4.bin" "$T/p4.ota"
-# 512 B fragments and a window of 2 keep the transfer long enough to cut it.
-announce sensor "file://$T/p4.ota" ',"devices":["py-003"],"fragment_size":512,"window":2'
-check "the download is under way" wait_until 30 '[ "$(dev_field py-003 acked)" -ge 200 ] 2>/dev/null'
+# 1000 B fragments (they straddle the 4 KiB blocks: the checkpoint rule of PROTOCOL.md 8
+# step 7 at its hardest) and a window of 1 keep the transfer long enough to cut it.
+announce sensor "file://$T/p4.ota" ',"devices":["py-003"],"fragment_size":1000,"window":1'
+check "the download is under way" wait_until 30 '[ "$(dev_field py-003 acked)" -ge 100 ] 2>/dev/null'
 kill -9 "$(pid_of py-003)"
 held=$(jq -r .dl.held "$T/dev/py-003/state.json")
-total=1032 # 8 table (128 blocks x 32 B) + 1024 payload fragments
+total=530 # 5 table (128 blocks x 32 B) + 525 payload fragments
 check "a checkpoint survived the SIGKILL (held=$held)" test "$held" -ge 16
 mv "$T/py-003.log" "$T/py-003-before.log"
 peer_start py-003 1.0.0 --checkpoint-every 16
