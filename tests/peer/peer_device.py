@@ -368,12 +368,13 @@ class Device:
         x = self.xfer
         if x is None or not (force or x.cum - x.last_ckpt >= self.a.checkpoint_every):
             return
-        h = x.checkpoint_value()
-        os.fsync(self.table_fd)  # data durable before the record that names it
-        os.fsync(self.slot_fd)
+        h, x.last_ckpt = x.checkpoint_value(), x.cum
+        if h == self.st["dl"]["held"]:
+            return  # nothing new to make durable (cum moved over buffered fragments only)
+        os.fdatasync(self.table_fd)  # data durable before the record that names it
+        os.fdatasync(self.slot_fd)
         self.st["dl"]["held"] = h
         self.save_state()
-        x.last_ckpt = x.cum
 
     # -- MQTT --
     def topic(self, leaf):

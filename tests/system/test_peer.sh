@@ -82,6 +82,8 @@ check "the C device commits with 3% loss" test "$c_s" != 999
 check "the Python device commits with 3% loss" test "$py_s" != 999
 check "the Python device takes at most 3x + 2 s the C device's time (${py_s} s vs ${c_s} s)" \
     awk -v p="$py_s" -v c="$c_s" 'BEGIN { exit !(p <= 3 * c + 2) }'
+check "its download takes at most 3x + 1 s the C device's (${py_dl} ms vs ${c_dl} ms)" \
+    awk -v p="$py_dl" -v c="$c_dl" 'BEGIN { exit !(p <= 3 * c + 1000) }'
 check "py-002 never fired its will (no offline status: its restart disconnected cleanly)" \
     sh -c "! grep -q 'device=py-002 state=offline' '$T/gateway.log'"
 check "py-002's payload is exact" cmp -s "$T/fw2.bin" "$T/dev/py-002/active/payload"
