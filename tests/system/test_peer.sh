@@ -8,7 +8,8 @@
 #   3. SIGKILL of the Python device mid-transfer: it resumes from its checkpoint, not 0.
 #   4. A forged offer (another key's signature; a changed manifest) is refused by it.
 #   5. An encrypted release to a group of it and a C device: it unwraps the key, decrypts.
-# And its receiver passes the conformance vectors tests/vectors/rx (tests/peer/rx_vectors.py).
+# And its receiver passes the conformance vectors tests/vectors/rx (tests/peer/rx_vectors.py),
+# its block assembler a randomised check of PROTOCOL.md 8 step 7 (assembler_check.py).
 # ota-test-timeout: 240
 . "$OTA_ROOT/tests/system/lib.sh"
 . "$OTA_ROOT/tests/system/ota.sh"
@@ -34,6 +35,8 @@ until_committed() {
 
 check "the Python receiver makes the decisions of tests/vectors/rx (PROTOCOL.md 9)" \
     "$PY" "$OTA_ROOT/tests/peer/rx_vectors.py" "$OTA_ROOT/tests/vectors/rx"
+check "its block assembler: 300 random geometries, orders and corruptions end exact" \
+    "$PY" "$OTA_ROOT/tests/peer/assembler_check.py"
 
 certs_make dev-001 dev-002 dev-003 py-001 py-002 py-003
 broker_start || { not_ok "broker starts"; finish; }
