@@ -19,8 +19,11 @@ BUILD="gcc make pkg-config libmosquitto-dev libssl-dev libuv1-dev libjansson-dev
 # cluster (3.10, with its MQTT plugin); like mosquitto, the package's own service is never
 # used (the tests start their nodes on loopback with deploy/rabbitmq's configuration).
 # clang-format (14): `make check-format`, which `make test` runs first.
+# python3-paho-mqtt, python3-cryptography: tests/peer/peer_device.py, the second device
+# written from proto/PROTOCOL.md alone (test_peer.sh).
 RUN="mosquitto mosquitto-clients openssl jq lmdb-utils procps iproute2 coreutils docker-compose
-     libwebsockets-evlib-uv curl python3 python3-prometheus-client rabbitmq-server clang-format"
+     libwebsockets-evlib-uv curl python3 python3-prometheus-client rabbitmq-server clang-format
+     python3-paho-mqtt python3-cryptography"
 # tests/system/test_compose.sh starts deploy/docker-compose.yml with podman (no Docker
 # engine here): podman-compose, runc (crun refuses hybrid cgroups), netavark + aardvark-dns
 # (the compose network and its service names), iptables (published ports), debootstrap
