@@ -31,7 +31,8 @@
 # (for docs/SECURITY.md) and fails when a target stopped short of FUZZ_LONG_RUNS.
 #
 # Env: FUZZ_CC (default clang); FUZZ_JOBS targets run at once (default: the number of
-# cores); FUZZ_ASAN_OPTIONS (default malloc_context_size=0:quarantine_size_mb=16); FUZZ_LONG_RUNS (default 10000000);
+# cores); FUZZ_WORKERS processes fuzz each target together on its corpus (default 1;
+# `long` then counts the executions of all of them); FUZZ_ASAN_OPTIONS (default malloc_context_size=0:quarantine_size_mb=16); FUZZ_LONG_RUNS (default 10000000);
 # FUZZ_LONG_MAX_SECONDS (default 1500: a target that is slower stops there, the
 # table says so and the exit status is 1); FUZZ_FRESH=1 starts from the seeds only (the working corpus
 # is emptied first); FUZZ_NO_DICT=1 runs without the dictionaries (to measure them).
@@ -160,16 +161,33 @@ run_one() {
     echo "  FUZZ    $t $what (log $log)"
     rc=0
     t0=$(date +%s)
-    # shellcheck disable=SC2086
-    ASAN_OPTIONS=$FUZZ_ASAN "$B/$t" $limit $dict -max_len="$(max_len "$t")" -timeout=10 \
-        -print_final_stats=1 -artifact_prefix="$art/" "$corpus" \
-        "tests/fuzz/corpus/$t" >"$log" 2>&1 || rc=$?
+    # FUZZ_WORKERS processes on the one corpus (libFuzzer reloads what the others
+    # add), each with its own seed and log, each to its share of the executions.
+    workers=${FUZZ_WORKERS:-1}
+    wlimit=$limit
+    [ "$MODE" = long ] && wlimit="-runs=$(((LONG_RUNS + workers - 1) / workers)) -max_total_time=$LONG_MAX"
+    pids=
+    for w in $(seq 1 "$workers"); do
+        wlog=$log
+        [ "$workers" -gt 1 ] && wlog=$log.w$w
+        # shellcheck disable=SC2086
+        ASAN_OPTIONS=$FUZZ_ASAN "$B/$t" $wlimit $dict -max_len="$(max_len "$t")" -timeout=10 \
+            -print_final_stats=1 -artifact_prefix="$art/" "$corpus" \
+            "tests/fuzz/corpus/$t" >"$wlog" 2>&1 &
+        pids="$pids $!"
+    done
+    for p in $pids; do wait "$p" || rc=$?; done
+    if [ "$workers" -gt 1 ]; then
+        cat "$log".w* >"$log"
+        rm -f "$log".w*
+    fi
     secs=$(($(date +%s) - t0))
 
-    execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
-    [ -n "$execs" ] || execs=$(sed -n 's/^#\([0-9][0-9]*\)[[:space:]].*/\1/p' "$log" | tail -n 1)
-    cov=$(grep -a -o 'cov: [0-9]*' "$log" | tail -n 1 | cut -d' ' -f2)
-    ft=$(grep -a -o 'ft: [0-9]*' "$log" | tail -n 1 | cut -d' ' -f2)
+    # Executions: the sum over the workers; cov and ft: the highest a worker reached.
+    execs=$(awk '/^stat::number_of_executed_units/ { n += $NF } END { if (n) print n + 0 }' "$log")
+    [ -n "$execs" ] || execs=$(sed -n 's/^#\([0-9][0-9]*\)[[:space:]].*/\1/p' "$log" | sort -n | tail -n 1)
+    cov=$(grep -a -o 'cov: [0-9]*' "$log" | cut -d' ' -f2 | sort -n | tail -n 1)
+    ft=$(grep -a -o 'ft: [0-9]*' "$log" | cut -d' ' -f2 | sort -n | tail -n 1)
     found=
     for f in "$art"/crash-* "$art"/leak-* "$art"/timeout-* "$art"/oom-*; do
         [ -f "$f" ] || continue
