@@ -162,6 +162,100 @@ static int check_offer(struct dev *d, const struct proto_offer *o,
 	return 0;
 }
 
+/* An offer that needs no check: of the release rolled back here, of the
+ * committed one, of the one being downloaded, or while busy. True when
+ * it was answered (or ignored) here. */
+static bool offer_answered(struct dev *d, const struct proto_offer *o)
+{
+	char why[PROTO_ERROR_MAX + 1];
+	bool same = !strcmp(o->release, d->p.release);
+	const char *ignored = NULL;
+	if (!strcmp(o->release, d->p.refused))
+		ignored = "it was rolled back here";
+	else if (same && d->st == PROTO_ST_COMMITTED) {
+		/* PROTOCOL.md 8 step 5: the release it runs. No check (its
+		 * `failed` would cover the retained `committed`): say again
+		 * where it is, for a gateway that lost track. */
+		ignored = "already committed";
+		dev__publish_status(d);
+	} else if (same && d->st == PROTO_ST_DOWNLOADING &&
+		   dev__download_open(d)) {
+		/* A gateway that lost its content key sends a new one. */
+		if (d->enc && o->enc_alg[0] &&
+		    memcmp(o->enc_epk, d->p.enc_epk, PROTO_EC_PUB_LEN) != 0 &&
+		    dev__enc_accept(d, o, why, sizeof(why)) != 0)
+			log_warnx("device=%s new key of %s ignored: %s",
+				  d->cfg.id, o->release, why);
+		if (dev__download_all_in(d))
+			dev__download_complete(d);
+		else
+			dev__send_ack(d); /* the gateway lost track */
+		return true;
+	} else if (d->busy || (d->st != PROTO_ST_IDLE &&
+			       d->st != PROTO_ST_COMMITTED &&
+			       d->st != PROTO_ST_FAILED &&
+			       d->st != PROTO_ST_ROLLED_BACK &&
+			       d->st != PROTO_ST_DOWNLOADING))
+		ignored = "busy";
+	if (!ignored)
+		return false;
+	d->stats.msgs_stale++;
+	log_info("device=%s offer of %s ignored: %s (%s, version %s)",
+		 d->cfg.id, o->release, ignored, proto_state_name(d->st),
+		 d->p.version);
+	return true;
+}
+
+/* Accept a checked offer: resume when it is the release our checkpoint
+ * names, else start from 0; subscribe to its group; the first ack. */
+static void offer_accept(struct dev *d, const struct proto_offer *o,
+			 const struct proto_manifest *m)
+{
+	bool resume = !strcmp(o->release, d->p.release) && d->p.held > 0 &&
+		      d->p.manifest && !strcmp(d->p.manifest, o->manifest) &&
+		      d->p.fragment_size == o->fragment_size &&
+		      d->p.table_fragments == o->table_fragments;
+	free(d->p.manifest);
+	d->p.manifest = strdup(o->manifest);
+	memcpy(d->p.sig, o->sig, PROTO_SIG_LEN);
+	snprintf(d->p.release, sizeof(d->p.release), "%s", o->release);
+	d->p.fragment_size = o->fragment_size;
+	d->p.fragments = o->fragments;
+	d->p.table_fragments = o->table_fragments;
+	d->p.window = o->window;
+	if (!resume) {
+		d->p.held = 0;
+		d->bad_blocks = 0;
+		d->p.t_accept = dev__wall_ms(d);
+		d->p.t_downloaded = d->p.t_verified = d->p.t_installed = 0;
+		d->p.t_restart = d->p.t_up = 0;
+	}
+	d->m = *m;
+	if (m->created > d->p.time_floor)
+		d->p.time_floor = m->created;
+	uint8_t rid[PROTO_RELEASE_ID_LEN];
+	proto_hex_decode(o->release, rid, sizeof(rid));
+	d->tag = proto_release_tag(rid);
+	if (dev__download_begin(d, o, resume) != 0)
+		return;
+	log_info("device=%s accepted release=%s version=%s size=%llu "
+		 "fragments=%u+%u resume_from=%u",
+		 d->cfg.id, o->release, m->version, (unsigned long long)m->size,
+		 o->table_fragments, o->fragments, d->rx.cum);
+	dev__set_state(d, PROTO_ST_DOWNLOADING, NULL);
+	dev__persist(d);
+	dev__group_unsubscribe(d);
+	if (o->group) {
+		/* PROTOCOL.md 5.2: before the accepting ack, no wait for the
+		 * SUBACK: the broker handles our SUBSCRIBE first. */
+		snprintf(d->topic_grp, sizeof(d->topic_grp),
+			 PROTO_GROUP_TOPIC_FMT, o->release);
+		if (mq_subscribe(d->mq, d->topic_grp, 0) != 0)
+			d->topic_grp[0] = '\0';
+	}
+	dev__send_ack(d);
+}
+
 static void on_offer(struct dev *d, const void *payload, size_t len)
 {
 	struct proto_offer o;
@@ -174,106 +268,22 @@ static void on_offer(struct dev *d, const void *payload, size_t len)
 			  perr.text);
 		return;
 	}
-	if (!strcmp(o.release, d->p.refused)) {
-		d->stats.msgs_stale++;
-		log_info("device=%s offer of %s ignored: it was rolled back "
-			 "here", d->cfg.id, o.release);
+	if (offer_answered(d, &o))
 		goto out;
-	}
-	bool same = !strcmp(o.release, d->p.release);
-	if (same && d->st == PROTO_ST_COMMITTED) {
-		/* PROTOCOL.md 8 step 5: the release it runs. No check (its
-		 * `failed` would cover the retained `committed`): say again
-		 * where it is, for a gateway that lost track. */
-		d->stats.msgs_stale++;
-		log_info("device=%s offer of %s ignored: already committed "
-			 "(version %s)", d->cfg.id, o.release, d->p.version);
-		dev__publish_status(d);
-		goto out;
-	}
-	if (same && d->st == PROTO_ST_DOWNLOADING && dev__download_open(d)) {
-		/* A gateway that lost its content key sends a new one. */
-		if (d->enc && o.enc_alg[0] &&
-		    memcmp(o.enc_epk, d->p.enc_epk, PROTO_EC_PUB_LEN) != 0 &&
-		    dev__enc_accept(d, &o, why, sizeof(why)) != 0)
-			log_warnx("device=%s new key of %s ignored: %s",
-				  d->cfg.id, o.release, why);
-		if (dev__download_all_in(d))
-			dev__download_complete(d);
-		else
-			dev__send_ack(d); /* the gateway lost track: say where we are */
-		goto out;
-	}
-	if (d->busy || (d->st != PROTO_ST_IDLE &&
-			d->st != PROTO_ST_COMMITTED &&
-			d->st != PROTO_ST_FAILED &&
-			d->st != PROTO_ST_ROLLED_BACK &&
-			d->st != PROTO_ST_DOWNLOADING)) {
-		d->stats.msgs_stale++;
-		log_info("device=%s offer of %s ignored while %s", d->cfg.id,
-			 o.release, proto_state_name(d->st));
-		goto out;
-	}
 	int rc = check_offer(d, &o, &m, why, sizeof(why));
 	if (rc == 0 && dev__enc_accept(d, &o, why, sizeof(why)) != 0)
 		rc = -1; /* encrypted, and not for this device */
 	if (rc > 0) {
 		log_info("device=%s offer of %s ignored: %s", d->cfg.id,
 			 o.release, why);
-		goto out;
-	}
-	if (rc < 0) {
+	} else if (rc < 0) {
 		log_warnx("device=%s offer of %s REFUSED: %s", d->cfg.id,
 			  o.release, why);
 		snprintf(d->p.release, sizeof(d->p.release), "%s", o.release);
 		d->p.t_accept = 0;
 		dev__fail_update(d, why);
-		goto out;
-	}
-	/* Accept. Resume when this is the release our checkpoint names. */
-	bool resume = same && d->p.held > 0 && d->p.manifest &&
-		      !strcmp(d->p.manifest, o.manifest) &&
-		      d->p.fragment_size == o.fragment_size &&
-		      d->p.table_fragments == o.table_fragments;
-	free(d->p.manifest);
-	d->p.manifest = strdup(o.manifest);
-	memcpy(d->p.sig, o.sig, PROTO_SIG_LEN);
-	snprintf(d->p.release, sizeof(d->p.release), "%s", o.release);
-	d->p.fragment_size = o.fragment_size;
-	d->p.fragments = o.fragments;
-	d->p.table_fragments = o.table_fragments;
-	d->p.window = o.window;
-	if (!resume) {
-		d->p.held = 0;
-		d->bad_blocks = 0;
-		d->p.t_accept = dev__wall_ms(d);
-		d->p.t_downloaded = d->p.t_verified = d->p.t_installed = 0;
-		d->p.t_restart = d->p.t_up = 0;
-	}
-	d->m = m;
-	if (m.created > d->p.time_floor)
-		d->p.time_floor = m.created;
-	uint8_t rid[PROTO_RELEASE_ID_LEN];
-	proto_hex_decode(o.release, rid, sizeof(rid));
-	d->tag = proto_release_tag(rid);
-	if (dev__download_begin(d, &o, resume) != 0)
-		goto out;
-	log_info("device=%s accepted release=%s version=%s size=%llu "
-		 "fragments=%u+%u resume_from=%u",
-		 d->cfg.id, o.release, m.version, (unsigned long long)m.size,
-		 o.table_fragments, o.fragments, d->rx.cum);
-	dev__set_state(d, PROTO_ST_DOWNLOADING, NULL);
-	dev__persist(d);
-	dev__group_unsubscribe(d);
-	if (o.group) {
-		/* Before the accept: the broker handles our SUBSCRIBE before
-		 * the ack behind it, so the group's first fragment finds us. */
-		snprintf(d->topic_grp, sizeof(d->topic_grp),
-			 PROTO_GROUP_TOPIC_FMT, o.release);
-		if (mq_subscribe(d->mq, d->topic_grp, 0) != 0)
-			d->topic_grp[0] = '\0';
-	}
-	dev__send_ack(d);
+	} else
+		offer_accept(d, &o, &m);
 out:
 	proto_offer_free(&o);
 }
@@ -313,8 +323,11 @@ static void on_connect(struct mq *mq, void *ud)
 	if (d->topic_grp[0] && d->st == PROTO_ST_DOWNLOADING)
 		mq_subscribe(mq, d->topic_grp, 0);
 	dev__publish_status(d);
-	if (d->st == PROTO_ST_DOWNLOADING && dev__download_open(d))
-		dev__send_ack(d); /* resume: tell the gateway what we hold */
+	if (d->st == PROTO_ST_DOWNLOADING && dev__download_open(d)) {
+		/* PROTOCOL.md 7: downloading, then what we hold. */
+		dev_rx_link_up(&d->rx, dev__mono_ms(d));
+		dev__send_ack(d);
+	} /* resume: tell the gateway what we hold */
 }
 
 static void on_disconnect(struct mq *mq, void *ud, const char *why)

@@ -9,10 +9,10 @@
  *   main.c, fleet.c     programs: one device, or a simulated fleet
  *   dev.c               lifecycle, MQTT, offers (the state machine's entry)
  *   download.c          the download session: fragments, acks, checkpoints
- *     rx.c  (rx.h)      the receiver: hold / ack / checkpoint decisions,
- *                       pure, the clock passed in
  *     blocks.c (blocks.h) the block assembler: fragments -> checked blocks
  *                       -> the block sink (the installer's slot writer)
+ *     rx.c  (rx.h)      the receiver: hold / ack / checkpoint decisions,
+ *                       pure, the clock passed in; calls nothing
  *   install.c           the installer: slot writer, verify, install,
  *                       restart, commit, roll back
  *   enc.c               encrypted releases' content key

@@ -5,7 +5,6 @@
  * Calls: dev.c -> here -> {rx.c, blocks.c, install.c, state.c}. */
 #include "device-client/dev.h"
 
-#include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -352,8 +351,8 @@ static bool frag_fits(const struct dev *d, const struct proto_frag *f)
 }
 
 /* A fragment the receiver does not hold: to the assembler, then held.
- * The receiver's decision, or 0 with *failed when the update failed
- * or the fragment was dropped without a word. */
+ * The receiver's decision; *stop when there is nothing more to do (the
+ * update failed, or the fragment was dropped without a word). */
 static unsigned frag_new(struct dev *d, const void *msg, struct proto_frag *f,
 			 uint64_t now, bool *stop)
 {

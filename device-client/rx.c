@@ -138,6 +138,16 @@ unsigned dev_rx_decide(struct dev_rx *rx, uint64_t now)
 	return act | delayed(rx, now);
 }
 
+void dev_rx_link_up(struct dev_rx *rx, uint64_t now)
+{
+	/* Without this, the silence of a long disconnection (when the
+	 * repeated acks could not be sent) would leave the next one up to
+	 * 60 s away after the ack of the reconnection, and that one may be
+	 * lost too. */
+	rx->last_rx = now;
+	rx->idle_gap = DEV_RX_IDLE_ACK_MIN_MS;
+}
+
 uint64_t dev_rx_next(const struct dev_rx *rx)
 {
 	if (!rx->held)

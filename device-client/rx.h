@@ -96,6 +96,10 @@ void dev_rx_unhold(struct dev_rx *rx, uint32_t first, uint32_t last);
 /* After a NEW fragment was held, or a DUP arrived: what to do. */
 unsigned dev_rx_decide(struct dev_rx *rx, uint64_t now);
 
+/* The connection (re)started: the idle ack counts its silence from now,
+ * from the shortest gap again (the caller acks at once anyway). */
+void dev_rx_link_up(struct dev_rx *rx, uint64_t now);
+
 /* When dev_rx_tick next has something to do (UINT64_MAX: never). */
 uint64_t dev_rx_next(const struct dev_rx *rx);
 /* The delayed ack or the idle ack is due: DEV_RX_ACK, else 0. */

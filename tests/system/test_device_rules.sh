@@ -33,11 +33,11 @@ retained_is() {
 # Point 12: re-offers of the committed release, one valid, one that fails a check.
 mq_pub_as injector ota/dev/dev-001/offer "$(offer_json "$T/p110.ota" 16)" -q 1
 check "dev-001 ignores a re-offer of the release it committed" \
-    wait_until 10 "grep -q 'ignored: already committed (version 1.1.0)' '$T/dev-001.log'"
+    wait_until 10 "grep -q 'ignored: already committed (committed, version 1.1.0)' '$T/dev-001.log'"
 mq_pub_as injector ota/dev/dev-002/offer \
     "$(offer_json "$T/p110.ota" 99 | jq -c '.sig = ("00" * 64)')" -q 1
 check "dev-002 ignores one with a bad signature and fragment count, without checking it" \
-    wait_until 10 "grep -q 'ignored: already committed (version 1.1.0)' '$T/dev-002.log'"
+    wait_until 10 "grep -q 'ignored: already committed (committed, version 1.1.0)' '$T/dev-002.log'"
 sleep 1
 for d in "${ids[@]}"; do
     check "$d: the retained status is still committed on 1.1.0" \

@@ -206,6 +206,24 @@ static void test_idle_ack_backoff(void **state)
 	dev_rx_free(&rx);
 }
 
+/* A long disconnection consumes the idle acks' backoff; the connection
+ * coming back starts it over, so the next repeat is 2 s away, not 60. */
+static void test_link_up_restarts_idle_ack(void **state)
+{
+	(void)state;
+	struct dev_rx rx;
+	uint64_t t = 0;
+	assert_int_equal(dev_rx_init(&rx, 100, 8, 10, 3, t), 0);
+	for (int k = 0; k < 7; k++) {
+		t = dev_rx_next(&rx);
+		assert_int_equal(dev_rx_tick(&rx, t), DEV_RX_ACK);
+	}
+	assert_int_equal(dev_rx_next(&rx) - t, DEV_RX_IDLE_ACK_MAX_MS);
+	dev_rx_link_up(&rx, t + 100);
+	assert_int_equal(dev_rx_next(&rx), t + 100 + DEV_RX_IDLE_ACK_MIN_MS);
+	dev_rx_free(&rx);
+}
+
 /* ------------------------------------------------------------ a link */
 
 /* xorshift64: fixed seeds, the same run everywhere */
@@ -502,6 +520,10 @@ static void run_event(struct dev_rx *rx, const char *line, const char *where)
 				dev_rx_unhold(rx, ua, ub);
 			act = dev_rx_decide(rx, now);
 		}
+	} else if (!strcmp(ev, "link")) {
+		if (!word(&p, w, sizeof(w)) || strcmp(w, "->"))
+			fail_msg("%s: link takes no arguments", where);
+		dev_rx_link_up(rx, now); /* the caller acks: section 7 */
 	} else if (!strcmp(ev, "tick")) {
 		if (!word(&p, w, sizeof(w)) || strcmp(w, "->"))
 			fail_msg("%s: tick takes no arguments", where);
@@ -627,6 +649,7 @@ int main(void)
 	    cmocka_unit_test(test_unhold_and_refused_ack_at_once),
 	    cmocka_unit_test(test_checkpoint_every),
 	    cmocka_unit_test(test_idle_ack_backoff),
+	    cmocka_unit_test(test_link_up_restarts_idle_ack),
 	    cmocka_unit_test(test_1000_random_links),
 	    cmocka_unit_test(test_rx_vectors),
 	};
