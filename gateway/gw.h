@@ -491,9 +491,19 @@ char *gw__release_record(const struct gw_release *r,
 			 const char *campaign_state);
 int gw__release_parse(const char *val, size_t vlen, struct gw_release *r,
 		      char *err, size_t n);
-/* One event of the log (device, release, detail: NULL reads as ""). */
+/* One event of the log (device, release, detail: NULL reads as ""). Parse:
+ * -1 when it names no event; a member missing, of the wrong type or too
+ * long reads as "" (ts: 0). */
+struct gw__event_rec {
+	int64_t ts;
+	char event[64];
+	char device[PROTO_ID_MAX + 1];
+	char release[PROTO_RELEASE_HEX_LEN + 1];
+	char detail[1024];
+};
 char *gw__event_record(int64_t ts, const char *event, const char *device,
 		       const char *release, const char *detail);
+int gw__event_parse(const char *val, size_t vlen, struct gw__event_rec *e);
 /* Meta: the canary key, at key GW_CANARY_KEY_NAME, as 64 lower-case hex
  * digits. Parse: 0, or -1 when the value is not that. */
 #define GW_CANARY_KEY_NAME "canary_key"

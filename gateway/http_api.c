@@ -189,15 +189,10 @@ static int history_load_cb(void *ud, const void *key, size_t klen,
 {
 	(void)key;
 	(void)klen;
-	json_t *o = json_loadb(val, vlen, 0, NULL);
-	const char *ev = json_string_value(json_object_get(o, "event"));
-	if (ev)
-		http__history_add(
-		    ud, json_integer_value(json_object_get(o, "ts")), ev,
-		    json_string_value(json_object_get(o, "device")),
-		    json_string_value(json_object_get(o, "release")),
-		    json_string_value(json_object_get(o, "detail")));
-	json_decref(o);
+	struct gw__event_rec e;
+	if (gw__event_parse(val, vlen, &e) == 0)
+		http__history_add(ud, e.ts, e.event, e.device, e.release,
+				  e.detail);
 	return 0;
 }
 

@@ -320,6 +320,23 @@ char *gw__event_record(int64_t ts, const char *event, const char *device,
 	return s;
 }
 
+int gw__event_parse(const char *val, size_t vlen, struct gw__event_rec *e)
+{
+	json_t *o = json_loadb(val, vlen, 0, NULL);
+	memset(e, 0, sizeof(*e));
+	str_member(o, "event", e->event, sizeof(e->event), NULL);
+	if (!json_is_object(o) || !e->event[0]) {
+		json_decref(o);
+		return -1;
+	}
+	e->ts = int_member(o, "ts", INT64_MAX, 0);
+	str_member(o, "device", e->device, sizeof(e->device), NULL);
+	str_member(o, "release", e->release, sizeof(e->release), NULL);
+	str_member(o, "detail", e->detail, sizeof(e->detail), NULL);
+	json_decref(o);
+	return 0;
+}
+
 /* --------------------------------------------------------------- meta */
 
 void gw__canary_key_record(const uint8_t key[GW_CANARY_KEY_LEN],

@@ -12,9 +12,9 @@
  * order (r, d, e, m; the order of the lines within one), as LMDB walks them:
  *
  * - fsck's checks (gw__fsck_records in gateway/fsck.c, packages not read);
- * - the device and release records through the gateway's readers
- *   (gw__device_parse, gw__release_parse in gateway/ledger.c, which
- *   `ota-gateway run` uses on start);
+ * - the device, release and event records through the gateway's readers
+ *   (gw__device_parse, gw__release_parse, gw__event_parse in
+ *   gateway/ledger.c, which `ota-gateway run` uses on start);
  * - status's table, normal and wide (gw__status_print), on /dev/null.
  *
  * Invariants checked with abort(): a device record the gateway reads is in
@@ -23,7 +23,8 @@
  * section 1 through gw__device_record(); a release record the gateway
  * reads has a valid id, its manifest, a fragment layout that carries the
  * manifest's size, and survives the round trip through
- * gw__release_record(); and when fsck finds no problem, the gateway reads
+ * gw__release_record(); an event it reads survives gw__event_record(); and
+ * when fsck finds no problem, the gateway reads
  * every device record, with the same counters, product, version, state
  * and releases as the record holds, and every release record.
  *
@@ -240,6 +241,23 @@ done:
 	fledger_release_free(b);
 }
 
+/* Read back one event as the gateway's dashboard does (gw__event_parse):
+ * what it reads survives the round trip through gw__event_record(). */
+static void fledger_event(const struct gw__ledger_rec *r)
+{
+	struct gw__event_rec a, b;
+	char *out;
+	if (gw__event_parse(r->val, r->vlen, &a) != 0)
+		return;
+	if (!a.event[0] || a.ts < 0 || !FLEDGER_TERMINATED(a.detail) ||
+	    !(out = gw__event_record(a.ts, a.event, a.device, a.release,
+				     a.detail)) ||
+	    gw__event_parse(out, strlen(out), &b) != 0 ||
+	    memcmp(&a, &b, sizeof(a)) != 0)
+		abort();
+	free(out);
+}
+
 /* status's table, on /dev/null (stdout is restored for the test runner);
  * narrow or wide as the input's length is even or odd (one table a run,
  * not both: printing is most of a run's time). */
@@ -287,6 +305,8 @@ static int fuzz_ledger_one(const uint8_t *data, size_t size)
 			fledger_device(&l.rec[i], consistent);
 		else if (l.rec[i].db == STORE_RELEASES)
 			fledger_release(&l.rec[i], consistent);
+		else if (l.rec[i].db == STORE_EVENTS)
+			fledger_event(&l.rec[i]);
 	fledger_status(&l, size % 2 == 1);
 	return 0;
 }
