@@ -235,6 +235,10 @@ class Transfer:
             return True
         return False
 
+    def reconnected(self, now):
+        """§9: a (re)connection starts the silence repeats over at 2 s."""
+        self.quiet, self.quiet_until = 2.0, now + 2.0
+
     def take(self, idx, data):
         """The block assembler (§8 step 7): returns (taken, dropped some)."""
         self.held[idx] = 1
@@ -431,6 +435,7 @@ class Device:
                 c.subscribe("ota/grp/%s/frag" % x.release, 0)
             self.progress(force=True)  # §7: a partial download reports downloading,
             self.send_ack()  # then an ack naming what it holds
+            x.reconnected(time.monotonic())
         elif "committed" in self.st:  # §8 step 11 (after a restart: with the timings once)
             tm = {"timings": self.st.pop("timings")} if "timings" in self.st else {}
             self.status("committed", release=self.st["committed"], **tm)

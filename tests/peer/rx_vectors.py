@@ -57,6 +57,9 @@ def step(x, every, line):
             x.unacked, x.oldest_unacked = 0, None
             return out
         return "none"
+    if w[1] == "link":  # the connection is back (the ack it sends is section 7's)
+        x.reconnected(now)
+        return "none"
     idx = int(w[2])
     x.refuse = "refuse" in w
     x.unhold = next((tuple(map(int, a[7:].split("-"))) for a in w if a.startswith("unhold=")), None)
