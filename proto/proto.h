@@ -413,6 +413,74 @@ int proto_pkg_check_trust(const uint8_t *buf, size_t len,
 			  struct proto_pkg_layout *lay, uint8_t **table,
 			  struct proto_err *err);
 
+/* ------------------------------------------- compressed and delta payloads */
+
+/*
+ * PROTOCOL.md 6.4. An encoded payload is a sequence of zstd frames, each
+ * reconstructing a whole number of blocks (at most PROTO_ZFRAME_MAX bytes
+ * of image), each decodable on its own: with no prefix (`zstd`) or with
+ * the whole base image as its raw-content prefix (`delta`, zstd's
+ * --patch-from mechanism). Pure code, no I/O.
+ */
+#define PROTO_ZFRAME_MAX (1u << 20)
+
+enum proto_encoding { PROTO_ENCODING_FULL, PROTO_ENCODING_ZSTD,
+		      PROTO_ENCODING_DELTA };
+/* "full", "zstd", "delta" ("?" out of range); parse: 0 or PROTO_EFIELD. */
+const char *proto_encoding_name(enum proto_encoding e);
+int proto_encoding_parse(const char *s, enum proto_encoding *e);
+
+/*
+ * Encode `size` bytes of image into frames of `frame_len` bytes of
+ * content (a multiple of block_size, 1 .. PROTO_ZFRAME_MAX; 0 = the
+ * largest such), each with `base` (base_len bytes; NULL = none) as its
+ * prefix, at zstd `level`. *out is new (*out_len bytes). Returns 0,
+ * PROTO_ERANGE, PROTO_ENOMEM or PROTO_ECRYPTO (zstd failed) with err.
+ */
+int proto_zenc(const uint8_t *img, uint64_t size, const uint8_t *base,
+	       size_t base_len, uint32_t block_size, uint32_t frame_len,
+	       int level, uint8_t **out, size_t *out_len,
+	       struct proto_err *err);
+
+/*
+ * Streaming decoder of an untrusted encoded payload. Memory is bounded by
+ * the protocol, whatever the input says: one frame's input (at most
+ * ZSTD_compressBound(PROTO_ZFRAME_MAX)) and one frame's output (at most
+ * PROTO_ZFRAME_MAX), plus zstd's context. `base` is borrowed (e.g. a
+ * read-only mapping of the active slot) until proto_zdec_free.
+ * `image_off` is where decoding (re)starts: the image bytes before it are
+ * already written (a resumed download); a multiple of block_size.
+ */
+struct proto_zdec;
+int proto_zdec_new(const uint8_t *base, size_t base_len, uint64_t image_size,
+		   uint32_t block_size, uint64_t image_off,
+		   struct proto_zdec **out, struct proto_err *err);
+void proto_zdec_free(struct proto_zdec *z);
+/*
+ * Feed up to len bytes (len may be 0); *used says how many were taken.
+ * Returns 1 when a frame is complete and decoded (see proto_zdec_frame;
+ * push the bytes not used, even none, again: the decoder may already
+ * hold the next frame), 0 when every byte was taken and more are needed,
+ * or a negative PROTO_E* with the reason in err (the frame breaks a rule
+ * of 6.4, or does not decode). After an error, or to drop a frame whose
+ * blocks failed their check, call proto_zdec_restart. The payload offset
+ * where the next frame starts is (bytes taken in all) - pending.
+ */
+int proto_zdec_push(struct proto_zdec *z, const uint8_t *data, size_t len,
+		    size_t *used, struct proto_err *err);
+/* The frame just decoded: its image offset and content (borrowed until
+ * the next push or restart). */
+void proto_zdec_frame(const struct proto_zdec *z, uint64_t *image_off,
+		      const uint8_t **data, size_t *len);
+/* Forget a partial frame; decoding restarts at image offset `image_off`
+ * with the next byte pushed (the start of a frame). */
+void proto_zdec_restart(struct proto_zdec *z, uint64_t image_off);
+/* Image bytes decoded in completed frames so far (the next frame's
+ * image offset; the image's size once it is all decoded). */
+uint64_t proto_zdec_image_off(const struct proto_zdec *z);
+/* Bytes taken and kept that belong to frames not yet decoded. */
+size_t proto_zdec_pending(const struct proto_zdec *z);
+
 /* ------------------------------------------------------ binary messages */
 
 /*
