@@ -145,6 +145,9 @@ struct proto_manifest {
 	/* Unix seconds after which nobody may announce or accept it; 0 =
 	 * never (encoded only when set). Freeze-attack bound. */
 	int64_t expires;
+	/* "compress":false (written last, only then): the publisher asks
+	 * that the payload travel as is, never zstd (pack --no-compress). */
+	bool no_compress;
 };
 
 #define PROTO_SECURITY_VERSION_MAX 0xffffffu
@@ -574,6 +577,7 @@ struct proto_announce {
 	uint32_t pause_failure_min; /* 1..PROTO_PAUSE_FAILURE_MIN_MAX: failed
 				       devices before any automatic pause
 				       (canary or rate); 0 = gateway's */
+	bool no_delta; /* "delta":false: never send this release as a delta */
 };
 
 int proto_announce_decode(const char *buf, size_t len,
@@ -622,6 +626,15 @@ struct proto_offer {
 	 * is newer than its own and signed by its root keys. */
 	char *keyset;
 	size_t keyset_len;
+	/* PROTOCOL.md 6.4: how the payload fragments carry the image.
+	 * FULL (absent): as is; ZSTD / DELTA: `payload_size` bytes of zstd
+	 * frames, `fragments` = ceil(payload_size / fragment_size); DELTA:
+	 * from the base image whose SHA-256 is `base`, version
+	 * `base_version` (both required with DELTA, refused without). */
+	enum proto_encoding encoding;
+	uint64_t payload_size;
+	uint8_t base[PROTO_SHA256_LEN];
+	char base_version[PROTO_VERSION_MAX + 1];
 };
 
 /* "ota/grp/<release>/frag": where group fragments of a release go. */
@@ -769,6 +782,10 @@ struct proto_status {
 	char error[PROTO_ERROR_MAX + 1];          /* "" = none */
 	struct proto_timings timings;
 	int64_t ts; /* unix ms; 0 = absent */
+	/* "image": SHA-256 of the image the device runs, when it holds it
+	 * (a delta base, PROTOCOL.md 6.4); has_image false = absent. */
+	bool has_image;
+	uint8_t image[PROTO_SHA256_LEN];
 };
 
 /* Set every field to "absent" (progress -1, timings -1, strings ""). */
