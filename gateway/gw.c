@@ -396,10 +396,16 @@ static void gw_offer_if_due(struct gw *gw, struct gw_device *d)
 	/* Encrypted: only to a device whose certificate the gateway has. */
 	if (best && best->encrypt && !gw__enc_may_offer(gw, d, best))
 		return;
-	if (best && gw__campaign_admit(gw, best, d)) {
-		gw__campaign_started(gw, best);
-		gw__xfer_start(gw, d, best);
-	}
+	if (!best || !gw__campaign_admit(gw, best, d))
+		return;
+	/* A delta from the image it runs, the compressed image or the
+	 * image; NULL: its payload is being made, it waits (delta.c). */
+	struct gw_release *v = gw__variant_pick(gw, best, d);
+	if (!v)
+		return;
+	gw__campaign_started(gw, best);
+	d->wire_bytes = 0;
+	gw__xfer_start(gw, d, v);
 }
 
 static void offer_walk(const void *node, VISIT v, void *ud)
@@ -450,6 +456,24 @@ __attribute__((format(printf, 2, 3))) static void log_dropped(struct gw *gw,
 	gw->stats.drop_unlogged = 0;
 }
 
+/* d failed an encoded payload (a delta that does not rebuild the signed
+ * image, a corrupt one): the same campaign slot goes on with the full
+ * image, and this release is never sent to d encoded again (6.4). */
+static void encoded_failed(struct gw *gw, struct gw_device *d,
+			   const char *error)
+{
+	struct gw_release *full = gw__xfer_rel(d)->parent;
+	log_warnx("device=%s release=%s failed its %s payload (%s): offering "
+		  "the full image",
+		  d->id, full->id, proto_encoding_name(gw__xfer_rel(d)->encoding),
+		  error);
+	gw__event(gw, d->id, full->id, "encoded_failed", error);
+	snprintf(d->nodelta_release, sizeof(d->nodelta_release), "%s",
+		 full->id);
+	gw__xfer_free(gw, d);
+	gw__xfer_start(gw, d, full);
+}
+
 static void on_status(struct gw *gw, const char *id, const void *payload,
 		      size_t len)
 {
@@ -485,6 +509,8 @@ static void on_status(struct gw *gw, const char *id, const void *payload,
 		snprintf(d->product, sizeof(d->product), "%s", st.product);
 		snprintf(d->version, sizeof(d->version), "%s", st.version);
 		snprintf(d->group, sizeof(d->group), "%s", st.group);
+		d->has_image = st.has_image;
+		memcpy(d->image, st.image, sizeof(d->image));
 	}
 	d->state = st.state;
 	if (st.state != prev || d->online != was_online)
@@ -498,6 +524,10 @@ static void on_status(struct gw *gw, const char *id, const void *payload,
 		if (d->x)
 			gw__xfer_offline(gw, d);
 		return; /* transfer pauses; resumes on return */
+	}
+	if (mine && st.state == PROTO_ST_FAILED && gw__xfer_rel(d)->parent) {
+		encoded_failed(gw, d, st.error);
+		return;
 	}
 	if (mine && (st.state == PROTO_ST_COMMITTED ||
 		     st.state == PROTO_ST_FAILED ||
@@ -851,13 +881,14 @@ int gw__cmd_run(int argc, char **argv)
 		log_warnx("%s", err);
 		goto out_buf;
 	}
-	/* The pool must have room beside the fetch lanes (one copy, one
-	 * check): the ledger's commits run there too. */
+	/* The pool must have room beside the lanes (one copy, one check,
+	 * one payload encoding): the ledger's commits run there too. */
 	const char *tp = getenv("UV_THREADPOOL_SIZE");
-	if (!tp || strtoul(tp, NULL, 10) < 4)
-		setenv("UV_THREADPOOL_SIZE", "4", 1);
+	if (!tp || strtoul(tp, NULL, 10) < 5)
+		setenv("UV_THREADPOOL_SIZE", "5", 1);
 	gw.copy_lane.max = 1;
 	gw.verify_lane.max = 1;
+	gw.delta_lane.max = 1;
 	gw.loop = uv_default_loop();
 	if (store_foreach(gw.db, STORE_DEVICES, device_load_cb, &gw) != 0 ||
 	    gw__releases_load(&gw) != 0) {

@@ -122,9 +122,26 @@ struct gw_release {
 	uint64_t grp_blocked_acc; /* ms grp_blocker has blocked it, all told */
 	struct gw_device *grp_blocker;
 	uint64_t grp_inflight;	/* bytes it counts in gw->inflight */
-	char grp_topic[PROTO_GROUP_TOPIC_MAX];
+	char grp_topic[PROTO_GROUP_TOPIC_MAX + 2 * PROTO_SHA256_LEN];
+	/* Encoded payloads (delta.c, PROTOCOL.md 6.4). A release's payload
+	 * fragments carry payload_len bytes: its image (m.size), or, in a
+	 * variant, the image as zstd frames or as a delta from a base. A
+	 * variant is a gw_release of its own for the transfer engine (its
+	 * fragments, its group), made from its parent, whose campaign,
+	 * manifest and table it shares (borrowed, not owned); it is not in
+	 * gw->releases but in its parent's `variants`. */
+	uint64_t payload_len;
+	enum proto_encoding encoding;
+	struct gw_release *parent, *variants;
+	uint8_t base[PROTO_SHA256_LEN]; /* a delta's base image */
+	char base_version[PROTO_VERSION_MAX + 1];
+	int var_state;	      /* GW_VAR_PENDING, _READY, _FAILED */
+	int64_t var_since_ms; /* the job was started then (monotonic) */
+	uint64_t var_cpu_ms;  /* CPU time it took to make */
 	struct gw_release *next;
 };
+
+enum { GW_VAR_PENDING, GW_VAR_READY, GW_VAR_FAILED };
 
 struct gw_xfer;
 
@@ -165,6 +182,16 @@ struct gw_device {
 	bool enc_ok;
 	uint64_t enc_checked_ms;
 	uint8_t enc_pub[PROTO_EC_PUB_LEN];
+	/* Its status's "image": the delta base it runs (delta.c). */
+	bool has_image;
+	uint8_t image[PROTO_SHA256_LEN];
+	/* How its last update travelled, and the bytes of fragments sent to
+	 * it for that update (headers and resends included, group
+	 * publishes counted once per member). */
+	enum proto_encoding encoding;
+	uint64_t wire_bytes;
+	/* It failed an encoded payload of this release: full image only. */
+	char nodelta_release[PROTO_RELEASE_HEX_LEN + 1];
 };
 
 /* A Prometheus histogram of durations (http.c): bucket i counts the
@@ -222,6 +249,7 @@ struct gw {
 	int fetches; /* package jobs under way */
 	struct gw_lane copy_lane;   /* file:// copies into the store */
 	struct gw_lane verify_lane; /* package checks */
+	struct gw_lane delta_lane;  /* compressed and delta payloads */
 	atomic_bool fetch_cancel;   /* set at stop: copies end early */
 	uv_timer_t stop_timer;	    /* stop without waiting for a stuck read */
 	uint8_t canary_key[32];	    /* ledger meta canary_key */
@@ -257,6 +285,19 @@ bool gw__release_targets(const struct gw_release *r,
 			 const struct gw_device *d);
 /* SIGHUP: read keyset_file again; retire releases it no longer trusts. */
 void gw__keyset_reload(struct gw *gw);
+
+/* delta.c: compressed and delta variants of a release (PROTOCOL.md 6.4) */
+/* The release object to send r to d as: a delta from d's image, r as
+ * zstd, or r itself; NULL = d waits (its variant is being made, for at
+ * most GW_VAR_WAIT_MS). Starts the job that makes a missing variant. */
+#define GW_VAR_WAIT_MS 60000
+struct gw_release *gw__variant_pick(struct gw *gw, struct gw_release *r,
+				    const struct gw_device *d);
+/* The release whose campaign r belongs to (r itself, or its parent). */
+struct gw_release *gw__rel_root(struct gw_release *r);
+void gw__variants_free(struct gw_release *r);
+/* Bytes of fragment i of r on the wire (header, data, tag). */
+uint64_t gw__frag_wire_len(const struct gw_release *r, uint32_t i);
 
 /* fetch.c: what a fetch may touch, and the lanes */
 /* url with its userinfo and query values replaced by "***", for logs and
@@ -372,6 +413,8 @@ __attribute__((format(printf, 3, 4))) void gw__appendf(char *buf, size_t n,
 							const char *fmt, ...);
 
 /* xfer.c: offers and the windowed transfer */
+/* The release object d's transfer sends (a variant, delta.c). */
+struct gw_release *gw__xfer_rel(const struct gw_device *d);
 void gw__xfer_start(struct gw *gw, struct gw_device *d,
 		    struct gw_release *r);
 void gw__xfer_restore(struct gw *gw, struct gw_device *d,

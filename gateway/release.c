@@ -237,6 +237,7 @@ static int release_map(struct gw_release *r, char *err, size_t n)
 
 static void release_free(struct gw_release *r)
 {
+	gw__variants_free(r);
 	OPENSSL_cleanse(r->ckey, sizeof(r->ckey));
 	proto_aead_free(r->aead);
 	for (uint32_t i = 0; r->sealed && i < r->nfrags; i++)
@@ -459,6 +460,7 @@ static struct gw_release *release_new(struct gw *gw, struct fetch_job *j,
 	proto_hex_decode(r->id, rid, sizeof(rid));
 	r->tag = proto_release_tag(rid);
 	r->m = j->m;
+	r->payload_len = r->m.size;
 	r->manifest = j->manifest;
 	r->manifest_len = j->manifest_len;
 	j->manifest = NULL;
@@ -852,6 +854,7 @@ static int release_load_cb(void *ud, const void *key, size_t klen,
 			r->target.devices[i] = strdup(d ? d : "");
 		}
 	}
+	r->payload_len = r->m.size;
 	r->tfrags = proto_table_fragments(&r->m, r->frag_size);
 	if (!r->manifest || r->frag_size < PROTO_FRAG_SIZE_MIN ||
 	    r->window == 0 || r->m.block_size == 0 ||

@@ -151,6 +151,11 @@ static void group_leave(struct gw *gw, struct gw_device *d, const char *why)
 		account(gw, x);
 }
 
+struct gw_release *gw__xfer_rel(const struct gw_device *d)
+{
+	return d->x->rel;
+}
+
 void gw__xfer_offline(struct gw *gw, struct gw_device *d)
 {
 	if (d->x)
@@ -213,6 +218,12 @@ void gw__xfer_offer(struct gw *gw, struct gw_device *d)
 	}
 	memcpy(o.release, r->id, sizeof(o.release));
 	memcpy(o.sig, r->sig, PROTO_SIG_LEN);
+	/* An encoded payload (delta.c, PROTOCOL.md 6.4). */
+	o.encoding = r->encoding;
+	if (r->encoding != PROTO_ENCODING_FULL)
+		o.payload_size = r->payload_len;
+	memcpy(o.base, r->base, sizeof(o.base));
+	memcpy(o.base_version, r->base_version, sizeof(o.base_version));
 	char *json = NULL, topic[PROTO_ID_MAX + 16];
 	size_t len;
 	xfer_set_state(d, XS_OFFERED);
@@ -250,6 +261,7 @@ void gw__xfer_start(struct gw *gw, struct gw_device *d, struct gw_release *r)
 	if (xfer_alloc(d, r) != 0)
 		return;
 	snprintf(d->release, sizeof(d->release), "%s", r->id);
+	d->encoding = r->encoding;
 	d->acked = 0;
 	d->frags = r->nfrags;
 	d->frags_sent = d->frags_resent = 0;
@@ -300,7 +312,7 @@ static size_t frag_fill(struct gw *gw, struct gw_release *r, uint32_t i)
 	uint64_t end = r->table_len, off = (uint64_t)i * r->frag_size;
 	if (i >= r->tfrags) {
 		src = r->map + r->payload_off;
-		end = r->m.size;
+		end = r->payload_len;
 		off = (uint64_t)(i - r->tfrags) * r->frag_size;
 	}
 	size_t len = r->frag_size;
@@ -340,6 +352,7 @@ static void sent(struct gw *gw, struct gw_device *d, uint32_t i, bool again,
 	x->sent_ms[i % RING] = now;
 	x->retx[i % RING] = again;
 	d->frags_sent++;
+	d->wire_bytes += gw__frag_wire_len(x->rel, i);
 	if (again) {
 		d->frags_resent++;
 		gw->stats.frags_resent++;
@@ -361,7 +374,8 @@ static void send_frag(struct gw *gw, struct gw_device *d, uint32_t i,
 /* A paused or aborted campaign sends nothing more. */
 static bool halted(const struct gw_xfer *x)
 {
-	return x->rel->paused || x->rel->aborted;
+	const struct gw_release *r = gw__rel_root(x->rel);
+	return r->paused || r->aborted;
 }
 
 static void pump(struct gw *gw, struct gw_device *d)
@@ -423,8 +437,9 @@ static void group_join(struct gw *gw, struct gw_device *d, uint64_t now)
 	r->members[r->nmembers++] = d;
 	x->member = true;
 	if (r->grp_state == GRP_IDLE) {
-		snprintf(r->grp_topic, sizeof(r->grp_topic),
-			 PROTO_GROUP_TOPIC_FMT, r->id);
+		if (!r->parent) /* a variant has its own (delta.c) */
+			snprintf(r->grp_topic, sizeof(r->grp_topic),
+				 PROTO_GROUP_TOPIC_FMT, r->id);
 		r->grp_state = GRP_GATHER;
 		r->grp_since_ms = now;
 		r->grp_next = 0;
@@ -488,8 +503,8 @@ static void group_pump(struct gw *gw, struct gw_release *r, uint64_t now)
 		log_info("release=%s group of %zu devices: sending", r->id,
 			 r->nmembers);
 	}
-	if (r->grp_state != GRP_SENDING || r->nmembers == 0 || r->paused ||
-	    r->aborted)
+	if (r->grp_state != GRP_SENDING || r->nmembers == 0 ||
+	    gw__rel_root(r)->paused || gw__rel_root(r)->aborted)
 		return;
 	struct gw_device *slow = NULL;
 	uint32_t min_cum = UINT32_MAX;
@@ -550,9 +565,13 @@ static void group_pump(struct gw *gw, struct gw_release *r, uint64_t now)
 
 void gw__group_tick(struct gw *gw, uint64_t now)
 {
-	for (struct gw_release *r = gw->releases; r; r = r->next)
+	for (struct gw_release *r = gw->releases; r; r = r->next) {
 		if (r->grp_state != GRP_IDLE)
 			group_pump(gw, r, now);
+		for (struct gw_release *v = r->variants; v; v = v->next)
+			if (v->grp_state != GRP_IDLE)
+				group_pump(gw, v, now);
+	}
 }
 
 void gw__xfer_on_ack(struct gw *gw, struct gw_device *d,

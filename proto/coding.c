@@ -3,6 +3,7 @@
  * (PROTOCOL.md 5.2, 5.3, 6.4): the offer's encoding, payload size and
  * base, and the status's image digest.
  */
+#include <stdio.h>
 #include <string.h>
 
 #include "proto/internal.h"
@@ -115,4 +116,19 @@ int proto__status_image_decode(const json_t *root, struct proto_status *s,
 			       struct proto_err *err)
 {
 	return sha_hex(root, "image", s->image, &s->has_image, err);
+}
+
+void proto_group_topic(const char *release, enum proto_encoding e,
+		       const uint8_t base[PROTO_SHA256_LEN], char *out,
+		       size_t n)
+{
+	char hex[2 * PROTO_SHA256_LEN + 1];
+
+	proto_hex_encode(base, PROTO_SHA256_LEN, hex);
+	if (e == PROTO_ENCODING_DELTA)
+		snprintf(out, n, "ota/grp/%sd%.16s/frag", release, hex);
+	else if (e == PROTO_ENCODING_ZSTD)
+		snprintf(out, n, "ota/grp/%sz/frag", release);
+	else
+		snprintf(out, n, PROTO_GROUP_TOPIC_FMT, release);
 }

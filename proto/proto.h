@@ -637,6 +637,13 @@ struct proto_offer {
 	char base_version[PROTO_VERSION_MAX + 1];
 };
 
+/* Where the group fragments of an offer's payload go (PROTOCOL.md 6.4):
+ * "ota/grp/<release>/frag" for the full image, "ota/grp/<release>z/frag"
+ * for zstd, "ota/grp/<release>d<first 16 hex of base>/frag" for a delta.
+ * out gets at most PROTO_GROUP_TOPIC_MAX + 17 bytes. */
+void proto_group_topic(const char *release, enum proto_encoding e,
+		       const uint8_t base[PROTO_SHA256_LEN], char *out,
+		       size_t n);
 /* "ota/grp/<release>/frag": where group fragments of a release go. */
 #define PROTO_GROUP_TOPIC_FMT "ota/grp/%s/frag"
 #define PROTO_GROUP_TOPIC_MAX (PROTO_RELEASE_HEX_LEN + 16)
