@@ -481,6 +481,10 @@ void proto_zdec_restart(struct proto_zdec *z, uint64_t image_off);
 /* Image bytes decoded in completed frames so far (the next frame's
  * image offset; the image's size once it is all decoded). */
 uint64_t proto_zdec_image_off(const struct proto_zdec *z);
+/* The bytes of the frame not yet decoded, as taken so far (borrowed until
+ * the next push or restart): after a failed push, what was refused. */
+void proto_zdec_input(const struct proto_zdec *z, const uint8_t **data,
+		      size_t *len);
 /* Bytes taken and kept that belong to frames not yet decoded. */
 size_t proto_zdec_pending(const struct proto_zdec *z);
 

@@ -206,6 +206,13 @@ uint64_t proto_zdec_image_off(const struct proto_zdec *z) { return z->off; }
 
 size_t proto_zdec_pending(const struct proto_zdec *z) { return z->in_len; }
 
+void proto_zdec_input(const struct proto_zdec *z, const uint8_t **data,
+		      size_t *len)
+{
+	*data = z->in;
+	*len = z->in_len;
+}
+
 void proto_zdec_frame(const struct proto_zdec *z, uint64_t *image_off,
 		      const uint8_t **data, size_t *len)
 {
