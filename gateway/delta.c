@@ -39,6 +39,7 @@ struct var_job {
 	size_t base_len;
 	uint32_t block_size;
 	int level;
+	bool hostile; /* tests only: test_hostile_delta */
 	char path[PATH_MAX]; /* the store's copy */
 	/* outputs */
 	uint8_t *out;
@@ -110,9 +111,15 @@ static void var_work(uv_work_t *req)
 	}
 	free(buf);
 	struct proto_err err = {{0}};
-	j->rc = proto_zenc(j->img, j->size, j->base, j->base_len,
+	uint8_t *bad = NULL;
+	if (j->hostile && (bad = malloc((size_t)j->size)) != NULL) {
+		memcpy(bad, j->img, (size_t)j->size);
+		bad[0] ^= 0xff; /* tests only: a wrong first block */
+	}
+	j->rc = proto_zenc(bad ? bad : j->img, j->size, j->base, j->base_len,
 			   j->block_size, 0, j->level, &j->out, &j->out_len,
 			   &err);
+	free(bad);
 	j->cpu_ms = thread_cpu_ms() - t0;
 	if (j->rc != 0) {
 		snprintf(j->err, sizeof(j->err), "%s", err.text);
@@ -214,6 +221,7 @@ static struct gw_release *var_start(struct gw *gw, struct gw_release *r,
 	j->block_size = r->m.block_size;
 	j->level = r->m.size > BIG_IMAGE ? LEVEL_BIG : LEVEL_SMALL;
 	if (base) {
+		j->hostile = gw->cfg.test_hostile_delta;
 		j->base = base->map + base->payload_off;
 		j->base_len = (size_t)base->m.size;
 		snprintf(j->path, sizeof(j->path), "%s/%s.%s.delta",

@@ -91,6 +91,8 @@ static const struct conf_key gw_keys[] = {
       "CA of the operators' client certificates (default: ca_file)"),
     K("http_operators", CONF_STR, http_operators, 0, 0,
       "client certificate CNs allowed over HTTPS, comma-separated"),
+    K("test_hostile_delta", CONF_BOOL, test_hostile_delta, 0, 0,
+      "TESTS ONLY: make deltas that rebuild a wrong first block"),
     {0}};
 
 static void gw_config_defaults(struct gw_config *c)

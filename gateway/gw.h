@@ -54,6 +54,9 @@ struct gw_config {
 	char http_key_file[PATH_MAX];
 	char http_client_ca[PATH_MAX]; /* "" = ca_file, the fleet CA */
 	char http_operators[256];      /* CNs allowed, comma list */
+	/* Tests only: deltas are made from the image with its first byte
+	 * changed (a faulty or hostile gateway); devices must refuse them. */
+	bool test_hostile_delta;
 };
 
 /* Who asked for a command and where its verdict goes (verdict.c). */
