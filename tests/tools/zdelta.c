@@ -4,7 +4,8 @@
  * benchmark (tests/bench/delta.sh) and by hand.
  *
  *   zdelta make [--level N] BASE|- TARGET OUT
- *       the payload of TARGET: a delta from BASE, or zstd ("-": no base).
+ *       the payload of TARGET in 256 KiB frames, as the gateway makes it:
+ *       a delta from BASE, or zstd ("-": no base).
  *       Prints: bytes=B cpu_ms=C
  *   zdelta apply BASE|- PAYLOAD SIZE OUT
  *       rebuild the SIZE-byte image from PAYLOAD, fed in 4 KiB pieces as
@@ -81,7 +82,8 @@ static int make(int level, const char *base, const char *target,
 	size_t elen;
 	struct proto_err err = {{0}};
 	long c0 = cpu_ms();
-	if (proto_zenc(t, tl, b, bl, BS, 0, level, &enc, &elen, &err) != 0) {
+	if (proto_zenc(t, tl, b, bl, BS, 256u << 10, level, &enc, &elen,
+		       &err) != 0) {
 		fprintf(stderr, "zdelta: %s\n", err.text);
 		return 1;
 	}
