@@ -2,6 +2,22 @@
  * Internal contract of the device client (ota-device). One struct dev is
  * one device: its configuration, MQTT connection, state directory and
  * update state machine. Nothing is global, so one process can run many.
+ *
+ * The files, and the one direction of their calls (no file calls a file
+ * above it; the installer's restart goes up through the d->restart hook):
+ *
+ *   main.c, fleet.c     programs: one device, or a simulated fleet
+ *   dev.c               lifecycle, MQTT, offers (the state machine's entry)
+ *   download.c          the download session: fragments, acks, checkpoints
+ *     rx.c  (rx.h)      the receiver: hold / ack / checkpoint decisions,
+ *                       pure, the clock passed in
+ *     blocks.c (blocks.h) the block assembler: fragments -> checked blocks
+ *                       -> the block sink (the installer's slot writer)
+ *   install.c           the installer: slot writer, verify, install,
+ *                       restart, commit, roll back
+ *   enc.c               encrypted releases' content key
+ *   state.c             clock, state.json, status, the state setter
+ *   persist.c           state.json <-> struct dev_persist (pure)
  */
 #ifndef OTA_DEV_H
 #define OTA_DEV_H
@@ -13,6 +29,8 @@
 
 #include "common/mq.h"
 #include "common/trust.h"
+#include "device-client/blocks.h"
+#include "device-client/rx.h"
 #include "proto/proto.h"
 
 struct dev_config {
@@ -97,6 +115,7 @@ char *dev__persist_json(const struct dev_persist *p);
 int dev__persist_parse(const char *buf, size_t len, struct dev_persist *p,
 		       char *why, size_t n);
 
+/* Counters of this process (a download's join them when it closes). */
 struct dev_stats {
 	uint64_t frags_ok, frags_dup, msgs_bad, msgs_stale, acks_sent;
 	uint64_t frags_ahead; /* beyond the window (a group's, not ours) */
@@ -107,13 +126,6 @@ struct dev_stats {
 	uint64_t blocks_bad;  /* failed the check: dropped, re-requested */
 	uint64_t tables_bad;  /* block tables that failed the manifest */
 	uint64_t frags_unauth; /* encrypted, failed authentication */
-};
-
-/* A block being assembled in memory until it can be checked. */
-struct dev_blockbuf {
-	uint64_t block; /* which block, while live */
-	bool live;      /* assembling `block` (data is kept for reuse) */
-	uint8_t *data;  /* block_size bytes, allocated on first use */
 };
 
 struct dev {
@@ -127,24 +139,14 @@ struct dev {
 	char topic_grp[PROTO_GROUP_TOPIC_MAX]; /* "" = not subscribed */
 	struct dev_persist p;
 	enum proto_state st;
-	/* download session */
+	/* download session (download.c), open while rx.held is set */
 	struct proto_manifest m;
 	uint32_t tag;
-	uint8_t *held;  /* bitmap of fragments held */
-	uint32_t cum;   /* fragments [0, cum) held */
-	uint32_t unacked, since_ckpt;
-	int part_fd;
-	/* Block authentication: the table arrives first (table_fd, beside
-	 * the slot), then each block is assembled in bufs[block % nbufs],
-	 * checked against the table and only then written to the slot. */
-	int table_fd;
-	bool table_ok;        /* complete and matching the manifest */
-	uint8_t *table;       /* the checked table, in memory when small */
-	uint64_t nblocks;     /* blocks in the payload */
-	uint64_t wprefix;     /* blocks [0, wprefix) are in the slot */
-	uint8_t *written;     /* bitmap, one bit per block in the slot */
-	struct dev_blockbuf *bufs;
-	uint32_t nbufs;
+	struct dev_rx rx;      /* which fragments are held; acks */
+	struct dev_blocks blk; /* fragments -> checked blocks -> the slot */
+	char who[PROTO_ID_MAX + PROTO_RELEASE_HEX_LEN + 32]; /* log prefix */
+	int part_fd;  /* the inactive slot's payload.part (install.c) */
+	int table_fd; /* the block table, beside the slot */
 	uint32_t bad_blocks; /* in this update, across restarts of it */
 	/* Encrypted release (enc.c): the content key, in memory only. */
 	bool enc;
@@ -157,7 +159,6 @@ struct dev {
 	uv_timer_t ack_timer;
 	uv_timer_t status_timer;
 	uint64_t last_status_ms;
-	uint64_t last_rx_ms, idle_ack_ms; /* re-ack when fragments stop */
 	struct dev_stats stats;
 	uint64_t rng; /* xorshift state for test_drop_percent */
 	bool busy; /* a job is in the thread pool */
@@ -170,6 +171,9 @@ struct dev {
 	uv_timer_t health_timer;
 	bool health_running, health_timed_out;
 	void (*on_stopped)(struct dev *d);
+	/* How the installer restarts the device (set by dev_init: stop, then
+	 * re-exec or start again in process). */
+	void (*restart)(struct dev *d);
 	int pending_closes; /* timers dev_stop is still closing */
 };
 
@@ -182,15 +186,46 @@ int dev_start(struct dev *d);
  * the last close callback (d may be re-initialised there). Calling it
  * again while stopping only replaces on_stopped. */
 void dev_stop(struct dev *d, void (*on_stopped)(struct dev *d));
-void dev__set_state(struct dev *d, enum proto_state st, const char *error);
-void dev__publish_status(struct dev *d);
+
+/* download.c */
+bool dev__download_open(const struct dev *d);
+/* Open (or resume from the checkpoint) the download of the offer (its
+ * manifest already in d->m). 0, or -1 when the update has failed. */
+int dev__download_begin(struct dev *d, const struct proto_offer *o,
+			bool resume);
+/* After a restart in phase downloading. */
+void dev__resume_download(struct dev *d);
+/* A fragment message (payload borrowed for the call). */
+void dev__on_frag(struct dev *d, const void *payload, size_t len,
+		  bool from_group);
+void dev__send_ack(struct dev *d);
+bool dev__download_all_in(const struct dev *d);
+void dev__download_complete(struct dev *d);
+/* Checkpoint and close the download, if one is open. */
+void dev__download_stop(struct dev *d);
+void dev__group_unsubscribe(struct dev *d);
+/* Close the download, remove its files, publish `failed` with why. */
+void dev__fail_update(struct dev *d, const char *why);
+
+/* state.c */
+/* The device's clocks, read nowhere else: monotonic (the loop's time)
+ * and wall (Unix ms, for stamps). */
+uint64_t dev__mono_ms(const struct dev *d);
+int64_t dev__wall_ms(const struct dev *d);
+/* Unix seconds, never below the newest manifest's `created` seen. */
+int64_t dev__now_s(const struct dev *d);
+/* Read state.json into d->p (a new one when absent). */
+int dev__load(struct dev *d, char *err, size_t errlen);
 int dev__persist(struct dev *d);
+void dev__set_state(struct dev *d, enum proto_state st, const char *error);
+void dev__status_fill(const struct dev *d, struct proto_status *s,
+		      enum proto_state st);
+void dev__publish_status(struct dev *d);
 /* Decode the persisted manifest into d->m, checking its signature again. */
 int dev__load_manifest(struct dev *d, char *why, size_t n);
 void dev__slot_path(const struct dev *d, char slot, const char *name,
 		    char *out, size_t n);
-/* Unix seconds, never below the newest manifest's `created` seen. */
-int64_t dev__now_s(const struct dev *d);
+char dev__inactive_slot(const struct dev *d);
 
 /* Tests only: a power cut at the named point when test_crash_at names
  * it (downloaded, table-removed, verify, verified, installing, switched,
@@ -209,7 +244,18 @@ int dev__enc_resume(struct dev *d, char *why, size_t n);
 int dev__enc_open(struct dev *d, const void *msg, struct proto_frag *f);
 void dev__enc_free(struct dev *d);
 
-/* install.c: verify, install, restart, commit */
+/* install.c: the slot writer, verify, install, restart, commit */
+/* The inactive slot's payload.part, in d->part_fd: open (kept as it
+ * is), close, remove, sync, size, truncate. */
+int dev__slot_open(struct dev *d);
+void dev__slot_close(struct dev *d);
+void dev__slot_remove(struct dev *d);
+int dev__slot_sync(struct dev *d);
+uint64_t dev__slot_size(struct dev *d);
+int dev__slot_truncate(struct dev *d);
+/* The block sink (blocks.h) over the slot: ctx is the struct dev. */
+int dev__slot_write(void *ctx, uint64_t off, const uint8_t *data, size_t len,
+		    char *why, size_t n);
 void dev__verify_start(struct dev *d);
 void dev__resume_after_restart(struct dev *d);
 /* At start: point the `active` link at state.json's slot when a cut left

@@ -1,5 +1,7 @@
-/* After the download: verify the image, install it into the inactive
- * slot, switch slots atomically, restart, and commit or roll back. */
+/* The installer: the inactive slot's writer (the block sink of the
+ * download), then verify the image, install it, switch slots atomically,
+ * restart, and commit or roll back. Calls go down to state.c only; the
+ * restart itself is dev.c's (the d->restart hook). */
 #include <errno.h>
 #include <signal.h>
 #include <fcntl.h>
@@ -14,6 +16,64 @@
 #include "device-client/dev.h"
 
 static char other(char slot) { return slot == 'a' ? 'b' : 'a'; }
+
+/* ------------------------------------------------------------ the slot */
+
+static void part_path(const struct dev *d, char *out, size_t n)
+{
+	dev__slot_path(d, other(d->p.slot), "payload.part", out, n);
+}
+
+int dev__slot_open(struct dev *d)
+{
+	char part[PATH_MAX];
+	part_path(d, part, sizeof(part));
+	if (d->part_fd < 0)
+		d->part_fd = open(part, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	return d->part_fd < 0 ? -1 : 0;
+}
+
+void dev__slot_close(struct dev *d)
+{
+	if (d->part_fd >= 0)
+		close(d->part_fd);
+	d->part_fd = -1;
+}
+
+void dev__slot_remove(struct dev *d)
+{
+	char part[PATH_MAX];
+	part_path(d, part, sizeof(part));
+	unlink(part);
+}
+
+int dev__slot_sync(struct dev *d)
+{
+	return d->part_fd >= 0 ? fdatasync(d->part_fd) : 0;
+}
+
+uint64_t dev__slot_size(struct dev *d)
+{
+	struct stat st;
+	return fstat(d->part_fd, &st) == 0 ? (uint64_t)st.st_size : 0;
+}
+
+int dev__slot_truncate(struct dev *d) { return ftruncate(d->part_fd, 0); }
+
+/* The block sink (blocks.h): checked payload bytes into the slot. */
+int dev__slot_write(void *ctx, uint64_t off, const uint8_t *data, size_t len,
+		    char *why, size_t n)
+{
+	struct dev *d = ctx;
+	ssize_t w = pwrite(d->part_fd, data, len, (off_t)off);
+	if (w == (ssize_t)len)
+		return 0;
+	snprintf(why, n, "writing the inactive slot failed: %s",
+		 w < 0 ? strerror(errno) : "short write");
+	return -1;
+}
+
+/* ------------------------------------------------------------ install */
 
 /* Which file holds the new image: the download, or (after an interrupted
  * install) the renamed payload. */
@@ -122,35 +182,6 @@ void dev__reconcile_active(struct dev *d)
 		log_warnx("device=%s %s", d->cfg.id, err);
 }
 
-static void exec_self(struct dev *d)
-{
-	log_info("device=%s restarting (re-exec)", d->cfg.id);
-	fflush(NULL);
-	execv("/proc/self/exe", d->argv);
-	log_warn("device=%s re-exec failed; continuing in place", d->cfg.id);
-	dev__resume_after_restart(d);
-}
-
-/* What a re-exec does, without leaving the process: the connection is
- * closed (no Last Will), and the same struct dev starts again from its
- * state directory. Called from dev_stop's last close callback. */
-static void restart_inproc(struct dev *d)
-{
-	struct dev_config cfg = d->cfg;
-	uv_loop_t *loop = d->loop;
-	char **argv = d->argv;
-	char err[512];
-	log_info("device=%s restarting (in process)", cfg.id);
-	if (dev_init(d, loop, &cfg, argv, err, sizeof(err)) != 0) {
-		log_warnx("device=%s restart failed, device stays down: %s",
-			  cfg.id, err);
-		d->stopping = true; /* nothing left to stop */
-		return;
-	}
-	if (dev_start(d) != 0)
-		log_warnx("device=%s restart failed to connect", cfg.id);
-}
-
 static void cmd_closed(uv_handle_t *h) { (void)h; }
 
 static void cmd_exit(uv_process_t *p, int64_t status, int sig)
@@ -171,12 +202,12 @@ static void cmd_exit(uv_process_t *p, int64_t status, int sig)
 
 static void restart_step(struct dev *d)
 {
-	d->p.t_restart = util_wall_ms();
+	d->p.t_restart = dev__wall_ms(d);
 	dev__set_state(d, PROTO_ST_RESTARTING, NULL);
 	dev__persist(d);
 	dev__crash_point(d, "installed");
 	if (!d->cfg.restart_command[0]) {
-		dev_stop(d, d->cfg.restart_inproc ? restart_inproc : exec_self);
+		d->restart(d); /* dev.c: re-exec, or start again in process */
 		return;
 	}
 	char *args[] = {"/bin/sh", "-c", d->cfg.restart_command, NULL};
@@ -227,7 +258,7 @@ static void install(struct dev *d)
 	snprintf(d->p.prev_version, sizeof(d->p.prev_version), "%s",
 		 d->p.version);
 	d->p.slot = slot;
-	d->p.t_installed = util_wall_ms();
+	d->p.t_installed = dev__wall_ms(d);
 	log_info("device=%s installed %s into slot %c", d->cfg.id,
 		 d->m.version, slot);
 	restart_step(d);
@@ -250,7 +281,7 @@ static void verify_done(uv_work_t *req, int status)
 		unlink(part);
 		return;
 	}
-	d->p.t_verified = util_wall_ms();
+	d->p.t_verified = dev__wall_ms(d);
 	log_info("device=%s release=%s image verified", d->cfg.id,
 		 d->p.release);
 	dev__crash_point(d, "verified");
@@ -283,7 +314,7 @@ static void commit(struct dev *d)
 			 d->m.version);
 	if (d->m.security_version > d->p.security_floor)
 		d->p.security_floor = d->m.security_version;
-	d->p.t_up = util_wall_ms();
+	d->p.t_up = dev__wall_ms(d);
 	d->p.held = 0;
 	dev__crash_point(d, "committing");
 	log_info("device=%s up on version %s (slot %c): committed", d->cfg.id,
