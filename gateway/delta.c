@@ -21,11 +21,6 @@
 #include "common/util.h"
 #include "gateway/gw.h"
 
-/* zstd levels: high where the image is small (a firmware: seconds), lower
- * where it is big, so a 64 MiB image is made in minutes at most. */
-#define LEVEL_SMALL 19
-#define LEVEL_BIG 12
-#define BIG_IMAGE (16u << 20)
 #define VAR_CACHE_MAX ((size_t)1 << 31)
 /* Image bytes per frame: a power cut costs at most one frame's fragments
  * again (6.4), and 256 KiB frames compress within a few per cent of 1 MiB
@@ -224,7 +219,7 @@ static struct gw_release *var_start(struct gw *gw, struct gw_release *r,
 	j->img = r->map + r->payload_off;
 	j->size = r->m.size;
 	j->block_size = r->m.block_size;
-	j->level = r->m.size > BIG_IMAGE ? LEVEL_BIG : LEVEL_SMALL;
+	j->level = proto_zenc_level(r->m.size + (base ? base->m.size : 0));
 	if (base) {
 		j->hostile = gw->cfg.test_hostile_delta;
 		j->base = base->map + base->payload_off;

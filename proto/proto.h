@@ -440,6 +440,13 @@ int proto_encoding_parse(const char *s, enum proto_encoding *e);
  * prefix, at zstd `level`. *out is new (*out_len bytes). Returns 0,
  * PROTO_ERANGE, PROTO_ENOMEM or PROTO_ECRYPTO (zstd failed) with err.
  */
+/* The zstd level for base + image of `bytes`. Every frame of a delta
+ * takes the whole base as prefix, which zstd indexes again per frame: the
+ * cost grows with frames x base. Measured (docs/BENCHMARKS.md, "Deltas"):
+ * on a 150 KiB firmware levels 6 to 19 make deltas within 1% of each
+ * other; on 8 MiB, level 19 takes 46 s of CPU where level 3 takes 0.6 s
+ * for a delta 0.1% larger. 19 below 4 MiB, 6 below 32 MiB, else 3. */
+int proto_zenc_level(uint64_t bytes);
 int proto_zenc(const uint8_t *img, uint64_t size, const uint8_t *base,
 	       size_t base_len, uint32_t block_size, uint32_t frame_len,
 	       int level, uint8_t **out, size_t *out_len,

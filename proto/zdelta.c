@@ -83,6 +83,11 @@ static int zenc_params(ZSTD_CCtx *c, const uint8_t *base, size_t base_len,
 	return ZSTD_isError(rc) ? -1 : 0;
 }
 
+int proto_zenc_level(uint64_t bytes)
+{
+	return bytes < (4u << 20) ? 19 : bytes < (32u << 20) ? 6 : 3;
+}
+
 int proto_zenc(const uint8_t *img, uint64_t size, const uint8_t *base,
 	       size_t base_len, uint32_t block_size, uint32_t frame_len,
 	       int level, uint8_t **out, size_t *out_len,

@@ -3,7 +3,7 @@
  * delta payloads (proto/zdelta.c, PROTOCOL.md 6.4) as a command, for the
  * benchmark (tests/bench/delta.sh) and by hand.
  *
- *   zdelta make [--level N] BASE|- TARGET OUT
+ *   zdelta make [--level N] BASE|- TARGET OUT  (default: the gateway's)
  *       the payload of TARGET in 256 KiB frames, as the gateway makes it:
  *       a delta from BASE, or zstd ("-": no base).
  *       Prints: bytes=B cpu_ms=C
@@ -82,6 +82,8 @@ static int make(int level, const char *base, const char *target,
 	size_t elen;
 	struct proto_err err = {{0}};
 	long c0 = cpu_ms();
+	if (level < 0) /* what the gateway takes */
+		level = proto_zenc_level(tl + bl);
 	if (proto_zenc(t, tl, b, bl, BS, 256u << 10, level, &enc, &elen,
 		       &err) != 0) {
 		fprintf(stderr, "zdelta: %s\n", err.text);
@@ -150,10 +152,11 @@ static int apply(const char *base, const char *payload, uint64_t size,
 
 int main(int argc, char **argv)
 {
-	int level = 19, a = 1;
+	int level = -1, a = 1;
 	if (argc > 3 && !strcmp(argv[1], "make") &&
 	    !strcmp(argv[2], "--level")) {
 		level = atoi(argv[3]); /* a benchmark's argument */
+		argv[3] = argv[1];
 		argv += 2;
 		argc -= 2;
 	}
