@@ -264,13 +264,15 @@ static struct gw_release *base_of(struct gw *gw, const struct gw_release *r,
 }
 
 /* v when ready; NULL when pending (wait: *wait set) or unusable. */
-static struct gw_release *var_state(struct gw_release *v, bool *wait)
+static struct gw_release *var_state(const struct gw *gw, struct gw_release *v,
+				    bool *wait)
 {
 	if (!v || v->var_state == GW_VAR_FAILED)
 		return NULL;
 	if (v->var_state == GW_VAR_READY)
 		return v;
-	if ((int64_t)util_mono_ms() - v->var_since_ms < GW_VAR_WAIT_MS)
+	if ((int64_t)util_mono_ms() - v->var_since_ms <
+	    (int64_t)gw->cfg.delta_wait_s * 1000)
 		*wait = true;
 	return NULL;
 }
@@ -292,14 +294,14 @@ struct gw_release *gw__variant_pick(struct gw *gw, struct gw_release *r,
 		dv = var_find(r, PROTO_ENCODING_DELTA, b->m.sha256);
 		if (!dv)
 			dv = var_start(gw, r, PROTO_ENCODING_DELTA, b);
-		if ((dv = var_state(dv, &wait)) || wait)
+		if ((dv = var_state(gw, dv, &wait)) || wait)
 			return dv;
 	}
 	if (!r->m.no_compress) {
 		zv = var_find(r, PROTO_ENCODING_ZSTD, NULL);
 		if (!zv)
 			zv = var_start(gw, r, PROTO_ENCODING_ZSTD, NULL);
-		if ((zv = var_state(zv, &wait)) || wait)
+		if ((zv = var_state(gw, zv, &wait)) || wait)
 			return zv;
 	}
 	return r;

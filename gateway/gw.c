@@ -91,6 +91,9 @@ static const struct conf_key gw_keys[] = {
       "CA of the operators' client certificates (default: ca_file)"),
     K("http_operators", CONF_STR, http_operators, 0, 0,
       "client certificate CNs allowed over HTTPS, comma-separated"),
+    K("delta_wait_s", CONF_U32, delta_wait_s, 0, 86400,
+      "longest a device waits for its delta to be made, seconds (then "
+      "it gets the compressed image)"),
     K("test_hostile_delta", CONF_BOOL, test_hostile_delta, 0, 0,
       "TESTS ONLY: make deltas that rebuild a wrong first block"),
     {0}};
@@ -110,6 +113,7 @@ static void gw_config_defaults(struct gw_config *c)
 	c->fetch_timeout_s = 600;
 	c->fetch_retries = 3;
 	c->max_inflight_kb = 16384;
+	c->delta_wait_s = 60;
 	c->group_fragments = true;
 	c->root_threshold = 1;
 	snprintf(c->mqtt_version, sizeof(c->mqtt_version), "5");

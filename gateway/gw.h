@@ -57,6 +57,7 @@ struct gw_config {
 	/* Tests only: deltas are made from the image with its first byte
 	 * changed (a faulty or hostile gateway); devices must refuse them. */
 	bool test_hostile_delta;
+	uint32_t delta_wait_s; /* a device waits this long for its delta */
 };
 
 /* Who asked for a command and where its verdict goes (verdict.c). */
@@ -292,8 +293,7 @@ void gw__keyset_reload(struct gw *gw);
 /* delta.c: compressed and delta variants of a release (PROTOCOL.md 6.4) */
 /* The release object to send r to d as: a delta from d's image, r as
  * zstd, or r itself; NULL = d waits (its variant is being made, for at
- * most GW_VAR_WAIT_MS). Starts the job that makes a missing variant. */
-#define GW_VAR_WAIT_MS 60000
+ * most cfg.delta_wait_s). Starts the job that makes a missing variant. */
 struct gw_release *gw__variant_pick(struct gw *gw, struct gw_release *r,
 				    const struct gw_device *d);
 /* The release whose campaign r belongs to (r itself, or its parent). */
