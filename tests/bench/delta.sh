@@ -8,8 +8,9 @@
 #   rootfs:  a tar of a directory tree (the shared libraries ota-device links with, from
 #            this machine, and libota.a) in which libota.a is swapped for its build at
 #            the other commit.
-# For each: bytes of full, zstd -19, ours (tests/tools/zdelta, the gateway's encoder:
-# 1 MiB frames with the base as prefix), bsdiff, xdelta3 -9; the gateway's CPU to make
+# For each: bytes of full, zstd (the gateway's compressed image), ours (tests/tools/zdelta,
+# the gateway's encoder: 256 KiB frames with the base as prefix, zstd level by size as
+# proto_zenc_level), bsdiff, xdelta3 -9; the gateway's CPU to make
 # ours (and bsdiff's, for scale); the device's CPU and peak anonymous memory to apply it
 # (tests/tools/zdelta apply: the device's decoder, fed 4 KiB at a time, the base mapped).
 # Then, with the real broker, gateway and ota-device (DELTA_SYS=1):
@@ -65,7 +66,7 @@ cpu_of() { # cpu_of CMD...: user+sys ms of the command
     awk '{ printf "%d", ($2 + $3) * 1000 }' "$T/time"
 }
 
-echo "| Pair | Full | zstd -19 | Ours (delta) | bsdiff | xdelta3 -9 | Ours / full | Ours / bsdiff | Gateway CPU: ours (bsdiff) | Device CPU | Device peak anon. memory (file-backed) |"
+echo "| Pair | Full | zstd (ours, no base) | Ours (delta) | bsdiff | xdelta3 -9 | Ours / full | Ours / bsdiff | Gateway CPU: ours (bsdiff) | Device CPU | Device peak anon. memory (file-backed) |"
 echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 : >"$T/rows"
 pair() { # pair LABEL KEY BASE TARGET

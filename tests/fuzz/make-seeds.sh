@@ -258,6 +258,11 @@ st bad-version 1.0 a idle "" "" "$ZSIG" 0 0 0 0 "" "" 0 0 0 0 0 0 "" 0
 st bad-time-negative 1.0.0 a committed $REL "" "$ZSIG" 0 0 0 0 "" "" -5 0 0 0 0 0 "" 0
 printf '{"version":"1.0.0","slot":"a","phase":"idle","release":"","manifest":"","sig":""}' |
     seed fuzz_state old-minimal -
+# An encoded download (PROTOCOL.md 6.4): a delta's base and the decoder's checkpoint.
+printf '%s\n' '{"version":"1.0.0","slot":"a","phase":"downloading","release":"0123456789abcdef","manifest":"","sig":"","fragment_size":1024,"fragments":2,"window":16,"held":1,"table_fragments":1,"encoding":"delta","payload_size":1500,"zoff":1024,"zimg":4096,"base":"00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"}' |
+    seed fuzz_state delta-downloading -
+printf '%s\n' '{"version":"1.0.0","slot":"a","phase":"downloading","release":"0123456789abcdef","manifest":"","sig":"","fragment_size":1024,"fragments":2,"window":16,"held":1,"table_fragments":1,"encoding":"zstd","payload_size":1500,"zoff":2000,"zimg":0}' |
+    seed fuzz_state bad-zoff-beyond -
 printf '{"version":"1.0.0","slot":"a","phase":"idle","release":"","manifest":"","sig":"","phase":"failed"}' |
     seed fuzz_state bad-duplicate -
 head -c 100 "$OUT/fuzz_state/downloading" | seed fuzz_state power-cut-truncated -
