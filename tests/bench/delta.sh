@@ -136,12 +136,14 @@ idle_anon=$(awk '/^RssAnon/ { print $2 }' "/proc/$(pid_of dev-002)/status")
 pack mem 1.2.0 "$T/m2.bin" "$T/m2.ota" || bench_die "pack"
 rm -f "$T/STOP"
 sample "$(pid_of dev-001)" "$T/mem1" &
+s1=$!
 sample "$(pid_of dev-002)" "$T/mem2" &
+s2=$!
 c1=$(cpu_ticks "$(pid_of dev-001)") c2=$(cpu_ticks "$(pid_of dev-002)")
 announce mem "file://$T/m2.ota" ',"devices":["dev-001","dev-002"]'
 wait_until 2400 'all_devices committed 1.2.0 dev-001 dev-002' || bench_die "1.2.0 was not committed"
 touch "$T/STOP"
-wait
+wait "$s1" "$s2"
 c1=$(($(cpu_ticks "$(pid_of dev-001)") - c1)) c2=$(($(cpu_ticks "$(pid_of dev-002)") - c2))
 cmp -s "$T/m2.bin" "$T/dev/dev-001/active/payload" || bench_die "dev-001: not the exact image"
 cmp -s "$T/m2.bin" "$T/dev/dev-002/active/payload" || bench_die "dev-002: not the exact image"
