@@ -7,7 +7,7 @@
 #   make bench    benchmarks into docs/BENCHMARKS.md (~20 min); make bench-quick: ~4 min
 #   make crashpoints  a power cut before and after every state-changing call
 CC      ?= cc
-PKGS    := libmosquitto libuv jansson libcurl openssl
+PKGS    := libmosquitto libuv jansson libcurl openssl libzstd
 # Only the gateway links libwebsockets (its HTTP side, gateway/http.c).
 GW_PKGS := libwebsockets
 WARN    := -std=c11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \

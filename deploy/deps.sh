@@ -12,7 +12,7 @@
 set -eu
 
 BUILD="gcc make pkg-config libmosquitto-dev libssl-dev libuv1-dev libjansson-dev
-       liblmdb-dev libcurl4-openssl-dev libcmocka-dev libwebsockets-dev"
+       liblmdb-dev libcurl4-openssl-dev libcmocka-dev libwebsockets-dev libzstd-dev"
 # libwebsockets-evlib-uv: lws 4.1 loads its libuv support from this plugin at run time.
 # python3-prometheus-client: test_http parses /metrics with Prometheus' own parser.
 # rabbitmq-server: tests/system/test_rabbitmq.sh runs the system on a 3-node RabbitMQ
@@ -34,7 +34,8 @@ COMPOSE="podman podman-compose runc netavark aardvark-dns iptables debootstrap"
 # install it is reported but not fatal.
 BROWSER="chromium"
 BENCH=
-[ "${1:-}" = bench ] && BENCH="gnuplot-nox linux-perf"
+# bsdiff and xdelta3: the delta benchmark (tests/bench/delta.sh) compares ours with them.
+[ "${1:-}" = bench ] && BENCH="gnuplot-nox linux-perf bsdiff xdelta3"
 [ "${1:-}" = fuzz ] && BENCH="clang libclang-rt-14-dev"
 
 installed() {

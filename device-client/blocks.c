@@ -174,6 +174,41 @@ static int block_check(struct dev_blocks *k, uint64_t b, const uint8_t *data,
 	return 0;
 }
 
+static int sink_put(struct dev_blocks *k, uint64_t b, uint64_t n,
+		    const uint8_t *buf, uint64_t base, char *why, size_t wn);
+
+int dev_blk_put(struct dev_blocks *k, uint64_t b, const uint8_t *data,
+		size_t len, uint64_t *bad, char *why, size_t n)
+{
+	uint32_t bs = k->m->block_size;
+	uint64_t nb = (len + bs - 1) / bs;
+	if (!k->table_ok || b + nb > k->nblocks) {
+		snprintf(why, n, "blocks %llu.. are not in the image",
+			 (unsigned long long)b);
+		return -1;
+	}
+	for (uint64_t i = 0; i < nb; i++) {
+		uint8_t want[PROTO_SHA256_LEN], got[PROTO_SHA256_LEN];
+		bool have = true;
+		if (k->table)
+			memcpy(want, k->table + (b + i) * PROTO_SHA256_LEN,
+			       sizeof(want));
+		else
+			have = pread(k->table_fd, want, sizeof(want),
+				     (off_t)((b + i) * PROTO_SHA256_LEN)) ==
+			       sizeof(want);
+		if (!have ||
+		    proto_sha256(data + i * bs, proto_block_len(k->m, b + i),
+				 got) != 0 ||
+		    memcmp(want, got, sizeof(got)) != 0) {
+			k->stats.blocks_bad++;
+			*bad = b + i;
+			return 0;
+		}
+	}
+	return sink_put(k, b, nb, data, b * bs, why, n) == 0 ? 1 : -1;
+}
+
 /* Give n checked blocks from b on to the sink in one call; their bytes
  * are in buf, which holds the payload from offset base on. 0, or -1:
  * the update must fail. */

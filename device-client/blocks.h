@@ -108,6 +108,14 @@ int dev_blk_take(struct dev_blocks *k, uint32_t index, const uint8_t *data,
 int dev_blk_held(struct dev_blocks *k, uint32_t index, size_t len, char *why,
 		 size_t n);
 
+/* Blocks rebuilt elsewhere (a decoded frame, PROTOCOL.md 6.4): len bytes
+ * of payload from block b on, whole blocks or up to the image's end. All
+ * are checked against the table first; only when every one matches are
+ * they given to the sink. 1: written; 0: block *bad failed (counted,
+ * nothing written); -1: the sink failed (why). */
+int dev_blk_put(struct dev_blocks *k, uint64_t b, const uint8_t *data,
+		size_t len, uint64_t *bad, char *why, size_t n);
+
 /* Leading transfer fragments that are durable (given cum, the
  * receiver's): table fragments as written, payload fragments once every
  * block they touch is in the sink. */

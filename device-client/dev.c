@@ -81,6 +81,37 @@ static int rollback_rules(const struct dev *d, const struct proto_manifest *m,
 	return 0;
 }
 
+/* A delta (PROTOCOL.md 6.4) only from the image this device runs. */
+static int check_base(const struct dev *d, const struct proto_offer *o,
+		      char *why, size_t n)
+{
+	char want[2 * PROTO_SHA256_LEN + 1], have[2 * PROTO_SHA256_LEN + 1];
+	if (o->encoding != PROTO_ENCODING_DELTA)
+		return 0;
+	proto_hex_encode(o->base, PROTO_SHA256_LEN, want);
+	proto_hex_encode(d->image, PROTO_SHA256_LEN, have);
+	if (!d->has_image || memcmp(o->base, d->image, PROTO_SHA256_LEN) ||
+	    strcmp(o->base_version, d->p.version)) {
+		snprintf(why, n, "delta from %s (image %.16s...) but this "
+				 "device runs %s (image %.16s)",
+			 o->base_version, want, d->p.version,
+			 d->has_image ? have : "unknown");
+		return -1;
+	}
+	return 0;
+}
+
+/* The offer sends the payload the download holds (same encoding, size
+ * and base): otherwise a download restarts from zero (6.4). */
+static bool same_payload(const struct dev *d, const struct proto_offer *o)
+{
+	return d->p.encoding == o->encoding &&
+	       (o->encoding == PROTO_ENCODING_FULL ||
+		d->p.payload_size == o->payload_size) &&
+	       (o->encoding != PROTO_ENCODING_DELTA ||
+		!memcmp(d->p.base, o->base, PROTO_SHA256_LEN));
+}
+
 static int check_offer(struct dev *d, const struct proto_offer *o,
 		       struct proto_manifest *m, char *why, size_t n)
 {
@@ -143,13 +174,17 @@ static int check_offer(struct dev *d, const struct proto_offer *o,
 			 proto_table_fragments(m, o->fragment_size));
 		return -1;
 	}
+	uint64_t psize = o->encoding == PROTO_ENCODING_FULL ? m->size
+							    : o->payload_size;
 	if ((uint64_t)o->fragments !=
-	    (m->size + o->fragment_size - 1) / o->fragment_size) {
+	    (psize + o->fragment_size - 1) / o->fragment_size) {
 		snprintf(why, n, "offer has %u fragments of %u bytes for %llu "
 				 "bytes", o->fragments, o->fragment_size,
-			 (unsigned long long)m->size);
+			 (unsigned long long)psize);
 		return -1;
 	}
+	if (check_base(d, o, why, n) != 0)
+		return -1;
 	struct statvfs vfs;
 	if (statvfs(d->cfg.state_dir, &vfs) == 0 &&
 	    (uint64_t)vfs.f_bavail * vfs.f_frsize < m->size + (1u << 20)) {
@@ -179,7 +214,7 @@ static bool offer_answered(struct dev *d, const struct proto_offer *o)
 		ignored = "already committed";
 		dev__publish_status(d);
 	} else if (same && d->st == PROTO_ST_DOWNLOADING &&
-		   dev__download_open(d)) {
+		   dev__download_open(d) && same_payload(d, o)) {
 		/* A gateway that lost its content key sends a new one. */
 		if (d->enc && o->enc_alg[0] &&
 		    memcmp(o->enc_epk, d->p.enc_epk, PROTO_EC_PUB_LEN) != 0 &&
@@ -214,7 +249,8 @@ static void offer_accept(struct dev *d, const struct proto_offer *o,
 	bool resume = !strcmp(o->release, d->p.release) && d->p.held > 0 &&
 		      d->p.manifest && !strcmp(d->p.manifest, o->manifest) &&
 		      d->p.fragment_size == o->fragment_size &&
-		      d->p.table_fragments == o->table_fragments;
+		      d->p.table_fragments == o->table_fragments &&
+		      same_payload(d, o);
 	free(d->p.manifest);
 	d->p.manifest = strdup(o->manifest);
 	memcpy(d->p.sig, o->sig, PROTO_SIG_LEN);
@@ -223,7 +259,11 @@ static void offer_accept(struct dev *d, const struct proto_offer *o,
 	d->p.fragments = o->fragments;
 	d->p.table_fragments = o->table_fragments;
 	d->p.window = o->window;
+	d->p.encoding = o->encoding;
+	d->p.payload_size = o->payload_size;
+	memcpy(d->p.base, o->base, sizeof(d->p.base));
 	if (!resume) {
+		d->p.zoff = d->p.zimg = 0;
 		d->p.held = 0;
 		d->bad_blocks = 0;
 		d->p.t_accept = dev__wall_ms(d);
@@ -239,17 +279,20 @@ static void offer_accept(struct dev *d, const struct proto_offer *o,
 	if (dev__download_begin(d, o, resume) != 0)
 		return;
 	log_info("device=%s accepted release=%s version=%s size=%llu "
-		 "fragments=%u+%u resume_from=%u",
+		 "fragments=%u+%u resume_from=%u encoding=%s%s%s",
 		 d->cfg.id, o->release, m->version, (unsigned long long)m->size,
-		 o->table_fragments, o->fragments, d->rx.cum);
+		 o->table_fragments, o->fragments, d->rx.cum,
+		 proto_encoding_name(o->encoding),
+		 o->encoding == PROTO_ENCODING_DELTA ? " base=" : "",
+		 o->encoding == PROTO_ENCODING_DELTA ? o->base_version : "");
 	dev__set_state(d, PROTO_ST_DOWNLOADING, NULL);
 	dev__persist(d);
 	dev__group_unsubscribe(d);
 	if (o->group) {
 		/* PROTOCOL.md 5.2: before the accepting ack, no wait for the
 		 * SUBACK: the broker handles our SUBSCRIBE first. */
-		snprintf(d->topic_grp, sizeof(d->topic_grp),
-			 PROTO_GROUP_TOPIC_FMT, o->release);
+		proto_group_topic(o->release, o->encoding, o->base, d->topic_grp,
+				  sizeof(d->topic_grp));
 		if (mq_subscribe(d->mq, d->topic_grp, 0) != 0)
 			d->topic_grp[0] = '\0';
 	}
@@ -444,6 +487,7 @@ int dev_start(struct dev *d)
 	size_t wlen = 0;
 	/* Where did the last run stop? Continue from there. */
 	dev__reconcile_active(d);
+	dev__image_load(d);
 	switch (d->p.phase) {
 	case PROTO_ST_RESTARTING:
 		dev__resume_after_restart(d);

@@ -13,6 +13,8 @@
  *                       -> the block sink (the installer's slot writer)
  *     rx.c  (rx.h)      the receiver: hold / ack / checkpoint decisions,
  *                       pure, the clock passed in; calls nothing
+ *     zrx.c (zrx.h)     an encoded payload's decoder: fragments in
+ *                       order -> zstd frames -> blocks to the assembler
  *   install.c           the installer: slot writer, verify, install,
  *                       restart, commit, roll back
  *   enc.c               encrypted releases' content key
@@ -31,6 +33,7 @@
 #include "common/trust.h"
 #include "device-client/blocks.h"
 #include "device-client/rx.h"
+#include "device-client/zrx.h"
 #include "proto/proto.h"
 
 struct dev_config {
@@ -102,6 +105,13 @@ struct dev_persist {
 	bool enc;
 	uint8_t enc_epk[PROTO_EC_PUB_LEN];
 	uint8_t enc_key[PROTO_ENC_WRAPPED_LEN];
+	/* An encoded payload (PROTOCOL.md 6.4): its encoding and size, a
+	 * delta's base, and the decoder's checkpoint: the payload offset of
+	 * the first frame not yet written (zoff) and its image offset. */
+	enum proto_encoding encoding;
+	uint64_t payload_size;
+	uint8_t base[PROTO_SHA256_LEN];
+	uint64_t zoff, zimg;
 	/* wall-clock ms stamps for the stage timings (0 = not yet) */
 	int64_t t_accept, t_downloaded, t_verified, t_installed, t_restart,
 	    t_up;
@@ -136,7 +146,7 @@ struct dev {
 	struct mq *mq;
 	char topic_status[PROTO_ID_MAX + 24];
 	char topic_ack[PROTO_ID_MAX + 24];
-	char topic_grp[PROTO_GROUP_TOPIC_MAX]; /* "" = not subscribed */
+	char topic_grp[PROTO_GROUP_TOPIC_MAX + 20]; /* "" = not subscribed */
 	struct dev_persist p;
 	enum proto_state st;
 	/* download session (download.c), open while rx.held is set */
@@ -144,6 +154,17 @@ struct dev {
 	uint32_t tag;
 	struct dev_rx rx;      /* which fragments are held; acks */
 	struct dev_blocks blk; /* fragments -> checked blocks -> the slot */
+	/* An encoded payload's decoder (zrx.h), between the receiver and
+	 * the assembler, with its base: the active slot's image, mapped
+	 * read-only while it decodes. */
+	bool zon;
+	struct dev_z z;
+	const uint8_t *base_map;
+	size_t base_len;
+	/* The image in the active slot: its SHA-256 (status "image"), when
+	 * the slot holds one. */
+	bool has_image;
+	uint8_t image[PROTO_SHA256_LEN];
 	char who[PROTO_ID_MAX + PROTO_RELEASE_HEX_LEN + 32]; /* log prefix */
 	int part_fd;  /* the inactive slot's payload.part (install.c) */
 	int table_fd; /* the block table, beside the slot */
@@ -226,6 +247,9 @@ int dev__load_manifest(struct dev *d, char *why, size_t n);
 void dev__slot_path(const struct dev *d, char slot, const char *name,
 		    char *out, size_t n);
 char dev__inactive_slot(const struct dev *d);
+/* The active slot's image: its SHA-256 into d->image (has_image false
+ * when the slot holds none, e.g. a factory device). */
+void dev__image_load(struct dev *d);
 
 /* The Last Will (PROTOCOL.md 3): the offline status of the version
  * running now; *json new. dev__will_renew: after the running version

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "common/log.h"
@@ -43,6 +44,65 @@ static void stats_fold(struct dev *d)
 	memset(&d->blk.stats, 0, sizeof(d->blk.stats));
 }
 
+/* The encoded payload's decoder and its base mapping, if open. */
+static void zdec_close(struct dev *d)
+{
+	if (d->zon) {
+		log_info("%s decoder: %llu frames written, %llu dropped",
+			 d->who, (unsigned long long)d->z.frames_ok,
+			 (unsigned long long)d->z.frames_bad);
+		dev_z_free(&d->z);
+	}
+	d->zon = false;
+	if (d->base_map)
+		munmap((void *)d->base_map, d->base_len);
+	d->base_map = NULL;
+	d->base_len = 0;
+}
+
+/* A delta's base: the active slot's image, mapped read-only (its pages
+ * are the file's, not the process's). 0, or -1 with why. */
+static int base_map(struct dev *d, char *why, size_t n)
+{
+	char path[PATH_MAX];
+	dev__slot_path(d, d->p.slot, "payload", path, sizeof(path));
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	off_t len = fd >= 0 ? lseek(fd, 0, SEEK_END) : -1;
+	void *m = len > 0 ? mmap(NULL, (size_t)len, PROT_READ, MAP_SHARED,
+				 fd, 0)
+			  : MAP_FAILED;
+	if (fd >= 0)
+		close(fd);
+	if (m == MAP_FAILED) {
+		snprintf(why, n, "cannot map the base image %s: %s", path,
+			 len < 0 ? strerror(errno) : "empty or unreadable");
+		return -1;
+	}
+	d->base_map = m;
+	d->base_len = (size_t)len;
+	return 0;
+}
+
+/* The decoder of an encoded payload (6.4), from the checkpoint's frame. */
+static int zdec_open(struct dev *d, const struct proto_offer *o)
+{
+	char why[PROTO_ERROR_MAX + 1];
+	if (d->p.encoding == PROTO_ENCODING_FULL)
+		return 0;
+	if ((d->p.encoding == PROTO_ENCODING_DELTA &&
+	     base_map(d, why, sizeof(why)) != 0) ||
+	    dev_z_init(&d->z, &d->blk, &d->rx, d->base_map, d->base_len,
+		       d->p.payload_size, o->window, d->p.zoff, d->p.zimg, why,
+		       sizeof(why)) != 0) {
+		zdec_close(d);
+		dev__fail_update(d, why);
+		return -1;
+	}
+	d->z.who = d->who;
+	d->zon = true;
+	return 0;
+}
+
 static void close_part(struct dev *d)
 {
 	stats_fold(d);
@@ -52,6 +112,7 @@ static void close_part(struct dev *d)
 	d->table_fd = -1;
 	dev_rx_free(&d->rx);
 	dev_blk_free(&d->blk);
+	zdec_close(d);
 	uv_timer_stop(&d->ack_timer);
 	uv_timer_stop(&d->status_timer);
 }
@@ -143,7 +204,13 @@ static void checkpoint(struct dev *d)
 		log_warn("device=%s fdatasync", d->cfg.id);
 		return;
 	}
-	d->p.held = dev_blk_durable(&d->blk, d->rx.cum);
+	if (d->zon && d->blk.table_ok) { /* the first unwritten frame */
+		d->p.held = dev_z_durable(&d->z);
+		d->p.zoff = d->z.zoff;
+		d->p.zimg = d->z.zimg;
+	} else {
+		d->p.held = dev_blk_durable(&d->blk, d->rx.cum);
+	}
 	dev_rx_saved(&d->rx);
 	dev__persist(d);
 }
@@ -200,6 +267,14 @@ static uint32_t resume_point(struct dev *d, uint32_t h, uint64_t *wp)
 	uint32_t t = d->p.table_fragments;
 	uint64_t pay = h > t ? (uint64_t)(h - t) * d->p.fragment_size : 0;
 	*wp = dev_blk_covering(&d->m, pay);
+	if (d->p.encoding != PROTO_ENCODING_FULL) {
+		/* An encoded payload resumes at its first unwritten frame:
+		 * the blocks before it are written, the fragment that holds
+		 * its first byte is the first not held (6.4). */
+		*wp = dev_blk_covering(&d->m, h >= t ? d->p.zimg : 0);
+		if (h >= t && h > 0)
+			h = t + (uint32_t)(d->p.zoff / d->p.fragment_size);
+	}
 	uint64_t need = *wp * d->m.block_size;
 	if (need > d->m.size)
 		need = d->m.size;
@@ -212,6 +287,8 @@ static uint32_t resume_point(struct dev *d, uint32_t h, uint64_t *wp)
 	}
 	if (h == 0)
 		*wp = 0;
+	if (h < t) /* no frame written yet */
+		d->p.zoff = d->p.zimg = 0;
 	return h;
 }
 
@@ -233,6 +310,8 @@ int dev__download_begin(struct dev *d, const struct proto_offer *o,
 	dev_blk_resume(&d->blk, wp);
 	if (h >= t && h > 0)
 		dev_blk_table_ready(&d->blk);
+	if (zdec_open(d, o) != 0)
+		return -1;
 	for (uint32_t i = 0; i < h; i++)
 		dev_rx_hold(&d->rx, i);
 	d->rx.stats.frags_ok = 0;
@@ -306,7 +385,10 @@ static uint8_t *test_corrupt(struct dev *d, struct proto_frag *f)
 	    (c = malloc(f->len)) == NULL)
 		return NULL;
 	memcpy(c, f->data, f->len);
-	c[f->len / 2] ^= 0x5a;
+	/* Anywhere in it: a damaged fragment sent again is damaged
+	 * elsewhere, if at all (a frame that fails twice with the same
+	 * bytes is taken as sent that way, PROTOCOL.md 6.4). */
+	c[d->rng % f->len] ^= 0x5a;
 	f->data = c;
 	d->stats.frags_corrupted_test++;
 	return c;
@@ -341,6 +423,7 @@ static bool frag_fits(const struct dev *d, const struct proto_frag *f)
 	if (f->index >= nfrags(d))
 		return false;
 	uint64_t end = f->index < t ? d->blk.nblocks * PROTO_SHA256_LEN
+			: d->zon    ? d->p.payload_size
 				    : d->m.size;
 	uint64_t off = (uint64_t)(f->index < t ? f->index : f->index - t) *
 		       fs;
@@ -360,15 +443,23 @@ static unsigned frag_new(struct dev *d, const void *msg, struct proto_frag *f,
 	*stop = true;
 	if (d->enc && frag_decrypt(d, msg, f) != 0)
 		return 0; /* not authentic: not held, so asked for again */
-	int rc = dev_blk_take(&d->blk, f->index, f->data, f->len, why,
-			      sizeof(why));
+	/* An encoded payload's fragments go to its decoder, the table's
+	 * to the assembler (6.4). */
+	bool z = d->zon && f->index >= d->p.table_fragments;
+	int rc = z ? dev_z_take(&d->z, f->index, f->data, f->len)
+		   : dev_blk_take(&d->blk, f->index, f->data, f->len, why,
+				  sizeof(why));
 	if (rc == 0) {
 		*stop = false;
 		return dev_rx_refused(&d->rx); /* say what we lack at once */
 	}
 	if (rc > 0) {
 		dev_rx_hold(&d->rx, f->index);
-		rc = dev_blk_held(&d->blk, f->index, f->len, why, sizeof(why));
+		rc = z ? 0
+		       : dev_blk_held(&d->blk, f->index, f->len, why,
+				      sizeof(why));
+		if (rc == 0 && d->zon)
+			rc = dev_z_pump(&d->z, why, sizeof(why));
 	}
 	if (rc < 0) {
 		log_warnx("device=%s %s", d->cfg.id, why);
@@ -445,7 +536,8 @@ void dev__resume_download(struct dev *d)
 	    proto_hex_decode(d->p.release, rid, sizeof(rid)) != 0 ||
 	    d->p.fragment_size < PROTO_FRAG_SIZE_MIN ||
 	    (uint64_t)d->p.fragments !=
-		(d->m.size + d->p.fragment_size - 1) / d->p.fragment_size ||
+		((d->p.encoding ? d->p.payload_size : d->m.size) +
+		 d->p.fragment_size - 1) / d->p.fragment_size ||
 	    d->m.block_size == 0 ||
 	    d->p.table_fragments !=
 		proto_table_fragments(&d->m, d->p.fragment_size) ||
@@ -460,7 +552,9 @@ void dev__resume_download(struct dev *d)
 	struct proto_offer o = {.fragment_size = d->p.fragment_size,
 				.fragments = d->p.fragments,
 				.table_fragments = d->p.table_fragments,
-				.window = d->p.window};
+				.window = d->p.window,
+				.encoding = d->p.encoding,
+				.payload_size = d->p.payload_size};
 	if (dev__download_begin(d, &o, true) != 0)
 		return;
 	log_info("device=%s resuming release=%s from fragment %u of %u",

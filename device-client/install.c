@@ -152,6 +152,7 @@ static void rollback(struct dev *d, const char *why)
 		log_warnx("device=%s rollback: %s", d->cfg.id, err);
 	log_warnx("device=%s rolled back to %s (slot %c): %s", d->cfg.id,
 		  d->p.version, d->p.slot, why);
+	dev__image_load(d); /* the delta base it reports (6.4) */
 	dev__set_state(d, PROTO_ST_ROLLED_BACK, why);
 }
 
@@ -319,6 +320,9 @@ static void commit(struct dev *d)
 	dev__crash_point(d, "committing");
 	log_info("device=%s up on version %s (slot %c): committed", d->cfg.id,
 		 d->p.version, d->p.slot);
+	/* Its image is the one it verified: the delta base it reports. */
+	d->has_image = true;
+	memcpy(d->image, d->m.sha256, sizeof(d->image));
 	dev__set_state(d, PROTO_ST_COMMITTED, NULL);
 	dev__persist(d);
 	/* The will still names the version of the connect (a restart

@@ -48,6 +48,24 @@ char *dev__persist_json(const struct dev_persist *p)
 			o = NULL;
 		}
 	}
+	if (o && p->encoding != PROTO_ENCODING_FULL) { /* 6.4 */
+		char base[2 * PROTO_SHA256_LEN + 1];
+		proto_hex_encode(p->base, PROTO_SHA256_LEN, base);
+		if (json_object_set_new(o, "encoding",
+					json_string(proto_encoding_name(
+					    p->encoding))) ||
+		    json_object_set_new(o, "payload_size",
+					json_integer((json_int_t)p->payload_size)) ||
+		    json_object_set_new(o, "zoff",
+					json_integer((json_int_t)p->zoff)) ||
+		    json_object_set_new(o, "zimg",
+					json_integer((json_int_t)p->zimg)) ||
+		    (p->encoding == PROTO_ENCODING_DELTA &&
+		     json_object_set_new(o, "base", json_string(base)))) {
+			json_decref(o);
+			o = NULL;
+		}
+	}
 	char *s = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
 	json_decref(o);
 	return s;
@@ -203,6 +221,37 @@ static int enc_members(json_t *o, struct dev_persist *p, char *why, size_t n)
 	return 0;
 }
 
+/* An encoded download (PROTOCOL.md 6.4): its encoding, payload size,
+ * base and the decoder's checkpoint, consistent with each other. */
+static int coding_members(json_t *o, struct dev_persist *p, char *why,
+			  size_t n)
+{
+	const char *e = json_string_value(json_object_get(o, "encoding"));
+	int64_t ps, zo, zi;
+	if (!json_object_get(o, "encoding"))
+		return 0;
+	if (!e || proto_encoding_parse(e, &p->encoding) != 0 ||
+	    p->encoding == PROTO_ENCODING_FULL)
+		return bad(why, n, "'encoding' is not zstd or delta");
+	if (int_member(o, "payload_size", (int64_t)1 << 40, &ps, why, n) ||
+	    int_member(o, "zoff", (int64_t)1 << 40, &zo, why, n) ||
+	    int_member(o, "zimg", (int64_t)1 << 40, &zi, why, n))
+		return -1;
+	if (ps == 0 || zo > ps)
+		return bad(why, n, "'zoff' %lld is beyond 'payload_size' %lld",
+			   (long long)zo, (long long)ps);
+	p->payload_size = (uint64_t)ps;
+	p->zoff = (uint64_t)zo;
+	p->zimg = (uint64_t)zi;
+	const char *b = json_string_value(json_object_get(o, "base"));
+	if ((p->encoding == PROTO_ENCODING_DELTA) !=
+		(json_object_get(o, "base") != NULL) ||
+	    (b && proto_hex_decode(b, p->base, PROTO_SHA256_LEN) != 0))
+		return bad(why, n, "'base' is not %d hex digits, or not with a "
+				   "delta", 2 * PROTO_SHA256_LEN);
+	return 0;
+}
+
 int dev__persist_parse(const char *buf, size_t len, struct dev_persist *p,
 		       char *why, size_t n)
 {
@@ -217,7 +266,8 @@ int dev__persist_parse(const char *buf, size_t len, struct dev_persist *p,
 		bad(why, n, "not a JSON object");
 	else if (strings(o, &tmp, why, n) == 0 &&
 		 numbers(o, &tmp, why, n) == 0 &&
-		 enc_members(o, &tmp, why, n) == 0)
+		 enc_members(o, &tmp, why, n) == 0 &&
+		 coding_members(o, &tmp, why, n) == 0)
 		rc = 0;
 	if (rc == 0) {
 		const char *man = json_string_value(json_object_get(o, "manifest"));

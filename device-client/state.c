@@ -3,6 +3,7 @@
  * to here; this calls nothing of download.c, install.c or dev.c. */
 #include "device-client/dev.h"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -131,6 +132,20 @@ static void fill_timings(const struct dev_persist *p, struct proto_timings *t)
 		t->total_ms = p->t_up - p->t_accept;
 }
 
+void dev__image_load(struct dev *d)
+{
+	char path[PATH_MAX], err[128];
+	uint64_t size = 0;
+	dev__slot_path(d, d->p.slot, "payload", path, sizeof(path));
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	d->has_image = fd >= 0 &&
+		       util_sha256_fd(fd, d->image, &size, err, sizeof(err)) ==
+			   0 &&
+		       size > 0;
+	if (fd >= 0)
+		close(fd);
+}
+
 void dev__status_fill(const struct dev *d, struct proto_status *s,
 		      enum proto_state st)
 {
@@ -141,6 +156,8 @@ void dev__status_fill(const struct dev *d, struct proto_status *s,
 	snprintf(s->group, sizeof(s->group), "%s", d->cfg.group);
 	s->state = st;
 	s->ts = dev__wall_ms(d);
+	s->has_image = d->has_image; /* a delta base (PROTOCOL.md 6.4) */
+	memcpy(s->image, d->image, sizeof(s->image));
 	if (st == PROTO_ST_IDLE || st == PROTO_ST_OFFLINE)
 		return;
 	snprintf(s->release, sizeof(s->release), "%s", d->p.release);

@@ -266,7 +266,8 @@ void gw__lane_submit(struct gw *gw, struct gw_lane *l,
 
 bool gw__lanes_busy(const struct gw *gw)
 {
-	return gw->copy_lane.busy || gw->verify_lane.busy;
+	return gw->copy_lane.busy || gw->verify_lane.busy ||
+	       gw->delta_lane.busy;
 }
 
 void gw__lane_finished(struct gw *gw, struct gw_lane *l)
@@ -299,4 +300,5 @@ void gw__lanes_cancel(struct gw *gw)
 {
 	lane_cancel(&gw->copy_lane);
 	lane_cancel(&gw->verify_lane);
+	lane_cancel(&gw->delta_lane);
 }

@@ -246,13 +246,19 @@ static struct gw_release *offer_due(struct gw *gw, struct gw_device *d)
 static void gw_offer_if_due(struct gw *gw, struct gw_device *d)
 {
 	struct gw_release *r = offer_due(gw, d);
-	if (r) {
-		gw__campaign_started(gw, r);
-		if (gw__xfer_start(gw, d, r) != 0)
-			return;
-		gw__device_dirty(gw, d);
-		gw__event(gw, d->id, r->id, "offered", r->m.version);
-	}
+	if (!r)
+		return;
+	/* A delta from the image it runs, the compressed image or the
+	 * image; NULL: its payload is being made, it waits (delta.c). */
+	struct gw_release *v = gw__variant_pick(gw, r, d);
+	if (!v)
+		return;
+	gw__campaign_started(gw, r);
+	d->wire_bytes = 0;
+	if (gw__xfer_start(gw, d, v) != 0)
+		return;
+	gw__device_dirty(gw, d);
+	gw__event(gw, d->id, r->id, "offered", r->m.version);
 }
 
 static void offer_walk(const void *node, VISIT v, void *ud)
@@ -334,6 +340,25 @@ static void status_finished(struct gw *gw, struct gw_device *d,
 		gw__campaign_finished(gw, rel, st->state == PROTO_ST_COMMITTED);
 }
 
+/* d failed an encoded payload (a delta that does not rebuild the signed
+ * image, a corrupt one): the same campaign slot goes on with the full
+ * image, and this release is never sent to d encoded again (6.4). */
+static void encoded_failed(struct gw *gw, struct gw_device *d,
+			   const char *error)
+{
+	struct gw_release *full = gw__xfer_rel(d)->parent;
+	log_warnx("device=%s release=%s failed its %s payload (%s): offering "
+		  "the full image",
+		  d->id, full->id, proto_encoding_name(gw__xfer_rel(d)->encoding),
+		  error);
+	gw__event(gw, d->id, full->id, "encoded_failed", error);
+	snprintf(d->nodelta_release, sizeof(d->nodelta_release), "%s",
+		 full->id);
+	gw__xfer_free(gw, d);
+	if (gw__xfer_start(gw, d, full) == 0)
+		gw__device_dirty(gw, d);
+}
+
 static void on_status(struct gw *gw, const char *id, const void *payload,
 		      size_t len)
 {
@@ -369,6 +394,8 @@ static void on_status(struct gw *gw, const char *id, const void *payload,
 		snprintf(d->product, sizeof(d->product), "%s", st.product);
 		snprintf(d->version, sizeof(d->version), "%s", st.version);
 		snprintf(d->group, sizeof(d->group), "%s", st.group);
+		d->has_image = st.has_image;
+		memcpy(d->image, st.image, sizeof(d->image));
 	}
 	d->state = st.state;
 	if (st.state != prev || d->online != was_online)
@@ -382,6 +409,10 @@ static void on_status(struct gw *gw, const char *id, const void *payload,
 		if (d->x)
 			gw__xfer_offline(gw, d);
 		return; /* transfer pauses; resumes on return */
+	}
+	if (mine && st.state == PROTO_ST_FAILED && gw__xfer_rel(d)->parent) {
+		encoded_failed(gw, d, st.error);
+		return;
 	}
 	if (mine && (st.state == PROTO_ST_COMMITTED ||
 		     st.state == PROTO_ST_FAILED ||
@@ -662,6 +693,7 @@ int gw_init(struct gw *gw, uv_loop_t *loop, const struct gw_config *cfg,
 	gw->cfg = *cfg;
 	gw->loop = loop;
 	gw->copy_lane.max = 1;
+	gw->delta_lane.max = 1;
 	gw->verify_lane.max = 1;
 	gw->lock_fds[0] = gw->lock_fds[1] = -1;
 	/* The HTTP side's files first: libwebsockets, failing on them late,

@@ -55,6 +55,10 @@ struct gw_config {
 	char http_key_file[PATH_MAX];
 	char http_client_ca[PATH_MAX]; /* "" = ca_file, the fleet CA */
 	char http_operators[256];      /* CNs allowed, comma list */
+	/* Tests only: deltas are made from the image with its first byte
+	 * changed (a faulty or hostile gateway); devices must refuse them. */
+	bool test_hostile_delta;
+	uint32_t delta_wait_s; /* a device waits this long for its delta */
 };
 
 /* Who asked for a command and where its verdict goes (verdict.c). */
@@ -117,13 +121,31 @@ struct gw_release {
 	 * for the gateway's cache (then each send seals again). */
 	uint8_t **sealed;
 	size_t sealed_bytes;
-	struct gw_campaign camp; /* campaign.c's */
+	struct gw_campaign camp; /* campaign.c's (a variant's is unused: its
+				    root's counts) */
 	/* Sending (xfer.c owns it): the transfers' shared state and the
 	 * group, where devices that accept together get each fragment from
 	 * one publish. NULL until a transfer of this release starts. */
 	struct gw_xrel *xrel;
+	/* Encoded payloads (delta.c, PROTOCOL.md 6.4). A release's payload
+	 * fragments carry payload_len bytes: its image (m.size), or, in a
+	 * variant, the image as zstd frames or as a delta from a base. A
+	 * variant is a gw_release of its own for the transfer engine (its
+	 * fragments, its group), made from its parent, whose campaign,
+	 * manifest and table it shares (borrowed, not owned); it is not in
+	 * gw->releases but in its parent's `variants`. */
+	uint64_t payload_len;
+	enum proto_encoding encoding;
+	struct gw_release *parent, *variants;
+	uint8_t base[PROTO_SHA256_LEN]; /* a delta's base image */
+	char base_version[PROTO_VERSION_MAX + 1];
+	int var_state;	      /* GW_VAR_PENDING, _READY, _FAILED */
+	int64_t var_since_ms; /* the job was started then (monotonic) */
+	uint64_t var_cpu_ms;  /* CPU time it took to make */
 	struct gw_release *next;
 };
+
+enum { GW_VAR_PENDING, GW_VAR_READY, GW_VAR_FAILED };
 
 struct gw_xfer;
 
@@ -164,6 +186,16 @@ struct gw_device {
 	bool enc_ok;
 	uint64_t enc_checked_ms;
 	uint8_t enc_pub[PROTO_EC_PUB_LEN];
+	/* Its status's "image": the delta base it runs (delta.c). */
+	bool has_image;
+	uint8_t image[PROTO_SHA256_LEN];
+	/* How its last update travelled, and the bytes of fragments sent to
+	 * it for that update (headers and resends included, group
+	 * publishes counted once per member). */
+	enum proto_encoding encoding;
+	uint64_t wire_bytes;
+	/* It failed an encoded payload of this release: full image only. */
+	char nodelta_release[PROTO_RELEASE_HEX_LEN + 1];
 };
 
 /* A Prometheus histogram of durations (http.c): bucket i counts the
@@ -215,6 +247,7 @@ struct gw {
 	int fetches; /* package jobs under way */
 	struct gw_lane copy_lane;   /* file:// copies into the store */
 	struct gw_lane verify_lane; /* package checks */
+	struct gw_lane delta_lane;  /* compressed and delta payloads */
 	atomic_bool fetch_cancel;   /* set at stop: copies end early */
 	uv_timer_t stop_timer;	    /* stop without waiting for a stuck read */
 	uint8_t canary_key[32];	    /* ledger meta canary_key */
@@ -302,6 +335,18 @@ struct gw_release *gw__release_newest(struct gw *gw, const char *product,
 				      const struct gw_device *d);
 /* SIGHUP: read keyset_file again; retire releases it no longer trusts. */
 void gw__keyset_reload(struct gw *gw);
+
+/* delta.c: compressed and delta variants of a release (PROTOCOL.md 6.4) */
+/* The release object to send r to d as: a delta from d's image, r as
+ * zstd, or r itself; NULL = d waits (its variant is being made, for at
+ * most cfg.delta_wait_s). Starts the job that makes a missing variant. */
+struct gw_release *gw__variant_pick(struct gw *gw, struct gw_release *r,
+				    const struct gw_device *d);
+/* The release whose campaign r belongs to (r itself, or its parent). */
+struct gw_release *gw__rel_root(struct gw_release *r);
+void gw__variants_free(struct gw_release *r);
+/* Bytes of fragment i of r on the wire (header, data, tag). */
+uint64_t gw__frag_wire_len(const struct gw_release *r, uint32_t i);
 
 /* fetch.c: what a fetch may touch, and the lanes */
 /* url with its userinfo and query values replaced by "***", for logs and
@@ -429,6 +474,8 @@ __attribute__((format(printf, 3, 4))) void gw__appendf(char *buf, size_t n,
 /* xfer.c: offers and the windowed transfer */
 /* xfer.c calls nothing of gw.c or campaign.c: what the ledger and the
  * event log must record comes back to the caller. */
+/* The release object d's transfer sends (a variant, delta.c). */
+struct gw_release *gw__xfer_rel(const struct gw_device *d);
 /* d starts r (and is offered it); 0, or -1 when out of memory. */
 int gw__xfer_start(struct gw *gw, struct gw_device *d, struct gw_release *r);
 /* After a restart: d's transfer of r waits for d. 0 or -1. */

@@ -33,7 +33,7 @@ char *gw__device_record(const struct gw_device *d)
 {
 	json_t *o = json_pack(
 	    "{s:s,s:s,s:s,s:s,s:s,s:b,s:s,s:s,s:I,s:I,s:I,s:I,s:s,s:o,"
-	    "s:I,s:I,s:I,s:I}",
+	    "s:I,s:I,s:I,s:I,s:s,s:I,s:s}",
 	    "device", d->id, "product", d->product, "version", d->version,
 	    "group", d->group, "state", proto_state_name(d->state), "online",
 	    d->online, "release", d->release, "failed_release",
@@ -43,7 +43,9 @@ char *gw__device_record(const struct gw_device *d)
 	    "timings", timings_json(&d->timings), "offered_ms",
 	    (json_int_t)d->offered_ms, "transferred_ms",
 	    (json_int_t)d->transferred_ms, "finished_ms",
-	    (json_int_t)d->finished_ms, "seen_ms", (json_int_t)d->seen_ms);
+	    (json_int_t)d->finished_ms, "seen_ms", (json_int_t)d->seen_ms,
+	    "encoding", proto_encoding_name(d->encoding), "wire_bytes",
+	    (json_int_t)d->wire_bytes, "nodelta_release", d->nodelta_release);
 	char *s = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
 	json_decref(o);
 	return s;
@@ -117,6 +119,12 @@ int gw__device_parse(const char *val, size_t vlen, struct gw_device *d)
 	d->transferred_ms = int_member(o, "transferred_ms", INT64_MAX, 0);
 	d->finished_ms = int_member(o, "finished_ms", INT64_MAX, 0);
 	d->seen_ms = int_member(o, "seen_ms", INT64_MAX, 0);
+	const char *en = json_string_value(json_object_get(o, "encoding"));
+	if (!en || proto_encoding_parse(en, &d->encoding) != 0)
+		d->encoding = PROTO_ENCODING_FULL;
+	d->wire_bytes = (uint64_t)int_member(o, "wire_bytes", INT64_MAX, 0);
+	str_member(o, "nodelta_release", d->nodelta_release,
+		   sizeof(d->nodelta_release), release_ok);
 	d->online = false; /* until the device speaks again */
 	json_decref(o);
 	return 0;

@@ -33,6 +33,7 @@ struct pack_opts {
 	uint32_t security_version;
 	char expires[64];
 	uint32_t block_size;
+	bool no_compress;
 };
 
 #define K(name, type, field, help)                                             \
@@ -65,6 +66,8 @@ static const struct conf_key pack_keys[] = {
     KR("block_size", CONF_U32, block_size, PROTO_BLOCK_SIZE_MIN,
        PROTO_BLOCK_SIZE_MAX,
        "bytes per authenticated block (power of two, default 4096)"),
+    K("no_compress", CONF_BOOL, no_compress,
+      "signed: send the payload as is, never zstd (already compressed)"),
     {0}};
 static const struct conf_key verify_keys[] = {
     K("publisher_key", CONF_STR, pubkey, "publisher public key (PEM)"),
@@ -162,6 +165,7 @@ static int pack_rollback(const struct pack_opts *o, struct proto_manifest *m)
 	m->downgrade = o->downgrade;
 	snprintf(m->replaces, sizeof(m->replaces), "%s", o->replaces);
 	m->security_version = o->security_version;
+	m->no_compress = o->no_compress;
 	if (o->expires[0] &&
 	    gw__parse_when(o->expires, m->created, &m->expires, err,
 			   sizeof(err)) != 0) {
@@ -398,6 +402,8 @@ int gw__cmd_verify(int argc, char **argv)
 	       (unsigned long long)m.size, hex, (long long)m.created);
 	if (m.security_version)
 		printf("  security_version %u\n", m.security_version);
+	if (m.no_compress)
+		printf("  compress false (sent as is, never zstd)\n");
 	if (m.expires)
 		printf("  expires  %lld%s\n", (long long)m.expires,
 		       (int64_t)time(NULL) >= m.expires ? " (EXPIRED)" : "");

@@ -256,6 +256,7 @@ static int release_map(struct gw_release *r, char *err, size_t n)
 
 static void release_free(struct gw_release *r)
 {
+	gw__variants_free(r);
 	OPENSSL_cleanse(r->ckey, sizeof(r->ckey));
 	proto_aead_free(r->aead);
 	for (uint32_t i = 0; r->sealed && i < r->nfrags; i++)
@@ -416,6 +417,7 @@ static struct gw_release *release_new(struct gw *gw, struct fetch_job *j,
 	proto_hex_decode(r->id, rid, sizeof(rid));
 	r->tag = proto_release_tag(rid);
 	r->m = j->m;
+	r->payload_len = r->m.size;
 	r->manifest = j->manifest;
 	r->manifest_len = j->manifest_len;
 	j->manifest = NULL;
@@ -749,6 +751,7 @@ static int release_attach(struct gw *gw, struct gw_release *r, char *err,
 	uint8_t rid[PROTO_RELEASE_ID_LEN];
 	proto_hex_decode(r->id, rid, sizeof(rid));
 	r->tag = proto_release_tag(rid);
+	r->payload_len = r->m.size; /* the image; variants are made again */
 	if (release_map(r, err, n) != 0 || table_load(gw, r, err, n) != 0)
 		return -1;
 	return r->encrypt ? gw__enc_release_key(gw, r, false, err, n) : 0;

@@ -89,6 +89,15 @@ static const struct conf_key gw_keys[] = {
       "CA of the operators' client certificates (default: ca_file)"),
     K("http_operators", CONF_STR, http_operators, 0, 0,
       "client certificate CNs allowed over HTTPS, comma-separated"),
+    K("delta_wait_s", CONF_U32, delta_wait_s, 0, 86400,
+      "longest a device waits for its delta to be made, seconds (then "
+      "it gets the compressed image)"),
+#ifdef OTA_TEST_HOOKS
+    /* Test builds only (make VARIANT=asan or VARIANT=hooks): a release
+     * binary does not know this key and refuses it (common/conf.c). */
+    K("test_hostile_delta", CONF_BOOL, test_hostile_delta, 0, 0,
+      "TESTS ONLY: make deltas that rebuild a wrong first block"),
+#endif
     {0}};
 
 void gw_config_defaults(struct gw_config *c)
@@ -106,6 +115,7 @@ void gw_config_defaults(struct gw_config *c)
 	c->fetch_timeout_s = 600;
 	c->fetch_retries = 3;
 	c->max_inflight_kb = 16384;
+	c->delta_wait_s = 60;
 	c->group_fragments = true;
 	c->root_threshold = 1;
 	snprintf(c->mqtt_version, sizeof(c->mqtt_version), "5");
@@ -335,11 +345,11 @@ int gw__cmd_run(int argc, char **argv)
 	enum log_level lvl;
 	log_level_parse(cfg.log_level, &lvl);
 	log_set_level(lvl);
-	/* The pool must have room beside the fetch lanes (one copy, one
-	 * check): the ledger's commits run there too. */
+	/* The pool must have room beside the lanes (one copy, one check,
+	 * one payload encoding): the ledger's commits run there too. */
 	const char *tp = getenv("UV_THREADPOOL_SIZE");
-	if (!tp || strtoul(tp, NULL, 10) < 4)
-		setenv("UV_THREADPOOL_SIZE", "4", 1);
+	if (!tp || strtoul(tp, NULL, 10) < 5)
+		setenv("UV_THREADPOOL_SIZE", "5", 1);
 	mosquitto_lib_init();
 	uv_loop_t *loop = uv_default_loop();
 	int rc = 1;

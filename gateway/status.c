@@ -327,9 +327,16 @@ static void device_row(const struct status_opts *o, json_t *rels, json_t *d)
 	fmt_ms(t[2], 16, tm, "install_ms");
 	fmt_ms(t[3], 16, tm, "restart_ms");
 	fmt_ms(t[4], 16, tm, "total_ms");
-	line(o->cols, "%-10s %-8s %-11s %-8s %4s %5lld %7s %6s %7s %7s %6s",
+	/* How the update travelled and its bytes on the wire (6.4). */
+	char wire[16] = "-";
+	if (jint(d, "wire_bytes", 0) > 0)
+		fmt_bytes(wire, sizeof(wire), (double)jint(d, "wire_bytes", 0));
+	const char *enc = jstr(d, "encoding");
+	line(o->cols,
+	     "%-10s %-8s %-11s %-8s %4s %5lld %7s %6s %7s %7s %6s %-5s %9s",
 	     jstr(d, "device"), jstr(d, "version"), st, rel, done,
-	     jint(d, "frags_resent", 0), t[0], t[1], t[2], t[3], t[4]);
+	     jint(d, "frags_resent", 0), t[0], t[1], t[2], t[3], t[4],
+	     rel[0] && strcmp(rel, "-") && enc[0] ? enc : "-", wire);
 	if (jstr(d, "error")[0])
 		line(o->cols, "  %s: error: %s", jstr(d, "device"),
 		     jstr(d, "error"));
@@ -349,9 +356,9 @@ static void print_devices(const struct status_opts *o, json_t *rels,
 		     "BYTES", "RATE", "LAST ERROR");
 	else
 		line(o->cols, "%-10s %-8s %-11s %-8s %4s %5s %7s %6s %7s %7s "
-			      "%6s", "DEVICE", "VERSION", "STATE", "RELEASE",
-		     "DONE", "RESNT", "DOWNLD", "VERIFY", "INSTALL", "RESTART",
-		     "TOTAL");
+			      "%6s %-5s %9s", "DEVICE", "VERSION", "STATE",
+		     "RELEASE", "DONE", "RESNT", "DOWNLD", "VERIFY", "INSTALL",
+		     "RESTART", "TOTAL", "SENT", "WIRE");
 	for (int pass = 0; pass < 2; pass++) {
 		json_array_foreach(devs, i, d)
 		{
@@ -538,7 +545,11 @@ int gw__cmd_status(int argc, char **argv)
 		       "ledger's batched commits, so what a killed\ngateway "
 		       "sent since its last commit is not counted (a lower "
 		       "bound of the\ntraffic). DONE (acked) is what devices "
-		       "confirmed; it holds across crashes.\n");
+		       "confirmed; it holds across crashes.\nSENT is how the "
+		       "update travelled (full, zstd: compressed, delta: from "
+		       "the image\nthe device ran) and WIRE its fragment bytes "
+		       "(the JSON's encoding and\nwire_bytes), as best effort "
+		       "as RESNT.\n");
 		printf("\nexamples:\n  ota-gateway status --db "
 		       "/var/lib/ota-gateway/db --events 20\n"
 		       "  ota-gateway status --db /var/lib/ota-gateway/db "

@@ -12,7 +12,7 @@
 /* A release's sending state: its group and the group's topic. */
 struct gw_xrel {
 	struct gw_grp grp; /* first: a struct gw_grp * is a gw_xrel * */
-	char topic[PROTO_GROUP_TOPIC_MAX];
+	char topic[PROTO_GROUP_TOPIC_MAX + 2 * PROTO_SHA256_LEN];
 };
 
 struct gw_xfer {
@@ -47,10 +47,11 @@ static struct gw_snd_fleet *fleet(struct gw *gw)
 	return &gw->fleet;
 }
 
-/* r's group, told whether the campaign sends now. */
+/* r's group, told whether the campaign (its root's, for a variant of
+ * delta.c) sends now. */
 static struct gw_grp *rel_grp(struct gw_release *r)
 {
-	r->xrel->grp.rel.halted = gw__campaign_halted(r);
+	r->xrel->grp.rel.halted = gw__campaign_halted(gw__rel_root(r));
 	return &r->xrel->grp;
 }
 
@@ -92,6 +93,11 @@ void gw__xfer_release_free(struct gw *gw, struct gw_release *r)
 	gw_grp_free(gw ? fleet(gw) : NULL, &r->xrel->grp);
 	free(r->xrel);
 	r->xrel = NULL;
+}
+
+struct gw_release *gw__xfer_rel(const struct gw_device *d)
+{
+	return d->x->rel;
 }
 
 void gw__xfer_offline(struct gw *gw, struct gw_device *d)
@@ -157,6 +163,12 @@ void gw__xfer_offer(struct gw *gw, struct gw_device *d)
 	gw_snd_offered(fleet(gw), &x->snd, o.group, now);
 	memcpy(o.release, r->id, sizeof(o.release));
 	memcpy(o.sig, r->sig, PROTO_SIG_LEN);
+	/* An encoded payload (delta.c, PROTOCOL.md 6.4). */
+	o.encoding = r->encoding;
+	if (r->encoding != PROTO_ENCODING_FULL)
+		o.payload_size = r->payload_len;
+	memcpy(o.base, r->base, sizeof(o.base));
+	memcpy(o.base_version, r->base_version, sizeof(o.base_version));
 	char *json = NULL, topic[PROTO_ID_MAX + 16];
 	size_t len;
 	if (proto_offer_encode(&o, &json, &len) != 0) {
@@ -182,7 +194,9 @@ static int xrel_make(struct gw_release *r)
 				 .window = r->window,
 				 .frag_size = r->frag_size};
 	gw_grp_init(&xr->grp, &rel, r);
-	snprintf(xr->topic, sizeof(xr->topic), PROTO_GROUP_TOPIC_FMT, r->id);
+	/* One stream per payload (PROTOCOL.md 6.4): a variant's its own. */
+	proto_group_topic(r->id, r->encoding, r->base, xr->topic,
+			  sizeof(xr->topic));
 	r->xrel = xr;
 	return 0;
 }
@@ -211,6 +225,7 @@ int gw__xfer_start(struct gw *gw, struct gw_device *d, struct gw_release *r)
 	if (xfer_alloc(d, r) != 0)
 		return -1;
 	snprintf(d->release, sizeof(d->release), "%s", r->id);
+	d->encoding = r->encoding;
 	d->acked = 0;
 	d->frags = r->nfrags;
 	d->error[0] = '\0';
@@ -260,7 +275,7 @@ static size_t frag_fill(struct gw *gw, struct gw_release *r, uint32_t i)
 	uint64_t end = r->table_len, off = (uint64_t)i * r->frag_size;
 	if (i >= r->tfrags) {
 		src = r->map + r->payload_off;
-		end = r->m.size;
+		end = r->payload_len;
 		off = (uint64_t)(i - r->tfrags) * r->frag_size;
 	}
 	size_t len = r->frag_size;
@@ -296,6 +311,7 @@ static int ops_send(void *ctx, struct gw_snd *s, uint32_t i)
 	size_t len = frag_fill(gw, d->x->rel, i);
 	if (len == 0)
 		return -1;
+	d->wire_bytes += gw__frag_wire_len(d->x->rel, i);
 	return mq_publish(gw->mq, d->x->frag_topic, gw->fragbuf, len, 0, false);
 }
 
@@ -306,14 +322,22 @@ static int ops_group_send(void *ctx, struct gw_grp *g, uint32_t i)
 	size_t len = frag_fill(gw, r, i);
 	if (len == 0)
 		return -1;
+	/* The broker delivers the one publish to every member. */
+	for (size_t k = 0; k < g->nmembers; k++)
+		((struct gw_device *)g->members[k]->ud)->wire_bytes +=
+		    gw__frag_wire_len(r, i);
 	return mq_publish(gw->mq, r->xrel->topic, gw->fragbuf, len, 0, false);
 }
 
 void gw__group_tick(struct gw *gw, uint64_t now)
 {
-	for (struct gw_release *r = gw->releases; r; r = r->next)
+	for (struct gw_release *r = gw->releases; r; r = r->next) {
 		if (r->xrel && r->xrel->grp.st != GW_GRP_IDLE)
 			gw_grp_pump(fleet(gw), rel_grp(r), now);
+		for (struct gw_release *v = r->variants; v; v = v->next)
+			if (v->xrel && v->xrel->grp.st != GW_GRP_IDLE)
+				gw_grp_pump(fleet(gw), rel_grp(v), now);
+	}
 }
 
 /* What an ack did, for the log; what the caller records. */

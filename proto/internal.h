@@ -76,4 +76,18 @@ int proto__json_set(json_t *obj, const char *key, json_t *val);
 /* Serialize compactly in insertion order; *out new, *len its strlen. */
 int proto__json_dump(const json_t *obj, char **out, size_t *len);
 
+/* ---- compressed and delta payloads: JSON members (coding.c) ---- */
+
+/* The offer's "encoding", "payload_size", "base", "base_version"
+ * (PROTOCOL.md 5.2, 6.4): written only when not full; read with their
+ * rules (base and base_version with delta only, payload_size with an
+ * encoding only). */
+int proto__offer_coding_encode(json_t *obj, const struct proto_offer *o);
+int proto__offer_coding_decode(const json_t *root, struct proto_offer *o,
+			       struct proto_err *err);
+/* The status's "image" (64 lower-case hex digits), after "ts". */
+int proto__status_image_encode(json_t *obj, const struct proto_status *s);
+int proto__status_image_decode(const json_t *root, struct proto_status *s,
+			       struct proto_err *err);
+
 #endif

@@ -30,6 +30,7 @@ static const char *const announce_keys[] = {
 	"dry_run",
 	"operator",
 	"pause_failure_min",
+	"delta",
 };
 
 static int announce_check_keys(const json_t *root, struct proto_err *err)
@@ -192,6 +193,13 @@ int proto_announce_decode(const char *buf, size_t len,
 				  PROTO_PAUSE_FAILURE_MIN_MAX, &v, NULL, err)) < 0)
 		goto out_fail;
 	a->pause_failure_min = (uint32_t)v;
+	const json_t *dl = json_object_get(root, "delta");
+	if (dl != NULL && !json_is_boolean(dl)) {
+		rc = proto__err(err, PROTO_EFIELD,
+				"field 'delta': not true or false");
+		goto out_fail;
+	}
+	a->no_delta = json_is_false(dl);
 	json_decref(root);
 	return 0;
 out_fail:
@@ -434,7 +442,8 @@ int proto_offer_encode(const struct proto_offer *o, char **out, size_t *len)
 	    (o->keyset &&
 	     (rc = proto__json_set(obj, "keyset",
 				   json_stringn(o->keyset, o->keyset_len))) <
-		     0))
+		     0) ||
+	    (rc = proto__offer_coding_encode(obj, o)) < 0)
 		goto out_obj;
 	rc = proto__json_dump(obj, out, len);
 out_obj:
@@ -486,7 +495,8 @@ static int offer_fields(const json_t *root, struct proto_offer *o,
 		return proto__err(err, PROTO_EFIELD,
 				  "field 'group': not true or false");
 	o->group = json_is_true(grp);
-	if ((rc = offer_enc_decode(root, o, err)) < 0)
+	if ((rc = offer_enc_decode(root, o, err)) < 0 ||
+	    (rc = proto__offer_coding_decode(root, o, err)) < 0)
 		return rc;
 	if ((uint64_t)o->fragments + o->table_fragments > PROTO_FRAGS_MAX)
 		return proto__err(err, PROTO_ERANGE,
@@ -700,9 +710,10 @@ int proto_status_encode(const struct proto_status *s, char **out,
 	}
 	if ((rc = status_timings(obj, &s->timings)) < 0)
 		goto out_obj;
-	if (s->ts > 0 &&
-	    (rc = proto__json_set(obj, "ts", json_integer((json_int_t)s->ts))) <
-		    0)
+	if ((s->ts > 0 &&
+	     (rc = proto__json_set(obj, "ts",
+				   json_integer((json_int_t)s->ts))) < 0) ||
+	    (rc = proto__status_image_encode(obj, s)) < 0)
 		goto out_obj;
 	rc = proto__json_dump(obj, out, len);
 out_obj:
@@ -782,7 +793,7 @@ static int status_fields(const json_t *root, struct proto_status *s,
 				  &present, err)) < 0)
 		return rc;
 	s->ts = ts;
-	return 0;
+	return proto__status_image_decode(root, s, err);
 }
 
 int proto_status_decode(const char *buf, size_t len, struct proto_status *s,

@@ -83,7 +83,9 @@ int proto_manifest_encode(const struct proto_manifest *m, char **out,
 				   json_integer(m->security_version))) < 0) ||
 	    (m->expires &&
 	     (rc = proto__json_set(obj, "expires",
-				   json_integer((json_int_t)m->expires))) < 0))
+				   json_integer((json_int_t)m->expires))) < 0) ||
+	    (m->no_compress &&
+	     (rc = proto__json_set(obj, "compress", json_false())) < 0))
 		goto out_obj;
 	rc = proto__json_dump(obj, out, len);
 out_obj:
@@ -129,6 +131,12 @@ static int manifest_decode_rollback(const json_t *root,
 				  "'created' %lld",
 				  (long long)v, (long long)m->created);
 	m->expires = have ? v : 0;
+	/* "compress": only false means anything (true is the default). */
+	const json_t *cj = json_object_get(root, "compress");
+	if (cj && !json_is_boolean(cj))
+		return proto__err(err, PROTO_EFIELD,
+				  "field 'compress': not true or false");
+	m->no_compress = json_is_false(cj);
 	return 0;
 }
 

@@ -145,6 +145,9 @@ struct proto_manifest {
 	/* Unix seconds after which nobody may announce or accept it; 0 =
 	 * never (encoded only when set). Freeze-attack bound. */
 	int64_t expires;
+	/* "compress":false (written last, only then): the publisher asks
+	 * that the payload travel as is, never zstd (pack --no-compress). */
+	bool no_compress;
 };
 
 #define PROTO_SECURITY_VERSION_MAX 0xffffffu
@@ -413,6 +416,85 @@ int proto_pkg_check_trust(const uint8_t *buf, size_t len,
 			  struct proto_pkg_layout *lay, uint8_t **table,
 			  struct proto_err *err);
 
+/* ------------------------------------------- compressed and delta payloads */
+
+/*
+ * PROTOCOL.md 6.4. An encoded payload is a sequence of zstd frames, each
+ * reconstructing a whole number of blocks (at most PROTO_ZFRAME_MAX bytes
+ * of image), each decodable on its own: with no prefix (`zstd`) or with
+ * the whole base image as its raw-content prefix (`delta`, zstd's
+ * --patch-from mechanism). Pure code, no I/O.
+ */
+#define PROTO_ZFRAME_MAX (1u << 20)
+
+enum proto_encoding { PROTO_ENCODING_FULL, PROTO_ENCODING_ZSTD,
+		      PROTO_ENCODING_DELTA };
+/* "full", "zstd", "delta" ("?" out of range); parse: 0 or PROTO_EFIELD. */
+const char *proto_encoding_name(enum proto_encoding e);
+int proto_encoding_parse(const char *s, enum proto_encoding *e);
+
+/*
+ * Encode `size` bytes of image into frames of `frame_len` bytes of
+ * content (a multiple of block_size, 1 .. PROTO_ZFRAME_MAX; 0 = the
+ * largest such), each with `base` (base_len bytes; NULL = none) as its
+ * prefix, at zstd `level`. *out is new (*out_len bytes). Returns 0,
+ * PROTO_ERANGE, PROTO_ENOMEM or PROTO_ECRYPTO (zstd failed) with err.
+ */
+/* The zstd level for base + image of `bytes`. Every frame of a delta
+ * takes the whole base as prefix, which zstd indexes again per frame: the
+ * cost grows with frames x base. Measured (docs/BENCHMARKS.md, "Deltas"):
+ * on a 150 KiB firmware levels 6 to 19 make deltas within 1% of each
+ * other; on 8 MiB, level 19 takes 46 s of CPU where level 3 takes 0.6 s
+ * for a delta 0.1% larger. 19 below 4 MiB, 6 below 32 MiB, else 3. */
+int proto_zenc_level(uint64_t bytes);
+int proto_zenc(const uint8_t *img, uint64_t size, const uint8_t *base,
+	       size_t base_len, uint32_t block_size, uint32_t frame_len,
+	       int level, uint8_t **out, size_t *out_len,
+	       struct proto_err *err);
+
+/*
+ * Streaming decoder of an untrusted encoded payload. Memory is bounded by
+ * the protocol, whatever the input says: one frame's input (at most
+ * ZSTD_compressBound(PROTO_ZFRAME_MAX)) and one frame's output (at most
+ * PROTO_ZFRAME_MAX), plus zstd's context. `base` is borrowed (e.g. a
+ * read-only mapping of the active slot) until proto_zdec_free.
+ * `image_off` is where decoding (re)starts: the image bytes before it are
+ * already written (a resumed download); a multiple of block_size.
+ */
+struct proto_zdec;
+int proto_zdec_new(const uint8_t *base, size_t base_len, uint64_t image_size,
+		   uint32_t block_size, uint64_t image_off,
+		   struct proto_zdec **out, struct proto_err *err);
+void proto_zdec_free(struct proto_zdec *z);
+/*
+ * Feed up to len bytes (len may be 0); *used says how many were taken.
+ * Returns 1 when a frame is complete and decoded (see proto_zdec_frame;
+ * push the bytes not used, even none, again: the decoder may already
+ * hold the next frame), 0 when every byte was taken and more are needed,
+ * or a negative PROTO_E* with the reason in err (the frame breaks a rule
+ * of 6.4, or does not decode). After an error, or to drop a frame whose
+ * blocks failed their check, call proto_zdec_restart. The payload offset
+ * where the next frame starts is (bytes taken in all) - pending.
+ */
+int proto_zdec_push(struct proto_zdec *z, const uint8_t *data, size_t len,
+		    size_t *used, struct proto_err *err);
+/* The frame just decoded: its image offset and content (borrowed until
+ * the next push or restart). */
+void proto_zdec_frame(const struct proto_zdec *z, uint64_t *image_off,
+		      const uint8_t **data, size_t *len);
+/* Forget a partial frame; decoding restarts at image offset `image_off`
+ * with the next byte pushed (the start of a frame). */
+void proto_zdec_restart(struct proto_zdec *z, uint64_t image_off);
+/* Image bytes decoded in completed frames so far (the next frame's
+ * image offset; the image's size once it is all decoded). */
+uint64_t proto_zdec_image_off(const struct proto_zdec *z);
+/* The bytes of the frame not yet decoded, as taken so far (borrowed until
+ * the next push or restart): after a failed push, what was refused. */
+void proto_zdec_input(const struct proto_zdec *z, const uint8_t **data,
+		      size_t *len);
+/* Bytes taken and kept that belong to frames not yet decoded. */
+size_t proto_zdec_pending(const struct proto_zdec *z);
+
 /* ------------------------------------------------------ binary messages */
 
 /*
@@ -506,6 +588,7 @@ struct proto_announce {
 	uint32_t pause_failure_min; /* 1..PROTO_PAUSE_FAILURE_MIN_MAX: failed
 				       devices before any automatic pause
 				       (canary or rate); 0 = gateway's */
+	bool no_delta; /* "delta":false: never send this release as a delta */
 };
 
 int proto_announce_decode(const char *buf, size_t len,
@@ -554,8 +637,24 @@ struct proto_offer {
 	 * is newer than its own and signed by its root keys. */
 	char *keyset;
 	size_t keyset_len;
+	/* PROTOCOL.md 6.4: how the payload fragments carry the image.
+	 * FULL (absent): as is; ZSTD / DELTA: `payload_size` bytes of zstd
+	 * frames, `fragments` = ceil(payload_size / fragment_size); DELTA:
+	 * from the base image whose SHA-256 is `base`, version
+	 * `base_version` (both required with DELTA, refused without). */
+	enum proto_encoding encoding;
+	uint64_t payload_size;
+	uint8_t base[PROTO_SHA256_LEN];
+	char base_version[PROTO_VERSION_MAX + 1];
 };
 
+/* Where the group fragments of an offer's payload go (PROTOCOL.md 6.4):
+ * "ota/grp/<release>/frag" for the full image, "ota/grp/<release>z/frag"
+ * for zstd, "ota/grp/<release>d<first 16 hex of base>/frag" for a delta.
+ * out gets at most PROTO_GROUP_TOPIC_MAX + 17 bytes. */
+void proto_group_topic(const char *release, enum proto_encoding e,
+		       const uint8_t base[PROTO_SHA256_LEN], char *out,
+		       size_t n);
 /* "ota/grp/<release>/frag": where group fragments of a release go. */
 #define PROTO_GROUP_TOPIC_FMT "ota/grp/%s/frag"
 #define PROTO_GROUP_TOPIC_MAX (PROTO_RELEASE_HEX_LEN + 16)
@@ -701,6 +800,10 @@ struct proto_status {
 	char error[PROTO_ERROR_MAX + 1];          /* "" = none */
 	struct proto_timings timings;
 	int64_t ts; /* unix ms; 0 = absent */
+	/* "image": SHA-256 of the image the device runs, when it holds it
+	 * (a delta base, PROTOCOL.md 6.4); has_image false = absent. */
+	bool has_image;
+	uint8_t image[PROTO_SHA256_LEN];
 };
 
 /* Set every field to "absent" (progress -1, timings -1, strings ""). */

@@ -102,7 +102,9 @@ int proto_announce_encode(const struct proto_announce *a, char **out,
 	    (rc = set_id(o, "reply", a->reply)) < 0 ||
 	    (rc = set_id(o, "operator", a->operator_name)) < 0 ||
 	    (a->dry_run &&
-	     (rc = proto__json_set(o, "dry_run", json_true())) < 0))
+	     (rc = proto__json_set(o, "dry_run", json_true())) < 0) ||
+	    (a->no_delta &&
+	     (rc = proto__json_set(o, "delta", json_false())) < 0))
 		goto out;
 	rc = proto__json_dump(o, out, len);
 out:

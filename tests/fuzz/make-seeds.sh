@@ -15,6 +15,8 @@
 #             step of an update, and damaged ones (power cut, bit flips).
 # fuzz_ledger: ledgers as `ota-gateway fsck` and the gateway read them (one
 #             record a line, see fuzz_ledger.c), with packages signed as above.
+# fuzz_delta: zstd payloads and deltas (against fuzz_delta.c's fixed base) made
+#             by the zstd tool, broken variants, and images for the round trip.
 #
 # Vectors larger than SEED_MAX bytes are left out. The seed files are written
 # (overwritten) by name; other files in the corpus directories (inputs added by
@@ -256,6 +258,11 @@ st bad-version 1.0 a idle "" "" "$ZSIG" 0 0 0 0 "" "" 0 0 0 0 0 0 "" 0
 st bad-time-negative 1.0.0 a committed $REL "" "$ZSIG" 0 0 0 0 "" "" -5 0 0 0 0 0 "" 0
 printf '{"version":"1.0.0","slot":"a","phase":"idle","release":"","manifest":"","sig":""}' |
     seed fuzz_state old-minimal -
+# An encoded download (PROTOCOL.md 6.4): a delta's base and the decoder's checkpoint.
+printf '%s\n' '{"version":"1.0.0","slot":"a","phase":"downloading","release":"0123456789abcdef","manifest":"","sig":"","fragment_size":1024,"fragments":2,"window":16,"held":1,"table_fragments":1,"encoding":"delta","payload_size":1500,"zoff":1024,"zimg":4096,"base":"00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"}' |
+    seed fuzz_state delta-downloading -
+printf '%s\n' '{"version":"1.0.0","slot":"a","phase":"downloading","release":"0123456789abcdef","manifest":"","sig":"","fragment_size":1024,"fragments":2,"window":16,"held":1,"table_fragments":1,"encoding":"zstd","payload_size":1500,"zoff":2000,"zimg":0}' |
+    seed fuzz_state bad-zoff-beyond -
 printf '{"version":"1.0.0","slot":"a","phase":"idle","release":"","manifest":"","sig":"","phase":"failed"}' |
     seed fuzz_state bad-duplicate -
 head -c 100 "$OUT/fuzz_state/downloading" | seed fuzz_state power-cut-truncated -
@@ -331,7 +338,32 @@ signed_env signed-star '{"type":"ota-keyset","version":7,"created":1700000000,"e
 signed_env signed-rotation '{"type":"ota-keyset","version":2,"created":1700000000,"expires":1900000000,"root":{"threshold":1,"keys":["'$OTHER'"]},"publishers":[]}'
 signed_env signed-threshold-2 '{"type":"ota-keyset","version":3,"created":1700000000,"expires":1900000000,"root":{"threshold":2,"keys":["'$ROOTPUB'","'$OTHER'"]},"publishers":[]}'
 
-for t in fuzz_proto fuzz_pkg fuzz_conf fuzz_state fuzz_ledger fuzz_keyset; do
+# --- fuzz_delta: payloads made by the zstd tool (its --patch-from) ---------------
+mkdir -p "$OUT/fuzz_delta"
+# The fixed base of fuzz_delta.c, and an image: the base's first 6000 bytes edited.
+python3 -c 'import sys; sys.stdout.buffer.write(bytes(97 + (i * 7 + i // 251) % 26 for i in range(65536)))' >"$TMP/base"
+head -c 6000 "$TMP/base" | sed 's/abc/XYZ/g' >"$TMP/img"
+# dhdr SEL SIZE PIECE: selector, image size (u24 LE), piece byte.
+dhdr() {
+    byte "$1"
+    byte $(($2 & 255))
+    byte $(($2 >> 8 & 255))
+    byte $(($2 >> 16 & 255))
+    byte "$3"
+}
+zstd -q -c -19 "$TMP/img" >"$TMP/img.zst"
+zstd -q -c -19 --patch-from="$TMP/base" "$TMP/img" >"$TMP/img.delta"
+{ dhdr 0 6000 3; cat "$TMP/img.zst"; } | seed fuzz_delta zstd -
+{ dhdr 0 6000 0; cat "$TMP/img.zst"; } | seed fuzz_delta zstd-bytewise -
+{ dhdr 1 6000 63; cat "$TMP/img.delta"; } | seed fuzz_delta delta -
+{ dhdr 1 6000 63; head -c 40 "$TMP/img.delta"; } | seed fuzz_delta delta-truncated -
+{ dhdr 1 5000 63; cat "$TMP/img.delta"; } | seed fuzz_delta delta-wrong-size -
+{ dhdr 0 6000 1; cat "$TMP/img.zst" "$TMP/img.zst"; } | seed fuzz_delta zstd-twice -
+{ dhdr 0 6000 1; zstd -q -c --no-content-size <"$TMP/img"; } | seed fuzz_delta no-content-size -
+{ byte 2; cat "$TMP/img"; } | seed fuzz_delta round-img -
+{ byte 2; head -c 3000 /dev/zero; } | seed fuzz_delta round-zeros -
+
+for t in fuzz_proto fuzz_pkg fuzz_conf fuzz_state fuzz_ledger fuzz_keyset fuzz_delta; do
     echo "$OUT/$t: $(find "$OUT/$t" -type f | wc -l) files, $(du -sk "$OUT/$t" | cut -f1) KiB"
 done
 [ "$skipped" = 0 ] || echo "($skipped vectors over $SEED_MAX bytes left out)"

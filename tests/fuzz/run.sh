@@ -47,7 +47,7 @@ MODE=${1:-60}
 TARGETS=${*:-$(for f in tests/fuzz/fuzz_*.c; do basename "$f" .c; done)}
 CC=${FUZZ_CC:-clang}
 B=build/fuzz
-PKGS="libmosquitto libuv jansson libcurl openssl"
+PKGS="libmosquitto libuv jansson libcurl openssl libzstd"
 CFLAGS="-std=c11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes
         -Wmissing-prototypes -D_GNU_SOURCE -I. -g -O1 -fno-omit-frame-pointer
         -fno-sanitize-recover=all $(pkg-config --cflags $PKGS 2>/dev/null)"

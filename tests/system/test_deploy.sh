@@ -130,7 +130,7 @@ for p in $build_pkgs; do
 done
 check "  the build stage installs deploy/deps.sh's BUILD packages${missing:+ (missing:$missing)}" \
     test -z "$missing"
-runtime="libmosquitto1 libuv1 libjansson4 liblmdb0 libcurl4 libssl3 ca-certificates
+runtime="libmosquitto1 libuv1 libjansson4 liblmdb0 libcurl4 libssl3 libzstd1 ca-certificates
          libwebsockets17 libwebsockets-evlib-uv libcap2"
 missing=
 for p in $runtime; do grep -qw -- "$p" "$T/stage2" || missing="$missing $p"; done

@@ -92,10 +92,14 @@ put events "$(printf '\\00\\00\\00\\00\\00\\00\\01\\00')" \
     "{\"ts\":1,\"event\":\"resumed\",\"device\":\"\",\"release\":\"$REL\",\"detail\":\"\"}"
 check "a hole in the event sequence is found" finds "$T/c" '^events/#256: follows #[0-9]+: [0-9]+ event\(s\) missing'
 fresh
-put events "$(printf '\\00\\00\\00\\00\\00\\00\\00\\03')" \
+# The verdict's event is replaced: it counts towards nothing else (the event log's order
+# around it depends on timing: the compressed payload is made in the thread pool).
+vkey=$(mdb_dump -p -s events "$T/gw-db" | grep -B1 '"event":"verdict"' | head -n 1 | sed 's/^ //')
+vseq=$((16#$(printf '%s' "$vkey" | tr -d '\\' | tail -c 4)))
+put events "$vkey" \
     "{\"ts\":1,\"event\":\"aborted\",\"device\":\"dev-009\",\"release\":\"$REL\",\"detail\":\"\"}"
 check "an event naming an unknown device is found" \
-    finds "$T/c" "^events/#3: aborted: device 'dev-009' is not in the ledger's devices"
+    finds "$T/c" "^events/#$vseq: aborted: device 'dev-009' is not in the ledger's devices"
 fresh
 pkg=$(find "$T/gw-store" -name '*.ota' | head -n 1)
 cp "$pkg" "$T/pkg.bak"

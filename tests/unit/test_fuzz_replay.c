@@ -20,6 +20,7 @@
 #include "tests/fuzz/fuzz_ledger.c"
 #include "tests/fuzz/fuzz_keyset.c"
 #include "tests/fuzz/fuzz_enc.c"
+#include "tests/fuzz/fuzz_delta.c"
 
 #define REPLAY_TARGETS(X)                                                      \
 	X(fuzz_proto)                                                          \
@@ -28,7 +29,8 @@
 	X(fuzz_state)                                                          \
 	X(fuzz_ledger)                                                         \
 	X(fuzz_keyset)                                                         \
-	X(fuzz_enc)
+	X(fuzz_enc)                                                            \
+	X(fuzz_delta)
 
 #include <dirent.h>
 #include <setjmp.h>

@@ -167,6 +167,7 @@ static int run_announce(const uint8_t *buf, size_t len, bool ok)
 	assert_string_equal(a.reply, b.reply);
 	assert_string_equal(a.operator_name, b.operator_name);
 	assert_int_equal(a.dry_run, b.dry_run);
+	assert_int_equal(a.no_delta, b.no_delta);
 	assert_int_equal(a.ndevices, b.ndevices);
 	for (i = 0; i < a.ndevices; i++)
 		assert_string_equal(a.devices[i], b.devices[i]);
@@ -237,6 +238,10 @@ static int run_offer(const uint8_t *buf, size_t len, bool ok)
 		assert_int_equal(o2.keyset_len, o.keyset_len);
 		if (o.keyset)
 			assert_memory_equal(o2.keyset, o.keyset, o.keyset_len);
+		assert_int_equal(o2.encoding, o.encoding);
+		assert_int_equal(o2.payload_size, o.payload_size);
+		assert_memory_equal(o2.base, o.base, PROTO_SHA256_LEN);
+		assert_string_equal(o2.base_version, o.base_version);
 		proto_offer_free(&o2);
 		free(out);
 	}
@@ -306,6 +311,8 @@ static int run_status(const uint8_t *buf, size_t len, bool ok)
 	assert_string_equal(s2.error, s.error);
 	assert_memory_equal(&s2.timings, &s.timings, sizeof(s.timings));
 	assert_int_equal(s2.ts, s.ts);
+	assert_int_equal(s2.has_image, s.has_image);
+	assert_memory_equal(s2.image, s.image, PROTO_SHA256_LEN);
 	free(out);
 	return 0;
 }
