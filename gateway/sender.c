@@ -43,6 +43,15 @@ static void grp_set_state(struct gw_snd_fleet *f, struct gw_grp *g,
 		f->ops->group_state(f->ctx, g, from);
 }
 
+static void snd_set_state(struct gw_snd_fleet *f, struct gw_snd *s,
+			  enum gw_snd_state st)
+{
+	enum gw_snd_state from = s->st;
+	s->st = st;
+	if (from != st && f && f->ops && f->ops->state)
+		f->ops->state(f->ctx, s, from);
+}
+
 static void peak(struct gw_snd_fleet *f)
 {
 	if (f->inflight > f->st.inflight_peak)
@@ -201,7 +210,7 @@ void gw_snd_offered(struct gw_snd_fleet *f, struct gw_snd *s, bool group,
 	} else if (!group && s->grp_offered) {
 		gw_snd_leave(f, s, NULL);
 	}
-	s->st = GW_SND_OFFERED;
+	snd_set_state(f, s, GW_SND_OFFERED);
 	s->offer_ms = now;
 	s->offers++;
 }
@@ -453,7 +462,7 @@ static void accept(struct gw_snd_fleet *f, struct gw_snd *s, uint32_t cum,
 		   uint64_t now)
 {
 	reset_to(s, cum, now);
-	s->st = GW_SND_SENDING;
+	snd_set_state(f, s, GW_SND_SENDING);
 	/* The offer and its answer crossed the same path as the fragments
 	 * will: the first RTT sample, so that the first timeout is not a
 	 * guess (only from an offer sent once). */
@@ -633,7 +642,7 @@ enum gw_snd_ack_rc gw_snd_on_ack(struct gw_snd_fleet *f, struct gw_snd *s,
 		s->sent_max = s->cum;
 	if (s->cum == rel->nfrags) {
 		gw_snd_leave(f, s, NULL);
-		s->st = GW_SND_DONE;
+		snd_set_state(f, s, GW_SND_DONE);
 		info->done = true;
 		return GW_SND_ACK_OK;
 	}

@@ -53,6 +53,8 @@ struct gw_snd_ops {
 	/* s left its group; why is NULL when that is no news (it finished,
 	 * or its offer was answered). Optional. */
 	void (*left)(void *ctx, struct gw_snd *s, const char *why);
+	/* s changed state (for the log). Optional. */
+	void (*state)(void *ctx, struct gw_snd *s, enum gw_snd_state from);
 	/* g changed state (for the log). Optional. */
 	void (*group_state)(void *ctx, struct gw_grp *g, enum gw_grp_state from);
 };

@@ -28,6 +28,7 @@ struct gw_xfer {
 static int ops_send(void *ctx, struct gw_snd *s, uint32_t i);
 static int ops_group_send(void *ctx, struct gw_grp *g, uint32_t i);
 static void ops_left(void *ctx, struct gw_snd *s, const char *why);
+static void ops_state(void *ctx, struct gw_snd *s, enum gw_snd_state from);
 static void ops_group_state(void *ctx, struct gw_grp *g,
 			    enum gw_grp_state from);
 
@@ -35,6 +36,7 @@ static const struct gw_snd_ops xfer_ops = {
 	.send = ops_send,
 	.group_send = ops_group_send,
 	.left = ops_left,
+	.state = ops_state,
 	.group_state = ops_group_state,
 };
 
@@ -71,6 +73,15 @@ static void ops_left(void *ctx, struct gw_snd *s, const char *why)
 			 "%u of %u (held it back %llu ms in all): %s",
 			 d->id, d->x->rel->id, s->cum, s->grp->rel.nfrags,
 			 (unsigned long long)s->held_ms, why);
+}
+
+static void ops_state(void *ctx, struct gw_snd *s, enum gw_snd_state from)
+{
+	(void)ctx;
+	struct gw_device *d = s->ud;
+	log_debug("device=%s release=%s transfer %s -> %s", d->id,
+		  d->x->rel->id, gw_snd_state_name(from),
+		  gw_snd_state_name(s->st));
 }
 
 static void ops_group_state(void *ctx, struct gw_grp *g,

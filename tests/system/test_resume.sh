@@ -31,5 +31,11 @@ check "with the exact payload" cmp -s "$T/fw.bin" "$T/dev/dev-001/active/payload
 sent=$(dev_field dev-001 frags_sent)
 check "fragments sent in all: $sent, at most $total + what was unconfirmed at the cut" \
     test "$sent" -le $((total + $(dev_field dev-001 acked) - held + 64))
+# What the device lost at the cut went again: counted as resent, so that the first sends
+# are the fragments, once each.
+resent=$(dev_field dev-001 frags_resent)
+echo "# sent $sent, of which resent $resent, for $total fragments"
+check "what went again after the restart counts as resent ($sent - $resent <= $total)" \
+    test $((sent - resent)) -le "$total" -a "$resent" -ge 1
 check "gateway and device stop cleanly" stop_all_clean gateway dev-001
 finish
