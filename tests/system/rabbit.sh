@@ -150,7 +150,7 @@ rabbit_clients() {
 
 # rabbit_reload: the definitions anew from $CERTS (after make-certs --operator or
 # --revoke): imported into the running cluster (additive), and the users of revoked
-# certificates deleted (which also closes their connections).
+# certificates deleted (new connections with them are refused).
 rabbit_reload() {
     local u
     rabbit_defs || return 1
