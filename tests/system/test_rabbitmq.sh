@@ -1,5 +1,5 @@
 #!/bin/bash
-# ota-test-timeout: 400
+# ota-test-timeout: 600
 # ota-test-broker: rabbitmq
 # The system on RabbitMQ (issue 16, point 4): a real 3-node RabbitMQ 3.10 cluster on
 # loopback (tests/system/rabbit.sh: distinct node names, ports and data directories, one
