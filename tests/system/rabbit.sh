@@ -96,8 +96,11 @@ _rmq_wait() {
     # Each node imports the definitions into the cluster's shared database at boot, and one
     # node's listener can open while another is still importing (1000 users take seconds):
     # ready only once this node says it finished.
-    wait_until 120 "grep -q 'Server startup complete' '$T/rabbit$k.log' || ! alive rabbit$k" &&
-        alive "rabbit$k" || { echo "rabbit: node $k did not complete its start" >&2; return 1; }
+    if ! wait_until 120 "grep -q 'Server startup complete' '$T/rabbit$k.log' || ! alive rabbit$k" ||
+        ! alive "rabbit$k"; then
+        echo "rabbit: node $k did not complete its start" >&2
+        return 1
+    fi
 }
 
 rabbit_start() {

@@ -14,7 +14,7 @@
 # without a user is refused, the client's permissions are those of its certificate's CN.
 # (The full broker security checks run against RabbitMQ too: OTA_BROKER=rabbitmq
 # test_broker_security.sh and test_identity.sh, both run by `make test-rabbitmq`.)
-# shellcheck disable=SC2317  # helpers are called through check
+# shellcheck disable=SC2317,SC2016  # helpers are called through check; conditions are eval'd later
 . "$OTA_ROOT/tests/system/lib.sh"
 . "$OTA_ROOT/tests/system/ota.sh"
 OTA_BROKER=rabbitmq
