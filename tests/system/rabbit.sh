@@ -24,9 +24,13 @@ declare -g RMQ_EPMD=
 # _rmq_env K: sets _RMQ_ENV to the environment of node K (and of rabbitmqctl against it).
 _rmq_env() {
     local k=$1
-    # Erlang distribution and epmd on loopback only (the default is every interface).
+    # Erlang distribution and epmd on loopback only (the default is every interface). Only
+    # the test's own epmd (spawned, so stopped at the end): with -start_epmd false neither
+    # a node nor rabbitmqctl starts a daemon of its own (one did, when the test's epmd was
+    # stopped before a node, and outlived the test).
     _RMQ_ENV=(HOME="$T/rmq-home" ERL_EPMD_PORT="$RMQ_EPMD" ERL_EPMD_ADDRESS=127.0.0.1
-        RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
+        RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1} -start_epmd false"
+        RABBITMQ_CTL_ERL_ARGS="-start_epmd false"
         RABBITMQ_CONF_ENV_FILE="$T/rmq-home/env.conf"
         RABBITMQ_NODENAME="${RMQ_NODE[$k]}"
         RABBITMQ_DIST_PORT="${RMQ_DIST[$k]}"
@@ -83,8 +87,15 @@ rabbit_node_start() {
     _rmq_spawn "$1" && _rmq_wait "$1"
 }
 _rmq_spawn() {
+    local e pid p=()
     _rmq_env "$1"
     spawn "rabbit$1" env "${_RMQ_ENV[@]}" "$RMQ_BIN/rabbitmq-server"
+    # The test's epmd last in lib.sh's cleanup order (spawn order), after every node: see
+    # finish in lib.sh.
+    e=$(pid_of epmd)
+    [ -n "$e" ] || return 0
+    for pid in "${_LIB_ALL[@]}"; do [ "$pid" = "$e" ] || p+=("$pid"); done
+    _LIB_ALL=("${p[@]}" "$e")
 }
 _rmq_wait() {
     local k=$1
