@@ -142,8 +142,9 @@ test: deps
 all-tests: all $(UNIT_BIN) $(TOOL_BIN) $(PRELOAD_BIN)
 
 # The system on RabbitMQ (deploy/rabbitmq): test_rabbitmq.sh (a 3-node cluster on loopback,
-# 1-2 minutes, so not in `make test`) and the broker security and identity checks against
-# RabbitMQ with its own expectations. CI (.ci/run) runs it after `make test`.
+# one node stopped and restarted mid-transfer: 3-5 minutes on a busy 2-core machine, so not
+# in `make test`) and the broker security and identity checks against RabbitMQ with its
+# own expectations. CI (.ci/run) runs it after `make test`.
 RABBITMQ_TESTS := ^test_(rabbitmq|broker_security|identity)\.sh$$
 test-rabbitmq: deps
 	@$(MAKE) --no-print-directory VARIANT=asan all-tests

@@ -10,11 +10,13 @@
 # Prints Markdown.
 #   usage: tests/bench/rabbitmq.sh [BUILD_DIR]
 #   env: RMQ_BENCH_N=1000 RMQ_BENCH_PKG_KIB=64 RMQ_BENCH_BROKERS="mosquitto rabbitmq:1 rabbitmq:3"
+#        RMQ_BENCH_STAGGER_MS=2 (each fleet's delay between two connections: fleet_stagger_ms)
 . "$(dirname "$0")/env.sh"
 . "$OTA_ROOT/tests/system/rabbit.sh"
 N=${RMQ_BENCH_N:-1000}
 KIB=${RMQ_BENCH_PKG_KIB:-64}
 BROKERS=${RMQ_BENCH_BROKERS:-mosquitto rabbitmq:1 rabbitmq:3}
+STAGGER=${RMQ_BENCH_STAGGER_MS:-2}
 certs_make --devices "$N" >/dev/null || bench_die "make-certs failed"
 bench_tmpfs
 make_payload "$T/fw.bin" $((KIB * 1024))
@@ -44,7 +46,7 @@ run_one() {
     for ((k = 1; k <= nodes; k++)); do
         first=$(((k - 1) * per + 1))
         [ "$k" = "$nodes" ] && per=$((N - first + 1))
-        spawn "fleet$k" "$DEV" --fleet "$per" --fleet-first "$first" \
+        spawn "fleet$k" "$DEV" --fleet "$per" --fleet-first "$first" --fleet-stagger-ms "$STAGGER" \
             --fleet-cert-dir "$CERTS/devices" --product sensor --version 1.0.0 \
             --broker-host localhost --broker-port "${RMQ_PORT[$k]}" --ca-file "$CERTS/ca.crt" \
             --publisher-key "$CERTS/publisher.pub" --state-dir "$SHM/fleet/$k"

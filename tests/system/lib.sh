@@ -237,7 +237,10 @@ check() {
 # found in any log as failures, and exit non-zero if anything failed.
 finish() {
     local name f
-    for name in "${!_LIB_PID[@]}"; do stop "$name" || true; done
+    # "epmd" (tests/system/rabbit.sh) last: a RabbitMQ node that stops runs rabbitmqctl,
+    # which starts an epmd daemon of its own (outliving the test) if the test's is gone.
+    for name in "${!_LIB_PID[@]}"; do [ "$name" = epmd ] || stop "$name" || true; done
+    [ -z "${_LIB_PID[epmd]:-}" ] || stop epmd || true
     for f in "$T"/*.log; do
         [ -f "$f" ] || continue
         if grep -q -E 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$f"; then

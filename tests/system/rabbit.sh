@@ -24,9 +24,13 @@ declare -g RMQ_EPMD=
 # _rmq_env K: sets _RMQ_ENV to the environment of node K (and of rabbitmqctl against it).
 _rmq_env() {
     local k=$1
-    # Erlang distribution and epmd on loopback only (the default is every interface).
+    # Erlang distribution and epmd on loopback only (the default is every interface). Only
+    # the test's own epmd (spawned, so stopped at the end): with -start_epmd false neither
+    # a node nor rabbitmqctl starts a daemon of its own (one did, when the test's epmd was
+    # stopped before a node, and outlived the test).
     _RMQ_ENV=(HOME="$T/rmq-home" ERL_EPMD_PORT="$RMQ_EPMD" ERL_EPMD_ADDRESS=127.0.0.1
-        RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
+        RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1} -start_epmd false"
+        RABBITMQ_CTL_ERL_ARGS="-start_epmd false"
         RABBITMQ_CONF_ENV_FILE="$T/rmq-home/env.conf"
         RABBITMQ_NODENAME="${RMQ_NODE[$k]}"
         RABBITMQ_DIST_PORT="${RMQ_DIST[$k]}"
@@ -83,8 +87,15 @@ rabbit_node_start() {
     _rmq_spawn "$1" && _rmq_wait "$1"
 }
 _rmq_spawn() {
+    local e pid p=()
     _rmq_env "$1"
     spawn "rabbit$1" env "${_RMQ_ENV[@]}" "$RMQ_BIN/rabbitmq-server"
+    # The test's epmd last in lib.sh's cleanup order (spawn order), after every node: see
+    # finish in lib.sh.
+    e=$(pid_of epmd)
+    [ -n "$e" ] || return 0
+    for pid in "${_LIB_ALL[@]}"; do [ "$pid" = "$e" ] || p+=("$pid"); done
+    _LIB_ALL=("${p[@]}" "$e")
 }
 _rmq_wait() {
     local k=$1
@@ -96,8 +107,11 @@ _rmq_wait() {
     # Each node imports the definitions into the cluster's shared database at boot, and one
     # node's listener can open while another is still importing (1000 users take seconds):
     # ready only once this node says it finished.
-    wait_until 120 "grep -q 'Server startup complete' '$T/rabbit$k.log' || ! alive rabbit$k" &&
-        alive "rabbit$k" || { echo "rabbit: node $k did not complete its start" >&2; return 1; }
+    if ! wait_until 120 "grep -q 'Server startup complete' '$T/rabbit$k.log' || ! alive rabbit$k" ||
+        ! alive "rabbit$k"; then
+        echo "rabbit: node $k did not complete its start" >&2
+        return 1
+    fi
 }
 
 rabbit_start() {
@@ -119,10 +133,14 @@ rabbit_start() {
         RMQ_DIST[k]=$(free_port) || return 1
     done
     for ((k = 1; k <= n; k++)); do _rmq_conf "$k" "$n"; done
-    # All at once: classic peer discovery picks one to form the cluster and the others join
-    # it (node 1 alone first would wait for the others before its MQTT listener opens).
-    for ((k = 1; k <= n; k++)); do _rmq_spawn "$k"; done
-    for ((k = 1; k <= n; k++)); do _rmq_wait "$k" || return 1; done
+    # Node 1 first, to the end of its start: it forms the cluster, creates the vhost and
+    # imports the definitions. Then the others together: they join, start the vhost's
+    # processes at boot and skip the import (skip_if_unchanged). All at once instead lost a
+    # race in 3.10: the vhost one node created during the others' boot was never started on
+    # them ("vhost '/' is down" to every client of those nodes).
+    rabbit_node_start 1 || return 1
+    for ((k = 2; k <= n; k++)); do _rmq_spawn "$k"; done
+    for ((k = 2; k <= n; k++)); do _rmq_wait "$k" || return 1; done
     BROKER_PORT=${RMQ_PORT[1]}
     export BROKER_PORT
 }
@@ -146,7 +164,7 @@ rabbit_clients() {
 
 # rabbit_reload: the definitions anew from $CERTS (after make-certs --operator or
 # --revoke): imported into the running cluster (additive), and the users of revoked
-# certificates deleted (which also closes their connections).
+# certificates deleted (new connections with them are refused).
 rabbit_reload() {
     local u
     rabbit_defs || return 1
