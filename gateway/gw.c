@@ -445,6 +445,9 @@ static void on_ack(struct gw *gw, const char *id, const void *payload,
 		return;
 	}
 	gw->stats.acks++;
+	/* Heard from: a downloading device's statuses come only every 10 s
+	 * (PROTOCOL.md 5.3), its acks all the time; no status poll for it. */
+	d->seen_ms = gw__wall_ms(gw);
 	enum gw_xfer_ack rc = gw__xfer_on_ack(gw, d, &a);
 	if (rc != GW_XFER_ACK_NOTHING)
 		gw__device_dirty(gw, d);
