@@ -23,6 +23,9 @@
 	 sizeof(((struct gw_config *)0)->field), lo, hi, help}
 
 static const struct conf_key gw_keys[] = {
+    K("brokers", CONF_STR, brokers, 0, 0,
+      "brokers to use, host[:port],... in order of preference; on a "
+      "failure the next (overrides broker_host)"),
     K("broker_host", CONF_STR, broker_host, 0, 0,
       "MQTT broker host name (must match its certificate)"),
     K("broker_port", CONF_U32, broker_port, 1, 65535, "broker TLS port"),
@@ -91,6 +94,14 @@ static const struct conf_key gw_keys[] = {
       "CA of the operators' client certificates (default: ca_file)"),
     K("http_operators", CONF_STR, http_operators, 0, 0,
       "client certificate CNs allowed over HTTPS, comma-separated"),
+    K("offer_rate", CONF_U32, offer_rate, 0, 1000000,
+      "offers started per second at most (0: no limit)"),
+    K("restart_rate", CONF_U32, restart_rate, 0, 1000000,
+      "device reconnections per second after an update: offers spread "
+      "restarts over devices / rate (0: no spread)"),
+    K("hello_spread_s", CONF_U32, hello_spread_s, 0, 3600,
+      "devices answer the gateway's hello within at least this many "
+      "seconds"),
     {0}};
 
 static void gw_config_defaults(struct gw_config *c)
@@ -112,6 +123,9 @@ static void gw_config_defaults(struct gw_config *c)
 	c->root_threshold = 1;
 	snprintf(c->mqtt_version, sizeof(c->mqtt_version), "5");
 	c->pause_failure_min = 2;
+	c->offer_rate = 1000;
+	c->restart_rate = 500;
+	c->hello_spread_s = 5;
 	snprintf(c->http_operators, sizeof(c->http_operators), "ota-operator");
 	snprintf(c->log_level, sizeof(c->log_level), "info");
 }
@@ -140,6 +154,8 @@ static int gw_config_check(const struct gw_config *c, char *err, size_t n)
 				 "warn, info, debug", c->log_level);
 		return -1;
 	}
+	if (c->brokers[0] && mq_brokers_check(c->brokers, NULL, err, n) != 0)
+		return -1;
 	if (c->encrypt_packages && !c->device_cert_dir[0]) {
 		snprintf(err, n, "key 'encrypt_packages' needs "
 				 "'device_cert_dir' (the devices' certificates)");
@@ -396,7 +412,7 @@ static void gw_offer_if_due(struct gw *gw, struct gw_device *d)
 	/* Encrypted: only to a device whose certificate the gateway has. */
 	if (best && best->encrypt && !gw__enc_may_offer(gw, d, best))
 		return;
-	if (best && gw__campaign_admit(gw, best, d)) {
+	if (best && gw__campaign_admit(gw, best, d) && gw__pace_offer(gw)) {
 		gw__campaign_started(gw, best);
 		gw__xfer_start(gw, d, best);
 	}
@@ -604,11 +620,12 @@ static void on_message5(struct mq *mq, void *ud, const char *topic,
 
 static void on_connect(struct mq *mq, void *ud)
 {
-	(void)ud;
 	mq_subscribe(mq, "ota/release/+", 1);
 	mq_subscribe(mq, "ota/ctl/+", 1);
 	mq_subscribe(mq, "ota/dev/+/status", 1);
 	mq_subscribe(mq, "ota/dev/+/ack", 0);
+	/* After the subscriptions: the answers find them. */
+	gw__hello(ud);
 }
 
 static void on_disconnect(struct mq *mq, void *ud, const char *why)
@@ -633,9 +650,12 @@ static void status_poll(struct gw *gw, struct gw_device *d)
 		return;
 	char topic[PROTO_ID_MAX + 24];
 	snprintf(topic, sizeof(topic), "ota/dev/%s/status", d->id);
-	/* Subscribing again delivers the retained message; the wildcard
-	 * subscription stays, so this one goes at once. */
-	if (mq_subscribe(gw->mq, topic, 1) != 0)
+	/* The device answers a poll on its exact topic (any broker); and
+	 * subscribing again delivers the retained status (its Last Will,
+	 * when it is gone) where the broker has it. The wildcard
+	 * subscription stays, so the exact one goes at once. */
+	if (gw__poll_device(gw, d->id) != 0 ||
+	    mq_subscribe(gw->mq, topic, 1) != 0)
 		return;
 	mq_unsubscribe(gw->mq, topic);
 	d->poll_ms = now;
@@ -681,6 +701,7 @@ static void tick_cb(uv_timer_t *t)
 		gw->poll_budget = STATUS_POLLS_PER_TICK;
 		twalk_r(gw->devices, tick_walk, gw);
 		gw__group_tick(gw, now);
+		gw__pace_tick(gw, now);
 	}
 }
 
@@ -871,6 +892,7 @@ int gw__cmd_run(int argc, char **argv)
 	struct mq_opts mo = {
 	    .host = gw.cfg.broker_host,
 	    .port = (int)gw.cfg.broker_port,
+	    .brokers = gw.cfg.brokers,
 	    .cafile = gw.cfg.ca_file,
 	    .certfile = gw.cfg.cert_file,
 	    .keyfile = gw.cfg.key_file,
@@ -908,8 +930,8 @@ int gw__cmd_run(int argc, char **argv)
 	uv_signal_start(&gw.sigint, signal_cb, SIGINT);
 	uv_signal_start(&gw.sigterm, signal_cb, SIGTERM);
 	uv_signal_start(&gw.sighup, signal_cb, SIGHUP);
-	log_info("gateway up: broker=%s:%u db=%s store=%s devices=%zu",
-		 gw.cfg.broker_host, gw.cfg.broker_port, gw.cfg.db_dir,
+	log_info("gateway up: broker=%s db=%s store=%s devices=%zu",
+		 mq_broker(gw.mq), gw.cfg.db_dir,
 		 gw.cfg.store_dir, gw.ndevices);
 	mq_start(gw.mq);
 	uv_run(gw.loop, UV_RUN_DEFAULT);

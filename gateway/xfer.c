@@ -180,7 +180,9 @@ void gw__xfer_offer(struct gw *gw, struct gw_device *d)
 				.fragment_size = r->frag_size,
 				.fragments = r->nfrags - r->tfrags,
 				.table_fragments = r->tfrags,
-				.window = r->window};
+				.window = r->window,
+				.restart_spread_ms =
+				    gw__restart_spread_ms(gw, r)};
 	/* Encrypted: the content key wrapped for this device alone (once
 	 * per transfer: offers sent again carry the same), or no offer at
 	 * all (never the release in clear); tried again later. */
