@@ -123,7 +123,7 @@ static void gw_config_defaults(struct gw_config *c)
 	c->root_threshold = 1;
 	snprintf(c->mqtt_version, sizeof(c->mqtt_version), "5");
 	c->pause_failure_min = 2;
-	c->offer_rate = 1000;
+	c->offer_rate = 2000;
 	c->restart_rate = 500;
 	c->hello_spread_s = 5;
 	snprintf(c->http_operators, sizeof(c->http_operators), "ota-operator");

@@ -11,7 +11,7 @@
 #   - reconnections after the update: from the broker's log ("New client connected"), the
 #     busiest second and the seconds they spread over; and from the fleets, the most
 #     connection attempts any device's post-restart connection took (target: at most 3).
-# The gateway runs with its defaults: offers paced at offer_rate (1000/s), restarts spread at
+# The gateway runs with its defaults: offers paced at offer_rate (2000/s), restarts spread at
 # restart_rate (500 reconnections/s: N / 500 seconds).
 #   usage: tests/bench/scale.sh [BUILD_DIR]
 #   env: SCALE_SIZES="1000 5000 10000"  FLEET_MAX_PER_PROC=2500  GW_FLAGS (extra gateway flags)
