@@ -76,6 +76,17 @@ int mq_brokers_check(const char *list, unsigned *n, char *err, size_t errlen);
 int mq_brokers_get(const char *list, int defport, unsigned i, char *host,
 		   size_t hostcap, int *port, char *err, size_t errlen);
 
+/* Internal to common/ (mq.c, mqbrokers.c): one broker of a list. */
+struct mq_broker {
+	char *host; /* new */
+	int port;
+};
+/* list -> *out (new array of *n, each host new; free with
+ * mq__brokers_free), a port left out being defport; -1 with err. */
+int mq__brokers_parse(const char *list, int defport, struct mq_broker **out,
+		      unsigned *n, char *err, size_t errlen);
+void mq__brokers_free(struct mq_broker *b, unsigned n);
+
 /* Strings in opts are copied. Call mosquitto_lib_init() once before. */
 int mq_new(uv_loop_t *loop, const struct mq_opts *opts,
 	   const struct mq_cbs *cbs, void *ud, struct mq **out, char *err,
