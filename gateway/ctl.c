@@ -47,6 +47,7 @@ struct ann_opts {
 	char devices[8192];
 	uint32_t fragment_size, window, concurrency;
 	uint32_t canary_percent, canary_success_percent, pause_failure_percent;
+	char restart_spread_s[16]; /* "" = the gateway's */
 	bool dry_run;
 	struct conn_opts c;
 };
@@ -104,6 +105,9 @@ static const struct conf_key ann_keys[] = {
       "share of the canaries that must commit (default 100)"),
     A("pause_failure_percent", CONF_U32, pause_failure_percent, 0, 1, 100,
       "pause by itself above this failure rate"),
+    A("restart_spread_s", CONF_STR, restart_spread_s, 16, 0, 0,
+      "devices restart at random within this many seconds after "
+      "installing, 0..3600 (default: the gateway's, from restart_rate)"),
     A("dry_run", CONF_BOOL, dry_run, 0, 0, 0,
       "only ask which devices it would target; start nothing"),
     CONN_KEYS(struct ann_opts),
@@ -585,6 +589,20 @@ int gw__cmd_announce(int argc, char **argv)
 	a.canary_percent = o->canary_percent;
 	a.canary_success_percent = o->canary_success_percent;
 	a.pause_failure_percent = o->pause_failure_percent;
+	if (o->restart_spread_s[0]) {
+		char *e;
+		unsigned long v = strtoul(o->restart_spread_s, &e, 10);
+		if (*e || o->restart_spread_s[0] == '-' ||
+		    v > PROTO_SPREAD_MS_MAX / 1000) {
+			fprintf(stderr, "ota-gateway announce: "
+					"--restart-spread-s: '%s' is not "
+					"0..%u\n",
+				o->restart_spread_s, PROTO_SPREAD_MS_MAX / 1000);
+			goto out;
+		}
+		a.restart_spread_s = (uint32_t)v;
+		a.restart_spread_set = true;
+	}
 	a.dry_run = o->dry_run;
 	make_request_id(a.reply, sizeof(a.reply));
 	operator_of(&o->c, a.operator_name, sizeof(a.operator_name));

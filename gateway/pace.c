@@ -58,6 +58,8 @@ void gw__pace_tick(struct gw *gw, uint64_t now) {
 
 uint32_t gw__restart_spread_ms(const struct gw *gw,
                                const struct gw_release *r) {
+  if (r->target.restart_spread_set) /* the campaign's own */
+    return r->target.restart_spread_s * 1000;
   if (!gw->cfg.restart_rate)
     return 0;
   /* The devices that may restart together: the campaign's

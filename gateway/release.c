@@ -314,6 +314,10 @@ static char *release_record(const struct gw_release *r)
 		json_object_set_new(c, "canary_cut", json_string(cut));
 		json_object_set_new(c, "pause_failure_min",
 				    json_integer(r->fail_min));
+		if (r->target.restart_spread_set)
+			json_object_set_new(
+			    c, "restart_spread_s",
+			    json_integer(r->target.restart_spread_s));
 	}
 	if (o && c)
 		json_object_set_new(o, "campaign", c);
@@ -831,6 +835,9 @@ static int release_load_cb(void *ud, const void *key, size_t klen,
 	CU32(r->committed, "committed");
 	CU32(r->failed, "failed");
 	CU32(r->fail_min, "pause_failure_min");
+	r->target.restart_spread_set =
+	    json_object_get(c, "restart_spread_s") != NULL;
+	CU32(r->target.restart_spread_s, "restart_spread_s");
 #undef CU32
 	/* A campaign of an older gateway has no draw: the first to come. */
 	const char *cut = json_string_value(json_object_get(c, "canary_cut"));

@@ -30,6 +30,7 @@ static const char *const announce_keys[] = {
 	"dry_run",
 	"operator",
 	"pause_failure_min",
+	"restart_spread_s",
 };
 
 static int announce_check_keys(const json_t *root, struct proto_err *err)
@@ -192,6 +193,11 @@ int proto_announce_decode(const char *buf, size_t len,
 				  PROTO_PAUSE_FAILURE_MIN_MAX, &v, NULL, err)) < 0)
 		goto out_fail;
 	a->pause_failure_min = (uint32_t)v;
+	if ((rc = proto__json_int(root, "restart_spread_s", false, 0,
+				  PROTO_SPREAD_MS_MAX / 1000, &v,
+				  &a->restart_spread_set, err)) < 0)
+		goto out_fail;
+	a->restart_spread_s = (uint32_t)v;
 	json_decref(root);
 	return 0;
 out_fail:

@@ -508,6 +508,11 @@ struct proto_announce {
 	uint32_t pause_failure_min; /* 1..PROTO_PAUSE_FAILURE_MIN_MAX: failed
 				       devices before any automatic pause
 				       (canary or rate); 0 = gateway's */
+	/* "restart_spread_s": 0..3600, the offers' restart spread for this
+	 * campaign (0 = none); absent (restart_spread_set false) = the
+	 * gateway's, from restart_rate. */
+	uint32_t restart_spread_s;
+	bool restart_spread_set;
 };
 
 int proto_announce_decode(const char *buf, size_t len,

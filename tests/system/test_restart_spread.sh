@@ -54,5 +54,14 @@ echo "# busiest second of reconnections: $per_s of $N"
 check "  no second saw more than half the fleet reconnect" test "$per_s" -le $((N / 2))
 check "  every device reconnected at its first attempt" \
     wait_until 10 "grep -a ' ota-device fleet summary ' '$T/fleet.log' | tail -n 1 | grep -q 'connected=$N .*connect_attempts_max=1 '"
+# The operator sets the spread of a campaign in its announcement: restart_spread_s.
+pack sensor 1.2.0 "$T/fw.bin" "$T/p2.ota"
+check "announce 1.2.0 with \"restart_spread_s\":1" \
+    announce sensor "file://$T/p2.ota" ',"restart_spread_s":1'
+check "all $N devices commit 1.2.0" wait_until 120 "[ \"\$(count_at committed 1.2.0)\" = $N ]"
+check "  its offers carry restart_spread_ms 1000, the campaign's own" \
+    test "$(mq_msgs offers | grep -c '"restart_spread_ms":1000[,}]')" -ge "$N"
+check "  and the devices waited below 1000 ms" \
+    bash -c "[ \$(grep -a -c 'restarting in [0-9]* ms (spread 1000 ms)' '$T/fleet.log') -ge $((N - 1)) ]"
 check "gateway and fleet stop cleanly, no sanitizer reports" stop_all_clean gateway fleet
 finish

@@ -34,6 +34,38 @@ static void test_control_ok(void **state)
 	assert_string_equal(proto_action_name(PROTO_ACT_RESUME), "resume");
 }
 
+/* The announcement's restart_spread_s: absent, 0 and 3600 are not alike. */
+static void test_announce_restart_spread(void **state)
+{
+	(void)state;
+	struct proto_announce a;
+	struct proto_err err = {{0}};
+	const char *j = "{\"url\":\"file:///p.ota\"}";
+	assert_int_equal(proto_announce_decode(j, strlen(j), &a, &err), 0);
+	assert_false(a.restart_spread_set);
+	proto_announce_free(&a);
+	j = "{\"url\":\"file:///p.ota\",\"restart_spread_s\":0}";
+	assert_int_equal(proto_announce_decode(j, strlen(j), &a, &err), 0);
+	assert_true(a.restart_spread_set);
+	assert_int_equal(a.restart_spread_s, 0);
+	char *out = NULL;
+	size_t len;
+	assert_int_equal(proto_announce_encode(&a, &out, &len), 0);
+	assert_non_null(strstr(out, "\"restart_spread_s\":0"));
+	free(out);
+	proto_announce_free(&a);
+	j = "{\"url\":\"file:///p.ota\",\"restart_spread_s\":3600}";
+	assert_int_equal(proto_announce_decode(j, strlen(j), &a, &err), 0);
+	assert_int_equal(a.restart_spread_s, 3600);
+	proto_announce_free(&a);
+	j = "{\"url\":\"file:///p.ota\",\"restart_spread_s\":3601}";
+	assert_int_equal(proto_announce_decode(j, strlen(j), &a, &err),
+			 PROTO_ERANGE);
+	j = "{\"url\":\"file:///p.ota\",\"restart_spread_s\":\"5\"}";
+	assert_int_equal(proto_announce_decode(j, strlen(j), &a, &err),
+			 PROTO_EFIELD);
+}
+
 /* The gateway's hello and status poll (PROTOCOL.md 5.6). */
 static void test_poll(void **state)
 {
@@ -278,6 +310,7 @@ int main(void)
 	    cmocka_unit_test(test_control_roundtrip),
 	    cmocka_unit_test(test_announce_rollout_fields),
 	    cmocka_unit_test(test_poll),
+	    cmocka_unit_test(test_announce_restart_spread),
 	    cmocka_unit_test(test_manifest_downgrade),
 	    cmocka_unit_test(test_control_reply_retry),
 	    cmocka_unit_test(test_announce_encode),
