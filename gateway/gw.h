@@ -263,6 +263,10 @@ void gw__offer_due_all(struct gw *gw);
 /* An offer may start now (a token of offer_rate is taken), or it is
  * held back and gw__pace_tick tries again. */
 bool gw__pace_offer(struct gw *gw);
+/* An unanswered offer (sent `offers` times, the last `since_ms` ago) is
+ * due again: offer_retry_ms doubled per offer sent, at most 60 s, and a
+ * token of offer_rate. */
+bool gw__pace_reoffer(struct gw *gw, uint32_t offers, uint64_t since_ms);
 /* Each tick: refill offer tokens, and walk for held-back offers. */
 void gw__pace_tick(struct gw *gw, uint64_t now);
 /* restart_spread_ms for the offers of release r. */

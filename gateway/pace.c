@@ -36,6 +36,28 @@ bool gw__pace_offer(struct gw *gw) {
   return false;
 }
 
+/* Re-offers back off: a fleet too busy to answer (a simulator's event
+ * loop, a broker's full queues) is not sent the same offers again every
+ * offer_retry_ms, each one more message to queue and one more signature
+ * for the device to check. */
+#define REOFFER_MAX_MS 60000
+
+bool gw__pace_reoffer(struct gw *gw, uint32_t offers, uint64_t since_ms) {
+  unsigned shift = offers > 1 ? offers - 1 : 0;
+  uint64_t wait = (uint64_t)gw->cfg.offer_retry_ms << (shift < 8 ? shift : 8);
+  if (wait > REOFFER_MAX_MS)
+    wait = gw->cfg.offer_retry_ms > REOFFER_MAX_MS ? gw->cfg.offer_retry_ms
+                                                   : REOFFER_MAX_MS;
+  if (since_ms < wait)
+    return false;
+  if (!gw->cfg.offer_rate)
+    return true;
+  if (gw->offer_tokens < 1.0)
+    return false; /* the next tick refills */
+  gw->offer_tokens -= 1.0;
+  return true;
+}
+
 void gw__pace_tick(struct gw *gw, uint64_t now) {
   if (!gw->cfg.offer_rate)
     return;

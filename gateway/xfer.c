@@ -733,7 +733,7 @@ void gw__xfer_tick(struct gw *gw, struct gw_device *d, uint64_t now)
 	if (!d->online || halted(x))
 		return; /* resumes with a new offer when it is back */
 	if (x->st == XS_OFFERED) {
-		if (now - x->offer_ms >= gw->cfg.offer_retry_ms)
+		if (gw__pace_reoffer(gw, x->offers, now - x->offer_ms))
 			gw__xfer_offer(gw, d);
 		return;
 	}
