@@ -55,7 +55,7 @@ static const struct conf_key gw_keys[] = {
     K("max_package_mb", CONF_U32, max_package_mb, 1, 1u << 20,
       "largest package accepted, MiB"),
     K("offer_retry_ms", CONF_U32, offer_retry_ms, 100, 3600000,
-      "re-send an unanswered offer after this long"),
+      "re-send an unanswered offer after this long (doubled per re-send, up to 60 s)"),
     K("log_level", CONF_STR, log_level, 0, 0, "error, warn, info or debug"),
     K("https_ca_file", CONF_STR, https_ca_file, 0, 0,
       "CA bundle for https:// package servers (default: system store)"),
