@@ -3,15 +3,15 @@
 # offers carry restart_spread_ms = devices / restart_rate; each device restarts at a random
 # time within it, so a fleet updated together reconnects over the window, not in one
 # second. Here 40 simulated devices, offer_rate 20/s (40 offers over ~2 s) and restart_rate
-# 10/s (a 4 s spread).
+# 5/s (an 8 s spread).
 . "$OTA_ROOT/tests/system/lib.sh"
 . "$OTA_ROOT/tests/system/ota.sh"
 
 N=40
 certs_make --devices "$N" >/dev/null || { echo "Bail out! make-certs failed"; exit 1; }
 broker_start || { not_ok "broker starts"; finish; }
-check "gateway starts (offer_rate 20, restart_rate 10)" \
-    gateway_start --offer-rate 20 --restart-rate 10
+check "gateway starts (offer_rate 20, restart_rate 5)" \
+    gateway_start --offer-rate 20 --restart-rate 5
 spawn fleet "$DEV" --fleet "$N" --fleet-cert-dir "$CERTS/devices" --product sensor \
     --version 1.0.0 --broker-host localhost --broker-port "$BROKER_PORT" \
     --ca-file "$CERTS/ca.crt" --publisher-key "$CERTS/publisher.pub" --state-dir "$T/fleet" \
@@ -35,17 +35,17 @@ last_offer=$(grep -a ' offered$' "$T/gateway.log" | tail -n 1 | cut -d' ' -f1 | 
 echo "# first offers to last: $((last_offer - first_offer)) ms"
 check "offers are paced: the first $N offers span more than 1.2 s (20/s, bursts of 4)" \
     test $((last_offer - first_offer)) -gt 1200
-check "every offer names restart_spread_ms 4000 (40 devices / 10 per s)" \
-    test "$(mq_msgs offers | grep -c '"restart_spread_ms":4000')" -ge "$N"
-waits=$(grep -a -o 'restarting in [0-9]* ms (spread 4000 ms)' "$T/fleet.log" | awk '{ print $3 }')
+check "every offer names restart_spread_ms 8000 (40 devices / 5 per s)" \
+    test "$(mq_msgs offers | grep -c '"restart_spread_ms":8000')" -ge "$N"
+waits=$(grep -a -o 'restarting in [0-9]* ms (spread 8000 ms)' "$T/fleet.log" | awk '{ print $3 }')
 n_w=$(wc -w <<<"$waits")
 lo=$(tr ' ' '\n' <<<"$waits" | sort -n | head -n 1)
 hi=$(tr ' ' '\n' <<<"$waits" | sort -n | tail -n 1)
 echo "# $n_w devices waited $lo .. $hi ms before restarting"
-check "  each device waited a random time below 4000 ms before its restart" \
-    test "$n_w" -ge $((N - 1)) -a "${hi:-9999}" -lt 4000
-check "  spread over the window (longest - shortest wait > 2000 ms), not in step" \
-    test $((${hi:-0} - ${lo:-0})) -gt 2000
+check "  each device waited a random time below 8000 ms before its restart" \
+    test "$n_w" -ge $((N - 1)) -a "${hi:-99999}" -lt 8000
+check "  spread over the window (longest - shortest wait > 4000 ms), not in step" \
+    test $((${hi:-0} - ${lo:-0})) -gt 4000
 # Reconnections after the update, per second, from the broker's log.
 since=$(grep -a 'restarting in' "$T/fleet.log" | head -n 1 | cut -d' ' -f1 | cut -d. -f1)
 per_s=$(grep -a 'New client connected from .* as dev-' "$T/broker.log" |
