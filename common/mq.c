@@ -310,14 +310,28 @@ static void mq__update_poll(struct mq *mq)
 
 #define MQ_CONNECT_TIMEOUT_MS 15000
 
+/* How long an attempt may wait for its CONNACK: 15 s, doubled for each
+ * attempt in a row that failed, up to 60 s. A broker too busy to finish
+ * handshakes in 15 s is not helped by clients that give up and start a
+ * new handshake (its work on the old one lost): a fleet would retry its
+ * way into congestion collapse. */
+static uint64_t mq__connect_timeout_ms(const struct mq *mq)
+{
+	unsigned shift = mq->fails < 2 ? mq->fails : 2;
+	return (uint64_t)MQ_CONNECT_TIMEOUT_MS << shift;
+}
+
 static void misc_cb(uv_timer_t *t)
 {
 	struct mq *mq = t->data;
 	if (mosquitto_socket(mq->mosq) < 0)
 		return;
 	if (!mq->connected && mq->poll && !mq->closing &&
-	    uv_now(mq->loop) - mq->attempt_ms > MQ_CONNECT_TIMEOUT_MS) {
-		mq__lost(mq, "no CONNACK within 15 s");
+	    uv_now(mq->loop) - mq->attempt_ms > mq__connect_timeout_ms(mq)) {
+		char why[48];
+		snprintf(why, sizeof(why), "no CONNACK within %llu s",
+			 (unsigned long long)mq__connect_timeout_ms(mq) / 1000);
+		mq__lost(mq, why);
 		return;
 	}
 	mosquitto_loop_misc(mq->mosq);
