@@ -49,8 +49,9 @@
 #                  January 2020, for the first device ID (default dev-001)
 #   --quiet        no summary
 #
-# Device ids: [A-Za-z0-9._-]{1,63}, not starting with '.'; operator and monitor names the
-# same, at most 50 characters.
+# Device ids: [A-Za-z0-9_-]{1,63} (proto/PROTOCOL.md section 2: no '.', which RabbitMQ's
+# MQTT plugin turns into a topic level); operator and monitor names the same, at most 50
+# characters.
 # The CN is the MQTT username (use_identity_as_username) and client id
 # (use_username_as_clientid), so it is also what the broker's ACL %u expands to. The ids
 # broker, ota-gateway, ota-operator, ota-operator-*, ota-monitor and ota-monitor-* are reserved.
@@ -66,7 +67,7 @@ usage() {
 die() { echo "make-certs: $*" >&2; exit 1; }
 
 valid_id() {
-    [[ $1 =~ ^[A-Za-z0-9_-][A-Za-z0-9._-]{0,62}$ ]]
+    [[ $1 =~ ^[A-Za-z0-9_-]{1,63}$ ]]
 }
 
 OUT=
@@ -131,14 +132,14 @@ if [ "$NDEV" -gt 0 ]; then
 fi
 
 for id in ${IDS[@]+"${IDS[@]}"}; do
-    valid_id "$id" || die "invalid device id '$id': want [A-Za-z0-9._-]{1,63}, not starting with '.'"
+    valid_id "$id" || die "invalid device id '$id': want [A-Za-z0-9_-]{1,63} (no '.': RabbitMQ maps '/' to '.')"
     case $id in ota-gateway | ota-operator | ota-operator-* | ota-monitor | ota-monitor-* | broker)
         die "device id '$id' is reserved for a service certificate" ;;
     esac
 done
 for name in ${OPERATORS[@]+"${OPERATORS[@]}"} ${MONITORS[@]+"${MONITORS[@]}"}; do
-    [[ $name =~ ^[A-Za-z0-9_-][A-Za-z0-9._-]{0,49}$ ]] ||
-        die "invalid operator or monitor name '$name': want [A-Za-z0-9._-]{1,50}, not starting with '.'"
+    [[ $name =~ ^[A-Za-z0-9_-]{1,50}$ ]] ||
+        die "invalid operator or monitor name '$name': want [A-Za-z0-9_-]{1,50} (no '.')"
 done
 FIRST_ID=${IDS[0]:-dev-001}
 

@@ -23,21 +23,34 @@ struct mq_poll {
 
 struct mq {
 	uv_loop_t *loop;
-	struct mosquitto *mosq;
+	struct mosquitto *mosq; /* made for brokers[mosq_idx] */
 	struct mq_cbs cbs;
 	void *ud;
-	char *host;
+	struct mq_broker *brokers;
+	unsigned nbrokers;
+	unsigned cur;   /* the broker of the current or next attempt */
+	int mosq_idx;   /* the broker mosq was made for */
+	bool was_up;    /* the last attempt on cur had connected once */
+	char *host;     /* brokers[cur] */
 	int port;
+	char name[280]; /* "host:port" of cur, for mq_broker() */
 	int keepalive;
 	char *client_id;
+	/* What mq__mosq_new needs again when it moves to another broker. */
+	char *certfile, *keyfile, *will_topic;
+	void *will_payload;
+	size_t will_len;
+	int will_qos;
+	bool will_retain, shared_tls;
 	struct mq_poll *poll; /* the poll on the current socket, or NULL */
 	uv_timer_t misc;      /* keepalive pings */
 	uv_timer_t retry;     /* reconnect backoff */
-	unsigned backoff_ms;
+	uint64_t rng;         /* xorshift64: the backoff's jitter */
 	bool connected;
 	bool closing;
 	bool renewing; /* disconnected on purpose to renew the will */
 	unsigned fails; /* attempts in a row that ended before CONNACK */
+	unsigned attempts, last_attempts; /* see mq_connect_attempts */
 	uint64_t attempt_ms; /* when the current connection attempt began */
 	int pending_closes;
 	bool v5;
@@ -51,6 +64,38 @@ struct mq {
 static void mq__schedule_reconnect(struct mq *mq);
 static void mq__update_poll(struct mq *mq);
 static void mq__finish_close(struct mq *mq);
+
+static void mq__set_cur(struct mq *mq, unsigned i)
+{
+	mq->cur = i;
+	mq->host = mq->brokers[i].host;
+	mq->port = mq->brokers[i].port;
+	snprintf(mq->name, sizeof(mq->name),
+		 strchr(mq->host, ':') ? "[%s]:%d" : "%s:%d", mq->host,
+		 mq->port);
+}
+
+/* After a failed attempt: the next broker of the list, if there is one
+ * (a lost connection is first tried again where it was). */
+static void mq__next_broker(struct mq *mq)
+{
+	if (mq->nbrokers < 2 || mq->closing)
+		return;
+	mq__set_cur(mq, (mq->cur + 1) % mq->nbrokers);
+	log_info("mqtt id=%s: trying broker %s next", mq->client_id,
+		 mq->name);
+}
+
+/* xorshift64: the jitter only has to differ between clients. */
+static uint64_t mq__rand(struct mq *mq)
+{
+	uint64_t x = mq->rng;
+	x ^= x << 13;
+	x ^= x >> 7;
+	x ^= x << 17;
+	mq->rng = x;
+	return x;
+}
 
 static void poll_close_cb(uv_handle_t *h)
 {
@@ -83,6 +128,7 @@ static void mq__connect_failed(struct mq *mq, const char *why)
 			  "row; retrying)",
 			  mq->host, mq->port, mq->client_id, why, mq->fails);
 	mq->tls_err[0] = '\0';
+	mq__next_broker(mq);
 }
 
 static void retry_cb(uv_timer_t *t);
@@ -125,10 +171,11 @@ static void on_connect_cb(struct mosquitto *m, void *ud, int rc)
 		return; /* the broker closes; on_disconnect follows */
 	}
 	mq->connected = true;
-	mq->backoff_ms = 0;
 	mq->fails = 0;
-	log_info("mqtt connected broker=%s:%d id=%s", mq->host, mq->port,
-		 mq->client_id);
+	mq->last_attempts = mq->attempts;
+	mq->attempts = 0;
+	log_info("mqtt connected broker=%s id=%s attempts=%u", mq->name,
+		 mq->client_id, mq->last_attempts);
 	if (mq->cbs.on_connect)
 		mq->cbs.on_connect(mq, mq->ud);
 }
@@ -278,14 +325,28 @@ static void mq__update_poll(struct mq *mq)
 
 #define MQ_CONNECT_TIMEOUT_MS 15000
 
+/* How long an attempt may wait for its CONNACK: 15 s, doubled for each
+ * attempt in a row that failed, up to 60 s. A broker too busy to finish
+ * handshakes in 15 s is not helped by clients that give up and start a
+ * new handshake (its work on the old one lost): a fleet would retry its
+ * way into congestion collapse. */
+static uint64_t mq__connect_timeout_ms(const struct mq *mq)
+{
+	unsigned shift = mq->fails < 2 ? mq->fails : 2;
+	return (uint64_t)MQ_CONNECT_TIMEOUT_MS << shift;
+}
+
 static void misc_cb(uv_timer_t *t)
 {
 	struct mq *mq = t->data;
 	if (mosquitto_socket(mq->mosq) < 0)
 		return;
 	if (!mq->connected && mq->poll && !mq->closing &&
-	    uv_now(mq->loop) - mq->attempt_ms > MQ_CONNECT_TIMEOUT_MS) {
-		mq__lost(mq, "no CONNACK within 15 s");
+	    uv_now(mq->loop) - mq->attempt_ms > mq__connect_timeout_ms(mq)) {
+		char why[48];
+		snprintf(why, sizeof(why), "no CONNACK within %llu s",
+			 (unsigned long long)mq__connect_timeout_ms(mq) / 1000);
+		mq__lost(mq, why);
 		return;
 	}
 	mosquitto_loop_misc(mq->mosq);
@@ -293,10 +354,23 @@ static void misc_cb(uv_timer_t *t)
 		mq__update_poll(mq);
 }
 
+static int mq__mosq_new(struct mq *mq, char *err, size_t errlen);
+
 static void mq__try_connect(struct mq *mq)
 {
+	char err[512];
 	mq->attempt_ms = uv_now(mq->loop);
-	int rc = mosquitto_reconnect_async(mq->mosq);
+	mq->attempts++;
+	/* Another broker: a client made for it (its TLS context names its
+	 * host). The old one goes, with whatever socket it still had. */
+	if (mq->mosq_idx != (int)mq->cur &&
+	    mq__mosq_new(mq, err, sizeof(err)) != 0) {
+		mq__connect_failed(mq, err);
+		mq__schedule_reconnect(mq);
+		return;
+	}
+	int rc = mosquitto_connect_async(mq->mosq, mq->host, mq->port,
+					 mq->keepalive);
 	if (rc != MOSQ_ERR_SUCCESS) {
 		mq__connect_failed(mq, rc == MOSQ_ERR_ERRNO
 					   ? strerror(errno)
@@ -314,19 +388,19 @@ static void retry_cb(uv_timer_t *t)
 		mq__try_connect(mq);
 }
 
+/* Exponential backoff with full jitter: a random delay in [0, min(cap,
+ * base * 2^fails)]. A fleet that lost its broker (or restarted at once)
+ * spreads its attempts over the whole interval instead of returning in
+ * step, and each failure in a row doubles the interval. */
 static void mq__schedule_reconnect(struct mq *mq)
 {
 	if (mq->closing || uv_is_active((uv_handle_t *)&mq->retry))
 		return;
-	if (mq->backoff_ms == 0)
-		mq->backoff_ms = MQ_BACKOFF_MIN_MS;
-	else if (mq->backoff_ms < MQ_BACKOFF_MAX_MS)
-		mq->backoff_ms *= 2;
-	if (mq->backoff_ms > MQ_BACKOFF_MAX_MS)
-		mq->backoff_ms = MQ_BACKOFF_MAX_MS;
-	/* Jitter: a fleet that lost its broker must not return in step. */
-	unsigned jitter = (unsigned)(uv_hrtime() % (mq->backoff_ms / 2 + 1));
-	uv_timer_start(&mq->retry, retry_cb, mq->backoff_ms / 2 + jitter, 0);
+	unsigned shift = mq->fails < 8 ? mq->fails : 8;
+	uint64_t cap = (uint64_t)MQ_BACKOFF_MIN_MS << shift;
+	if (cap > MQ_BACKOFF_MAX_MS)
+		cap = MQ_BACKOFF_MAX_MS;
+	uv_timer_start(&mq->retry, retry_cb, mq__rand(mq) % (cap + 1), 0);
 }
 
 /* ------------------------------------------------- shared TLS contexts */
@@ -447,6 +521,123 @@ void mq_tls_cache_clear(void)
 	tls_n = tls_cap = 0;
 }
 
+/* ------------------------------------------------------------- client */
+
+/* The libmosquitto client for brokers[cur]: made at mq_new, and again
+ * whenever the connection moves to another broker (with shared_tls the
+ * TLS context names the broker's host). On failure the old one stays. */
+static int mq__mosq_new(struct mq *mq, char *err, size_t errlen)
+{
+	struct mosquitto *m = mosquitto_new(mq->client_id, true, mq);
+	int rc;
+	if (!m) {
+		snprintf(err, errlen, "mosquitto_new: %s", strerror(errno));
+		return -1;
+	}
+	mosquitto_int_option(m, MOSQ_OPT_PROTOCOL_VERSION,
+			     mq->v5 ? MQTT_PROTOCOL_V5 : MQTT_PROTOCOL_V311);
+	mosquitto_int_option(m, MOSQ_OPT_TCP_NODELAY, 1);
+	if (mq->shared_tls) {
+		struct mq_opts o = {.host = mq->host,
+				    .cafile = mq->cafile,
+				    .certfile = mq->certfile,
+				    .keyfile = mq->keyfile};
+		/* libmosquitto takes its own reference. */
+		SSL_CTX *ctx = tls_ctx_get(&o, err, errlen);
+		if (!ctx)
+			goto fail;
+		/* Without defaults: libmosquitto uses the context as it is,
+		 * and loads nothing itself. */
+		rc = mosquitto_int_option(m, MOSQ_OPT_SSL_CTX_WITH_DEFAULTS, 0);
+		if (rc == MOSQ_ERR_SUCCESS)
+			rc = mosquitto_void_option(m, MOSQ_OPT_SSL_CTX, ctx);
+		if (rc != MOSQ_ERR_SUCCESS) {
+			snprintf(err, errlen, "TLS context: %s",
+				 mosquitto_strerror(rc));
+			goto fail;
+		}
+	} else {
+		rc = mosquitto_tls_set(m, mq->cafile, NULL, mq->certfile,
+				       mq->keyfile, NULL);
+		if (rc != MOSQ_ERR_SUCCESS) {
+			snprintf(err, errlen,
+				 "TLS setup (ca=%s cert=%s key=%s): %s",
+				 mq->cafile, mq->certfile, mq->keyfile,
+				 mosquitto_strerror(rc));
+			goto fail;
+		}
+		/* Verify the broker's certificate and host name; TLS 1.2 at
+		 * least. */
+		rc = mosquitto_tls_opts_set(m, 1, "tlsv1.2", NULL);
+		if (rc != MOSQ_ERR_SUCCESS) {
+			snprintf(err, errlen, "TLS options: %s",
+				 mosquitto_strerror(rc));
+			goto fail;
+		}
+	}
+	if (mq->will_topic) {
+		rc = mosquitto_will_set(m, mq->will_topic, (int)mq->will_len,
+					mq->will_payload, mq->will_qos,
+					mq->will_retain);
+		if (rc != MOSQ_ERR_SUCCESS) {
+			snprintf(err, errlen, "last will: %s",
+				 mosquitto_strerror(rc));
+			goto fail;
+		}
+	}
+	mosquitto_connect_callback_set(m, on_connect_cb);
+	mosquitto_disconnect_callback_set(m, on_disconnect_cb);
+	mosquitto_message_callback_set(m, on_message_cb);
+	if (mq->v5)
+		mosquitto_message_v5_callback_set(m, on_message5_cb);
+	mosquitto_log_callback_set(m, on_log_cb);
+	if (mq->mosq)
+		mosquitto_destroy(mq->mosq);
+	mq->mosq = m;
+	mq->mosq_idx = (int)mq->cur;
+	return 0;
+fail:
+	mosquitto_destroy(m);
+	return -1;
+}
+
+static void mq__free(struct mq *mq)
+{
+	if (mq->mosq)
+		mosquitto_destroy(mq->mosq);
+	mq__brokers_free(mq->brokers, mq->nbrokers);
+	free(mq->client_id);
+	free(mq->cafile);
+	free(mq->certfile);
+	free(mq->keyfile);
+	free(mq->will_topic);
+	free(mq->will_payload);
+	free(mq);
+}
+
+static int mq__copy_opts(struct mq *mq, const struct mq_opts *o)
+{
+	mq->client_id = strdup(o->client_id);
+	mq->cafile = strdup(o->cafile ? o->cafile : "");
+	mq->certfile = o->certfile ? strdup(o->certfile) : NULL;
+	mq->keyfile = o->keyfile ? strdup(o->keyfile) : NULL;
+	if (!mq->client_id || !mq->cafile || (o->certfile && !mq->certfile) ||
+	    (o->keyfile && !mq->keyfile))
+		return -1;
+	if (!o->will_topic)
+		return 0;
+	mq->will_topic = strdup(o->will_topic);
+	mq->will_payload = malloc(o->will_len ? o->will_len : 1);
+	if (!mq->will_topic || !mq->will_payload)
+		return -1;
+	if (o->will_len)
+		memcpy(mq->will_payload, o->will_payload, o->will_len);
+	mq->will_len = o->will_len;
+	mq->will_qos = o->will_qos;
+	mq->will_retain = o->will_retain;
+	return 0;
+}
+
 int mq_new(uv_loop_t *loop, const struct mq_opts *o, const struct mq_cbs *cbs,
 	   void *ud, struct mq **out, char *err, size_t errlen)
 {
@@ -458,108 +649,52 @@ int mq_new(uv_loop_t *loop, const struct mq_opts *o, const struct mq_cbs *cbs,
 	mq->loop = loop;
 	mq->cbs = *cbs;
 	mq->ud = ud;
-	mq->port = o->port;
+	mq->mosq_idx = -1;
 	mq->keepalive = o->keepalive > 0 ? o->keepalive : 30;
-	mq->host = strdup(o->host);
-	mq->client_id = strdup(o->client_id);
-	mq->cafile = strdup(o->cafile ? o->cafile : "");
-	if (!mq->host || !mq->client_id || !mq->cafile) {
-		snprintf(err, errlen, "out of memory");
-		goto fail_free;
-	}
-	mq->mosq = mosquitto_new(o->client_id, true, mq);
-	if (!mq->mosq) {
-		snprintf(err, errlen, "mosquitto_new: %s", strerror(errno));
-		goto fail_free;
-	}
 	mq->v5 = o->protocol == 5;
-	mosquitto_int_option(mq->mosq, MOSQ_OPT_PROTOCOL_VERSION,
-			     mq->v5 ? MQTT_PROTOCOL_V5 : MQTT_PROTOCOL_V311);
-	mosquitto_int_option(mq->mosq, MOSQ_OPT_TCP_NODELAY, 1);
-	int rc;
-	if (o->shared_tls) {
-		/* libmosquitto takes its own reference. */
-		SSL_CTX *ctx = tls_ctx_get(o, err, errlen);
-		if (!ctx)
-			goto fail_mosq;
-		/* Without defaults: libmosquitto uses the context as it is,
-		 * and loads nothing itself. */
-		rc = mosquitto_int_option(mq->mosq,
-					  MOSQ_OPT_SSL_CTX_WITH_DEFAULTS, 0);
-		if (rc == MOSQ_ERR_SUCCESS)
-			rc = mosquitto_void_option(mq->mosq, MOSQ_OPT_SSL_CTX,
-						   ctx);
-		if (rc != MOSQ_ERR_SUCCESS) {
-			snprintf(err, errlen, "TLS context: %s",
-				 mosquitto_strerror(rc));
-			goto fail_mosq;
-		}
+	mq->shared_tls = o->shared_tls;
+	if (mq__copy_opts(mq, o) != 0) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
+	if (o->brokers && o->brokers[0]) {
+		if (mq__brokers_parse(o->brokers, o->port, &mq->brokers,
+				  &mq->nbrokers, err, errlen) != 0)
+			goto fail;
 	} else {
-		rc = mosquitto_tls_set(mq->mosq, o->cafile, NULL, o->certfile,
-				       o->keyfile, NULL);
-		if (rc != MOSQ_ERR_SUCCESS) {
-			snprintf(err, errlen,
-				 "TLS setup (ca=%s cert=%s key=%s): %s",
-				 o->cafile, o->certfile, o->keyfile,
-				 mosquitto_strerror(rc));
-			goto fail_mosq;
+		mq->brokers = calloc(1, sizeof(*mq->brokers));
+		if (!mq->brokers ||
+		    !(mq->brokers[0].host = strdup(o->host ? o->host : ""))) {
+			snprintf(err, errlen, "out of memory");
+			goto fail;
 		}
-		/* Verify the broker's certificate and host name; TLS 1.2 at
-		 * least. */
-		rc = mosquitto_tls_opts_set(mq->mosq, 1, "tlsv1.2", NULL);
-		if (rc != MOSQ_ERR_SUCCESS) {
-			snprintf(err, errlen, "TLS options: %s",
-				 mosquitto_strerror(rc));
-			goto fail_mosq;
-		}
+		mq->brokers[0].port = o->port;
+		mq->nbrokers = 1;
 	}
-	if (o->will_topic) {
-		rc = mosquitto_will_set(mq->mosq, o->will_topic,
-					(int)o->will_len, o->will_payload,
-					o->will_qos, o->will_retain);
-		if (rc != MOSQ_ERR_SUCCESS) {
-			snprintf(err, errlen, "last will: %s",
-				 mosquitto_strerror(rc));
-			goto fail_mosq;
-		}
-	}
-	mosquitto_connect_callback_set(mq->mosq, on_connect_cb);
-	mosquitto_disconnect_callback_set(mq->mosq, on_disconnect_cb);
-	mosquitto_message_callback_set(mq->mosq, on_message_cb);
-	if (mq->v5)
-		mosquitto_message_v5_callback_set(mq->mosq, on_message5_cb);
-	mosquitto_log_callback_set(mq->mosq, on_log_cb);
+	/* Each client its own jitter (FNV-1a of its id, and the time). The
+	 * list is an order of preference: the first broker first. */
+	uint64_t h = 14695981039346656037ull;
+	for (const char *c = mq->client_id; *c; c++)
+		h = (h ^ (unsigned char)*c) * 1099511628211ull;
+	mq->rng = (h ^ uv_hrtime()) | 1;
+	mq__set_cur(mq, 0);
+	if (mq__mosq_new(mq, err, errlen) != 0)
+		goto fail;
 	uv_timer_init(loop, &mq->misc);
 	uv_timer_init(loop, &mq->retry);
 	mq->misc.data = mq;
 	mq->retry.data = mq;
 	*out = mq;
 	return 0;
-
-fail_mosq:
-	mosquitto_destroy(mq->mosq);
-fail_free:
-	free(mq->host);
-	free(mq->client_id);
-	free(mq->cafile);
-	free(mq);
+fail:
+	mq__free(mq);
 	return -1;
 }
 
 int mq_start(struct mq *mq)
 {
-	mq->attempt_ms = uv_now(mq->loop);
-	int rc = mosquitto_connect_async(mq->mosq, mq->host, mq->port,
-					 mq->keepalive);
 	uv_timer_start(&mq->misc, misc_cb, MQ_MISC_MS, MQ_MISC_MS);
-	if (rc != MOSQ_ERR_SUCCESS) {
-		mq__connect_failed(mq, rc == MOSQ_ERR_ERRNO
-					   ? strerror(errno)
-					   : mosquitto_strerror(rc));
-		mq__schedule_reconnect(mq);
-		return 0;
-	}
-	mq__update_poll(mq);
+	mq__try_connect(mq);
 	return 0;
 }
 
@@ -633,6 +768,10 @@ void mq_set_on_message5(struct mq *mq, mq_on_message5_fn fn)
 
 bool mq_connected(const struct mq *mq) { return mq->connected; }
 
+unsigned mq_connect_attempts(const struct mq *mq) { return mq->last_attempts; }
+
+const char *mq_broker(const struct mq *mq) { return mq->name; }
+
 unsigned long long mq_bytes_out(const struct mq *mq) { return mq->bytes_out; }
 
 static void mq__close_cb(uv_handle_t *h)
@@ -642,11 +781,7 @@ static void mq__close_cb(uv_handle_t *h)
 		return;
 	void (*done)(void *) = mq->done;
 	void *ud = mq->ud;
-	mosquitto_destroy(mq->mosq);
-	free(mq->host);
-	free(mq->client_id);
-	free(mq->cafile);
-	free(mq);
+	mq__free(mq);
 	if (done)
 		done(ud);
 }

@@ -4,9 +4,12 @@
  * libmosquitto runs in external-loop mode: its socket sits on a uv_poll_t
  * (UV_READABLE always, UV_WRITABLE while mosquitto_want_write()), and a
  * timer calls mosquitto_loop_misc() for keepalives. The connection is made
- * asynchronously and re-made with capped, jittered backoff whenever it is
- * lost; on_connect runs after every successful (re)connect, so subscribe
- * there.
+ * asynchronously and re-made whenever it is lost, with exponential backoff
+ * and full jitter (a random delay in [0, min(cap, base * 2^failures)]), so
+ * a fleet that lost its broker does not come back in step. Given a list of
+ * brokers, a failed attempt moves to the next one in the list (a lost
+ * connection is tried once more where it was first). on_connect runs
+ * after every successful (re)connect, so subscribe there.
  */
 #ifndef OTA_MQ_H
 #define OTA_MQ_H
@@ -17,9 +20,16 @@
 
 struct mq;
 
+/* Most brokers in a list ("host:port,host:port,..."). */
+#define MQ_BROKERS_MAX 16
+
 struct mq_opts {
 	const char *host;
 	int port;
+	/* Optional: "host[:port],host[:port],..." (a port left out is
+	 * `port`; an IPv6 address in brackets). When set and not empty it
+	 * replaces host. */
+	const char *brokers;
 	const char *cafile;   /* CA that signed the broker's certificate */
 	const char *certfile; /* our certificate (CN = our identity) */
 	const char *keyfile;
@@ -58,6 +68,25 @@ typedef void (*mq_on_message5_fn)(struct mq *mq, void *ud, const char *topic,
 				  size_t corr_len);
 void mq_set_on_message5(struct mq *mq, mq_on_message5_fn fn);
 
+/* Check a broker list as mq_opts.brokers takes it: 0, or -1 with err
+ * ("brokers: item 2 '...': ..."). n gets the number of brokers. */
+int mq_brokers_check(const char *list, unsigned *n, char *err, size_t errlen);
+/* The i-th broker of list (a port left out is defport): 0, or -1 when
+ * there is none (past the end, or list is invalid: see err). */
+int mq_brokers_get(const char *list, int defport, unsigned i, char *host,
+		   size_t hostcap, int *port, char *err, size_t errlen);
+
+/* Internal to common/ (mq.c, mqbrokers.c): one broker of a list. */
+struct mq_broker {
+	char *host; /* new */
+	int port;
+};
+/* list -> *out (new array of *n, each host new; free with
+ * mq__brokers_free), a port left out being defport; -1 with err. */
+int mq__brokers_parse(const char *list, int defport, struct mq_broker **out,
+		      unsigned *n, char *err, size_t errlen);
+void mq__brokers_free(struct mq_broker *b, unsigned n);
+
 /* Strings in opts are copied. Call mosquitto_lib_init() once before. */
 int mq_new(uv_loop_t *loop, const struct mq_opts *opts,
 	   const struct mq_cbs *cbs, void *ud, struct mq **out, char *err,
@@ -82,6 +111,11 @@ int mq_renew_will(struct mq *mq, const char *topic, const void *payload,
 /* Free the TLS contexts kept for shared_tls (at exit, all clients gone). */
 void mq_tls_cache_clear(void);
 bool mq_connected(const struct mq *mq);
+/* Connection attempts the last successful connection took (1 = at the
+ * first try; 0 = not connected yet), and the broker in use ("host:port",
+ * borrowed, valid until the next attempt). */
+unsigned mq_connect_attempts(const struct mq *mq);
+const char *mq_broker(const struct mq *mq);
 /* Bytes and messages we handed to the library since start (for stats). */
 unsigned long long mq_bytes_out(const struct mq *mq);
 /* Disconnect cleanly (the will is not sent), close every handle, free mq

@@ -221,6 +221,7 @@ static bool offer_answered(struct dev *d, const struct proto_offer *o)
 		    dev__enc_accept(d, o, why, sizeof(why)) != 0)
 			log_warnx("device=%s new key of %s ignored: %s",
 				  d->cfg.id, o->release, why);
+		d->restart_spread_ms = o->restart_spread_ms;
 		if (dev__download_all_in(d))
 			dev__download_complete(d);
 		else
@@ -259,6 +260,7 @@ static void offer_accept(struct dev *d, const struct proto_offer *o,
 	d->p.fragments = o->fragments;
 	d->p.table_fragments = o->table_fragments;
 	d->p.window = o->window;
+	d->restart_spread_ms = o->restart_spread_ms;
 	d->p.encoding = o->encoding;
 	d->p.payload_size = o->payload_size;
 	memcpy(d->p.base, o->base, sizeof(d->p.base));
@@ -348,7 +350,7 @@ static void on_message(struct mq *mq, void *ud, const char *topic,
 			d->topic_grp[0] && !strcmp(topic, d->topic_grp));
 	else if (!strcmp(leaf, "/offer"))
 		on_offer(d, payload, len);
-	else
+	else if (!dev__poll_message(d, topic, payload, len))
 		d->stats.msgs_bad++;
 }
 
@@ -360,6 +362,7 @@ static void on_connect(struct mq *mq, void *ud)
 	mq_subscribe(mq, t, 1);
 	snprintf(t, sizeof(t), "ota/dev/%s/frag", d->cfg.id);
 	mq_subscribe(mq, t, 0);
+	dev__poll_subscribe(d);
 	/* A clean session forgets subscriptions: a group member whose
 	 * connection dropped (or whose broker restarted) subscribes again,
 	 * before it says where it is. */
@@ -471,7 +474,9 @@ int dev_init(struct dev *d, uv_loop_t *loop, const struct dev_config *cfg,
 	uv_timer_init(loop, &d->ack_timer);
 	uv_timer_init(loop, &d->status_timer);
 	uv_timer_init(loop, &d->health_timer);
+	uv_timer_init(loop, &d->poll_timer);
 	d->ack_timer.data = d->status_timer.data = d->health_timer.data = d;
+	d->poll_timer.data = d;
 	return 0;
 fail:
 	trust_free(&d->trust);
@@ -511,6 +516,7 @@ int dev_start(struct dev *d)
 	struct mq_opts mo = {
 	    .host = d->cfg.broker_host,
 	    .port = (int)d->cfg.broker_port,
+	    .brokers = d->cfg.brokers,
 	    .cafile = d->cfg.ca_file,
 	    .certfile = d->cfg.cert_file,
 	    .keyfile = d->cfg.key_file,
@@ -551,10 +557,11 @@ static void mq_stopped(void *ud)
 {
 	struct dev *d = ud;
 	d->mq = NULL;
-	d->pending_closes = 3;
+	d->pending_closes = 4;
 	uv_close((uv_handle_t *)&d->ack_timer, timer_closed);
 	uv_close((uv_handle_t *)&d->status_timer, timer_closed);
 	uv_close((uv_handle_t *)&d->health_timer, timer_closed);
+	uv_close((uv_handle_t *)&d->poll_timer, timer_closed);
 }
 
 void dev_stop(struct dev *d, void (*on_stopped)(struct dev *d))

@@ -41,6 +41,7 @@ struct dev_config {
 	char product[PROTO_ID_MAX + 1];
 	char version[PROTO_VERSION_MAX + 1]; /* factory version */
 	char group[PROTO_ID_MAX + 1];
+	char brokers[1024]; /* "host[:port],...", "" = broker_host */
 	char broker_host[256];
 	uint32_t broker_port;
 	char ca_file[PATH_MAX];
@@ -189,8 +190,11 @@ struct dev {
 	char work_err[PROTO_ERROR_MAX + 1];
 	uv_process_t proc;
 	uv_process_t health_proc;
-	uv_timer_t health_timer;
+	uv_timer_t health_timer; /* also: the spread before a restart */
 	bool health_running, health_timed_out;
+	uv_timer_t poll_timer; /* answers a hello or poll (poll.c) */
+	uint32_t restart_spread_ms; /* from the offer being installed */
+	uint64_t jitter_rng; /* xorshift state for dev__rand_below */
 	void (*on_stopped)(struct dev *d);
 	/* How the installer restarts the device (set by dev_init: stop, then
 	 * re-exec or start again in process). */
@@ -286,6 +290,17 @@ int dev__slot_truncate(struct dev *d);
 /* The block sink (blocks.h) over the slot: ctx is the struct dev. */
 int dev__slot_write(void *ctx, uint64_t off, const uint8_t *data, size_t len,
 		    char *why, size_t n);
+/* poll.c: the gateway's hello (ota/hello) and status poll
+ * (ota/dev/<id>/poll), answered with the status after a random delay
+ * within the spread they name (PROTOCOL.md 5.6). */
+void dev__poll_subscribe(struct dev *d);
+/* true when topic is a hello or poll (handled or dropped as malformed). */
+bool dev__poll_message(struct dev *d, const char *topic, const void *payload,
+		       size_t len);
+/* A uniformly random number in [0, n) (0 when n is 0). */
+uint32_t dev__rand_below(struct dev *d, uint32_t n);
+
+/* install.c: verify, install, restart, commit */
 void dev__verify_start(struct dev *d);
 void dev__resume_after_restart(struct dev *d);
 /* At start: point the `active` link at state.json's slot when a cut left

@@ -78,14 +78,22 @@ static long rss_kib(void)
 static void summary_line(struct fleet *f, const char *what)
 {
 	uint32_t count[PROTO_ST__COUNT] = {0}, connected = 0;
+	/* Connection attempts the devices' current connections took: after
+	 * an update, each committed device's first connection since its
+	 * restart (a restart makes a new client). */
+	unsigned att_max = 0, att_over3 = 0;
 	char states[512];
 	size_t len = 0;
 	for (uint32_t i = 0; i < f->n_init; i++) {
 		const struct dev *d = &f->devs[i];
 		if (d->st < PROTO_ST__COUNT)
 			count[d->st]++;
-		if (d->mq && mq_connected(d->mq))
+		if (d->mq && mq_connected(d->mq)) {
+			unsigned a = mq_connect_attempts(d->mq);
 			connected++;
+			att_max = a > att_max ? a : att_max;
+			att_over3 += a > 3;
+		}
 	}
 	states[0] = '\0';
 	for (int s = 0; s < PROTO_ST__COUNT && len < sizeof(states); s++) {
@@ -98,9 +106,10 @@ static void summary_line(struct fleet *f, const char *what)
 	long peak = peak_rss_kib();
 	long per = f->fc.n ? (peak - f->base_rss_kib) / (long)f->fc.n : 0;
 	report("%s devices=%u started=%u connected=%u%s rss_kib=%ld "
-	       "peak_rss_kib=%ld per_device_kib=%ld",
+	       "peak_rss_kib=%ld per_device_kib=%ld connect_attempts_max=%u "
+	       "connect_attempts_over3=%u",
 	       what, f->fc.n, f->n_started, connected, states, rss_kib(), peak,
-	       per);
+	       per, att_max, att_over3);
 }
 
 static void summary_cb(uv_timer_t *t) { summary_line(t->data, "summary"); }

@@ -201,12 +201,8 @@ static void cmd_exit(uv_process_t *p, int64_t status, int sig)
 	rollback(d, why);
 }
 
-static void restart_step(struct dev *d)
+static void restart_now(struct dev *d)
 {
-	d->p.t_restart = dev__wall_ms(d);
-	dev__set_state(d, PROTO_ST_RESTARTING, NULL);
-	dev__persist(d);
-	dev__crash_point(d, "installed");
 	if (!d->cfg.restart_command[0]) {
 		d->restart(d); /* dev.c: re-exec, or start again in process */
 		return;
@@ -224,6 +220,34 @@ static void restart_step(struct dev *d)
 		return;
 	}
 	d->busy = true;
+}
+
+static void restart_spread_cb(uv_timer_t *t)
+{
+	struct dev *d = t->data;
+	if (!d->stopping)
+		restart_now(d);
+}
+
+/* Restart into the new version, after a random wait within the offer's
+ * restart_spread_ms (PROTOCOL.md 8, step 10): a fleet updated together
+ * reconnects over that window, not in the same second. A cut during the
+ * wait restarts at the next start (phase `restarting` is saved). */
+static void restart_step(struct dev *d)
+{
+	d->p.t_restart = dev__wall_ms(d);
+	dev__set_state(d, PROTO_ST_RESTARTING, NULL);
+	dev__persist(d);
+	dev__crash_point(d, "installed");
+	uint32_t wait = dev__rand_below(d, d->restart_spread_ms);
+	if (wait == 0) {
+		restart_now(d);
+		return;
+	}
+	log_info("device=%s restarting in %u ms (spread %u ms)", d->cfg.id,
+		 wait, d->restart_spread_ms);
+	/* The health check's timer: no check runs before the restart. */
+	uv_timer_start(&d->health_timer, restart_spread_cb, wait, 0);
 }
 
 static void install(struct dev *d)

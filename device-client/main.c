@@ -33,6 +33,9 @@ static const struct conf_key dev_keys[] = {
       "factory firmware version, used until the first update"),
     {"version", CONF_ALIAS, 0, 0, 1, 0, "firmware_version"},
     K("group", CONF_STR, dev.group, 0, 0, "rollout group (optional)"),
+    K("brokers", CONF_STR, dev.brokers, 0, 0,
+      "brokers to use, host[:port],... in order of preference; on a "
+      "failure the next (overrides broker_host)"),
     K("broker_host", CONF_STR, dev.broker_host, 0, 0,
       "MQTT broker host (must match its certificate)"),
     K("broker_port", CONF_U32, dev.broker_port, 1, 65535, "broker TLS port"),
@@ -126,7 +129,7 @@ static int check_fleet(const struct main_conf *mc, char *err, size_t n)
 	}
 	if (!proto_id_valid(mc->fleet.prefix)) {
 		snprintf(err, n, "key 'fleet_prefix': '%s' must be 1-63 "
-				 "characters of A-Z a-z 0-9 . _ -",
+				 "characters of A-Z a-z 0-9 _ -",
 			 mc->fleet.prefix);
 		return -1;
 	}
@@ -150,7 +153,7 @@ static int check(struct main_conf *mc, char *err, size_t n)
 	if (fleet ? check_fleet(mc, err, n) != 0 : !proto_id_valid(c->id)) {
 		if (!fleet)
 			snprintf(err, n, "key 'id': '%s' must be 1-63 "
-					 "characters of A-Z a-z 0-9 . _ -",
+					 "characters of A-Z a-z 0-9 _ -",
 				 c->id);
 		return -1;
 	}
@@ -185,6 +188,8 @@ static int check(struct main_conf *mc, char *err, size_t n)
 				 "warn, info, debug", c->log_level);
 		return -1;
 	}
+	if (c->brokers[0] && mq_brokers_check(c->brokers, NULL, err, n) != 0)
+		return -1;
 	return fleet ? util_key_dir_private("fleet_cert_dir key",
 					    mc->fleet.cert_dir, err, n)
 		     : util_key_private("key_file", c->key_file, err, n);

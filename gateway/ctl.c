@@ -16,12 +16,14 @@
 #include <sys/random.h>
 
 #include "common/certcheck.h"
+#include "common/mq.h"
 #include "common/util.h"
 #include "common/conf.h"
 #include "common/util.h"
 #include "gateway/gw.h"
 
 struct conn_opts {
+	char brokers[1024]; /* "" = broker_host:broker_port */
 	char broker_host[256];
 	uint32_t broker_port;
 	char ca_file[PATH_MAX];
@@ -45,12 +47,15 @@ struct ann_opts {
 	char devices[8192];
 	uint32_t fragment_size, window, concurrency;
 	uint32_t canary_percent, canary_success_percent, pause_failure_percent;
+	char restart_spread_s[16]; /* "" = the gateway's */
 	bool dry_run;
 	struct conn_opts c;
 };
 
 #define CONN_KEYS(S)                                                           \
-	{"broker_host", CONF_STR, offsetof(S, c.broker_host), 256, 0, 0,       \
+	{"brokers", CONF_STR, offsetof(S, c.brokers), 1024, 0, 0,              \
+	 "brokers to try in turn, host[:port],... (overrides broker_host)"},   \
+	    {"broker_host", CONF_STR, offsetof(S, c.broker_host), 256, 0, 0,       \
 	 "broker host"},                                   \
 	    {"broker_port", CONF_U32, offsetof(S, c.broker_port), 0, 1,        \
 	     65535, "broker TLS port"},                         \
@@ -100,6 +105,9 @@ static const struct conf_key ann_keys[] = {
       "share of the canaries that must commit (default 100)"),
     A("pause_failure_percent", CONF_U32, pause_failure_percent, 0, 1, 100,
       "pause by itself above this failure rate"),
+    A("restart_spread_s", CONF_STR, restart_spread_s, 16, 0, 0,
+      "devices restart at random within this many seconds after "
+      "installing, 0..3600 (default: the gateway's, from restart_rate)"),
     A("dry_run", CONF_BOOL, dry_run, 0, 0, 0,
       "only ask which devices it would target; start nothing"),
     CONN_KEYS(struct ann_opts),
@@ -235,6 +243,54 @@ static void describe_cert(const struct conn_opts *o, char *buf, size_t n)
 		snprintf(buf, n, "certificate %s", o->cert_file);
 }
 
+/* Connect to the first broker of the list that answers with a CONNACK
+ * (each gets at most 10 s of the time left). */
+static int client_connect(struct client *c, struct mosquitto *m,
+			  const char *who, uint64_t until)
+{
+	const struct conn_opts *o = c->o;
+	char host[256], err[256];
+	int port = (int)o->broker_port;
+	for (unsigned i = 0;; i++) {
+		if (!o->brokers[0]) {
+			if (i > 0)
+				return 1;
+			snprintf(host, sizeof(host), "%s", o->broker_host);
+		} else if (mq_brokers_get(o->brokers, (int)o->broker_port, i,
+					  host, sizeof(host), &port, err,
+					  sizeof(err)) != 0) {
+			if (i == 0)
+				fprintf(stderr, "%s: %s\n", c->prog, err);
+			return 1;
+		}
+		c->connack = -1;
+		int mrc = mosquitto_connect(m, host, port, 30);
+		if (mrc != MOSQ_ERR_SUCCESS) {
+			fprintf(stderr, "%s: %s:%d: %s (%s)\n", c->prog, host,
+				port,
+				mrc == MOSQ_ERR_ERRNO ? "connection failed"
+						      : mosquitto_strerror(mrc),
+				who);
+			continue;
+		}
+		uint64_t stop = util_mono_ms() + 10000;
+		if (stop > until)
+			stop = until;
+		while (c->connack < 0 && util_mono_ms() < stop &&
+		       mosquitto_loop(m, 100, 1) == MOSQ_ERR_SUCCESS)
+			;
+		if (c->connack == 0)
+			return 0;
+		fprintf(stderr, "%s: broker %s:%d refused the connection: %s "
+				"(%s)\n", c->prog, host, port,
+			c->connack < 0 ? "no CONNACK"
+				       : mosquitto_reason_string(c->connack),
+			who);
+		if (util_mono_ms() >= until)
+			return 1;
+	}
+}
+
 /* Connect, subscribe to the reply topic, publish, wait for the verdict. */
 static int client_run(struct client *c, struct mosquitto *m, const char *topic,
 		      const char *json, size_t len)
@@ -244,27 +300,8 @@ static int client_run(struct client *c, struct mosquitto *m, const char *topic,
 	char who[PATH_MAX + 160];
 	uint64_t until = util_mono_ms() + (uint64_t)o->timeout_s * 1000;
 	describe_cert(o, who, sizeof(who));
-	int mrc = mosquitto_connect(m, o->broker_host, (int)o->broker_port, 30);
-	if (mrc != MOSQ_ERR_SUCCESS) {
-		fprintf(stderr, "%s: %s:%u: %s (%s)\n", c->prog, o->broker_host,
-			o->broker_port,
-			mrc == MOSQ_ERR_ERRNO ? "connection failed"
-					      : mosquitto_strerror(mrc),
-			who);
+	if (client_connect(c, m, who, until) != 0)
 		return 1;
-	}
-	bool connacked = false;
-	while (!connacked && util_mono_ms() < until &&
-	       mosquitto_loop(m, 100, 1) == MOSQ_ERR_SUCCESS)
-		connacked = c->connack >= 0;
-	if (c->connack != 0) {
-		fprintf(stderr, "%s: broker %s:%u refused the connection: %s "
-				"(%s)\n", c->prog, o->broker_host, o->broker_port,
-			c->connack < 0 ? "no CONNACK"
-				       : mosquitto_reason_string(c->connack),
-			who);
-		return 1;
-	}
 	mosquitto_subscribe(m, NULL, c->reply_topic, 1);
 	if (!run_until(m, &c->subacked, until) || c->sub_denied) {
 		fprintf(stderr, "%s: cannot subscribe to %s (%s)\n", c->prog,
@@ -380,6 +417,11 @@ static int conn_check(const struct conn_opts *o, const char *prog,
 			prog, o->mqtt_version);
 		return 2;
 	}
+	if (o->brokers[0] &&
+	    mq_brokers_check(o->brokers, NULL, err, sizeof(err)) != 0) {
+		fprintf(stderr, "%s: --%s\n", prog, err);
+		return 2;
+	}
 	return 0;
 }
 
@@ -460,7 +502,8 @@ int gw__cmd_ctl(int argc, char **argv)
 }
 
 /* "a,b,c" -> the announcement's device list (new strings). */
-static int split_devices(char *list, struct proto_announce *a)
+static int split_devices(char *list, struct proto_announce *a,
+			 const char **bad)
 {
 	size_t n = 1;
 	for (const char *p = list; *p; p++)
@@ -471,8 +514,10 @@ static int split_devices(char *list, struct proto_announce *a)
 	char *save = NULL;
 	for (char *t = strtok_r(list, ",", &save); t;
 	     t = strtok_r(NULL, ",", &save)) {
-		if (!proto_id_valid(t))
+		if (!proto_id_valid(t)) {
+			*bad = t;
 			return -1;
+		}
 		a->devices[a->ndevices++] = strdup(t);
 	}
 	return a->ndevices ? 0 : -1;
@@ -526,9 +571,16 @@ int gw__cmd_announce(int argc, char **argv)
 	rc = 2;
 	snprintf(a.url, sizeof(a.url), "%s", o->url);
 	snprintf(a.group, sizeof(a.group), "%s", o->group);
-	if (o->devices[0] && split_devices(o->devices, &a) != 0) {
-		fprintf(stderr, "ota-gateway announce: --devices: a "
-				"comma-separated list of device ids\n");
+	const char *bad = NULL;
+	if (o->devices[0] && split_devices(o->devices, &a, &bad) != 0) {
+		if (bad)
+			fprintf(stderr, "ota-gateway announce: --devices: '%s' "
+					"is not a device id (1..%d of "
+					"[A-Za-z0-9_-])\n",
+				bad, PROTO_ID_MAX);
+		else
+			fprintf(stderr, "ota-gateway announce: --devices: a "
+					"comma-separated list of device ids\n");
 		goto out;
 	}
 	a.fragment_size = o->fragment_size;
@@ -537,6 +589,20 @@ int gw__cmd_announce(int argc, char **argv)
 	a.canary_percent = o->canary_percent;
 	a.canary_success_percent = o->canary_success_percent;
 	a.pause_failure_percent = o->pause_failure_percent;
+	if (o->restart_spread_s[0]) {
+		char *e;
+		unsigned long v = strtoul(o->restart_spread_s, &e, 10);
+		if (*e || o->restart_spread_s[0] == '-' ||
+		    v > PROTO_SPREAD_MS_MAX / 1000) {
+			fprintf(stderr, "ota-gateway announce: "
+					"--restart-spread-s: '%s' is not "
+					"0..%u\n",
+				o->restart_spread_s, PROTO_SPREAD_MS_MAX / 1000);
+			goto out;
+		}
+		a.restart_spread_s = (uint32_t)v;
+		a.restart_spread_set = true;
+	}
 	a.dry_run = o->dry_run;
 	make_request_id(a.reply, sizeof(a.reply));
 	operator_of(&o->c, a.operator_name, sizeof(a.operator_name));

@@ -251,7 +251,7 @@ static void gw_offer_if_due(struct gw *gw, struct gw_device *d)
 	/* A delta from the image it runs, the compressed image or the
 	 * image; NULL: its payload is being made, it waits (delta.c). */
 	struct gw_release *v = gw__variant_pick(gw, r, d);
-	if (!v)
+	if (!v || !gw__pace_offer(gw))
 		return;
 	gw__campaign_started(gw, r);
 	d->wire_bytes = 0;
@@ -503,11 +503,12 @@ static void on_message5(struct mq *mq, void *ud, const char *topic,
 
 static void on_connect(struct mq *mq, void *ud)
 {
-	(void)ud;
 	mq_subscribe(mq, "ota/release/+", 1);
 	mq_subscribe(mq, "ota/ctl/+", 1);
 	mq_subscribe(mq, "ota/dev/+/status", 1);
 	mq_subscribe(mq, "ota/dev/+/ack", 0);
+	/* After the subscriptions: the answers find them. */
+	gw__hello(ud);
 }
 
 static void on_disconnect(struct mq *mq, void *ud, const char *why)
@@ -532,9 +533,12 @@ static void status_poll(struct gw *gw, struct gw_device *d)
 		return;
 	char topic[PROTO_ID_MAX + 24];
 	snprintf(topic, sizeof(topic), "ota/dev/%s/status", d->id);
-	/* Subscribing again delivers the retained message; the wildcard
-	 * subscription stays, so this one goes at once. */
-	if (mq_subscribe(gw->mq, topic, 1) != 0)
+	/* The device answers a poll on its exact topic (any broker); and
+	 * subscribing again delivers the retained status (its Last Will,
+	 * when it is gone) where the broker has it. The wildcard
+	 * subscription stays, so the exact one goes at once. */
+	if (gw__poll_device(gw, d->id) != 0 ||
+	    mq_subscribe(gw->mq, topic, 1) != 0)
 		return;
 	mq_unsubscribe(gw->mq, topic);
 	d->poll_ms = now;
@@ -580,6 +584,7 @@ static void tick_cb(uv_timer_t *t)
 		gw->poll_budget = STATUS_POLLS_PER_TICK;
 		twalk_r(gw->devices, tick_walk, gw);
 		gw__group_tick(gw, now);
+		gw__pace_tick(gw, now);
 	}
 }
 
@@ -654,6 +659,7 @@ static int connection_new(struct gw *gw, char *err, size_t n)
 	struct mq_opts mo = {
 	    .host = gw->cfg.broker_host,
 	    .port = (int)gw->cfg.broker_port,
+	    .brokers = gw->cfg.brokers,
 	    .cafile = gw->cfg.ca_file,
 	    .certfile = gw->cfg.cert_file,
 	    .keyfile = gw->cfg.key_file,
@@ -755,9 +761,9 @@ int gw_start(struct gw *gw)
 	uv_timer_start(&gw->tick, tick_cb, TICK_MS, TICK_MS);
 	uv_check_start(&gw->flush, flush_cb);
 	uv_unref((uv_handle_t *)&gw->flush);
-	log_info("gateway up: broker=%s:%u db=%s store=%s devices=%zu",
-		 gw->cfg.broker_host, gw->cfg.broker_port, gw->cfg.db_dir,
-		 gw->cfg.store_dir, gw->ndevices);
+	log_info("gateway up: broker=%s db=%s store=%s devices=%zu",
+		 mq_broker(gw->mq), gw->cfg.db_dir, gw->cfg.store_dir,
+		 gw->ndevices);
 	return mq_start(gw->mq);
 }
 

@@ -19,6 +19,7 @@
 #include "store/store.h"
 
 struct gw_config {
+	char brokers[1024]; /* "host[:port],...", "" = broker_host */
 	char broker_host[256];
 	uint32_t broker_port;
 	char ca_file[PATH_MAX];
@@ -59,6 +60,13 @@ struct gw_config {
 	 * changed (a faulty or hostile gateway); devices must refuse them. */
 	bool test_hostile_delta;
 	uint32_t delta_wait_s; /* a device waits this long for its delta */
+	/* Pacing (pace.c): offers started per second (0 = unpaced), device
+	 * reconnections per second after an update (sets the offers'
+	 * restart_spread_ms; 0 = none), and the least spread of the
+	 * answers to the hello the gateway sends on every connect. */
+	uint32_t offer_rate;
+	uint32_t restart_rate;
+	uint32_t hello_spread_s;
 };
 
 /* Who asked for a command and where its verdict goes (verdict.c). */
@@ -217,6 +225,8 @@ struct gw_stats {
 	uint64_t drop_log_ms;   /* last "dropped" log line (rate limit) */
 	uint64_t drop_unlogged; /* dropped since then without a line */
 	uint64_t status_polls;	/* retained statuses asked for again */
+	uint64_t hellos;	/* hellos sent (one per connect) */
+	uint64_t offers_paced;	/* offers held back by offer_rate */
 	struct gw_hist commit_hist; /* ledger commit, queued to done */
 	struct gw_hist stall_hist;  /* lateness of the loop's tick */
 };
@@ -254,6 +264,10 @@ struct gw {
 	int lock_fds[2];	    /* flock'ed files in db_dir, store_dir */
 	int poll_budget; /* status polls left in this tick */
 	struct gw_snd_fleet fleet; /* every transfer: bytes in flight, counts */
+	double offer_tokens;  /* offers that may start now (pace.c) */
+	bool offers_waiting;  /* an offer was held back by offer_rate */
+	uint64_t offers_walk_ms; /* the last walk for held-back offers */
+	uint64_t pace_ms;	 /* offer_tokens were refilled then */
 	uint64_t sealed_bytes; /* sealed fragments cached, all releases */
 	void *curlm; /* CURLM *, see https.c */
 	struct gw_https *downloads; /* under way, see https.c */
@@ -310,6 +324,23 @@ void gw__event(struct gw *gw, const char *device, const char *release,
 struct gw_release *gw__release_find(struct gw *gw, const char *id);
 /* Offer the newest targeting release to every idle device due one. */
 void gw__offer_due_all(struct gw *gw);
+
+/* pace.c: the broker's limits respected (PROTOCOL.md 5.6 and 8). */
+/* An offer may start now (a token of offer_rate is taken), or it is
+ * held back and gw__pace_tick tries again. */
+bool gw__pace_offer(struct gw *gw);
+/* An unanswered offer (sent `offers` times, the last `since_ms` ago) is
+ * due again: offer_retry_ms doubled per offer sent, at most 60 s, and a
+ * token of offer_rate. */
+bool gw__pace_reoffer(struct gw *gw, uint32_t offers, uint64_t since_ms);
+/* Each tick: refill offer tokens, and walk for held-back offers. */
+void gw__pace_tick(struct gw *gw, uint64_t now);
+/* restart_spread_ms for the offers of release r. */
+uint32_t gw__restart_spread_ms(const struct gw *gw, const struct gw_release *r);
+/* On every connect: ask every device for its status (ota/hello). */
+void gw__hello(struct gw *gw);
+/* Ask one device for its status again (ota/dev/<id>/poll). */
+int gw__poll_device(struct gw *gw, const char *id);
 
 /* release.c: fetch, verify, store, record */
 /* rq: the transport's part of the request (response topic, correlation

@@ -159,6 +159,9 @@ static json_t *campaign_json(const struct gw_release *r, const char *state)
 	json_object_set_new(c, "canary_cut", json_string(cut));
 	json_object_set_new(c, "pause_failure_min",
 			    json_integer(r->camp.fail_min));
+	if (r->target.restart_spread_set)
+		json_object_set_new(c, "restart_spread_s",
+				    json_integer(r->target.restart_spread_s));
 	return c;
 }
 
@@ -220,6 +223,12 @@ static void campaign_parse(json_t *c, struct gw_release *r)
 	r->camp.committed = (uint32_t)JINT(c, "committed");
 	r->camp.failed = (uint32_t)JINT(c, "failed");
 	r->camp.fail_min = (uint32_t)JINT(c, "pause_failure_min");
+	json_t *rs = json_object_get(c, "restart_spread_s");
+	if (json_is_integer(rs) && json_integer_value(rs) >= 0 &&
+	    json_integer_value(rs) <= PROTO_SPREAD_MS_MAX / 1000) {
+		r->target.restart_spread_s = (uint32_t)json_integer_value(rs);
+		r->target.restart_spread_set = true;
+	}
 	/* A campaign of an older gateway has no draw: the first to come. */
 	const char *cut = JSTR(c, "canary_cut");
 	r->camp.canary_cut = cut ? strtoull(cut, NULL, 16) : UINT64_MAX;

@@ -214,7 +214,7 @@ int gw__cmd_pack(int argc, char **argv)
 	uint32_t parts[3];
 	if (!proto_id_valid(o.product)) {
 		fprintf(stderr, "ota-gateway pack: product '%s' must be 1-63 "
-				"characters of A-Z a-z 0-9 . _ -\n", o.product);
+				"characters of A-Z a-z 0-9 _ -\n", o.product);
 		return 2;
 	}
 	if (proto_version_parse(o.version, parts) != 0) {

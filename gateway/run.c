@@ -20,6 +20,9 @@
 	 sizeof(((struct gw_config *)0)->field), lo, hi, help}
 
 static const struct conf_key gw_keys[] = {
+    K("brokers", CONF_STR, brokers, 0, 0,
+      "brokers to use, host[:port],... in order of preference; on a "
+      "failure the next (overrides broker_host)"),
     K("broker_host", CONF_STR, broker_host, 0, 0,
       "MQTT broker host name (must match its certificate)"),
     K("broker_port", CONF_U32, broker_port, 1, 65535, "broker TLS port"),
@@ -50,7 +53,8 @@ static const struct conf_key gw_keys[] = {
     K("max_package_mb", CONF_U32, max_package_mb, 1, 1u << 20,
       "largest package accepted, MiB"),
     K("offer_retry_ms", CONF_U32, offer_retry_ms, 100, 3600000,
-      "re-send an unanswered offer after this long"),
+      "re-send an unanswered offer after this long (doubled per re-send, "
+      "up to 60 s)"),
     K("log_level", CONF_STR, log_level, 0, 0, "error, warn, info or debug"),
     K("https_ca_file", CONF_STR, https_ca_file, 0, 0,
       "CA bundle for https:// package servers (default: system store)"),
@@ -89,6 +93,14 @@ static const struct conf_key gw_keys[] = {
       "CA of the operators' client certificates (default: ca_file)"),
     K("http_operators", CONF_STR, http_operators, 0, 0,
       "client certificate CNs allowed over HTTPS, comma-separated"),
+    K("offer_rate", CONF_U32, offer_rate, 0, 1000000,
+      "offers started per second at most (0: no limit)"),
+    K("restart_rate", CONF_U32, restart_rate, 0, 1000000,
+      "device reconnections per second after an update: offers spread "
+      "restarts over devices / rate (0: no spread)"),
+    K("hello_spread_s", CONF_U32, hello_spread_s, 0, 3600,
+      "devices answer the gateway's hello within at least this many "
+      "seconds"),
     K("delta_wait_s", CONF_U32, delta_wait_s, 0, 86400,
       "longest a device waits for its delta to be made, seconds (then "
       "it gets the compressed image)"),
@@ -116,6 +128,9 @@ void gw_config_defaults(struct gw_config *c)
 	c->fetch_retries = 3;
 	c->max_inflight_kb = 16384;
 	c->delta_wait_s = 60;
+	c->offer_rate = 2000;
+	c->restart_rate = 500;
+	c->hello_spread_s = 5;
 	c->group_fragments = true;
 	c->root_threshold = 1;
 	snprintf(c->mqtt_version, sizeof(c->mqtt_version), "5");
@@ -148,6 +163,8 @@ static int gw_config_check(const struct gw_config *c, char *err, size_t n)
 				 "warn, info, debug", c->log_level);
 		return -1;
 	}
+	if (c->brokers[0] && mq_brokers_check(c->brokers, NULL, err, n) != 0)
+		return -1;
 	if (c->encrypt_packages && !c->device_cert_dir[0]) {
 		snprintf(err, n, "key 'encrypt_packages' needs "
 				 "'device_cert_dir' (the devices' certificates)");

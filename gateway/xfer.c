@@ -160,7 +160,9 @@ void gw__xfer_offer(struct gw *gw, struct gw_device *d)
 				.fragment_size = r->frag_size,
 				.fragments = r->nfrags - r->tfrags,
 				.table_fragments = r->tfrags,
-				.window = r->window};
+				.window = r->window,
+				.restart_spread_ms =
+				    gw__restart_spread_ms(gw, r)};
 	uint64_t now = gw__mono_ms(gw);
 	if (offer_enc(gw, d, &o) != 0) {
 		x->snd.offer_ms = now;
@@ -417,7 +419,7 @@ void gw__xfer_tick(struct gw *gw, struct gw_device *d, uint64_t now)
 	if (!d->online || g->rel.halted)
 		return; /* resumes with a new offer when it is back */
 	if (x->snd.st == GW_SND_OFFERED) {
-		if (now - x->snd.offer_ms >= gw->cfg.offer_retry_ms)
+		if (gw__pace_reoffer(gw, x->snd.offers, now - x->snd.offer_ms))
 			gw__xfer_offer(gw, d);
 		return;
 	}

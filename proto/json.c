@@ -31,6 +31,7 @@ static const char *const announce_keys[] = {
 	"operator",
 	"pause_failure_min",
 	"delta",
+	"restart_spread_s",
 };
 
 static int announce_check_keys(const json_t *root, struct proto_err *err)
@@ -200,6 +201,11 @@ int proto_announce_decode(const char *buf, size_t len,
 		goto out_fail;
 	}
 	a->no_delta = json_is_false(dl);
+	if ((rc = proto__json_int(root, "restart_spread_s", false, 0,
+				  PROTO_SPREAD_MS_MAX / 1000, &v,
+				  &a->restart_spread_set, err)) < 0)
+		goto out_fail;
+	a->restart_spread_s = (uint32_t)v;
 	json_decref(root);
 	return 0;
 out_fail:
@@ -413,7 +419,8 @@ int proto_offer_encode(const struct proto_offer *o, char **out, size_t *len)
 	    memchr(o->manifest, '\0', o->manifest_len) != NULL)
 		return PROTO_EFIELD;
 	if (!offer_numbers_ok(o->fragment_size, o->fragments, o->window) ||
-	    (uint64_t)o->fragments + o->table_fragments > PROTO_FRAGS_MAX)
+	    (uint64_t)o->fragments + o->table_fragments > PROTO_FRAGS_MAX ||
+	    o->restart_spread_ms > PROTO_SPREAD_MS_MAX)
 		return PROTO_ERANGE;
 	proto_hex_encode(o->sig, PROTO_SIG_LEN, sighex);
 	/* NULL when the manifest is not valid UTF-8. */
@@ -438,6 +445,9 @@ int proto_offer_encode(const struct proto_offer *o, char **out, size_t *len)
 				   json_integer(o->table_fragments))) < 0) ||
 	    (o->group &&
 	     (rc = proto__json_set(obj, "group", json_true())) < 0) ||
+	    (o->restart_spread_ms &&
+	     (rc = proto__json_set(obj, "restart_spread_ms",
+				   json_integer(o->restart_spread_ms))) < 0) ||
 	    (o->enc_alg[0] && (rc = offer_enc_encode(obj, o)) < 0) ||
 	    (o->keyset &&
 	     (rc = proto__json_set(obj, "keyset",
@@ -495,6 +505,10 @@ static int offer_fields(const json_t *root, struct proto_offer *o,
 		return proto__err(err, PROTO_EFIELD,
 				  "field 'group': not true or false");
 	o->group = json_is_true(grp);
+	if ((rc = proto__json_int(root, "restart_spread_ms", false, 0,
+				  PROTO_SPREAD_MS_MAX, &v, NULL, err)) < 0)
+		return rc;
+	o->restart_spread_ms = (uint32_t)v;
 	if ((rc = offer_enc_decode(root, o, err)) < 0 ||
 	    (rc = proto__offer_coding_decode(root, o, err)) < 0)
 		return rc;

@@ -100,7 +100,7 @@ int proto__json_id(const json_t *obj, const char *key, bool required,
 		dst[0] = '\0';
 		return proto__err(err, PROTO_EFIELD,
 				  "field '%s': not an identifier (1..%d of "
-				  "[A-Za-z0-9._-], not starting with '.')",
+				  "[A-Za-z0-9_-])",
 				  key, PROTO_ID_MAX);
 	}
 	return 0;

@@ -79,8 +79,10 @@ struct proto_err {
 
 /*
  * Identifiers (device id, product, group) are 1..PROTO_ID_MAX characters
- * from [A-Za-z0-9._-], not starting with '.' : safe inside MQTT topics
- * (no '/', '+', '#') and as file names.
+ * from [A-Za-z0-9_-]: safe inside MQTT topics (no '/', '+', '#') on every
+ * broker (no '.': RabbitMQ maps '/' to '.' in its routing keys, so
+ * "ota/dev/a.b/status" would arrive as "ota/dev/a/b/status") and as file
+ * names.
  */
 bool proto_id_valid(const char *s);
 
@@ -589,6 +591,11 @@ struct proto_announce {
 				       devices before any automatic pause
 				       (canary or rate); 0 = gateway's */
 	bool no_delta; /* "delta":false: never send this release as a delta */
+	/* "restart_spread_s": 0..3600, the offers' restart spread for this
+	 * campaign (0 = none); absent (restart_spread_set false) = the
+	 * gateway's, from restart_rate. */
+	uint32_t restart_spread_s;
+	bool restart_spread_set;
 };
 
 int proto_announce_decode(const char *buf, size_t len,
@@ -624,6 +631,10 @@ struct proto_offer {
 	 * device in a group, on PROTO_GROUP_TOPIC(release): subscribe to it
 	 * too. Optional, false when absent. */
 	bool group;
+	/* "restart_spread_ms": after installing, wait a uniformly random
+	 * time in [0, this) before restarting, so that a fleet updated
+	 * together does not reconnect in the same second. 0 when absent. */
+	uint32_t restart_spread_ms;
 	/* "enc": the fragments' data is encrypted (see proto_frag_open) and
 	 * this device's copy of the content key is wrapped here (see
 	 * proto_key_unwrap). enc_alg is "" when absent; an alg other than
@@ -655,6 +666,27 @@ struct proto_offer {
 void proto_group_topic(const char *release, enum proto_encoding e,
 		       const uint8_t base[PROTO_SHA256_LEN], char *out,
 		       size_t n);
+/* Longest spread of restarts (offer) or of answers to a poll: 1 hour. */
+#define PROTO_SPREAD_MS_MAX 3600000u
+
+/*
+ * Poll (gateway -> device, QoS 1, not retained; PROTOCOL.md 5.6):
+ * {"spread_ms":N}. On "ota/hello" every device, on "ota/dev/<id>/poll"
+ * that one device, publishes its status again after a uniformly random
+ * delay in [0, spread_ms]. Unknown members are ignored; an empty payload
+ * is {"spread_ms":0}.
+ */
+#define PROTO_HELLO_TOPIC "ota/hello"
+#define PROTO_POLL_TOPIC_FMT "ota/dev/%s/poll"
+
+struct proto_poll {
+	uint32_t spread_ms; /* 0 .. PROTO_SPREAD_MS_MAX */
+};
+
+int proto_poll_encode(const struct proto_poll *p, char **out, size_t *len);
+int proto_poll_decode(const char *buf, size_t len, struct proto_poll *p,
+		      struct proto_err *err);
+
 /* "ota/grp/<release>/frag": where group fragments of a release go. */
 #define PROTO_GROUP_TOPIC_FMT "ota/grp/%s/frag"
 #define PROTO_GROUP_TOPIC_MAX (PROTO_RELEASE_HEX_LEN + 16)

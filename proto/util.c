@@ -52,14 +52,14 @@ void proto__sanitize(char *dst, size_t cap, const char *src)
 static bool id_char(unsigned char c)
 {
 	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-	       (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
+	       (c >= '0' && c <= '9') || c == '_' || c == '-';
 }
 
 bool proto_id_valid(const char *s)
 {
 	size_t i;
 
-	if (s == NULL || s[0] == '\0' || s[0] == '.')
+	if (s == NULL || s[0] == '\0')
 		return false;
 	for (i = 0; s[i] != '\0'; i++) {
 		if (i >= PROTO_ID_MAX || !id_char((unsigned char)s[i]))

@@ -87,7 +87,8 @@ int proto_announce_encode(const struct proto_announce *a, char **out,
 	    a->fragment_size > PROTO_FRAG_SIZE_MAX ||
 	    a->window > PROTO_WINDOW_MAX || a->concurrency > 1000000 ||
 	    a->canary_percent > 100 || a->canary_success_percent > 100 ||
-	    a->pause_failure_percent > 100) {
+	    a->pause_failure_percent > 100 ||
+	    a->restart_spread_s > PROTO_SPREAD_MS_MAX / 1000) {
 		rc = PROTO_ERANGE;
 		goto out;
 	}
@@ -104,7 +105,10 @@ int proto_announce_encode(const struct proto_announce *a, char **out,
 	    (a->dry_run &&
 	     (rc = proto__json_set(o, "dry_run", json_true())) < 0) ||
 	    (a->no_delta &&
-	     (rc = proto__json_set(o, "delta", json_false())) < 0))
+	     (rc = proto__json_set(o, "delta", json_false())) < 0) ||
+	    (a->restart_spread_set &&
+	     (rc = proto__json_set(o, "restart_spread_s",
+				   json_integer(a->restart_spread_s))) < 0))
 		goto out;
 	rc = proto__json_dump(o, out, len);
 out:

@@ -36,6 +36,7 @@ enum fproto_sel {
 	FPROTO_ACK,
 	FPROTO_TEXT,
 	FPROTO_VERDICT,
+	FPROTO_POLL,
 	FPROTO__COUNT
 };
 
@@ -217,6 +218,25 @@ static void fproto_control(const char *buf, size_t len)
 	fproto_same_text(out, olen, out2, olen2);
 }
 
+/* The gateway's hello and poll (PROTOCOL.md 5.6): decode, and a round
+ * trip that must give the same spread. */
+static void fproto_poll(const char *buf, size_t len)
+{
+	struct proto_poll p, p2;
+	struct proto_err err;
+	char *out = NULL;
+	size_t olen;
+
+	if (proto_poll_decode(buf, len, &p, &err) != 0)
+		return;
+	if (p.spread_ms > PROTO_SPREAD_MS_MAX ||
+	    proto_poll_encode(&p, &out, &olen) != 0 ||
+	    proto_poll_decode(out, olen, &p2, &err) != 0 ||
+	    p2.spread_ms != p.spread_ms)
+		abort();
+	free(out);
+}
+
 static void fproto_frag(const uint8_t *buf, size_t len)
 {
 	struct proto_frag f;
@@ -305,6 +325,9 @@ static int fuzz_proto_one(const uint8_t *data, size_t size)
 		break;
 	case FPROTO_VERDICT:
 		fproto_verdict(text, size - 1);
+		break;
+	case FPROTO_POLL:
+		fproto_poll(text, size - 1);
 		break;
 	case FPROTO_TEXT:
 	case FPROTO__COUNT:

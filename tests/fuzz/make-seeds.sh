@@ -33,7 +33,7 @@ trap 'rm -rf "$TMP"' EXIT
 
 # The selector bytes of fuzz_proto.c (enum fproto_sel).
 SEL_ANNOUNCE=0 SEL_OFFER=1 SEL_STATUS=2 SEL_MANIFEST=3 SEL_CONTROL=4
-SEL_FRAG=5 SEL_ACK=6 SEL_TEXT=7 SEL_VERDICT=8
+SEL_FRAG=5 SEL_ACK=6 SEL_TEXT=7 SEL_VERDICT=8 SEL_POLL=9
 
 # byte N: write the byte N (0..255) to stdout.
 byte() {

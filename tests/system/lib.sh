@@ -27,6 +27,9 @@
 #   broker_reload           SIGHUP it after make-certs changed the ACL or the CRL
 #   OTA_BROKER=rabbitmq     broker_start/broker_reload start/update RabbitMQ instead
 #                           (tests/system/rabbit.sh; OTA_RABBIT_NODES nodes, default 1)
+#   broker_start_as NAME    one more Mosquitto like broker_start's, named NAME (log
+#                           $T/NAME.log), on its own free port: sets BROKER_PORT_<NAME>
+#                           (several brokers: tests/system/test_failover.sh)
 #   mq_pub_as WHO TOPIC MSG [ARGS]      mosquitto_pub as WHO (operator, gateway, monitor,
 #   mq_pubf_as WHO TOPIC FILE [ARGS]    operator-NAME, monitor-NAME, observer1..3, injector,
 #                                       a device id, a cert path prefix containing '/', or
@@ -314,6 +317,29 @@ broker_start() {
 
 broker_stop() {
     stop broker || true
+}
+
+broker_start_as() {
+    local name=$1 port attempt
+    [[ $name =~ ^[A-Za-z0-9_]+$ ]] || { echo "broker_start_as: bad name '$name'" >&2; return 2; }
+    [ -s "$CERTS/broker.crt" ] || certs_make || return 1
+    observers_make || return 1
+    for attempt in 1 2 3; do
+        port=$(free_port) || return 1
+        sed -e "s|@PORT@|$port|g" -e "s|@BIND@|127.0.0.1|g" -e "s|@CERTS@|$CERTS|g" \
+            -e "s|@ACL@|${BROKER_ACL:-$T/acl}|g" -e "s|@USER@|$(id -un)|g" \
+            -e "${BROKER_SED:-}" "$OTA_ROOT/deploy/mosquitto/mosquitto.conf.in" >"$T/$name.conf"
+        spawn "$name" mosquitto -c "$T/$name.conf"
+        if wait_until 10 "port_listening $port || ! alive $name" && alive "$name"; then
+            printf -v "BROKER_PORT_$name" %s "$port"
+            export "BROKER_PORT_$name"
+            return 0
+        fi
+        stop "$name" || true
+        mv -f "$T/$name.log" "$T/$name-failed-$attempt.log"
+    done
+    echo "broker_start_as: mosquitto $name did not start" >&2
+    return 1
 }
 
 # broker_reload: rewrite $T/acl from $CERTS/acl (after make-certs --operator or --revoke)

@@ -66,6 +66,32 @@ check "ota-device whose --id differs from its certificate's CN says so at start 
 check "ota-device with a missing certificate exits at once naming it" \
     fails_with "cert_file: $T/nope.crt: No such file" "$DEV" "${DEVC[@]}" --cert-file "$T/nope.crt"
 
+# Ids safe on every broker (PROTOCOL.md section 2): no '.', which RabbitMQ's MQTT plugin
+# turns into a topic level. Refused by the device, by make-certs and by the gateway's CLI.
+check "ota-device refuses an id with a '.'" \
+    fails_with "key 'id': 'dot.dev' must be 1-63 characters of A-Z a-z 0-9 _ -" \
+    "$DEV" "${DEVC[@]}" --id dot.dev --check
+check "make-certs.sh refuses a device id with a '.'" \
+    bash -c "! sh '$OTA_ROOT/certs/make-certs.sh' '$T/dotcerts' dot.dev 2>'$T/mc.err' &&
+        grep -q \"invalid device id 'dot.dev'\" '$T/mc.err' && [ ! -e '$T/dotcerts/devices/dot.dev.crt' ]"
+check "ota-gateway announce refuses a device id with a '.'" \
+    bash -c "'$GW' announce --product sensor --url file:///x --devices dev-001,dot.dev --ca-file '$CERTS/ca.crt' \
+        --cert-file '$CERTS/operator.crt' --key-file '$CERTS/operator.key' 2>&1 |
+        grep -q \"'dot.dev' is not a device id\""
+# Broker lists (brokers = host[:port],...): checked like every key.
+check "ota-device --check accepts a list of brokers" \
+    bash -c "'$DEV' ${DEVC[*]} --brokers 'localhost:1, 127.0.0.1:2,[::1]' --check | grep -q 'configuration OK'"
+check "ota-device --check: a broker list item that is not host[:port]" \
+    fails_with "brokers: item 2 'localhost:99999': port: a number 1 to 65535" \
+    "$DEV" "${DEVC[@]}" --brokers 'localhost:1,localhost:99999' --check
+check "run --check: an IPv6 broker without brackets" \
+    fails_with "brokers: item 1 '::1:8883': an IPv6 address goes in brackets" \
+    "$GW" run "${GWC[@]}" --brokers '::1:8883' --check
+check "ota-gateway ctl: an empty broker in the list" \
+    fails_with "brokers: item 2 '': host name" "$GW" ctl pause --product sensor \
+    --release 0123456789abcdef --brokers 'localhost,' --ca-file "$CERTS/ca.crt" \
+    --cert-file "$CERTS/operator.crt" --key-file "$CERTS/operator.key"
+
 # A TLS failure at run time (the broker's certificate does not name the host we connect
 # to): said as such, with what to fix, and not once per attempt.
 BROKER_SED='s/^listener \([0-9]*\) 127.0.0.1$/listener \1 127.0.0.2/' broker_start ||

@@ -34,6 +34,79 @@ static void test_control_ok(void **state)
 	assert_string_equal(proto_action_name(PROTO_ACT_RESUME), "resume");
 }
 
+/* The announcement's restart_spread_s: absent, 0 and 3600 are not alike. */
+static void test_announce_restart_spread(void **state)
+{
+	(void)state;
+	struct proto_announce a;
+	struct proto_err err = {{0}};
+	const char *j = "{\"url\":\"file:///p.ota\"}";
+	assert_int_equal(proto_announce_decode(j, strlen(j), &a, &err), 0);
+	assert_false(a.restart_spread_set);
+	proto_announce_free(&a);
+	j = "{\"url\":\"file:///p.ota\",\"restart_spread_s\":0}";
+	assert_int_equal(proto_announce_decode(j, strlen(j), &a, &err), 0);
+	assert_true(a.restart_spread_set);
+	assert_int_equal(a.restart_spread_s, 0);
+	char *out = NULL;
+	size_t len;
+	assert_int_equal(proto_announce_encode(&a, &out, &len), 0);
+	assert_non_null(strstr(out, "\"restart_spread_s\":0"));
+	free(out);
+	proto_announce_free(&a);
+	j = "{\"url\":\"file:///p.ota\",\"restart_spread_s\":3600}";
+	assert_int_equal(proto_announce_decode(j, strlen(j), &a, &err), 0);
+	assert_int_equal(a.restart_spread_s, 3600);
+	proto_announce_free(&a);
+	j = "{\"url\":\"file:///p.ota\",\"restart_spread_s\":3601}";
+	assert_int_equal(proto_announce_decode(j, strlen(j), &a, &err),
+			 PROTO_ERANGE);
+	j = "{\"url\":\"file:///p.ota\",\"restart_spread_s\":\"5\"}";
+	assert_int_equal(proto_announce_decode(j, strlen(j), &a, &err),
+			 PROTO_EFIELD);
+}
+
+/* The gateway's hello and status poll (PROTOCOL.md 5.6). */
+static void test_poll(void **state)
+{
+	(void)state;
+	struct proto_poll p = {.spread_ms = 1500}, d;
+	struct proto_err err = {{0}};
+	char *out = NULL;
+	size_t len = 0;
+	assert_int_equal(proto_poll_encode(&p, &out, &len), 0);
+	assert_string_equal(out, "{\"spread_ms\":1500}");
+	assert_int_equal(proto_poll_decode(out, len, &d, &err), 0);
+	assert_int_equal(d.spread_ms, 1500);
+	free(out);
+	/* Empty and {} are a poll to answer at once; unknown members are
+	 * ignored (a newer gateway may say more). */
+	d.spread_ms = 7;
+	assert_int_equal(proto_poll_decode("", 0, &d, &err), 0);
+	assert_int_equal(d.spread_ms, 0);
+	assert_int_equal(proto_poll_decode("{}", 2, &d, &err), 0);
+	assert_int_equal(d.spread_ms, 0);
+	const char *j = "{\"spread_ms\":3600000,\"why\":\"start\"}";
+	assert_int_equal(proto_poll_decode(j, strlen(j), &d, &err), 0);
+	assert_int_equal(d.spread_ms, PROTO_SPREAD_MS_MAX);
+	/* Out of range, wrong type, not an object. */
+	j = "{\"spread_ms\":3600001}";
+	assert_int_equal(proto_poll_decode(j, strlen(j), &d, &err),
+			 PROTO_ERANGE);
+	j = "{\"spread_ms\":-1}";
+	assert_int_not_equal(proto_poll_decode(j, strlen(j), &d, &err), 0);
+	j = "{\"spread_ms\":\"10\"}";
+	assert_int_equal(proto_poll_decode(j, strlen(j), &d, &err),
+			 PROTO_EFIELD);
+	j = "[1]";
+	assert_int_equal(proto_poll_decode(j, strlen(j), &d, &err),
+			 PROTO_EJSON);
+	p.spread_ms = PROTO_SPREAD_MS_MAX + 1;
+	out = NULL;
+	assert_int_equal(proto_poll_encode(&p, &out, &len), PROTO_ERANGE);
+	assert_null(out);
+}
+
 static void test_control_bad(void **state)
 {
 	(void)state;
@@ -236,6 +309,8 @@ int main(void)
 	    cmocka_unit_test(test_control_bad),
 	    cmocka_unit_test(test_control_roundtrip),
 	    cmocka_unit_test(test_announce_rollout_fields),
+	    cmocka_unit_test(test_poll),
+	    cmocka_unit_test(test_announce_restart_spread),
 	    cmocka_unit_test(test_manifest_downgrade),
 	    cmocka_unit_test(test_control_reply_retry),
 	    cmocka_unit_test(test_announce_encode),

@@ -242,9 +242,42 @@ static void test_offer_round_trip(void **state)
 	assert_int_equal(d.fragment_size, 160);
 	assert_int_equal(d.fragments, 8);
 	assert_int_equal(d.window, 32);
+	assert_int_equal(d.restart_spread_ms, 0); /* absent: no spread */
 	proto_offer_free(&d);
 	assert_null(d.manifest);
 	free(out);
+}
+
+/* restart_spread_ms: carried when set, 0 .. PROTO_SPREAD_MS_MAX. */
+static void test_offer_restart_spread(void **state)
+{
+	struct proto_offer o, d;
+	struct proto_err err;
+	char *out = NULL;
+	size_t len = 0;
+
+	(void)state;
+	fill_offer(&o);
+	o.restart_spread_ms = 20000;
+	assert_int_equal(proto_offer_encode(&o, &out, &len), 0);
+	assert_non_null(strstr(out, "\"restart_spread_ms\":20000"));
+	assert_int_equal(proto_offer_decode(out, len, &d, &err), 0);
+	assert_int_equal(d.restart_spread_ms, 20000);
+	proto_offer_free(&d);
+	/* One past the limit, in the text: refused. */
+	char *p = strstr(out, "20000");
+	char bad[4096];
+	snprintf(bad, sizeof(bad), "%.*s3600001%s", (int)(p - out), out,
+		 p + 5);
+	assert_int_equal(proto_offer_decode(bad, strlen(bad), &d, &err),
+			 PROTO_ERANGE);
+	snprintf(bad, sizeof(bad), "%.*s\"20\"%s", (int)(p - out), out,
+		 p + 5);
+	assert_int_equal(proto_offer_decode(bad, strlen(bad), &d, &err),
+			 PROTO_EFIELD);
+	free(out);
+	o.restart_spread_ms = PROTO_SPREAD_MS_MAX + 1;
+	assert_int_equal(proto_offer_encode(&o, &out, &len), PROTO_ERANGE);
 }
 
 static void test_offer_verbatim_bytes(void **state)
@@ -662,6 +695,7 @@ int main(void)
 		cmocka_unit_test(test_announce_rejects),
 		cmocka_unit_test(test_announce_boundaries),
 		cmocka_unit_test(test_offer_round_trip),
+		cmocka_unit_test(test_offer_restart_spread),
 		cmocka_unit_test(test_offer_verbatim_bytes),
 		cmocka_unit_test(test_offer_encode_rejects),
 		cmocka_unit_test(test_offer_decode_manifest_limit),
