@@ -211,9 +211,8 @@ crashpoints: deps
 
 # Formatting: .clang-format describes the code as it is written. `make format` rewrites
 # every C file to it; `make check-format` lists the files it would change (with how many
-# lines) and fails. FORMAT_STRICT=0 (until the tree has been formatted once) makes
-# check-format, and so `make test`, only count them; set it to 1 here then.
-FORMAT_STRICT ?= 0
+# lines) and fails (FORMAT_STRICT=0 only counts them).
+FORMAT_STRICT ?= 1
 FORMAT_SRC := $(sort $(PROTO_SRC) $(COMMON_SRC) $(STORE_SRC) $(GW_SRC) $(DEV_SRC) \
 	$(wildcard */*.h tests/unit/*.[ch] tests/tools/*.c tests/tools/preload/*.c \
 	tests/fuzz/*.c))

@@ -30,7 +30,8 @@ static FILE *open_pem(const char *path, const char *key,
 	char msg[CC_MSG_MAX];
 	FILE *f = path && path[0] ? fopen(path, "r") : NULL;
 	if (!f) {
-		snprintf(msg, sizeof(msg), "%s: %s", path && path[0] ? path : "(not set)",
+		snprintf(msg, sizeof(msg), "%s: %s",
+			 path && path[0] ? path : "(not set)",
 			 path && path[0] ? strerror(errno) : "no file given");
 		fn(ud, key, msg);
 	}
@@ -87,8 +88,10 @@ static int check_cert(const struct certcheck *c, X509 *ca, X509 *x,
 	if (ca) {
 		X509_STORE *st = X509_STORE_new();
 		X509_STORE_CTX *ctx = X509_STORE_CTX_new();
-		int ok = st && ctx && X509_STORE_load_locations(st, c->ca_file, NULL) == 1 &&
-			 X509_STORE_CTX_init(ctx, st, x, NULL) == 1
+		int ok = st && ctx &&
+				 X509_STORE_load_locations(st, c->ca_file,
+							   NULL) == 1 &&
+				 X509_STORE_CTX_init(ctx, st, x, NULL) == 1
 			     ? X509_verify_cert(ctx)
 			     : -1;
 		if (ok != 1) {
@@ -105,14 +108,14 @@ static int check_cert(const struct certcheck *c, X509 *ca, X509 *x,
 	} else {
 		/* Without a CA, still say when it has expired. */
 		if (X509_cmp_current_time(X509_get0_notAfter(x)) < 0) {
-			snprintf(msg, sizeof(msg), "%s: certificate has expired",
-				 c->cert_file);
+			snprintf(msg, sizeof(msg),
+				 "%s: certificate has expired", c->cert_file);
 			fn(ud, c->cert_key, msg);
 			problems++;
 		}
 	}
-	X509_NAME_get_text_by_NID(X509_get_subject_name(x), NID_commonName,
-				  cn, sizeof(cn));
+	X509_NAME_get_text_by_NID(X509_get_subject_name(x), NID_commonName, cn,
+				  sizeof(cn));
 	if (c->expect_cn && c->expect_cn[0] && strcmp(cn, c->expect_cn) != 0) {
 		snprintf(msg, sizeof(msg),
 			 "%s: certificate is for CN '%s', but %s is '%s' (the "
@@ -153,8 +156,7 @@ static int check_key(const struct certcheck *c, X509 *x,
 	return problems;
 }
 
-int certcheck_run(const struct certcheck *c, certcheck_problem_fn fn,
-		  void *ud)
+int certcheck_run(const struct certcheck *c, certcheck_problem_fn fn, void *ud)
 {
 	int problems = 0;
 	X509 *ca = load_cert(c->ca_file, c->ca_key, fn, ud);

@@ -27,8 +27,7 @@ typedef void (*certcheck_problem_fn)(void *ud, const char *key,
 /* Load the CA, the certificate and the private key; check that the key
  * matches the certificate, the CA verifies it, it is valid now, and its
  * CN is expect_cn. Returns the number of problems found (0: all good). */
-int certcheck_run(const struct certcheck *c, certcheck_problem_fn fn,
-		  void *ud);
+int certcheck_run(const struct certcheck *c, certcheck_problem_fn fn, void *ud);
 
 /* The subject CN of a PEM certificate into cn[n]. 0, or -1 with err. */
 int certcheck_cn(const char *cert_file, char *cn, size_t n, char *err,

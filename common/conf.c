@@ -36,8 +36,9 @@ static const struct conf_key *conf__find(const struct conf_key *keys,
 	const struct conf_key *to =
 	    conf__find_name(keys, k->help, strlen(k->help));
 	if (to && k->min)
-		fprintf(stderr, "warning: '%.*s' is the old name of '%s' (it "
-				"still works; use the new one)\n",
+		fprintf(stderr,
+			"warning: '%.*s' is the old name of '%s' (it "
+			"still works; use the new one)\n",
 			(int)len, name, to->name);
 	return to && to->type != CONF_ALIAS ? to : NULL;
 }
@@ -47,8 +48,8 @@ static const struct conf_key *conf__find(const struct conf_key *keys,
  * or "" for any other unknown key. */
 static const char *conf__test_hook(const char *name, size_t len)
 {
-	if (len > 5 && (!strncmp(name, "test_", 5) ||
-			!strncmp(name, "test-", 5)))
+	if (len > 5 &&
+	    (!strncmp(name, "test_", 5) || !strncmp(name, "test-", 5)))
 		return ": a test hook, compiled only into test builds (make "
 		       "VARIANT=asan or VARIANT=hooks)";
 	return "";
@@ -130,8 +131,8 @@ static char *trim(char *s)
 	return s;
 }
 
-int conf_load_file(const char *path, const struct conf_key *keys,
-		   void *target, char *err, size_t errlen)
+int conf_load_file(const char *path, const struct conf_key *keys, void *target,
+		   char *err, size_t errlen)
 {
 	FILE *f = fopen(path, "r");
 	if (!f) {
@@ -204,8 +205,7 @@ static bool is_bool_word(const char *s)
 }
 
 int conf_from_argv(int argc, char **argv, const struct conf_key *keys,
-		   void *target, struct conf_cli *cli, char *err,
-		   size_t errlen)
+		   void *target, struct conf_cli *cli, char *err, size_t errlen)
 {
 	memset(cli, 0, sizeof(*cli));
 	for (int i = 1; i < argc; i++) {
@@ -295,8 +295,7 @@ void conf_print_help(const struct conf_key *keys)
 	conf_print_help_defaults(keys, NULL);
 }
 
-void conf_print_help_defaults(const struct conf_key *keys,
-			      const void *defaults)
+void conf_print_help_defaults(const struct conf_key *keys, const void *defaults)
 {
 	char text[1024];
 	for (const struct conf_key *k = keys; k->name; k++) {
@@ -316,8 +315,9 @@ void conf_print_help_defaults(const struct conf_key *keys,
 		default_text(k, defaults, dflt, sizeof(dflt));
 		snprintf(text, sizeof(text), "%s%s", k->help, dflt);
 		const char *h = text;
-		int col = 2 + n + (30 - n > (int)strlen(arg) ? 30 - n
-							     : (int)strlen(arg));
+		int col =
+		    2 + n +
+		    (30 - n > (int)strlen(arg) ? 30 - n : (int)strlen(arg));
 		if (col > 32) {
 			printf("\n");
 			col = 0;

@@ -22,8 +22,8 @@ enum conf_type { CONF_STR, CONF_U32, CONF_BOOL, CONF_ALIAS };
 struct conf_key {
 	const char *name; /* file key; the flag is --name with '_' -> '-' */
 	enum conf_type type;
-	size_t off;  /* offsetof(target struct, field) */
-	size_t size; /* CONF_STR: size of the char array */
+	size_t off;	   /* offsetof(target struct, field) */
+	size_t size;	   /* CONF_STR: size of the char array */
 	uint32_t min, max; /* CONF_U32 range */
 	const char *help;
 };
@@ -33,14 +33,14 @@ int conf_set(const struct conf_key *keys, void *target, const char *key,
 	     const char *val, char *err, size_t errlen);
 
 /* Parse a file; err gets "file:line: key 'x': reason". */
-int conf_load_file(const char *path, const struct conf_key *keys,
-		   void *target, char *err, size_t errlen);
+int conf_load_file(const char *path, const struct conf_key *keys, void *target,
+		   char *err, size_t errlen);
 
 struct conf_cli {
-	const char *config;      /* -c / --config FILE, NULL if none */
-	bool check;              /* --check: validate and exit */
-	bool help;               /* -h / --help */
-	int nargs;               /* positional arguments, in args[] */
+	const char *config; /* -c / --config FILE, NULL if none */
+	bool check;	    /* --check: validate and exit */
+	bool help;	    /* -h / --help */
+	int nargs;	    /* positional arguments, in args[] */
 	const char *args[8];
 };
 

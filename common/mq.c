@@ -28,10 +28,10 @@ struct mq {
 	void *ud;
 	struct mq_broker *brokers;
 	unsigned nbrokers;
-	unsigned cur;   /* the broker of the current or next attempt */
-	int mosq_idx;   /* the broker mosq was made for */
-	bool was_up;    /* the last attempt on cur had connected once */
-	char *host;     /* brokers[cur] */
+	unsigned cur; /* the broker of the current or next attempt */
+	int mosq_idx; /* the broker mosq was made for */
+	bool was_up;  /* the last attempt on cur had connected once */
+	char *host;   /* brokers[cur] */
 	int port;
 	char name[280]; /* "host:port" of cur, for mq_broker() */
 	int keepalive;
@@ -45,10 +45,10 @@ struct mq {
 	struct mq_poll *poll; /* the poll on the current socket, or NULL */
 	uv_timer_t misc;      /* keepalive pings */
 	uv_timer_t retry;     /* reconnect backoff */
-	uint64_t rng;         /* xorshift64: the backoff's jitter */
+	uint64_t rng;	      /* xorshift64: the backoff's jitter */
 	bool connected;
 	bool closing;
-	bool renewing; /* disconnected on purpose to renew the will */
+	bool renewing;	/* disconnected on purpose to renew the will */
 	unsigned fails; /* attempts in a row that ended before CONNACK */
 	unsigned attempts, last_attempts; /* see mq_connect_attempts */
 	uint64_t attempt_ms; /* when the current connection attempt began */
@@ -82,8 +82,7 @@ static void mq__next_broker(struct mq *mq)
 	if (mq->nbrokers < 2 || mq->closing)
 		return;
 	mq__set_cur(mq, (mq->cur + 1) % mq->nbrokers);
-	log_info("mqtt id=%s: trying broker %s next", mq->client_id,
-		 mq->name);
+	log_info("mqtt id=%s: trying broker %s next", mq->client_id, mq->name);
 }
 
 /* xorshift64: the jitter only has to differ between clients. */
@@ -97,10 +96,7 @@ static uint64_t mq__rand(struct mq *mq)
 	return x;
 }
 
-static void poll_close_cb(uv_handle_t *h)
-{
-	free(h->data);
-}
+static void poll_close_cb(uv_handle_t *h) { free(h->data); }
 
 static void mq__detach_poll(struct mq *mq)
 {
@@ -187,10 +183,10 @@ static void on_disconnect_cb(struct mosquitto *m, void *ud, int rc)
 	/* The library has closed the socket already: drop our poll on it.
 	 * libmosquitto 2.0.11 calls its own keepalive timeout "Unknown
 	 * error.": say what it is, it is how a silent link shows. */
-	mq__lost(mq, rc == 0			 ? "disconnected"
+	mq__lost(mq, rc == 0			? "disconnected"
 		     : rc == MOSQ_ERR_KEEPALIVE ? "keepalive timeout (no "
-						   "answer to a ping)"
-						 : mosquitto_strerror(rc));
+						  "answer to a ping)"
+						: mosquitto_strerror(rc));
 }
 
 /* libmosquitto's own errors (TLS verification, for one) say what is wrong. */
@@ -213,7 +209,8 @@ static void on_log_cb(struct mosquitto *m, void *ud, int level, const char *str)
 	    strstr(str, "OpenSSL Error")) {
 		if (!mq->tls_err[0])
 			snprintf(mq->tls_err, sizeof(mq->tls_err),
-				 "ca_file %s: %s", mq->cafile ? mq->cafile : "?",
+				 "ca_file %s: %s",
+				 mq->cafile ? mq->cafile : "?",
 				 strstr(str, "certificate verify failed")
 				     ? "does not verify the broker's "
 				       "certificate (another CA?)"
@@ -248,10 +245,10 @@ static void on_message5_cb(struct mosquitto *m, void *ud,
 		return;
 	mosquitto_property_read_string(props, MQTT_PROP_RESPONSE_TOPIC, &rt,
 				       false);
-	mosquitto_property_read_binary(props, MQTT_PROP_CORRELATION_DATA,
-				       &corr, &clen, false);
+	mosquitto_property_read_binary(props, MQTT_PROP_CORRELATION_DATA, &corr,
+				       &clen, false);
 	mq->on_message5(mq, mq->ud, msg->topic, msg->payload,
-			    (size_t)msg->payloadlen, rt, corr, clen);
+			(size_t)msg->payloadlen, rt, corr, clen);
 	free(rt);
 	free(corr);
 }
@@ -268,7 +265,7 @@ static void poll_cb(uv_poll_t *h, int status, int events)
 		 * libmosquitto would keep retrying the handshake on a dead
 		 * socket, so drop it and reconnect with backoff. */
 		mq__lost(mq, status < 0 ? uv_strerror(status)
-				       : "refused or closed before CONNACK");
+					: "refused or closed before CONNACK");
 		return;
 	}
 	if (status < 0) {
@@ -288,7 +285,7 @@ static void poll_cb(uv_poll_t *h, int status, int events)
 		 * leaves the socket open. Drop the poll and reconnect; the
 		 * reconnect closes the old socket. */
 		mq__lost(mq, rc == MOSQ_ERR_ERRNO ? strerror(errno)
-						   : mosquitto_strerror(rc));
+						  : mosquitto_strerror(rc));
 		return;
 	}
 	mq__update_poll(mq);
@@ -428,10 +425,10 @@ static void tls_errstr(char *err, size_t errlen, const char *what,
 static int tls_verify_cb(int ok, X509_STORE_CTX *x)
 {
 	if (!ok)
-		log_warnx("TLS: certificate verify failed: %s (depth %d)",
-			  X509_verify_cert_error_string(
-			      X509_STORE_CTX_get_error(x)),
-			  X509_STORE_CTX_get_error_depth(x));
+		log_warnx(
+		    "TLS: certificate verify failed: %s (depth %d)",
+		    X509_verify_cert_error_string(X509_STORE_CTX_get_error(x)),
+		    X509_STORE_CTX_get_error_depth(x));
 	return ok;
 }
 
@@ -659,7 +656,7 @@ int mq_new(uv_loop_t *loop, const struct mq_opts *o, const struct mq_cbs *cbs,
 	}
 	if (o->brokers && o->brokers[0]) {
 		if (mq__brokers_parse(o->brokers, o->port, &mq->brokers,
-				  &mq->nbrokers, err, errlen) != 0)
+				      &mq->nbrokers, err, errlen) != 0)
 			goto fail;
 	} else {
 		mq->brokers = calloc(1, sizeof(*mq->brokers));
@@ -807,8 +804,8 @@ static void close_timeout_cb(uv_timer_t *t)
 int mq_renew_will(struct mq *mq, const char *topic, const void *payload,
 		  size_t len, int qos, bool retain)
 {
-	int rc = mosquitto_will_set(mq->mosq, topic, (int)len, payload, qos,
-				    retain);
+	int rc =
+	    mosquitto_will_set(mq->mosq, topic, (int)len, payload, qos, retain);
 	if (rc != MOSQ_ERR_SUCCESS) {
 		log_warnx("mqtt id=%s: last will: %s", mq->client_id,
 			  mosquitto_strerror(rc));
@@ -833,7 +830,8 @@ void mq_close(struct mq *mq, void (*done)(void *ud))
 	mq->closing = true;
 	mq->done = done;
 	uv_timer_stop(&mq->retry);
-	if (mq->connected && mosquitto_disconnect(mq->mosq) == MOSQ_ERR_SUCCESS) {
+	if (mq->connected &&
+	    mosquitto_disconnect(mq->mosq) == MOSQ_ERR_SUCCESS) {
 		/* Keep polling until the library has written DISCONNECT and
 		 * reports the disconnect (or a second has passed): closing
 		 * the socket earlier would make the broker send our will. */

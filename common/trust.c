@@ -38,8 +38,10 @@ static int load_roots(struct trust *t, const char *list, uint32_t threshold,
 		a->nroot++;
 	}
 	if (a->nroot == 0 || threshold < 1 || threshold > a->nroot) {
-		snprintf(err, n, "root_threshold %u: must be 1..%u (the number "
-				 "of root_keys)", threshold, a->nroot);
+		snprintf(err, n,
+			 "root_threshold %u: must be 1..%u (the number "
+			 "of root_keys)",
+			 threshold, a->nroot);
 		return -1;
 	}
 	a->threshold = threshold;
@@ -66,13 +68,15 @@ int trust_load(struct trust *t, const char *publisher_key,
 	}
 	if (!root_keys || !root_keys[0]) {
 		if (keyset_file && keyset_file[0]) {
-			snprintf(err, errlen, "keyset_file needs root_keys "
-					      "(the keys that sign it)");
+			snprintf(err, errlen,
+				 "keyset_file needs root_keys "
+				 "(the keys that sign it)");
 			return -1;
 		}
 		if (!t->have_pub) {
-			snprintf(err, errlen, "key 'publisher_key' or "
-					      "'root_keys' is required");
+			snprintf(err, errlen,
+				 "key 'publisher_key' or "
+				 "'root_keys' is required");
 			return -1;
 		}
 		return 0;
@@ -82,8 +86,9 @@ int trust_load(struct trust *t, const char *publisher_key,
 	if (!keyset_file || !keyset_file[0]) {
 		if (keyset_optional)
 			return 0;
-		snprintf(err, errlen, "key 'keyset_file' is required with "
-				      "root_keys");
+		snprintf(err, errlen,
+			 "key 'keyset_file' is required with "
+			 "root_keys");
 		return -1;
 	}
 	if (keyset_optional && access(keyset_file, F_OK) != 0)
@@ -105,8 +110,8 @@ int trust_load(struct trust *t, const char *publisher_key,
 }
 
 /* Trust e (stolen) and its envelope text. 0, or -1 out of memory. */
-static int adopt(struct trust *t, struct proto_keyset_env *e,
-		 const char *json, size_t len)
+static int adopt(struct trust *t, struct proto_keyset_env *e, const char *json,
+		 size_t len)
 {
 	char *copy = malloc(len + 1);
 	if (!copy)
@@ -128,8 +133,9 @@ int trust_update(struct trust *t, const char *json, size_t len, int64_t now,
 	struct proto_keyset_env e;
 	struct proto_err perr = {{0}};
 	if (!t->have_root) {
-		snprintf(err, errlen, "no root_keys configured: key sets are "
-				      "not trusted here");
+		snprintf(err, errlen,
+			 "no root_keys configured: key sets are "
+			 "not trusted here");
 		return -1;
 	}
 	if (proto_keyset_env_decode(json, len, &e, &perr) != 0) {
@@ -143,8 +149,8 @@ int trust_update(struct trust *t, const char *json, size_t len, int64_t now,
 	}
 	if (proto_keyset_accept(cur, &e, now, &perr) != 0 ||
 	    adopt(t, &e, json, len) != 0) {
-		snprintf(err, errlen, "%s", perr.text[0] ? perr.text
-							 : "out of memory");
+		snprintf(err, errlen, "%s",
+			 perr.text[0] ? perr.text : "out of memory");
 		proto_keyset_env_free(&e);
 		return -1;
 	}
@@ -183,13 +189,15 @@ int trust_check(const struct trust *t, const char *product,
 {
 	struct proto_trust pt = trust_proto(t);
 	if (t->have_root && !t->have_ks) {
-		snprintf(err, errlen, "no key set received yet: nothing is "
-				      "trusted to sign manifests");
+		snprintf(err, errlen,
+			 "no key set received yet: nothing is "
+			 "trusted to sign manifests");
 		return -1;
 	}
 	if (t->have_ks && now > 0 && now >= t->env.ks.expires) {
-		snprintf(err, errlen, "the trusted key set (version %llu) "
-				      "expired at %lld: a newer one is needed",
+		snprintf(err, errlen,
+			 "the trusted key set (version %llu) "
+			 "expired at %lld: a newer one is needed",
 			 (unsigned long long)t->env.ks.version,
 			 (long long)t->env.ks.expires);
 		return -1;
@@ -203,8 +211,9 @@ int trust_check(const struct trust *t, const char *product,
 				 (unsigned long long)t->env.ks.version,
 				 product);
 		else
-			snprintf(err, errlen, "manifest signature does not "
-					      "verify with the publisher key");
+			snprintf(err, errlen,
+				 "manifest signature does not "
+				 "verify with the publisher key");
 		return -1;
 	}
 	return 0;

@@ -21,7 +21,7 @@ struct trust {
 	struct proto_keyset anchor; /* version 0: the configured root */
 	bool have_ks;
 	struct proto_keyset_env env; /* the newest key set accepted */
-	char *env_json;              /* ... as it travels (new) */
+	char *env_json;		     /* ... as it travels (new) */
 	size_t env_len;
 };
 

@@ -326,8 +326,7 @@ int util_keygen(const char *priv_path, const char *pub_path, char *err,
 		snprintf(err, errlen, "Ed25519 key generation failed");
 		goto out_ctx;
 	}
-	int fd = open(priv_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
-		      0600);
+	int fd = open(priv_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (fd < 0) {
 		snprintf(err, errlen, "create %s: %s%s", priv_path,
 			 strerror(errno),

@@ -126,13 +126,13 @@ void dev_blk_table_ready(struct dev_blocks *k)
 }
 
 /* Payload fragments (0-based) that hold bytes of block b. */
-static void block_frags(const struct dev_blocks *k, uint64_t b,
-			uint32_t *first, uint32_t *last)
+static void block_frags(const struct dev_blocks *k, uint64_t b, uint32_t *first,
+			uint32_t *last)
 {
 	uint64_t off = b * k->m->block_size;
 	*first = (uint32_t)(off / k->fragment_size);
-	*last = (uint32_t)((off + proto_block_len(k->m, b) - 1) /
-			   k->fragment_size);
+	*last =
+	    (uint32_t)((off + proto_block_len(k->m, b) - 1) / k->fragment_size);
 }
 
 /* Drop block b's fragments: they are asked for again. */
@@ -167,8 +167,10 @@ static int block_check(struct dev_blocks *k, uint64_t b, const uint8_t *data,
 		  k->who, (unsigned long long)b, (unsigned long long)k->nblocks,
 		  t + first, t + last);
 	if (++*k->bad > BAD_BLOCKS_MAX(k)) {
-		snprintf(why, n, "%u blocks failed their digest check: the "
-				 "data is being corrupted or forged", *k->bad);
+		snprintf(why, n,
+			 "%u blocks failed their digest check: the "
+			 "data is being corrupted or forged",
+			 *k->bad);
 		return -1;
 	}
 	return 0;
@@ -220,8 +222,8 @@ static int sink_put(struct dev_blocks *k, uint64_t b, uint64_t n,
 	uint64_t off = b * k->m->block_size;
 	size_t len = (size_t)((b + n - 1) * k->m->block_size +
 			      proto_block_len(k->m, b + n - 1) - off);
-	if (k->sink.write(k->sink.ctx, off, buf + (off - base), len, why,
-			  wn) != 0)
+	if (k->sink.write(k->sink.ctx, off, buf + (off - base), len, why, wn) !=
+	    0)
 		return -1;
 	for (uint64_t i = b; i < b + n; i++)
 		k->written[i >> 3] |= (uint8_t)(1u << (i & 7));
@@ -267,8 +269,8 @@ static int buffer_part(struct dev_blocks *k, uint64_t b, const uint8_t *data,
  * checked and written at once (once the table is checked); runs of such
  * blocks go to the sink in one call. The parts of blocks it shares with
  * other fragments are buffered. 1: taken; 0: not; -1: failed. */
-static int take_payload(struct dev_blocks *k, uint32_t kth,
-			const uint8_t *data, size_t len, char *why, size_t n)
+static int take_payload(struct dev_blocks *k, uint32_t kth, const uint8_t *data,
+			size_t len, char *why, size_t n)
 {
 	uint32_t bs = k->m->block_size;
 	uint64_t off = (uint64_t)kth * k->fragment_size, end = off + len;
@@ -349,11 +351,13 @@ static int table_complete(struct dev_blocks *k, char *why, size_t n)
 	if (!dev_blk_table_check(k)) {
 		k->stats.tables_bad++;
 		log_warnx("%s block table does not match the signed manifest: "
-			  "asked for again", k->who);
+			  "asked for again",
+			  k->who);
 		if (++*k->bad > BAD_BLOCKS_MAX(k)) {
-			snprintf(why, n, "the block table keeps failing its "
-					 "check: the data is being corrupted "
-					 "or forged");
+			snprintf(why, n,
+				 "the block table keeps failing its "
+				 "check: the data is being corrupted "
+				 "or forged");
 			return -1;
 		}
 		if (k->table_fragments)

@@ -47,32 +47,32 @@ struct dev_blk_sink {
 };
 
 struct dev_blk_stats {
-	uint64_t frags_nobuf;    /* no block buffer free: dropped, resent */
+	uint64_t frags_nobuf;	 /* no block buffer free: dropped, resent */
 	uint64_t blocks_evicted; /* gave its buffer to a lower block */
-	uint64_t blocks_ok;      /* checked against the table and written */
-	uint64_t blocks_bad;     /* failed the check: dropped, re-requested */
-	uint64_t tables_bad;     /* block tables that failed the manifest */
+	uint64_t blocks_ok;	 /* checked against the table and written */
+	uint64_t blocks_bad;	 /* failed the check: dropped, re-requested */
+	uint64_t tables_bad;	 /* block tables that failed the manifest */
 };
 
 /* A block being assembled in memory until it can be checked. */
 struct dev_blockbuf {
 	uint64_t block; /* which block, while live */
-	bool live;      /* assembling `block` (data is kept for reuse) */
-	uint8_t *data;  /* block_size bytes, allocated on first use */
+	bool live;	/* assembling `block` (data is kept for reuse) */
+	uint8_t *data;	/* block_size bytes, allocated on first use */
 };
 
 struct dev_blocks {
 	const struct proto_manifest *m; /* borrowed, for the whole download */
 	uint32_t fragment_size, table_fragments, fragments;
-	int table_fd;      /* borrowed: the table file, beside the slot */
-	bool table_ok;     /* complete and matching the manifest */
-	uint8_t *table;    /* the checked table, in memory when small */
-	uint64_t nblocks;  /* blocks in the payload */
-	uint64_t wprefix;  /* blocks [0, wprefix) are in the sink */
-	uint8_t *written;  /* bitmap, one bit per block in the sink */
+	int table_fd;	  /* borrowed: the table file, beside the slot */
+	bool table_ok;	  /* complete and matching the manifest */
+	uint8_t *table;	  /* the checked table, in memory when small */
+	uint64_t nblocks; /* blocks in the payload */
+	uint64_t wprefix; /* blocks [0, wprefix) are in the sink */
+	uint8_t *written; /* bitmap, one bit per block in the sink */
 	struct dev_blockbuf *bufs;
 	uint32_t nbufs;
-	uint32_t *bad;     /* failed checks in this update: the caller's */
+	uint32_t *bad; /* failed checks in this update: the caller's */
 	struct dev_blk_sink sink;
 	struct dev_rx *rx; /* borrowed: gives fragments back to it */
 	const char *who;   /* log prefix, e.g. "device=d1 release=..." */

@@ -49,8 +49,9 @@ static int rollback_rules(const struct dev *d, const struct proto_manifest *m,
 {
 	int run, hi, rep = 0;
 	if (m->security_version < d->p.security_floor) {
-		snprintf(why, n, "security_version %u is below this device's "
-				 "%u (anti-rollback)",
+		snprintf(why, n,
+			 "security_version %u is below this device's "
+			 "%u (anti-rollback)",
 			 m->security_version, d->p.security_floor);
 		return 1;
 	}
@@ -60,21 +61,25 @@ static int rollback_rules(const struct dev *d, const struct proto_manifest *m,
 	if (!m->downgrade) {
 		if (run > 0 && hi > 0)
 			return 0;
-		snprintf(why, n, "version %s is not newer than the %s %s "
-				 "(anti-rollback)", m->version,
-			 run > 0 ? "highest installed" : "running",
+		snprintf(why, n,
+			 "version %s is not newer than the %s %s "
+			 "(anti-rollback)",
+			 m->version, run > 0 ? "highest installed" : "running",
 			 run > 0 ? d->p.highest : d->p.version);
 		return 1;
 	}
 	if (run >= 0) {
-		snprintf(why, n, "signed downgrade to %s is not older than the "
-				 "running %s", m->version, d->p.version);
+		snprintf(why, n,
+			 "signed downgrade to %s is not older than the "
+			 "running %s",
+			 m->version, d->p.version);
 		return 1;
 	}
 	if (proto_version_cmp(d->p.highest, m->replaces, &rep) != 0 ||
 	    rep > 0) {
-		snprintf(why, n, "signed downgrade to %s replaces %s, but this "
-				 "device has run %s since (anti-rollback)",
+		snprintf(why, n,
+			 "signed downgrade to %s replaces %s, but this "
+			 "device has run %s since (anti-rollback)",
 			 m->version, m->replaces, d->p.highest);
 		return 1;
 	}
@@ -92,8 +97,9 @@ static int check_base(const struct dev *d, const struct proto_offer *o,
 	proto_hex_encode(d->image, PROTO_SHA256_LEN, have);
 	if (!d->has_image || memcmp(o->base, d->image, PROTO_SHA256_LEN) ||
 	    strcmp(o->base_version, d->p.version)) {
-		snprintf(why, n, "delta from %s (image %.16s...) but this "
-				 "device runs %s (image %.16s)",
+		snprintf(why, n,
+			 "delta from %s (image %.16s...) but this "
+			 "device runs %s (image %.16s)",
 			 o->base_version, want, d->p.version,
 			 d->has_image ? have : "unknown");
 		return -1;
@@ -131,13 +137,17 @@ static int check_offer(struct dev *d, const struct proto_offer *o,
 	proto_release_id(o->manifest, o->manifest_len, rid);
 	proto_hex_encode(rid, sizeof(rid), hex);
 	if (strcmp(hex, o->release) != 0) {
-		snprintf(why, n, "offer names release %s but the manifest is "
-				 "release %s", o->release, hex);
+		snprintf(why, n,
+			 "offer names release %s but the manifest is "
+			 "release %s",
+			 o->release, hex);
 		return -1;
 	}
 	if (strcmp(m->product, d->cfg.product) != 0) {
-		snprintf(why, n, "package is for product '%s', this device "
-				 "is '%s'", m->product, d->cfg.product);
+		snprintf(why, n,
+			 "package is for product '%s', this device "
+			 "is '%s'",
+			 m->product, d->cfg.product);
 		return -1;
 	}
 	if (m->expires && dev__now_s(d) >= m->expires) {
@@ -157,20 +167,23 @@ static int check_offer(struct dev *d, const struct proto_offer *o,
 			  "(replaces %s)",
 			  d->cfg.id, d->p.version, m->version, m->replaces);
 	if (m->size > (uint64_t)d->cfg.max_package_mb << 20) {
-		snprintf(why, n, "package of %llu bytes exceeds this device's "
-				 "limit of %u MiB",
+		snprintf(why, n,
+			 "package of %llu bytes exceeds this device's "
+			 "limit of %u MiB",
 			 (unsigned long long)m->size, d->cfg.max_package_mb);
 		return -1;
 	}
 	if (m->block_size == 0) {
-		snprintf(why, n, "package has no block table: the publisher "
-				 "must re-pack it with a current ota-gateway");
+		snprintf(why, n,
+			 "package has no block table: the publisher "
+			 "must re-pack it with a current ota-gateway");
 		return -1;
 	}
-	if (o->table_fragments !=
-	    proto_table_fragments(m, o->fragment_size)) {
-		snprintf(why, n, "offer has %u block table fragments, the "
-				 "manifest needs %u", o->table_fragments,
+	if (o->table_fragments != proto_table_fragments(m, o->fragment_size)) {
+		snprintf(why, n,
+			 "offer has %u block table fragments, the "
+			 "manifest needs %u",
+			 o->table_fragments,
 			 proto_table_fragments(m, o->fragment_size));
 		return -1;
 	}
@@ -178,8 +191,10 @@ static int check_offer(struct dev *d, const struct proto_offer *o,
 							    : o->payload_size;
 	if ((uint64_t)o->fragments !=
 	    (psize + o->fragment_size - 1) / o->fragment_size) {
-		snprintf(why, n, "offer has %u fragments of %u bytes for %llu "
-				 "bytes", o->fragments, o->fragment_size,
+		snprintf(why, n,
+			 "offer has %u fragments of %u bytes for %llu "
+			 "bytes",
+			 o->fragments, o->fragment_size,
 			 (unsigned long long)psize);
 		return -1;
 	}
@@ -188,8 +203,9 @@ static int check_offer(struct dev *d, const struct proto_offer *o,
 	struct statvfs vfs;
 	if (statvfs(d->cfg.state_dir, &vfs) == 0 &&
 	    (uint64_t)vfs.f_bavail * vfs.f_frsize < m->size + (1u << 20)) {
-		snprintf(why, n, "not enough storage: %llu bytes free, "
-				 "package needs %llu",
+		snprintf(why, n,
+			 "not enough storage: %llu bytes free, "
+			 "package needs %llu",
 			 (unsigned long long)vfs.f_bavail * vfs.f_frsize,
 			 (unsigned long long)m->size);
 		return -1;
@@ -227,11 +243,10 @@ static bool offer_answered(struct dev *d, const struct proto_offer *o)
 		else
 			dev__send_ack(d); /* the gateway lost track */
 		return true;
-	} else if (d->busy || (d->st != PROTO_ST_IDLE &&
-			       d->st != PROTO_ST_COMMITTED &&
-			       d->st != PROTO_ST_FAILED &&
-			       d->st != PROTO_ST_ROLLED_BACK &&
-			       d->st != PROTO_ST_DOWNLOADING))
+	} else if (d->busy ||
+		   (d->st != PROTO_ST_IDLE && d->st != PROTO_ST_COMMITTED &&
+		    d->st != PROTO_ST_FAILED && d->st != PROTO_ST_ROLLED_BACK &&
+		    d->st != PROTO_ST_DOWNLOADING))
 		ignored = "busy";
 	if (!ignored)
 		return false;
@@ -293,8 +308,8 @@ static void offer_accept(struct dev *d, const struct proto_offer *o,
 	if (o->group) {
 		/* PROTOCOL.md 5.2: before the accepting ack, no wait for the
 		 * SUBACK: the broker handles our SUBSCRIBE first. */
-		proto_group_topic(o->release, o->encoding, o->base, d->topic_grp,
-				  sizeof(d->topic_grp));
+		proto_group_topic(o->release, o->encoding, o->base,
+				  d->topic_grp, sizeof(d->topic_grp));
 		if (mq_subscribe(d->mq, d->topic_grp, 0) != 0)
 			d->topic_grp[0] = '\0';
 	}
@@ -347,7 +362,7 @@ static void on_message(struct mq *mq, void *ud, const char *topic,
 	}
 	if (!strcmp(leaf, "/frag"))
 		dev__on_frag(d, payload, len,
-			d->topic_grp[0] && !strcmp(topic, d->topic_grp));
+			     d->topic_grp[0] && !strcmp(topic, d->topic_grp));
 	else if (!strcmp(leaf, "/offer"))
 		on_offer(d, payload, len);
 	else if (!dev__poll_message(d, topic, payload, len))

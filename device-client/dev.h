@@ -83,7 +83,7 @@ struct dev_config {
 /* What survives a restart or a power cut: state_dir/state.json. */
 struct dev_persist {
 	char version[PROTO_VERSION_MAX + 1]; /* running version */
-	char slot; /* active slot, 'a' or 'b' */
+	char slot;			     /* active slot, 'a' or 'b' */
 	enum proto_state phase;
 	char release[PROTO_RELEASE_HEX_LEN + 1];
 	char refused[PROTO_RELEASE_HEX_LEN + 1]; /* rolled back: never again */
@@ -131,18 +131,18 @@ struct dev_stats {
 	uint64_t frags_ok, frags_dup, msgs_bad, msgs_stale, acks_sent;
 	uint64_t frags_ahead; /* beyond the window (a group's, not ours) */
 	uint64_t frags_dropped_test, frags_corrupted_test;
-	uint64_t frags_nobuf; /* no block buffer free: dropped, resent */
+	uint64_t frags_nobuf;	 /* no block buffer free: dropped, resent */
 	uint64_t blocks_evicted; /* gave its buffer to a lower block */
-	uint64_t blocks_ok;   /* checked against the table and written */
-	uint64_t blocks_bad;  /* failed the check: dropped, re-requested */
-	uint64_t tables_bad;  /* block tables that failed the manifest */
-	uint64_t frags_unauth; /* encrypted, failed authentication */
+	uint64_t blocks_ok;	 /* checked against the table and written */
+	uint64_t blocks_bad;	 /* failed the check: dropped, re-requested */
+	uint64_t tables_bad;	 /* block tables that failed the manifest */
+	uint64_t frags_unauth;	 /* encrypted, failed authentication */
 };
 
 struct dev {
 	uv_loop_t *loop;
 	struct dev_config cfg;
-	char **argv; /* for re-execution */
+	char **argv;	    /* for re-execution */
 	struct trust trust; /* who may sign manifests */
 	struct mq *mq;
 	char topic_status[PROTO_ID_MAX + 24];
@@ -167,13 +167,13 @@ struct dev {
 	bool has_image;
 	uint8_t image[PROTO_SHA256_LEN];
 	char who[PROTO_ID_MAX + PROTO_RELEASE_HEX_LEN + 32]; /* log prefix */
-	int part_fd;  /* the inactive slot's payload.part (install.c) */
-	int table_fd; /* the block table, beside the slot */
+	int part_fd;	     /* the inactive slot's payload.part (install.c) */
+	int table_fd;	     /* the block table, beside the slot */
 	uint32_t bad_blocks; /* in this update, across restarts of it */
 	/* Encrypted release (enc.c): the content key, in memory only. */
 	bool enc;
 	struct proto_aead *aead; /* the content key, ready to open */
-	bool ec_loaded; /* the device's own key, from key_file */
+	bool ec_loaded;		 /* the device's own key, from key_file */
 	uint8_t ec_priv[PROTO_EC_PRIV_LEN];
 	uint8_t ec_pub[PROTO_EC_PUB_LEN];
 	uint8_t *encbuf; /* a decrypted fragment */
@@ -183,7 +183,7 @@ struct dev {
 	uint64_t last_status_ms;
 	struct dev_stats stats;
 	uint64_t rng; /* xorshift state for test_drop_percent */
-	bool busy; /* a job is in the thread pool */
+	bool busy;    /* a job is in the thread pool */
 	bool stopping;
 	uv_work_t work;
 	int work_rc;
@@ -192,9 +192,9 @@ struct dev {
 	uv_process_t health_proc;
 	uv_timer_t health_timer; /* also: the spread before a restart */
 	bool health_running, health_timed_out;
-	uv_timer_t poll_timer; /* answers a hello or poll (poll.c) */
+	uv_timer_t poll_timer;	    /* answers a hello or poll (poll.c) */
 	uint32_t restart_spread_ms; /* from the offer being installed */
-	uint64_t jitter_rng; /* xorshift state for dev__rand_below */
+	uint64_t jitter_rng;	    /* xorshift state for dev__rand_below */
 	void (*on_stopped)(struct dev *d);
 	/* How the installer restarts the device (set by dev_init: stop, then
 	 * re-exec or start again in process). */
@@ -248,8 +248,8 @@ void dev__status_fill(const struct dev *d, struct proto_status *s,
 void dev__publish_status(struct dev *d);
 /* Decode the persisted manifest into d->m, checking its signature again. */
 int dev__load_manifest(struct dev *d, char *why, size_t n);
-void dev__slot_path(const struct dev *d, char slot, const char *name,
-		    char *out, size_t n);
+void dev__slot_path(const struct dev *d, char slot, const char *name, char *out,
+		    size_t n);
 char dev__inactive_slot(const struct dev *d);
 /* The active slot's image: its SHA-256 into d->image (has_image false
  * when the slot holds none, e.g. a factory device). */

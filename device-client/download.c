@@ -68,9 +68,9 @@ static int base_map(struct dev *d, char *why, size_t n)
 	dev__slot_path(d, d->p.slot, "payload", path, sizeof(path));
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	off_t len = fd >= 0 ? lseek(fd, 0, SEEK_END) : -1;
-	void *m = len > 0 ? mmap(NULL, (size_t)len, PROT_READ, MAP_SHARED,
-				 fd, 0)
-			  : MAP_FAILED;
+	void *m = len > 0
+		      ? mmap(NULL, (size_t)len, PROT_READ, MAP_SHARED, fd, 0)
+		      : MAP_FAILED;
 	if (fd >= 0)
 		close(fd);
 	if (m == MAP_FAILED) {
@@ -198,9 +198,8 @@ static void status_timer_cb(uv_timer_t *t)
 /* Make progress durable: data first, then the record that names it. */
 static void checkpoint(struct dev *d)
 {
-	if (dev__slot_sync(d) != 0 ||
-	    (d->table_fd >= 0 && !d->blk.table_ok &&
-	     fdatasync(d->table_fd) != 0)) {
+	if (dev__slot_sync(d) != 0 || (d->table_fd >= 0 && !d->blk.table_ok &&
+				       fdatasync(d->table_fd) != 0)) {
 		log_warn("device=%s fdatasync", d->cfg.id);
 		return;
 	}
@@ -243,9 +242,8 @@ static int open_parts(struct dev *d)
 static int session_init(struct dev *d, const struct proto_offer *o)
 {
 	uint32_t n = d->p.table_fragments + o->fragments;
-	if (dev_blk_init(&d->blk, &d->m, o->fragment_size,
-			 d->p.table_fragments, o->fragments, o->window,
-			 &d->bad_blocks) != 0 ||
+	if (dev_blk_init(&d->blk, &d->m, o->fragment_size, d->p.table_fragments,
+			 o->fragments, o->window, &d->bad_blocks) != 0 ||
 	    dev_rx_init(&d->rx, n, o->window, d->cfg.checkpoint_every, 0,
 			dev__mono_ms(d)) != 0) {
 		dev__fail_update(d, "out of memory");
@@ -292,8 +290,7 @@ static uint32_t resume_point(struct dev *d, uint32_t h, uint64_t *wp)
 	return h;
 }
 
-int dev__download_begin(struct dev *d, const struct proto_offer *o,
-			bool resume)
+int dev__download_begin(struct dev *d, const struct proto_offer *o, bool resume)
 {
 	close_part(d);
 	uint32_t t = d->p.table_fragments;
@@ -423,10 +420,9 @@ static bool frag_fits(const struct dev *d, const struct proto_frag *f)
 	if (f->index >= nfrags(d))
 		return false;
 	uint64_t end = f->index < t ? d->blk.nblocks * PROTO_SHA256_LEN
-			: d->zon    ? d->p.payload_size
+		       : d->zon	    ? d->p.payload_size
 				    : d->m.size;
-	uint64_t off = (uint64_t)(f->index < t ? f->index : f->index - t) *
-		       fs;
+	uint64_t off = (uint64_t)(f->index < t ? f->index : f->index - t) * fs;
 	size_t want = off + fs > end ? (size_t)(end - off) : fs;
 	if (d->enc)
 		want += PROTO_ENC_TAG_LEN; /* sealed: data, then its tag */
@@ -537,13 +533,15 @@ void dev__resume_download(struct dev *d)
 	    d->p.fragment_size < PROTO_FRAG_SIZE_MIN ||
 	    (uint64_t)d->p.fragments !=
 		((d->p.encoding ? d->p.payload_size : d->m.size) +
-		 d->p.fragment_size - 1) / d->p.fragment_size ||
+		 d->p.fragment_size - 1) /
+		    d->p.fragment_size ||
 	    d->m.block_size == 0 ||
 	    d->p.table_fragments !=
 		proto_table_fragments(&d->m, d->p.fragment_size) ||
 	    dev__enc_resume(d, why, sizeof(why)) != 0) {
 		log_warnx("device=%s saved download unusable; waiting for a "
-			  "new offer", d->cfg.id);
+			  "new offer",
+			  d->cfg.id);
 		d->st = d->p.phase = PROTO_ST_IDLE;
 		d->p.held = 0;
 		return;

@@ -47,8 +47,9 @@ static int own_key(struct dev *d, char *why, size_t n)
 					    d->ec_pub, PROTO_EC_PUB_LEN,
 					    &len) != 1 ||
 	    len != PROTO_EC_PUB_LEN) {
-		snprintf(why, n, "this device's key %s is not an EC P-256 key: "
-				 "it cannot take encrypted releases",
+		snprintf(why, n,
+			 "this device's key %s is not an EC P-256 key: "
+			 "it cannot take encrypted releases",
 			 d->cfg.key_file);
 		goto out;
 	}
@@ -71,8 +72,9 @@ static int unwrap(struct dev *d, const char *release, const uint8_t *epk,
 	int rc = proto_key_unwrap(d->ec_priv, d->ec_pub, release, d->cfg.id,
 				  epk, wrapped, k);
 	if (rc != 0) {
-		snprintf(why, n, "cannot unwrap the release's content key "
-				 "with this device's key: %s",
+		snprintf(why, n,
+			 "cannot unwrap the release's content key "
+			 "with this device's key: %s",
 			 rc == PROTO_EAUTH ? "it was not wrapped for this "
 					     "device"
 					   : proto_strerror(rc));
@@ -100,8 +102,9 @@ int dev__enc_accept(struct dev *d, const struct proto_offer *o, char *why,
 		return 0;
 	}
 	if (strcmp(o->enc_alg, PROTO_ENC_ALG) != 0) {
-		snprintf(why, n, "offer is encrypted with '%s', which this "
-				 "device does not support (it knows '%s')",
+		snprintf(why, n,
+			 "offer is encrypted with '%s', which this "
+			 "device does not support (it knows '%s')",
 			 o->enc_alg, PROTO_ENC_ALG);
 		return -1;
 	}

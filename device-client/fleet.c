@@ -29,17 +29,16 @@ struct fleet {
 	uint32_t n_started; /* devs[0, n_started) went through dev_start */
 	uint32_t n_start_failed;
 	uint64_t start_ns, start_max_ns; /* time spent in dev_start */
-	uint64_t t0_ms;            /* fleet_start */
-	uint64_t all_connected_ms; /* since t0; 0 = not yet */
-	long base_rss_kib;         /* peak RSS before the devices existed */
+	uint64_t t0_ms;			 /* fleet_start */
+	uint64_t all_connected_ms;	 /* since t0; 0 = not yet */
+	long base_rss_kib; /* peak RSS before the devices existed */
 	uv_timer_t stagger, watch, summary;
 	bool stopping;
 };
 
 /* Fleet lines are the point of a load test: printed whatever log_level
  * says, in the log's own format. */
-__attribute__((format(printf, 1, 2))) static void report(const char *fmt,
-							  ...)
+__attribute__((format(printf, 1, 2))) static void report(const char *fmt, ...)
 {
 	char msg[1024], when[32];
 	va_list ap;
@@ -166,8 +165,8 @@ static void stagger_cb(uv_timer_t *h)
 static int raise_nofile(uint32_t n, char *err, size_t errlen)
 {
 	struct rlimit rl;
-	unsigned long long need =
-	    (unsigned long long)n * FDS_PER_DEVICE + FDS_RESERVE;
+	unsigned long long need = (unsigned long long)n * FDS_PER_DEVICE +
+				  FDS_RESERVE;
 	if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
 		snprintf(err, errlen, "getrlimit(RLIMIT_NOFILE) failed");
 		return -1;
@@ -197,8 +196,8 @@ static int make_id(const struct fleet_config *fc, uint32_t num, int width,
 	return w > 0 && (size_t)w < n && proto_id_valid(id) ? 0 : -1;
 }
 
-static int cert_paths(const struct fleet_config *fc, const char *id,
-		      char *crt, char *key, size_t n)
+static int cert_paths(const struct fleet_config *fc, const char *id, char *crt,
+		      char *key, size_t n)
 {
 	char name[PROTO_ID_MAX + 8];
 	snprintf(name, sizeof(name), "%s.crt", id);

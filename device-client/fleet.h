@@ -13,11 +13,11 @@
 #include "device-client/dev.h"
 
 struct fleet_config {
-	uint32_t n;                    /* devices; 0 = single device */
+	uint32_t n;		       /* devices; 0 = single device */
 	char prefix[PROTO_ID_MAX + 1]; /* ids: prefix + zero-padded number */
-	uint32_t first;                /* number of the first device */
+	uint32_t first;		       /* number of the first device */
 	char cert_dir[PATH_MAX];       /* holds <id>.crt and <id>.key */
-	uint32_t stagger_ms;           /* between two connection starts */
+	uint32_t stagger_ms;	       /* between two connection starts */
 };
 
 struct fleet;

@@ -96,8 +96,8 @@ static void verify_work(uv_work_t *req)
 	d->work_rc = -1;
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
-		snprintf(d->work_err, sizeof(d->work_err),
-			 "image missing: %s", strerror(errno));
+		snprintf(d->work_err, sizeof(d->work_err), "image missing: %s",
+			 strerror(errno));
 		return;
 	}
 	int rc = util_sha256_fd(fd, md, &total, err, sizeof(err));
@@ -177,8 +177,8 @@ void dev__reconcile_active(struct dev *d)
 			return;
 	}
 	log_warnx("device=%s the active link names %s, state.json %s: "
-		  "switching it to %s", d->cfg.id, n >= 0 ? target : "nothing",
-		  want, want);
+		  "switching it to %s",
+		  d->cfg.id, n >= 0 ? target : "nothing", want, want);
 	if (switch_active(d, d->p.slot, err, sizeof(err)) != 0)
 		log_warnx("device=%s %s", d->cfg.id, err);
 }
@@ -208,7 +208,8 @@ static void restart_now(struct dev *d)
 		return;
 	}
 	char *args[] = {"/bin/sh", "-c", d->cfg.restart_command, NULL};
-	uv_process_options_t po = {.file = "/bin/sh", .args = args,
+	uv_process_options_t po = {.file = "/bin/sh",
+				   .args = args,
 				   .exit_cb = cmd_exit};
 	d->proc.data = d;
 	int rc = uv_spawn(d->loop, &d->proc, &po);
@@ -266,8 +267,8 @@ static void install(struct dev *d)
 		return;
 	}
 	dev__crash_point(d, "installing");
-	if (util_write_atomic(verfile, d->m.version, strlen(d->m.version),
-			      0600, err, sizeof(err)) != 0 ||
+	if (util_write_atomic(verfile, d->m.version, strlen(d->m.version), 0600,
+			      err, sizeof(err)) != 0 ||
 	    switch_active(d, slot, err, sizeof(err)) != 0) {
 		dev__set_state(d, PROTO_ST_FAILED, err);
 		return;
@@ -284,8 +285,8 @@ static void install(struct dev *d)
 		 d->p.version);
 	d->p.slot = slot;
 	d->p.t_installed = dev__wall_ms(d);
-	log_info("device=%s installed %s into slot %c", d->cfg.id,
-		 d->m.version, slot);
+	log_info("device=%s installed %s into slot %c", d->cfg.id, d->m.version,
+		 slot);
 	restart_step(d);
 }
 
@@ -378,8 +379,8 @@ static void health_last_line(const struct dev *d, char *buf, size_t n)
 	if (fd < 0)
 		return;
 	off_t end = lseek(fd, 0, SEEK_END);
-	off_t from = end > (off_t)sizeof(tail) - 1 ? end - (off_t)sizeof(tail) + 1
-						   : 0;
+	off_t from =
+	    end > (off_t)sizeof(tail) - 1 ? end - (off_t)sizeof(tail) + 1 : 0;
 	ssize_t got = end > 0 ? pread(fd, tail, (size_t)(end - from), from) : 0;
 	close(fd);
 	if (got <= 0)
@@ -438,8 +439,8 @@ static void health_check(struct dev *d)
 		       NULL};
 	char errpath[PATH_MAX];
 	health_err_path(d, errpath, sizeof(errpath));
-	int errfd = open(errpath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
-			 0600);
+	int errfd =
+	    open(errpath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	uv_stdio_container_t stdio[3] = {
 	    {.flags = UV_IGNORE},
 	    {.flags = UV_IGNORE},

@@ -23,8 +23,10 @@ struct main_conf {
 };
 
 #define K(name, type, field, lo, hi, help)                                     \
-	{name, type, offsetof(struct main_conf, field),                        \
-	 sizeof(((struct main_conf *)0)->field), lo, hi, help}
+	{                                                                      \
+		name, type, offsetof(struct main_conf, field),                 \
+		    sizeof(((struct main_conf *)0)->field), lo, hi, help       \
+	}
 
 static const struct conf_key dev_keys[] = {
     K("id", CONF_STR, dev.id, 0, 0, "device id (= certificate CN)"),
@@ -73,8 +75,7 @@ static const struct conf_key dev_keys[] = {
     K("test_crash_at", CONF_STR, dev.test_crash_at, 0, 0,
       "TESTS ONLY: SIGKILL itself at downloaded, table-removed, verify, "
       "verified, installing, switched, installed, committing or rollback"),
-    K("test_clock_behind_s", CONF_U32, dev.test_clock_behind_s, 0,
-      0x7fffffffu,
+    K("test_clock_behind_s", CONF_U32, dev.test_clock_behind_s, 0, 0x7fffffffu,
       "TESTS ONLY: the clock used for expiry runs this far behind"),
     K("test_seed", CONF_U32, dev.test_seed, 0, 0xffffffffu,
       "TESTS ONLY: seed for test_drop_percent and test_corrupt_percent"),
@@ -122,20 +123,24 @@ static int check_fleet(const struct main_conf *mc, char *err, size_t n)
 			    : c->key_file[0]  ? "key_file"
 					      : NULL;
 	if (extra) {
-		snprintf(err, n, "key '%s' does not apply in fleet mode: ids "
-				 "come from fleet_prefix, certificates from "
-				 "fleet_cert_dir", extra);
+		snprintf(err, n,
+			 "key '%s' does not apply in fleet mode: ids "
+			 "come from fleet_prefix, certificates from "
+			 "fleet_cert_dir",
+			 extra);
 		return -1;
 	}
 	if (!proto_id_valid(mc->fleet.prefix)) {
-		snprintf(err, n, "key 'fleet_prefix': '%s' must be 1-63 "
-				 "characters of A-Z a-z 0-9 _ -",
+		snprintf(err, n,
+			 "key 'fleet_prefix': '%s' must be 1-63 "
+			 "characters of A-Z a-z 0-9 _ -",
 			 mc->fleet.prefix);
 		return -1;
 	}
 	if (!mc->fleet.cert_dir[0]) {
-		snprintf(err, n, "key 'fleet_cert_dir' is required in fleet "
-				 "mode");
+		snprintf(err, n,
+			 "key 'fleet_cert_dir' is required in fleet "
+			 "mode");
 		return -1;
 	}
 	return 0;
@@ -152,14 +157,17 @@ static int check(struct main_conf *mc, char *err, size_t n)
 			 fleet ? "warn" : "info");
 	if (fleet ? check_fleet(mc, err, n) != 0 : !proto_id_valid(c->id)) {
 		if (!fleet)
-			snprintf(err, n, "key 'id': '%s' must be 1-63 "
-					 "characters of A-Z a-z 0-9 _ -",
+			snprintf(err, n,
+				 "key 'id': '%s' must be 1-63 "
+				 "characters of A-Z a-z 0-9 _ -",
 				 c->id);
 		return -1;
 	}
 	if (!proto_id_valid(c->product)) {
-		snprintf(err, n, "key 'product': '%s' must be 1-63 characters "
-				 "of A-Z a-z 0-9 . _ -", c->product);
+		snprintf(err, n,
+			 "key 'product': '%s' must be 1-63 characters "
+			 "of A-Z a-z 0-9 . _ -",
+			 c->product);
 		return -1;
 	}
 	if (c->group[0] && !proto_id_valid(c->group)) {
@@ -168,14 +176,15 @@ static int check(struct main_conf *mc, char *err, size_t n)
 		return -1;
 	}
 	if (proto_version_parse(c->version, parts) != 0) {
-		snprintf(err, n, "key 'firmware_version': '%s' is not "
-				 "MAJOR.MINOR.PATCH",
+		snprintf(err, n,
+			 "key 'firmware_version': '%s' is not "
+			 "MAJOR.MINOR.PATCH",
 			 c->version);
 		return -1;
 	}
-	const char *need = !c->ca_file[0]		   ? "ca_file"
+	const char *need = !c->ca_file[0]		? "ca_file"
 			   : !fleet && !c->cert_file[0] ? "cert_file"
-			   : !fleet && !c->key_file[0]	   ? "key_file"
+			   : !fleet && !c->key_file[0]	? "key_file"
 			   : !c->publisher_key[0] && !c->root_keys[0]
 			       ? "publisher_key (or root_keys)"
 			       : NULL;
@@ -184,8 +193,10 @@ static int check(struct main_conf *mc, char *err, size_t n)
 		return -1;
 	}
 	if (log_level_parse(c->log_level, &lvl) != 0) {
-		snprintf(err, n, "key 'log_level': '%s' is not one of error, "
-				 "warn, info, debug", c->log_level);
+		snprintf(err, n,
+			 "key 'log_level': '%s' is not one of error, "
+			 "warn, info, debug",
+			 c->log_level);
 		return -1;
 	}
 	if (c->brokers[0] && mq_brokers_check(c->brokers, NULL, err, n) != 0)
@@ -225,19 +236,17 @@ static void usage(void)
 	       "...)\n");
 }
 
-
 /* What run time would trip over, checked now: the certificate, key and
  * CA (matching, valid, CN = id), the publisher keys, the state directory.
  * Every problem is printed with its key; returns how many. */
-static int check_files(const struct main_conf *mc, const char *prefix,
-		       bool all)
+static int check_files(const struct main_conf *mc, const char *prefix, bool all)
 {
 	const struct dev_config *c = &mc->dev;
 	struct certcheck_problems p = {0, prefix};
 	char err[512];
-	struct certcheck cc = {c->ca_file,   "ca_file", c->cert_file,
+	struct certcheck cc = {c->ca_file,  "ca_file",	 c->cert_file,
 			       "cert_file", c->key_file, "key_file",
-			       c->id,	     "id"};
+			       c->id,	    "id"};
 	if (!mc->fleet.n)
 		certcheck_run(&cc, certcheck_print_problem, &p);
 	if (!all)
@@ -245,8 +254,10 @@ static int check_files(const struct main_conf *mc, const char *prefix,
 	struct trust t;
 	if (trust_load(&t, c->publisher_key, c->root_keys, c->root_threshold,
 		       c->keyset_file, true, 0, err, sizeof(err)) != 0)
-		certcheck_print_problem(
-		    &p, c->root_keys[0] ? "root_keys" : "publisher_key", err);
+		certcheck_print_problem(&p,
+					c->root_keys[0] ? "root_keys"
+							: "publisher_key",
+					err);
 	else
 		trust_free(&t);
 	if (certcheck_dir_writable(c->state_dir, err, sizeof(err)) != 0)
@@ -315,13 +326,12 @@ static int run_device(uv_loop_t *loop, const struct dev_config *cfg,
 	return 0;
 }
 
-static int run_fleet(uv_loop_t *loop, const struct main_conf *mc,
-		     char **argv)
+static int run_fleet(uv_loop_t *loop, const struct main_conf *mc, char **argv)
 {
 	struct fleet *f;
 	char err[1024];
-	if (fleet_new(loop, &mc->fleet, &mc->dev, argv, &f, err,
-		      sizeof(err)) != 0) {
+	if (fleet_new(loop, &mc->fleet, &mc->dev, argv, &f, err, sizeof(err)) !=
+	    0) {
 		log_warnx("fleet: %s", err);
 		return 1;
 	}
@@ -344,8 +354,8 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	defaults(&mc);
-	if (conf_from_argv(argc, argv, dev_keys, &mc, &cli, err,
-			   sizeof(err)) != 0) {
+	if (conf_from_argv(argc, argv, dev_keys, &mc, &cli, err, sizeof(err)) !=
+	    0) {
 		fprintf(stderr, "ota-device: %s\n", err);
 		return 2;
 	}
@@ -355,8 +365,7 @@ int main(int argc, char **argv)
 	}
 	if (cli.nargs || check(&mc, err, sizeof(err)) != 0) {
 		fprintf(stderr, "ota-device: %s%s%s\n",
-			cli.config ? cli.config : "",
-			cli.config ? ": " : "",
+			cli.config ? cli.config : "", cli.config ? ": " : "",
 			cli.nargs ? "unexpected argument" : err);
 		return 2;
 	}
@@ -377,8 +386,8 @@ int main(int argc, char **argv)
 	}
 	/* A permanent misconfiguration stops here, with its cause, rather
 	 * than as TLS handshakes retried forever. */
-	if (!mc.fleet.n && check_files(&mc, "ota-device: cannot start: ",
-				       false) != 0)
+	if (!mc.fleet.n &&
+	    check_files(&mc, "ota-device: cannot start: ", false) != 0)
 		return 2;
 	mosquitto_lib_init();
 	uv_loop_t *loop = uv_default_loop();

@@ -24,16 +24,17 @@ char *dev__persist_json(const struct dev_persist *p)
 	    (json_int_t)p->fragment_size, "fragments", (json_int_t)p->fragments,
 	    "window", (json_int_t)p->window, "held", (json_int_t)p->held,
 	    "prev_version", p->prev_version, "error", p->error, "t_accept",
-	    (json_int_t)p->t_accept, "t_downloaded", (json_int_t)p->t_downloaded,
-	    "t_verified", (json_int_t)p->t_verified, "t_installed",
+	    (json_int_t)p->t_accept, "t_downloaded",
+	    (json_int_t)p->t_downloaded, "t_verified",
+	    (json_int_t)p->t_verified, "t_installed",
 	    (json_int_t)p->t_installed, "t_restart", (json_int_t)p->t_restart,
 	    "t_up", (json_int_t)p->t_up, "refused", p->refused,
 	    "table_fragments", (json_int_t)p->table_fragments);
-	if (o &&
-	    (json_object_set_new(o, "highest", json_string(p->highest)) ||
-	     json_object_set_new(o, "security_floor",
-				 json_integer(p->security_floor)) ||
-	     json_object_set_new(o, "time_floor", json_integer(p->time_floor)))) {
+	if (o && (json_object_set_new(o, "highest", json_string(p->highest)) ||
+		  json_object_set_new(o, "security_floor",
+				      json_integer(p->security_floor)) ||
+		  json_object_set_new(o, "time_floor",
+				      json_integer(p->time_floor)))) {
 		json_decref(o);
 		o = NULL;
 	}
@@ -51,11 +52,12 @@ char *dev__persist_json(const struct dev_persist *p)
 	if (o && p->encoding != PROTO_ENCODING_FULL) { /* 6.4 */
 		char base[2 * PROTO_SHA256_LEN + 1];
 		proto_hex_encode(p->base, PROTO_SHA256_LEN, base);
-		if (json_object_set_new(o, "encoding",
-					json_string(proto_encoding_name(
-					    p->encoding))) ||
+		if (json_object_set_new(
+			o, "encoding",
+			json_string(proto_encoding_name(p->encoding))) ||
 		    json_object_set_new(o, "payload_size",
-					json_integer((json_int_t)p->payload_size)) ||
+					json_integer((json_int_t)
+							 p->payload_size)) ||
 		    json_object_set_new(o, "zoff",
 					json_integer((json_int_t)p->zoff)) ||
 		    json_object_set_new(o, "zimg",
@@ -116,8 +118,9 @@ static int int_member(json_t *o, const char *k, int64_t max, int64_t *out,
 /* "" or 16 lower-case hex digits. */
 static bool release_ok(const char *s)
 {
-	return !s[0] || (strlen(s) == PROTO_RELEASE_HEX_LEN &&
-			 strspn(s, "0123456789abcdef") == PROTO_RELEASE_HEX_LEN);
+	return !s[0] ||
+	       (strlen(s) == PROTO_RELEASE_HEX_LEN &&
+		strspn(s, "0123456789abcdef") == PROTO_RELEASE_HEX_LEN);
 }
 
 static int strings(json_t *o, struct dev_persist *p, char *why, size_t n)
@@ -133,10 +136,10 @@ static int strings(json_t *o, struct dev_persist *p, char *why, size_t n)
 	    str_member(o, "prev_version", false, p->prev_version,
 		       sizeof(p->prev_version), why, n) ||
 	    str_member(o, "error", false, p->error, sizeof(p->error), why, n) ||
-	    str_member(o, "refused", false, p->refused, sizeof(p->refused),
-		       why, n) ||
-	    str_member(o, "highest", false, p->highest, sizeof(p->highest),
-		       why, n))
+	    str_member(o, "refused", false, p->refused, sizeof(p->refused), why,
+		       n) ||
+	    str_member(o, "highest", false, p->highest, sizeof(p->highest), why,
+		       n))
 		return -1;
 	/* Absent in a state.json written before the anti-rollback marks:
 	 * the running version is the highest known. */
@@ -154,7 +157,8 @@ static int strings(json_t *o, struct dev_persist *p, char *why, size_t n)
 	if (proto_state_parse(phase, &p->phase) != 0)
 		return bad(why, n, "'phase' is not a state");
 	if (!release_ok(p->release) || !release_ok(p->refused))
-		return bad(why, n, "'release' or 'refused' is not a release id");
+		return bad(why, n,
+			   "'release' or 'refused' is not a release id");
 	if (sig[0] && proto_hex_decode(sig, p->sig, PROTO_SIG_LEN) != 0)
 		return bad(why, n, "'sig' is not %d hex digits",
 			   2 * PROTO_SIG_LEN);
@@ -162,8 +166,10 @@ static int strings(json_t *o, struct dev_persist *p, char *why, size_t n)
 	if (!json_is_string(man) ||
 	    strlen(json_string_value(man)) != json_string_length(man) ||
 	    json_string_length(man) > PROTO_MANIFEST_MAX)
-		return bad(why, n, "'manifest' is not a string of at most %d "
-				   "bytes", PROTO_MANIFEST_MAX);
+		return bad(why, n,
+			   "'manifest' is not a string of at most %d "
+			   "bytes",
+			   PROTO_MANIFEST_MAX);
 	return 0;
 }
 
@@ -171,9 +177,9 @@ static int numbers(json_t *o, struct dev_persist *p, char *why, size_t n)
 {
 	int64_t v[13];
 	static const char *const k[] = {
-	    "fragment_size", "fragments",  "window",	   "table_fragments",
-	    "held",	     "t_accept",   "t_downloaded", "t_verified",
-	    "t_installed",   "t_restart",  "t_up",	   "time_floor",
+	    "fragment_size", "fragments", "window",	  "table_fragments",
+	    "held",	     "t_accept",  "t_downloaded", "t_verified",
+	    "t_installed",   "t_restart", "t_up",	  "time_floor",
 	    "security_floor"};
 	for (size_t i = 0; i < 13; i++)
 		if (int_member(o, k[i],
@@ -197,9 +203,10 @@ static int numbers(json_t *o, struct dev_persist *p, char *why, size_t n)
 	p->t_up = v[10];
 	/* a checkpoint names fragments of this transfer only */
 	if ((uint64_t)p->held > (uint64_t)p->fragments + p->table_fragments)
-		return bad(why, n, "'held' %u is more than the %u + %u "
-				   "fragments", p->held, p->table_fragments,
-			   p->fragments);
+		return bad(why, n,
+			   "'held' %u is more than the %u + %u "
+			   "fragments",
+			   p->held, p->table_fragments, p->fragments);
 	return 0;
 }
 
@@ -214,8 +221,9 @@ static int enc_members(json_t *o, struct dev_persist *p, char *why, size_t n)
 	if (!epk || !key ||
 	    proto_hex_decode(epk, p->enc_epk, PROTO_EC_PUB_LEN) != 0 ||
 	    proto_hex_decode(key, p->enc_key, PROTO_ENC_WRAPPED_LEN) != 0)
-		return bad(why, n, "'enc_epk' and 'enc_key' are not %d and %d "
-				   "hex digits",
+		return bad(why, n,
+			   "'enc_epk' and 'enc_key' are not %d and %d "
+			   "hex digits",
 			   2 * PROTO_EC_PUB_LEN, 2 * PROTO_ENC_WRAPPED_LEN);
 	p->enc = true;
 	return 0;
@@ -223,8 +231,7 @@ static int enc_members(json_t *o, struct dev_persist *p, char *why, size_t n)
 
 /* An encoded download (PROTOCOL.md 6.4): its encoding, payload size,
  * base and the decoder's checkpoint, consistent with each other. */
-static int coding_members(json_t *o, struct dev_persist *p, char *why,
-			  size_t n)
+static int coding_members(json_t *o, struct dev_persist *p, char *why, size_t n)
 {
 	const char *e = json_string_value(json_object_get(o, "encoding"));
 	int64_t ps, zo, zi;
@@ -247,8 +254,10 @@ static int coding_members(json_t *o, struct dev_persist *p, char *why,
 	if ((p->encoding == PROTO_ENCODING_DELTA) !=
 		(json_object_get(o, "base") != NULL) ||
 	    (b && proto_hex_decode(b, p->base, PROTO_SHA256_LEN) != 0))
-		return bad(why, n, "'base' is not %d hex digits, or not with a "
-				   "delta", 2 * PROTO_SHA256_LEN);
+		return bad(why, n,
+			   "'base' is not %d hex digits, or not with a "
+			   "delta",
+			   2 * PROTO_SHA256_LEN);
 	return 0;
 }
 
@@ -270,7 +279,8 @@ int dev__persist_parse(const char *buf, size_t len, struct dev_persist *p,
 		 coding_members(o, &tmp, why, n) == 0)
 		rc = 0;
 	if (rc == 0) {
-		const char *man = json_string_value(json_object_get(o, "manifest"));
+		const char *man =
+		    json_string_value(json_object_get(o, "manifest"));
 		if (man[0] && !(tmp.manifest = strdup(man)))
 			rc = bad(why, n, "out of memory");
 	}

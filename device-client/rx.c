@@ -90,7 +90,7 @@ void dev_rx_unhold(struct dev_rx *rx, uint32_t first, uint32_t last)
 	if (last >= rx->n)
 		last = rx->n - 1;
 	for (uint32_t k = first; k <= last; k++)
-		rx->held[k >> 3] &= (uint8_t)~(1u << (k & 7));
+		rx->held[k >> 3] &= (uint8_t) ~(1u << (k & 7));
 	if (rx->cum > first)
 		rx->cum = first;
 	rx->a_dropped = true;
@@ -128,8 +128,7 @@ unsigned dev_rx_decide(struct dev_rx *rx, uint64_t now)
 	rx->since_ckpt += rx->cum - before;
 	if (rx->cum == rx->n)
 		return DEV_RX_COMPLETE;
-	unsigned act = rx->since_ckpt >= rx->ckpt_every ? DEV_RX_CHECKPOINT
-							: 0;
+	unsigned act = rx->since_ckpt >= rx->ckpt_every ? DEV_RX_CHECKPOINT : 0;
 	/* A gap (the fragment is not the cumulative position `before`) or
 	 * a hole filled (cum moved past fragments held before it): the
 	 * sender must learn of the loss, or of the repair, at once. */

@@ -44,7 +44,7 @@ enum dev_rx_kind {
 };
 
 /* What the caller must do, as bits of dev_rx_decide / dev_rx_tick. */
-#define DEV_RX_ACK 1u        /* send an ack now (dev_rx_ack) */
+#define DEV_RX_ACK 1u	     /* send an ack now (dev_rx_ack) */
 #define DEV_RX_CHECKPOINT 2u /* make progress durable (dev_rx_saved) */
 #define DEV_RX_COMPLETE 4u   /* every fragment is held */
 
@@ -53,14 +53,14 @@ struct dev_rx_stats {
 };
 
 struct dev_rx {
-	uint32_t n;          /* fragments in the transfer (table + payload) */
+	uint32_t n;	     /* fragments in the transfer (table + payload) */
 	uint32_t window;     /* the offer's window */
 	uint32_t ckpt_every; /* cumulative fragments between checkpoints */
-	uint8_t *held;       /* bitmap, n bits; owned */
-	uint32_t cum;        /* fragments [0, cum) are held */
+	uint8_t *held;	     /* bitmap, n bits; owned */
+	uint32_t cum;	     /* fragments [0, cum) are held */
 	uint32_t unacked;    /* arrivals since the last ack */
 	uint32_t since_ckpt; /* cum's advance since the last checkpoint */
-	bool ack_armed;      /* a delayed ack is due at ack_due */
+	bool ack_armed;	     /* a delayed ack is due at ack_due */
 	uint64_t ack_due;
 	uint64_t last_rx;  /* last arrival (or idle ack) */
 	uint64_t idle_gap; /* repeat the ack after this much silence */

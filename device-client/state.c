@@ -34,8 +34,8 @@ int64_t dev__now_s(const struct dev *d)
 
 /* ------------------------------------------------------------ record */
 
-void dev__slot_path(const struct dev *d, char slot, const char *name,
-		    char *out, size_t n)
+void dev__slot_path(const struct dev *d, char slot, const char *name, char *out,
+		    size_t n)
 {
 	snprintf(out, n, "%s/slot-%c/%s", d->cfg.state_dir, slot, name);
 }
@@ -80,8 +80,9 @@ int dev__load(struct dev *d, char *err, size_t errlen)
 	int rc = dev__persist_parse(buf, len, &d->p, why, sizeof(why));
 	free(buf);
 	if (rc != 0)
-		snprintf(err, errlen, "%s is damaged (%s); move it away to "
-				      "start from the configured version",
+		snprintf(err, errlen,
+			 "%s is damaged (%s); move it away to "
+			 "start from the configured version",
 			 path, why);
 	return rc;
 }
@@ -198,7 +199,7 @@ void dev__set_state(struct dev *d, enum proto_state st, const char *error)
 		log_info("device=%s state %s -> %s%s%s%s%s", d->cfg.id,
 			 proto_state_name(d->st), proto_state_name(st),
 			 d->p.release[0] && st != PROTO_ST_IDLE ? " release="
-								 : "",
+								: "",
 			 st != PROTO_ST_IDLE ? d->p.release : "",
 			 error ? " error=" : "", error ? error : "");
 	d->st = st;

@@ -23,8 +23,8 @@ int dev_z_init(struct dev_z *zz, struct dev_blocks *blk, struct dev_rx *rx,
 	zz->fs = blk->fragment_size;
 	zz->nfrags = blk->fragments;
 	zz->payload_size = payload_size;
-	if (zoff > payload_size || (uint64_t)zz->t + zoff / zz->fs >
-					 (uint64_t)zz->t + zz->nfrags) {
+	if (zoff > payload_size ||
+	    (uint64_t)zz->t + zoff / zz->fs > (uint64_t)zz->t + zz->nfrags) {
 		snprintf(why, n, "checkpoint beyond the payload");
 		return -1;
 	}
@@ -72,8 +72,7 @@ uint32_t dev_z_first(const struct dev_z *zz) { return zz->next; }
 int dev_z_take(struct dev_z *zz, uint32_t index, const uint8_t *data,
 	       size_t len)
 {
-	if (index < zz->next || index - zz->next >= zz->slots ||
-	    len > zz->fs)
+	if (index < zz->next || index - zz->next >= zz->slots || len > zz->fs)
 		return 0;
 	uint32_t s = index % zz->slots;
 	if (zz->ring_idx[s] != NONE && zz->ring_idx[s] != index)
@@ -95,15 +94,15 @@ uint32_t dev_z_durable(const struct dev_z *zz)
  * waits behind it, and start again at its first byte; or fail the update
  * when it failed before with the same bytes. 0, or -1 (why). */
 static int frame_failed(struct dev_z *zz, const char *what,
-			const uint8_t md[PROTO_SHA256_LEN], char *why,
-			size_t n)
+			const uint8_t md[PROTO_SHA256_LEN], char *why, size_t n)
 {
 	zz->frames_bad++;
 	if (zz->fail_set && zz->fail_off == zz->zoff &&
 	    !memcmp(zz->fail_md, md, PROTO_SHA256_LEN)) {
-		snprintf(why, n, "encoded payload frame at payload offset %llu "
-				 "(image offset %llu) %s, twice with the same "
-				 "bytes: the payload is wrong, not damaged",
+		snprintf(why, n,
+			 "encoded payload frame at payload offset %llu "
+			 "(image offset %llu) %s, twice with the same "
+			 "bytes: the payload is wrong, not damaged",
 			 (unsigned long long)zz->zoff,
 			 (unsigned long long)zz->zimg, what);
 		return -1;
@@ -118,8 +117,9 @@ static int frame_failed(struct dev_z *zz, const char *what,
 		  zz->who, (unsigned long long)zz->zoff,
 		  (unsigned long long)zz->zimg, what, first);
 	if (++*zz->blk->bad > zz->blk->nblocks + 64) {
-		snprintf(why, n, "%u frames or blocks failed their checks: the "
-				 "data is being corrupted or forged",
+		snprintf(why, n,
+			 "%u frames or blocks failed their checks: the "
+			 "data is being corrupted or forged",
 			 *zz->blk->bad);
 		return -1;
 	}
@@ -206,8 +206,9 @@ int dev_z_pump(struct dev_z *zz, char *why, size_t n)
 	}
 	/* All fed: the decoder must have rebuilt the whole image. */
 	if (proto_zdec_image_off(zz->z) != zz->blk->m->size) {
-		snprintf(why, n, "encoded payload ends after %llu of %llu image "
-				 "bytes",
+		snprintf(why, n,
+			 "encoded payload ends after %llu of %llu image "
+			 "bytes",
 			 (unsigned long long)proto_zdec_image_off(zz->z),
 			 (unsigned long long)zz->blk->m->size);
 		return -1;

@@ -39,19 +39,19 @@
 struct dev_z {
 	struct proto_zdec *z;
 	struct dev_blocks *blk; /* borrowed: table, sink */
-	struct dev_rx *rx;      /* borrowed: fragments given back */
+	struct dev_rx *rx;	/* borrowed: fragments given back */
 	uint32_t t, fs;		/* table fragments, fragment size */
 	uint32_t nfrags;	/* payload fragments */
 	uint64_t payload_size;
-	uint8_t *ring;	     /* slots x fs bytes */
-	uint32_t *ring_idx;  /* transfer index held in the slot, or UINT32_MAX */
+	uint8_t *ring;	    /* slots x fs bytes */
+	uint32_t *ring_idx; /* transfer index held in the slot, or UINT32_MAX */
 	uint32_t *ring_len;
 	uint32_t slots;
-	uint32_t next;	     /* transfer index of the next fragment to feed */
-	uint32_t skip;	     /* bytes of it before the frame being decoded */
-	uint64_t zoff;	     /* payload offset of the first unwritten frame */
-	uint64_t zimg;	     /* its image offset */
-	bool fail_set;	     /* the last failed frame: where, and its bytes */
+	uint32_t next; /* transfer index of the next fragment to feed */
+	uint32_t skip; /* bytes of it before the frame being decoded */
+	uint64_t zoff; /* payload offset of the first unwritten frame */
+	uint64_t zimg; /* its image offset */
+	bool fail_set; /* the last failed frame: where, and its bytes */
 	uint64_t fail_off;
 	uint8_t fail_md[PROTO_SHA256_LEN];
 	uint64_t frames_ok, frames_bad;

@@ -75,9 +75,9 @@ static uint64_t canary_rank(const struct gw *gw, const char *release,
 	char msg[PROTO_RELEASE_HEX_LEN + PROTO_ID_MAX + 2];
 	int m = snprintf(msg, sizeof(msg), "%s%s", release, device);
 	uint64_t rank = 0;
-	if (m < 0 || !HMAC(EVP_sha256(), gw->canary_key,
-			   (int)sizeof(gw->canary_key), (const uint8_t *)msg,
-			   (size_t)m, mac, &len))
+	if (m < 0 ||
+	    !HMAC(EVP_sha256(), gw->canary_key, (int)sizeof(gw->canary_key),
+		  (const uint8_t *)msg, (size_t)m, mac, &len))
 		return UINT64_MAX - 1; /* never drawn first */
 	for (int i = 0; i < 8; i++)
 		rank = rank << 8 | mac[i];
@@ -88,7 +88,7 @@ struct draw_ctx {
 	struct gw *gw;
 	struct gw_release *r;
 	uint32_t targets, online;
-	uint64_t *all, *on; /* ranks, NULL: count only */
+	uint64_t *all, *on;		   /* ranks, NULL: count only */
 	uint64_t above, next_all, next_on; /* the next ranks past `above` */
 };
 
@@ -135,8 +135,9 @@ static uint64_t canary_draw(struct gw *gw, struct gw_release *r,
 		twalk_r(gw->devices, draw_walk, &c);
 		qsort(c.all, c.targets, sizeof(*c.all), rank_cmp);
 		qsort(c.on, c.online, sizeof(*c.on), rank_cmp);
-		cut = c.online >= r->camp.canary_quota ? c.on[r->camp.canary_quota - 1]
-						  : c.all[r->camp.canary_quota - 1];
+		cut = c.online >= r->camp.canary_quota
+			  ? c.on[r->camp.canary_quota - 1]
+			  : c.all[r->camp.canary_quota - 1];
 	}
 	free(c.all);
 	free(c.on);
@@ -149,8 +150,9 @@ static void canary_redraw(struct gw *gw, struct gw_release *r)
 {
 	if (r->camp.canary_cut == CANARY_ANY)
 		return;
-	struct draw_ctx c = {gw, r, 0, 0, NULL, NULL, r->camp.canary_cut,
-			     CANARY_ANY, CANARY_ANY};
+	struct draw_ctx c = {
+	    gw,		r,	   0, 0, NULL, NULL, r->camp.canary_cut,
+	    CANARY_ANY, CANARY_ANY};
 	twalk_r(gw->devices, draw_walk, &c);
 	uint64_t next = c.next_on != CANARY_ANY ? c.next_on : c.next_all;
 	if (next != CANARY_ANY)
@@ -165,8 +167,8 @@ static uint32_t fail_min(const struct gw *gw, const struct gw_release *r)
 void gw__campaign_init(struct gw *gw, struct gw_release *r)
 {
 	r->camp.fail_min = r->target.pause_failure_min
-			  ? r->target.pause_failure_min
-			  : gw->cfg.pause_failure_min;
+			       ? r->target.pause_failure_min
+			       : gw->cfg.pause_failure_min;
 	if (r->target.canary_percent == 0)
 		return;
 	struct draw_ctx c = {gw, r, 0, 0, NULL, NULL, CANARY_ANY, 0, 0};
@@ -180,9 +182,10 @@ void gw__campaign_init(struct gw *gw, struct gw_release *r)
 	log_info("release=%s canary stage: %u of %u targeted devices first "
 		 "(drawn by the canary key%s), %u%% must commit",
 		 r->id, r->camp.canary_quota, targets,
-		 r->camp.canary_cut == CANARY_ANY ? "; too few known: the first "
-					       "to come"
-					     : "",
+		 r->camp.canary_cut == CANARY_ANY
+		     ? "; too few known: the first "
+		       "to come"
+		     : "",
 		 r->target.canary_success_percent
 		     ? r->target.canary_success_percent
 		     : 100);
@@ -199,7 +202,8 @@ bool gw__campaign_admit(struct gw *gw, const struct gw_release *r,
 		return true;
 	/* A failure below the minimum does not count: its replacement may
 	 * start too. */
-	uint32_t replaced = r->camp.failed < fail_min(gw, r) ? r->camp.failed : 0;
+	uint32_t replaced = r->camp.failed < fail_min(gw, r) ? r->camp.failed
+							     : 0;
 	if (r->camp.started >= r->camp.canary_quota + replaced)
 		return false;
 	return r->camp.canary_cut == CANARY_ANY ||
@@ -233,7 +237,8 @@ static void campaign_pause(struct gw *gw, struct gw_release *r,
 static void canary_verdict(struct gw *gw, struct gw_release *r, bool ok)
 {
 	char why[160];
-	uint32_t min = fail_min(gw, r), done = r->camp.committed + r->camp.failed;
+	uint32_t min = fail_min(gw, r),
+		 done = r->camp.committed + r->camp.failed;
 	uint32_t need = r->target.canary_success_percent
 			    ? r->target.canary_success_percent
 			    : 100;
@@ -259,7 +264,8 @@ static void canary_verdict(struct gw *gw, struct gw_release *r, bool ok)
 	if (got >= need) {
 		gw__campaign_set_state(r, GW_CAMP_ROLLING);
 		log_info("release=%s canary passed (%u%% committed): "
-			 "rolling out to the rest", r->id, got);
+			 "rolling out to the rest",
+			 r->id, got);
 		gw__event(gw, NULL, r->id, "canary_passed", NULL);
 		return;
 	}
@@ -282,11 +288,13 @@ void gw__campaign_finished(struct gw *gw, struct gw_release *r, bool ok)
 	if (r->camp.st == GW_CAMP_CANARY)
 		canary_verdict(gw, r, ok);
 	uint32_t limit = r->target.pause_failure_percent;
-	if (limit && r->camp.st != GW_CAMP_PAUSED && done >= AUTO_PAUSE_MIN_DONE &&
-	    r->camp.failed >= fail_min(gw, r) && r->camp.failed * 100 > limit * done) {
+	if (limit && r->camp.st != GW_CAMP_PAUSED &&
+	    done >= AUTO_PAUSE_MIN_DONE && r->camp.failed >= fail_min(gw, r) &&
+	    r->camp.failed * 100 > limit * done) {
 		snprintf(why, sizeof(why),
 			 "failure rate %u%% (%u of %u) above %u%%",
-			 r->camp.failed * 100 / done, r->camp.failed, done, limit);
+			 r->camp.failed * 100 / done, r->camp.failed, done,
+			 limit);
 		campaign_pause(gw, r, "auto_paused", why);
 	}
 	gw__release_save(gw, r);
@@ -504,8 +512,10 @@ void gw__ctl_retry(struct gw *gw, const char *product, const char *release,
 	v->targets = c.retried;
 	if (c.retried == 0)
 		v->verdict = PROTO_VERDICT_REFUSED;
-	snprintf(v->reason, sizeof(v->reason), "%u failed device%s offered "
-		 "it again", c.retried, c.retried == 1 ? "" : "s");
+	snprintf(v->reason, sizeof(v->reason),
+		 "%u failed device%s offered "
+		 "it again",
+		 c.retried, c.retried == 1 ? "" : "s");
 	if (c.rolled)
 		gw__appendf(v->reason, sizeof(v->reason),
 			    "; %u rolled back (%s): a device refuses a release "

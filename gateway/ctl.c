@@ -52,26 +52,41 @@ struct ann_opts {
 	struct conn_opts c;
 };
 
-#define CONN_KEYS(S)                                                           \
-	{"brokers", CONF_STR, offsetof(S, c.brokers), 1024, 0, 0,              \
-	 "brokers to try in turn, host[:port],... (overrides broker_host)"},   \
-	    {"broker_host", CONF_STR, offsetof(S, c.broker_host), 256, 0, 0,       \
-	 "broker host"},                                   \
-	    {"broker_port", CONF_U32, offsetof(S, c.broker_port), 0, 1,        \
-	     65535, "broker TLS port"},                         \
-	    {"ca_file", CONF_STR, offsetof(S, c.ca_file), PATH_MAX, 0, 0,      \
-	     "CA certificate (PEM)"},                                          \
-	    {"cert_file", CONF_STR, offsetof(S, c.cert_file), PATH_MAX, 0, 0,  \
-	     "operator certificate (CN ota-operator or ota-operator-NAME)"},   \
-	    {"key_file", CONF_STR, offsetof(S, c.key_file), PATH_MAX, 0, 0,    \
-	     "operator key (mode 0600)"},                                      \
-	    {"timeout_s", CONF_U32, offsetof(S, c.timeout_s), 0, 1, 600,       \
-	     "wait this long for the verdict"},                                \
-	    {"mqtt_version", CONF_STR, offsetof(S, c.mqtt_version), 8, 0, 0,   \
-	     "5 or 3.1.1 (3.1.1: a broker's refusal goes unreported)"},        \
-	{                                                                      \
-		"json", CONF_BOOL, offsetof(S, c.json), 0, 0, 0,               \
-		    "print the verdict as JSON"                                \
+#define CONN_KEYS(S)                                                            \
+	{"brokers",                                                             \
+	 CONF_STR,                                                              \
+	 offsetof(S, c.brokers),                                                \
+	 1024,                                                                  \
+	 0,                                                                     \
+	 0,                                                                     \
+	 "brokers to try in turn, host[:port],... (overrides broker_host)"},    \
+	    {"broker_host", CONF_STR, offsetof(S, c.broker_host), 256, 0, 0,    \
+	     "broker host"},                                                    \
+	    {"broker_port", CONF_U32,	      offsetof(S, c.broker_port), 0, 1, \
+	     65535,	    "broker TLS port"},                                 \
+	    {"ca_file", CONF_STR, offsetof(S, c.ca_file), PATH_MAX,             \
+	     0,		0,	  "CA certificate (PEM)"},                      \
+	    {"cert_file",                                                       \
+	     CONF_STR,                                                          \
+	     offsetof(S, c.cert_file),                                          \
+	     PATH_MAX,                                                          \
+	     0,                                                                 \
+	     0,                                                                 \
+	     "operator certificate (CN ota-operator or ota-operator-NAME)"},    \
+	    {"key_file", CONF_STR, offsetof(S, c.key_file),   PATH_MAX,         \
+	     0,		 0,	   "operator key (mode 0600)"},                 \
+	    {"timeout_s", CONF_U32, offsetof(S, c.timeout_s),	     0,         \
+	     1,		  600,	    "wait this long for the verdict"},          \
+	    {"mqtt_version",                                                    \
+	     CONF_STR,                                                          \
+	     offsetof(S, c.mqtt_version),                                       \
+	     8,                                                                 \
+	     0,                                                                 \
+	     0,                                                                 \
+	     "5 or 3.1.1 (3.1.1: a broker's refusal goes unreported)"},         \
+	{                                                                       \
+		"json", CONF_BOOL, offsetof(S, c.json), 0, 0, 0,                \
+		    "print the verdict as JSON"                                 \
 	}
 
 static const struct conf_key ctl_keys[] = {
@@ -84,7 +99,10 @@ static const struct conf_key ctl_keys[] = {
     {0}};
 
 #define A(name, type, field, size, lo, hi, help)                               \
-	{name, type, offsetof(struct ann_opts, field), size, lo, hi, help}
+	{                                                                      \
+		name, type, offsetof(struct ann_opts, field), size, lo, hi,    \
+		    help                                                       \
+	}
 static const struct conf_key ann_keys[] = {
     A("product", CONF_STR, product, PROTO_ID_MAX + 1, 0, 0, "product"),
     A("url", CONF_STR, url, PROTO_URL_MAX + 1, 0, 0,
@@ -128,9 +146,9 @@ struct client {
 	const char *prog;
 	char reply_topic[256];
 	char req[PROTO_ID_MAX + 1];
-	int connack;  /* -1 until CONNACK */
+	int connack; /* -1 until CONNACK */
 	bool subacked, sub_denied;
-	int puback;   /* -1 until PUBACK: its reason code */
+	int puback;    /* -1 until PUBACK: its reason code */
 	char *verdict; /* the reply's payload, new */
 	size_t verdict_len;
 };
@@ -219,9 +237,8 @@ static int print_verdict(const struct client *c)
 			       v.targets == 1 ? "" : "s");
 			for (uint32_t i = 0; i < v.ndevices; i++)
 				printf("%s%s", i ? ", " : ": ", v.devices[i]);
-			printf("%s\n", v.targets > (int64_t)v.ndevices
-					   ? ", ..."
-					   : "");
+			printf("%s\n",
+			       v.targets > (int64_t)v.ndevices ? ", ..." : "");
 		}
 		if (v.reason[0])
 			printf("  %s\n", v.reason);
@@ -281,8 +298,10 @@ static int client_connect(struct client *c, struct mosquitto *m,
 			;
 		if (c->connack == 0)
 			return 0;
-		fprintf(stderr, "%s: broker %s:%d refused the connection: %s "
-				"(%s)\n", c->prog, host, port,
+		fprintf(stderr,
+			"%s: broker %s:%d refused the connection: %s "
+			"(%s)\n",
+			c->prog, host, port,
 			c->connack < 0 ? "no CONNACK"
 				       : mosquitto_reason_string(c->connack),
 			who);
@@ -312,7 +331,8 @@ static int client_run(struct client *c, struct mosquitto *m, const char *topic,
 	if (v5) {
 		mosquitto_property_add_string(&props, MQTT_PROP_RESPONSE_TOPIC,
 					      c->reply_topic);
-		mosquitto_property_add_binary(&props, MQTT_PROP_CORRELATION_DATA,
+		mosquitto_property_add_binary(&props,
+					      MQTT_PROP_CORRELATION_DATA,
 					      c->req, (uint16_t)strlen(c->req));
 	}
 	mosquitto_publish_v5(m, NULL, topic, (int)len, json, 1, false, props);
@@ -322,8 +342,10 @@ static int client_run(struct client *c, struct mosquitto *m, const char *topic,
 	       mosquitto_loop(m, 100, 1) == MOSQ_ERR_SUCCESS)
 		acked = c->puback >= 0;
 	if (acked && c->puback >= 0x80) {
-		fprintf(stderr, "%s: the broker refused the publish on %s: %s "
-				"(%s)\n", c->prog, topic,
+		fprintf(stderr,
+			"%s: the broker refused the publish on %s: %s "
+			"(%s)\n",
+			c->prog, topic,
 			c->puback == MQTT_RC_NOT_AUTHORIZED
 			    ? "not authorised"
 			    : mosquitto_reason_string(c->puback),
@@ -334,14 +356,16 @@ static int client_run(struct client *c, struct mosquitto *m, const char *topic,
 	       (ok = mosquitto_loop(m, 100, 1) == MOSQ_ERR_SUCCESS))
 		got = c->verdict != NULL;
 	if (!got) {
-		fprintf(stderr, "%s: no verdict from the gateway within %u s "
-				"on %s (%s; is the gateway running%s?)\n",
+		fprintf(stderr,
+			"%s: no verdict from the gateway within %u s "
+			"on %s (%s; is the gateway running%s?)\n",
 			c->prog, o->timeout_s, c->reply_topic,
 			acked ? "the broker took the request"
 			      : "the broker did not acknowledge the request",
-			v5 ? "" : ", and may this certificate publish there: "
-				  "MQTT 3.1.1 brokers drop a refused publish "
-				  "without a word");
+			v5 ? ""
+			   : ", and may this certificate publish there: "
+			     "MQTT 3.1.1 brokers drop a refused publish "
+			     "without a word");
 		return 1;
 	}
 	return print_verdict(c);
@@ -462,8 +486,8 @@ int gw__cmd_ctl(int argc, char **argv)
 	char err[512], *json = NULL;
 	size_t len = 0;
 	conn_defaults(&o.c);
-	if (conf_from_argv(argc, argv, ctl_keys, &o, &cli, err,
-			   sizeof(err)) != 0) {
+	if (conf_from_argv(argc, argv, ctl_keys, &o, &cli, err, sizeof(err)) !=
+	    0) {
 		fprintf(stderr, "ota-gateway ctl: %s\n", err);
 		return 2;
 	}
@@ -491,8 +515,10 @@ int gw__cmd_ctl(int argc, char **argv)
 	make_request_id(c.reply, sizeof(c.reply));
 	operator_of(&o.c, c.operator_name, sizeof(c.operator_name));
 	if (proto_control_encode(&c, &json, &len) != 0) {
-		fprintf(stderr, "ota-gateway ctl: release '%s' is not 16 "
-				"lowercase hex digits\n", o.release);
+		fprintf(stderr,
+			"ota-gateway ctl: release '%s' is not 16 "
+			"lowercase hex digits\n",
+			o.release);
 		return 2;
 	}
 	rc = client_send(&o.c, "ota-gateway ctl", o.product, "ctl", c.reply,
@@ -502,8 +528,7 @@ int gw__cmd_ctl(int argc, char **argv)
 }
 
 /* "a,b,c" -> the announcement's device list (new strings). */
-static int split_devices(char *list, struct proto_announce *a,
-			 const char **bad)
+static int split_devices(char *list, struct proto_announce *a, const char **bad)
 {
 	size_t n = 1;
 	for (const char *p = list; *p; p++)
@@ -574,9 +599,10 @@ int gw__cmd_announce(int argc, char **argv)
 	const char *bad = NULL;
 	if (o->devices[0] && split_devices(o->devices, &a, &bad) != 0) {
 		if (bad)
-			fprintf(stderr, "ota-gateway announce: --devices: '%s' "
-					"is not a device id (1..%d of "
-					"[A-Za-z0-9_-])\n",
+			fprintf(stderr,
+				"ota-gateway announce: --devices: '%s' "
+				"is not a device id (1..%d of "
+				"[A-Za-z0-9_-])\n",
 				bad, PROTO_ID_MAX);
 		else
 			fprintf(stderr, "ota-gateway announce: --devices: a "
@@ -594,10 +620,12 @@ int gw__cmd_announce(int argc, char **argv)
 		unsigned long v = strtoul(o->restart_spread_s, &e, 10);
 		if (*e || o->restart_spread_s[0] == '-' ||
 		    v > PROTO_SPREAD_MS_MAX / 1000) {
-			fprintf(stderr, "ota-gateway announce: "
-					"--restart-spread-s: '%s' is not "
-					"0..%u\n",
-				o->restart_spread_s, PROTO_SPREAD_MS_MAX / 1000);
+			fprintf(stderr,
+				"ota-gateway announce: "
+				"--restart-spread-s: '%s' is not "
+				"0..%u\n",
+				o->restart_spread_s,
+				PROTO_SPREAD_MS_MAX / 1000);
 			goto out;
 		}
 		a.restart_spread_s = (uint32_t)v;
@@ -607,8 +635,9 @@ int gw__cmd_announce(int argc, char **argv)
 	make_request_id(a.reply, sizeof(a.reply));
 	operator_of(&o->c, a.operator_name, sizeof(a.operator_name));
 	if (proto_announce_encode(&a, &json, &len) != 0) {
-		fprintf(stderr, "ota-gateway announce: --url must be a "
-				"file:// or https:// URL%s\n",
+		fprintf(stderr,
+			"ota-gateway announce: --url must be a "
+			"file:// or https:// URL%s\n",
 			a.group[0] && !proto_id_valid(a.group)
 			    ? ", --group a valid group name"
 			    : "");

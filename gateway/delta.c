@@ -38,7 +38,7 @@ struct var_job {
 	size_t base_len;
 	uint32_t block_size;
 	int level;
-	bool hostile; /* tests only: test_hostile_delta */
+	bool hostile;	     /* tests only: test_hostile_delta */
 	char path[PATH_MAX]; /* the store's copy */
 	/* outputs */
 	uint8_t *out;
@@ -117,8 +117,8 @@ static void var_work(uv_work_t *req)
 	}
 	uint32_t flen = j->block_size < FRAME_LEN ? FRAME_LEN : 0;
 	j->rc = proto_zenc(bad ? bad : j->img, j->size, j->base, j->base_len,
-			   j->block_size, flen, j->level, &j->out,
-			   &j->out_len, &err);
+			   j->block_size, flen, j->level, &j->out, &j->out_len,
+			   &err);
 	free(bad);
 	j->cpu_ms = thread_cpu_ms() - t0;
 	if (j->rc != 0) {
@@ -153,8 +153,8 @@ static void var_done(uv_work_t *req, int status)
 	v->payload_len = j->out_len;
 	v->nfrags = (uint32_t)(nf + v->tfrags);
 	/* Worth it only when smaller than the image. */
-	v->var_state = j->out_len < r->m.size && nf + v->tfrags <=
-							 PROTO_FRAGS_MAX
+	v->var_state = j->out_len < r->m.size &&
+			       nf + v->tfrags <= PROTO_FRAGS_MAX
 			   ? GW_VAR_READY
 			   : GW_VAR_FAILED;
 	snprintf(detail, sizeof(detail), "%s%s%s %zu bytes, %.1f%% of %llu%s",
@@ -237,8 +237,7 @@ static struct gw_release *var_start(struct gw *gw, struct gw_release *r,
 }
 
 static struct gw_release *var_find(struct gw_release *r,
-				   enum proto_encoding enc,
-				   const uint8_t *base)
+				   enum proto_encoding enc, const uint8_t *base)
 {
 	for (struct gw_release *v = r->variants; v; v = v->next)
 		if (v->encoding == enc &&
@@ -285,8 +284,8 @@ struct gw_release *gw__variant_pick(struct gw *gw, struct gw_release *r,
 	if (r->encrypt || !r->map || !strcmp(d->nodelta_release, r->id))
 		return r;
 	struct gw_release *dv, *zv;
-	const struct gw_release *b =
-	    r->target.no_delta ? NULL : base_of(gw, r, d);
+	const struct gw_release *b = r->target.no_delta ? NULL
+							: base_of(gw, r, d);
 	/* A delta when there is one, else the compressed image, else the
 	 * image; waiting (bounded) for what is being made (6.4). */
 	if (b) {

@@ -32,8 +32,10 @@ int gw__enc_init(struct gw *gw, char *err, size_t n)
 		return 0;
 	if ((st = X509_STORE_new()) == NULL ||
 	    X509_STORE_load_file(st, gw->cfg.ca_file) != 1) {
-		snprintf(err, n, "cannot load %s as the CA of device "
-				 "certificates", gw->cfg.ca_file);
+		snprintf(err, n,
+			 "cannot load %s as the CA of device "
+			 "certificates",
+			 gw->cfg.ca_file);
 		X509_STORE_free(st);
 		ERR_clear_error();
 		return -1;
@@ -50,8 +52,7 @@ void gw__enc_close(struct gw *gw)
 
 /* ------------------------------------------------------ content keys */
 
-static void key_path(const struct gw *gw, const char *id, char *out,
-		     size_t n)
+static void key_path(const struct gw *gw, const char *id, char *out, size_t n)
 {
 	snprintf(out, n, "%s/%s.key", gw->cfg.store_dir, id);
 }
@@ -87,8 +88,10 @@ static int key_load(struct gw *gw, struct gw_release *r, char *why, size_t n)
 		return -1;
 	}
 	if (st.st_mode & 077) {
-		snprintf(why, n, "%s is readable by others (mode %03o): taken "
-				 "as disclosed", path, (unsigned)st.st_mode & 0777);
+		snprintf(why, n,
+			 "%s is readable by others (mode %03o): taken "
+			 "as disclosed",
+			 path, (unsigned)st.st_mode & 0777);
 		return -1;
 	}
 	if (util_read_file(path, sizeof(r->ckey), &buf, &len, why, n) != 0)
@@ -193,8 +196,8 @@ static int cert_load(struct gw *gw, const char *id,
 {
 	char path[PATH_MAX], name[PROTO_ID_MAX + 8], sub[200];
 	snprintf(name, sizeof(name), "%s.crt", id);
-	if (!gw->enc_ca || util_path(path, sizeof(path),
-				     gw->cfg.device_cert_dir, name) != 0) {
+	if (!gw->enc_ca ||
+	    util_path(path, sizeof(path), gw->cfg.device_cert_dir, name) != 0) {
 		snprintf(why, n, "no device_cert_dir is configured");
 		return -1;
 	}
@@ -233,7 +236,8 @@ bool gw__enc_may_offer(struct gw *gw, struct gw_device *d,
 	if (!d->enc_ok && !again) {
 		/* Never plaintext instead: the device is not offered it. */
 		log_warnx("device=%s release=%s is encrypted and not offered "
-			  "to it: %s", d->id, r->id, why);
+			  "to it: %s",
+			  d->id, r->id, why);
 		gw__event(gw, d->id, r->id, "not_offered", why);
 	}
 	return d->enc_ok;
@@ -248,7 +252,8 @@ int gw__enc_offer(struct gw *gw, struct gw_device *d,
 				o->enc_epk, o->enc_key);
 	if (rc != 0) {
 		log_warnx("device=%s release=%s cannot wrap the content key: "
-			  "%s", d->id, r->id, proto_strerror(rc));
+			  "%s",
+			  d->id, r->id, proto_strerror(rc));
 		return -1;
 	}
 	snprintf(o->enc_alg, sizeof(o->enc_alg), "%s", PROTO_ENC_ALG);

@@ -118,13 +118,15 @@ int gw__file_open(const char *url, const char *dirs, uint64_t max, int *fd,
 	struct stat st;
 	*fd = -1;
 	if (path[0] != '/') {
-		snprintf(err, n, "file:// URL must name an absolute path "
-				 "(file:///dir/package.ota)");
+		snprintf(err, n,
+			 "file:// URL must name an absolute path "
+			 "(file:///dir/package.ota)");
 		return -1;
 	}
 	if (!dirs[0]) {
-		snprintf(err, n, "file:// packages are not allowed here: "
-				 "file_dirs names no directory");
+		snprintf(err, n,
+			 "file:// packages are not allowed here: "
+			 "file_dirs names no directory");
 		return -1;
 	}
 	if (!realpath(path, real)) {
@@ -140,8 +142,8 @@ int gw__file_open(const char *url, const char *dirs, uint64_t max, int *fd,
 	}
 	/* O_NONBLOCK: opening a FIFO or a device must not wait for anyone;
 	 * fstat then refuses whatever is not a regular file. */
-	int f = open(real, O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_NOCTTY |
-			       O_CLOEXEC);
+	int f = open(real,
+		     O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC);
 	if (f < 0) {
 		snprintf(err, n, "cannot open %s: %s", real, strerror(errno));
 		return -1;
@@ -151,8 +153,9 @@ int gw__file_open(const char *url, const char *dirs, uint64_t max, int *fd,
 		goto fail;
 	}
 	if (!S_ISREG(st.st_mode)) {
-		snprintf(err, n, "%s is %s, not a regular file: refused "
-				 "before reading",
+		snprintf(err, n,
+			 "%s is %s, not a regular file: refused "
+			 "before reading",
 			 real, file_kind(st.st_mode));
 		goto fail;
 	}
@@ -194,8 +197,9 @@ int gw__file_copy(int src, int dst, uint64_t size, const atomic_bool *cancel,
 			goto out;
 		}
 		if (util_mono_ms() > deadline) {
-			snprintf(err, n, "copy not done after fetch_timeout_s "
-					 "(%llu of %llu bytes)",
+			snprintf(err, n,
+				 "copy not done after fetch_timeout_s "
+				 "(%llu of %llu bytes)",
 				 (unsigned long long)total,
 				 (unsigned long long)size);
 			goto out;
@@ -210,8 +214,9 @@ int gw__file_copy(int src, int dst, uint64_t size, const atomic_bool *cancel,
 			goto out;
 		}
 		if (r == 0) {
-			snprintf(err, n, "file shrank while it was copied (%llu "
-					 "of %llu bytes)",
+			snprintf(err, n,
+				 "file shrank while it was copied (%llu "
+				 "of %llu bytes)",
 				 (unsigned long long)total,
 				 (unsigned long long)size);
 			goto out;
@@ -244,9 +249,8 @@ static void lane_start(struct gw *gw, struct gw_lane *l)
 	}
 }
 
-void gw__lane_submit(struct gw *gw, struct gw_lane *l,
-		     struct gw_lane_item *it, uv_work_cb work,
-		     uv_after_work_cb done)
+void gw__lane_submit(struct gw *gw, struct gw_lane *l, struct gw_lane_item *it,
+		     uv_work_cb work, uv_after_work_cb done)
 {
 	it->work = work;
 	it->done = done;

@@ -40,12 +40,12 @@ static const struct conf_key fsck_keys[] = {
     {"publisher_key", CONF_STR, offsetof(struct fsck_opts, publisher_key),
      PATH_MAX, 0, 0,
      "also verify each release's manifest signature with this key"},
-    {"root_keys", CONF_STR, offsetof(struct fsck_opts, root_keys), PATH_MAX,
-     0, 0, "or with the publisher keys of --keyset, signed by these roots"},
+    {"root_keys", CONF_STR, offsetof(struct fsck_opts, root_keys), PATH_MAX, 0,
+     0, "or with the publisher keys of --keyset, signed by these roots"},
     {"keyset", CONF_STR, offsetof(struct fsck_opts, keyset), PATH_MAX, 0, 0,
      "the gateway's keyset_file (with --root-keys)"},
-    {"skip_packages", CONF_BOOL, offsetof(struct fsck_opts, skip_packages),
-     0, 0, 0, "do not check the package files the releases name"},
+    {"skip_packages", CONF_BOOL, offsetof(struct fsck_opts, skip_packages), 0,
+     0, 0, "do not check the package files the releases name"},
     {0}};
 
 struct fsck {
@@ -63,8 +63,7 @@ struct fsck {
 };
 
 __attribute__((format(printf, 2, 3))) static void problem(struct fsck *f,
-							   const char *fmt,
-							   ...)
+							  const char *fmt, ...)
 {
 	char msg[512];
 	va_list ap;
@@ -207,12 +206,14 @@ static void check_layout(struct fsck *f, json_t *o, size_t man_len,
 	if (json_object_get(o, "table_fragments") &&
 	    int_of(f, o, "table_fragments", 0, PROTO_FRAGS_MAX, &tf) && m &&
 	    tf != proto_table_fragments(m, (uint32_t)fs))
-		problem(f, "table_fragments %lld, the manifest's block table "
-			   "takes %u",
+		problem(f,
+			"table_fragments %lld, the manifest's block table "
+			"takes %u",
 			(long long)tf, proto_table_fragments(m, (uint32_t)fs));
 	if (nf != (size + fs - 1) / fs + tf)
-		problem(f, "%lld fragments of %lld bytes do not carry %lld "
-			   "bytes and %lld table fragments",
+		problem(f,
+			"%lld fragments of %lld bytes do not carry %lld "
+			"bytes and %lld table fragments",
 			(long long)nf, (long long)fs, (long long)size,
 			(long long)tf);
 	int_of(f, o, "window", 1, PROTO_WINDOW_MAX, &win);
@@ -248,8 +249,9 @@ static void check_campaign(struct fsck *f, json_t *o, json_t *ent)
 		json_object_set_new(ent, k[i], json_integer(v[i]));
 	}
 	if (v[1] + v[2] + v[3] > v[0])
-		problem(f, "campaign: %lld active + %lld committed + %lld failed "
-			   "is more than the %lld started",
+		problem(f,
+			"campaign: %lld active + %lld committed + %lld failed "
+			"is more than the %lld started",
 			(long long)v[1], (long long)v[2], (long long)v[3],
 			(long long)v[0]);
 	const char *st = str_of(f, c, "state");
@@ -372,9 +374,8 @@ static void check_device(struct fsck *f, const char *key, json_t *o)
  * ledger keeps (release_ignored names one it did not keep). */
 static bool names_device(const char *ev)
 {
-	static const char *const evs[] = {"offered",   "transferred",
-					  "committed", "failed",
-					  "rolled_back", "aborted"};
+	static const char *const evs[] = {"offered", "transferred", "committed",
+					  "failed",  "rolled_back", "aborted"};
 	for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)
 		if (!strcmp(ev, evs[i]))
 			return true;
@@ -517,15 +518,18 @@ static void check_counts(struct fsck *f)
 		for (size_t i = 0; i < 3; i++)
 			if (json_object_get(r, pair[i][0]) &&
 			    N(pair[i][0]) != N(pair[i][1]))
-				problem(f, "campaign %s is %lld, the event log "
-					   "has %lld \"%s\" events",
+				problem(f,
+					"campaign %s is %lld, the event log "
+					"has %lld \"%s\" events",
 					pair[i][0], (long long)N(pair[i][0]),
 					(long long)N(pair[i][1]),
 					pair[i][1] + 3);
 		if (json_object_get(r, "started") &&
 		    N("n_devices") > N("started"))
-			problem(f, "%lld devices name it, its campaign started "
-				   "%lld", (long long)N("n_devices"),
+			problem(f,
+				"%lld devices name it, its campaign started "
+				"%lld",
+				(long long)N("n_devices"),
 				(long long)N("started"));
 #undef N
 	}
@@ -592,8 +596,8 @@ static int fsck_run(const struct fsck_opts *o)
 	       (unsigned long long)f.n[STORE_DEVICES],
 	       (unsigned long long)f.n[STORE_EVENTS],
 	       (unsigned long long)f.n[STORE_META],
-	       f.problems ? "" : "consistent, ",
-	       (unsigned long long)f.problems, f.problems == 1 ? "" : "s");
+	       f.problems ? "" : "consistent, ", (unsigned long long)f.problems,
+	       f.problems == 1 ? "" : "s");
 	json_decref(f.rels);
 	json_decref(f.devs);
 	trust_free(&f.trust);
@@ -605,8 +609,8 @@ int gw__cmd_fsck(int argc, char **argv)
 	struct fsck_opts o = {.db = "ota-gateway-db"};
 	struct conf_cli cli;
 	char err[512];
-	if (conf_from_argv(argc, argv, fsck_keys, &o, &cli, err,
-			   sizeof(err)) != 0) {
+	if (conf_from_argv(argc, argv, fsck_keys, &o, &cli, err, sizeof(err)) !=
+	    0) {
 		fprintf(stderr, "ota-gateway fsck: %s\n", err);
 		return 2;
 	}
@@ -617,8 +621,9 @@ int gw__cmd_fsck(int argc, char **argv)
 		       "1 with one line per problem, 2 when it cannot be "
 		       "read.\n\noptions:\n");
 		conf_print_help(fsck_keys);
-		printf("\nexample:\n  ota-gateway fsck --db "
-		       "/var/lib/ota-gateway/db --publisher-key publisher.pub\n");
+		printf(
+		    "\nexample:\n  ota-gateway fsck --db "
+		    "/var/lib/ota-gateway/db --publisher-key publisher.pub\n");
 		return 0;
 	}
 	if (cli.nargs) {

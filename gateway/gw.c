@@ -148,7 +148,8 @@ static void commit_done(uv_work_t *req, int status)
 	} else {
 		if (gw->commit_fails)
 			log_info("ledger: written again after %u failed "
-				 "commits", gw->commit_fails);
+				 "commits",
+				 gw->commit_fails);
 		gw->commit_fails = 0;
 		gw->commit_retry_ms = 0;
 		store_batch_free(gw->committing);
@@ -287,8 +288,8 @@ static void restore_walk(const void *node, VISIT v, void *ud)
  * says so is rate limited to one a second (PROTOCOL.md section 10), so a
  * device cannot flood the gateway's log with it. */
 __attribute__((format(printf, 2, 3))) static void log_dropped(struct gw *gw,
-							       const char *fmt,
-							       ...)
+							      const char *fmt,
+							      ...)
 {
 	char msg[512];
 	va_list ap;
@@ -349,8 +350,8 @@ static void encoded_failed(struct gw *gw, struct gw_device *d,
 	struct gw_release *full = gw__xfer_rel(d)->parent;
 	log_warnx("device=%s release=%s failed its %s payload (%s): offering "
 		  "the full image",
-		  d->id, full->id, proto_encoding_name(gw__xfer_rel(d)->encoding),
-		  error);
+		  d->id, full->id,
+		  proto_encoding_name(gw__xfer_rel(d)->encoding), error);
 	gw__event(gw, d->id, full->id, "encoded_failed", error);
 	snprintf(d->nodelta_release, sizeof(d->nodelta_release), "%s",
 		 full->id);
@@ -382,7 +383,8 @@ static void on_status(struct gw *gw, const char *id, const void *payload,
 	 * still how a gateway with a new ledger learns a device's version.) */
 	if (d->x && st.release[0] && !gw__release_find(gw, st.release)) {
 		gw->stats.msgs_stale++;
-		log_dropped(gw, "device=%s status for unknown release %s dropped",
+		log_dropped(gw,
+			    "device=%s status for unknown release %s dropped",
 			    id, st.release);
 		return;
 	}
@@ -414,9 +416,9 @@ static void on_status(struct gw *gw, const char *id, const void *payload,
 		encoded_failed(gw, d, st.error);
 		return;
 	}
-	if (mine && (st.state == PROTO_ST_COMMITTED ||
-		     st.state == PROTO_ST_FAILED ||
-		     st.state == PROTO_ST_ROLLED_BACK)) {
+	if (mine &&
+	    (st.state == PROTO_ST_COMMITTED || st.state == PROTO_ST_FAILED ||
+	     st.state == PROTO_ST_ROLLED_BACK)) {
 		status_finished(gw, d, &st);
 		return;
 	}
@@ -529,7 +531,8 @@ static void status_poll(struct gw *gw, struct gw_device *d)
 {
 	int64_t now = gw__wall_ms(gw);
 	if (!d->online || gw->poll_budget <= 0 ||
-	    now - d->seen_ms < STATUS_POLL_MS || now - d->poll_ms < STATUS_POLL_MS)
+	    now - d->seen_ms < STATUS_POLL_MS ||
+	    now - d->poll_ms < STATUS_POLL_MS)
 		return;
 	char topic[PROTO_ID_MAX + 24];
 	snprintf(topic, sizeof(topic), "ota/dev/%s/status", d->id);

@@ -46,12 +46,12 @@ struct gw_config {
 	 * absolute paths; "" = file:// refused */
 	char file_dirs[4096];
 	uint32_t pause_failure_min; /* failed devices before an auto-pause */
-	bool encrypt_packages;	  /* releases encrypted unless announced not */
+	bool encrypt_packages; /* releases encrypted unless announced not */
 	char device_cert_dir[PATH_MAX]; /* <id>.crt: keys to wrap for */
-	char mqtt_version[8];	    /* "5" or "3.1.1" */
+	char mqtt_version[8];		/* "5" or "3.1.1" */
 	/* The operator's HTTP side (http.c): off while http_listen is "". */
-	char http_listen[80];	 /* "127.0.0.1:8080" */
-	bool http_tls;		 /* HTTPS, client certificates required */
+	char http_listen[80];	       /* "127.0.0.1:8080" */
+	bool http_tls;		       /* HTTPS, client certificates required */
 	char http_cert_file[PATH_MAX]; /* its server certificate */
 	char http_key_file[PATH_MAX];
 	char http_client_ca[PATH_MAX]; /* "" = ca_file, the fleet CA */
@@ -221,12 +221,12 @@ struct gw_stats {
 	uint64_t msgs_stale; /* valid but not for any live session */
 	uint64_t acks;
 	uint64_t releases_refused;
-	uint64_t stall_max_ms;  /* worst lateness of the loop's tick */
-	uint64_t drop_log_ms;   /* last "dropped" log line (rate limit) */
-	uint64_t drop_unlogged; /* dropped since then without a line */
-	uint64_t status_polls;	/* retained statuses asked for again */
-	uint64_t hellos;	/* hellos sent (one per connect) */
-	uint64_t offers_paced;	/* offers held back by offer_rate */
+	uint64_t stall_max_ms;	    /* worst lateness of the loop's tick */
+	uint64_t drop_log_ms;	    /* last "dropped" log line (rate limit) */
+	uint64_t drop_unlogged;	    /* dropped since then without a line */
+	uint64_t status_polls;	    /* retained statuses asked for again */
+	uint64_t hellos;	    /* hellos sent (one per connect) */
+	uint64_t offers_paced;	    /* offers held back by offer_rate */
 	struct gw_hist commit_hist; /* ledger commit, queued to done */
 	struct gw_hist stall_hist;  /* lateness of the loop's tick */
 };
@@ -249,12 +249,12 @@ struct gw {
 	struct store_batch *committing;
 	int commit_rc;
 	char commit_err[256];
-	unsigned commit_fails;    /* failed commits in a row */
+	unsigned commit_fails;	  /* failed commits in a row */
 	uint64_t commit_retry_ms; /* after a failure: no commit before this */
 	uint8_t *fragbuf; /* PROTO_FRAG_HDR_LEN + PROTO_FRAG_SIZE_MAX + tag */
 	void *enc_ca;	  /* X509_STORE * of device_cert_dir's CA, enc.c */
 	struct gw_stats stats;
-	int fetches; /* package jobs under way */
+	int fetches;		    /* package jobs under way */
 	struct gw_lane copy_lane;   /* file:// copies into the store */
 	struct gw_lane verify_lane; /* package checks */
 	struct gw_lane delta_lane;  /* compressed and delta payloads */
@@ -262,14 +262,14 @@ struct gw {
 	uv_timer_t stop_timer;	    /* stop without waiting for a stuck read */
 	uint8_t canary_key[32];	    /* ledger meta canary_key */
 	int lock_fds[2];	    /* flock'ed files in db_dir, store_dir */
-	int poll_budget; /* status polls left in this tick */
+	int poll_budget;	    /* status polls left in this tick */
 	struct gw_snd_fleet fleet; /* every transfer: bytes in flight, counts */
-	double offer_tokens;  /* offers that may start now (pace.c) */
-	bool offers_waiting;  /* an offer was held back by offer_rate */
-	uint64_t offers_walk_ms; /* the last walk for held-back offers */
-	uint64_t pace_ms;	 /* offer_tokens were refilled then */
-	uint64_t sealed_bytes; /* sealed fragments cached, all releases */
-	void *curlm; /* CURLM *, see https.c */
+	double offer_tokens;	   /* offers that may start now (pace.c) */
+	bool offers_waiting;	   /* an offer was held back by offer_rate */
+	uint64_t offers_walk_ms;   /* the last walk for held-back offers */
+	uint64_t pace_ms;	   /* offer_tokens were refilled then */
+	uint64_t sealed_bytes;	   /* sealed fragments cached, all releases */
+	void *curlm;		   /* CURLM *, see https.c */
 	struct gw_https *downloads; /* under way, see https.c */
 	uv_timer_t curl_timer;
 	bool stopping;
@@ -393,9 +393,8 @@ int gw__file_open(const char *url, const char *dirs, uint64_t max, int *fd,
  * deadline (monotonic ms) or if src is not size bytes long. */
 int gw__file_copy(int src, int dst, uint64_t size, const atomic_bool *cancel,
 		  uint64_t deadline, char *err, size_t n);
-void gw__lane_submit(struct gw *gw, struct gw_lane *l,
-		     struct gw_lane_item *it, uv_work_cb work,
-		     uv_after_work_cb done);
+void gw__lane_submit(struct gw *gw, struct gw_lane *l, struct gw_lane_item *it,
+		     uv_work_cb work, uv_after_work_cb done);
 /* The first thing a lane job's done callback calls: starts the next. */
 void gw__lane_finished(struct gw *gw, struct gw_lane *l);
 /* At stop: every queued job's done runs now with UV_ECANCELED. */
@@ -500,7 +499,7 @@ bool gw__verdict_targets(struct gw *gw, const struct gw_release *r,
 
 /* Append to the NUL-terminated text in buf[n], truncating. */
 __attribute__((format(printf, 3, 4))) void gw__appendf(char *buf, size_t n,
-							const char *fmt, ...);
+						       const char *fmt, ...);
 
 /* xfer.c: offers and the windowed transfer */
 /* xfer.c calls nothing of gw.c or campaign.c: what the ledger and the

@@ -38,7 +38,7 @@ struct gw_http {
 	struct gw *gw;
 	struct lws_context *ctx;
 	struct http_history *hist;
-	uv_timer_t live; /* pushes the live view to WebSocket clients */
+	uv_timer_t live;	 /* pushes the live view to WebSocket clients */
 	unsigned char *live_buf; /* LWS_PRE + live_len */
 	size_t live_len;
 	uint64_t live_gen;
@@ -82,8 +82,10 @@ static int parse_listen(const char *s, char *ip, size_t ipn, int *port,
 	unsigned long p = strtoul(colon + 1, &end, 10);
 	if (!he || he == h || (size_t)(he - h) >= ipn || !colon[1] || *end ||
 	    p == 0 || p > 65535) {
-		snprintf(err, n, "key 'http_listen': '%s' is not IP:PORT "
-				 "(port 1-65535)", s);
+		snprintf(err, n,
+			 "key 'http_listen': '%s' is not IP:PORT "
+			 "(port 1-65535)",
+			 s);
 		return -1;
 	}
 	snprintf(ip, ipn, "%.*s", (int)(he - h), h);
@@ -109,8 +111,9 @@ static int readable(const char *key, const char *path, char *err, size_t n)
 	FILE *f = path[0] ? fopen(path, "r") : NULL;
 	if (!f) {
 		snprintf(err, n, "key '%s': %s", key,
-			 path[0] ? "cannot read the file" : "is required "
-							   "with http_tls");
+			 path[0] ? "cannot read the file"
+				 : "is required "
+				   "with http_tls");
 		return -1;
 	}
 	fclose(f);
@@ -140,12 +143,13 @@ int gw__http_check(const struct gw_config *c, char *err, size_t n)
 	if (readable("http_cert_file", c->http_cert_file, err, n) ||
 	    readable("http_key_file", c->http_key_file, err, n) ||
 	    readable("http_client_ca",
-		     c->http_client_ca[0] ? c->http_client_ca : c->ca_file,
-		     err, n))
+		     c->http_client_ca[0] ? c->http_client_ca : c->ca_file, err,
+		     n))
 		return -1;
 	if (!c->http_operators[0]) {
-		snprintf(err, n, "key 'http_operators': no operator could "
-				 "connect (give client certificate CNs)");
+		snprintf(err, n,
+			 "key 'http_operators': no operator could "
+			 "connect (give client certificate CNs)");
 		return -1;
 	}
 	return 0;
@@ -201,7 +205,8 @@ static bool who(struct gw_http *h, struct lws *wsi, char *op, size_t opn,
 static bool loopback_host(const char *host)
 {
 	char ip[64];
-	const char *end = host[0] == '[' ? strchr(host, ']') : strchr(host, ':');
+	const char *end = host[0] == '[' ? strchr(host, ']')
+					 : strchr(host, ':');
 	size_t n = end ? (size_t)(end - host) + (host[0] == '[') : strlen(host);
 	snprintf(ip, sizeof(ip), "%.*s", (int)n, host);
 	if (!strcmp(ip, "localhost") || !strcmp(ip, "[::1]"))
@@ -330,7 +335,8 @@ static unsigned http_command(struct gw *gw, const char *product,
 		status = 400;
 		goto done;
 	}
-	r = release ? gw__release_find(gw, release) : gw__release_newest(gw, product, NULL);
+	r = release ? gw__release_find(gw, release)
+		    : gw__release_newest(gw, product, NULL);
 	if (!r) {
 		why = release ? "no such release" : "no such product";
 		status = 404;
@@ -343,7 +349,8 @@ static unsigned http_command(struct gw *gw, const char *product,
 	if ((c.action == PROTO_ACT_PAUSE && r->camp.st == GW_CAMP_PAUSED) ||
 	    (c.action == PROTO_ACT_RESUME && r->camp.st == GW_CAMP_ROLLING)) {
 		verdict = "already";
-		why = r->camp.st == GW_CAMP_PAUSED ? "already paused" : "not paused";
+		why = r->camp.st == GW_CAMP_PAUSED ? "already paused"
+						   : "not paused";
 		status = 200;
 		goto done;
 	}
@@ -373,11 +380,15 @@ static unsigned http_command(struct gw *gw, const char *product,
 	gw__event(gw, NULL, r->id, "operator_command", detail);
 done:
 	log_info("http: operator=%s %s %s: %s%s%s", op, action,
-		 r ? r->id : release ? release : product, verdict,
-		 why ? ": " : "", why ? why : "");
+		 r	   ? r->id
+		 : release ? release
+			   : product,
+		 verdict, why ? ": " : "", why ? why : "");
 	*out = json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:s}", "verdict", verdict,
-			 "action", action, "release", r ? r->id : "",
-			 "product", r ? r->m.product : product ? product : "",
+			 "action", action, "release", r ? r->id : "", "product",
+			 r	   ? r->m.product
+			 : product ? product
+				   : "",
 			 "version", r ? r->m.version : "", "state",
 			 r ? gw__campaign_state(r) : "", "reason",
 			 why ? why : "");
@@ -395,8 +406,8 @@ static int route_post(struct gw_http *h, struct lws *wsi, struct pss *p)
 	bool by_release = !strcmp(kind, "campaigns");
 	json_t *v = NULL;
 	unsigned st = http_command(h->gw, by_release ? NULL : id,
-				   by_release ? id : NULL, action, p->operator,
-				   &v);
+				   by_release ? id : NULL, action,
+				   p->operator, & v);
 	char *s = v ? json_dumps(v, JSON_COMPACT) : NULL;
 	json_decref(v);
 	return respond_json(wsi, p, st, s);
@@ -452,18 +463,18 @@ static int route_get(struct gw_http *h, struct lws *wsi, struct pss *p)
 	}
 	if (!strcmp(path, "/api/events")) {
 		arg(wsi, "release=", rel, sizeof(rel));
-		return respond_json(
-		    wsi, p, 200,
-		    http__events_json(h->hist, rel,
-				      arg_u32(wsi, "limit=", 100,
-					      HTTP_EVENTS_MAX)));
+		return respond_json(wsi, p, 200,
+				    http__events_json(h->hist, rel,
+						      arg_u32(wsi,
+							      "limit=", 100,
+							      HTTP_EVENTS_MAX)));
 	}
 	if (sscanf(path, "/api/campaigns/%16[0-9a-f]/series", rel) == 1 &&
 	    strlen(path) == strlen("/api/campaigns//series") + strlen(rel))
-		return respond_json(
-		    wsi, p, 200,
-		    http__series_json(gw, h->hist, rel,
-				      arg_u32(wsi, "points=", 120, 1000)));
+		return respond_json(wsi, p, 200,
+				    http__series_json(gw, h->hist, rel,
+						      arg_u32(wsi, "points=",
+							      120, 1000)));
 	const struct http_file *f =
 	    http__web_find(!strcmp(path, "/") ? "/index.html" : path);
 	if (f)
@@ -489,8 +500,8 @@ static int on_http(struct gw_http *h, struct lws *wsi, struct pss *p,
 	if (!post)
 		return respond_error(wsi, p, 405, "GET or POST only");
 	char cl[24] = "";
-	if (lws_hdr_copy(wsi, cl, sizeof(cl),
-			 WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0 &&
+	if (lws_hdr_copy(wsi, cl, sizeof(cl), WSI_TOKEN_HTTP_CONTENT_LENGTH) >
+		0 &&
 	    strcmp(cl, "0") != 0) {
 		p->post_pending = true; /* answer once the body is in */
 		return 0;
@@ -615,8 +626,7 @@ unsigned http__live_clients(const struct gw *gw)
 }
 
 void gw__http_event(struct gw *gw, int64_t ts, const char *event,
-		    const char *device, const char *release,
-		    const char *detail)
+		    const char *device, const char *release, const char *detail)
 {
 	if (gw->http)
 		http__history_add(gw->http->hist, ts, event, device, release,
@@ -679,24 +689,28 @@ static int http_start(struct gw_http *h, char *err, size_t n)
 	info.foreign_loops = loops;
 	info.alpn = "http/1.1";
 	info.timeout_secs = 20;
-	info.options = LWS_SERVER_OPTION_LIBUV |
-		       LWS_SERVER_OPTION_HTTP_HEADERS_SECURITY_BEST_PRACTICES_ENFORCE |
-		       LWS_SERVER_OPTION_VALIDATE_UTF8;
+	info.options =
+	    LWS_SERVER_OPTION_LIBUV |
+	    LWS_SERVER_OPTION_HTTP_HEADERS_SECURITY_BEST_PRACTICES_ENFORCE |
+	    LWS_SERVER_OPTION_VALIDATE_UTF8;
 	if (!strchr(ip, ':'))
 		info.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
 	if (c->http_tls) {
-		info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT |
-				LWS_SERVER_OPTION_REQUIRE_VALID_OPENSSL_CLIENT_CERT;
+		info.options |=
+		    LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT |
+		    LWS_SERVER_OPTION_REQUIRE_VALID_OPENSSL_CLIENT_CERT;
 		info.ssl_cert_filepath = c->http_cert_file;
 		info.ssl_private_key_filepath = c->http_key_file;
-		info.ssl_ca_filepath =
-		    c->http_client_ca[0] ? c->http_client_ca : c->ca_file;
+		info.ssl_ca_filepath = c->http_client_ca[0] ? c->http_client_ca
+							    : c->ca_file;
 	}
 	lws_set_log_level(LLL_ERR | LLL_WARN, lws_log);
 	h->ctx = lws_create_context(&info);
 	if (!h->ctx) {
-		snprintf(err, n, "cannot serve on %s (address in use? see the "
-				 "lines above)", c->http_listen);
+		snprintf(err, n,
+			 "cannot serve on %s (address in use? see the "
+			 "lines above)",
+			 c->http_listen);
 		return -1;
 	}
 	log_info("http: serving the API, dashboard and /metrics on %s://%s "

@@ -47,8 +47,8 @@ void http__textf(struct http_text *t, const char *fmt, ...)
 
 /* Upper bounds: 0.5 ms .. 60 s, for ticks, commits, fetches alike. */
 const uint64_t gw__hist_le_us[GW_HIST_N] = {
-    500,     1000,    2500,    5000,	10000,	  25000,    50000,    100000,
-    250000,  500000,  1000000, 2500000, 5000000, 10000000, 30000000, 60000000};
+    500,    1000,   2500,    5000,    10000,   25000,	 50000,	   100000,
+    250000, 500000, 1000000, 2500000, 5000000, 10000000, 30000000, 60000000};
 
 void gw__hist_add(struct gw_hist *h, uint64_t us)
 {
@@ -71,10 +71,12 @@ static void hist_text(struct http_text *t, const char *name, const char *help,
 			    (double)gw__hist_le_us[i] / 1e6,
 			    (unsigned long long)cum);
 	}
-	http__textf(t, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.6f\n"
-		       "%s_count %llu\n",
+	http__textf(t,
+		    "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.6f\n"
+		    "%s_count %llu\n",
 		    name, (unsigned long long)h->count, name,
-		    (double)h->sum_us / 1e6, name, (unsigned long long)h->count);
+		    (double)h->sum_us / 1e6, name,
+		    (unsigned long long)h->count);
 }
 
 /* ------------------------------------------------------ history */
@@ -133,8 +135,8 @@ static struct series *series_get(struct http_history *h, const char *id,
 	return s;
 }
 
-static void series_add(struct http_history *h, const char *release,
-		       int64_t ts, int kind)
+static void series_add(struct http_history *h, const char *release, int64_t ts,
+		       int kind)
 {
 	struct series *s = series_get(h, release, true);
 	if (!s)
@@ -207,13 +209,14 @@ char *http__events_json(struct http_history *h, const char *release,
 	json_t *arr = json_array();
 	for (size_t i = h->n; i > 0 && json_array_size(arr) < limit; i--) {
 		json_t *o = h->ring[(h->head + i - 1) % HTTP_EVENTS_MAX];
-		const char *r = json_string_value(json_object_get(o, "release"));
+		const char *r =
+		    json_string_value(json_object_get(o, "release"));
 		if (release[0] && (!r || strcmp(r, release) != 0))
 			continue;
 		json_array_append(arr, o);
 	}
-	json_t *top = json_pack("{s:I,s:o}", "seq", (json_int_t)h->seq,
-				"events", arr);
+	json_t *top =
+	    json_pack("{s:I,s:o}", "seq", (json_int_t)h->seq, "events", arr);
 	char *s = top ? json_dumps(top, JSON_COMPACT) : NULL;
 	json_decref(top);
 	return s;
@@ -282,7 +285,9 @@ static int newest_first(const void *a, const void *b)
 {
 	const struct gw_release *x = *(const struct gw_release *const *)a;
 	const struct gw_release *y = *(const struct gw_release *const *)b;
-	return x->created_ms < y->created_ms ? 1 : x->created_ms > y->created_ms ? -1 : strcmp(x->id, y->id);
+	return x->created_ms < y->created_ms   ? 1
+	       : x->created_ms > y->created_ms ? -1
+					       : strcmp(x->id, y->id);
 }
 
 static json_t *campaign_json(struct gw *gw, const struct gw_release *r)
@@ -293,14 +298,14 @@ static json_t *campaign_json(struct gw *gw, const struct gw_release *r)
 	    "{s:s,s:s,s:s,s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,"
 	    "s:I}",
 	    "release", r->id, "product", r->m.product, "version", r->m.version,
-	    "state", gw__campaign_state(r), "pause_reason", r->camp.pause_reason,
-	    "group", r->target.group, "targets", (json_int_t)tc.n, "started",
-	    (json_int_t)r->camp.started, "active", (json_int_t)r->camp.active,
-	    "committed", (json_int_t)r->camp.committed, "failed",
-	    (json_int_t)r->camp.failed, "size", (json_int_t)r->m.size,
-	    "created_ms", (json_int_t)r->created_ms, "fetch_ms",
-	    (json_int_t)r->fetch_ms, "verify_ms", (json_int_t)r->verify_ms,
-	    "canary_quota",
+	    "state", gw__campaign_state(r), "pause_reason",
+	    r->camp.pause_reason, "group", r->target.group, "targets",
+	    (json_int_t)tc.n, "started", (json_int_t)r->camp.started, "active",
+	    (json_int_t)r->camp.active, "committed",
+	    (json_int_t)r->camp.committed, "failed", (json_int_t)r->camp.failed,
+	    "size", (json_int_t)r->m.size, "created_ms",
+	    (json_int_t)r->created_ms, "fetch_ms", (json_int_t)r->fetch_ms,
+	    "verify_ms", (json_int_t)r->verify_ms, "canary_quota",
 	    (json_int_t)(r->camp.st == GW_CAMP_CANARY ? r->camp.canary_quota
 						      : 0));
 }
@@ -375,10 +380,10 @@ static json_t *fleet_obj(struct gw *gw)
 	json_object_foreach(c.versions, k, v)
 	{
 		const char *sp = strchr(k, ' ');
-		json_array_append_new(
-		    ver, json_pack("{s:s%,s:s,s:O}", "product", k,
-				   (size_t)(sp - k), "version", sp + 1,
-				   "devices", v));
+		json_array_append_new(ver,
+				      json_pack("{s:s%,s:s,s:O}", "product", k,
+						(size_t)(sp - k), "version",
+						sp + 1, "devices", v));
 	}
 	json_decref(c.versions);
 	return json_pack("{s:I,s:I,s:o,s:o}", "devices",
@@ -416,7 +421,8 @@ static json_t *timings_obj(const struct proto_timings *t)
 
 static bool dev_match(const struct http_devq *q, const struct gw_device *d)
 {
-	return (!q->state[0] || !strcmp(q->state, proto_state_name(d->state))) &&
+	return (!q->state[0] ||
+		!strcmp(q->state, proto_state_name(d->state))) &&
 	       (!q->release[0] || !strcmp(q->release, d->release)) &&
 	       (!q->group[0] || !strcmp(q->group, d->group)) &&
 	       (!q->version[0] || !strcmp(q->version, d->version)) &&
@@ -445,8 +451,8 @@ static void dev_walk(const void *node, VISIT v, void *ud)
 		      d->failed_release, "acked", (json_int_t)d->acked,
 		      "fragments", (json_int_t)d->frags, "frags_sent",
 		      (json_int_t)d->frags_sent, "frags_resent",
-		      (json_int_t)d->frags_resent, "error", d->error,
-		      "timings", timings_obj(&d->timings), "offered_ms",
+		      (json_int_t)d->frags_resent, "error", d->error, "timings",
+		      timings_obj(&d->timings), "offered_ms",
 		      (json_int_t)d->offered_ms, "transferred_ms",
 		      (json_int_t)d->transferred_ms, "finished_ms",
 		      (json_int_t)d->finished_ms, "seen_ms",
@@ -457,9 +463,8 @@ char *http__devices_json(struct gw *gw, const struct http_devq *q)
 {
 	struct dev_ctx c = {q, 0, json_array()};
 	twalk_r(gw->devices, dev_walk, &c);
-	return dump(json_pack("{s:I,s:I,s:I,s:o}", "total",
-			      (json_int_t)c.total, "offset",
-			      (json_int_t)q->offset, "limit",
+	return dump(json_pack("{s:I,s:I,s:I,s:o}", "total", (json_int_t)c.total,
+			      "offset", (json_int_t)q->offset, "limit",
 			      (json_int_t)q->limit, "devices", c.arr));
 }
 
@@ -483,12 +488,14 @@ static const char *lbl(const char *s, char *buf, size_t n)
 }
 
 #define COUNTER(name, help, v)                                                 \
-	http__textf(t, "# HELP " name " " help "\n# TYPE " name                \
-		       " counter\n" name " %llu\n",                            \
+	http__textf(t,                                                         \
+		    "# HELP " name " " help "\n# TYPE " name " counter\n" name \
+		    " %llu\n",                                                 \
 		    (unsigned long long)(v))
 #define GAUGE(name, help, fmt, v)                                              \
-	http__textf(t, "# HELP " name " " help "\n# TYPE " name                \
-		       " gauge\n" name " " fmt "\n",                           \
+	http__textf(t,                                                         \
+		    "# HELP " name " " help "\n# TYPE " name " gauge\n" name   \
+		    " " fmt "\n",                                              \
 		    v)
 
 static void metrics_devices(struct gw *gw, struct http_text *t)
@@ -620,8 +627,8 @@ char *http__metrics(struct gw *gw, size_t *len)
 		"Valid messages for no live session, dropped.", s->msgs_stale);
 	COUNTER("ota_gateway_status_polls_total",
 		"Retained statuses asked for again.", s->status_polls);
-	COUNTER("ota_gateway_releases_refused_total",
-		"Announcements refused.", s->releases_refused);
+	COUNTER("ota_gateway_releases_refused_total", "Announcements refused.",
+		s->releases_refused);
 	GAUGE("ota_gateway_inflight_bytes",
 	      "Fragment bytes sent and not yet acknowledged.", "%llu",
 	      (unsigned long long)gw->fleet.inflight);

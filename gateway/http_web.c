@@ -33,11 +33,9 @@ const struct http_file *http__web_find(const char *path)
 		files[1] = (struct http_file){
 		    "/app.js", "text/javascript; charset=utf-8", web_app_js,
 		    (size_t)(web_app_js_end - web_app_js)};
-		files[2] = (struct http_file){"/style.css",
-					      "text/css; charset=utf-8",
-					      web_style_css,
-					      (size_t)(web_style_css_end -
-						       web_style_css)};
+		files[2] = (struct http_file){
+		    "/style.css", "text/css; charset=utf-8", web_style_css,
+		    (size_t)(web_style_css_end - web_style_css)};
 	}
 	for (size_t i = 0; i < 3; i++)
 		if (!strcmp(files[i].path, path))

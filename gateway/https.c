@@ -240,7 +240,8 @@ static bool permanent(CURLcode rc, long http, bool too_big)
 	return too_big || rc == CURLE_FILESIZE_EXCEEDED ||
 	       rc == CURLE_UNSUPPORTED_PROTOCOL || rc == CURLE_URL_MALFORMAT ||
 	       rc == CURLE_PEER_FAILED_VERIFICATION ||
-	       rc == CURLE_SSL_CACERT_BADFILE || rc == CURLE_TOO_MANY_REDIRECTS ||
+	       rc == CURLE_SSL_CACERT_BADFILE ||
+	       rc == CURLE_TOO_MANY_REDIRECTS ||
 	       (http >= 400 && http < 500 && http != 408 && http != 429);
 }
 
@@ -279,8 +280,8 @@ static void check_done(struct gw *gw)
 		h->tries++;
 		if (permanent(rc, http, h->too_big) ||
 		    h->tries > gw->cfg.fetch_retries) {
-			log_warnx("fetch %s failed after %u tries: %s", h->url_log,
-				  h->tries, why);
+			log_warnx("fetch %s failed after %u tries: %s",
+				  h->url_log, h->tries, why);
 			finish(h, -1, why);
 			continue;
 		}

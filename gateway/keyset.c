@@ -25,8 +25,10 @@ int gw__parse_when(const char *s, int64_t now, int64_t *out, char *err,
 			       : !strcmp(end, "s") ? 1
 						   : 0;
 		if (end == s + 1 || v <= 0 || unit == 0 || v > (1ll << 40)) {
-			snprintf(err, n, "'%s': a duration is +N followed by "
-					 "d, h, m or s", s);
+			snprintf(err, n,
+				 "'%s': a duration is +N followed by "
+				 "d, h, m or s",
+				 s);
 			return -1;
 		}
 		*out = now + v * unit;
@@ -44,8 +46,10 @@ int gw__parse_when(const char *s, int64_t now, int64_t *out, char *err,
 	}
 	long long v = strtoll(s, &end, 10);
 	if (end == s || *end || v <= 0) {
-		snprintf(err, n, "'%s' is not +30d, 2027-06-30, "
-				 "2027-06-30T12:00:00Z or unix seconds", s);
+		snprintf(err, n,
+			 "'%s' is not +30d, 2027-06-30, "
+			 "2027-06-30T12:00:00Z or unix seconds",
+			 s);
 		return -1;
 	}
 	*out = v;
@@ -53,7 +57,7 @@ int gw__parse_when(const char *s, int64_t now, int64_t *out, char *err,
 }
 
 struct keyset_opts {
-	char root_key[PATH_MAX]; /* private keys that sign, comma list */
+	char root_key[PATH_MAX];  /* private keys that sign, comma list */
 	char root_pubs[PATH_MAX]; /* root keys the set names (default: the
 				     signers' own) */
 	uint32_t threshold;
@@ -64,8 +68,10 @@ struct keyset_opts {
 };
 
 #define K(name, type, field, lo, hi, help)                                     \
-	{name, type, offsetof(struct keyset_opts, field),                      \
-	 sizeof(((struct keyset_opts *)0)->field), lo, hi, help}
+	{                                                                      \
+		name, type, offsetof(struct keyset_opts, field),               \
+		    sizeof(((struct keyset_opts *)0)->field), lo, hi, help     \
+	}
 
 static const struct conf_key keyset_keys[] = {
     K("root-key", CONF_STR, root_key, 0, 0,
@@ -98,8 +104,8 @@ static bool next_item(const char **p, char *buf, size_t n)
 	return true;
 }
 
-static int load_publishers(const char *list, struct proto_keyset *ks,
-			   char *err, size_t n)
+static int load_publishers(const char *list, struct proto_keyset *ks, char *err,
+			   size_t n)
 {
 	char item[PATH_MAX + PROTO_ID_MAX + 2], why[256];
 	for (const char *p = list; next_item(&p, item, sizeof(item));) {
@@ -107,8 +113,9 @@ static int load_publishers(const char *list, struct proto_keyset *ks,
 		struct proto_keyset_pub *kp = &ks->pub[ks->npub];
 		if (ks->npub == PROTO_PUBLISHERS_MAX || !eq ||
 		    (size_t)(eq - item) > PROTO_ID_MAX) {
-			snprintf(err, n, "--publishers: '%s' is not "
-					 "PRODUCT=FILE (at most %d)",
+			snprintf(err, n,
+				 "--publishers: '%s' is not "
+				 "PRODUCT=FILE (at most %d)",
 				 item, PROTO_PUBLISHERS_MAX);
 			return -1;
 		}
@@ -180,8 +187,8 @@ static int load_root(const struct keyset_opts *o,
 	return 0;
 }
 
-static int keyset_build(const struct keyset_opts *o, char **json,
-			char *err, size_t n)
+static int keyset_build(const struct keyset_opts *o, char **json, char *err,
+			size_t n)
 {
 	uint8_t priv[PROTO_ROOT_KEYS_MAX][PROTO_PRIVKEY_LEN];
 	struct proto_keyset_env e;
@@ -199,9 +206,10 @@ static int keyset_build(const struct keyset_opts *o, char **json,
 	    load_publishers(o->publishers, ks, err, n) != 0)
 		goto out;
 	if (proto_keyset_encode(ks, &e.body, &e.body_len) != 0) {
-		snprintf(err, n, "invalid key set: the threshold must be at "
-				 "most the number of root keys, expiry in the "
-				 "future, root keys distinct");
+		snprintf(err, n,
+			 "invalid key set: the threshold must be at "
+			 "most the number of root keys, expiry in the "
+			 "future, root keys distinct");
 		goto out;
 	}
 	for (uint32_t i = 0; i < e.nsig; i++)

@@ -20,8 +20,10 @@ static json_t *timings_json(const struct proto_timings *t)
 	const struct {
 		const char *k;
 		int64_t v;
-	} f[] = {{"download_ms", t->download_ms}, {"verify_ms", t->verify_ms},
-		 {"install_ms", t->install_ms},	  {"restart_ms", t->restart_ms},
+	} f[] = {{"download_ms", t->download_ms},
+		 {"verify_ms", t->verify_ms},
+		 {"install_ms", t->install_ms},
+		 {"restart_ms", t->restart_ms},
 		 {"total_ms", t->total_ms}};
 	for (size_t i = 0; i < 5; i++)
 		if (f[i].v >= 0)
@@ -165,8 +167,7 @@ static json_t *campaign_json(const struct gw_release *r, const char *state)
 	return c;
 }
 
-char *gw__release_record(const struct gw_release *r,
-			 const char *campaign_state)
+char *gw__release_record(const struct gw_release *r, const char *campaign_state)
 {
 	char sig[2 * PROTO_SIG_LEN + 1];
 	proto_hex_encode(r->sig, PROTO_SIG_LEN, sig);
@@ -174,8 +175,8 @@ char *gw__release_record(const struct gw_release *r,
 	if (r->target.devices) {
 		devs = json_array();
 		for (size_t i = 0; i < r->target.ndevices; i++)
-			json_array_append_new(
-			    devs, json_string(r->target.devices[i]));
+			json_array_append_new(devs,
+					      json_string(r->target.devices[i]));
 	}
 	json_t *o = json_pack(
 	    "{s:s,s:s,s:s,s:I,s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:s,s:o,s:I}",
@@ -270,8 +271,8 @@ static bool layout_ok(const struct gw_release *r)
 	return r->frag_size >= PROTO_FRAG_SIZE_MIN &&
 	       r->frag_size <= PROTO_FRAG_SIZE_MAX && r->window != 0 &&
 	       r->m.block_size != 0 &&
-	       r->nfrags == (r->m.size + r->frag_size - 1) / r->frag_size +
-				r->tfrags;
+	       r->nfrags ==
+		   (r->m.size + r->frag_size - 1) / r->frag_size + r->tfrags;
 }
 
 int gw__release_parse(const char *val, size_t vlen, struct gw_release *r,

@@ -117,7 +117,8 @@ int gw__open_dirs(struct gw *gw, char *err, size_t n)
 		goto fail;
 	if (swept > 0)
 		log_info("store %s: removed %d temporary file(s) of fetches "
-			 "a stopped gateway left", gw->cfg.store_dir, swept);
+			 "a stopped gateway left",
+			 gw->cfg.store_dir, swept);
 	if (store_open(gw->cfg.db_dir, &so, &gw->db, err, n) != 0)
 		goto fail;
 	if (gw__canary_key_load(gw, err, n) != 0) {

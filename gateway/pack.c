@@ -37,18 +37,21 @@ struct pack_opts {
 };
 
 #define K(name, type, field, help)                                             \
-	{name, type, offsetof(struct pack_opts, field),                        \
-	 sizeof(((struct pack_opts *)0)->field), 0, 0, help}
+	{                                                                      \
+		name, type, offsetof(struct pack_opts, field),                 \
+		    sizeof(((struct pack_opts *)0)->field), 0, 0, help         \
+	}
 #define KR(name, type, field, lo, hi, help)                                    \
-	{name, type, offsetof(struct pack_opts, field),                        \
-	 sizeof(((struct pack_opts *)0)->field), lo, hi, help}
+	{                                                                      \
+		name, type, offsetof(struct pack_opts, field),                 \
+		    sizeof(((struct pack_opts *)0)->field), lo, hi, help       \
+	}
 
 static const struct conf_key keygen_keys[] = {
     K("out", CONF_STR, out, "file prefix: writes PREFIX.key and PREFIX.pub"),
     {0}};
 static const struct conf_key pack_keys[] = {
-    K("publisher_key", CONF_STR, key,
-      "publisher private key (PEM, mode 0600)"),
+    K("publisher_key", CONF_STR, key, "publisher private key (PEM, mode 0600)"),
     {"key", CONF_ALIAS, 0, 0, 0, 0, "publisher_key"},
     K("product", CONF_STR, product, "product name, e.g. sensor"),
     K("version", CONF_STR, version, "version MAJOR.MINOR.PATCH"),
@@ -103,17 +106,19 @@ int gw__cmd_keygen(int argc, char **argv)
 {
 	struct pack_opts o;
 	struct conf_cli cli;
-	int rc = parse(argc, argv, keygen_keys, &o, &cli, "keygen --out PREFIX",
-		       "  ota-gateway keygen --out /etc/ota/publisher\n"
-		       "      (writes publisher.key, mode 0600, and publisher.pub;\n"
-		       "       keep the .key offline, give the .pub to the gateway\n"
-		       "       and every device)\n");
+	int rc =
+	    parse(argc, argv, keygen_keys, &o, &cli, "keygen --out PREFIX",
+		  "  ota-gateway keygen --out /etc/ota/publisher\n"
+		  "      (writes publisher.key, mode 0600, and publisher.pub;\n"
+		  "       keep the .key offline, give the .pub to the gateway\n"
+		  "       and every device)\n");
 	if (rc)
 		return rc == 1 ? 0 : rc;
 	if (!o.out[0] && cli.nargs == 1)
 		snprintf(o.out, sizeof(o.out), "%s", cli.args[0]);
 	if (!o.out[0]) {
-		fprintf(stderr, "ota-gateway keygen: --out PREFIX is required\n");
+		fprintf(stderr,
+			"ota-gateway keygen: --out PREFIX is required\n");
 		return 2;
 	}
 	char priv[PATH_MAX + 8], pub[PATH_MAX + 8], err[512];
@@ -157,8 +162,9 @@ static int pack_rollback(const struct pack_opts *o, struct proto_manifest *m)
 	}
 	if (o->downgrade &&
 	    (proto_version_cmp(o->replaces, o->version, &c) != 0 || c <= 0)) {
-		fprintf(stderr, "ota-gateway pack: --replaces %s must be a "
-				"version newer than --version %s\n",
+		fprintf(stderr,
+			"ota-gateway pack: --replaces %s must be a "
+			"version newer than --version %s\n",
 			o->replaces, o->version);
 		return -1;
 	}
@@ -166,15 +172,16 @@ static int pack_rollback(const struct pack_opts *o, struct proto_manifest *m)
 	snprintf(m->replaces, sizeof(m->replaces), "%s", o->replaces);
 	m->security_version = o->security_version;
 	m->no_compress = o->no_compress;
-	if (o->expires[0] &&
-	    gw__parse_when(o->expires, m->created, &m->expires, err,
-			   sizeof(err)) != 0) {
+	if (o->expires[0] && gw__parse_when(o->expires, m->created, &m->expires,
+					    err, sizeof(err)) != 0) {
 		fprintf(stderr, "ota-gateway pack: --expires: %s\n", err);
 		return -1;
 	}
 	if (o->expires[0] && m->expires <= m->created) {
-		fprintf(stderr, "ota-gateway pack: --expires %s is not in the "
-				"future\n", o->expires);
+		fprintf(stderr,
+			"ota-gateway pack: --expires %s is not in the "
+			"future\n",
+			o->expires);
 		return -1;
 	}
 	return 0;
@@ -200,7 +207,7 @@ int gw__cmd_pack(int argc, char **argv)
 		       "--out sensor-back-to-1.0.0.ota\n");
 	if (rc)
 		return rc == 1 ? 0 : rc;
-	const char *missing = !o.key[0]       ? "--publisher-key"
+	const char *missing = !o.key[0]	      ? "--publisher-key"
 			      : !o.product[0] ? "--product"
 			      : !o.version[0] ? "--version"
 			      : !o.payload[0] ? "--payload"
@@ -213,13 +220,17 @@ int gw__cmd_pack(int argc, char **argv)
 	struct proto_manifest m = {.format = 1};
 	uint32_t parts[3];
 	if (!proto_id_valid(o.product)) {
-		fprintf(stderr, "ota-gateway pack: product '%s' must be 1-63 "
-				"characters of A-Z a-z 0-9 _ -\n", o.product);
+		fprintf(stderr,
+			"ota-gateway pack: product '%s' must be 1-63 "
+			"characters of A-Z a-z 0-9 _ -\n",
+			o.product);
 		return 2;
 	}
 	if (proto_version_parse(o.version, parts) != 0) {
-		fprintf(stderr, "ota-gateway pack: version '%s' is not "
-				"MAJOR.MINOR.PATCH\n", o.version);
+		fprintf(stderr,
+			"ota-gateway pack: version '%s' is not "
+			"MAJOR.MINOR.PATCH\n",
+			o.version);
 		return 2;
 	}
 	uint8_t priv[PROTO_PRIVKEY_LEN];
@@ -249,8 +260,10 @@ int gw__cmd_pack(int argc, char **argv)
 	 * it; the manifest signs the table's digest. */
 	m.block_size = o.block_size ? o.block_size : PROTO_BLOCK_SIZE_DEFAULT;
 	if (m.block_size & (m.block_size - 1)) {
-		fprintf(stderr, "ota-gateway pack: --block-size %u is not a "
-				"power of two\n", m.block_size);
+		fprintf(stderr,
+			"ota-gateway pack: --block-size %u is not a "
+			"power of two\n",
+			m.block_size);
 		close(fd);
 		OPENSSL_cleanse(priv, sizeof(priv));
 		return 2;
@@ -269,8 +282,10 @@ int gw__cmd_pack(int argc, char **argv)
 		      : proto_block_table(&m, pm, NULL, m.blocks);
 	munmap(pm, (size_t)m.size);
 	if (brc != 0) {
-		fprintf(stderr, "ota-gateway pack: block table: %s (use a "
-				"larger --block-size)\n", proto_strerror(brc));
+		fprintf(stderr,
+			"ota-gateway pack: block table: %s (use a "
+			"larger --block-size)\n",
+			proto_strerror(brc));
 		goto fail_fd;
 	}
 	if (proto_manifest_encode(&m, &mj, &mlen) != 0 ||
@@ -327,18 +342,20 @@ int gw__cmd_verify(int argc, char **argv)
 	struct pack_opts o;
 	struct conf_cli cli;
 	char err[512];
-	int rc = parse(argc, argv, verify_keys, &o, &cli,
-		       "verify --publisher-key PUB [--json] PACKAGE",
-		       "  ota-gateway verify --publisher-key publisher.pub "
-		       "sensor-1.1.0.ota\n"
-		       "  ota-gateway verify --publisher-key publisher.pub --json "
-		       "sensor-1.1.0.ota |\n      jq .version\n");
+	int rc =
+	    parse(argc, argv, verify_keys, &o, &cli,
+		  "verify --publisher-key PUB [--json] PACKAGE",
+		  "  ota-gateway verify --publisher-key publisher.pub "
+		  "sensor-1.1.0.ota\n"
+		  "  ota-gateway verify --publisher-key publisher.pub --json "
+		  "sensor-1.1.0.ota |\n      jq .version\n");
 	if (rc)
 		return rc == 1 ? 0 : rc;
 	if ((!o.pubkey[0] && !o.root_keys[0]) || cli.nargs != 1) {
-		fprintf(stderr, "usage: ota-gateway verify --publisher-key PUB "
-				"PACKAGE\n       ota-gateway verify --root-keys "
-				"ROOT.pub --keyset KEYSET PACKAGE\n");
+		fprintf(stderr,
+			"usage: ota-gateway verify --publisher-key PUB "
+			"PACKAGE\n       ota-gateway verify --root-keys "
+			"ROOT.pub --keyset KEYSET PACKAGE\n");
 		return 2;
 	}
 	const char *path = cli.args[0];
@@ -397,9 +414,9 @@ int gw__cmd_verify(int argc, char **argv)
 	       "  product  %s\n  version  %s%s%s%s\n  size     %llu\n"
 	       "  sha256   %s\n  created  %lld\n",
 	       path, m.product, m.version,
-	       m.downgrade ? " (signed downgrade, replaces " : "",
-	       m.replaces, m.downgrade ? ")" : "",
-	       (unsigned long long)m.size, hex, (long long)m.created);
+	       m.downgrade ? " (signed downgrade, replaces " : "", m.replaces,
+	       m.downgrade ? ")" : "", (unsigned long long)m.size, hex,
+	       (long long)m.created);
 	if (m.security_version)
 		printf("  security_version %u\n", m.security_version);
 	if (m.no_compress)
@@ -409,8 +426,7 @@ int gw__cmd_verify(int argc, char **argv)
 		       (int64_t)time(NULL) >= m.expires ? " (EXPIRED)" : "");
 	if (m.block_size)
 		printf("  blocks   %llu x %u bytes (table verified)\n",
-		       (unsigned long long)proto_block_count(&m),
-		       m.block_size);
+		       (unsigned long long)proto_block_count(&m), m.block_size);
 	else
 		printf("  blocks   none (devices refuse it: re-pack it)\n");
 	return 0;

@@ -243,7 +243,8 @@ static int release_map(struct gw_release *r, char *err, size_t n)
 		close(fd);
 		return -1;
 	}
-	void *map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+	void *map =
+	    mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
 	close(fd);
 	if (map == MAP_FAILED) {
 		snprintf(err, n, "mmap %s: %s", r->path, strerror(errno));
@@ -283,8 +284,8 @@ void gw__releases_free(struct gw *gw)
 void gw__release_save(struct gw *gw, struct gw_release *r)
 {
 	char *rec = gw__release_record(r, gw__campaign_state(r));
-	if (!rec || store_put(gw->db, STORE_RELEASES, r->id, rec,
-			      strlen(rec)) != 0)
+	if (!rec ||
+	    store_put(gw->db, STORE_RELEASES, r->id, rec, strlen(rec)) != 0)
 		log_warnx("ledger: cannot queue release %s", r->id);
 	free(rec);
 }
@@ -329,8 +330,7 @@ static void retire_downgrades(struct gw *gw, const struct gw_release *nr)
 	for (struct gw_release *r = gw->releases; r; r = r->next) {
 		int c;
 		if (strcmp(r->m.product, nr->m.product) != 0 ||
-		    r->camp.st == GW_CAMP_ABORTED ||
-		    !r->m.downgrade ||
+		    r->camp.st == GW_CAMP_ABORTED || !r->m.downgrade ||
 		    proto_version_cmp(r->m.version, nr->m.version, &c) != 0 ||
 		    c >= 0)
 			continue;
@@ -344,16 +344,16 @@ static void retire_downgrades(struct gw *gw, const struct gw_release *nr)
 
 /* Expired packages, and downgrades that a newer release has overtaken:
  * refused with the reason (true), never announced. */
-static bool refuse_stale(struct gw *gw, const struct fetch_job *j,
-			 char *why, size_t whylen)
+static bool refuse_stale(struct gw *gw, const struct fetch_job *j, char *why,
+			 size_t whylen)
 {
 	why[0] = '\0';
 	int64_t now = gw__wall_ms(gw) / 1000;
 	if (j->m.expires && now >= j->m.expires)
 		snprintf(why, whylen, "package expired at %lld (now %lld)",
 			 (long long)j->m.expires, (long long)now);
-	for (struct gw_release *r = gw->releases; !why[0] && j->m.downgrade && r;
-	     r = r->next) {
+	for (struct gw_release *r = gw->releases;
+	     !why[0] && j->m.downgrade && r; r = r->next) {
 		int c;
 		if (!strcmp(r->m.product, j->m.product) && !r->m.downgrade &&
 		    proto_version_cmp(r->m.version, j->m.replaces, &c) == 0 &&
@@ -426,9 +426,9 @@ static struct gw_release *release_new(struct gw *gw, struct fetch_job *j,
 	r->payload_off = j->lay.payload_off;
 	r->frag_size = j->a.fragment_size ? j->a.fragment_size
 					  : gw->cfg.fragment_size;
-	r->window = j->a.window ? j->a.window
-				: gw_snd_default_window(gw->cfg.window,
-							r->frag_size);
+	r->window = j->a.window
+			? j->a.window
+			: gw_snd_default_window(gw->cfg.window, r->frag_size);
 	r->table = j->table;
 	r->table_len = (size_t)proto_block_count(&r->m) * PROTO_SHA256_LEN;
 	j->table = NULL;
@@ -437,8 +437,9 @@ static struct gw_release *release_new(struct gw *gw, struct fetch_job *j,
 	r->target = j->a;
 	memset(&j->a, 0, sizeof(j->a));
 	if (nf > PROTO_FRAGS_MAX) {
-		snprintf(err, n, "%llu fragments of %u bytes is more than %u; "
-				 "use larger fragments",
+		snprintf(err, n,
+			 "%llu fragments of %u bytes is more than %u; "
+			 "use larger fragments",
 			 (unsigned long long)nf, r->frag_size, PROTO_FRAGS_MAX);
 		release_free(r);
 		return NULL;
@@ -460,17 +461,20 @@ static bool announce_settled(struct gw *gw, struct fetch_job *j,
 	if (known) {
 		log_info("release=%s already known: announcement ignored",
 			 j->id);
-		v->verdict = known->camp.st == GW_CAMP_ABORTED ? PROTO_VERDICT_REFUSED
-					    : PROTO_VERDICT_KNOWN;
+		v->verdict = known->camp.st == GW_CAMP_ABORTED
+				 ? PROTO_VERDICT_REFUSED
+				 : PROTO_VERDICT_KNOWN;
 		if (known->camp.st == GW_CAMP_ABORTED)
 			snprintf(v->reason, sizeof(v->reason),
 				 "release was aborted (%s); publish a new "
-				 "release instead", known->camp.pause_reason);
+				 "release instead",
+				 known->camp.pause_reason);
 		else {
 			gw__verdict_targets(gw, known, v);
 			gw__appendf(v->reason, sizeof(v->reason),
 				    "%salready announced: campaign %s, nothing "
-				    "changed", v->reason[0] ? "; " : "",
+				    "changed",
+				    v->reason[0] ? "; " : "",
 				    gw__campaign_state(known));
 		}
 		return true;
@@ -526,10 +530,10 @@ static void fetch_done(uv_work_t *req, int status)
 		goto out_verdict;
 	bool dry = j->a.dry_run;
 	struct gw_release *r = release_new(gw, j, err, sizeof(err));
-	if (!r || (!dry && (release_map(r, err, sizeof(err)) != 0 ||
-			    (r->encrypt &&
-			     gw__enc_release_key(gw, r, true, err,
-						 sizeof(err)) != 0)))) {
+	if (!r ||
+	    (!dry && (release_map(r, err, sizeof(err)) != 0 ||
+		      (r->encrypt && gw__enc_release_key(gw, r, true, err,
+							 sizeof(err)) != 0)))) {
 		log_warnx("release=%s refused: %s", j->id, err);
 		snprintf(v.reason, sizeof(v.reason), "%s", err);
 		if (r)
@@ -644,7 +648,8 @@ void gw__announce(struct gw *gw, const char *product, const void *payload,
 	if (j->a.encrypt_set && j->a.encrypt && !gw->cfg.device_cert_dir[0]) {
 		/* Refused, never sent in clear instead. */
 		log_warnx("announcement for %s refused: it asks for encryption "
-			  "and no device_cert_dir is configured", product);
+			  "and no device_cert_dir is configured",
+			  product);
 		gw__event(gw, NULL, NULL, "announce_refused",
 			  "encryption asked for without device_cert_dir");
 		proto_announce_free(&j->a);
@@ -702,8 +707,7 @@ void gw__announce(struct gw *gw, const char *product, const void *payload,
 
 /* The stored block table, checked against the signed manifest; rebuilt
  * from the package (and stored again) when missing or damaged. */
-static int table_load(struct gw *gw, struct gw_release *r, char *err,
-		      size_t n)
+static int table_load(struct gw *gw, struct gw_release *r, char *err, size_t n)
 {
 	char path[PATH_MAX], why[256];
 	uint8_t root[PROTO_SHA256_LEN];
@@ -719,13 +723,15 @@ static int table_load(struct gw *gw, struct gw_release *r, char *err,
 	}
 	free(buf);
 	log_warnx("release=%s block table %s missing or damaged: rebuilding "
-		  "it from the package", r->id, path);
+		  "it from the package",
+		  r->id, path);
 	if ((r->table = malloc(want)) == NULL ||
-	    proto_block_table(&r->m, r->map + r->payload_off, r->table,
-			      root) != 0 ||
+	    proto_block_table(&r->m, r->map + r->payload_off, r->table, root) !=
+		0 ||
 	    memcmp(root, r->m.blocks, sizeof(root)) != 0) {
-		snprintf(err, n, "stored package does not match its block "
-				 "table");
+		snprintf(err, n,
+			 "stored package does not match its block "
+			 "table");
 		return -1;
 	}
 	r->table_len = want;
@@ -771,8 +777,7 @@ static int release_load_cb(void *ud, const void *key, size_t klen,
 	    release_check_sig(gw, r, err, sizeof(err)) != 0 ||
 	    release_attach(gw, r, err, sizeof(err)) != 0) {
 		log_warnx("ledger: release record %.*s unusable, skipped: %s",
-			  (int)(klen < 64 ? klen : 64), (const char *)key,
-			  err);
+			  (int)(klen < 64 ? klen : 64), (const char *)key, err);
 		release_free(r);
 		return 0;
 	}
@@ -831,7 +836,8 @@ void gw__keyset_reload(struct gw *gw)
 				r->manifest_len, r->sig, 0, why,
 				sizeof(why)) == 0)
 			continue;
-		gw__campaign_abort(gw, r, "its publisher key is no longer "
-					  "trusted (key set updated)");
+		gw__campaign_abort(gw, r,
+				   "its publisher key is no longer "
+				   "trusted (key set updated)");
 	}
 }

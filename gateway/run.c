@@ -16,8 +16,10 @@
 #include "gateway/gw.h"
 
 #define K(name, type, field, lo, hi, help)                                     \
-	{name, type, offsetof(struct gw_config, field),                        \
-	 sizeof(((struct gw_config *)0)->field), lo, hi, help}
+	{                                                                      \
+		name, type, offsetof(struct gw_config, field),                 \
+		    sizeof(((struct gw_config *)0)->field), lo, hi, help       \
+	}
 
 static const struct conf_key gw_keys[] = {
     K("brokers", CONF_STR, brokers, 0, 0,
@@ -87,8 +89,7 @@ static const struct conf_key gw_keys[] = {
       "serve HTTPS and require an operator's client certificate"),
     K("http_cert_file", CONF_STR, http_cert_file, 0, 0,
       "HTTPS server certificate (PEM)"),
-    K("http_key_file", CONF_STR, http_key_file, 0, 0,
-      "HTTPS server key"),
+    K("http_key_file", CONF_STR, http_key_file, 0, 0, "HTTPS server key"),
     K("http_client_ca", CONF_STR, http_client_ca, 0, 0,
       "CA of the operators' client certificates (default: ca_file)"),
     K("http_operators", CONF_STR, http_operators, 0, 0,
@@ -142,9 +143,9 @@ void gw_config_defaults(struct gw_config *c)
 static int gw_config_check(const struct gw_config *c, char *err, size_t n)
 {
 	enum log_level lvl;
-	const char *need = !c->ca_file[0]	  ? "ca_file"
-			   : !c->cert_file[0]	  ? "cert_file"
-			   : !c->key_file[0]	  ? "key_file"
+	const char *need = !c->ca_file[0]     ? "ca_file"
+			   : !c->cert_file[0] ? "cert_file"
+			   : !c->key_file[0]  ? "key_file"
 			   : !c->publisher_key[0] && !c->root_keys[0]
 			       ? "publisher_key (or root_keys)"
 			       : NULL;
@@ -159,15 +160,18 @@ static int gw_config_check(const struct gw_config *c, char *err, size_t n)
 		return -1;
 	}
 	if (log_level_parse(c->log_level, &lvl) != 0) {
-		snprintf(err, n, "key 'log_level': '%s' is not one of error, "
-				 "warn, info, debug", c->log_level);
+		snprintf(err, n,
+			 "key 'log_level': '%s' is not one of error, "
+			 "warn, info, debug",
+			 c->log_level);
 		return -1;
 	}
 	if (c->brokers[0] && mq_brokers_check(c->brokers, NULL, err, n) != 0)
 		return -1;
 	if (c->encrypt_packages && !c->device_cert_dir[0]) {
-		snprintf(err, n, "key 'encrypt_packages' needs "
-				 "'device_cert_dir' (the devices' certificates)");
+		snprintf(err, n,
+			 "key 'encrypt_packages' needs "
+			 "'device_cert_dir' (the devices' certificates)");
 		return -1;
 	}
 	struct stat st;
@@ -180,8 +184,9 @@ static int gw_config_check(const struct gw_config *c, char *err, size_t n)
 	for (const char *d = c->file_dirs; *d;) {
 		size_t len = strcspn(d, ":");
 		if (len > 0 && d[0] != '/') {
-			snprintf(err, n, "key 'file_dirs': '%.*s' is not an "
-					 "absolute path",
+			snprintf(err, n,
+				 "key 'file_dirs': '%.*s' is not an "
+				 "absolute path",
 				 (int)len, d);
 			return -1;
 		}
@@ -207,14 +212,16 @@ static int gw_config_check(const struct gw_config *c, char *err, size_t n)
  * verifies the certificate, valid now, and with --check its CN is
  * ota-gateway, the name the broker's ACL gives the gateway's rights) and,
  * with all, the ledger and store directories. Returns the problems. */
-static int check_files(const struct gw_config *c, const char *prefix,
-		       bool all)
+static int check_files(const struct gw_config *c, const char *prefix, bool all)
 {
 	struct certcheck_problems p = {0, prefix};
 	char err[512];
-	struct certcheck cc = {c->ca_file,	  "ca_file",
-			       c->cert_file,	  "cert_file",
-			       c->key_file,	  "key_file",
+	struct certcheck cc = {c->ca_file,
+			       "ca_file",
+			       c->cert_file,
+			       "cert_file",
+			       c->key_file,
+			       "key_file",
 			       all ? "ota-gateway" : NULL,
 			       "the gateway's identity (deploy/mosquitto/acl)"};
 	certcheck_run(&cc, certcheck_print_problem, &p);
@@ -346,8 +353,7 @@ static int run_config(int argc, char **argv, struct gw_config *c, int *code)
 	}
 	/* A permanent misconfiguration stops here, with its cause, rather
 	 * than as TLS handshakes retried forever. */
-	return check_files(c, "ota-gateway run: cannot start: ", false) ? 1
-									  : 0;
+	return check_files(c, "ota-gateway run: cannot start: ", false) ? 1 : 0;
 }
 
 int gw__cmd_run(int argc, char **argv)

@@ -253,8 +253,7 @@ void gw_snd_pump(struct gw_snd_fleet *f, struct gw_snd *s, uint64_t now)
 	while (s->next < limit) {
 		/* The fleet-wide cap keeps the broker's queues short; a device
 		 * with nothing in flight may always send one fragment. */
-		if (s->next > s->cum &&
-		    f->inflight + rel->frag_size > f->cap)
+		if (s->next > s->cum && f->inflight + rel->frag_size > f->cap)
 			break;
 		/* Below sent_max it went out before: the device restarted
 		 * or was offered again and lost it, so it counts as resent
@@ -335,7 +334,8 @@ static bool gathered(const struct gw_grp *g, uint64_t now)
 {
 	bool most = g->offered * 20 <= g->nmembers;
 	return g->offered == 0 ||
-	       (most && (double)(now - g->joined_ms) >= GW_GRP_GATHER_QUIET_MS) ||
+	       (most &&
+		(double)(now - g->joined_ms) >= GW_GRP_GATHER_QUIET_MS) ||
 	       (double)(now - g->since_ms) >= GW_GRP_GATHER_MAX_MS;
 }
 
@@ -422,7 +422,8 @@ void gw_grp_pump(struct gw_snd_fleet *f, struct gw_grp *g, uint64_t now)
 		uint32_t limit = min_cum + g->rel.window;
 		if (limit > g->rel.nfrags)
 			limit = g->rel.nfrags;
-		struct gw_snd *slow = grp_holds(g, min_cum, max_cum, limit, now);
+		struct gw_snd *slow =
+		    grp_holds(g, min_cum, max_cum, limit, now);
 		if (!slow) {
 			grp_publish(f, g, min_cum, limit, now);
 			return;
@@ -497,7 +498,7 @@ static uint32_t take_ack(struct gw_snd_fleet *f, struct gw_snd *s,
 	for (uint32_t i = s->cum, end = a->cum + 1 + 8u * a->sack_len;
 	     i < end && i < bound; i++)
 		if (is_acked(s, i) && !proto_ack_has(a, i)) {
-			s->acked[i >> 3] &= (uint8_t)~(1u << (i & 7));
+			s->acked[i >> 3] &= (uint8_t) ~(1u << (i & 7));
 			s->retx[i % GW_SND_RING] = true; /* no RTT sample */
 			s->seq[i % GW_SND_RING] = 0;
 			f->st.frags_reneged++;

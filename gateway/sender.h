@@ -56,14 +56,15 @@ struct gw_snd_ops {
 	/* s changed state (for the log). Optional. */
 	void (*state)(void *ctx, struct gw_snd *s, enum gw_snd_state from);
 	/* g changed state (for the log). Optional. */
-	void (*group_state)(void *ctx, struct gw_grp *g, enum gw_grp_state from);
+	void (*group_state)(void *ctx, struct gw_grp *g,
+			    enum gw_grp_state from);
 };
 
 struct gw_snd_stats {
 	uint64_t frags_sent, frags_resent; /* resent: also in sent */
 	uint64_t frags_grouped; /* of frags_sent: published once for a group */
 	uint64_t frags_reneged; /* acked, then dropped by a block check */
-	uint64_t fast_repairs;  /* of frags_resent: on SACK evidence */
+	uint64_t fast_repairs;	/* of frags_resent: on SACK evidence */
 	uint64_t rto_fired;	/* retransmission timeouts */
 	uint64_t rto_spurious;	/* ... that later acks showed were only slow */
 	uint64_t ejected;	/* members that held their group too long */
@@ -93,14 +94,14 @@ struct gw_grp {
 	void *ud; /* the caller's (its release) */
 	struct gw_snd **members;
 	size_t nmembers, members_cap;
-	uint32_t next;	     /* next fragment the group publishes */
-	uint32_t max;	     /* highest next so far */
-	uint32_t offered;    /* group offers not yet answered */
-	uint64_t since_ms;   /* gathering since */
-	uint64_t joined_ms;  /* the last device joined then */
+	uint32_t next;	      /* next fragment the group publishes */
+	uint32_t max;	      /* highest next so far */
+	uint32_t offered;     /* group offers not yet answered */
+	uint64_t since_ms;    /* gathering since */
+	uint64_t joined_ms;   /* the last device joined then */
 	uint64_t progress_ms; /* a member's ack last brought progress */
-	uint64_t look_ms;    /* the pacing last looked then (0: never) */
-	uint64_t inflight;   /* bytes it counts in the fleet's figure */
+	uint64_t look_ms;     /* the pacing last looked then (0: never) */
+	uint64_t inflight;    /* bytes it counts in the fleet's figure */
 };
 
 struct gw_snd {
@@ -125,7 +126,7 @@ struct gw_snd {
 	double srtt, rttvar, rto;
 	double last_rtt; /* the latest sample */
 	bool have_rtt;
-	double cwnd; /* fragments it may have in flight now, <= window */
+	double cwnd;	   /* fragments it may have in flight now, <= window */
 	uint64_t inflight; /* bytes this transfer counts in the fleet's */
 	bool grp_offered;  /* the offer it has not answered named the group */
 	bool grp_seen;	   /* an offer named the group: it may hold group

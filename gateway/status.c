@@ -55,8 +55,8 @@ struct collect {
 	json_t *arr;
 };
 
-static int collect_cb(void *ud, const void *key, size_t klen,
-		      const char *val, size_t vlen)
+static int collect_cb(void *ud, const void *key, size_t klen, const char *val,
+		      size_t vlen)
 {
 	(void)key;
 	(void)klen;
@@ -124,8 +124,8 @@ static json_t *release_of(json_t *rels, const char *id)
 	json_t *r;
 	if (!id[0])
 		return NULL;
-	json_array_foreach(rels, i, r) if (!strcmp(jstr(r, "release"), id))
-	    return r;
+	json_array_foreach(rels, i,
+			   r) if (!strcmp(jstr(r, "release"), id)) return r;
 	return NULL;
 }
 
@@ -185,7 +185,7 @@ static void sort_array(json_t *arr, int (*cmp)(const void *, const void *))
 
 /* Print at most cols columns of a line (0: no limit). */
 __attribute__((format(printf, 2, 3))) static void line(int cols,
-							const char *fmt, ...)
+						       const char *fmt, ...)
 {
 	char buf[1024];
 	va_list ap;
@@ -206,8 +206,7 @@ static void fmt_when(char *buf, size_t n, long long ms)
 }
 
 /* One line per campaign, newest first, at most max of them. */
-static int print_campaigns(const struct status_opts *o, json_t *rels,
-			   int max)
+static int print_campaigns(const struct status_opts *o, json_t *rels, int max)
 {
 	size_t i;
 	json_t *r;
@@ -218,8 +217,10 @@ static int print_campaigns(const struct status_opts *o, json_t *rels,
 	json_array_foreach(rels, i, r)
 	{
 		if (max > 0 && used >= max) {
-			line(o->cols, "  ... and %zu older releases (--json "
-				      "lists them)", json_array_size(rels) - i);
+			line(o->cols,
+			     "  ... and %zu older releases (--json "
+			     "lists them)",
+			     json_array_size(rels) - i);
 			return used + 1;
 		}
 		json_t *c = json_object_get(r, "campaign");
@@ -231,7 +232,8 @@ static int print_campaigns(const struct status_opts *o, json_t *rels,
 			fmt_when(e, sizeof(e), jint(c, "finished_ms", 0));
 			snprintf(end, sizeof(end), " .. %s", e);
 		}
-		line(o->cols, "%-16s %-10s %-8s %-8s %5lld %5lld %4lld %6lld  %s%s",
+		line(o->cols,
+		     "%-16s %-10s %-8s %-8s %5lld %5lld %4lld %6lld  %s%s",
 		     jstr(r, "release"), jstr(r, "product"), jstr(r, "version"),
 		     st[0] ? st : "rolling", jint(c, "started", 0),
 		     jint(c, "committed", 0), jint(c, "failed", 0),
@@ -355,10 +357,12 @@ static void print_devices(const struct status_opts *o, json_t *rels,
 		     "DEVICE", "VERSION", "STATE", "RELEASE", "PROGRESS",
 		     "BYTES", "RATE", "LAST ERROR");
 	else
-		line(o->cols, "%-10s %-8s %-11s %-8s %4s %5s %7s %6s %7s %7s "
-			      "%6s %-5s %9s", "DEVICE", "VERSION", "STATE",
-		     "RELEASE", "DONE", "RESNT", "DOWNLD", "VERIFY", "INSTALL",
-		     "RESTART", "TOTAL", "SENT", "WIRE");
+		line(o->cols,
+		     "%-10s %-8s %-11s %-8s %4s %5s %7s %6s %7s %7s "
+		     "%6s %-5s %9s",
+		     "DEVICE", "VERSION", "STATE", "RELEASE", "DONE", "RESNT",
+		     "DOWNLD", "VERIFY", "INSTALL", "RESTART", "TOTAL", "SENT",
+		     "WIRE");
 	for (int pass = 0; pass < 2; pass++) {
 		json_array_foreach(devs, i, d)
 		{
@@ -369,9 +373,10 @@ static void print_devices(const struct status_opts *o, json_t *rels,
 				continue;
 			int need = 1 + (!o->wide && jstr(d, "error")[0]);
 			if (room > 0 && shown + need > room - 1) {
-				json_object_set_new(
-				    rest, st,
-				    json_integer(jint(rest, st, 0) + 1));
+				json_object_set_new(rest, st,
+						    json_integer(jint(rest, st,
+								      0) +
+								 1));
 				left++;
 				continue;
 			}
@@ -382,8 +387,9 @@ static void print_devices(const struct status_opts *o, json_t *rels,
 	if (left) {
 		char buf[512];
 		counts_text(rest, buf, sizeof(buf));
-		line(o->cols, "... %d more not shown (%s); see --all, --state, "
-			      "--release, --group, a name pattern",
+		line(o->cols,
+		     "... %d more not shown (%s); see --all, --state, "
+		     "--release, --group, a name pattern",
 		     left, strchr(buf, ':') ? strchr(buf, ':') + 2 : buf);
 	}
 	json_decref(rest);
@@ -405,8 +411,8 @@ static void print_events(const struct status_opts *o, json_t *events)
 	}
 }
 
-static void print_table(const struct status_opts *o, json_t *rels,
-			json_t *devs, json_t *events)
+static void print_table(const struct status_opts *o, json_t *rels, json_t *devs,
+			json_t *events)
 {
 	int rows = o->all ? 0 : o->rows;
 	int ev = json_array_size(events) ? 1 + (int)json_array_size(events) : 0;
@@ -433,8 +439,8 @@ void gw__status_print(json_t *rels, json_t *devs, json_t *events, bool wide)
 	print_table(&o, rels, devs, events);
 }
 
-static void print_json(const struct status_opts *o, json_t *rels,
-		       json_t *devs, json_t *evs)
+static void print_json(const struct status_opts *o, json_t *rels, json_t *devs,
+		       json_t *evs)
 {
 	size_t i;
 	json_t *r, *d, *sel = json_array(), *counts = json_object();
@@ -476,10 +482,11 @@ static int status_once(const struct status_opts *op)
 	if (rc == 0) {
 		rc = store_foreach(db, STORE_RELEASES, collect_cb, &rels);
 		if (rc == 0)
-			rc = store_foreach(db, STORE_DEVICES, collect_cb, &devs);
+			rc =
+			    store_foreach(db, STORE_DEVICES, collect_cb, &devs);
 		if (rc == 0 && o.events)
-			rc = store_foreach_last_events(db, o.events,
-						       collect_cb, &evs);
+			rc = store_foreach_last_events(db, o.events, collect_cb,
+						       &evs);
 		store_close(db);
 	} else {
 		rc = 0;
@@ -561,7 +568,8 @@ int gw__cmd_status(int argc, char **argv)
 		return 0;
 	}
 	if (cli.nargs > 1) {
-		fprintf(stderr, "ota-gateway status: one name pattern at most\n");
+		fprintf(stderr,
+			"ota-gateway status: one name pattern at most\n");
 		return 2;
 	}
 	o.pattern = cli.nargs ? cli.args[0] : NULL;

@@ -70,7 +70,8 @@ void gw__verdict_send(struct gw *gw, const struct gw_req *rq,
 				       v->product);
 	/* Only a response topic under the product's result tree: the ACL
 	 * lets the gateway write far more than operators may read. */
-	if (rq && rq->resp_topic[0] && strncmp(rq->resp_topic, topic, plen) == 0 &&
+	if (rq && rq->resp_topic[0] &&
+	    strncmp(rq->resp_topic, topic, plen) == 0 &&
 	    !strpbrk(rq->resp_topic, "+#"))
 		publish_to(gw, rq->resp_topic, json, len, false, rq);
 	else if (v->request[0]) {
@@ -95,8 +96,8 @@ struct target_ctx {
 	const struct gw *gw;
 	const struct gw_release *r;
 	struct proto_verdict *v;
-	uint32_t nproduct;   /* known devices of the product */
-	bool group_seen;     /* one of them reports the group */
+	uint32_t nproduct;     /* known devices of the product */
+	bool group_seen;       /* one of them reports the group */
 	uint32_t listed_known; /* listed ids that are devices of it */
 	const char *groups[GROUPS_SHOWN];
 	size_t ngroups;
@@ -168,7 +169,7 @@ bool gw__verdict_targets(struct gw *gw, const struct gw_release *r,
 		qsort(c.groups, c.ngroups, sizeof(c.groups[0]), cmp_str);
 		for (size_t i = 0; i < c.ngroups; i++)
 			gw__appendf(list, sizeof(list), "%s%s", i ? ", " : "",
-				     c.groups[i]);
+				    c.groups[i]);
 		snprintf(v->reason, sizeof(v->reason),
 			 "targets 0 devices: no device reports group '%s'; "
 			 "known groups: %s",

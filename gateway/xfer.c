@@ -33,11 +33,11 @@ static void ops_group_state(void *ctx, struct gw_grp *g,
 			    enum gw_grp_state from);
 
 static const struct gw_snd_ops xfer_ops = {
-	.send = ops_send,
-	.group_send = ops_group_send,
-	.left = ops_left,
-	.state = ops_state,
-	.group_state = ops_group_state,
+    .send = ops_send,
+    .group_send = ops_group_send,
+    .left = ops_left,
+    .state = ops_state,
+    .group_state = ops_group_state,
 };
 
 /* The fleet's sender state, wired to this gateway. */
@@ -84,8 +84,7 @@ static void ops_state(void *ctx, struct gw_snd *s, enum gw_snd_state from)
 		  gw_snd_state_name(s->st));
 }
 
-static void ops_group_state(void *ctx, struct gw_grp *g,
-			    enum gw_grp_state from)
+static void ops_group_state(void *ctx, struct gw_grp *g, enum gw_grp_state from)
 {
 	(void)ctx;
 	struct gw_release *r = g->ud;
@@ -106,10 +105,7 @@ void gw__xfer_release_free(struct gw *gw, struct gw_release *r)
 	r->xrel = NULL;
 }
 
-struct gw_release *gw__xfer_rel(const struct gw_device *d)
-{
-	return d->x->rel;
-}
+struct gw_release *gw__xfer_rel(const struct gw_device *d) { return d->x->rel; }
 
 void gw__xfer_offline(struct gw *gw, struct gw_device *d)
 {
@@ -130,8 +126,7 @@ void gw__xfer_free(struct gw *gw, struct gw_device *d)
 /* The offer's "enc" member: the content key wrapped for this device
  * alone (once per transfer: offers sent again carry the same). -1: no
  * offer now (never the release in clear); tried again later. */
-static int offer_enc(struct gw *gw, struct gw_device *d,
-		     struct proto_offer *o)
+static int offer_enc(struct gw *gw, struct gw_device *d, struct proto_offer *o)
 {
 	struct gw_xfer *x = d->x;
 	if (!x->rel->encrypt)
@@ -153,16 +148,16 @@ void gw__xfer_offer(struct gw *gw, struct gw_device *d)
 {
 	struct gw_xfer *x = d->x;
 	struct gw_release *r = x->rel;
-	struct proto_offer o = {.keyset = gw->trust.env_json,
-				.keyset_len = gw->trust.env_len,
-				.manifest = r->manifest,
-				.manifest_len = r->manifest_len,
-				.fragment_size = r->frag_size,
-				.fragments = r->nfrags - r->tfrags,
-				.table_fragments = r->tfrags,
-				.window = r->window,
-				.restart_spread_ms =
-				    gw__restart_spread_ms(gw, r)};
+	struct proto_offer o = {
+	    .keyset = gw->trust.env_json,
+	    .keyset_len = gw->trust.env_len,
+	    .manifest = r->manifest,
+	    .manifest_len = r->manifest_len,
+	    .fragment_size = r->frag_size,
+	    .fragments = r->nfrags - r->tfrags,
+	    .table_fragments = r->tfrags,
+	    .window = r->window,
+	    .restart_spread_ms = gw__restart_spread_ms(gw, r)};
 	uint64_t now = gw__mono_ms(gw);
 	if (offer_enc(gw, d, &o) != 0) {
 		x->snd.offer_ms = now;

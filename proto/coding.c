@@ -22,9 +22,9 @@ int proto__offer_coding_encode(json_t *obj, const struct proto_offer *o)
 		return PROTO_EFIELD;
 	if (o->payload_size < 1 || o->payload_size > PAYLOAD_SIZE_MAX)
 		return PROTO_ERANGE;
-	if ((rc = proto__json_set(obj, "encoding",
-				  json_string(proto_encoding_name(
-				      o->encoding)))) < 0 ||
+	if ((rc = proto__json_set(
+		 obj, "encoding",
+		 json_string(proto_encoding_name(o->encoding)))) < 0 ||
 	    (rc = proto__json_set(obj, "payload_size",
 				  json_integer((json_int_t)o->payload_size))) <
 		0)
@@ -55,8 +55,7 @@ static int sha_hex(const json_t *root, const char *key, uint8_t *out,
 	*present = s != NULL;
 	if (!s)
 		return 0;
-	if (n != 2 * PROTO_SHA256_LEN ||
-	    strspn(s, "0123456789abcdef") != n ||
+	if (n != 2 * PROTO_SHA256_LEN || strspn(s, "0123456789abcdef") != n ||
 	    proto_hex_decode(s, out, PROTO_SHA256_LEN) < 0)
 		return proto__err(err, PROTO_EFIELD,
 				  "field '%s': not %d lower-case hex digits",
@@ -82,8 +81,7 @@ int proto__offer_coding_decode(const json_t *root, struct proto_offer *o,
 				  PAYLOAD_SIZE_MAX, &v, &have_size, err)) < 0)
 		return rc;
 	if (have_size != (o->encoding != PROTO_ENCODING_FULL))
-		return proto__err(err, PROTO_EFIELD,
-				  "field 'payload_size': %s",
+		return proto__err(err, PROTO_EFIELD, "field 'payload_size': %s",
 				  have_size ? "without an encoding"
 					    : "missing for an encoding");
 	o->payload_size = have_size ? (uint64_t)v : 0;

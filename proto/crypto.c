@@ -36,8 +36,8 @@ void proto_release_id(const void *manifest, size_t len,
 
 uint32_t proto_release_tag(const uint8_t id[PROTO_RELEASE_ID_LEN])
 {
-	return (uint32_t)id[0] | (uint32_t)id[1] << 8 |
-	       (uint32_t)id[2] << 16 | (uint32_t)id[3] << 24;
+	return (uint32_t)id[0] | (uint32_t)id[1] << 8 | (uint32_t)id[2] << 16 |
+	       (uint32_t)id[3] << 24;
 }
 
 int proto_sign(const uint8_t priv[PROTO_PRIVKEY_LEN], const void *msg,

@@ -41,9 +41,9 @@ static int gcm_ctx(EVP_CIPHER_CTX *ctx, bool enc, const uint8_t *key,
 	     EVP_CipherUpdate(ctx, NULL, &olen, aad, (int)aadlen) != 1) ||
 	    EVP_CipherUpdate(ctx, out, &olen, in, (int)n) != 1)
 		goto out;
-	if (!enc && EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG,
-					PROTO_ENC_TAG_LEN,
-					(void *)(in + n)) != 1)
+	if (!enc &&
+	    EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, PROTO_ENC_TAG_LEN,
+				(void *)(in + n)) != 1)
 		goto out;
 	if (EVP_CipherFinal_ex(ctx, out + olen, &flen) != 1) {
 		/* Decryption: the tag does not verify. Nothing of out may be
@@ -91,8 +91,7 @@ int proto_aead_new(const uint8_t key[PROTO_ENC_KEY_LEN],
 	if (a == NULL || (a->ctx = EVP_CIPHER_CTX_new()) == NULL)
 		goto fail;
 	rc = PROTO_ECRYPTO;
-	if ((a->cipher = EVP_CIPHER_fetch(NULL, "AES-256-GCM", NULL)) ==
-		    NULL ||
+	if ((a->cipher = EVP_CIPHER_fetch(NULL, "AES-256-GCM", NULL)) == NULL ||
 	    EVP_CipherInit_ex(a->ctx, a->cipher, NULL, key, NULL, 1) != 1)
 		goto fail;
 	*out = a;
@@ -134,8 +133,8 @@ int proto_frag_seal(struct proto_aead *a, const uint8_t hdr[8],
 	if (len < 1 || len > PROTO_FRAG_SIZE_MAX)
 		return PROTO_ERANGE;
 	frag_nonce(hdr, fragment_size, iv);
-	return gcm_ctx(a->ctx, true, NULL, iv, hdr, PROTO_FRAG_HDR_LEN, pt,
-		       len, out);
+	return gcm_ctx(a->ctx, true, NULL, iv, hdr, PROTO_FRAG_HDR_LEN, pt, len,
+		       out);
 }
 
 int proto_frag_open(struct proto_aead *a, const uint8_t hdr[8],
@@ -265,8 +264,8 @@ static int wrap_kek(EVP_PKEY *mine, EVP_PKEY *peer,
 		    const char *release, const char *device, uint8_t kek[32])
 {
 	uint8_t z[32], salt[2 * PROTO_EC_PUB_LEN];
-	uint8_t info[sizeof(WRAP_INFO) + PROTO_RELEASE_HEX_LEN + 1 +
-		     PROTO_ID_MAX];
+	uint8_t
+	    info[sizeof(WRAP_INFO) + PROTO_RELEASE_HEX_LEN + 1 + PROTO_ID_MAX];
 	size_t zlen = sizeof(z), ilen = 0;
 	EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_pkey(NULL, mine, NULL);
 	EVP_KDF *kdf = NULL;
@@ -295,8 +294,7 @@ static int wrap_kek(EVP_PKEY *mine, EVP_PKEY *peer,
 	    OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, z, zlen),
 	    OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT, salt,
 					      sizeof(salt)),
-	    OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, info,
-					      ilen),
+	    OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, info, ilen),
 	    OSSL_PARAM_construct_end()};
 	if ((kdf = EVP_KDF_fetch(NULL, "HKDF", NULL)) == NULL ||
 	    (kctx = EVP_KDF_CTX_new(kdf)) == NULL ||
@@ -320,9 +318,8 @@ static bool names_ok(const char *release, const char *device)
 
 static const uint8_t zero_iv[GCM_IV_LEN];
 
-int proto_key_wrap(const uint8_t dev_pub[PROTO_EC_PUB_LEN],
-		   const char *release, const char *device,
-		   const uint8_t ckey[PROTO_ENC_KEY_LEN],
+int proto_key_wrap(const uint8_t dev_pub[PROTO_EC_PUB_LEN], const char *release,
+		   const char *device, const uint8_t ckey[PROTO_ENC_KEY_LEN],
 		   const uint8_t *eph_priv, uint8_t epk[PROTO_EC_PUB_LEN],
 		   uint8_t wrapped[PROTO_ENC_WRAPPED_LEN])
 {

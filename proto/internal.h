@@ -21,7 +21,7 @@
 
 /* Fill err->text (when err is not NULL) and return `code`. */
 int proto__err(struct proto_err *err, int code, const char *fmt, ...)
-	PROTO__PRINTF(3, 4);
+    PROTO__PRINTF(3, 4);
 
 /* Copy `src` into `dst` (cap bytes, NUL-terminated), replacing bytes that
  * are not printable ASCII by '?'. For quoting untrusted text in errors. */
@@ -52,8 +52,8 @@ int proto__json_copy(const json_t *obj, const char *key, bool required,
 		     char *dst, size_t cap, struct proto_err *err);
 
 /* An identifier member (see proto_id_valid) into dst[PROTO_ID_MAX + 1]. */
-int proto__json_id(const json_t *obj, const char *key, bool required,
-		   char *dst, struct proto_err *err);
+int proto__json_id(const json_t *obj, const char *key, bool required, char *dst,
+		   struct proto_err *err);
 
 /* A version member into dst[PROTO_VERSION_MAX + 1]; always required. */
 int proto__json_version(const json_t *obj, const char *key, char *dst,

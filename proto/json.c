@@ -16,22 +16,22 @@
 /* -------------------------------------------------------- announcement */
 
 static const char *const announce_keys[] = {
-	"url",
-	"group",
-	"devices",
-	"fragment_size",
-	"window",
-	"concurrency",
-	"canary_percent",
-	"canary_success_percent",
-	"pause_failure_percent",
-	"encrypt",
-	"reply",
-	"dry_run",
-	"operator",
-	"pause_failure_min",
-	"delta",
-	"restart_spread_s",
+    "url",
+    "group",
+    "devices",
+    "fragment_size",
+    "window",
+    "concurrency",
+    "canary_percent",
+    "canary_success_percent",
+    "pause_failure_percent",
+    "encrypt",
+    "reply",
+    "dry_run",
+    "operator",
+    "pause_failure_min",
+    "delta",
+    "restart_spread_s",
 };
 
 static int announce_check_keys(const json_t *root, struct proto_err *err)
@@ -129,8 +129,8 @@ static int announce_devices(const json_t *root, struct proto_announce *a,
 	return 0;
 }
 
-int proto_announce_decode(const char *buf, size_t len,
-			  struct proto_announce *a, struct proto_err *err)
+int proto_announce_decode(const char *buf, size_t len, struct proto_announce *a,
+			  struct proto_err *err)
 {
 	json_t *root;
 	int64_t v;
@@ -191,7 +191,8 @@ int proto_announce_decode(const char *buf, size_t len,
 	    (rc = proto__json_bool(root, "dry_run", &a->dry_run, err)) < 0)
 		goto out_fail;
 	if ((rc = proto__json_int(root, "pause_failure_min", false, 0,
-				  PROTO_PAUSE_FAILURE_MIN_MAX, &v, NULL, err)) < 0)
+				  PROTO_PAUSE_FAILURE_MIN_MAX, &v, NULL, err)) <
+	    0)
 		goto out_fail;
 	a->pause_failure_min = (uint32_t)v;
 	const json_t *dl = json_object_get(root, "delta");
@@ -217,8 +218,7 @@ out_fail:
 
 /* ------------------------------------------------------------- control */
 
-static const char *const action_names[] = {"pause", "resume", "abort",
-					    "retry"};
+static const char *const action_names[] = {"pause", "resume", "abort", "retry"};
 #define ACTIONS (sizeof(action_names) / sizeof(action_names[0]))
 
 const char *proto_action_name(enum proto_action a)
@@ -279,27 +279,26 @@ out:
 	return rc < 0 ? rc : 0;
 }
 
-int proto_control_encode(const struct proto_control *c, char **out,
-			 size_t *len)
+int proto_control_encode(const struct proto_control *c, char **out, size_t *len)
 {
 	json_t *o = json_object();
 	int rc = PROTO_ENOMEM;
 
 	if (o == NULL || (unsigned)c->action >= ACTIONS)
 		goto out;
-	if (proto__json_set(o, "action",
-			    json_string(action_names[c->action])) < 0)
+	if (proto__json_set(o, "action", json_string(action_names[c->action])) <
+	    0)
 		goto out;
 	if (c->release[0] &&
 	    proto__json_set(o, "release", json_string(c->release)) < 0)
 		goto out;
-	if ((c->reply[0] && (!proto_id_valid(c->reply) ||
-			     proto__json_set(o, "reply",
-					     json_string(c->reply)) < 0)) ||
+	if ((c->reply[0] &&
+	     (!proto_id_valid(c->reply) ||
+	      proto__json_set(o, "reply", json_string(c->reply)) < 0)) ||
 	    (c->operator_name[0] &&
 	     (!proto_id_valid(c->operator_name) ||
-	      proto__json_set(o, "operator",
-			      json_string(c->operator_name)) < 0))) {
+	      proto__json_set(o, "operator", json_string(c->operator_name)) <
+		  0))) {
 		rc = PROTO_EFIELD;
 		goto out;
 	}
@@ -431,7 +430,7 @@ int proto_offer_encode(const struct proto_offer *o, char **out, size_t *len)
 		return PROTO_ENOMEM;
 	}
 	if ((rc = proto__json_set(obj, "release", json_string(o->release))) <
-		    0 ||
+		0 ||
 	    (rc = proto__json_set(obj, "manifest", man)) < 0 ||
 	    (rc = proto__json_set(obj, "sig", json_string(sighex))) < 0 ||
 	    (rc = proto__json_set(obj, "fragment_size",
@@ -439,7 +438,7 @@ int proto_offer_encode(const struct proto_offer *o, char **out, size_t *len)
 	    (rc = proto__json_set(obj, "fragments",
 				  json_integer(o->fragments))) < 0 ||
 	    (rc = proto__json_set(obj, "window", json_integer(o->window))) <
-		    0 ||
+		0 ||
 	    (o->table_fragments &&
 	     (rc = proto__json_set(obj, "table_fragments",
 				   json_integer(o->table_fragments))) < 0) ||
@@ -452,7 +451,7 @@ int proto_offer_encode(const struct proto_offer *o, char **out, size_t *len)
 	    (o->keyset &&
 	     (rc = proto__json_set(obj, "keyset",
 				   json_stringn(o->keyset, o->keyset_len))) <
-		     0) ||
+		 0) ||
 	    (rc = proto__offer_coding_encode(obj, o)) < 0)
 		goto out_obj;
 	rc = proto__json_dump(obj, out, len);
@@ -492,8 +491,8 @@ static int offer_fields(const json_t *root, struct proto_offer *o,
 				  &v, NULL, err)) < 0)
 		return rc;
 	o->fragments = (uint32_t)v;
-	if ((rc = proto__json_int(root, "window", true, 1, PROTO_WINDOW_MAX,
-				  &v, NULL, err)) < 0)
+	if ((rc = proto__json_int(root, "window", true, 1, PROTO_WINDOW_MAX, &v,
+				  NULL, err)) < 0)
 		return rc;
 	o->window = (uint32_t)v;
 	if ((rc = proto__json_int(root, "table_fragments", false, 0,
@@ -676,8 +675,7 @@ static int status_timings(json_t *obj, const struct proto_timings *t)
 	return proto__json_set(obj, "timings", tobj);
 }
 
-int proto_status_encode(const struct proto_status *s, char **out,
-			size_t *len)
+int proto_status_encode(const struct proto_status *s, char **out, size_t *len)
 {
 	json_t *obj, *errstr = NULL;
 	int rc;
@@ -693,28 +691,23 @@ int proto_status_encode(const struct proto_status *s, char **out,
 		json_decref(errstr);
 		return PROTO_ENOMEM;
 	}
-	if ((rc = proto__json_set(obj, "device", json_string(s->device))) <
-		    0 ||
+	if ((rc = proto__json_set(obj, "device", json_string(s->device))) < 0 ||
 	    (rc = proto__json_set(obj, "product", json_string(s->product))) <
-		    0 ||
-	    (rc = proto__json_set(obj, "version", json_string(s->version))) <
-		    0)
+		0 ||
+	    (rc = proto__json_set(obj, "version", json_string(s->version))) < 0)
 		goto out_obj;
 	if (s->group[0] != '\0' &&
 	    (rc = proto__json_set(obj, "group", json_string(s->group))) < 0)
 		goto out_obj;
 	if ((rc = proto__json_set(obj, "state",
-				  json_string(proto_state_name(s->state)))) <
-	    0)
+				  json_string(proto_state_name(s->state)))) < 0)
 		goto out_obj;
 	if (s->release[0] != '\0' &&
-	    (rc = proto__json_set(obj, "release", json_string(s->release))) <
-		    0)
+	    (rc = proto__json_set(obj, "release", json_string(s->release))) < 0)
 		goto out_obj;
 	if (s->progress >= 0 &&
 	    (rc = proto__json_set(obj, "progress",
-				  json_real(progress_round(s->progress)))) <
-		    0)
+				  json_real(progress_round(s->progress)))) < 0)
 		goto out_obj;
 	if (errstr != NULL) {
 		rc = proto__json_set(obj, "error", errstr);
@@ -778,8 +771,7 @@ static int status_fields(const json_t *root, struct proto_status *s,
 	if (proto_state_parse(str, &s->state) < 0)
 		return proto__err(err, PROTO_EFIELD,
 				  "field 'state': unknown state");
-	if ((rc = proto__json_str(root, "release", false, &str, NULL, err)) <
-	    0)
+	if ((rc = proto__json_str(root, "release", false, &str, NULL, err)) < 0)
 		return rc;
 	if (str != NULL) {
 		if (!proto__release_hex_valid(str))

@@ -55,8 +55,8 @@ int proto__json_str(const json_t *obj, const char *key, bool required,
 		return 0;
 	}
 	if (!json_is_string(v))
-		return proto__err(err, PROTO_EFIELD,
-				  "field '%s': not a string", key);
+		return proto__err(err, PROTO_EFIELD, "field '%s': not a string",
+				  key);
 	s = json_string_value(v);
 	n = json_string_length(v);
 	if (strlen(s) != n)
@@ -88,8 +88,8 @@ int proto__json_copy(const json_t *obj, const char *key, bool required,
 	return 0;
 }
 
-int proto__json_id(const json_t *obj, const char *key, bool required,
-		   char *dst, struct proto_err *err)
+int proto__json_id(const json_t *obj, const char *key, bool required, char *dst,
+		   struct proto_err *err)
 {
 	int rc;
 
@@ -111,8 +111,7 @@ int proto__json_version(const json_t *obj, const char *key, char *dst,
 {
 	int rc;
 
-	rc = proto__json_copy(obj, key, true, dst, PROTO_VERSION_MAX + 1,
-			      err);
+	rc = proto__json_copy(obj, key, true, dst, PROTO_VERSION_MAX + 1, err);
 	if (rc < 0)
 		return rc;
 	if (proto_version_parse(dst, NULL) < 0) {
@@ -183,7 +182,7 @@ int proto__json_dump(const json_t *obj, char **out, size_t *len)
 	char *s;
 
 	s = json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER |
-				    JSON_REAL_PRECISION(6));
+				JSON_REAL_PRECISION(6));
 	if (s == NULL)
 		return PROTO_ENOMEM;
 	*out = s;

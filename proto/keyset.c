@@ -48,8 +48,7 @@ static json_t *hex_string(const uint8_t *b, size_t n)
 	return json_string(hex);
 }
 
-int proto_keyset_encode(const struct proto_keyset *ks, char **out,
-			size_t *len)
+int proto_keyset_encode(const struct proto_keyset *ks, char **out, size_t *len)
 {
 	json_t *o, *root, *keys, *pubs;
 	int rc = PROTO_ENOMEM;
@@ -78,11 +77,11 @@ int proto_keyset_encode(const struct proto_keyset *ks, char **out,
 		    proto__json_set(p, "product",
 				    json_string(ks->pub[i].product)) < 0 ||
 		    proto__json_set(p, "key", hex_string(ks->pub[i].key, 32)) <
-			    0)
+			0)
 			goto out_parts;
 	}
 	if (proto__json_set(root, "threshold", json_integer(ks->threshold)) <
-		    0 ||
+		0 ||
 	    proto__json_set(root, "keys", keys) < 0)
 		goto out_root;
 	keys = NULL;
@@ -112,8 +111,8 @@ out:
 	return rc;
 }
 
-static int hex_member(const json_t *v, uint8_t *out, size_t n,
-		      const char *what, struct proto_err *err)
+static int hex_member(const json_t *v, uint8_t *out, size_t n, const char *what,
+		      struct proto_err *err)
 {
 	const char *s = json_string_value(v);
 	if (s == NULL || strlen(s) != 2 * n || proto_hex_decode(s, out, n) < 0)
@@ -152,8 +151,9 @@ static int decode_root(const json_t *root, struct proto_keyset *ks,
 	int rc;
 	json_t *keys = json_object_get(root, "keys");
 	if (!json_is_object(root))
-		return proto__err(err, PROTO_EFIELD, "field 'root': not an "
-						     "object");
+		return proto__err(err, PROTO_EFIELD,
+				  "field 'root': not an "
+				  "object");
 	if ((rc = only_members(root, names, "field 'root'", err)) < 0 ||
 	    (rc = proto__json_int(root, "threshold", true, 1,
 				  PROTO_ROOT_KEYS_MAX, &v, NULL, err)) < 0)
@@ -195,12 +195,12 @@ static int decode_pubs(const json_t *pubs, struct proto_keyset *ks,
 					  "not an object",
 					  i);
 		if ((rc = only_members(p, names, "field 'publishers'", err)) <
-			    0 ||
+			0 ||
 		    (rc = proto__json_copy(p, "product", true, kp->product,
 					   sizeof(kp->product), err)) < 0 ||
 		    (rc = hex_member(json_object_get(p, "key"), kp->key,
-				     PROTO_PUBKEY_LEN,
-				     "field 'publishers.key'", err)) < 0)
+				     PROTO_PUBKEY_LEN, "field 'publishers.key'",
+				     err)) < 0)
 			return rc;
 		if (!product_ok(kp->product))
 			return proto__err(err, PROTO_EFIELD,
@@ -214,7 +214,7 @@ int proto_keyset_decode(const char *buf, size_t len, struct proto_keyset *ks,
 			struct proto_err *err)
 {
 	static const char *const names[] = {"type",    "version", "created",
-					    "expires", "root",    "publishers",
+					    "expires", "root",	  "publishers",
 					    NULL};
 	struct proto_keyset tmp;
 	const char *type;
@@ -242,8 +242,7 @@ int proto_keyset_decode(const char *buf, size_t len, struct proto_keyset *ks,
 	    (rc = proto__json_int(o, "expires", true, 1, KEYSET_NUM_MAX,
 				  &tmp.expires, NULL, err)) < 0 ||
 	    (rc = decode_root(json_object_get(o, "root"), &tmp, err)) < 0 ||
-	    (rc = decode_pubs(json_object_get(o, "publishers"), &tmp, err)) <
-		    0)
+	    (rc = decode_pubs(json_object_get(o, "publishers"), &tmp, err)) < 0)
 		goto out;
 	if (!keyset_valid(&tmp)) {
 		rc = proto__err(err, PROTO_ERANGE,
@@ -277,16 +276,16 @@ int proto_keyset_env_encode(const struct proto_keyset_env *e, char **out,
 		json_t *s = json_object();
 		if (!s || json_array_append_new(sigs, s) ||
 		    proto__json_set(s, "key", hex_string(e->sig[i].key, 32)) <
-			    0 ||
+			0 ||
 		    proto__json_set(s, "sig",
 				    hex_string(e->sig[i].sig, PROTO_SIG_LEN)) <
-			    0) {
+			0) {
 			json_decref(sigs);
 			goto out;
 		}
 	}
-	if (proto__json_set(o, "signed",
-			    json_stringn(e->body, e->body_len)) < 0 ||
+	if (proto__json_set(o, "signed", json_stringn(e->body, e->body_len)) <
+		0 ||
 	    proto__json_set(o, "signatures", sigs) < 0)
 		goto out;
 	rc = proto__json_dump(o, out, len);
@@ -315,10 +314,10 @@ static int decode_sigs(const json_t *sigs, struct proto_keyset_env *e,
 					  "not an object",
 					  i);
 		if ((rc = only_members(s, names, "field 'signatures'", err)) <
-			    0 ||
+			0 ||
 		    (rc = hex_member(json_object_get(s, "key"), e->sig[i].key,
-				     PROTO_PUBKEY_LEN,
-				     "field 'signatures.key'", err)) < 0 ||
+				     PROTO_PUBKEY_LEN, "field 'signatures.key'",
+				     err)) < 0 ||
 		    (rc = hex_member(json_object_get(s, "sig"), e->sig[i].sig,
 				     PROTO_SIG_LEN, "field 'signatures.sig'",
 				     err)) < 0)
@@ -344,8 +343,7 @@ int proto_keyset_env_decode(const char *buf, size_t len,
 		return rc;
 	if ((rc = only_members(o, names, "key set envelope", err)) < 0 ||
 	    (rc = proto__json_str(o, "signed", true, &body, &blen, err)) < 0 ||
-	    (rc = decode_sigs(json_object_get(o, "signatures"), &tmp, err)) <
-		    0)
+	    (rc = decode_sigs(json_object_get(o, "signatures"), &tmp, err)) < 0)
 		goto out;
 	if ((rc = proto_keyset_decode(body, blen, &tmp.ks, &berr)) < 0) {
 		rc = proto__err(err, rc, "signed key set: %s", berr.text);

@@ -43,10 +43,9 @@ int proto_manifest_encode(const struct proto_manifest *m, char **out,
 		return PROTO_ERANGE;
 	if (m->downgrade != (m->replaces[0] != '\0'))
 		return PROTO_EFIELD;
-	if (m->downgrade && (proto_version_parse(m->replaces, NULL) < 0 ||
-			     proto_version_cmp(m->replaces, m->version, &rc) <
-				     0 ||
-			     rc <= 0))
+	if (m->downgrade &&
+	    (proto_version_parse(m->replaces, NULL) < 0 ||
+	     proto_version_cmp(m->replaces, m->version, &rc) < 0 || rc <= 0))
 		return PROTO_EVERSION;
 	if (m->security_version > PROTO_SECURITY_VERSION_MAX)
 		return PROTO_ERANGE;
@@ -62,9 +61,9 @@ int proto_manifest_encode(const struct proto_manifest *m, char **out,
 	if ((rc = proto__json_set(obj, "format",
 				  json_integer(MANIFEST_FORMAT))) < 0 ||
 	    (rc = proto__json_set(obj, "product", json_string(m->product))) <
-		    0 ||
+		0 ||
 	    (rc = proto__json_set(obj, "version", json_string(m->version))) <
-		    0 ||
+		0 ||
 	    (rc = proto__json_set(obj, "size",
 				  json_integer((json_int_t)m->size))) < 0 ||
 	    (rc = proto__json_set(obj, "sha256", json_string(hex))) < 0 ||
@@ -83,7 +82,8 @@ int proto_manifest_encode(const struct proto_manifest *m, char **out,
 				   json_integer(m->security_version))) < 0) ||
 	    (m->expires &&
 	     (rc = proto__json_set(obj, "expires",
-				   json_integer((json_int_t)m->expires))) < 0) ||
+				   json_integer((json_int_t)m->expires))) <
+		 0) ||
 	    (m->no_compress &&
 	     (rc = proto__json_set(obj, "compress", json_false())) < 0))
 		goto out_obj;
@@ -118,8 +118,8 @@ static int manifest_decode_rollback(const json_t *root,
 					  m->replaces, m->version);
 	}
 	if ((rc = proto__json_int(root, "security_version", false, 0,
-				  PROTO_SECURITY_VERSION_MAX, &v, &have,
-				  err)) < 0)
+				  PROTO_SECURITY_VERSION_MAX, &v, &have, err)) <
+	    0)
 		return rc;
 	m->security_version = have ? (uint32_t)v : 0;
 	if ((rc = proto__json_int(root, "expires", false, 1, CREATED_MAX, &v,
@@ -140,8 +140,8 @@ static int manifest_decode_rollback(const json_t *root,
 	return 0;
 }
 
-int proto_manifest_decode(const char *buf, size_t len,
-			  struct proto_manifest *m, struct proto_err *err)
+int proto_manifest_decode(const char *buf, size_t len, struct proto_manifest *m,
+			  struct proto_err *err)
 {
 	struct proto_manifest tmp;
 	const char *hex;
@@ -165,7 +165,7 @@ int proto_manifest_decode(const char *buf, size_t len,
 	}
 	tmp.format = MANIFEST_FORMAT;
 	if ((rc = proto__json_id(root, "product", true, tmp.product, err)) <
-		    0 ||
+		0 ||
 	    (rc = proto__json_version(root, "version", tmp.version, err)) < 0)
 		goto out_root;
 	if ((rc = proto__json_int(root, "size", true, 1, MANIFEST_SIZE_MAX, &v,
@@ -203,7 +203,8 @@ int proto_manifest_decode(const char *buf, size_t len,
 				PROTO_BLOCK_SIZE_MAX, PROTO_BLOCKS_MAX);
 		goto out_root;
 	}
-	if (have_bs && proto_hex_decode(hex, tmp.blocks, PROTO_SHA256_LEN) < 0) {
+	if (have_bs &&
+	    proto_hex_decode(hex, tmp.blocks, PROTO_SHA256_LEN) < 0) {
 		rc = proto__err(err, PROTO_EFIELD,
 				"field 'blocks': not %d hex digits",
 				2 * PROTO_SHA256_LEN);
@@ -308,8 +309,7 @@ static void put_le32(uint8_t *p, uint32_t v)
 }
 
 int proto_pkg_header_decode(const uint8_t *buf, size_t len,
-			    struct proto_pkg_layout *lay,
-			    struct proto_err *err)
+			    struct proto_pkg_layout *lay, struct proto_err *err)
 {
 	uint32_t mlen, slen;
 
@@ -354,9 +354,9 @@ int proto_pkg_header_encode(uint8_t buf[PROTO_PKG_HDR_LEN],
 }
 
 static int pkg_check(const uint8_t *buf, size_t len,
-		     const struct proto_trust *t,
-		     struct proto_manifest *m, struct proto_pkg_layout *lay,
-		     uint8_t **table, struct proto_err *err)
+		     const struct proto_trust *t, struct proto_manifest *m,
+		     struct proto_pkg_layout *lay, uint8_t **table,
+		     struct proto_err *err)
 {
 	uint8_t *tab = NULL;
 	struct proto_pkg_layout l;
@@ -408,8 +408,7 @@ static int pkg_check(const uint8_t *buf, size_t len,
 				  (unsigned long long)(want - (uint64_t)len),
 				  want - (uint64_t)len == 1 ? "" : "s",
 				  (unsigned long long)man.size);
-	if ((rc = proto_sha256(buf + l.payload_off, (size_t)man.size, md)) <
-	    0)
+	if ((rc = proto_sha256(buf + l.payload_off, (size_t)man.size, md)) < 0)
 		return proto__err(err, rc, "SHA-256 computation failed");
 	if (memcmp(md, man.sha256, PROTO_SHA256_LEN) != 0)
 		return proto__err(err, PROTO_EDIGEST,
@@ -463,8 +462,7 @@ int proto_pkg_check_table(const uint8_t *buf, size_t len,
 }
 
 int proto_pkg_check_trust(const uint8_t *buf, size_t len,
-			  const struct proto_trust *t,
-			  struct proto_manifest *m,
+			  const struct proto_trust *t, struct proto_manifest *m,
 			  struct proto_pkg_layout *lay, uint8_t **table,
 			  struct proto_err *err)
 {

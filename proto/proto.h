@@ -56,23 +56,23 @@ struct proto_err {
 
 /* ------------------------------------------------------------- limits */
 
-#define PROTO_ID_MAX 63          /* device id, product, group: 1..63 chars */
-#define PROTO_VERSION_MAX 31     /* "MAJOR.MINOR.PATCH", each 0..999999 */
+#define PROTO_ID_MAX 63	     /* device id, product, group: 1..63 chars */
+#define PROTO_VERSION_MAX 31 /* "MAJOR.MINOR.PATCH", each 0..999999 */
 #define PROTO_URL_MAX 1023
-#define PROTO_ERROR_MAX 255      /* status `error` text */
+#define PROTO_ERROR_MAX 255	 /* status `error` text */
 #define PROTO_MANIFEST_MAX 16384 /* bytes of signed manifest JSON */
-#define PROTO_SIG_LEN 64         /* Ed25519 signature */
-#define PROTO_PUBKEY_LEN 32      /* Ed25519 raw public key */
-#define PROTO_PRIVKEY_LEN 32     /* Ed25519 raw private key (seed) */
+#define PROTO_SIG_LEN 64	 /* Ed25519 signature */
+#define PROTO_PUBKEY_LEN 32	 /* Ed25519 raw public key */
+#define PROTO_PRIVKEY_LEN 32	 /* Ed25519 raw private key (seed) */
 #define PROTO_SHA256_LEN 32
-#define PROTO_RELEASE_ID_LEN 8   /* binary; hex form is 16 chars */
+#define PROTO_RELEASE_ID_LEN 8 /* binary; hex form is 16 chars */
 #define PROTO_RELEASE_HEX_LEN 16
 #define PROTO_FRAG_SIZE_MIN 160
 #define PROTO_FRAG_SIZE_MAX 65536
 #define PROTO_FRAGS_MAX (1u << 24) /* fragment index is 24 bits on the wire */
-#define PROTO_WINDOW_MAX 256       /* fragments; bounded by the SACK bitmap */
+#define PROTO_WINDOW_MAX 256	   /* fragments; bounded by the SACK bitmap */
 #define PROTO_ANNOUNCE_DEVICES_MAX 4096
-#define PROTO_BLOCK_SIZE_MIN 512     /* block table: power of two in range */
+#define PROTO_BLOCK_SIZE_MIN 512 /* block table: power of two in range */
 #define PROTO_BLOCK_SIZE_MAX (1u << 20)
 #define PROTO_BLOCK_SIZE_DEFAULT 4096
 #define PROTO_BLOCKS_MAX (1u << 24) /* blocks per package */
@@ -156,8 +156,8 @@ struct proto_manifest {
 
 int proto_manifest_encode(const struct proto_manifest *m, char **out,
 			  size_t *len);
-int proto_manifest_decode(const char *buf, size_t len,
-			  struct proto_manifest *m, struct proto_err *err);
+int proto_manifest_decode(const char *buf, size_t len, struct proto_manifest *m,
+			  struct proto_err *err);
 
 /* Blocks in the payload (0 when the manifest has no block table). */
 uint64_t proto_block_count(const struct proto_manifest *m);
@@ -259,9 +259,9 @@ int proto_pkg_check_table(const uint8_t *buf, size_t len,
  * business).
  */
 #define PROTO_ENC_ALG "aes-256-gcm+p256-hkdf-sha256"
-#define PROTO_ENC_KEY_LEN 32     /* content key */
-#define PROTO_ENC_TAG_LEN 16     /* appended to each fragment's data */
-#define PROTO_EC_PUB_LEN 65      /* 0x04 || X || Y */
+#define PROTO_ENC_KEY_LEN 32 /* content key */
+#define PROTO_ENC_TAG_LEN 16 /* appended to each fragment's data */
+#define PROTO_EC_PUB_LEN 65  /* 0x04 || X || Y */
 #define PROTO_EC_PRIV_LEN 32
 #define PROTO_ENC_WRAPPED_LEN 48 /* wrapped content key and its tag */
 
@@ -302,9 +302,8 @@ int proto_frag_open(struct proto_aead *a, const uint8_t hdr[8],
  * epk (the ephemeral public key) and wrapped. Returns 0, PROTO_EKEY (not
  * a valid P-256 point or scalar), PROTO_EFIELD or PROTO_ECRYPTO.
  */
-int proto_key_wrap(const uint8_t dev_pub[PROTO_EC_PUB_LEN],
-		   const char *release, const char *device,
-		   const uint8_t ckey[PROTO_ENC_KEY_LEN],
+int proto_key_wrap(const uint8_t dev_pub[PROTO_EC_PUB_LEN], const char *release,
+		   const char *device, const uint8_t ckey[PROTO_ENC_KEY_LEN],
 		   const uint8_t *eph_priv, uint8_t epk[PROTO_EC_PUB_LEN],
 		   uint8_t wrapped[PROTO_ENC_WRAPPED_LEN]);
 /*
@@ -338,7 +337,7 @@ int proto_ec_keygen(uint8_t priv[PROTO_EC_PRIV_LEN],
  * "*" means every product. A publisher key not listed is not trusted: a
  * revoked key is one the newest key set no longer lists.
  */
-#define PROTO_KEYSET_MAX 16384   /* bytes of an envelope */
+#define PROTO_KEYSET_MAX 16384 /* bytes of an envelope */
 #define PROTO_ROOT_KEYS_MAX 8
 #define PROTO_PUBLISHERS_MAX 32
 
@@ -373,8 +372,7 @@ struct proto_keyset_env {
 /* The body. Encode validates (ranges, distinct root keys, threshold) and
  * is deterministic; decode rejects unknown members (a key set is policy,
  * and a misread policy is worse than a refused one). */
-int proto_keyset_encode(const struct proto_keyset *ks, char **out,
-			size_t *len);
+int proto_keyset_encode(const struct proto_keyset *ks, char **out, size_t *len);
 int proto_keyset_decode(const char *buf, size_t len, struct proto_keyset *ks,
 			struct proto_err *err);
 /* The envelope (body decoded into e->ks; signatures not checked here).
@@ -413,8 +411,7 @@ int proto_trust_verify(const struct proto_trust *t, const char *product,
 
 /* proto_pkg_check_table, with a trust instead of one key. */
 int proto_pkg_check_trust(const uint8_t *buf, size_t len,
-			  const struct proto_trust *t,
-			  struct proto_manifest *m,
+			  const struct proto_trust *t, struct proto_manifest *m,
 			  struct proto_pkg_layout *lay, uint8_t **table,
 			  struct proto_err *err);
 
@@ -429,8 +426,11 @@ int proto_pkg_check_trust(const uint8_t *buf, size_t len,
  */
 #define PROTO_ZFRAME_MAX (1u << 20)
 
-enum proto_encoding { PROTO_ENCODING_FULL, PROTO_ENCODING_ZSTD,
-		      PROTO_ENCODING_DELTA };
+enum proto_encoding {
+	PROTO_ENCODING_FULL,
+	PROTO_ENCODING_ZSTD,
+	PROTO_ENCODING_DELTA
+};
 /* "full", "zstd", "delta" ("?" out of range); parse: 0 or PROTO_EFIELD. */
 const char *proto_encoding_name(enum proto_encoding e);
 int proto_encoding_parse(const char *s, enum proto_encoding *e);
@@ -570,23 +570,23 @@ bool proto_ack_has(const struct proto_ack *a, uint32_t index);
 struct proto_announce {
 	char url[PROTO_URL_MAX + 1];
 	char group[PROTO_ID_MAX + 1]; /* "" = any group */
-	char **devices;               /* NULL = all; new, see _free */
+	char **devices;		      /* NULL = all; new, see _free */
 	size_t ndevices;
 	uint32_t fragment_size; /* 0 = gateway default */
-	uint32_t window;        /* 0 = gateway default */
+	uint32_t window;	/* 0 = gateway default */
 	/* Rollout control (0 = off / default): */
-	uint32_t concurrency;    /* devices transferring at once */
+	uint32_t concurrency;	 /* devices transferring at once */
 	uint32_t canary_percent; /* 1..100: this share of targets goes first */
 	uint32_t canary_success_percent; /* 1..100, default 100: canary share
 					    that must commit before the rest */
-	uint32_t pause_failure_percent;  /* 1..100: auto-pause above this */
+	uint32_t pause_failure_percent;	 /* 1..100: auto-pause above this */
 	/* "encrypt": true / false; absent = the gateway's default. */
 	bool encrypt;
 	bool encrypt_set;
 	/* The command plane (PROTOCOL.md section 5.5): */
-	char reply[PROTO_ID_MAX + 1];	 /* "" = no per-request verdict */
+	char reply[PROTO_ID_MAX + 1];	      /* "" = no per-request verdict */
 	char operator_name[PROTO_ID_MAX + 1]; /* claimed, "" = unnamed */
-	bool dry_run; /* only say which devices it would target */
+	bool dry_run;		    /* only say which devices it would target */
 	uint32_t pause_failure_min; /* 1..PROTO_PAUSE_FAILURE_MIN_MAX: failed
 				       devices before any automatic pause
 				       (canary or rate); 0 = gateway's */
@@ -598,8 +598,8 @@ struct proto_announce {
 	bool restart_spread_set;
 };
 
-int proto_announce_decode(const char *buf, size_t len,
-			  struct proto_announce *a, struct proto_err *err);
+int proto_announce_decode(const char *buf, size_t len, struct proto_announce *a,
+			  struct proto_err *err);
 void proto_announce_free(struct proto_announce *a);
 /* The announcement as JSON (members at their defaults are left out).
  * Validates first, as decode would: PROTO_EFIELD / PROTO_ERANGE. */
@@ -786,7 +786,7 @@ enum proto_state {
 #define PROTO__STATE_ENUM(name, text) PROTO_ST_##name,
 	PROTO_STATE_MAP(PROTO__STATE_ENUM)
 #undef PROTO__STATE_ENUM
-	PROTO_ST__COUNT
+	    PROTO_ST__COUNT
 };
 
 const char *proto_state_name(enum proto_state s); /* "?" when out of range */
@@ -828,8 +828,8 @@ struct proto_status {
 	char group[PROTO_ID_MAX + 1]; /* "" = none */
 	enum proto_state state;
 	char release[PROTO_RELEASE_HEX_LEN + 1]; /* "" = none */
-	double progress;                          /* < 0 = absent */
-	char error[PROTO_ERROR_MAX + 1];          /* "" = none */
+	double progress;			 /* < 0 = absent */
+	char error[PROTO_ERROR_MAX + 1];	 /* "" = none */
 	struct proto_timings timings;
 	int64_t ts; /* unix ms; 0 = absent */
 	/* "image": SHA-256 of the image the device runs, when it holds it
@@ -840,8 +840,7 @@ struct proto_status {
 
 /* Set every field to "absent" (progress -1, timings -1, strings ""). */
 void proto_status_init(struct proto_status *s);
-int proto_status_encode(const struct proto_status *s, char **out,
-			size_t *len);
+int proto_status_encode(const struct proto_status *s, char **out, size_t *len);
 int proto_status_decode(const char *buf, size_t len, struct proto_status *s,
 			struct proto_err *err);
 

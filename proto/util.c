@@ -168,8 +168,8 @@ int proto_hex_decode(const char *in, uint8_t *out, size_t outlen)
 	if (in[2 * outlen] != '\0')
 		return PROTO_EMALFORMED;
 	for (i = 0; i < outlen; i++)
-		out[i] = (uint8_t)(hex_val(in[2 * i]) << 4 |
-				   hex_val(in[2 * i + 1]));
+		out[i] =
+		    (uint8_t)(hex_val(in[2 * i]) << 4 | hex_val(in[2 * i + 1]));
 	return 0;
 }
 
@@ -189,7 +189,7 @@ bool proto__release_hex_valid(const char *s)
 
 static const char *const state_names[PROTO_ST__COUNT] = {
 #define PROTO__STATE_NAME(name, text) [PROTO_ST_##name] = text,
-	PROTO_STATE_MAP(PROTO__STATE_NAME)
+    PROTO_STATE_MAP(PROTO__STATE_NAME)
 #undef PROTO__STATE_NAME
 };
 

@@ -118,8 +118,7 @@ out:
 
 /* ------------------------------------------------------------- verdict */
 
-int proto_verdict_encode(const struct proto_verdict *v, char **out,
-			 size_t *len)
+int proto_verdict_encode(const struct proto_verdict *v, char **out, size_t *len)
 {
 	json_t *o = json_object(), *arr = NULL;
 	int rc = PROTO_ENOMEM;
@@ -131,7 +130,8 @@ int proto_verdict_encode(const struct proto_verdict *v, char **out,
 	if ((unsigned)v->verdict >= VERDICTS || !command_valid(v->command) ||
 	    !proto_id_valid(v->product) ||
 	    (v->release[0] && !proto__release_hex_valid(v->release)) ||
-	    (v->version[0] && proto_version_parse(v->version, (uint32_t[3]){0})) ||
+	    (v->version[0] &&
+	     proto_version_parse(v->version, (uint32_t[3]){0})) ||
 	    v->ndevices > PROTO_VERDICT_DEVICES_MAX || v->targets < -1 ||
 	    memchr(v->reason, '\0', sizeof(v->reason)) == NULL)
 		goto out;
@@ -142,11 +142,14 @@ int proto_verdict_encode(const struct proto_verdict *v, char **out,
 				  json_string(verdict_names[v->verdict]))) < 0)
 		goto out;
 	if ((v->release[0] &&
-	     (rc = proto__json_set(o, "release", json_string(v->release))) < 0) ||
+	     (rc = proto__json_set(o, "release", json_string(v->release))) <
+		 0) ||
 	    (v->version[0] &&
-	     (rc = proto__json_set(o, "version", json_string(v->version))) < 0) ||
+	     (rc = proto__json_set(o, "version", json_string(v->version))) <
+		 0) ||
 	    (v->targets >= 0 &&
-	     (rc = proto__json_set(o, "targets", json_integer(v->targets))) < 0))
+	     (rc = proto__json_set(o, "targets", json_integer(v->targets))) <
+		 0))
 		goto out;
 	if (v->ndevices) {
 		if ((arr = json_array()) == NULL) {
@@ -180,8 +183,8 @@ static int verdict_kind(const json_t *root, struct proto_verdict *v,
 			struct proto_err *err)
 {
 	char kind[16];
-	int rc = proto__json_copy(root, "verdict", true, kind, sizeof(kind),
-				  err);
+	int rc =
+	    proto__json_copy(root, "verdict", true, kind, sizeof(kind), err);
 	if (rc < 0)
 		return rc;
 	for (size_t i = 0; i < VERDICTS; i++)
@@ -236,7 +239,8 @@ int proto_verdict_decode(const char *buf, size_t len, struct proto_verdict *v,
 	rc = proto__json_parse(buf, len, VERDICT_JSON_MAX, &root, err);
 	if (rc < 0)
 		return rc;
-	if ((rc = proto__json_id(root, "request", false, v->request, err)) < 0 ||
+	if ((rc = proto__json_id(root, "request", false, v->request, err)) <
+		0 ||
 	    (rc = proto__json_copy(root, "command", true, v->command,
 				   sizeof(v->command), err)) < 0)
 		goto out;
@@ -268,8 +272,8 @@ int proto_verdict_decode(const char *buf, size_t len, struct proto_verdict *v,
 				   sizeof(v->reason), err)) < 0 ||
 	    (rc = proto__json_id(root, "operator", false, v->operator_name,
 				 err)) < 0 ||
-	    (rc = proto__json_int(root, "ts", false, 0, INT64_MAX, &v->ts,
-				  NULL, err)) < 0)
+	    (rc = proto__json_int(root, "ts", false, 0, INT64_MAX, &v->ts, NULL,
+				  err)) < 0)
 		goto out;
 out:
 	json_decref(root);

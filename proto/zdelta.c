@@ -90,8 +90,7 @@ int proto_zenc_level(uint64_t bytes)
 
 int proto_zenc(const uint8_t *img, uint64_t size, const uint8_t *base,
 	       size_t base_len, uint32_t block_size, uint32_t frame_len,
-	       int level, uint8_t **out, size_t *out_len,
-	       struct proto_err *err)
+	       int level, uint8_t **out, size_t *out_len, struct proto_err *err)
 {
 	if (size == 0 || block_size < PROTO_BLOCK_SIZE_MIN ||
 	    block_size > PROTO_ZFRAME_MAX || (block_size & (block_size - 1)))
@@ -146,14 +145,14 @@ struct proto_zdec {
 	ZSTD_DCtx *dctx;
 	const uint8_t *base;
 	size_t base_len;
-	uint64_t size;	     /* image bytes */
+	uint64_t size; /* image bytes */
 	uint32_t block_size;
-	uint64_t off;	     /* image offset of the frame being taken */
-	uint8_t *in;	     /* the frame's bytes so far */
+	uint64_t off; /* image offset of the frame being taken */
+	uint8_t *in;  /* the frame's bytes so far */
 	size_t in_len, in_cap;
-	uint64_t content;    /* its content size, once its header is read */
-	size_t frame_cap;    /* its bound, once its header is read */
-	uint8_t *out;	     /* the decoded frame */
+	uint64_t content; /* its content size, once its header is read */
+	size_t frame_cap; /* its bound, once its header is read */
+	uint8_t *out;	  /* the decoded frame */
 	size_t out_len;
 	uint64_t out_off;
 };
@@ -270,8 +269,7 @@ static int zdec_header(struct proto_zdec *z, struct proto_err *err)
 }
 
 /* The whole frame is in: decode it in one shot. */
-static int zdec_decode(struct proto_zdec *z, size_t flen,
-		       struct proto_err *err)
+static int zdec_decode(struct proto_zdec *z, size_t flen, struct proto_err *err)
 {
 	size_t rc = ZSTD_DCtx_reset(z->dctx, ZSTD_reset_session_and_parameters);
 	if (!ZSTD_isError(rc) && z->base)

@@ -398,8 +398,7 @@ static int store__walk(struct store *s, enum store_db db, MDB_val *start,
 	return (rc == 0 || rc == MDB_NOTFOUND) ? 0 : store__map_err(rc);
 }
 
-int store_foreach(struct store *s, enum store_db db, store_walk_cb cb,
-		  void *ud)
+int store_foreach(struct store *s, enum store_db db, store_walk_cb cb, void *ud)
 {
 	if ((unsigned)db >= STORE__NDB)
 		return STORE_EINVAL;
@@ -411,8 +410,8 @@ const char *store_db_name(enum store_db db)
 	return (unsigned)db < STORE__NDB ? db_names[db] : "?";
 }
 
-int store_walk_snapshot(struct store *s, store_snap_cb cb, void *ud,
-			char *err, size_t errlen)
+int store_walk_snapshot(struct store *s, store_snap_cb cb, void *ud, char *err,
+			size_t errlen)
 {
 	MDB_txn *txn;
 	MDB_cursor *cur = NULL;

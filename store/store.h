@@ -36,8 +36,13 @@ enum store_errno {
 };
 const char *store_strerror(int code);
 
-enum store_db { STORE_RELEASES, STORE_DEVICES, STORE_EVENTS, STORE_META,
-		STORE__NDB };
+enum store_db {
+	STORE_RELEASES,
+	STORE_DEVICES,
+	STORE_EVENTS,
+	STORE_META,
+	STORE__NDB
+};
 
 struct store;
 
@@ -101,8 +106,8 @@ int store_foreach(struct store *s, enum store_db db, store_walk_cb cb,
  * borrowed. */
 typedef int (*store_snap_cb)(void *ud, enum store_db db, const void *key,
 			     size_t klen, const char *val, size_t vlen);
-int store_walk_snapshot(struct store *s, store_snap_cb cb, void *ud,
-			char *err, size_t errlen);
+int store_walk_snapshot(struct store *s, store_snap_cb cb, void *ud, char *err,
+			size_t errlen);
 /* The name of a database ("releases", ...). */
 const char *store_db_name(enum store_db db);
 /* The last `n` events, oldest first. */

@@ -93,9 +93,9 @@ def ids: if .role == "operator" or .role == "monitor" then .cn + "|mosq-[A-Za-z0
 def topics:
   if .role == "device" then
     {write: ("^ota\\.dev\\." + .cn + "\\.(status|ack)$"),
-     read: ("^(ota\\.dev\\." + .cn + "\\.(offer|frag)|ota\\.grp\\.[^.]+\\.frag)$")}
+     read: ("^(ota\\.dev\\." + .cn + "\\.(offer|frag|poll)|ota\\.grp\\.[^.]+\\.frag|ota\\.hello)$")}
   elif .role == "gateway" then
-    {write: "^ota\\.(dev|grp|result)\\..+$", read: "^ota\\.(dev|release|ctl)\\..+$"}
+    {write: "^(ota\\.(dev|grp|result)\\..+|ota\\.hello)$", read: "^ota\\.(dev|release|ctl)\\..+$"}
   elif .role == "operator" then
     {write: "^ota\\.(release|ctl)\\..+$", read: "^(ota\\.result\\..+|ota\\.dev\\.[^.]+\\.status)$"}
   else

@@ -42,13 +42,10 @@ struct fconf {
 };
 
 #define FCONF_K(n, type, field, lo, hi)                                        \
-	{n,                                                                    \
-	 type,                                                                 \
-	 offsetof(struct fconf, field),                                        \
-	 sizeof(((struct fconf *)0)->field),                                   \
-	 lo,                                                                   \
-	 hi,                                                                   \
-	 n}
+	{                                                                      \
+		n, type, offsetof(struct fconf, field),                        \
+		    sizeof(((struct fconf *)0)->field), lo, hi, n              \
+	}
 
 static const struct conf_key fconf_keys[] = {
     FCONF_K("broker_host", CONF_STR, broker_host, 0, 0),
@@ -94,8 +91,7 @@ static int fuzz_conf_one(const uint8_t *data, size_t size)
 	char path[64], err[256];
 	int fd, rc;
 
-	if ((fd = fconf_file(path, sizeof(path))) < 0 ||
-	    ftruncate(fd, 0) != 0)
+	if ((fd = fconf_file(path, sizeof(path))) < 0 || ftruncate(fd, 0) != 0)
 		abort();
 	if (size > 0 && pwrite(fd, data, size, 0) != (ssize_t)size)
 		abort();

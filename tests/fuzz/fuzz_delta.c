@@ -96,16 +96,16 @@ static void fdelta_round(const uint8_t *p, size_t len)
 	size_t elen;
 	struct proto_err err;
 	struct proto_zdec *z;
-	if (!out || proto_zenc(p, len, fdelta_base(), FDELTA_BASE_LEN,
-			       FDELTA_BS, 4 * FDELTA_BS, 1, &enc, &elen,
-			       &err) != 0 ||
+	if (!out ||
+	    proto_zenc(p, len, fdelta_base(), FDELTA_BASE_LEN, FDELTA_BS,
+		       4 * FDELTA_BS, 1, &enc, &elen, &err) != 0 ||
 	    proto_zdec_new(fdelta_base(), FDELTA_BASE_LEN, len, FDELTA_BS, 0,
 			   &z, &err) != 0)
 		abort();
 	size_t used, off = 0;
 	int rc;
-	while ((rc = proto_zdec_push(z, enc + off, elen - off, &used,
-				     &err)) == 1) {
+	while ((rc = proto_zdec_push(z, enc + off, elen - off, &used, &err)) ==
+	       1) {
 		uint64_t at;
 		const uint8_t *d;
 		size_t dl;

@@ -30,8 +30,8 @@
 enum fenc_sel { FENC_OFFER, FENC_UNWRAP, FENC_ROUND, FENC_OPEN, FENC__COUNT };
 
 static const uint8_t fenc_key[PROTO_ENC_KEY_LEN] = {
-	1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16,
-	17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32};
+    1,	2,  3,	4,  5,	6,  7,	8,  9,	10, 11, 12, 13, 14, 15, 16,
+    17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32};
 
 static void fenc_offer(const char *buf, size_t len)
 {
@@ -61,14 +61,13 @@ static void fenc_unwrap(const uint8_t *p, size_t len)
 	/* Device private key 32 x 0x11 and its public point (the known
 	 * answer of tests/unit/test_proto_enc.c). */
 	static const uint8_t priv[PROTO_EC_PRIV_LEN] = {
-		0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11,
-		0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11,
-		0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11,
-		0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11};
+	    0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11,
+	    0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11,
+	    0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11};
 	static const char pub_hex[] =
-		"040217e617f0b6443928278f96999e69a23a4f2c152bdf6d6cdf66e5b8028"
-		"2d4ed194a7debcb97712d2dda3ca85aa8765a56f45fc758599652f2897c6530"
-		"6e5794";
+	    "040217e617f0b6443928278f96999e69a23a4f2c152bdf6d6cdf66e5b8028"
+	    "2d4ed194a7debcb97712d2dda3ca85aa8765a56f45fc758599652f2897c6530"
+	    "6e5794";
 	uint8_t pub[PROTO_EC_PUB_LEN], ck[PROTO_ENC_KEY_LEN];
 	char id[PROTO_ID_MAX + 1];
 	size_t n;
@@ -113,8 +112,7 @@ static void fenc_round(const uint8_t *p, size_t len)
 	a = fenc_aead();
 	if (!ct || !back)
 		abort();
-	if (proto_frag_seal(a, p, 4096, p + PROTO_FRAG_HDR_LEN, n,
-			    ct) != 0 ||
+	if (proto_frag_seal(a, p, 4096, p + PROTO_FRAG_HDR_LEN, n, ct) != 0 ||
 	    proto_frag_open(a, p, 4096, ct, n + PROTO_ENC_TAG_LEN, back) != 0 ||
 	    memcmp(back, p + PROTO_FRAG_HDR_LEN, n) != 0)
 		abort();

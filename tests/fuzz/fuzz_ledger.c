@@ -96,8 +96,9 @@ static void fledger_sort(struct fledger *l)
 
 static bool fledger_release_ok_id(const char *s)
 {
-	return !s[0] || (strlen(s) == PROTO_RELEASE_HEX_LEN &&
-			 strspn(s, "0123456789abcdef") == PROTO_RELEASE_HEX_LEN);
+	return !s[0] ||
+	       (strlen(s) == PROTO_RELEASE_HEX_LEN &&
+		strspn(s, "0123456789abcdef") == PROTO_RELEASE_HEX_LEN);
 }
 
 static bool fledger_device_ok(const struct gw_device *d)
@@ -196,15 +197,17 @@ static void fledger_device(const struct gw__ledger_rec *r, bool consistent)
 
 static bool fledger_release_ok(const struct gw_release *r)
 {
-	return FLEDGER_TERMINATED(r->id) && strlen(r->id) ==
-	       PROTO_RELEASE_HEX_LEN && fledger_release_ok_id(r->id) &&
-	       r->manifest && strlen(r->manifest) == r->manifest_len &&
-	       FLEDGER_TERMINATED(r->path) && FLEDGER_TERMINATED(r->target.group) &&
+	return FLEDGER_TERMINATED(r->id) &&
+	       strlen(r->id) == PROTO_RELEASE_HEX_LEN &&
+	       fledger_release_ok_id(r->id) && r->manifest &&
+	       strlen(r->manifest) == r->manifest_len &&
+	       FLEDGER_TERMINATED(r->path) &&
+	       FLEDGER_TERMINATED(r->target.group) &&
 	       FLEDGER_TERMINATED(r->camp.pause_reason) &&
 	       r->frag_size >= PROTO_FRAG_SIZE_MIN &&
 	       r->frag_size <= PROTO_FRAG_SIZE_MAX && r->window > 0 &&
-	       r->nfrags == (r->m.size + r->frag_size - 1) / r->frag_size +
-				r->tfrags;
+	       r->nfrags ==
+		   (r->m.size + r->frag_size - 1) / r->frag_size + r->tfrags;
 }
 
 static void fledger_release_free(struct gw_release *r)
@@ -220,7 +223,8 @@ static void fledger_release_free(struct gw_release *r)
 static void fledger_release(const struct gw__ledger_rec *r, bool consistent)
 {
 	char err[160];
-	struct gw_release *a = calloc(1, sizeof(*a)), *b = calloc(1, sizeof(*b));
+	struct gw_release *a = calloc(1, sizeof(*a)),
+			  *b = calloc(1, sizeof(*b));
 	char *out = NULL, *out2 = NULL;
 	if (!a || !b)
 		abort();
@@ -232,7 +236,8 @@ static void fledger_release(const struct gw__ledger_rec *r, bool consistent)
 	if (!fledger_release_ok(a) ||
 	    !(out = gw__release_record(a, "rolling")) ||
 	    gw__release_parse(out, strlen(out), b, err, sizeof(err)) != 0 ||
-	    !(out2 = gw__release_record(b, "rolling")) || strcmp(out, out2) != 0)
+	    !(out2 = gw__release_record(b, "rolling")) ||
+	    strcmp(out, out2) != 0)
 		abort();
 done:
 	free(out);

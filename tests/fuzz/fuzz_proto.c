@@ -132,8 +132,7 @@ static bool fproto_timings_equal(const struct proto_timings *a,
 				 const struct proto_timings *b)
 {
 	return a->download_ms == b->download_ms &&
-	       a->verify_ms == b->verify_ms &&
-	       a->install_ms == b->install_ms &&
+	       a->verify_ms == b->verify_ms && a->install_ms == b->install_ms &&
 	       a->restart_ms == b->restart_ms && a->total_ms == b->total_ms;
 }
 
@@ -260,8 +259,8 @@ static void fproto_ack(const uint8_t *buf, size_t len)
 
 	if (proto_ack_decode(buf, len, &k) != 0)
 		return;
-	if (proto_ack_encode(&k, out, sizeof(out), &olen) != 0 ||
-	    olen != len || memcmp(out, buf, len) != 0)
+	if (proto_ack_encode(&k, out, sizeof(out), &olen) != 0 || olen != len ||
+	    memcmp(out, buf, len) != 0)
 		abort();
 	/* everything below cum is held, cum itself never is */
 	if ((k.cum > 0 && !proto_ack_has(&k, k.cum - 1)) ||

@@ -28,16 +28,17 @@
 
 static bool fstate_release_ok(const char *s)
 {
-	return !s[0] || (strlen(s) == PROTO_RELEASE_HEX_LEN &&
-			 strspn(s, "0123456789abcdef") == PROTO_RELEASE_HEX_LEN);
+	return !s[0] ||
+	       (strlen(s) == PROTO_RELEASE_HEX_LEN &&
+		strspn(s, "0123456789abcdef") == PROTO_RELEASE_HEX_LEN);
 }
 
 static bool fstate_valid(const struct dev_persist *p)
 {
 	return FSTATE_TERMINATED(p->version) &&
 	       proto_version_parse(p->version, NULL) == 0 &&
-	       (p->slot == 'a' || p->slot == 'b') &&
-	       (int)p->phase >= 0 && (int)p->phase < PROTO_ST__COUNT &&
+	       (p->slot == 'a' || p->slot == 'b') && (int)p->phase >= 0 &&
+	       (int)p->phase < PROTO_ST__COUNT &&
 	       FSTATE_TERMINATED(p->release) && fstate_release_ok(p->release) &&
 	       FSTATE_TERMINATED(p->refused) && fstate_release_ok(p->refused) &&
 	       FSTATE_TERMINATED(p->prev_version) &&
@@ -45,12 +46,12 @@ static bool fstate_valid(const struct dev_persist *p)
 		proto_version_parse(p->prev_version, NULL) == 0) &&
 	       FSTATE_TERMINATED(p->error) &&
 	       (p->manifest == NULL ||
-		(p->manifest[0] && strlen(p->manifest) <= PROTO_MANIFEST_MAX)) &&
+		(p->manifest[0] &&
+		 strlen(p->manifest) <= PROTO_MANIFEST_MAX)) &&
 	       (uint64_t)p->held <=
 		   (uint64_t)p->fragments + p->table_fragments &&
-	       p->t_accept >= 0 && p->t_downloaded >= 0 &&
-	       p->t_verified >= 0 && p->t_installed >= 0 &&
-	       p->t_restart >= 0 && p->t_up >= 0;
+	       p->t_accept >= 0 && p->t_downloaded >= 0 && p->t_verified >= 0 &&
+	       p->t_installed >= 0 && p->t_restart >= 0 && p->t_up >= 0;
 }
 
 static bool fstate_equal(const struct dev_persist *a,
@@ -64,8 +65,8 @@ static bool fstate_equal(const struct dev_persist *a,
 	       !memcmp(a->sig, b->sig, sizeof(a->sig)) &&
 	       a->fragment_size == b->fragment_size &&
 	       a->fragments == b->fragments && a->window == b->window &&
-	       a->table_fragments == b->table_fragments &&
-	       a->held == b->held && !strcmp(a->prev_version, b->prev_version) &&
+	       a->table_fragments == b->table_fragments && a->held == b->held &&
+	       !strcmp(a->prev_version, b->prev_version) &&
 	       !strcmp(a->error, b->error) && a->t_accept == b->t_accept &&
 	       a->t_downloaded == b->t_downloaded &&
 	       a->t_verified == b->t_verified &&

@@ -83,23 +83,24 @@ struct flr {
 
 static void usage(FILE *out)
 {
-	fprintf(out,
-		"usage: floor --host H --port P --cafile CA --pub-cert C --pub-key K\n"
-		"             (--sub-cert C --sub-key K | --sub-cert-dir DIR)\n"
-		"             --subscribers N --bytes B\n"
-		"             --msg-size S [--topic T] [--qos 0|1] [--stagger-ms 2]\n"
-		"             [--timeout-s 300] [--cpu-pid PID]\n"
-		"The broker's fan-out floor: one publisher sends B bytes in messages\n"
-		"of S bytes on T/data to N subscribers of T/# that count them.\n"
-		"All connections are mutual TLS; T defaults to ota/release/bench-floor\n"
-		"(the operator may write it, the gateway's identity may read it).\n"
-		"A broker that makes the certificate's CN the client id (the shipped\n"
-		"configuration) lets one certificate hold one connection: give each\n"
-		"subscriber its own with --sub-cert-dir DIR (the first N *.crt in\n"
-		"name order, each with its .key; the ACL must let them read T/#).\n"
-		"example: floor --host localhost --port 8883 --cafile ca.crt \\\n"
-		"  --pub-cert operator.crt --pub-key operator.key --sub-cert gateway.crt \\\n"
-		"  --sub-key gateway.key --subscribers 1000 --bytes 1048576 --msg-size 65536\n");
+	fprintf(
+	    out,
+	    "usage: floor --host H --port P --cafile CA --pub-cert C --pub-key K\n"
+	    "             (--sub-cert C --sub-key K | --sub-cert-dir DIR)\n"
+	    "             --subscribers N --bytes B\n"
+	    "             --msg-size S [--topic T] [--qos 0|1] [--stagger-ms 2]\n"
+	    "             [--timeout-s 300] [--cpu-pid PID]\n"
+	    "The broker's fan-out floor: one publisher sends B bytes in messages\n"
+	    "of S bytes on T/data to N subscribers of T/# that count them.\n"
+	    "All connections are mutual TLS; T defaults to ota/release/bench-floor\n"
+	    "(the operator may write it, the gateway's identity may read it).\n"
+	    "A broker that makes the certificate's CN the client id (the shipped\n"
+	    "configuration) lets one certificate hold one connection: give each\n"
+	    "subscriber its own with --sub-cert-dir DIR (the first N *.crt in\n"
+	    "name order, each with its .key; the ACL must let them read T/#).\n"
+	    "example: floor --host localhost --port 8883 --cafile ca.crt \\\n"
+	    "  --pub-cert operator.crt --pub-key operator.key --sub-cert gateway.crt \\\n"
+	    "  --sub-key gateway.key --subscribers 1000 --bytes 1048576 --msg-size 65536\n");
 }
 
 static uint64_t cpu_us_self(void)
@@ -127,8 +128,10 @@ static long long pid_cpu_ticks(unsigned long pid)
 	unsigned long long ut, st;
 	/* state ppid pgrp session tty tpgid flags minflt cminflt majflt
 	 * cmajflt utime stime */
-	if (!p || sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u "
-				"%*u %llu %llu", &ut, &st) != 2)
+	if (!p || sscanf(p + 1,
+			 " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u "
+			 "%*u %llu %llu",
+			 &ut, &st) != 2)
 		return -1;
 	return (long long)(ut + st);
 }
@@ -298,8 +301,8 @@ static void pub_disconnect(struct mq *mq, void *ud, const char *why)
 	struct flr *f = ud;
 	f->pub_connected = false;
 	if (f->phase == PH_PROBE || f->phase == PH_SEND) {
-		fprintf(stderr, "floor: the publisher lost its connection (%s)\n",
-			why);
+		fprintf(stderr,
+			"floor: the publisher lost its connection (%s)\n", why);
 		finish(f, 1);
 	}
 }
@@ -410,8 +413,25 @@ static int parse_ulong(const char *flag, const char *s, unsigned long min,
 	return 0;
 }
 
-enum { O_HOST = 1, O_PORT, O_CA, O_PCERT, O_PKEY, O_SCERT, O_SKEY, O_SDIR, O_SUBS,
-       O_BYTES, O_MSG, O_TOPIC, O_QOS, O_STAGGER, O_TIMEOUT, O_CPUPID, O_HELP };
+enum {
+	O_HOST = 1,
+	O_PORT,
+	O_CA,
+	O_PCERT,
+	O_PKEY,
+	O_SCERT,
+	O_SKEY,
+	O_SDIR,
+	O_SUBS,
+	O_BYTES,
+	O_MSG,
+	O_TOPIC,
+	O_QOS,
+	O_STAGGER,
+	O_TIMEOUT,
+	O_CPUPID,
+	O_HELP
+};
 
 static int parse_args(int argc, char **argv, struct opts *o)
 {
@@ -446,40 +466,67 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		else
 			snprintf(flag, sizeof(flag), "%s", argv[optind - 1]);
 		switch (ch) {
-		case O_HOST: o->host = optarg; break;
-		case O_CA: o->cafile = optarg; break;
-		case O_PCERT: o->pub_cert = optarg; break;
-		case O_PKEY: o->pub_key = optarg; break;
-		case O_SCERT: o->sub_cert = optarg; break;
-		case O_SKEY: o->sub_key = optarg; break;
-		case O_SDIR: o->sub_dir = optarg; break;
-		case O_TOPIC: o->topic = optarg; break;
-		case O_PORT: rc = parse_ulong(flag, optarg, 1, 65535, &o->port); break;
+		case O_HOST:
+			o->host = optarg;
+			break;
+		case O_CA:
+			o->cafile = optarg;
+			break;
+		case O_PCERT:
+			o->pub_cert = optarg;
+			break;
+		case O_PKEY:
+			o->pub_key = optarg;
+			break;
+		case O_SCERT:
+			o->sub_cert = optarg;
+			break;
+		case O_SKEY:
+			o->sub_key = optarg;
+			break;
+		case O_SDIR:
+			o->sub_dir = optarg;
+			break;
+		case O_TOPIC:
+			o->topic = optarg;
+			break;
+		case O_PORT:
+			rc = parse_ulong(flag, optarg, 1, 65535, &o->port);
+			break;
 		case O_SUBS:
-			rc = parse_ulong(flag, optarg, 1, 100000, &o->subscribers);
+			rc = parse_ulong(flag, optarg, 1, 100000,
+					 &o->subscribers);
 			break;
 		case O_BYTES:
 			rc = parse_ulong(flag, optarg, 1, 1UL << 30, &o->bytes);
 			break;
 		case O_MSG:
-			rc = parse_ulong(flag, optarg, 2, 1UL << 20, &o->msg_size);
+			rc = parse_ulong(flag, optarg, 2, 1UL << 20,
+					 &o->msg_size);
 			break;
-		case O_QOS: rc = parse_ulong(flag, optarg, 0, 1, &o->qos); break;
+		case O_QOS:
+			rc = parse_ulong(flag, optarg, 0, 1, &o->qos);
+			break;
 		case O_STAGGER:
-			rc = parse_ulong(flag, optarg, 0, 60000, &o->stagger_ms);
+			rc =
+			    parse_ulong(flag, optarg, 0, 60000, &o->stagger_ms);
 			break;
 		case O_TIMEOUT:
 			rc = parse_ulong(flag, optarg, 1, 86400, &o->timeout_s);
 			break;
 		case O_CPUPID:
-			rc = parse_ulong(flag, optarg, 1, INT32_MAX, &o->cpu_pid);
+			rc = parse_ulong(flag, optarg, 1, INT32_MAX,
+					 &o->cpu_pid);
 			break;
-		case O_HELP: usage(stdout); return 1;
+		case O_HELP:
+			usage(stdout);
+			return 1;
 		case ':':
 			fprintf(stderr, "floor: %s needs a value\n", flag);
 			return -1;
 		default:
-			fprintf(stderr, "floor: unknown option '%s' (see --help)\n",
+			fprintf(stderr,
+				"floor: unknown option '%s' (see --help)\n",
 				flag);
 			return -1;
 		}
@@ -487,12 +534,13 @@ static int parse_args(int argc, char **argv, struct opts *o)
 	if (rc != 0)
 		return -1;
 	if (optind < argc) {
-		fprintf(stderr, "floor: unexpected argument '%s'\n", argv[optind]);
+		fprintf(stderr, "floor: unexpected argument '%s'\n",
+			argv[optind]);
 		return -1;
 	}
 	if (!o->host || !o->port || !o->cafile || !o->pub_cert || !o->pub_key ||
-	    (!o->sub_dir && (!o->sub_cert || !o->sub_key)) ||
-	    !o->subscribers || !o->bytes || !o->msg_size) {
+	    (!o->sub_dir && (!o->sub_cert || !o->sub_key)) || !o->subscribers ||
+	    !o->bytes || !o->msg_size) {
 		fprintf(stderr, "floor: --host, --port, --cafile, --pub-cert, "
 				"--pub-key, --sub-cert and --sub-key (or "
 				"--sub-cert-dir), --subscribers, --bytes and "
@@ -519,7 +567,8 @@ static int sub_certs(struct flr *f)
 	struct dirent **list = NULL;
 	int n = scandir(f->o.sub_dir, &list, is_crt, alphasort), rc = -1;
 	if (n < 0) {
-		fprintf(stderr, "floor: %s: %s\n", f->o.sub_dir, strerror(errno));
+		fprintf(stderr, "floor: %s: %s\n", f->o.sub_dir,
+			strerror(errno));
 		return -1;
 	}
 	if ((unsigned long)n < f->o.subscribers) {
@@ -530,8 +579,8 @@ static int sub_certs(struct flr *f)
 	for (unsigned long i = 0; i < f->o.subscribers; i++) {
 		char path[PATH_MAX];
 		size_t len = strlen(list[i]->d_name) - 4;
-		int w = snprintf(path, sizeof(path), "%s/%.*s.key", f->o.sub_dir,
-				 (int)len, list[i]->d_name);
+		int w = snprintf(path, sizeof(path), "%s/%.*s.key",
+				 f->o.sub_dir, (int)len, list[i]->d_name);
 		if (w < 0 || (size_t)w >= sizeof(path))
 			goto out;
 		f->subs[i].key = strdup(path);

@@ -51,13 +51,13 @@ struct opts {
 	struct sockaddr_storage connect_addr;
 	const char *listen_str;
 	const char *connect_str;
-	uint64_t delay_ns;	 /* one way */
-	double rate_kbit[2];	 /* 0: unlimited */
+	uint64_t delay_ns;   /* one way */
+	double rate_kbit[2]; /* 0: unlimited */
 	size_t mtu;
-	size_t queue_hi;	 /* stop reading above this many queued bytes */
-	size_t queue_lo;	 /* resume below this */
-	double cut_after_s;	 /* 0: never */
-	double cut_every_s;	 /* 0: never */
+	size_t queue_hi;    /* stop reading above this many queued bytes */
+	size_t queue_lo;    /* resume below this */
+	double cut_after_s; /* 0: never */
+	double cut_every_s; /* 0: never */
 	double cut_for_s;
 	bool shared;
 	bool verbose;
@@ -98,7 +98,7 @@ struct dir {
 	uint64_t link_free_ns;	   /* per-connection link (without --shared) */
 	uv_timer_t timer;
 	uv_shutdown_t shutdown_req;
-	bool may_read;	/* setup done and source not at EOF */
+	bool may_read; /* setup done and source not at EOF */
 	bool reading;
 	bool eof_queued;
 	bool shut_done;
@@ -143,36 +143,37 @@ static void dir_read_start(struct conn *c, enum dir_idx i);
 
 static void usage(FILE *f)
 {
-	fprintf(f,
-		"usage: linkemu --listen ADDR:PORT --connect ADDR:PORT [options]\n"
-		"A TCP proxy that emulates a slow, far link: one-way delay, bandwidth,\n"
-		"cuts. client->server is \"up\", server->client is \"down\".\n"
-		"\n"
-		"  --listen ADDR:PORT      accept clients here (IPv4, or [IPv6]:PORT)\n"
-		"  --connect ADDR:PORT     relay each client to this target\n"
-		"  --delay-ms D            one-way delay each way (default 0)\n"
-		"  --rtt-ms R              round-trip time: delay R/2 each way\n"
-		"  --rate-kbit K           bandwidth both ways, kbit/s (0: unlimited)\n"
-		"  --up-rate-kbit K        bandwidth client->server (overrides --rate-kbit)\n"
-		"  --down-rate-kbit K      bandwidth server->client (overrides --rate-kbit)\n"
-		"  --shared                all connections share one link per direction\n"
-		"                          (default: each connection has its own)\n"
-		"  --mtu N                 split data into chunks of at most N bytes\n"
-		"                          (64..65536, default 1500)\n"
-		"  --queue-kb N            stop reading a source while more than N KiB are\n"
-		"                          queued in its direction (default 4096)\n"
-		"  --cut-after-s S         reset every connection once, S s after start\n"
-		"  --cut-every-s A         every A s reset every connection and refuse new\n"
-		"  --cut-for-s B             ones for B s (B < A; both flags together)\n"
-		"  --stats FILE            write the counters as JSON to FILE at exit\n"
-		"  --verbose               log connections and counters every 5 s\n"
-		"  --help                  this text\n"
-		"Signals: SIGUSR1 resets every connection now; SIGINT/SIGTERM print a\n"
-		"summary and exit 0.\n"
-		"\n"
-		"example (LTE-M-like link in front of a broker on 8883):\n"
-		"  linkemu --listen 127.0.0.1:18883 --connect 127.0.0.1:8883 \\\n"
-		"          --rtt-ms 200 --rate-kbit 300 --stats /tmp/link.json\n");
+	fprintf(
+	    f,
+	    "usage: linkemu --listen ADDR:PORT --connect ADDR:PORT [options]\n"
+	    "A TCP proxy that emulates a slow, far link: one-way delay, bandwidth,\n"
+	    "cuts. client->server is \"up\", server->client is \"down\".\n"
+	    "\n"
+	    "  --listen ADDR:PORT      accept clients here (IPv4, or [IPv6]:PORT)\n"
+	    "  --connect ADDR:PORT     relay each client to this target\n"
+	    "  --delay-ms D            one-way delay each way (default 0)\n"
+	    "  --rtt-ms R              round-trip time: delay R/2 each way\n"
+	    "  --rate-kbit K           bandwidth both ways, kbit/s (0: unlimited)\n"
+	    "  --up-rate-kbit K        bandwidth client->server (overrides --rate-kbit)\n"
+	    "  --down-rate-kbit K      bandwidth server->client (overrides --rate-kbit)\n"
+	    "  --shared                all connections share one link per direction\n"
+	    "                          (default: each connection has its own)\n"
+	    "  --mtu N                 split data into chunks of at most N bytes\n"
+	    "                          (64..65536, default 1500)\n"
+	    "  --queue-kb N            stop reading a source while more than N KiB are\n"
+	    "                          queued in its direction (default 4096)\n"
+	    "  --cut-after-s S         reset every connection once, S s after start\n"
+	    "  --cut-every-s A         every A s reset every connection and refuse new\n"
+	    "  --cut-for-s B             ones for B s (B < A; both flags together)\n"
+	    "  --stats FILE            write the counters as JSON to FILE at exit\n"
+	    "  --verbose               log connections and counters every 5 s\n"
+	    "  --help                  this text\n"
+	    "Signals: SIGUSR1 resets every connection now; SIGINT/SIGTERM print a\n"
+	    "summary and exit 0.\n"
+	    "\n"
+	    "example (LTE-M-like link in front of a broker on 8883):\n"
+	    "  linkemu --listen 127.0.0.1:18883 --connect 127.0.0.1:8883 \\\n"
+	    "          --rtt-ms 200 --rate-kbit 300 --stats /tmp/link.json\n");
 }
 
 static int parse_double(const char *flag, const char *s, double min, double max,
@@ -185,9 +186,10 @@ static int parse_double(const char *flag, const char *s, double min, double max,
 	v = strtod(s, &end);
 	if (errno != 0 || end == s || *end != '\0' || !isfinite(v) || v < min ||
 	    v > max) {
-		fprintf(stderr,
-			"linkemu: %s: expected a number from %g to %g, got '%s'\n",
-			flag, min, max, s);
+		fprintf(
+		    stderr,
+		    "linkemu: %s: expected a number from %g to %g, got '%s'\n",
+		    flag, min, max, s);
 		return -1;
 	}
 	*out = v;
@@ -250,16 +252,16 @@ static const struct num_flag {
 	size_t off;
 	double min, max;
 } num_flags[] = {
-	{"delay-ms", offsetof(struct raw_opts, delay_ms), 0, 600000},
-	{"rtt-ms", offsetof(struct raw_opts, rtt_ms), 0, 1200000},
-	{"rate-kbit", offsetof(struct raw_opts, rate), 0, 1e8},
-	{"up-rate-kbit", offsetof(struct raw_opts, up), 0, 1e8},
-	{"down-rate-kbit", offsetof(struct raw_opts, down), 0, 1e8},
-	{"mtu", offsetof(struct raw_opts, mtu), 64, 65536},
-	{"queue-kb", offsetof(struct raw_opts, queue_kb), 16, 1048576},
-	{"cut-after-s", offsetof(struct raw_opts, cut_after_s), 0.001, 1e6},
-	{"cut-every-s", offsetof(struct raw_opts, cut_every_s), 0.01, 1e6},
-	{"cut-for-s", offsetof(struct raw_opts, cut_for_s), 0.001, 1e6},
+    {"delay-ms", offsetof(struct raw_opts, delay_ms), 0, 600000},
+    {"rtt-ms", offsetof(struct raw_opts, rtt_ms), 0, 1200000},
+    {"rate-kbit", offsetof(struct raw_opts, rate), 0, 1e8},
+    {"up-rate-kbit", offsetof(struct raw_opts, up), 0, 1e8},
+    {"down-rate-kbit", offsetof(struct raw_opts, down), 0, 1e8},
+    {"mtu", offsetof(struct raw_opts, mtu), 64, 65536},
+    {"queue-kb", offsetof(struct raw_opts, queue_kb), 16, 1048576},
+    {"cut-after-s", offsetof(struct raw_opts, cut_after_s), 0.001, 1e6},
+    {"cut-every-s", offsetof(struct raw_opts, cut_every_s), 0.01, 1e6},
+    {"cut-for-s", offsetof(struct raw_opts, cut_for_s), 0.001, 1e6},
 };
 #define N_NUM_FLAGS (sizeof(num_flags) / sizeof(num_flags[0]))
 
@@ -274,12 +276,12 @@ enum {
 };
 
 static const struct option other_flags[] = {
-	{"listen", required_argument, NULL, OPT_LISTEN},
-	{"connect", required_argument, NULL, OPT_CONNECT},
-	{"shared", no_argument, NULL, OPT_SHARED},
-	{"stats", required_argument, NULL, OPT_STATS},
-	{"verbose", no_argument, NULL, OPT_VERBOSE},
-	{"help", no_argument, NULL, OPT_HELP},
+    {"listen", required_argument, NULL, OPT_LISTEN},
+    {"connect", required_argument, NULL, OPT_CONNECT},
+    {"shared", no_argument, NULL, OPT_SHARED},
+    {"stats", required_argument, NULL, OPT_STATS},
+    {"verbose", no_argument, NULL, OPT_VERBOSE},
+    {"help", no_argument, NULL, OPT_HELP},
 };
 #define N_OTHER_FLAGS (sizeof(other_flags) / sizeof(other_flags[0]))
 
@@ -287,29 +289,38 @@ static const struct option other_flags[] = {
 static int finish_opts(const struct raw_opts *r, struct opts *o)
 {
 	if (o->listen_str == NULL || o->connect_str == NULL) {
-		fprintf(stderr, "linkemu: --listen and --connect are required (see --help)\n");
+		fprintf(
+		    stderr,
+		    "linkemu: --listen and --connect are required (see --help)\n");
 		return -1;
 	}
 	if (r->delay_ms >= 0 && r->rtt_ms >= 0) {
-		fprintf(stderr, "linkemu: give --delay-ms or --rtt-ms, not both\n");
+		fprintf(stderr,
+			"linkemu: give --delay-ms or --rtt-ms, not both\n");
 		return -1;
 	}
 	if ((r->cut_every_s >= 0) != (r->cut_for_s >= 0)) {
-		fprintf(stderr, "linkemu: --cut-every-s and --cut-for-s go together\n");
+		fprintf(stderr,
+			"linkemu: --cut-every-s and --cut-for-s go together\n");
 		return -1;
 	}
 	if (r->cut_every_s >= 0 && r->cut_for_s >= r->cut_every_s) {
-		fprintf(stderr,
-			"linkemu: --cut-for-s (%g) must be shorter than --cut-every-s (%g)\n",
-			r->cut_for_s, r->cut_every_s);
+		fprintf(
+		    stderr,
+		    "linkemu: --cut-for-s (%g) must be shorter than --cut-every-s (%g)\n",
+		    r->cut_for_s, r->cut_every_s);
 		return -1;
 	}
 	if (r->rtt_ms >= 0)
-		o->delay_ns = (uint64_t)llround(r->rtt_ms * (double)NS_PER_MS / 2);
+		o->delay_ns =
+		    (uint64_t)llround(r->rtt_ms * (double)NS_PER_MS / 2);
 	else if (r->delay_ms >= 0)
-		o->delay_ns = (uint64_t)llround(r->delay_ms * (double)NS_PER_MS);
+		o->delay_ns =
+		    (uint64_t)llround(r->delay_ms * (double)NS_PER_MS);
 	o->rate_kbit[UP] = r->up >= 0 ? r->up : r->rate >= 0 ? r->rate : 0;
-	o->rate_kbit[DOWN] = r->down >= 0 ? r->down : r->rate >= 0 ? r->rate : 0;
+	o->rate_kbit[DOWN] = r->down >= 0   ? r->down
+			     : r->rate >= 0 ? r->rate
+					    : 0;
 	o->mtu = r->mtu >= 0 ? (size_t)llround(r->mtu) : 1500;
 	o->queue_hi = (size_t)((r->queue_kb >= 0 ? r->queue_kb : 4096) * 1024);
 	o->queue_lo = o->queue_hi / 4;
@@ -370,11 +381,20 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		if (ch == ':' || ch == '?') {
 			snprintf(flag, sizeof(flag), "%s", argv[optind - 1]);
 			if (ch == ':')
-				fprintf(stderr, "linkemu: %s needs a value (see --help)\n", flag);
+				fprintf(
+				    stderr,
+				    "linkemu: %s needs a value (see --help)\n",
+				    flag);
 			else if (optopt != 0)
-				fprintf(stderr, "linkemu: %s takes no value (see --help)\n", flag);
+				fprintf(
+				    stderr,
+				    "linkemu: %s takes no value (see --help)\n",
+				    flag);
 			else
-				fprintf(stderr, "linkemu: unknown option '%s' (see --help)\n", flag);
+				fprintf(
+				    stderr,
+				    "linkemu: unknown option '%s' (see --help)\n",
+				    flag);
 			return -1;
 		}
 		if (ch >= 0 && (size_t)ch < N_NUM_FLAGS) {
@@ -391,7 +411,8 @@ static int parse_args(int argc, char **argv, struct opts *o)
 			return rc;
 	}
 	if (optind < argc) {
-		fprintf(stderr, "linkemu: unexpected argument '%s' (see --help)\n",
+		fprintf(stderr,
+			"linkemu: unexpected argument '%s' (see --help)\n",
 			argv[optind]);
 		return -1;
 	}
@@ -412,7 +433,8 @@ static uint64_t tx_ns(double rate_kbit, size_t n)
 static uint64_t stamp(struct conn *c, enum dir_idx i, size_t n, uint64_t now)
 {
 	struct emu *e = c->emu;
-	uint64_t *free_ns = e->o.shared ? &e->shared_free_ns[i] : &c->d[i].link_free_ns;
+	uint64_t *free_ns = e->o.shared ? &e->shared_free_ns[i]
+					: &c->d[i].link_free_ns;
 	uint64_t start = *free_ns > now ? *free_ns : now;
 
 	*free_ns = start + tx_ns(e->o.rate_kbit[i], n);
@@ -422,7 +444,8 @@ static uint64_t stamp(struct conn *c, enum dir_idx i, size_t n, uint64_t now)
 static void arm_timer(uv_timer_t *t, uint64_t at_ns, uv_timer_cb cb)
 {
 	uint64_t now = uv_hrtime();
-	uint64_t ms = at_ns > now ? (at_ns - now + NS_PER_MS - 1) / NS_PER_MS : 0;
+	uint64_t ms = at_ns > now ? (at_ns - now + NS_PER_MS - 1) / NS_PER_MS
+				  : 0;
 
 	uv_timer_start(t, cb, ms, 0);
 }
@@ -497,8 +520,8 @@ static void on_write(uv_write_t *req, int status)
 	if (c->closing)
 		return;
 	if (status < 0) {
-		log_debug("write conn=%" PRIu64 " dir=%s: %s", c->id, dir_names[i],
-			  uv_strerror(status));
+		log_debug("write conn=%" PRIu64 " dir=%s: %s", c->id,
+			  dir_names[i], uv_strerror(status));
 		conn_close(c, true);
 		return;
 	}
@@ -630,8 +653,8 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 		return;
 	}
 	if (nread < 0) {
-		log_debug("read conn=%" PRIu64 " dir=%s: %s", c->id, dir_names[i],
-			  uv_strerror((int)nread));
+		log_debug("read conn=%" PRIu64 " dir=%s: %s", c->id,
+			  dir_names[i], uv_strerror((int)nread));
 		conn_close(c, true);
 		return;
 	}
@@ -683,8 +706,8 @@ static void on_connect(uv_connect_t *req, int status)
 		return;
 	if (status < 0) {
 		e->n.connect_failures++;
-		log_warnx("connect %s conn=%" PRIu64 ": %s", e->o.connect_str, c->id,
-			  uv_strerror(status));
+		log_warnx("connect %s conn=%" PRIu64 ": %s", e->o.connect_str,
+			  c->id, uv_strerror(status));
 		conn_close(c, true);
 		return;
 	}
@@ -708,7 +731,8 @@ static void on_setup_timer(uv_timer_t *t)
 			    on_connect);
 	if (rc != 0) {
 		c->emu->n.connect_failures++;
-		log_warnx("connect %s: %s", c->emu->o.connect_str, uv_strerror(rc));
+		log_warnx("connect %s: %s", c->emu->o.connect_str,
+			  uv_strerror(rc));
 		conn_close(c, true);
 	}
 }
@@ -773,7 +797,8 @@ static void on_accept(uv_stream_t *server, int status)
 	e->n.connections++;
 	uv_tcp_nodelay(&c->client, 1);
 	log_debug("accept conn=%" PRIu64, c->id);
-	arm_timer(&c->setup_timer, c->accepted_ns + e->o.delay_ns, on_setup_timer);
+	arm_timer(&c->setup_timer, c->accepted_ns + e->o.delay_ns,
+		  on_setup_timer);
 }
 
 /* --- cuts, counters, signals --------------------------------------------------------- */
@@ -807,7 +832,8 @@ static void on_cut_every(uv_timer_t *t)
 
 	cut_all(e, "cut-every");
 	e->refusing = true;
-	uv_timer_start(&e->restore_timer, on_restore, secs_ms(e->o.cut_for_s), 0);
+	uv_timer_start(&e->restore_timer, on_restore, secs_ms(e->o.cut_for_s),
+		       0);
 }
 
 static void log_counters(struct emu *e, const char *what)
@@ -821,9 +847,10 @@ static void log_counters(struct emu *e, const char *what)
 		 " connections=%" PRIu64 " active=%" PRIu64 " refused=%" PRIu64
 		 " connect_failures=%" PRIu64 " cuts=%" PRIu64
 		 " connections_cut=%" PRIu64 " dropped_bytes=%" PRIu64,
-		 what, secs, e->n.bytes_delivered[UP], e->n.bytes_delivered[DOWN],
-		 e->n.connections, active, e->n.refused, e->n.connect_failures,
-		 e->n.cuts, e->n.connections_cut,
+		 what, secs, e->n.bytes_delivered[UP],
+		 e->n.bytes_delivered[DOWN], e->n.connections, active,
+		 e->n.refused, e->n.connect_failures, e->n.cuts,
+		 e->n.connections_cut,
 		 e->n.bytes_dropped[UP] + e->n.bytes_dropped[DOWN]);
 }
 
@@ -864,19 +891,23 @@ static int write_stats(const struct emu *e, double secs)
 	/* Flat keys, one per line: easy to read from a shell script. */
 	j = json_pack("{s:I, s:I, s:I, s:f, s:I, s:I, s:I, s:f,"
 		      " s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:I, s:b, s:f}",
-		      "up_bytes", (json_int_t)e->n.bytes_delivered[UP], "up_bytes_read",
-		      (json_int_t)e->n.bytes_read[UP], "up_bytes_dropped",
-		      (json_int_t)e->n.bytes_dropped[UP], "up_rate_kbit", e->o.rate_kbit[UP],
-		      "down_bytes", (json_int_t)e->n.bytes_delivered[DOWN], "down_bytes_read",
+		      "up_bytes", (json_int_t)e->n.bytes_delivered[UP],
+		      "up_bytes_read", (json_int_t)e->n.bytes_read[UP],
+		      "up_bytes_dropped", (json_int_t)e->n.bytes_dropped[UP],
+		      "up_rate_kbit", e->o.rate_kbit[UP], "down_bytes",
+		      (json_int_t)e->n.bytes_delivered[DOWN], "down_bytes_read",
 		      (json_int_t)e->n.bytes_read[DOWN], "down_bytes_dropped",
 		      (json_int_t)e->n.bytes_dropped[DOWN], "down_rate_kbit",
-		      e->o.rate_kbit[DOWN], "connections", (json_int_t)e->n.connections,
-		      "refused", (json_int_t)e->n.refused, "connect_failures",
-		      (json_int_t)e->n.connect_failures, "cuts", (json_int_t)e->n.cuts,
-		      "connections_cut", (json_int_t)e->n.connections_cut,
-		      "backpressure_stops", (json_int_t)e->n.backpressure_stops, "delay_ms",
-		      (double)e->o.delay_ns / (double)NS_PER_MS, "mtu", (json_int_t)e->o.mtu,
-		      "shared", e->o.shared, "secs", secs);
+		      e->o.rate_kbit[DOWN], "connections",
+		      (json_int_t)e->n.connections, "refused",
+		      (json_int_t)e->n.refused, "connect_failures",
+		      (json_int_t)e->n.connect_failures, "cuts",
+		      (json_int_t)e->n.cuts, "connections_cut",
+		      (json_int_t)e->n.connections_cut, "backpressure_stops",
+		      (json_int_t)e->n.backpressure_stops, "delay_ms",
+		      (double)e->o.delay_ns / (double)NS_PER_MS, "mtu",
+		      (json_int_t)e->o.mtu, "shared", e->o.shared, "secs",
+		      secs);
 	if (j == NULL) {
 		log_warnx("stats: cannot build the JSON object");
 		return -1;
@@ -910,40 +941,51 @@ static int emu_start(struct emu *e)
 	uv_timer_init(e->loop, &e->cut_once_timer);
 	uv_timer_init(e->loop, &e->cut_every_timer);
 	uv_timer_init(e->loop, &e->restore_timer);
-	e->listener.data = e->sig_int.data = e->sig_term.data = e->sig_usr1.data = e;
+	e->listener.data = e->sig_int.data = e->sig_term.data =
+	    e->sig_usr1.data = e;
 	e->stats_timer.data = e->cut_once_timer.data = e;
 	e->cut_every_timer.data = e->restore_timer.data = e;
 
 	uv_signal_start(&e->sig_int, on_stop, SIGINT);
 	uv_signal_start(&e->sig_term, on_stop, SIGTERM);
 	uv_signal_start(&e->sig_usr1, on_usr1, SIGUSR1);
-	rc = uv_tcp_bind(&e->listener, (const struct sockaddr *)&e->o.listen_addr, 0);
+	rc = uv_tcp_bind(&e->listener,
+			 (const struct sockaddr *)&e->o.listen_addr, 0);
 	if (rc == 0)
-		rc = uv_listen((uv_stream_t *)&e->listener, SOMAXCONN, on_accept);
+		rc = uv_listen((uv_stream_t *)&e->listener, SOMAXCONN,
+			       on_accept);
 	if (rc != 0) {
 		log_warnx("listen %s: %s", e->o.listen_str, uv_strerror(rc));
 		return -1;
 	}
-	if (uv_tcp_getsockname(&e->listener, (struct sockaddr *)&bound, &blen) == 0) {
+	if (uv_tcp_getsockname(&e->listener, (struct sockaddr *)&bound,
+			       &blen) == 0) {
 		if (bound.ss_family == AF_INET6) {
-			uv_ip6_name((struct sockaddr_in6 *)&bound, host, sizeof(host));
-			port = ntohs(((struct sockaddr_in6 *)&bound)->sin6_port);
+			uv_ip6_name((struct sockaddr_in6 *)&bound, host,
+				    sizeof(host));
+			port =
+			    ntohs(((struct sockaddr_in6 *)&bound)->sin6_port);
 		} else {
-			uv_ip4_name((struct sockaddr_in *)&bound, host, sizeof(host));
+			uv_ip4_name((struct sockaddr_in *)&bound, host,
+				    sizeof(host));
 			port = ntohs(((struct sockaddr_in *)&bound)->sin_port);
 		}
 	}
 	if (e->o.verbose)
-		uv_timer_start(&e->stats_timer, on_stats_timer, STATS_EVERY_MS, STATS_EVERY_MS);
+		uv_timer_start(&e->stats_timer, on_stats_timer, STATS_EVERY_MS,
+			       STATS_EVERY_MS);
 	if (e->o.cut_after_s > 0)
-		uv_timer_start(&e->cut_once_timer, on_cut_once, secs_ms(e->o.cut_after_s), 0);
+		uv_timer_start(&e->cut_once_timer, on_cut_once,
+			       secs_ms(e->o.cut_after_s), 0);
 	if (e->o.cut_every_s > 0)
-		uv_timer_start(&e->cut_every_timer, on_cut_every, secs_ms(e->o.cut_every_s),
+		uv_timer_start(&e->cut_every_timer, on_cut_every,
+			       secs_ms(e->o.cut_every_s),
 			       secs_ms(e->o.cut_every_s));
 	log_info("listening addr=%s port=%d connect=%s delay_ms=%.1f up_kbit=%g "
 		 "down_kbit=%g shared=%d mtu=%zu",
-		 host, port, e->o.connect_str, (double)e->o.delay_ns / (double)NS_PER_MS,
-		 e->o.rate_kbit[UP], e->o.rate_kbit[DOWN], e->o.shared, e->o.mtu);
+		 host, port, e->o.connect_str,
+		 (double)e->o.delay_ns / (double)NS_PER_MS, e->o.rate_kbit[UP],
+		 e->o.rate_kbit[DOWN], e->o.shared, e->o.mtu);
 	return 0;
 }
 
@@ -987,7 +1029,8 @@ int main(int argc, char **argv)
 	uv_run(&loop, UV_RUN_DEFAULT);
 	status = 0;
 	if (e->o.stats_path != NULL &&
-	    write_stats(e, (double)(uv_hrtime() - e->started_ns) / (double)NS_PER_S) != 0)
+	    write_stats(e, (double)(uv_hrtime() - e->started_ns) /
+			       (double)NS_PER_S) != 0)
 		status = 1;
 cleanup_loop:
 	if (uv_loop_close(&loop) != 0)

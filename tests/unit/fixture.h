@@ -9,7 +9,7 @@
 #include <sys/stat.h>
 
 struct fx {
-	char root[64];  /* the directory */
+	char root[64];	/* the directory */
 	char path[128]; /* root/<name given to fx_setup_named> */
 };
 

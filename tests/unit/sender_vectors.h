@@ -41,12 +41,12 @@ static int vec_group_send(void *ctx, struct gw_grp *g, uint32_t i)
 static const struct gw_snd_ops vec_ops = {.send = vec_send,
 					  .group_send = vec_group_send};
 
-#define VEC_FAIL(v, ...)                                                     \
-	do {                                                                 \
-		fprintf(stderr, "%s:%d: ", (v)->file, (v)->line);            \
-		fprintf(stderr, __VA_ARGS__);                                \
-		fprintf(stderr, "\n");                                       \
-		return -1;                                                   \
+#define VEC_FAIL(v, ...)                                                       \
+	do {                                                                   \
+		fprintf(stderr, "%s:%d: ", (v)->file, (v)->line);              \
+		fprintf(stderr, __VA_ARGS__);                                  \
+		fprintf(stderr, "\n");                                         \
+		return -1;                                                     \
 	} while (0)
 
 static int vec_u64(struct vec *v, char *tok, uint64_t *out)
@@ -123,16 +123,20 @@ static int vec_sends(struct vec *v, char *save)
 static int vec_release(struct vec *v, char *save)
 {
 	unsigned n = 0, w = 0;
-	char *a = strtok_r(NULL, " \t", &save), *b = strtok_r(NULL, " \t", &save);
+	char *a = strtok_r(NULL, " \t", &save),
+	     *b = strtok_r(NULL, " \t", &save);
 	if (!a || !b || sscanf(a, "nfrags=%u", &n) != 1 ||
 	    sscanf(b, "window=%u", &w) != 1 || n == 0 || n > 65536 || w == 0 ||
 	    w > PROTO_WINDOW_MAX)
 		VEC_FAIL(v, "bad release line");
-	struct gw_snd_rel rel = {
-	    .tag = 0x77aa, .nfrags = n, .window = w, .frag_size = 1024};
+	struct gw_snd_rel rel = {.tag = 0x77aa,
+				 .nfrags = n,
+				 .window = w,
+				 .frag_size = 1024};
 	gw_grp_init(&v->grp, &rel, NULL);
-	v->fleet = (struct gw_snd_fleet){
-	    .ops = &vec_ops, .ctx = v, .cap = UINT64_MAX / 2};
+	v->fleet = (struct gw_snd_fleet){.ops = &vec_ops,
+					 .ctx = v,
+					 .cap = UINT64_MAX / 2};
 	if (gw_snd_init(&v->snd, &v->grp, NULL) != 0)
 		VEC_FAIL(v, "out of memory");
 	return 0;

@@ -26,18 +26,18 @@ struct sim_ev {
 	uint64_t order; /* ties: first scheduled first */
 	enum sim_ev_kind kind;
 	int dev;
-	uint32_t index;   /* EV_FRAG */
+	uint32_t index;	      /* EV_FRAG */
 	struct proto_ack ack; /* EV_ACK */
-	uint32_t gen;	  /* EV_DELACK / EV_REPEAT: current only */
+	uint32_t gen;	      /* EV_DELACK / EV_REPEAT: current only */
 };
 
 struct sim_path {
-	double loss;	   /* of fragments, 0 .. 1 */
-	double ack_loss;   /* of acks */
-	uint32_t delay_ms; /* one way */
-	uint32_t jitter_ms; /* added, uniform 0 .. jitter (one topic: FIFO) */
-	double reorder;	    /* a fragment arrives after the next 2 */
-	double frag_ms;	    /* a bottleneck: each fragment takes this long */
+	double loss;	      /* of fragments, 0 .. 1 */
+	double ack_loss;      /* of acks */
+	uint32_t delay_ms;    /* one way */
+	uint32_t jitter_ms;   /* added, uniform 0 .. jitter (one topic: FIFO) */
+	double reorder;	      /* a fragment arrives after the next 2 */
+	double frag_ms;	      /* a bottleneck: each fragment takes this long */
 	int64_t drop_index;   /* >= 0: lose the first drop_copies copies */
 	uint32_t drop_copies; /* of this fragment (and no others) */
 };
@@ -53,7 +53,7 @@ struct sim_dev {
 	uint32_t late_after; /* ... until this many more have left */
 	uint32_t delack_gen, repeat_gen;
 	bool delack_armed; /* 20 ms after the first unacked, as the C device */
-	uint64_t done_ms; /* every fragment held then (0: not yet) */
+	uint64_t done_ms;  /* every fragment held then (0: not yet) */
 	uint64_t last_rx_ms;
 	/* per fragment: copies sent, lost on the way, and how many copies
 	 * were sent while an earlier one was still to arrive */
@@ -137,10 +137,9 @@ static inline void sim_transmit(struct sim *s, int k, uint32_t i)
 	if (d->flying[i] > 0 || held)
 		d->extra[i]++; /* held, or an earlier copy still to arrive */
 	d->sends[i]++;
-	bool lost = d->path.drop_copies
-			? (int64_t)i == d->path.drop_index &&
-				  d->sends[i] <= d->path.drop_copies
-			: sim_unit(s) < d->path.loss;
+	bool lost = d->path.drop_copies ? (int64_t)i == d->path.drop_index &&
+					      d->sends[i] <= d->path.drop_copies
+					: sim_unit(s) < d->path.loss;
 	if (lost) {
 		d->drops[i]++;
 		return;
@@ -160,10 +159,13 @@ static inline void sim_transmit(struct sim *s, int k, uint32_t i)
 		d->late_after = 2;
 		return;
 	}
-	sim_push(s, (struct sim_ev){.at = at, .kind = EV_FRAG, .dev = k,
+	sim_push(s, (struct sim_ev){.at = at,
+				    .kind = EV_FRAG,
+				    .dev = k,
 				    .index = i});
 	if (d->late >= 0 && --d->late_after == 0) {
-		sim_push(s, (struct sim_ev){.at = at, .kind = EV_FRAG,
+		sim_push(s, (struct sim_ev){.at = at,
+					    .kind = EV_FRAG,
 					    .dev = k,
 					    .index = (uint32_t)d->late});
 		d->late = -1;
@@ -226,7 +228,8 @@ static inline void sim_ack_now(struct sim *s, int k)
 	uint32_t top = 0;
 	for (uint32_t b = 0; b < PROTO_SACK_MAX * 8; b++) {
 		uint32_t i = d->cum + 1 + b;
-		if (i < s->grp.rel.nfrags && (d->held[i >> 3] & (1u << (i & 7)))) {
+		if (i < s->grp.rel.nfrags &&
+		    (d->held[i >> 3] & (1u << (i & 7)))) {
 			a.sack[b / 8] |= (uint8_t)(1u << (b % 8));
 			top = b / 8 + 1;
 		}
@@ -262,7 +265,8 @@ static inline void sim_rx(struct sim *s, int k, uint32_t i)
 	bool gap = i != d->cum;
 	if (!dup) {
 		d->held[i >> 3] |= (uint8_t)(1u << (i & 7));
-		while (d->cum < n && (d->held[d->cum >> 3] & (1u << (d->cum & 7))))
+		while (d->cum < n &&
+		       (d->held[d->cum >> 3] & (1u << (d->cum & 7))))
 			d->cum++;
 		d->unacked++;
 	}

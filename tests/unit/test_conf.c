@@ -34,8 +34,10 @@ struct tconf {
 };
 
 #define K(n, type, field, lo, hi)                                              \
-	{n, type, offsetof(struct tconf, field),                               \
-	 sizeof(((struct tconf *)0)->field), lo, hi, "help for " n}
+	{                                                                      \
+		n, type, offsetof(struct tconf, field),                        \
+		    sizeof(((struct tconf *)0)->field), lo, hi, "help for " n  \
+	}
 
 static const struct conf_key keys[] = {
     K("name", CONF_STR, name, 0, 0),
@@ -163,8 +165,7 @@ static void test_conf_file_comments_and_quotes(void **state)
 	assert_int_equal(load(f, "name = \"\"\n", &c, err, sizeof(err)), 0);
 	assert_string_equal(c.name, "");
 	/* A commented-out key is not read. */
-	assert_int_equal(load(f, "# name = gamma\n", &c, err, sizeof(err)),
-			 0);
+	assert_int_equal(load(f, "# name = gamma\n", &c, err, sizeof(err)), 0);
 	assert_string_equal(c.name, "default");
 }
 
@@ -200,8 +201,7 @@ static void test_conf_file_errors(void **state)
 			 -1);
 	err_has(f, err, 2, "expected 'key = value'", NULL);
 
-	assert_int_equal(load(f, "\nport = 70000\n", &c, err, sizeof(err)),
-			 -1);
+	assert_int_equal(load(f, "\nport = 70000\n", &c, err, sizeof(err)), -1);
 	err_has(f, err, 2, "'port'", "1..65535");
 	assert_int_equal(c.port, 8883);
 
@@ -212,9 +212,10 @@ static void test_conf_file_errors(void **state)
 	err_has(f, err, 1, "'port'", "not a number");
 
 	static const char *const not_numbers[] = {
-		"port = -1\n", "port = 12abc\n", "port = \n", "port = 1 2\n",
-		"port = 0x10\n", "port = 99999999999999999999999\n",
-		"port = +5\n", "port = 4294967297\n",
+	    "port = -1\n",   "port = 12abc\n",
+	    "port = \n",     "port = 1 2\n",
+	    "port = 0x10\n", "port = 99999999999999999999999\n",
+	    "port = +5\n",   "port = 4294967297\n",
 	};
 	for (size_t i = 0; i < sizeof(not_numbers) / sizeof(*not_numbers);
 	     i++) {
@@ -227,8 +228,7 @@ static void test_conf_file_errors(void **state)
 	assert_int_equal(load(f, "verbose = maybe\n", &c, err, sizeof(err)),
 			 -1);
 	err_has(f, err, 1, "'verbose'", "not true or false");
-	assert_int_equal(load(f, "verbose = TRUE\n", &c, err, sizeof(err)),
-			 -1);
+	assert_int_equal(load(f, "verbose = TRUE\n", &c, err, sizeof(err)), -1);
 	err_has(f, err, 1, "'verbose'", "not true or false");
 
 	assert_int_equal(load(f, "name = 1234567890123456\n", &c, err,
@@ -262,16 +262,14 @@ static void test_conf_set(void **state)
 	char err[256];
 	(void)state;
 	tconf_defaults(&c);
-	assert_int_equal(conf_set(keys, &c, "port", "42", err, sizeof(err)),
-			 0);
+	assert_int_equal(conf_set(keys, &c, "port", "42", err, sizeof(err)), 0);
 	assert_int_equal(c.port, 42);
 	/* Dashes name the same key as underscores. */
 	assert_int_equal(conf_set(keys, &c, "log-level", "warn", err,
-			      sizeof(err)),
+				  sizeof(err)),
 			 0);
 	assert_string_equal(c.log_level, "warn");
-	assert_int_equal(conf_set(keys, &c, "nope", "1", err, sizeof(err)),
-			 -1);
+	assert_int_equal(conf_set(keys, &c, "nope", "1", err, sizeof(err)), -1);
 	assert_non_null(strstr(err, "unknown key 'nope'"));
 	assert_null(strstr(err, "test hook"));
 	/* A test_* key the table lacks (a release build's): said to be a
@@ -304,9 +302,11 @@ static int argv_run(struct tconf *c, struct conf_cli *cli, char *err,
 	return conf_from_argv(argc, (char **)argv, keys, c, cli, err, errlen);
 }
 
-#define ARGV(...) (const char *[]){"prog", __VA_ARGS__}
-#define ARGC(...) (1 + (int)(sizeof((const char *[]){__VA_ARGS__}) /       \
-			     sizeof(const char *)))
+#define ARGV(...)                                                              \
+	(const char *[]) { "prog", __VA_ARGS__ }
+#define ARGC(...)                                                              \
+	(1 +                                                                   \
+	 (int)(sizeof((const char *[]){__VA_ARGS__}) / sizeof(const char *)))
 #define RUN(c, cli, err, ...)                                                  \
 	argv_run(c, cli, err, sizeof(err), ARGC(__VA_ARGS__), ARGV(__VA_ARGS__))
 
@@ -625,8 +625,7 @@ static void test_util_read_file(void **state)
 
 	/* An empty file: an empty string. */
 	write_file(p, "");
-	assert_int_equal(util_read_file(p, 0, &buf, &len, err, sizeof(err)),
-			 0);
+	assert_int_equal(util_read_file(p, 0, &buf, &len, err, sizeof(err)), 0);
 	assert_int_equal(len, 0);
 	assert_string_equal(buf, "");
 	free(buf);
@@ -782,16 +781,16 @@ static void test_util_privkey_mode(void **state)
 
 /* An EC P-256 key pair (openssl ecparam -name prime256v1 -genkey). */
 static const char ec_pub_pem[] =
-	"-----BEGIN PUBLIC KEY-----\n"
-	"MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE5e4dwyzMQIpt6WQQ1rNsgJ+PzsGa\n"
-	"ZHyVuTiy2Mjo+3ITsb2fR+IrgmT6KVd/ft6YMjzLeUGDUE1BXFcCapSOZw==\n"
-	"-----END PUBLIC KEY-----\n";
+    "-----BEGIN PUBLIC KEY-----\n"
+    "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE5e4dwyzMQIpt6WQQ1rNsgJ+PzsGa\n"
+    "ZHyVuTiy2Mjo+3ITsb2fR+IrgmT6KVd/ft6YMjzLeUGDUE1BXFcCapSOZw==\n"
+    "-----END PUBLIC KEY-----\n";
 static const char ec_priv_pem[] =
-	"-----BEGIN PRIVATE KEY-----\n"
-	"MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgsnFxPRoAb/2utNt2\n"
-	"06U6Rv0Q+T35r5Q516TgzA/AjgqhRANCAATl7h3DLMxAim3pZBDWs2yAn4/OwZpk\n"
-	"fJW5OLLYyOj7chOxvZ9H4iuCZPopV39+3pgyPMt5QYNQTUFcVwJqlI5n\n"
-	"-----END PRIVATE KEY-----\n";
+    "-----BEGIN PRIVATE KEY-----\n"
+    "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgsnFxPRoAb/2utNt2\n"
+    "06U6Rv0Q+T35r5Q516TgzA/AjgqhRANCAATl7h3DLMxAim3pZBDWs2yAn4/OwZpk\n"
+    "fJW5OLLYyOj7chOxvZ9H4iuCZPopV39+3pgyPMt5QYNQTUFcVwJqlI5n\n"
+    "-----END PRIVATE KEY-----\n";
 
 static void test_util_non_ed25519(void **state)
 {
@@ -829,24 +828,24 @@ static void test_util_non_ed25519(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		T(test_conf_file_values),
-		T(test_conf_file_comments_and_quotes),
-		T(test_conf_file_quoted_then_comment),
-		T(test_conf_file_errors),
-		cmocka_unit_test(test_conf_set),
-		cmocka_unit_test(test_argv_flags),
-		cmocka_unit_test(test_conf_alias),
-		cmocka_unit_test(test_argv_bool_before_positional),
-		cmocka_unit_test(test_argv_special),
-		cmocka_unit_test(test_argv_errors),
-		T(test_argv_config_file),
-		cmocka_unit_test(test_util_path),
-		T(test_util_write_atomic),
-		T(test_util_read_file),
-		T(test_util_mkdirs),
-		T(test_util_keys_round_trip),
-		T(test_util_privkey_mode),
-		T(test_util_non_ed25519),
+	    T(test_conf_file_values),
+	    T(test_conf_file_comments_and_quotes),
+	    T(test_conf_file_quoted_then_comment),
+	    T(test_conf_file_errors),
+	    cmocka_unit_test(test_conf_set),
+	    cmocka_unit_test(test_argv_flags),
+	    cmocka_unit_test(test_conf_alias),
+	    cmocka_unit_test(test_argv_bool_before_positional),
+	    cmocka_unit_test(test_argv_special),
+	    cmocka_unit_test(test_argv_errors),
+	    T(test_argv_config_file),
+	    cmocka_unit_test(test_util_path),
+	    T(test_util_write_atomic),
+	    T(test_util_read_file),
+	    T(test_util_mkdirs),
+	    T(test_util_keys_round_trip),
+	    T(test_util_privkey_mode),
+	    T(test_util_non_ed25519),
 	};
 
 	return cmocka_run_group_tests_name("conf_util", tests, NULL, NULL);

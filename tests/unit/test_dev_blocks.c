@@ -33,8 +33,8 @@ struct bench {
 	int fd;
 };
 
-static int sink_write(void *ctx, uint64_t off, const uint8_t *data,
-		      size_t len, char *why, size_t n)
+static int sink_write(void *ctx, uint64_t off, const uint8_t *data, size_t len,
+		      char *why, size_t n)
 {
 	struct bench *b = ctx;
 	(void)why;
@@ -103,8 +103,7 @@ static void bench_free(struct bench *b)
 }
 
 /* The bytes of transfer fragment i (table first), as the gateway sends. */
-static const uint8_t *frag_bytes(const struct bench *b, uint32_t i,
-				 size_t *len)
+static const uint8_t *frag_bytes(const struct bench *b, uint32_t i, size_t *len)
 {
 	uint64_t nb = proto_block_count(&b->m), end, off;
 	const uint8_t *src;
@@ -139,8 +138,9 @@ static int deliver(struct bench *b, uint32_t i, long flip)
 		assert_true(rc >= 0);
 		if (rc == 1) {
 			dev_rx_hold(&b->rx, i);
-			assert_int_equal(
-			    dev_blk_held(&b->k, i, len, why, sizeof(why)), 0);
+			assert_int_equal(dev_blk_held(&b->k, i, len, why,
+						      sizeof(why)),
+					 0);
 			held = dev_rx_is_held(&b->rx, i);
 		}
 		dev_rx_decide(&b->rx, 0);
@@ -194,7 +194,8 @@ static void test_any_order(void **state)
 	for (uint64_t seed = 1; seed <= 50; seed++) {
 		struct bench b;
 		uint64_t s = seed * 0x9e3779b97f4a7c15ull;
-		bench_init(&b, state, 9000 + seed * 37, 300 + (uint32_t)seed * 7);
+		bench_init(&b, state, 9000 + seed * 37,
+			   300 + (uint32_t)seed * 7);
 		uint32_t *order = malloc(b.n * sizeof(*order));
 		assert_non_null(order);
 		for (uint32_t i = 0; i < b.n; i++)
@@ -291,8 +292,7 @@ static void test_durable(void **state)
 	for (uint32_t i = 0; i < 5; i++)
 		deliver(&b, b.t + i, -1);
 	assert_int_equal(b.k.wprefix, 6);
-	assert_int_equal(dev_blk_durable(&b.k, b.rx.cum),
-			 b.t + 6 * BS / 700);
+	assert_int_equal(dev_blk_durable(&b.k, b.rx.cum), b.t + 6 * BS / 700);
 	bench_free(&b);
 }
 
@@ -303,12 +303,10 @@ int main(void)
 					    fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_several_blocks_per_fragment,
 					    setup, fx_teardown),
-	    cmocka_unit_test_setup_teardown(test_any_order, setup,
-					    fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_any_order, setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(
 		test_shared_fragment_of_a_failed_block, setup, fx_teardown),
-	    cmocka_unit_test_setup_teardown(test_bad_table, setup,
-					    fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_bad_table, setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_durable, setup, fx_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -22,8 +22,8 @@
 
 /* One fragment through the receiver as the download does it (the
  * assembler takes everything unless refuse). The actions. */
-static unsigned arrive(struct dev_rx *rx, uint32_t i, bool group,
-		       uint64_t now, enum dev_rx_kind *kind)
+static unsigned arrive(struct dev_rx *rx, uint32_t i, bool group, uint64_t now,
+		       enum dev_rx_kind *kind)
 {
 	enum dev_rx_kind k = dev_rx_arrive(rx, i, group, now);
 	if (kind)
@@ -196,8 +196,9 @@ static void test_idle_ack_backoff(void **state)
 		assert_int_equal(dev_rx_tick(&rx, next), DEV_RX_ACK);
 		check_ack_matches(&rx);
 		t = next;
-		want = want * 2 > DEV_RX_IDLE_ACK_MAX_MS ? DEV_RX_IDLE_ACK_MAX_MS
-							 : want * 2;
+		want = want * 2 > DEV_RX_IDLE_ACK_MAX_MS
+			   ? DEV_RX_IDLE_ACK_MAX_MS
+			   : want * 2;
 	}
 	assert_int_equal(want, DEV_RX_IDLE_ACK_MAX_MS);
 	/* a fragment ends the silence: back to 2 s */
@@ -245,7 +246,7 @@ static bool coin(uint64_t *s, unsigned percent)
 struct ev {
 	uint64_t t;
 	bool is_ack;
-	uint32_t index;   /* a fragment */
+	uint32_t index; /* a fragment */
 	struct proto_ack ack;
 };
 
@@ -360,8 +361,8 @@ static void run_link(uint64_t seed, struct tally *ty)
 				continue;
 			}
 			uint32_t before = rx.cum, unacked = rx.unacked;
-			enum dev_rx_kind k = dev_rx_arrive(&rx, e.index, false,
-							   now);
+			enum dev_rx_kind k =
+			    dev_rx_arrive(&rx, e.index, false, now);
 			if (k == DEV_RX_NEW) {
 				dev_rx_hold(&rx, e.index);
 				holds[e.index]++;
@@ -370,11 +371,11 @@ static void run_link(uint64_t seed, struct tally *ty)
 			if (unacked == 0 && rx.unacked)
 				oldest_unacked = now;
 			/* the spec's immediate acks */
-			if (k == DEV_RX_DUP || (k == DEV_RX_NEW &&
-						(e.index != before ||
-						 rx.cum - before > 1)))
-				assert_true(act & (DEV_RX_ACK |
-						   DEV_RX_COMPLETE));
+			if (k == DEV_RX_DUP ||
+			    (k == DEV_RX_NEW &&
+			     (e.index != before || rx.cum - before > 1)))
+				assert_true(act &
+					    (DEV_RX_ACK | DEV_RX_COMPLETE));
 			if (act & DEV_RX_CHECKPOINT) {
 				assert_true(rx.cum - ckpt_cum >= every);
 				ckpt_cum = rx.cum;
@@ -385,7 +386,8 @@ static void run_link(uint64_t seed, struct tally *ty)
 		}
 		/* no fragment waits more than the delay for its ack */
 		if (rx.unacked && !(act & DEV_RX_ACK))
-			assert_true(now <= oldest_unacked + DEV_RX_ACK_DELAY_MS);
+			assert_true(now <=
+				    oldest_unacked + DEV_RX_ACK_DELAY_MS);
 		if (act & DEV_RX_COMPLETE) {
 			ty->completes++;
 			done = true;
@@ -553,7 +555,8 @@ static void run_event(struct dev_rx *rx, const char *line, const char *where)
 		fail_msg("%s: an ack was sent, none expected", where);
 	if (!!(act & DEV_RX_CHECKPOINT) != said_ckpt)
 		fail_msg("%s: checkpoint %s", where,
-			 said_ckpt ? "expected, not asked" : "asked, not expected");
+			 said_ckpt ? "expected, not asked"
+				   : "asked, not expected");
 	if (!!(act & DEV_RX_COMPLETE) != said_done)
 		fail_msg("%s: complete %s", where,
 			 said_done ? "expected" : "not expected");
@@ -567,12 +570,12 @@ static void run_header(struct dev_rx *rx, const char *line, const char *where)
 	const char *p = line;
 	word(&p, w, sizeof(w));
 	while (word(&p, w, sizeof(w))) {
-		uint64_t *v = !strncmp(w, "n=", 2)	    ? &n
-			      : !strncmp(w, "window=", 7)     ? &wnd
+		uint64_t *v = !strncmp(w, "n=", 2)	       ? &n
+			      : !strncmp(w, "window=", 7)      ? &wnd
 			      : !strncmp(w, "checkpoint=", 11) ? &c
-			      : !strncmp(w, "held=", 5)	    ? &h
-			      : !strncmp(w, "start=", 6)	    ? &start
-							    : NULL;
+			      : !strncmp(w, "held=", 5)	       ? &h
+			      : !strncmp(w, "start=", 6)       ? &start
+							       : NULL;
 		if (!v)
 			fail_msg("%s: unknown setting '%s'", where, w);
 		*v = num(strchr(w, '=') + 1, where);
@@ -606,7 +609,8 @@ static void run_vector(const char *path)
 			run_header(&rx, line, where);
 			started = true;
 		} else if (!started)
-			fail_msg("%s: the first line must be 'transfer'", where);
+			fail_msg("%s: the first line must be 'transfer'",
+				 where);
 		else
 			run_event(&rx, line, where);
 	}

@@ -119,8 +119,8 @@ static void replay_target(const char *target, replay_fn one)
 	char corpus[2048], crashes[2048];
 	int n;
 
-	snprintf(corpus, sizeof(corpus), "%s/tests/fuzz/corpus/%s",
-		 repo_root(), target);
+	snprintf(corpus, sizeof(corpus), "%s/tests/fuzz/corpus/%s", repo_root(),
+		 target);
 	snprintf(crashes, sizeof(crashes), "%s/tests/fuzz/crashes/%s",
 		 repo_root(), target);
 	n = replay_dir(corpus, one) + replay_dir(crashes, one);

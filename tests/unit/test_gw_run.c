@@ -60,8 +60,8 @@ static void gw_cfg(struct gw_config *c, const char *dir, const char *name)
 	snprintf(c->ca_file, sizeof(c->ca_file), "%s/ca.crt", pki);
 	snprintf(c->cert_file, sizeof(c->cert_file), "%s/gateway.crt", pki);
 	snprintf(c->key_file, sizeof(c->key_file), "%s/gateway.key", pki);
-	snprintf(c->publisher_key, sizeof(c->publisher_key),
-		 "%s/publisher.pub", pki);
+	snprintf(c->publisher_key, sizeof(c->publisher_key), "%s/publisher.pub",
+		 pki);
 	snprintf(c->db_dir, sizeof(c->db_dir), "%s/%s-db", dir, name);
 	snprintf(c->store_dir, sizeof(c->store_dir), "%s/%s-store", dir, name);
 }
@@ -84,8 +84,8 @@ static void dev_cfg(struct dev_config *c, const char *dir, const char *id)
 		 id);
 	snprintf(c->key_file, sizeof(c->key_file), "%s/devices/%s.key", pki,
 		 id);
-	snprintf(c->publisher_key, sizeof(c->publisher_key),
-		 "%s/publisher.pub", pki);
+	snprintf(c->publisher_key, sizeof(c->publisher_key), "%s/publisher.pub",
+		 pki);
 	snprintf(c->state_dir, sizeof(c->state_dir), "%s/%s", dir, id);
 }
 
@@ -139,11 +139,9 @@ static void test_gateway_and_devices_one_loop(void **state)
 	assert_int_equal(gw_init(&gw, &loop, &gc, err, sizeof(err)), 0);
 	gw.ud = &w;
 	dev_cfg(&dc, f->root, "dev-1");
-	assert_int_equal(dev_init(&d1, &loop, &dc, argv0, err, sizeof(err)),
-			 0);
+	assert_int_equal(dev_init(&d1, &loop, &dc, argv0, err, sizeof(err)), 0);
 	dev_cfg(&dc, f->root, "dev-2");
-	assert_int_equal(dev_init(&d2, &loop, &dc, argv0, err, sizeof(err)),
-			 0);
+	assert_int_equal(dev_init(&d2, &loop, &dc, argv0, err, sizeof(err)), 0);
 	assert_int_equal(gw_start(&gw), 0);
 	assert_int_equal(dev_start(&d1), 0);
 	assert_int_equal(dev_start(&d2), 0);
@@ -184,8 +182,7 @@ static void test_init_failure_leaves_nothing(void **state)
 	/* A certificate that is not there: the connection cannot be made;
 	 * what was opened before it is undone. */
 	gw_cfg(&gc, f->root, "other");
-	snprintf(gc.cert_file, sizeof(gc.cert_file), "%s/missing.crt",
-		 f->root);
+	snprintf(gc.cert_file, sizeof(gc.cert_file), "%s/missing.crt", f->root);
 	err[0] = '\0';
 	assert_int_equal(gw_init(&c, &loop, &gc, err, sizeof(err)), -1);
 	assert_true(err[0] != '\0');
@@ -193,8 +190,8 @@ static void test_init_failure_leaves_nothing(void **state)
 	gw_cfg(&gc, f->root, "third");
 	snprintf(gc.http_listen, sizeof(gc.http_listen), "127.0.0.1:18089");
 	gc.http_tls = true;
-	snprintf(gc.http_cert_file, sizeof(gc.http_cert_file),
-		 "%s/missing.crt", f->root);
+	snprintf(gc.http_cert_file, sizeof(gc.http_cert_file), "%s/missing.crt",
+		 f->root);
 	snprintf(gc.http_key_file, sizeof(gc.http_key_file), "%s/missing.key",
 		 f->root);
 	err[0] = '\0';
@@ -210,10 +207,7 @@ static void test_init_failure_leaves_nothing(void **state)
 /* A test's clock replaces the system's: the event log's timestamps are
  * the clock's. */
 static int64_t fake_wall(void *ud) { return *(int64_t *)ud; }
-static uint64_t fake_mono(void *ud)
-{
-	return (uint64_t)*(int64_t *)ud;
-}
+static uint64_t fake_mono(void *ud) { return (uint64_t) * (int64_t *)ud; }
 
 struct last_event {
 	char text[256];

@@ -101,9 +101,10 @@ static void test_reordering(void **state)
 	for (int p = 0; p < 200; p++) {
 		struct sim *s = malloc(sizeof(*s));
 		sim_init(s, 0x2000 + (uint64_t)p, 300, 32, 1);
-		s->dev[0].path = (struct sim_path){
-		    .loss = 0.03, .delay_ms = 20, .jitter_ms = 30,
-		    .reorder = 0.05};
+		s->dev[0].path = (struct sim_path){.loss = 0.03,
+						   .delay_ms = 20,
+						   .jitter_ms = 30,
+						   .reorder = 0.05};
 		sim_offer(s, false);
 		sim_run(s, 3600 * 1000);
 		check_dev(s, 0, &t);
@@ -124,8 +125,9 @@ static void test_ack_loss(void **state)
 	for (int p = 0; p < 200; p++) {
 		struct sim *s = malloc(sizeof(*s));
 		sim_init(s, 0x3000 + (uint64_t)p, 200, 16, 1);
-		s->dev[0].path = (struct sim_path){
-		    .loss = 0.05, .ack_loss = 0.1, .delay_ms = 30};
+		s->dev[0].path = (struct sim_path){.loss = 0.05,
+						   .ack_loss = 0.1,
+						   .delay_ms = 30};
 		sim_offer(s, false);
 		sim_run(s, 3600 * 1000);
 		assert_int_equal(s->dev[0].snd.st, GW_SND_DONE);
@@ -369,7 +371,8 @@ static void test_vectors(void **state)
 	int n = vec_run_dir(dir, &failed);
 	if (n < 0)
 		fail_msg("cannot open %s (set OTA_VECTORS or run from the "
-			 "repository root)", dir);
+			 "repository root)",
+			 dir);
 	printf("# %d sender vectors, %d failed\n", n, failed);
 	assert_true(n >= 6);
 	assert_int_equal(failed, 0);

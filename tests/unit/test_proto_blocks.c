@@ -122,10 +122,11 @@ static void test_manifest_fields(void **state)
 	memcpy(m.replaces, "9.0.0", 6);
 	assert_int_equal(proto_manifest_encode(&m, &out, &len), 0);
 	/* block_size and blocks come after created, before downgrade */
-	assert_non_null(strstr(out, "\"created\":1700000000,\"block_size\":4096,"
-				    "\"blocks\":\"cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd"
-				    "cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd\","
-				    "\"downgrade\":true,\"replaces\":\"9.0.0\"}"));
+	assert_non_null(strstr(out,
+			       "\"created\":1700000000,\"block_size\":4096,"
+			       "\"blocks\":\"cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd"
+			       "cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd\","
+			       "\"downgrade\":true,\"replaces\":\"9.0.0\"}"));
 	assert_int_equal(proto_manifest_decode(out, len, &d, &err), 0);
 	assert_int_equal(d.block_size, 4096);
 	assert_memory_equal(d.blocks, m.blocks, 32);
@@ -215,7 +216,8 @@ static uint8_t *package(size_t size, bool lie, size_t *len)
 	assert_non_null(buf);
 	assert_int_equal(proto_pkg_header_encode(buf, (uint32_t)mlen), 0);
 	memcpy(buf + PROTO_PKG_HDR_LEN, man, mlen);
-	assert_int_equal(proto_sign(sk, man, mlen, buf + PROTO_PKG_HDR_LEN + mlen),
+	assert_int_equal(proto_sign(sk, man, mlen,
+				    buf + PROTO_PKG_HDR_LEN + mlen),
 			 0);
 	memcpy(buf + PROTO_PKG_HDR_LEN + mlen + PROTO_SIG_LEN, payload, size);
 	free(man);
@@ -269,9 +271,13 @@ static void test_pkg_table(void **state)
 static void test_offer_table_fragments(void **state)
 {
 	(void)state;
-	struct proto_offer o = {.manifest = "{}", .manifest_len = 2,
-				.fragment_size = 4096, .fragments = 256,
-				.window = 32, .table_fragments = 2}, d;
+	struct proto_offer o = {.manifest = "{}",
+				.manifest_len = 2,
+				.fragment_size = 4096,
+				.fragments = 256,
+				.window = 32,
+				.table_fragments = 2},
+			   d;
 	struct proto_err err = {{0}};
 	char *out = NULL;
 	size_t len;
@@ -335,9 +341,13 @@ static void offer_group_roundtrip(const struct proto_offer *o, const char *want)
 static void test_offer_group(void **state)
 {
 	(void)state;
-	struct proto_offer o = {.manifest = "{}", .manifest_len = 2,
-				.fragment_size = 4096, .fragments = 8,
-				.window = 32, .group = true}, d;
+	struct proto_offer o = {.manifest = "{}",
+				.manifest_len = 2,
+				.fragment_size = 4096,
+				.fragments = 8,
+				.window = 32,
+				.group = true},
+			   d;
 	struct proto_err err = {{0}};
 	char topic[PROTO_GROUP_TOPIC_MAX];
 	strcpy(o.release, "0123456789abcdef");

@@ -120,9 +120,9 @@ static void test_control_bad(void **state)
 	    control("{\"action\":\"pause\",\"release\":\"0123456789ABCDEF\"}",
 		    &c),
 	    PROTO_EFIELD);
-	assert_int_equal(
-	    control("{\"action\":\"pause\",\"release\":\"0123\"}", &c),
-	    PROTO_EFIELD);
+	assert_int_equal(control("{\"action\":\"pause\",\"release\":\"0123\"}",
+				 &c),
+			 PROTO_EFIELD);
 	assert_true(control("[\"pause\"]", &c) < 0);
 	assert_true(control("{\"action\":\"pause\"} x", &c) < 0);
 }
@@ -135,8 +135,8 @@ static void test_control_roundtrip(void **state)
 	char *json = NULL;
 	size_t len = 0;
 	assert_int_equal(proto_control_encode(&in, &json, &len), 0);
-	assert_string_equal(json,
-			    "{\"action\":\"abort\",\"release\":\"fedcba9876543210\"}");
+	assert_string_equal(
+	    json, "{\"action\":\"abort\",\"release\":\"fedcba9876543210\"}");
 	assert_int_equal(proto_control_decode(json, len, &out, NULL), 0);
 	assert_int_equal(out.action, PROTO_ACT_ABORT);
 	assert_string_equal(out.release, in.release);
@@ -199,10 +199,11 @@ static void test_manifest_downgrade(void **state)
 	assert_string_equal(out.replaces, "1.2.0");
 	assert_int_equal(proto_manifest_decode(a, alen, &out, NULL), 0);
 	assert_false(out.downgrade);
-	const char *bad = "{\"format\":1,\"product\":\"s\",\"version\":\"1.0.0\","
-			  "\"size\":1,\"sha256\":\"0000000000000000000000000000000000"
-			  "000000000000000000000000000000\",\"created\":1,"
-			  "\"downgrade\":\"yes\"}";
+	const char *bad =
+	    "{\"format\":1,\"product\":\"s\",\"version\":\"1.0.0\","
+	    "\"size\":1,\"sha256\":\"0000000000000000000000000000000000"
+	    "000000000000000000000000000000\",\"created\":1,"
+	    "\"downgrade\":\"yes\"}";
 	assert_int_equal(proto_manifest_decode(bad, strlen(bad), &out, NULL),
 			 PROTO_EFIELD);
 	free(a);
@@ -215,19 +216,24 @@ static void test_control_reply_retry(void **state)
 	(void)state;
 	struct proto_control c, out;
 	assert_int_equal(control("{\"action\":\"retry\",\"reply\":\"req-1\","
-				 "\"operator\":\"ota-operator\"}", &c), 0);
+				 "\"operator\":\"ota-operator\"}",
+				 &c),
+			 0);
 	assert_int_equal(c.action, PROTO_ACT_RETRY);
 	assert_string_equal(c.reply, "req-1");
 	assert_string_equal(c.operator_name, "ota-operator");
 	assert_string_equal(proto_action_name(PROTO_ACT_RETRY), "retry");
-	assert_int_equal(control("{\"action\":\"pause\",\"reply\":\"a/b\"}", &c),
+	assert_int_equal(control("{\"action\":\"pause\",\"reply\":\"a/b\"}",
+				 &c),
 			 PROTO_EFIELD);
 	assert_int_equal(control("{\"action\":\"pause\",\"operator\":3}", &c),
 			 PROTO_EFIELD);
 	char *json = NULL;
 	size_t len = 0;
 	assert_int_equal(control("{\"action\":\"retry\",\"reply\":\"req-1\","
-				 "\"operator\":\"ota-operator\"}", &c), 0);
+				 "\"operator\":\"ota-operator\"}",
+				 &c),
+			 0);
 	assert_int_equal(proto_control_encode(&c, &json, &len), 0);
 	assert_string_equal(json, "{\"action\":\"retry\",\"reply\":\"req-1\","
 				  "\"operator\":\"ota-operator\"}");
@@ -245,29 +251,36 @@ static void test_announce_encode(void **state)
 {
 	(void)state;
 	char *devs[] = {"dev-001", "dev-002"};
-	struct proto_announce a = {.devices = devs, .ndevices = 2,
-				   .canary_percent = 10, .dry_run = true};
+	struct proto_announce a = {.devices = devs,
+				   .ndevices = 2,
+				   .canary_percent = 10,
+				   .dry_run = true};
 	memcpy(a.url, "file:///p.ota", 14);
 	memcpy(a.reply, "req-9", 6);
 	char *json = NULL;
 	size_t len;
 	assert_int_equal(proto_announce_encode(&a, &json, &len), 0);
-	assert_string_equal(json, "{\"url\":\"file:///p.ota\",\"devices\":"
-				  "[\"dev-001\",\"dev-002\"],\"canary_percent\":10,"
-				  "\"reply\":\"req-9\",\"dry_run\":true}");
+	assert_string_equal(json,
+			    "{\"url\":\"file:///p.ota\",\"devices\":"
+			    "[\"dev-001\",\"dev-002\"],\"canary_percent\":10,"
+			    "\"reply\":\"req-9\",\"dry_run\":true}");
 	free(json);
 	struct proto_announce bad = a;
 	memcpy(bad.url, "ftp://x", 8);
-	assert_int_equal(proto_announce_encode(&bad, &json, &len), PROTO_EFIELD);
+	assert_int_equal(proto_announce_encode(&bad, &json, &len),
+			 PROTO_EFIELD);
 	bad = a;
 	bad.canary_percent = 101;
-	assert_int_equal(proto_announce_encode(&bad, &json, &len), PROTO_ERANGE);
+	assert_int_equal(proto_announce_encode(&bad, &json, &len),
+			 PROTO_ERANGE);
 	bad = a;
 	memcpy(bad.group, "a/b", 4);
-	assert_int_equal(proto_announce_encode(&bad, &json, &len), PROTO_EFIELD);
+	assert_int_equal(proto_announce_encode(&bad, &json, &len),
+			 PROTO_EFIELD);
 	bad = a;
 	bad.fragment_size = 100;
-	assert_int_equal(proto_announce_encode(&bad, &json, &len), PROTO_ERANGE);
+	assert_int_equal(proto_announce_encode(&bad, &json, &len),
+			 PROTO_ERANGE);
 	assert_null(json);
 }
 
@@ -283,9 +296,10 @@ static void test_verdict_encode(void **state)
 	char *json = NULL;
 	size_t len;
 	assert_int_equal(proto_verdict_encode(&v, &json, &len), 0);
-	assert_string_equal(json, "{\"command\":\"pause\",\"product\":\"sensor\","
-				  "\"verdict\":\"refused\",\"reason\":\"no such "
-				  "product\"}");
+	assert_string_equal(json,
+			    "{\"command\":\"pause\",\"product\":\"sensor\","
+			    "\"verdict\":\"refused\",\"reason\":\"no such "
+			    "product\"}");
 	assert_int_equal(proto_verdict_decode(json, len, &out, NULL), 0);
 	assert_memory_equal(&v, &out, sizeof(v));
 	free(json);
@@ -299,7 +313,8 @@ static void test_verdict_encode(void **state)
 	v.verdict = (enum proto_verdict_kind)9;
 	assert_int_equal(proto_verdict_encode(&v, &json, &len), PROTO_EFIELD);
 	assert_null(json);
-	assert_string_equal(proto_verdict_name(PROTO_VERDICT_DRY_RUN), "dry_run");
+	assert_string_equal(proto_verdict_name(PROTO_VERDICT_DRY_RUN),
+			    "dry_run");
 }
 
 int main(void)

@@ -18,21 +18,21 @@
 #define REL "eb66cecd2c30a94e"
 
 static const char kat_dev_pub[] =
-	"040217e617f0b6443928278f96999e69a23a4f2c152bdf6d6cdf66e5b80282d4ed"
-	"194a7debcb97712d2dda3ca85aa8765a56f45fc758599652f2897c65306e5794";
+    "040217e617f0b6443928278f96999e69a23a4f2c152bdf6d6cdf66e5b80282d4ed"
+    "194a7debcb97712d2dda3ca85aa8765a56f45fc758599652f2897c65306e5794";
 static const char kat_epk[] =
-	"04d65a93977caa3d1b081852ff57a79e465f1660577304baead505dd3a48589cf3"
-	"50185e895372df6221ea3a137557e473fddb6755f05bd507c3c533fce9c91285";
+    "04d65a93977caa3d1b081852ff57a79e465f1660577304baead505dd3a48589cf3"
+    "50185e895372df6221ea3a137557e473fddb6755f05bd507c3c533fce9c91285";
 static const char kat_wrapped[] =
-	"cbc6f87b5f491d5bc49a9544ee890d377721fcb0f9f09b16623e3f1e7285721a01"
-	"e8cab071864acb11d786791e779069";
+    "cbc6f87b5f491d5bc49a9544ee890d377721fcb0f9f09b16623e3f1e7285721a01"
+    "e8cab071864acb11d786791e779069";
 static const char kat_sealed[] =
-	"10355144d3f72392a80c5263ceae1056e3aa7dd3951617821212aaa83034da53a809"
-	"30bd2ba350da6a0e3ff1f469f935e2c60d33fe6683cd991014df472bd8fb057068db"
-	"c68bfce9349fa2f0fa0d135fc2540801d2abe1431115e0e14260cd0b2b2a66450826"
-	"e01251fa5e732163c5eb882fc6b0b3d9980d2c14105cf79ca3978396bab19f5af2c9"
-	"a977a501a4f107ead6237c9cf299de6d3527db7ad6f8880989bf2e1b3e0b19181f14"
-	"60a68cbeb879";
+    "10355144d3f72392a80c5263ceae1056e3aa7dd3951617821212aaa83034da53a809"
+    "30bd2ba350da6a0e3ff1f469f935e2c60d33fe6683cd991014df472bd8fb057068db"
+    "c68bfce9349fa2f0fa0d135fc2540801d2abe1431115e0e14260cd0b2b2a66450826"
+    "e01251fa5e732163c5eb882fc6b0b3d9980d2c14105cf79ca3978396bab19f5af2c9"
+    "a977a501a4f107ead6237c9cf299de6d3527db7ad6f8880989bf2e1b3e0b19181f14"
+    "60a68cbeb879";
 
 /* One-shot seal/open under a raw key, through a proto_aead. */
 static int seal(const uint8_t *key, const uint8_t *hdr, uint32_t fs,
@@ -85,12 +85,14 @@ static void test_wrap_known_answer(void **state)
 	unhex(kat_epk, want_epk, sizeof(want_epk));
 	unhex(kat_wrapped, want_w, sizeof(want_w));
 	memcpy(dpub, want_pub, sizeof(dpub));
-	assert_int_equal(proto_key_wrap(dpub, REL, "dev-001", ckey, eph, epk, w),
+	assert_int_equal(proto_key_wrap(dpub, REL, "dev-001", ckey, eph, epk,
+					w),
 			 0);
 	assert_memory_equal(epk, want_epk, sizeof(epk));
 	assert_memory_equal(w, want_w, sizeof(w));
-	assert_int_equal(
-		proto_key_unwrap(dpriv, dpub, REL, "dev-001", epk, w, out), 0);
+	assert_int_equal(proto_key_unwrap(dpriv, dpub, REL, "dev-001", epk, w,
+					  out),
+			 0);
 	assert_memory_equal(out, ckey, sizeof(out));
 }
 
@@ -135,16 +137,12 @@ static void test_frag_round_trip(void **state)
 		assert_memory_equal(ct, ct2, n + 16);
 		assert_true(n < 16 || memcmp(ct, pt, n) != 0);
 		memset(back, 0, n);
-		assert_int_equal(
-			open_(key, hdr, 4096, ct, n + 16, back), 0);
+		assert_int_equal(open_(key, hdr, 4096, ct, n + 16, back), 0);
 		assert_memory_equal(back, pt, n);
 	}
-	assert_int_equal(seal(key, hdr, 4096, pt, 0, ct),
-			 PROTO_ERANGE);
-	assert_int_equal(seal(key, hdr, 4096, pt, 65537, ct),
-			 PROTO_ERANGE);
-	assert_int_equal(open_(key, hdr, 4096, ct, 16, back),
-			 PROTO_ERANGE);
+	assert_int_equal(seal(key, hdr, 4096, pt, 0, ct), PROTO_ERANGE);
+	assert_int_equal(seal(key, hdr, 4096, pt, 65537, ct), PROTO_ERANGE);
+	assert_int_equal(open_(key, hdr, 4096, ct, 16, back), PROTO_ERANGE);
 	free(pt);
 	free(ct);
 	free(ct2);
@@ -165,7 +163,8 @@ static void test_aead_reuse(void **state)
 	for (uint32_t i = 0; i < 50; i++) {
 		assert_int_equal(proto_frag_header_encode(hdr, 77, i), 0);
 		pt[0] = (uint8_t)i;
-		assert_int_equal(proto_frag_seal(a, hdr, 1000, pt, 1000, ct), 0);
+		assert_int_equal(proto_frag_seal(a, hdr, 1000, pt, 1000, ct),
+				 0);
 		assert_int_equal(seal(key, hdr, 1000, pt, 1000, once), 0);
 		assert_memory_equal(ct, once, sizeof(ct));
 		assert_int_equal(proto_frag_open(b, hdr, 1000, ct, 1016, back),
@@ -175,7 +174,8 @@ static void test_aead_reuse(void **state)
 		assert_int_equal(proto_frag_open(b, hdr, 1000, ct, 1016, back),
 				 PROTO_EAUTH);
 		/* a context that opened can seal again */
-		assert_int_equal(proto_frag_open(a, hdr, 1000, once, 1016, back),
+		assert_int_equal(proto_frag_open(a, hdr, 1000, once, 1016,
+						 back),
 				 0);
 	}
 	proto_aead_free(a);
@@ -187,8 +187,7 @@ static void test_aead_reuse(void **state)
  * nothing of the plaintext is handed back. */
 static void test_frag_tampered(void **state)
 {
-	uint8_t key[32], key2[32], hdr[8], hdr2[8], pt[300], ct[316],
-		back[300];
+	uint8_t key[32], key2[32], hdr[8], hdr2[8], pt[300], ct[316], back[300];
 
 	(void)state;
 	memset(key, 1, sizeof(key));
@@ -206,11 +205,9 @@ static void test_frag_tampered(void **state)
 		ct[i] ^= 0x01;
 	}
 	ct[315] ^= 0x80; /* the tag's last byte */
-	assert_int_equal(open_(key, hdr, 300, ct, 316, back),
-			 PROTO_EAUTH);
+	assert_int_equal(open_(key, hdr, 300, ct, 316, back), PROTO_EAUTH);
 	ct[315] ^= 0x80;
-	assert_int_equal(open_(key2, hdr, 300, ct, 316, back),
-			 PROTO_EAUTH);
+	assert_int_equal(open_(key2, hdr, 300, ct, 316, back), PROTO_EAUTH);
 	assert_int_equal(proto_frag_header_encode(hdr2, 7, 10), 0);
 	assert_int_equal(open_(key, hdr2, 300, ct, 316, back),
 			 PROTO_EAUTH); /* moved to another index */
@@ -237,8 +234,9 @@ static void test_wrap_wrong_device(void **state)
 	assert_int_equal(proto_ec_keygen(p2, q2), 0);
 	assert_int_equal(proto_key_wrap(q1, REL, "dev-001", ckey, NULL, epk, w),
 			 0);
-	assert_int_equal(
-		proto_key_wrap(q1, REL, "dev-001", ckey, NULL, epk2, w2), 0);
+	assert_int_equal(proto_key_wrap(q1, REL, "dev-001", ckey, NULL, epk2,
+					w2),
+			 0);
 	assert_memory_not_equal(epk, epk2, sizeof(epk)); /* fresh each time */
 	assert_int_equal(proto_key_unwrap(p1, q1, REL, "dev-001", epk, w, out),
 			 0);
@@ -250,13 +248,12 @@ static void test_wrap_wrong_device(void **state)
 	/* The right key pair for another id or another release. */
 	assert_int_equal(proto_key_unwrap(p1, q1, REL, "dev-002", epk, w, out),
 			 PROTO_EAUTH);
-	assert_int_equal(proto_key_unwrap(p1, q1, "eb66cecd2c30a94f",
-					  "dev-001", epk, w, out),
+	assert_int_equal(proto_key_unwrap(p1, q1, "eb66cecd2c30a94f", "dev-001",
+					  epk, w, out),
 			 PROTO_EAUTH);
 	/* Another ephemeral key than the one used. */
-	assert_int_equal(
-		proto_key_unwrap(p1, q1, REL, "dev-001", epk2, w, out),
-		PROTO_EAUTH);
+	assert_int_equal(proto_key_unwrap(p1, q1, REL, "dev-001", epk2, w, out),
+			 PROTO_EAUTH);
 	w[47] ^= 1;
 	assert_int_equal(proto_key_unwrap(p1, q1, REL, "dev-001", epk, w, out),
 			 PROTO_EAUTH);
@@ -277,18 +274,18 @@ static void test_wrap_bad_keys(void **state)
 	assert_int_equal(proto_ec_keygen(p, q), 0);
 	memcpy(bad, q, sizeof(bad));
 	bad[64] ^= 1; /* off the curve */
-	assert_int_equal(
-		proto_key_wrap(bad, REL, "dev-001", ckey, NULL, epk, w),
-		PROTO_EKEY);
+	assert_int_equal(proto_key_wrap(bad, REL, "dev-001", ckey, NULL, epk,
+					w),
+			 PROTO_EKEY);
 	memcpy(bad, q, sizeof(bad));
 	bad[0] = 0x02; /* compressed form: refused */
-	assert_int_equal(
-		proto_key_wrap(bad, REL, "dev-001", ckey, NULL, epk, w),
-		PROTO_EKEY);
+	assert_int_equal(proto_key_wrap(bad, REL, "dev-001", ckey, NULL, epk,
+					w),
+			 PROTO_EKEY);
 	memset(bad, 0, sizeof(bad));
-	assert_int_equal(
-		proto_key_wrap(bad, REL, "dev-001", ckey, NULL, epk, w),
-		PROTO_EKEY);
+	assert_int_equal(proto_key_wrap(bad, REL, "dev-001", ckey, NULL, epk,
+					w),
+			 PROTO_EKEY);
 	memset(s, 0xff, sizeof(s)); /* not below the group order */
 	assert_int_equal(proto_key_wrap(q, REL, "dev-001", ckey, s, epk, w),
 			 PROTO_EKEY);
@@ -304,8 +301,8 @@ static void test_wrap_bad_keys(void **state)
 			 0);
 	memcpy(bad, epk, sizeof(bad));
 	bad[40] ^= 4; /* an epk off the curve */
-	assert_int_equal(
-		proto_key_unwrap(p, q, REL, "dev-001", bad, w, out), PROTO_EKEY);
+	assert_int_equal(proto_key_unwrap(p, q, REL, "dev-001", bad, w, out),
+			 PROTO_EKEY);
 }
 
 /* The offer's "enc" member: encoded, decoded, and refused when bad. */
@@ -350,14 +347,14 @@ static void test_offer_enc(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_wrap_known_answer),
-		cmocka_unit_test(test_frag_known_answer),
-		cmocka_unit_test(test_frag_round_trip),
-		cmocka_unit_test(test_aead_reuse),
-		cmocka_unit_test(test_frag_tampered),
-		cmocka_unit_test(test_wrap_wrong_device),
-		cmocka_unit_test(test_wrap_bad_keys),
-		cmocka_unit_test(test_offer_enc),
+	    cmocka_unit_test(test_wrap_known_answer),
+	    cmocka_unit_test(test_frag_known_answer),
+	    cmocka_unit_test(test_frag_round_trip),
+	    cmocka_unit_test(test_aead_reuse),
+	    cmocka_unit_test(test_frag_tampered),
+	    cmocka_unit_test(test_wrap_wrong_device),
+	    cmocka_unit_test(test_wrap_bad_keys),
+	    cmocka_unit_test(test_offer_enc),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -26,9 +26,9 @@ static int announce(const char *json, struct proto_announce *a,
 static void test_announce_full(void **state)
 {
 	static const char json[] =
-		"{\"url\":\"file:///srv/pkg.ota\",\"group\":\"g1\","
-		"\"devices\":[\"d1\",\"d-2\"],\"fragment_size\":4096,"
-		"\"window\":32}";
+	    "{\"url\":\"file:///srv/pkg.ota\",\"group\":\"g1\","
+	    "\"devices\":[\"d1\",\"d-2\"],\"fragment_size\":4096,"
+	    "\"window\":32}";
 	struct proto_announce a;
 	struct proto_err err;
 
@@ -71,38 +71,38 @@ static void test_announce_rejects(void **state)
 		int rc;
 		const char *text;
 	} cases[] = {
-		{"{}", PROTO_EFIELD, "field 'url': missing"},
-		{"{\"url\":\"http://h/p\"}", PROTO_EFIELD,
-		 "field 'url': scheme is not file:// or https://"},
-		{"{\"url\":\"file://\"}", PROTO_EFIELD, NULL},
-		{"{\"url\":\"file:///a b\"}", PROTO_EFIELD, NULL},
-		{"{\"url\":7}", PROTO_EFIELD, "field 'url': not a string"},
-		{"{\"url\":\"file:///x\",\"grup\":\"g1\"}", PROTO_EFIELD,
-		 "unknown field 'grup'"},
-		{"{\"url\":\"file:///x\",\"group\":\"\"}", PROTO_EFIELD, NULL},
-		{"{\"url\":\"file:///x\",\"devices\":[]}", PROTO_EFIELD, NULL},
-		{"{\"url\":\"file:///x\",\"devices\":\"d1\"}", PROTO_EFIELD,
-		 "field 'devices': not an array"},
-		{"{\"url\":\"file:///x\",\"devices\":[\"d1\",\"a/b\"]}",
-		 PROTO_EFIELD, "field 'devices': entry 1 is not a device id"},
-		{"{\"url\":\"file:///x\",\"devices\":[\"d1\",5]}", PROTO_EFIELD,
-		 NULL},
-		{"{\"url\":\"file:///x\",\"fragment_size\":159}", PROTO_ERANGE,
-		 "field 'fragment_size': 159 is not 0 or within 160..65536"},
-		{"{\"url\":\"file:///x\",\"fragment_size\":65537}",
-		 PROTO_ERANGE, NULL},
-		{"{\"url\":\"file:///x\",\"fragment_size\":-1}", PROTO_ERANGE,
-		 NULL},
-		{"{\"url\":\"file:///x\",\"fragment_size\":4096.0}",
-		 PROTO_EFIELD, "field 'fragment_size': not an integer"},
-		{"{\"url\":\"file:///x\",\"window\":257}", PROTO_ERANGE, NULL},
-		{"{\"url\":\"file:///x\",\"window\":-3}", PROTO_ERANGE, NULL},
-		{"{\"url\":\"file:///x\",\"url\":\"file:///y\"}", PROTO_EJSON,
-		 NULL},
-		{"[\"url\"]", PROTO_EJSON, "top level is not a JSON object"},
-		{"{\"url\":\"file:///x\"} x", PROTO_EJSON, NULL},
-		{"{\"url\":\"file:///x\\u0000y\"}", PROTO_EJSON, NULL},
-		{"", PROTO_EJSON, "empty message"},
+	    {"{}", PROTO_EFIELD, "field 'url': missing"},
+	    {"{\"url\":\"http://h/p\"}", PROTO_EFIELD,
+	     "field 'url': scheme is not file:// or https://"},
+	    {"{\"url\":\"file://\"}", PROTO_EFIELD, NULL},
+	    {"{\"url\":\"file:///a b\"}", PROTO_EFIELD, NULL},
+	    {"{\"url\":7}", PROTO_EFIELD, "field 'url': not a string"},
+	    {"{\"url\":\"file:///x\",\"grup\":\"g1\"}", PROTO_EFIELD,
+	     "unknown field 'grup'"},
+	    {"{\"url\":\"file:///x\",\"group\":\"\"}", PROTO_EFIELD, NULL},
+	    {"{\"url\":\"file:///x\",\"devices\":[]}", PROTO_EFIELD, NULL},
+	    {"{\"url\":\"file:///x\",\"devices\":\"d1\"}", PROTO_EFIELD,
+	     "field 'devices': not an array"},
+	    {"{\"url\":\"file:///x\",\"devices\":[\"d1\",\"a/b\"]}",
+	     PROTO_EFIELD, "field 'devices': entry 1 is not a device id"},
+	    {"{\"url\":\"file:///x\",\"devices\":[\"d1\",5]}", PROTO_EFIELD,
+	     NULL},
+	    {"{\"url\":\"file:///x\",\"fragment_size\":159}", PROTO_ERANGE,
+	     "field 'fragment_size': 159 is not 0 or within 160..65536"},
+	    {"{\"url\":\"file:///x\",\"fragment_size\":65537}", PROTO_ERANGE,
+	     NULL},
+	    {"{\"url\":\"file:///x\",\"fragment_size\":-1}", PROTO_ERANGE,
+	     NULL},
+	    {"{\"url\":\"file:///x\",\"fragment_size\":4096.0}", PROTO_EFIELD,
+	     "field 'fragment_size': not an integer"},
+	    {"{\"url\":\"file:///x\",\"window\":257}", PROTO_ERANGE, NULL},
+	    {"{\"url\":\"file:///x\",\"window\":-3}", PROTO_ERANGE, NULL},
+	    {"{\"url\":\"file:///x\",\"url\":\"file:///y\"}", PROTO_EJSON,
+	     NULL},
+	    {"[\"url\"]", PROTO_EJSON, "top level is not a JSON object"},
+	    {"{\"url\":\"file:///x\"} x", PROTO_EJSON, NULL},
+	    {"{\"url\":\"file:///x\\u0000y\"}", PROTO_EJSON, NULL},
+	    {"", PROTO_EJSON, "empty message"},
 	};
 	struct proto_announce a;
 	struct proto_err err;
@@ -168,9 +168,10 @@ static void test_announce_boundaries(void **state)
 			 0);
 
 	/* device lists of PROTO_ANNOUNCE_DEVICES_MAX and one more */
-	for (n = PROTO_ANNOUNCE_DEVICES_MAX; n <= PROTO_ANNOUNCE_DEVICES_MAX + 1;
-	     n++) {
-		off = snprintf(json, cap, "{\"url\":\"file:///x\",\"devices\":[");
+	for (n = PROTO_ANNOUNCE_DEVICES_MAX;
+	     n <= PROTO_ANNOUNCE_DEVICES_MAX + 1; n++) {
+		off =
+		    snprintf(json, cap, "{\"url\":\"file:///x\",\"devices\":[");
 		for (i = 0; i < n; i++)
 			off += snprintf(json + off, cap - (size_t)off,
 					"%s\"d%zu\"", i ? "," : "", i);
@@ -192,9 +193,9 @@ static void test_announce_boundaries(void **state)
 /* -------------------------------------------------------------- offer */
 
 static const char manifest_json[] =
-	"{\"format\":1,\"product\":\"sensor\",\"version\":\"1.1.0\","
-	"\"size\":1234,\"sha256\":\"00112233445566778899aabbccddeeff0011223344"
-	"5566778899aabbccddeeff\",\"created\":1700000000}";
+    "{\"format\":1,\"product\":\"sensor\",\"version\":\"1.1.0\","
+    "\"size\":1234,\"sha256\":\"00112233445566778899aabbccddeeff0011223344"
+    "5566778899aabbccddeeff\",\"created\":1700000000}";
 
 static void fill_offer(struct proto_offer *o)
 {
@@ -214,13 +215,13 @@ static void fill_offer(struct proto_offer *o)
 static void test_offer_round_trip(void **state)
 {
 	static const char want_head[] =
-		"{\"release\":\"0123456789abcdef\",\"manifest\":\"{\\\"format\\\":1,"
-		"\\\"product\\\":\\\"sensor\\\",";
+	    "{\"release\":\"0123456789abcdef\",\"manifest\":\"{\\\"format\\\":1,"
+	    "\\\"product\\\":\\\"sensor\\\",";
 	static const char want_tail[] =
-		"\",\"sig\":\"000102030405060708090a0b0c0d0e0f101112131415161718"
-		"191a1b1c1d1e1f202122232425262728292a2b2c2d2e2f30313233343536"
-		"3738393a3b3c3d3e3f\",\"fragment_size\":160,\"fragments\":8,"
-		"\"window\":32}";
+	    "\",\"sig\":\"000102030405060708090a0b0c0d0e0f101112131415161718"
+	    "191a1b1c1d1e1f202122232425262728292a2b2c2d2e2f30313233343536"
+	    "3738393a3b3c3d3e3f\",\"fragment_size\":160,\"fragments\":8,"
+	    "\"window\":32}";
 	struct proto_offer o, d;
 	struct proto_err err;
 	char *out = NULL;
@@ -267,12 +268,10 @@ static void test_offer_restart_spread(void **state)
 	/* One past the limit, in the text: refused. */
 	char *p = strstr(out, "20000");
 	char bad[4096];
-	snprintf(bad, sizeof(bad), "%.*s3600001%s", (int)(p - out), out,
-		 p + 5);
+	snprintf(bad, sizeof(bad), "%.*s3600001%s", (int)(p - out), out, p + 5);
 	assert_int_equal(proto_offer_decode(bad, strlen(bad), &d, &err),
 			 PROTO_ERANGE);
-	snprintf(bad, sizeof(bad), "%.*s\"20\"%s", (int)(p - out), out,
-		 p + 5);
+	snprintf(bad, sizeof(bad), "%.*s\"20\"%s", (int)(p - out), out, p + 5);
 	assert_int_equal(proto_offer_decode(bad, strlen(bad), &d, &err),
 			 PROTO_EFIELD);
 	free(out);
@@ -440,8 +439,9 @@ static void test_status_encode_minimal(void **state)
 	/* The Last Will */
 	s.state = PROTO_ST_OFFLINE;
 	assert_int_equal(proto_status_encode(&s, &out, &len), 0);
-	assert_string_equal(out, "{\"device\":\"d1\",\"product\":\"sensor\","
-				 "\"version\":\"1.0.0\",\"state\":\"offline\"}");
+	assert_string_equal(out,
+			    "{\"device\":\"d1\",\"product\":\"sensor\","
+			    "\"version\":\"1.0.0\",\"state\":\"offline\"}");
 	free(out);
 }
 
@@ -463,12 +463,12 @@ static void test_status_encode_full(void **state)
 	s.ts = 1700000000123;
 	assert_int_equal(proto_status_encode(&s, &out, &len), 0);
 	assert_string_equal(
-		out, "{\"device\":\"d1\",\"product\":\"sensor\",\"version\":"
-		     "\"1.0.0\",\"group\":\"g1\",\"state\":\"downloading\","
-		     "\"release\":\"0123456789abcdef\",\"progress\":0.42,"
-		     "\"error\":\"disk \\\"full\\\"\",\"timings\":"
-		     "{\"download_ms\":1500,\"total_ms\":0},"
-		     "\"ts\":1700000000123}");
+	    out, "{\"device\":\"d1\",\"product\":\"sensor\",\"version\":"
+		 "\"1.0.0\",\"group\":\"g1\",\"state\":\"downloading\","
+		 "\"release\":\"0123456789abcdef\",\"progress\":0.42,"
+		 "\"error\":\"disk \\\"full\\\"\",\"timings\":"
+		 "{\"download_ms\":1500,\"total_ms\":0},"
+		 "\"ts\":1700000000123}");
 
 	memset(&d, 0x33, sizeof(d));
 	assert_int_equal(proto_status_decode(out, len, &d, NULL), 0);
@@ -491,9 +491,10 @@ static void test_status_encode_full(void **state)
 
 static void test_status_decode_absent(void **state)
 {
-	static const char json[] = "{\"device\":\"d1\",\"product\":\"sensor\","
-				   "\"version\":\"2.0.0\",\"state\":\"committed\","
-				   "\"future\":{\"x\":[1,2]}}";
+	static const char json[] =
+	    "{\"device\":\"d1\",\"product\":\"sensor\","
+	    "\"version\":\"2.0.0\",\"state\":\"committed\","
+	    "\"future\":{\"x\":[1,2]}}";
 	struct proto_status s;
 
 	(void)state;
@@ -516,11 +517,18 @@ static void test_status_progress_bounds(void **state)
 		const char *p;
 		int rc;
 	} cases[] = {
-		{"0", 0},         {"1", 0},          {"0.0", 0},
-		{"1.0", 0},       {"0.5", 0},        {"1.0001", PROTO_ERANGE},
-		{"-0.1", PROTO_ERANGE}, {"2", PROTO_ERANGE},
-		{"1e400", PROTO_EJSON}, {"\"0.5\"", PROTO_EFIELD},
-		{"null", PROTO_EFIELD}, {"true", PROTO_EFIELD},
+	    {"0", 0},
+	    {"1", 0},
+	    {"0.0", 0},
+	    {"1.0", 0},
+	    {"0.5", 0},
+	    {"1.0001", PROTO_ERANGE},
+	    {"-0.1", PROTO_ERANGE},
+	    {"2", PROTO_ERANGE},
+	    {"1e400", PROTO_EJSON},
+	    {"\"0.5\"", PROTO_EFIELD},
+	    {"null", PROTO_EFIELD},
+	    {"true", PROTO_EFIELD},
 	};
 	struct proto_status s;
 	char json[256];
@@ -550,13 +558,13 @@ static void test_status_progress_precision(void **state)
 		const char *in, *out;
 		double want;
 	} cases[] = {
-		{"0.4200000000123", "0.42", 0.42},
-		{"0.3333333333", "0.333333", 0.333333},
-		{"0.9999996", "1.0", 1.0},
-		{"0.0000004", "0.0", 0.0},
-		{"0.000123", "0.000123", 0.000123},
-		{"1e-6", "1e-6", 0.000001},
-		{"1", "1.0", 1.0},
+	    {"0.4200000000123", "0.42", 0.42},
+	    {"0.3333333333", "0.333333", 0.333333},
+	    {"0.9999996", "1.0", 1.0},
+	    {"0.0000004", "0.0", 0.0},
+	    {"0.000123", "0.000123", 0.000123},
+	    {"1e-6", "1e-6", 0.000001},
+	    {"1", "1.0", 1.0},
 	};
 	struct proto_status s, d;
 	char json[256], want[64], *out = NULL;
@@ -578,8 +586,8 @@ static void test_status_progress_precision(void **state)
 		assert_int_equal(proto_status_encode(&s, &out, &len), 0);
 		snprintf(want, sizeof(want), "\"progress\":%s}", cases[i].out);
 		if (strstr(out, want) == NULL)
-			fail_msg("progress %s: encoded %s, want %s", cases[i].in,
-				 out, want);
+			fail_msg("progress %s: encoded %s, want %s",
+				 cases[i].in, out, want);
 		assert_int_equal(proto_status_decode(out, len, &d, NULL), 0);
 		assert_true(d.progress == s.progress);
 		free(out);
@@ -690,23 +698,23 @@ static void test_status_every_state(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_announce_full),
-		cmocka_unit_test(test_announce_minimal),
-		cmocka_unit_test(test_announce_rejects),
-		cmocka_unit_test(test_announce_boundaries),
-		cmocka_unit_test(test_offer_round_trip),
-		cmocka_unit_test(test_offer_restart_spread),
-		cmocka_unit_test(test_offer_verbatim_bytes),
-		cmocka_unit_test(test_offer_encode_rejects),
-		cmocka_unit_test(test_offer_decode_manifest_limit),
-		cmocka_unit_test(test_status_init),
-		cmocka_unit_test(test_status_encode_minimal),
-		cmocka_unit_test(test_status_encode_full),
-		cmocka_unit_test(test_status_decode_absent),
-		cmocka_unit_test(test_status_progress_bounds),
-		cmocka_unit_test(test_status_progress_precision),
-		cmocka_unit_test(test_status_encode_rejects),
-		cmocka_unit_test(test_status_every_state),
+	    cmocka_unit_test(test_announce_full),
+	    cmocka_unit_test(test_announce_minimal),
+	    cmocka_unit_test(test_announce_rejects),
+	    cmocka_unit_test(test_announce_boundaries),
+	    cmocka_unit_test(test_offer_round_trip),
+	    cmocka_unit_test(test_offer_restart_spread),
+	    cmocka_unit_test(test_offer_verbatim_bytes),
+	    cmocka_unit_test(test_offer_encode_rejects),
+	    cmocka_unit_test(test_offer_decode_manifest_limit),
+	    cmocka_unit_test(test_status_init),
+	    cmocka_unit_test(test_status_encode_minimal),
+	    cmocka_unit_test(test_status_encode_full),
+	    cmocka_unit_test(test_status_decode_absent),
+	    cmocka_unit_test(test_status_progress_bounds),
+	    cmocka_unit_test(test_status_progress_precision),
+	    cmocka_unit_test(test_status_encode_rejects),
+	    cmocka_unit_test(test_status_every_state),
 	};
 
 	return cmocka_run_group_tests_name("proto_json", tests, NULL, NULL);

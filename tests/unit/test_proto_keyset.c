@@ -25,8 +25,8 @@ static int keys_init(void **state)
 	(void)state;
 	for (int i = 0; i < 6; i++) {
 		memset(g_priv[i], i + 1, 32);
-		EVP_PKEY *k = EVP_PKEY_new_raw_private_key(
-		    EVP_PKEY_ED25519, NULL, g_priv[i], 32);
+		EVP_PKEY *k = EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519,
+							   NULL, g_priv[i], 32);
 		size_t n = 32;
 		if (!k || EVP_PKEY_get_raw_public_key(k, g_pub[i], &n) != 1)
 			return -1;
@@ -37,8 +37,8 @@ static int keys_init(void **state)
 
 /* A key set: roots[] (indices), threshold, publishers key 3 for sensor
  * and key 4 for every product. */
-static void ks_make(struct proto_keyset *ks, uint64_t version,
-		    const int *roots, uint32_t nroot, uint32_t threshold)
+static void ks_make(struct proto_keyset *ks, uint64_t version, const int *roots,
+		    uint32_t nroot, uint32_t threshold)
 {
 	memset(ks, 0, sizeof(*ks));
 	ks->version = version;
@@ -200,8 +200,7 @@ static void test_keyset_rotation_rollback_expiry(void **state)
 	/* A new root (key 1): signed by the old root only is not enough. */
 	ks_make(&v2, 2, r1, 1, 1);
 	env_make(&v2, r0, 1, &e2, &j2);
-	assert_int_equal(proto_keyset_accept(&e1.ks, &e2, 0, &err),
-			 PROTO_ESIG);
+	assert_int_equal(proto_keyset_accept(&e1.ks, &e2, 0, &err), PROTO_ESIG);
 	proto_keyset_env_free(&e2);
 	free(j2);
 	env_make(&v2, both, 2, &e2, &j2);
@@ -277,8 +276,7 @@ static void test_manifest_rollback_fields(void **state)
 	m.downgrade = true;
 	assert_int_equal(proto_manifest_encode(&m, &out, &len), PROTO_EFIELD);
 	strcpy(m.replaces, "1.0.7"); /* not newer than the version */
-	assert_int_equal(proto_manifest_encode(&m, &out, &len),
-			 PROTO_EVERSION);
+	assert_int_equal(proto_manifest_encode(&m, &out, &len), PROTO_EVERSION);
 	strcpy(m.replaces, "1.2.0");
 	m.security_version = 9;
 	m.expires = 1700000000; /* not after created */
@@ -308,22 +306,26 @@ static void test_manifest_rollback_decode_refuses(void **state)
 	static const char *const bad[] = {
 	    /* replaces without downgrade */
 	    "{\"format\":1,\"product\":\"s\",\"version\":\"1.0.0\",\"size\":1,"
-	    "\"sha256\":\"" "00000000000000000000000000000000"
+	    "\"sha256\":\""
+	    "00000000000000000000000000000000"
 	    "00000000000000000000000000000000"
 	    "\",\"created\":5,\"replaces\":\"2.0.0\"}",
 	    /* downgrade without replaces */
 	    "{\"format\":1,\"product\":\"s\",\"version\":\"1.0.0\",\"size\":1,"
-	    "\"sha256\":\"" "00000000000000000000000000000000"
+	    "\"sha256\":\""
+	    "00000000000000000000000000000000"
 	    "00000000000000000000000000000000"
 	    "\",\"created\":5,\"downgrade\":true}",
 	    /* expires before created */
 	    "{\"format\":1,\"product\":\"s\",\"version\":\"1.0.0\",\"size\":1,"
-	    "\"sha256\":\"" "00000000000000000000000000000000"
+	    "\"sha256\":\""
+	    "00000000000000000000000000000000"
 	    "00000000000000000000000000000000"
 	    "\",\"created\":5,\"expires\":4}",
 	    /* security_version out of range */
 	    "{\"format\":1,\"product\":\"s\",\"version\":\"1.0.0\",\"size\":1,"
-	    "\"sha256\":\"" "00000000000000000000000000000000"
+	    "\"sha256\":\""
+	    "00000000000000000000000000000000"
 	    "00000000000000000000000000000000"
 	    "\",\"created\":5,\"security_version\":16777216}",
 	};

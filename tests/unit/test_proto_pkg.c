@@ -16,19 +16,19 @@
 
 /* RFC 8032 section 7.1, TEST 1 and TEST 2. */
 static const char rfc_sk1[] =
-	"9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60";
+    "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60";
 static const char rfc_pk1[] =
-	"d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
+    "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
 static const char rfc_sig1[] =
-	"e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555"
-	"fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b";
+    "e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555"
+    "fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b";
 static const char rfc_sk2[] =
-	"4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb";
+    "4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb";
 static const char rfc_pk2[] =
-	"3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c";
+    "3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c";
 static const char rfc_sig2[] =
-	"92a009a9f0d4cab8720e820b5f642540a2b27b5416503f8fb3762223ebdb69da0"
-	"85ac1e43e15996e458f3613d0f11d8c387b2eaeb4302aeeb00d291612bb0c00";
+    "92a009a9f0d4cab8720e820b5f642540a2b27b5416503f8fb3762223ebdb69da0"
+    "85ac1e43e15996e458f3613d0f11d8c387b2eaeb4302aeeb00d291612bb0c00";
 
 static void unhex(const char *hex, uint8_t *out, size_t len)
 {
@@ -132,9 +132,9 @@ static void fill_manifest(struct proto_manifest *m, uint64_t size);
 static void test_protocol_md_example(void **state)
 {
 	static const char want[] =
-		"{\"format\":1,\"product\":\"sensor\",\"version\":\"1.1.0\","
-		"\"size\":10000,\"sha256\":\"6e97d8601cb17906a4819e0fcc8d0315"
-		"0d3e4331353ecaa516c0084cadad54dd\",\"created\":1700000000}";
+	    "{\"format\":1,\"product\":\"sensor\",\"version\":\"1.1.0\","
+	    "\"size\":10000,\"sha256\":\"6e97d8601cb17906a4819e0fcc8d0315"
+	    "0d3e4331353ecaa516c0084cadad54dd\",\"created\":1700000000}";
 	struct proto_manifest m;
 	uint8_t id[PROTO_RELEASE_ID_LEN];
 	char hex[PROTO_RELEASE_HEX_LEN + 1];
@@ -171,9 +171,9 @@ static void fill_manifest(struct proto_manifest *m, uint64_t size)
 static void test_manifest_encode_exact(void **state)
 {
 	static const char want[] =
-		"{\"format\":1,\"product\":\"sensor\",\"version\":\"1.1.0\","
-		"\"size\":1234,\"sha256\":\"a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0"
-		"b1b2b3b4b5b6b7b8b9babbbcbdbebf\",\"created\":1700000000}";
+	    "{\"format\":1,\"product\":\"sensor\",\"version\":\"1.1.0\","
+	    "\"size\":1234,\"sha256\":\"a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0"
+	    "b1b2b3b4b5b6b7b8b9babbbcbdbebf\",\"created\":1700000000}";
 	struct proto_manifest m, d;
 	char *out = NULL, *out2 = NULL;
 	size_t len = 0, len2 = 0;
@@ -216,8 +216,7 @@ static void test_manifest_encode_rejects(void **state)
 	assert_int_equal(proto_manifest_encode(&m, &out, &len), PROTO_EFIELD);
 	fill_manifest(&m, 1);
 	memcpy(m.version, "1.1", 4);
-	assert_int_equal(proto_manifest_encode(&m, &out, &len),
-			 PROTO_EVERSION);
+	assert_int_equal(proto_manifest_encode(&m, &out, &len), PROTO_EVERSION);
 	fill_manifest(&m, 0);
 	assert_int_equal(proto_manifest_encode(&m, &out, &len), PROTO_ERANGE);
 	fill_manifest(&m, ((uint64_t)1 << 40) + 1);
@@ -314,9 +313,9 @@ static int check(const struct pkg *p, size_t len, struct proto_err *err)
 
 static void test_pkg_header(void **state)
 {
-	static const uint8_t want[16] = {'O', 'T', 'A', 'P', 'K', 'G', '0',
-					 '1', 0x34, 0x12, 0,   0,   64,  0,
-					 0,   0};
+	static const uint8_t want[16] = {'O', 'T', 'A',	 'P',  'K', 'G',
+					 '0', '1', 0x34, 0x12, 0,   0,
+					 64,  0,   0,	 0};
 	struct proto_pkg_layout lay;
 	struct proto_err err;
 	uint8_t hdr[16];
@@ -373,8 +372,7 @@ static void test_pkg_valid(void **state)
 	build_pkg(&p, PAYLOAD_LEN);
 	unhex(rfc_pk1, pk, 32);
 	memset(&m, 0, sizeof(m));
-	assert_int_equal(proto_pkg_check(p.buf, p.len, pk, &m, &lay, &err),
-			 0);
+	assert_int_equal(proto_pkg_check(p.buf, p.len, pk, &m, &lay, &err), 0);
 	assert_int_equal(m.size, PAYLOAD_LEN);
 	assert_string_equal(m.product, "sensor");
 	assert_string_equal(m.version, "1.1.0");
@@ -424,7 +422,7 @@ static void test_pkg_size(void **state)
 	/* one and all shorter */
 	assert_int_equal(check(&p, p.len - 13, &err), PROTO_ESIZE);
 	assert_string_equal(
-		err.text, "payload is 1 byte shorter than signed (1000 bytes)");
+	    err.text, "payload is 1 byte shorter than signed (1000 bytes)");
 	assert_int_equal(check(&p, p.payload_off, &err), PROTO_ESIZE);
 	assert_non_null(strstr(err.text, "1000 bytes shorter"));
 	assert_int_equal(check(&p, p.len - 12, &err), 0);
@@ -486,9 +484,8 @@ static void test_pkg_manifest_tampered(void **state)
 	p.buf[p.sig_off + 10] ^= 0x10;
 	/* another publisher's key */
 	unhex(rfc_pk2, pk2, 32);
-	assert_int_equal(
-		proto_pkg_check(p.buf, p.len, pk2, NULL, NULL, &err),
-		PROTO_ESIG);
+	assert_int_equal(proto_pkg_check(p.buf, p.len, pk2, NULL, NULL, &err),
+			 PROTO_ESIG);
 	/* manifest broken as JSON: said so, before the signature */
 	p.buf[PROTO_PKG_HDR_LEN] = '[';
 	assert_int_equal(check(&p, p.len, &err), PROTO_EJSON);
@@ -499,21 +496,21 @@ static void test_pkg_manifest_tampered(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_sign_known_answer),
-		cmocka_unit_test(test_sign_verify_tamper),
-		cmocka_unit_test(test_verify_bad_key),
-		cmocka_unit_test(test_release_id),
-		cmocka_unit_test(test_protocol_md_example),
-		cmocka_unit_test(test_manifest_encode_exact),
-		cmocka_unit_test(test_manifest_encode_rejects),
-		cmocka_unit_test(test_manifest_decode_limits),
-		cmocka_unit_test(test_pkg_header),
-		cmocka_unit_test(test_pkg_valid),
-		cmocka_unit_test(test_pkg_payload_tampered),
-		cmocka_unit_test(test_pkg_size),
-		cmocka_unit_test(test_pkg_truncated),
-		cmocka_unit_test(test_pkg_magic),
-		cmocka_unit_test(test_pkg_manifest_tampered),
+	    cmocka_unit_test(test_sign_known_answer),
+	    cmocka_unit_test(test_sign_verify_tamper),
+	    cmocka_unit_test(test_verify_bad_key),
+	    cmocka_unit_test(test_release_id),
+	    cmocka_unit_test(test_protocol_md_example),
+	    cmocka_unit_test(test_manifest_encode_exact),
+	    cmocka_unit_test(test_manifest_encode_rejects),
+	    cmocka_unit_test(test_manifest_decode_limits),
+	    cmocka_unit_test(test_pkg_header),
+	    cmocka_unit_test(test_pkg_valid),
+	    cmocka_unit_test(test_pkg_payload_tampered),
+	    cmocka_unit_test(test_pkg_size),
+	    cmocka_unit_test(test_pkg_truncated),
+	    cmocka_unit_test(test_pkg_magic),
+	    cmocka_unit_test(test_pkg_manifest_tampered),
 	};
 
 	return cmocka_run_group_tests_name("proto_pkg", tests, NULL, NULL);

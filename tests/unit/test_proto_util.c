@@ -27,14 +27,15 @@ static void test_strerror(void **state)
 static void test_id_valid(void **state)
 {
 	static const char *const good[] = {
-		"d1", "a", "Z", "0", "sensor-v2", "a_b_c-d", "_x", "-x",
+	    "d1", "a", "Z", "0", "sensor-v2", "a_b_c-d", "_x", "-x",
 	};
 	/* No '.' anywhere: RabbitMQ maps '/' to '.' in routing keys, so a
 	 * topic "ota/dev/dot.dev/status" would arrive as
 	 * "ota/dev/dot/dev/status" (another device's, or nobody's). */
 	static const char *const bad[] = {
-		"", ".hidden", "a/b", "a+b", "a#b", "a b", "a\nb", "caf\xc3\xa9",
-		"a$", "a:b", "\x7f", "dot.dev", "a.b_c-d", "x.", "a..b",
+	    "",	    ".hidden", "a/b",	      "a+b", "a#b",
+	    "a b",  "a\nb",    "caf\xc3\xa9", "a$",  "a:b",
+	    "\x7f", "dot.dev", "a.b_c-d",     "x.",  "a..b",
 	};
 	char s64[65], s63[64];
 	size_t i;
@@ -56,11 +57,13 @@ static void test_id_valid(void **state)
 static void test_version_parse(void **state)
 {
 	static const char *const bad[] = {
-		"", "1", "1.2", "1.2.3.4", "01.2.3", "1.02.3", "1.2.03",
-		"+1.2.3", "-1.2.3", "1.-2.3", " 1.2.3", "1.2.3 ", "1.2.3\n",
-		"1000000.0.0", "0.1000000.0", "0.0.1000000", "1..3", "1.2.",
-		".1.2", "a.b.c", "0x1.2.3", "1.2.3-rc1", "00.0.0",
-		"0000001.0.0", "1.2.3\xff",
+	    "",		 "1",		"1.2",	       "1.2.3.4",
+	    "01.2.3",	 "1.02.3",	"1.2.03",      "+1.2.3",
+	    "-1.2.3",	 "1.-2.3",	" 1.2.3",      "1.2.3 ",
+	    "1.2.3\n",	 "1000000.0.0", "0.1000000.0", "0.0.1000000",
+	    "1..3",	 "1.2.",	".1.2",	       "a.b.c",
+	    "0x1.2.3",	 "1.2.3-rc1",	"00.0.0",      "0000001.0.0",
+	    "1.2.3\xff",
 	};
 	uint32_t p[3] = {7, 7, 7};
 	size_t i;
@@ -148,9 +151,9 @@ static void test_hex(void **state)
 static void test_state_names(void **state)
 {
 	static const char *const names[] = {
-		"idle",       "downloading", "verifying",
-		"installing", "restarting",  "committed",
-		"failed",     "rolled_back", "offline",
+	    "idle",	  "downloading", "verifying",
+	    "installing", "restarting",	 "committed",
+	    "failed",	  "rolled_back", "offline",
 	};
 	enum proto_state st;
 	int i;
@@ -165,7 +168,7 @@ static void test_state_names(void **state)
 		assert_int_equal(st, i);
 	}
 	assert_string_equal(proto_state_name(PROTO_ST__COUNT), "?");
-	assert_string_equal(proto_state_name((enum proto_state)-1), "?");
+	assert_string_equal(proto_state_name((enum proto_state) - 1), "?");
 	assert_int_equal(proto_state_parse("IDLE", &st), PROTO_EFIELD);
 	assert_int_equal(proto_state_parse("idle ", &st), PROTO_EFIELD);
 	assert_int_equal(proto_state_parse("", &st), PROTO_EFIELD);
@@ -175,12 +178,12 @@ static void test_state_names(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_strerror),
-		cmocka_unit_test(test_id_valid),
-		cmocka_unit_test(test_version_parse),
-		cmocka_unit_test(test_version_cmp),
-		cmocka_unit_test(test_hex),
-		cmocka_unit_test(test_state_names),
+	    cmocka_unit_test(test_strerror),
+	    cmocka_unit_test(test_id_valid),
+	    cmocka_unit_test(test_version_parse),
+	    cmocka_unit_test(test_version_cmp),
+	    cmocka_unit_test(test_hex),
+	    cmocka_unit_test(test_state_names),
 	};
 
 	return cmocka_run_group_tests_name("proto_util", tests, NULL, NULL);

@@ -89,7 +89,7 @@ static int expected_code(const char *name)
 		int code;
 	} codes[] = {
 #define CODE_ENTRY(n, val, text) {#n, val},
-		PROTO_ERRNO_MAP(CODE_ENTRY)
+	    PROTO_ERRNO_MAP(CODE_ENTRY)
 #undef CODE_ENTRY
 	};
 	const char *p = name + 4; /* after "bad-" */
@@ -450,14 +450,14 @@ static void test_vectors_ack(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_vectors_manifest),
-		cmocka_unit_test(test_vectors_keyset),
-		cmocka_unit_test(test_vectors_announce),
-		cmocka_unit_test(test_vectors_verdict),
-		cmocka_unit_test(test_vectors_offer),
-		cmocka_unit_test(test_vectors_status),
-		cmocka_unit_test(test_vectors_frag),
-		cmocka_unit_test(test_vectors_ack),
+	    cmocka_unit_test(test_vectors_manifest),
+	    cmocka_unit_test(test_vectors_keyset),
+	    cmocka_unit_test(test_vectors_announce),
+	    cmocka_unit_test(test_vectors_verdict),
+	    cmocka_unit_test(test_vectors_offer),
+	    cmocka_unit_test(test_vectors_status),
+	    cmocka_unit_test(test_vectors_frag),
+	    cmocka_unit_test(test_vectors_ack),
 	};
 
 	return cmocka_run_group_tests_name("proto_vectors", tests, NULL, NULL);

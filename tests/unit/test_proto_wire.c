@@ -25,8 +25,9 @@ static void test_frag_header_layout(void **state)
 	assert_int_equal(proto_frag_header_encode(hdr, 0x04030201u, 0x0a0b0cu),
 			 0);
 	assert_memory_equal(hdr, want, 8);
-	assert_int_equal(
-		proto_frag_header_encode(hdr, 0xdeadbeefu, (1u << 24) - 1), 0);
+	assert_int_equal(proto_frag_header_encode(hdr, 0xdeadbeefu,
+						  (1u << 24) - 1),
+			 0);
 	assert_memory_equal(hdr, want_max, 8);
 	memset(hdr, 0x77, sizeof(hdr));
 	assert_int_equal(proto_frag_header_encode(hdr, 1, 1u << 24),
@@ -38,8 +39,8 @@ static void test_frag_header_layout(void **state)
 
 static void test_frag_decode(void **state)
 {
-	static const uint8_t msg[] = {0x11, 0x78, 0x56, 0x34, 0x12,
-				      0x03, 0x02, 0x01, 'a',  'b', 'c'};
+	static const uint8_t msg[] = {0x11, 0x78, 0x56, 0x34, 0x12, 0x03,
+				      0x02, 0x01, 'a',	'b',  'c'};
 	struct proto_frag f;
 
 	(void)state;
@@ -219,7 +220,7 @@ static void test_ack_has(void **state)
 	assert_false(proto_ack_has(&a, 21));
 	assert_true(proto_ack_has(&a, 26));
 	assert_false(proto_ack_has(&a, 27)); /* past the bitmap */
-	a.sack[2] = 0xff;                    /* beyond sack_len: ignored */
+	a.sack[2] = 0xff;		     /* beyond sack_len: ignored */
 	assert_false(proto_ack_has(&a, 27));
 	assert_false(proto_ack_has(&a, UINT32_MAX));
 
@@ -264,15 +265,15 @@ static void test_protocol_md_examples(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_frag_header_layout),
-		cmocka_unit_test(test_frag_decode),
-		cmocka_unit_test(test_frag_decode_type),
-		cmocka_unit_test(test_frag_sizes),
-		cmocka_unit_test(test_ack_layout),
-		cmocka_unit_test(test_ack_encode_limits),
-		cmocka_unit_test(test_ack_decode),
-		cmocka_unit_test(test_ack_has),
-		cmocka_unit_test(test_protocol_md_examples),
+	    cmocka_unit_test(test_frag_header_layout),
+	    cmocka_unit_test(test_frag_decode),
+	    cmocka_unit_test(test_frag_decode_type),
+	    cmocka_unit_test(test_frag_sizes),
+	    cmocka_unit_test(test_ack_layout),
+	    cmocka_unit_test(test_ack_encode_limits),
+	    cmocka_unit_test(test_ack_decode),
+	    cmocka_unit_test(test_ack_has),
+	    cmocka_unit_test(test_protocol_md_examples),
 	};
 
 	return cmocka_run_group_tests_name("proto_wire", tests, NULL, NULL);

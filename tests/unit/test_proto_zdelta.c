@@ -33,8 +33,9 @@ static uint8_t *firmware(size_t n)
 	uint8_t *b = malloc(n);
 	assert_non_null(b);
 	for (size_t i = 0; i < n; i++)
-		b[i] = (i % 64 < 16) ? (uint8_t)(rnd() & 0xff)
-				     : (uint8_t)("call reg, imm; ret; nop"[i % 23]);
+		b[i] = (i % 64 < 16)
+			   ? (uint8_t)(rnd() & 0xff)
+			   : (uint8_t)("call reg, imm; ret; nop"[i % 23]);
 	return b;
 }
 
@@ -96,8 +97,9 @@ static void test_zstd_roundtrip(void **state)
 	uint8_t *img = firmware(n), *enc, *out = malloc(n);
 	size_t elen;
 	struct proto_err err = {{0}};
-	assert_int_equal(
-	    proto_zenc(img, n, NULL, 0, BS, 0, 3, &enc, &elen, &err), 0);
+	assert_int_equal(proto_zenc(img, n, NULL, 0, BS, 0, 3, &enc, &elen,
+				    &err),
+			 0);
 	assert_true(elen < n / 2);
 	size_t pieces[] = {160, 4096, 65536, 1};
 	for (size_t i = 0; i < 4; i++) {
@@ -120,10 +122,12 @@ static void test_delta_roundtrip(void **state)
 	uint8_t *enc, *zenc, *out = calloc(1, n);
 	size_t elen, zlen;
 	struct proto_err err = {{0}};
-	assert_int_equal(
-	    proto_zenc(img, n, base, bn, BS, 0, 19, &enc, &elen, &err), 0);
-	assert_int_equal(
-	    proto_zenc(img, n, NULL, 0, BS, 0, 19, &zenc, &zlen, &err), 0);
+	assert_int_equal(proto_zenc(img, n, base, bn, BS, 0, 19, &enc, &elen,
+				    &err),
+			 0);
+	assert_int_equal(proto_zenc(img, n, NULL, 0, BS, 0, 19, &zenc, &zlen,
+				    &err),
+			 0);
 	/* The delta is a small fraction of the image and of its zstd. */
 	assert_true(elen * 20 < n);
 	assert_true(elen * 5 < zlen);
@@ -154,8 +158,9 @@ static void test_restart_and_resume(void **state)
 	uint8_t *img = firmware(n), *enc, *bad;
 	size_t elen, used, f1;
 	struct proto_err err = {{0}};
-	assert_int_equal(
-	    proto_zenc(img, n, NULL, 0, BS, 0, 3, &enc, &elen, &err), 0);
+	assert_int_equal(proto_zenc(img, n, NULL, 0, BS, 0, 3, &enc, &elen,
+				    &err),
+			 0);
 	f1 = ZSTD_findFrameCompressedSize(enc, elen);
 	assert_false(ZSTD_isError(f1));
 	bad = malloc(elen);
@@ -190,8 +195,7 @@ static void test_restart_and_resume(void **state)
 	assert_int_equal(frames, 2);
 	assert_int_equal(proto_zdec_image_off(z), n);
 	/* Anything after the last frame is refused. */
-	assert_int_equal(proto_zdec_push(z, enc, 1, &used, &err),
-			 PROTO_ESIZE);
+	assert_int_equal(proto_zdec_push(z, enc, 1, &used, &err), PROTO_ESIZE);
 	proto_zdec_free(z);
 	/* Resume: a new decoder at the second frame. */
 	uint8_t *out = calloc(1, n);
@@ -261,8 +265,7 @@ static void test_hostile_frames(void **state)
 	/* A dictionary id. */
 	const uint8_t dict[] = {0x28, 0xb5, 0x2f, 0xfd, 0x61, 0x05,
 				0x00, 0x0f, 0x01, 0x00, 0x00};
-	assert_int_equal(push_one(dict, sizeof(dict), BS, &err),
-			 PROTO_ERANGE);
+	assert_int_equal(push_one(dict, sizeof(dict), BS, &err), PROTO_ERANGE);
 	/* A skippable frame, and bytes that are no frame at all. */
 	const uint8_t skip[] = {0x50, 0x2a, 0x4d, 0x18, 0, 0, 0, 0};
 	assert_int_equal(push_one(skip, sizeof(skip), BS, &err),
@@ -272,8 +275,8 @@ static void test_hostile_frames(void **state)
 			 PROTO_EMALFORMED);
 	/* Content of one block in raw blocks longer than its bound: the
 	 * decoder stops taking at the bound. */
-	uint8_t lng[6 + 3 + BS + 3 + 200] = {0x28, 0xb5, 0x2f, 0xfd, 0x60,
-					     0x00, 0x0f};
+	uint8_t lng[6 + 3 + BS + 3 + 200] = {0x28, 0xb5, 0x2f, 0xfd,
+					     0x60, 0x00, 0x0f};
 	size_t o = 7;
 	lng[o++] = 0x00; /* raw, not last, 4096: 4096 << 3 */
 	lng[o++] = 0x80;
@@ -297,12 +300,12 @@ static void test_encode_args(void **state)
 	uint8_t img[BS] = {1}, *out;
 	size_t len;
 	struct proto_err err = {{0}};
-	assert_int_equal(
-	    proto_zenc(img, BS, NULL, 0, BS, BS + 1, 3, &out, &len, &err),
-	    PROTO_ERANGE);
-	assert_int_equal(
-	    proto_zenc(img, 0, NULL, 0, BS, 0, 3, &out, &len, &err),
-	    PROTO_ERANGE);
+	assert_int_equal(proto_zenc(img, BS, NULL, 0, BS, BS + 1, 3, &out, &len,
+				    &err),
+			 PROTO_ERANGE);
+	assert_int_equal(proto_zenc(img, 0, NULL, 0, BS, 0, 3, &out, &len,
+				    &err),
+			 PROTO_ERANGE);
 	enum proto_encoding e;
 	assert_int_equal(proto_encoding_parse("delta", &e), 0);
 	assert_int_equal(e, PROTO_ENCODING_DELTA);

@@ -364,7 +364,8 @@ static void test_walk_snapshot(void **state)
 	l = (struct snap_log){.buf = "", .stop_after = 4};
 	assert_int_equal(store_walk_snapshot(ro, snap_cb, &l, err, sizeof(err)),
 			 7);
-	assert_string_equal(l.buf, "releases:R devices:D1 devices:D2 events:E0 ");
+	assert_string_equal(l.buf,
+			    "releases:R devices:D1 devices:D2 events:E0 ");
 	assert_string_equal(store_db_name(STORE_META), "meta");
 	assert_string_equal(store_db_name((enum store_db)99), "?");
 	store_close(ro);
@@ -562,10 +563,9 @@ static void test_invalid_args(void **state)
 	memset(key512, 'k', 512);
 	key512[512] = '\0';
 	assert_int_equal(store_put(s, STORE__NDB, "k", "v", 1), STORE_EINVAL);
-	assert_int_equal(store_put(s, (enum store_db)-1, "k", "v", 1),
+	assert_int_equal(store_put(s, (enum store_db) - 1, "k", "v", 1),
 			 STORE_EINVAL);
-	assert_int_equal(store_put(s, STORE_DEVICES, "", "v", 1),
-			 STORE_EINVAL);
+	assert_int_equal(store_put(s, STORE_DEVICES, "", "v", 1), STORE_EINVAL);
 	assert_int_equal(store_put(s, STORE_DEVICES, key512, "v", 1),
 			 STORE_EINVAL);
 	assert_int_equal(store_pending(s), 0);
@@ -574,8 +574,7 @@ static void test_invalid_args(void **state)
 	assert_int_equal(store_put(s, STORE_DEVICES, key512, "v", 1), 0);
 	commit_ok(s);
 	get_is(s, STORE_DEVICES, key512, "v");
-	assert_int_equal(store_get(s, STORE__NDB, "k", &v, &len),
-			 STORE_EINVAL);
+	assert_int_equal(store_get(s, STORE__NDB, "k", &v, &len), STORE_EINVAL);
 	assert_int_equal(store_foreach(s, STORE__NDB, count_cb, &n),
 			 STORE_EINVAL);
 	assert_int_equal(n, 0);
@@ -691,35 +690,32 @@ static void test_map_full_keeps_batch(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_strerror),
-		cmocka_unit_test_setup_teardown(test_open_creates_dir_0700,
-						setup, teardown),
-		cmocka_unit_test_setup_teardown(test_put_commit_get, setup,
-						teardown),
-		cmocka_unit_test_setup_teardown(test_take_commit_return, setup,
-						teardown),
-		cmocka_unit_test_setup_teardown(test_uncommitted_not_visible,
-						setup, teardown),
-		cmocka_unit_test_setup_teardown(test_later_put_wins, setup,
-						teardown),
-		cmocka_unit_test_setup_teardown(test_foreach_order_and_stop,
-						setup, teardown),
-		cmocka_unit_test_setup_teardown(test_events_sequence, setup,
-						teardown),
-		cmocka_unit_test_setup_teardown(test_walk_snapshot, setup,
-						teardown),
-		cmocka_unit_test_setup_teardown(test_readonly, setup,
-						teardown),
-		cmocka_unit_test_setup_teardown(test_readonly_missing_dir,
-						setup, teardown),
-		cmocka_unit_test_setup_teardown(test_readonly_empty_ledger,
-						setup, teardown),
-		cmocka_unit_test_setup_teardown(test_invalid_args, setup,
-						teardown),
-		cmocka_unit_test_setup_teardown(test_map_grows, setup,
-						teardown),
-		cmocka_unit_test_setup_teardown(test_map_full_keeps_batch,
-						setup, teardown),
+	    cmocka_unit_test(test_strerror),
+	    cmocka_unit_test_setup_teardown(test_open_creates_dir_0700, setup,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(test_put_commit_get, setup,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(test_take_commit_return, setup,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(test_uncommitted_not_visible, setup,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(test_later_put_wins, setup,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(test_foreach_order_and_stop, setup,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(test_events_sequence, setup,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(test_walk_snapshot, setup,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(test_readonly, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_readonly_missing_dir, setup,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(test_readonly_empty_ledger, setup,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(test_invalid_args, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_map_grows, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_map_full_keeps_batch, setup,
+					    teardown),
 	};
 
 	return cmocka_run_group_tests_name("store", tests, NULL, NULL);

@@ -78,8 +78,8 @@ __attribute__((constructor)) static void cp_init(void)
 	for (const char *p = dirs; *p && g_ndirs < DIRS_MAX;) {
 		const char *e = strchr(p, ':');
 		size_t n = e ? (size_t)(e - p) : strlen(p);
-		if (n > 0 && n < PATH_MAX && realpath(strndupa(p, n),
-						      g_dirs[g_ndirs]))
+		if (n > 0 && n < PATH_MAX &&
+		    realpath(strndupa(p, n), g_dirs[g_ndirs]))
 			g_ndirs++;
 		p += n + (e ? 1 : 0);
 	}
@@ -161,15 +161,15 @@ static void note(unsigned long n, const char *kind, const char *path,
 	if (g_log < 0)
 		return;
 	if (cut)
-		len = snprintf(line, sizeof(line), "cut %lu %s %s %s\n", n,
-			       cut, kind, path);
+		len = snprintf(line, sizeof(line), "cut %lu %s %s %s\n", n, cut,
+			       kind, path);
 	else
-		len = snprintf(line, sizeof(line), "%lu %s %s\n", n, kind,
-			       path);
+		len =
+		    snprintf(line, sizeof(line), "%lu %s %s\n", n, kind, path);
 	if (len > 0)
-		raw_write(g_log, line, (size_t)len < sizeof(line)
-					   ? (size_t)len
-					   : sizeof(line) - 1);
+		raw_write(g_log, line,
+			  (size_t)len < sizeof(line) ? (size_t)len
+						     : sizeof(line) - 1);
 }
 
 static void power_cut(void)
@@ -336,8 +336,7 @@ int symlink(const char *target, const char *path)
 
 int symlinkat(const char *target, int dirfd, const char *path)
 {
-	PATH_CALL("symlink", dirfd, path,
-		  REAL(symlinkat)(target, dirfd, path));
+	PATH_CALL("symlink", dirfd, path, REAL(symlinkat)(target, dirfd, path));
 }
 
 int link(const char *from, const char *to)
