@@ -25,6 +25,7 @@
 #   usage: tests/bench/delta.sh [BUILD_DIR]
 #   env: DELTA_COMMITS="A B" DELTA_SYS=0|1 (the real system: memory, links; default 1)
 #        DELTA_MEM_MIB=64
+BENCH_DELTA=1
 . "$(dirname "$0")/env.sh"
 read -r C1 C2 <<<"${DELTA_COMMITS:-5e0cf65 d57c296}"
 bench_need_tool zdelta

@@ -9,6 +9,15 @@ BUILD=$(cd "${1:-$OTA_ROOT/build}" && pwd)
 export OTA_ROOT BUILD
 . "$OTA_ROOT/tests/system/lib.sh"
 . "$OTA_ROOT/tests/system/ota.sh"
+
+# Benchmarks measure the image sent whole unless they ask for deltas (BENCH_DELTA=1, as
+# tests/bench/delta.sh does): their payloads come from one fixed seed, so every version
+# after the first would otherwise go as a delta of a few bytes.
+announce() {
+    local extra=${3:-}
+    [ "${BENCH_DELTA:-0}" = 1 ] || extra="$extra,\"delta\":false"
+    mq_pub_as operator "ota/release/$1" "{\"url\":\"$2\"$extra}" -q 1
+}
 TOOLS=$BUILD/tools
 BENCH_NAME=$(basename "$0" .sh)
 
