@@ -166,6 +166,16 @@ void dev__send_ack(struct dev *d)
 	size_t len;
 	if (!dev__download_open(d))
 		return;
+	if (d->rx.announce_cum > d->rx.cum) {
+		/* Fragments given back before the sender saw them acknowledged
+		 * (a failed table or block): say we held them, then that we do
+		 * not, so that it resends them now (PROTOCOL.md 9). */
+		struct proto_ack held = {.tag = d->tag,
+					 .cum = d->rx.announce_cum};
+		if (proto_ack_encode(&held, buf, sizeof(buf), &len) == 0 &&
+		    mq_publish(d->mq, d->topic_ack, buf, len, 0, false) == 0)
+			d->stats.acks_sent++;
+	}
 	dev_rx_ack(&d->rx, &a);
 	a.tag = d->tag;
 	if (proto_ack_encode(&a, buf, sizeof(buf), &len) == 0 &&

@@ -91,6 +91,13 @@ void dev_rx_unhold(struct dev_rx *rx, uint32_t first, uint32_t last)
 		last = rx->n - 1;
 	for (uint32_t k = first; k <= last; k++)
 		rx->held[k >> 3] &= (uint8_t) ~(1u << (k & 7));
+	/* Held up to cum but not yet acknowledged that far: the sender takes
+	 * them for lost in flight, not given back, and would wait for its
+	 * timeouts; the next ack first names them (PROTOCOL.md 9). */
+	/* (At most n - 1: an ack of every fragment ends the transfer.) */
+	uint32_t said = rx->cum < rx->n ? rx->cum : rx->n - 1;
+	if (said > first && said > rx->acked_cum && said > rx->announce_cum)
+		rx->announce_cum = said;
 	if (rx->cum > first)
 		rx->cum = first;
 	rx->a_dropped = true;
@@ -191,6 +198,8 @@ void dev_rx_ack(struct dev_rx *rx, struct proto_ack *a)
 	}
 	rx->unacked = 0;
 	rx->ack_armed = false;
+	rx->acked_cum = rx->cum;
+	rx->announce_cum = 0;
 	rx->stats.acks++;
 }
 

@@ -68,6 +68,10 @@ struct dev_rx {
 	uint32_t a_index, a_before;
 	enum dev_rx_kind a_kind;
 	bool a_group, a_dropped;
+	/* PROTOCOL.md 9, giving fragments back: cum as the last ack said it
+	 * (acked_cum), and the cum to announce before the ack that gives
+	 * back fragments the sender never saw acknowledged (0: none). */
+	uint32_t acked_cum, announce_cum;
 	struct dev_rx_stats stats;
 };
 
