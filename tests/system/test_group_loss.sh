@@ -82,9 +82,15 @@ check "1.2.0 was sent to a group of four" \
     grep -q "release=$rel2 group of 4 devices: sending" "$T/gateway.log"
 t2=$(healthy_ms "$rel2")
 grep "release=$rel2 left the group" "$T/gateway.log" | sed 's/^/# /'
-check "dev-004 left the group of 1.2.0, too slow for it" \
-    grep -q "device=dev-004 release=$rel2 left the group .*too slow for the group" \
-    "$T/gateway.log"
+# The rule (PROTOCOL.md 9): a member leaves once it has held the group back 3 s in all.
+# On a busy machine dev-004's repairs take that long and it leaves; on a quiet one they can
+# come fast enough that it never does (its held_group_ms says how long it held it).
+held4=$(sed -n "s/.*device=dev-004 release=$rel2 all .*held_group_ms=\([0-9]*\).*/\1/p" \
+    "$T/gateway.log" | tail -n 1)
+echo "# dev-004 held the group of 1.2.0 back ${held4:-?} ms in all"
+check "dev-004 left the group of 1.2.0 after holding it back 3 s in all, or held it less (${held4:-?} ms)" \
+    sh -c "grep -q 'device=dev-004 release=$rel2 left the group .*too slow for the group' \
+        '$T/gateway.log' || [ '${held4:-99999}' -lt 3000 ]"
 check "no healthy device left it" \
     test "$(grep "release=$rel2 left the group" "$T/gateway.log" | grep -vc dev-004)" = 0
 echo "# healthy members: ${t1} ms for 1.1.0 (all healthy), ${t2} ms for 1.2.0 (dev-004 lossy)"
