@@ -46,10 +46,12 @@ check "  each device waited a random time below 8000 ms before its restart" \
     test "$n_w" -ge $((N - 1)) -a "${hi:-99999}" -lt 8000
 check "  spread over the window (longest - shortest wait > 4000 ms), not in step" \
     test $((${hi:-0} - ${lo:-0})) -gt 4000
-# Reconnections after the update, per second, from the broker's log.
-since=$(grep -a 'restarting in' "$T/fleet.log" | head -n 1 | cut -d' ' -f1 | cut -d. -f1)
-per_s=$(grep -a 'New client connected from .* as dev-' "$T/broker.log" |
-    awk -v s="$since" '{ t = substr($1, 12, 8) } t >= s { n[t]++ } END { for (k in n) if (n[k] > p) p = n[k]; print p + 0 }')
+# Reconnections after the update, per second, from the devices' own log (milliseconds:
+# on a fast machine the fleet's first connections and its first restarts share a second,
+# which the broker's log, in whole seconds, cannot tell apart).
+since=$(grep -a 'restarting in' "$T/fleet.log" | head -n 1 | cut -d' ' -f1 | ms_of)
+per_s=$(grep -a ' mqtt connected .* id=dev-' "$T/fleet.log" | cut -d' ' -f1 | ms_of |
+    awk -v s="${since:-0}" '$1 >= s { n[int($1 / 1000)]++ } END { for (k in n) if (n[k] > p) p = n[k]; print p + 0 }')
 echo "# busiest second of reconnections: $per_s of $N"
 check "  no second saw more than half the fleet reconnect" test "$per_s" -le $((N / 2))
 check "  every device reconnected at its first attempt" \

@@ -86,7 +86,9 @@ cut() { # from outside, now
 # 17 cuts at random moments of the download (the last one restarts the device with the
 # first crash point armed)...
 while [ "$kills" -lt $((KILLS - ${#SEQ[@]})) ]; do
-    sleep "$(printf '0.%03d' $((RANDOM % 400 + 50)))"
+    # 30-180 ms apart: on a fast machine a resumed download ends within a few tenths of a
+    # second, and the 17 cuts must all fall into it (a slow one gets them sooner).
+    sleep "$(printf '0.%03d' $((RANDOM % 150 + 30)))"
     case $(phase) in idle | downloading) cut ;; *) break ;; esac
 done
 # ... then the sequence.
