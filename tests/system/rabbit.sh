@@ -14,7 +14,7 @@
 #   rabbit_stop K         stop node K (SIGTERM to its process group, SIGKILL after 3 s)
 #   rabbit_kill K         SIGKILL node K at once (a crash)
 #   rabbitmqctl_on K ...  rabbitmqctl against node K
-#   rabbit_clients K      MQTT client ids connected to node K, one a line
+#   rabbit_clients K      MQTT client ids connected to node K (not to the cluster), one a line
 # The test identities' client ids must equal their CN (see definitions.sh: queue names):
 # _mq_tls adds "-i CN" when OTA_BROKER=rabbitmq.
 RMQ_BIN=${RMQ_BIN:-/usr/lib/rabbitmq/bin}
@@ -157,9 +157,11 @@ rabbit_kill() {
 }
 
 rabbit_clients() {
+    # rabbit_mqtt_collector is the cluster's registry of client ids (the same list on every
+    # node); the node of the connection's process says where the client is connected.
     rabbitmqctl_on "$1" eval \
-        '[io:format("~s~n", [C]) || {C, _} <- rabbit_mqtt_collector:list()], ok.' 2>/dev/null |
-        grep -v '^ok$'
+        '[io:format("~s~n", [C]) || {C, P} <- rabbit_mqtt_collector:list(), node(P) =:= node()], ok.' \
+        2>/dev/null | grep -v '^ok$'
 }
 
 # rabbit_reload: the definitions anew from $CERTS (after make-certs --operator or
