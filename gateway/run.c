@@ -105,6 +105,11 @@ static const struct conf_key gw_keys[] = {
     K("delta_wait_s", CONF_U32, delta_wait_s, 0, 86400,
       "longest a device waits for its delta to be made, seconds (then "
       "it gets the compressed image)"),
+    K("lease_s", CONF_U32, lease_s, 0, 3600,
+      "active/standby pair: the leader lease on ota/gw/leader, seconds "
+      "(0: no lease, this gateway always sends)"),
+    K("standby", CONF_BOOL, standby, 0, 0,
+      "start as the standby of an active gateway (needs lease_s)"),
 #ifdef OTA_TEST_HOOKS
     /* Test builds only (make VARIANT=asan or VARIANT=hooks): a release
      * binary does not know this key and refuses it (common/conf.c). */

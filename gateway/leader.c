@@ -1,0 +1,360 @@
+/* The active/standby lease (docs/FAILOVER.md, PROTOCOL.md 5.7): which of
+ * two gateways on one broker sends to devices. The broker carries it: a
+ * retained record on ota/gw/leader that the active renews every
+ * lease_s / 3 and a Last Will that says "gone" when it vanishes. Off
+ * (gw->leader NULL, the gateway always sends, offers carry no epoch) while
+ * lease_s is 0. */
+#include <jansson.h>
+#include <search.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/certcheck.h"
+#include "common/log.h"
+#include "gateway/gw.h"
+
+#define LEADER_TOPIC "ota/gw/leader"
+#define LEADER_EPOCH_KEY "leader_epoch"
+#define LEADER_TICK_MS 200
+
+enum leader_st {
+	LD_LISTEN,  /* just started, may lead: is another gateway active? */
+	LD_STANDBY, /* another one leads: wait for "gone" or silence */
+	LD_CLAIM,   /* published our claim: does another claim beat it? */
+	LD_ACTIVE,  /* ours: offers, fragments, polls, verdicts */
+};
+
+struct gw_leader {
+	enum leader_st st;
+	char cn[PROTO_ID_MAX + 1]; /* our identity, the certificate's CN */
+	uint32_t epoch;		   /* ours, while claiming or active */
+	uint32_t seen;		   /* highest epoch seen (records, ledger) */
+	char holder[PROTO_ID_MAX + 1]; /* who holds the highest record */
+	uint32_t holder_epoch;
+	uint64_t heard_ms; /* the holder's record came then (or connect) */
+	uint64_t since_ms; /* this state was entered then */
+	uint64_t renew_ms; /* our last record */
+	uint64_t lease_ms;
+	bool fresh; /* promoted: offer to every device known on the connect */
+	bool timer_on;
+	uv_timer_t timer;
+};
+
+static const char *const st_names[] = {"listening", "standby", "claiming",
+				       "active"};
+
+bool gw__leader_sending(const struct gw *gw)
+{
+	return !gw->leader || gw->leader->st == LD_ACTIVE;
+}
+
+uint32_t gw__leader_epoch(const struct gw *gw)
+{
+	return gw->leader ? gw->leader->epoch : 0;
+}
+
+/* The record, encoded: {"gateway","epoch","state","ts"}. */
+static char *record(struct gw *gw, const char *state, size_t *len)
+{
+	struct gw_leader *l = gw->leader;
+	json_t *o = json_pack("{s:s,s:I,s:s,s:I}", "gateway", l->cn, "epoch",
+			      (json_int_t)l->epoch, "state", state, "ts",
+			      (json_int_t)gw__wall_ms(gw));
+	char *s = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+	json_decref(o);
+	*len = s ? strlen(s) : 0;
+	return s;
+}
+
+static void publish_record(struct gw *gw, const char *state)
+{
+	size_t len;
+	char *s = record(gw, state, &len);
+	if (!s || mq_publish(gw->mq, LEADER_TOPIC, s, len, 1, true) != 0)
+		log_warnx("leader: record not published (broker connection?)");
+	else
+		gw->leader->renew_ms = gw__mono_ms(gw);
+	free(s);
+}
+
+static void set_state(struct gw *gw, enum leader_st st, const char *why)
+{
+	struct gw_leader *l = gw->leader;
+	if (l->st == st)
+		return;
+	log_info("leader: %s -> %s (epoch %u): %s", st_names[l->st],
+		 st_names[st], l->epoch, why);
+	l->st = st;
+	l->since_ms = gw__mono_ms(gw);
+}
+
+/* Kept in the ledger, so that a gateway whose broker lost the retained
+ * record never claims an epoch its devices already saw. */
+static void save_epoch(struct gw *gw, uint32_t epoch)
+{
+	char v[16];
+	snprintf(v, sizeof(v), "%u", epoch);
+	if (store_put(gw->db, STORE_META, LEADER_EPOCH_KEY, v, strlen(v)) != 0)
+		log_warnx("leader: cannot queue epoch %u for the ledger",
+			  epoch);
+}
+
+static void claim(struct gw *gw, const char *why)
+{
+	struct gw_leader *l = gw->leader;
+	if (l->seen == UINT32_MAX) {
+		log_warnx("leader: epoch exhausted; cannot claim");
+		return;
+	}
+	l->epoch = ++l->seen;
+	save_epoch(gw, l->epoch);
+	set_state(gw, LD_CLAIM, why);
+	publish_record(gw, "active");
+}
+
+static void drop_walk(const void *node, VISIT v, void *ud)
+{
+	if (v != postorder && v != leaf)
+		return;
+	struct gw_device *d = *(struct gw_device *const *)node;
+	if (d->x)
+		gw__xfer_free(ud, d);
+}
+
+/* Replaced (a record of a higher epoch): stop sending at once. The
+ * transfers' state stays in the ledger; the devices keep what they hold. */
+static void demote(struct gw *gw, const char *holder, uint32_t epoch)
+{
+	char why[160];
+	snprintf(why, sizeof(why), "%s holds epoch %u", holder, epoch);
+	twalk_r(gw->devices, drop_walk, gw);
+	gw__event(gw, NULL, NULL, "leader_standby", why);
+	set_state(gw, LD_STANDBY, why);
+}
+
+/* Ours now: the Will that says we are gone (a reconnect: a will is set
+ * at connect), then, on that connect, the record, the hello that asks
+ * every device where it is, and the offers (gw.c's on_connect). */
+static void promote(struct gw *gw)
+{
+	struct gw_leader *l = gw->leader;
+	char detail[64];
+	size_t len;
+	set_state(gw, LD_ACTIVE, "no other claim");
+	l->fresh = true;
+	snprintf(detail, sizeof(detail), "epoch %u", l->epoch);
+	gw__event(gw, NULL, NULL, "leader_active", detail);
+	char *s = record(gw, "gone", &len);
+	if (!s || mq_renew_will(gw->mq, LEADER_TOPIC, s, len, 1, true) != 0) {
+		log_warnx("leader: no last will set; a standby takes over "
+			  "only after lease_s of silence");
+		gw__leader_connected(gw);
+		gw__hello(gw);
+	}
+	free(s);
+}
+
+/* Does a record (who, epoch) beat ours: a higher epoch, or the same one
+ * from a CN that sorts first (two claims at once: one wins). */
+static bool beats(const struct gw_leader *l, const char *who, uint32_t epoch)
+{
+	return epoch > l->epoch ||
+	       (epoch == l->epoch && strcmp(who, l->cn) < 0);
+}
+
+static int parse(const void *payload, size_t len, char *who, size_t n,
+		 uint32_t *epoch, bool *active)
+{
+	json_t *o = json_loadb(payload, len, 0, NULL);
+	json_t *g = json_object_get(o, "gateway"),
+	       *e = json_object_get(o, "epoch");
+	json_t *s = json_object_get(o, "state");
+	int rc = -1;
+	if (json_is_string(g) && json_string_length(g) < n &&
+	    json_is_integer(e) && json_integer_value(e) >= 0 &&
+	    json_integer_value(e) <= UINT32_MAX && json_is_string(s) &&
+	    (!strcmp(json_string_value(s), "active") ||
+	     !strcmp(json_string_value(s), "gone"))) {
+		snprintf(who, n, "%s", json_string_value(g));
+		*epoch = (uint32_t)json_integer_value(e);
+		*active = !strcmp(json_string_value(s), "active");
+		rc = 0;
+	}
+	json_decref(o);
+	return rc;
+}
+
+void gw__leader_message(struct gw *gw, const void *payload, size_t len)
+{
+	struct gw_leader *l = gw->leader;
+	char who[PROTO_ID_MAX + 1];
+	uint32_t epoch;
+	bool active;
+	if (!l || len == 0)
+		return;
+	if (parse(payload, len, who, sizeof(who), &epoch, &active) != 0) {
+		gw->stats.msgs_bad++;
+		log_warnx("leader: malformed record on %s dropped",
+			  LEADER_TOPIC);
+		return;
+	}
+	if (epoch > l->seen) {
+		l->seen = epoch;
+		save_epoch(gw, epoch);
+	}
+	if (!strcmp(who, l->cn))
+		return; /* our own, retained or echoed */
+	log_info("leader: %s %s epoch %u", who, active ? "active" : "gone",
+		 epoch);
+	if (epoch < l->holder_epoch)
+		return; /* an older gateway's record (its Will, say) */
+	snprintf(l->holder, sizeof(l->holder), "%s", who);
+	l->holder_epoch = epoch;
+	l->heard_ms = gw__mono_ms(gw);
+	if (!active) {
+		if (l->st == LD_STANDBY || l->st == LD_LISTEN)
+			claim(gw, "the active gateway is gone");
+		return;
+	}
+	if (l->st == LD_LISTEN)
+		set_state(gw, LD_STANDBY, "another gateway is active");
+	else if (l->st == LD_CLAIM && beats(l, who, epoch))
+		set_state(gw, LD_STANDBY, "another claim wins");
+	else if (l->st == LD_ACTIVE && beats(l, who, epoch))
+		demote(gw, who, epoch);
+}
+
+static void timer_cb(uv_timer_t *t)
+{
+	struct gw *gw = t->data;
+	struct gw_leader *l = gw->leader;
+	uint64_t now = gw__mono_ms(gw);
+	if (!mq_connected(gw->mq))
+		return;
+	switch (l->st) {
+	case LD_LISTEN:
+		if (now - l->since_ms >= l->lease_ms / 3)
+			claim(gw, "no active gateway heard");
+		break;
+	case LD_STANDBY:
+		if (now - l->heard_ms >= l->lease_ms)
+			claim(gw, "the active gateway's lease ran out");
+		break;
+	case LD_CLAIM:
+		if (now - l->since_ms >= l->lease_ms / 3)
+			promote(gw);
+		break;
+	case LD_ACTIVE:
+		if (now - l->renew_ms >= l->lease_ms / 3)
+			publish_record(gw, "active");
+		break;
+	}
+}
+
+void gw__leader_connected(struct gw *gw)
+{
+	struct gw_leader *l = gw->leader;
+	if (!l)
+		return;
+	mq_subscribe(gw->mq, LEADER_TOPIC, 1);
+	uint64_t now = gw__mono_ms(gw);
+	/* Silence is counted from here: a record may take a while. */
+	l->heard_ms = now;
+	if (l->st == LD_LISTEN)
+		l->since_ms = now;
+	if (l->st != LD_ACTIVE)
+		return;
+	publish_record(gw, "active");
+	if (l->fresh) {
+		/* The devices this standby already knows are offered now;
+		 * the others when they answer the hello. Each answers an
+		 * offer of the release it holds part of with its position. */
+		l->fresh = false;
+		gw__offer_due_all(gw);
+	}
+}
+
+int gw__leader_init(struct gw *gw, char *err, size_t n)
+{
+	const struct gw_config *c = &gw->cfg;
+	if (c->lease_s == 0) {
+		if (c->standby) {
+			snprintf(err, n,
+				 "standby = true needs lease_s (3 or "
+				 "more seconds)");
+			return -1;
+		}
+		return 0;
+	}
+	if (c->lease_s < 3) {
+		snprintf(err, n,
+			 "lease_s %u: must be 0 (no standby) or 3..3600",
+			 c->lease_s);
+		return -1;
+	}
+	struct gw_leader *l = calloc(1, sizeof(*l));
+	if (!l) {
+		snprintf(err, n, "out of memory");
+		return -1;
+	}
+	char cerr[256];
+	if (!c->cert_file[0] || certcheck_cn(c->cert_file, l->cn, sizeof(l->cn),
+					     cerr, sizeof(cerr)) != 0)
+		snprintf(l->cn, sizeof(l->cn), "%s", c->client_id);
+	char *val = NULL;
+	size_t len = 0;
+	if (store_get(gw->db, STORE_META, LEADER_EPOCH_KEY, &val, &len) == 0) {
+		char *end;
+		unsigned long long e = strtoull(val, &end, 10);
+		if (end != val && *end == '\0' && e <= UINT32_MAX)
+			l->seen = (uint32_t)e;
+		else
+			log_warnx("ledger: leader_epoch '%s' unreadable", val);
+	}
+	free(val);
+	l->lease_ms = (uint64_t)c->lease_s * 1000;
+	l->st = c->standby ? LD_STANDBY : LD_LISTEN;
+	gw->leader = l;
+	log_info("leader: %s as %s, lease %u s, highest epoch seen %u",
+		 c->standby ? "standby" : "may lead", l->cn, c->lease_s,
+		 l->seen);
+	return 0;
+}
+
+void gw__leader_start(struct gw *gw)
+{
+	struct gw_leader *l = gw->leader;
+	if (!l)
+		return;
+	uv_timer_init(gw->loop, &l->timer);
+	l->timer.data = gw;
+	l->timer_on = true;
+	l->heard_ms = l->since_ms = gw__mono_ms(gw);
+	uv_timer_start(&l->timer, timer_cb, LEADER_TICK_MS, LEADER_TICK_MS);
+}
+
+/* A clean stop says so at once: the standby need not wait for silence. */
+void gw__leader_stop(struct gw *gw)
+{
+	struct gw_leader *l = gw->leader;
+	if (l && l->st == LD_ACTIVE && mq_connected(gw->mq))
+		publish_record(gw, "gone");
+}
+
+static void timer_closed(uv_handle_t *h) { (void)h; }
+
+void gw__leader_close(struct gw *gw)
+{
+	struct gw_leader *l = gw->leader;
+	if (l && l->timer_on) {
+		l->timer_on = false;
+		uv_close((uv_handle_t *)&l->timer, timer_closed);
+	}
+}
+
+void gw__leader_free(struct gw *gw)
+{
+	free(gw->leader);
+	gw->leader = NULL;
+}
