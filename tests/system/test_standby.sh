@@ -9,13 +9,16 @@
 # every device commits the exact image without starting over (one accepted offer each, B
 # sends only what the device lacks), B's ledger shows all committed and passes fsck, A
 # started again stays standby (it sees B's higher epoch), and a device ignores an offer of
-# the stale epoch 1 (fencing: the epoch it saw is kept in its state directory).
+# the stale epoch 1 (fencing: the epoch it saw is kept in its state directory). Last, a
+# third gateway's record of epoch 3 (a gateway B never heard of, as after a partition):
+# B, active, stands down at once; when that gateway stays silent for lease_s, A and B both
+# claim epoch 4 and exactly one of them wins.
 . "$OTA_ROOT/tests/system/lib.sh"
 . "$OTA_ROOT/tests/system/ota.sh"
 
 IDS=(dev-001 dev-002 dev-003 dev-004)
 LEASE=6
-certs_make "${IDS[@]}" --gateway b || { echo "Bail out! make-certs failed"; exit 1; }
+certs_make "${IDS[@]}" --gateway b --gateway c || { echo "Bail out! make-certs failed"; exit 1; }
 broker_start || { not_ok "broker starts"; finish; }
 
 # gw NAME CERT KEY DB [FLAGS...]: a gateway of the pair, as process NAME.
@@ -130,6 +133,21 @@ check "  is ignored: dev-001 saw epoch 2" \
 check "  dev-001 stays committed on 2.0.0" \
     bash -c "! grep -q 'accepted release=.*version=3.0.0' '$T/dev-001.log'"
 
+mq_pub_as "$CERTS/gateways/c" ota/gw/leader \
+    '{"gateway":"ota-gateway-c","epoch":3,"state":"active","ts":1}' -q 1
+check "a record of epoch 3 from ota-gateway-c: B, active, stands down at once" \
+    wait_until 5 "grep -q 'leader: active -> standby (epoch 2): ota-gateway-c holds epoch 3' \
+        '$T/gwB.log'"
+won() { # exactly one of A and B active on epoch 4, the other standby
+    local a b
+    a=$(grep -c 'claiming -> active (epoch 4)' "$T/gwA2.log")
+    b=$(grep -c 'claiming -> active (epoch 4)' "$T/gwB.log")
+    [ $((a + b)) = 1 ]
+}
+check "  it stays silent: after lease_s A and B claim epoch 4, one wins" \
+    wait_until $((LEASE + LEASE / 3 + 3)) won
+sleep 1
+check "  and only one (the other stays standby)" won
 check "gateways and devices stop cleanly, no sanitizer reports" \
     stop_all_clean gwA2 gwB "${IDS[@]}"
 finish
