@@ -466,8 +466,8 @@ static void route(struct gw *gw, const char *topic, const void *payload,
 		gw__announce(gw, topic + 12, payload, len, rq);
 	} else if (strncmp(topic, "ota/ctl/", 8) == 0) {
 		gw__control(gw, topic + 8, payload, len, rq);
-	} else if (!strcmp(topic, "ota/gw/leader")) {
-		gw__leader_message(gw, payload, len);
+	} else if (strncmp(topic, "ota/gw/", 7) == 0) {
+		gw__leader_message(gw, topic, payload, len);
 	} else if (parse_dev_topic(topic, id, sizeof(id), &leaf)) {
 		if (!strcmp(leaf, "status"))
 			on_status(gw, id, payload, len);

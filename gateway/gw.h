@@ -351,14 +351,16 @@ int gw__poll_device(struct gw *gw, const char *id);
 /* leader.c: the active/standby lease on ota/gw/leader (PROTOCOL.md 5.7,
  * docs/FAILOVER.md). init after the ledger is open (reads the identity
  * and the highest epoch kept; no handle); start with gw_start; connected
- * from on_connect; message for each record; stop before the connection
+ * from on_connect; stop before the connection
  * closes (a clean stop says "gone"); close with the other handles; free
  * last. */
 struct gw_leader;
 int gw__leader_init(struct gw *gw, char *err, size_t n);
 void gw__leader_start(struct gw *gw);
 void gw__leader_connected(struct gw *gw);
-void gw__leader_message(struct gw *gw, const void *payload, size_t len);
+/* A message on ota/gw/... (the lease, the active's release records). */
+void gw__leader_message(struct gw *gw, const char *topic, const void *payload,
+			size_t len);
 void gw__leader_stop(struct gw *gw);
 void gw__leader_close(struct gw *gw);
 void gw__leader_free(struct gw *gw);

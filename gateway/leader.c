@@ -17,6 +17,7 @@
 #define LEADER_TOPIC "ota/gw/leader"
 #define LEADER_EPOCH_KEY "leader_epoch"
 #define LEADER_TICK_MS 200
+#define RELEASE_TOPIC "ota/gw/release/" /* <product>/<release> */
 
 enum leader_st {
 	LD_LISTEN,  /* just started, may lead: is another gateway active? */
@@ -39,6 +40,13 @@ struct gw_leader {
 	bool fresh; /* promoted: offer to every device known on the connect */
 	bool timer_on;
 	uv_timer_t timer;
+	/* The release records the active published, and in which state:
+	 * one is published again when its campaign's state changes. */
+	struct leader_pub {
+		char id[PROTO_RELEASE_HEX_LEN + 1];
+		const char *state;
+	} * pubs;
+	size_t npubs, pubs_cap;
 };
 
 static const char *const st_names[] = {"listening", "standby", "claiming",
@@ -155,6 +163,141 @@ static void promote(struct gw *gw)
 	free(s);
 }
 
+/* ---------------------------------------------- release records */
+
+/* {"gateway","epoch","release","state","announce":{...}}: the release's
+ * announcement as the active accepted it (without the request's reply,
+ * operator or dry_run) and its campaign's state. */
+static char *release_record(struct gw *gw, const struct gw_release *r,
+			    const char *state)
+{
+	struct proto_announce a = r->target;
+	char *ann = NULL, *s = NULL;
+	size_t alen;
+	a.reply[0] = a.operator_name[0] = '\0';
+	a.dry_run = false;
+	if (proto_announce_encode(&a, &ann, &alen) != 0)
+		return NULL;
+	json_t *aj = json_loadb(ann, alen, 0, NULL);
+	json_t *o = aj ? json_pack("{s:s,s:I,s:s,s:s,s:o}", "gateway",
+				   gw->leader->cn, "epoch",
+				   (json_int_t)gw->leader->epoch, "release",
+				   r->id, "state", state, "announce", aj)
+		       : NULL;
+	if (o)
+		s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	json_decref(o);
+	free(ann);
+	return s;
+}
+
+static struct leader_pub *pub_slot(struct gw_leader *l, const char *id)
+{
+	for (size_t i = 0; i < l->npubs; i++)
+		if (!strcmp(l->pubs[i].id, id))
+			return &l->pubs[i];
+	if (l->npubs == l->pubs_cap) {
+		size_t n = l->pubs_cap ? l->pubs_cap * 2 : 16;
+		struct leader_pub *p = realloc(l->pubs, n * sizeof(*p));
+		if (!p)
+			return NULL;
+		l->pubs = p;
+		l->pubs_cap = n;
+	}
+	struct leader_pub *p = &l->pubs[l->npubs++];
+	snprintf(p->id, sizeof(p->id), "%s", id);
+	p->state = NULL;
+	return p;
+}
+
+/* The active: a retained record per release whose state changed since
+ * it was last published (all of them after each connect), so a standby
+ * learns a release it missed (started later, or away) and its state. */
+static void publish_releases(struct gw *gw)
+{
+	char topic[sizeof(RELEASE_TOPIC) + PROTO_ID_MAX + 24];
+	for (struct gw_release *r = gw->releases; r; r = r->next) {
+		const char *st = gw__campaign_state(r);
+		struct leader_pub *p = pub_slot(gw->leader, r->id);
+		if (!p || p->state == st)
+			continue;
+		char *s = release_record(gw, r, st);
+		snprintf(topic, sizeof(topic), RELEASE_TOPIC "%s/%s",
+			 r->m.product, r->id);
+		if (s && mq_publish(gw->mq, topic, s, strlen(s), 1, true) == 0)
+			p->state = st;
+		free(s);
+	}
+}
+
+/* A standby applies a record: an unknown release is announced to itself
+ * (fetched and verified here, as any announcement), a known one takes
+ * the record's state (paused, aborted, rolling again). */
+static void apply_release(struct gw *gw, const char *product, const json_t *o)
+{
+	const char *id = json_string_value(json_object_get(o, "release"));
+	const char *st = json_string_value(json_object_get(o, "state"));
+	json_t *ann = json_object_get(o, "announce");
+	if (!id || !st || !json_is_object(ann)) {
+		gw->stats.msgs_bad++;
+		log_warnx("leader: malformed release record for %s", product);
+		return;
+	}
+	struct gw_release *r = gw__release_find(gw, id);
+	struct proto_verdict v;
+	if (!r) {
+		if (!strcmp(st, "aborted") || !strcmp(st, "finished"))
+			return;
+		char *s = json_dumps(ann, JSON_COMPACT);
+		log_info("leader: release %s of %s learnt from the active's "
+			 "record",
+			 id, product);
+		if (s)
+			gw__announce(gw, product, s, strlen(s), NULL);
+		free(s);
+		return;
+	}
+	const char *mine = gw__campaign_state(r);
+	if (!strcmp(st, mine) || !strcmp(mine, "aborted"))
+		return;
+	if (!strcmp(st, "paused"))
+		gw__ctl_pause(gw, product, id, &v);
+	else if (!strcmp(st, "aborted"))
+		gw__ctl_abort(gw, product, id, &v);
+	else if (!strcmp(st, "rolling") && !strcmp(mine, "paused"))
+		gw__ctl_resume(gw, product, id, &v);
+	else
+		return;
+	log_info("leader: release %s: %s -> %s, as the active's record says",
+		 id, mine, st);
+}
+
+static void release_message(struct gw *gw, const char *topic,
+			    const void *payload, size_t len)
+{
+	char product[PROTO_ID_MAX + 1];
+	const char *s = topic + strlen(RELEASE_TOPIC), *slash = strchr(s, '/');
+	if (len == 0 || gw->leader->st == LD_ACTIVE)
+		return;
+	if (!slash || (size_t)(slash - s) >= sizeof(product)) {
+		gw->stats.msgs_bad++;
+		return;
+	}
+	memcpy(product, s, (size_t)(slash - s));
+	product[slash - s] = '\0';
+	json_t *o = json_loadb(payload, len, 0, NULL);
+	const char *who = json_string_value(json_object_get(o, "gateway"));
+	if (!proto_id_valid(product) || !json_is_object(o) || !who) {
+		gw->stats.msgs_bad++;
+		log_warnx("leader: malformed release record on %s", topic);
+	} else if (strcmp(who, gw->leader->cn) != 0) {
+		apply_release(gw, product, o);
+	}
+	json_decref(o);
+}
+
+/* ---------------------------------------------- the lease */
+
 /* Does a record (who, epoch) beat ours: a higher epoch, or the same one
  * from a CN that sorts first (two claims at once: one wins). */
 static bool beats(const struct gw_leader *l, const char *who, uint32_t epoch)
@@ -185,13 +328,20 @@ static int parse(const void *payload, size_t len, char *who, size_t n,
 	return rc;
 }
 
-void gw__leader_message(struct gw *gw, const void *payload, size_t len)
+void gw__leader_message(struct gw *gw, const char *topic, const void *payload,
+			size_t len)
 {
 	struct gw_leader *l = gw->leader;
 	char who[PROTO_ID_MAX + 1];
 	uint32_t epoch;
 	bool active;
-	if (!l || len == 0)
+	if (!l)
+		return;
+	if (!strncmp(topic, RELEASE_TOPIC, strlen(RELEASE_TOPIC))) {
+		release_message(gw, topic, payload, len);
+		return;
+	}
+	if (strcmp(topic, LEADER_TOPIC) != 0 || len == 0)
 		return;
 	if (parse(payload, len, who, sizeof(who), &epoch, &active) != 0) {
 		gw->stats.msgs_bad++;
@@ -248,6 +398,7 @@ static void timer_cb(uv_timer_t *t)
 	case LD_ACTIVE:
 		if (now - l->renew_ms >= l->lease_ms / 3)
 			publish_record(gw, "active");
+		publish_releases(gw);
 		break;
 	}
 }
@@ -258,6 +409,8 @@ void gw__leader_connected(struct gw *gw)
 	if (!l)
 		return;
 	mq_subscribe(gw->mq, LEADER_TOPIC, 1);
+	mq_subscribe(gw->mq, RELEASE_TOPIC "+/+", 1);
+	l->npubs = 0; /* every release record again on this connection */
 	uint64_t now = gw__mono_ms(gw);
 	/* Silence is counted from here: a record may take a while. */
 	l->heard_ms = now;
@@ -355,6 +508,8 @@ void gw__leader_close(struct gw *gw)
 
 void gw__leader_free(struct gw *gw)
 {
+	if (gw->leader)
+		free(gw->leader->pubs);
 	free(gw->leader);
 	gw->leader = NULL;
 }
