@@ -26,6 +26,12 @@ enum leader_st {
 	LD_ACTIVE,  /* ours: offers, fragments, polls, verdicts */
 };
 
+/* A release and a campaign state (a gw__campaign_state name). */
+struct leader_pub {
+	char id[PROTO_RELEASE_HEX_LEN + 1];
+	const char *state;
+};
+
 struct gw_leader {
 	enum leader_st st;
 	char cn[PROTO_ID_MAX + 1]; /* our identity, the certificate's CN */
@@ -42,11 +48,12 @@ struct gw_leader {
 	uv_timer_t timer;
 	/* The release records the active published, and in which state:
 	 * one is published again when its campaign's state changes. */
-	struct leader_pub {
-		char id[PROTO_RELEASE_HEX_LEN + 1];
-		const char *state;
-	} * pubs;
+	struct leader_pub *pubs;
 	size_t npubs, pubs_cap;
+	/* A standby: the state of a release learnt from a record, to take
+	 * once its fetch and check have recorded it. */
+	struct leader_pub pending[8];
+	size_t npending;
 };
 
 static const char *const st_names[] = {"listening", "standby", "claiming",
@@ -137,6 +144,8 @@ static void demote(struct gw *gw, const char *holder, uint32_t epoch)
 	char why[160];
 	snprintf(why, sizeof(why), "%s holds epoch %u", holder, epoch);
 	twalk_r(gw->devices, drop_walk, gw);
+	for (struct gw_release *r = gw->releases; r; r = r->next)
+		r->camp.active = 0; /* no transfer is under way here now */
 	gw__event(gw, NULL, NULL, "leader_standby", why);
 	set_state(gw, LD_STANDBY, why);
 }
@@ -230,6 +239,25 @@ static void publish_releases(struct gw *gw)
 	}
 }
 
+/* A known release takes the state of the active's record. */
+static void take_state(struct gw *gw, struct gw_release *r, const char *st)
+{
+	struct proto_verdict v;
+	const char *mine = gw__campaign_state(r);
+	if (!strcmp(st, mine) || !strcmp(mine, "aborted"))
+		return;
+	if (!strcmp(st, "paused"))
+		gw__ctl_pause(gw, r->m.product, r->id, &v);
+	else if (!strcmp(st, "aborted"))
+		gw__ctl_abort(gw, r->m.product, r->id, &v);
+	else if (!strcmp(st, "rolling") && !strcmp(mine, "paused"))
+		gw__ctl_resume(gw, r->m.product, r->id, &v);
+	else
+		return;
+	log_info("leader: release %s: %s -> %s, as the active's record says",
+		 r->id, mine, st);
+}
+
 /* A standby applies a record: an unknown release is announced to itself
  * (fetched and verified here, as any announcement), a known one takes
  * the record's state (paused, aborted, rolling again). */
@@ -244,32 +272,40 @@ static void apply_release(struct gw *gw, const char *product, const json_t *o)
 		return;
 	}
 	struct gw_release *r = gw__release_find(gw, id);
-	struct proto_verdict v;
-	if (!r) {
-		if (!strcmp(st, "aborted") || !strcmp(st, "finished"))
-			return;
-		char *s = json_dumps(ann, JSON_COMPACT);
-		log_info("leader: release %s of %s learnt from the active's "
-			 "record",
-			 id, product);
-		if (s)
-			gw__announce(gw, product, s, strlen(s), NULL);
-		free(s);
+	if (r) {
+		take_state(gw, r, st);
 		return;
 	}
-	const char *mine = gw__campaign_state(r);
-	if (!strcmp(st, mine) || !strcmp(mine, "aborted"))
+	if (!strcmp(st, "aborted") || !strcmp(st, "finished"))
 		return;
-	if (!strcmp(st, "paused"))
-		gw__ctl_pause(gw, product, id, &v);
-	else if (!strcmp(st, "aborted"))
-		gw__ctl_abort(gw, product, id, &v);
-	else if (!strcmp(st, "rolling") && !strcmp(mine, "paused"))
-		gw__ctl_resume(gw, product, id, &v);
-	else
-		return;
-	log_info("leader: release %s: %s -> %s, as the active's record says",
-		 id, mine, st);
+	char *s = json_dumps(ann, JSON_COMPACT);
+	log_info("leader: release %s of %s learnt from the active's record", id,
+		 product);
+	if (s)
+		gw__announce(gw, product, s, strlen(s), NULL);
+	free(s);
+	struct gw_leader *l = gw->leader;
+	if (!strcmp(st, "paused") && l->npending < 8) {
+		/* Taken once the announcement is recorded (timer_cb). */
+		snprintf(l->pending[l->npending].id, sizeof(l->pending[0].id),
+			 "%s", id);
+		l->pending[l->npending++].state = "paused";
+	}
+}
+
+/* Pending states of releases now recorded. */
+static void take_pending(struct gw *gw)
+{
+	struct gw_leader *l = gw->leader;
+	for (size_t i = 0; i < l->npending;) {
+		struct gw_release *r = gw__release_find(gw, l->pending[i].id);
+		if (!r) {
+			i++;
+			continue;
+		}
+		take_state(gw, r, l->pending[i].state);
+		l->pending[i] = l->pending[--l->npending];
+	}
 }
 
 static void release_message(struct gw *gw, const char *topic,
@@ -382,6 +418,8 @@ static void timer_cb(uv_timer_t *t)
 	uint64_t now = gw__mono_ms(gw);
 	if (!mq_connected(gw->mq))
 		return;
+	if (l->npending && l->st != LD_ACTIVE)
+		take_pending(gw);
 	switch (l->st) {
 	case LD_LISTEN:
 		if (now - l->since_ms >= l->lease_ms / 3)

@@ -5,7 +5,8 @@
 # ota/gw/leader. A takes the lease and updates four devices. B, the standby, started only
 # once the update is under way, sends nothing but builds its own ledger: the statuses the
 # devices publish, and the release from A's retained record of it on
-# ota/gw/release/<product>/<release> (B fetches and verifies the package itself). Mid-transfer A is killed (SIGKILL): its Last Will says "gone", B claims epoch 2,
+# ota/gw/release/<product>/<release> (B fetches and verifies the package itself), paused as
+# the operator had paused it before B started; the resume reaches both. Mid-transfer A is killed (SIGKILL): its Last Will says "gone", B claims epoch 2,
 # waits LEASE/3 for a better claim and takes over. Checked: the takeover within the bound,
 # every device commits the exact image without starting over (one accepted offer each, B
 # sends only what the device lacks), B's ledger shows all committed and passes fsck, A
@@ -63,6 +64,10 @@ pack sensor 2.0.0 "$T/fw.bin" "$T/pkg.ota"
 check "announce 2.0.0 (1 MiB in 512-byte fragments)" \
     announce sensor "file://$T/pkg.ota" ',"fragment_size":512,"window":2'
 check "  A offers it" wait_until 20 "grep -q 'offered' '$T/gwA.log'"
+ctl() { mq_pub_as operator ota/ctl/sensor "$1" -q 1; }
+ctl '{"action":"pause"}'
+check "the operator pauses the campaign: A pauses" \
+    wait_until 10 "grep -q 'verdict command=pause product=sensor verdict=accepted' '$T/gwA.log'"
 check "gateway B starts as the standby" gw_b
 check "  B sees A active, epoch 1" \
     wait_until 10 "grep -q 'leader: ota-gateway active epoch 1' '$T/gwB.log'"
@@ -70,6 +75,12 @@ check "  B learns the release from A's retained record" \
     wait_until 10 "grep -q 'leader: release [0-9a-f]* of sensor learnt from the active' '$T/gwB.log'"
 check "  and verifies it itself, answering nothing (the verdict is A's)" \
     wait_until 20 "grep -q 'verdict command=announce product=sensor verdict=accepted' '$T/gwB.log'"
+check "  and that it is paused (the record's state)" \
+    wait_until 10 "grep -q 'leader: release [0-9a-f]*: rolling -> paused, as the active' '$T/gwB.log'"
+ctl '{"action":"resume"}'
+check "the operator resumes it: A and B (the command reaches both) resume" \
+    wait_until 10 "grep -q 'verdict command=resume product=sensor verdict=accepted' '$T/gwA.log' &&
+        grep -q 'verdict command=resume product=sensor verdict=accepted' '$T/gwB.log'"
 check "  B's ledger has the four devices downloading" \
     wait_until 20 "in_ledger gwB downloading 1.0.0 ${IDS[*]}"
 under_way() {
