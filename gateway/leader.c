@@ -200,41 +200,57 @@ static char *release_record(struct gw *gw, const struct gw_release *r,
 	return s;
 }
 
-static struct leader_pub *pub_slot(struct gw_leader *l, const char *id)
+/* The slot of release id, the i-th of gw->releases: kept in the list's
+ * order, so that each tick's walk finds each at once. */
+static struct leader_pub *pub_slot(struct gw_leader *l, size_t i,
+				   const char *id)
 {
-	for (size_t i = 0; i < l->npubs; i++)
-		if (!strcmp(l->pubs[i].id, id))
-			return &l->pubs[i];
-	if (l->npubs == l->pubs_cap) {
-		size_t n = l->pubs_cap ? l->pubs_cap * 2 : 16;
-		struct leader_pub *p = realloc(l->pubs, n * sizeof(*p));
-		if (!p)
-			return NULL;
-		l->pubs = p;
-		l->pubs_cap = n;
+	if (i < l->npubs && !strcmp(l->pubs[i].id, id))
+		return &l->pubs[i];
+	size_t k = i < l->npubs ? i : l->npubs;
+	while (k < l->npubs && strcmp(l->pubs[k].id, id) != 0)
+		k++;
+	if (k == l->npubs) {
+		if (l->npubs == l->pubs_cap) {
+			size_t n = l->pubs_cap ? l->pubs_cap * 2 : 16;
+			struct leader_pub *p = realloc(l->pubs, n * sizeof(*p));
+			if (!p)
+				return NULL;
+			l->pubs = p;
+			l->pubs_cap = n;
+		}
+		snprintf(l->pubs[k].id, sizeof(l->pubs[k].id), "%s", id);
+		l->pubs[k].state = NULL;
+		l->npubs++;
 	}
-	struct leader_pub *p = &l->pubs[l->npubs++];
-	snprintf(p->id, sizeof(p->id), "%s", id);
-	p->state = NULL;
-	return p;
+	if (i < l->npubs && k != i) {
+		struct leader_pub t = l->pubs[i];
+		l->pubs[i] = l->pubs[k];
+		l->pubs[k] = t;
+	}
+	return &l->pubs[i < l->npubs ? i : k];
 }
 
-/* The active: a retained record per release whose state changed since
- * it was last published (all of them after each connect), so a standby
+/* The active, each tick: a retained record per release whose state
+ * changed since it was last published (all of them after each connect),
+ * so a standby
  * learns a release it missed (started later, or away) and its state. */
 static void publish_releases(struct gw *gw)
 {
 	char topic[sizeof(RELEASE_TOPIC) + PROTO_ID_MAX + 24];
-	for (struct gw_release *r = gw->releases; r; r = r->next) {
+	size_t i = 0;
+	for (struct gw_release *r = gw->releases; r; r = r->next, i++) {
 		const char *st = gw__campaign_state(r);
-		struct leader_pub *p = pub_slot(gw->leader, r->id);
+		struct leader_pub *p = pub_slot(gw->leader, i, r->id);
 		if (!p || p->state == st)
 			continue;
 		char *s = release_record(gw, r, st);
 		snprintf(topic, sizeof(topic), RELEASE_TOPIC "%s/%s",
 			 r->m.product, r->id);
-		if (s && mq_publish(gw->mq, topic, s, strlen(s), 1, true) == 0)
-			p->state = st;
+		if (!s)
+			log_warnx("leader: no record for release %s", r->id);
+		if (!s || mq_publish(gw->mq, topic, s, strlen(s), 1, true) == 0)
+			p->state = st; /* not again until it changes */
 		free(s);
 	}
 }
@@ -457,6 +473,7 @@ void gw__leader_connected(struct gw *gw)
 	if (l->st != LD_ACTIVE)
 		return;
 	publish_record(gw, "active");
+	publish_releases(gw);
 	if (l->fresh) {
 		/* The devices this standby already knows are offered now;
 		 * the others when they answer the hello. Each answers an
