@@ -96,8 +96,7 @@ def topics:
     {write: ("^ota\\.dev\\." + .cn + "\\.(status|ack)$"),
      read: ("^(ota\\.dev\\." + .cn + "\\.(offer|frag|poll)|ota\\.grp\\.[^.]+\\.frag|ota\\.hello)$")}
   elif .role == "gateway" then
-    {write: "^(ota\\.(dev|grp|result)\\..+|ota\\.hello|ota\\.gw\\.leader)$",
-     read: "^(ota\\.(dev|release|ctl)\\..+|ota\\.gw\\.leader)$"}
+    {write: "^(ota\\.(dev|grp|result|gw)\\..+|ota\\.hello)$", read: "^ota\\.(dev|release|ctl|gw)\\..+$"}
   elif .role == "operator" then
     {write: "^ota\\.(release|ctl)\\..+$", read: "^(ota\\.result\\..+|ota\\.dev\\.[^.]+\\.status)$"}
   else
