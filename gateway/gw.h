@@ -355,6 +355,8 @@ int gw__poll_device(struct gw *gw, const char *id);
  * closes (a clean stop says "gone"); close with the other handles; free
  * last. */
 struct gw_leader;
+/* The lease_s and standby keys: 0, or -1 with err naming the key. */
+int gw__leader_check(const struct gw_config *c, char *err, size_t n);
 int gw__leader_init(struct gw *gw, char *err, size_t n);
 void gw__leader_start(struct gw *gw);
 void gw__leader_connected(struct gw *gw);

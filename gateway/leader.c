@@ -483,24 +483,30 @@ void gw__leader_connected(struct gw *gw)
 	}
 }
 
-int gw__leader_init(struct gw *gw, char *err, size_t n)
+int gw__leader_check(const struct gw_config *c, char *err, size_t n)
 {
-	const struct gw_config *c = &gw->cfg;
-	if (c->lease_s == 0) {
-		if (c->standby) {
-			snprintf(err, n,
-				 "standby = true needs lease_s (3 or "
-				 "more seconds)");
-			return -1;
-		}
-		return 0;
-	}
-	if (c->lease_s < 3) {
+	if (c->lease_s == 0 && c->standby) {
 		snprintf(err, n,
-			 "lease_s %u: must be 0 (no standby) or 3..3600",
+			 "key 'standby' needs 'lease_s' (3 or more "
+			 "seconds, the same on both gateways)");
+		return -1;
+	}
+	if (c->lease_s == 1 || c->lease_s == 2) {
+		snprintf(err, n,
+			 "key 'lease_s': %u is not 0 (no standby) or 3..3600",
 			 c->lease_s);
 		return -1;
 	}
+	return 0;
+}
+
+int gw__leader_init(struct gw *gw, char *err, size_t n)
+{
+	const struct gw_config *c = &gw->cfg;
+	if (gw__leader_check(c, err, n) != 0)
+		return -1;
+	if (c->lease_s == 0)
+		return 0;
 	struct gw_leader *l = calloc(1, sizeof(*l));
 	if (!l) {
 		snprintf(err, n, "out of memory");

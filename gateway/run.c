@@ -208,7 +208,8 @@ static int gw_config_check(const struct gw_config *c, char *err, size_t n)
 		}
 		fclose(f);
 	}
-	if (util_key_private("key_file", c->key_file, err, n) != 0)
+	if (util_key_private("key_file", c->key_file, err, n) != 0 ||
+	    gw__leader_check(c, err, n) != 0)
 		return -1;
 	return gw__http_check(c, err, n);
 }
@@ -220,15 +221,19 @@ static int gw_config_check(const struct gw_config *c, char *err, size_t n)
 static int check_files(const struct gw_config *c, const char *prefix, bool all)
 {
 	struct certcheck_problems p = {0, prefix};
-	char err[512];
-	struct certcheck cc = {c->ca_file,
-			       "ca_file",
-			       c->cert_file,
-			       "cert_file",
-			       c->key_file,
-			       "key_file",
-			       all ? "ota-gateway" : NULL,
-			       "the gateway's identity (deploy/mosquitto/acl)"};
+	char err[512], cn[PROTO_ID_MAX + 1];
+	/* A gateway of an active/standby pair may be ota-gateway-<name>
+	 * (make-certs --gateway NAME: the same rights). */
+	const char *want = "ota-gateway";
+	if (c->lease_s &&
+	    certcheck_cn(c->cert_file, cn, sizeof(cn), err, sizeof(err)) == 0 &&
+	    strncmp(cn, "ota-gateway-", 12) == 0)
+		want = cn;
+	struct certcheck cc = {
+	    c->ca_file,	       "ca_file",
+	    c->cert_file,      "cert_file",
+	    c->key_file,       "key_file",
+	    all ? want : NULL, "the gateway's identity (deploy/mosquitto/acl)"};
 	certcheck_run(&cc, certcheck_print_problem, &p);
 	if (!all)
 		return p.n;

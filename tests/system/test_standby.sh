@@ -60,6 +60,23 @@ field() { # field DB ID FIELD
         jq -r --arg id "$2" ".devices[] | select(.device == \$id) | .$3"
 }
 
+# The keys: standby needs a lease; --check takes ota-gateway-<name> for a gateway of a pair.
+B_TLS=(--ca-file "$CERTS/ca.crt" --cert-file "$CERTS/gateways/b.crt"
+    --key-file "$CERTS/gateways/b.key" --publisher-key "$CERTS/publisher.pub")
+refused() { # refused MESSAGE FLAGS...: exit status 2, MESSAGE said, no ledger made
+    local want=$1 out rc=0
+    shift
+    out=$("$GW" run "${B_TLS[@]}" --db-dir "$T/x-db" --store-dir "$T/x-store" "$@" 2>&1) || rc=$?
+    [ "$rc" = 2 ] && grep -qF "$want" <<<"$out" && [ ! -e "$T/x-db" ]
+}
+check "standby without lease_s is refused before anything is made, naming the key" \
+    refused "key 'standby' needs 'lease_s'" --standby
+check "  and a lease of 2 s" refused "key 'lease_s': 2 is not 0" --lease-s 2
+check "run --check takes CN ota-gateway-b for a gateway with a lease" \
+    "$GW" run --check "${B_TLS[@]}" --lease-s "$LEASE" --standby --db-dir "$T/x-db" \
+    --store-dir "$T/x-store"
+rm -rf "$T/x-db" "$T/x-store"
+
 check "gateway A starts (may lead) and takes the lease: epoch 1" gw_a gwA
 check "  A is active" wait_until 10 "grep -q 'leader: claiming -> active (epoch 1)' '$T/gwA.log'"
 b_starts() {
