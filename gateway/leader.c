@@ -233,8 +233,8 @@ static struct leader_pub *pub_slot(struct gw_leader *l, size_t i,
 
 /* The active, each tick: a retained record per release whose state
  * changed since it was last published (all of them after each connect),
- * so a standby
- * learns a release it missed (started later, or away) and its state. */
+ * so that a standby learns a release it missed (started later, or away)
+ * and its state. */
 static void publish_releases(struct gw *gw)
 {
 	char topic[sizeof(RELEASE_TOPIC) + PROTO_ID_MAX + 24];
