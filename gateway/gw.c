@@ -510,7 +510,8 @@ static void on_connect(struct mq *mq, void *ud)
 	mq_subscribe(mq, "ota/release/+", 1);
 	mq_subscribe(mq, "ota/ctl/+", 1);
 	mq_subscribe(mq, "ota/dev/+/status", 1);
-	mq_subscribe(mq, "ota/dev/+/ack", 0);
+	if (gw__leader_sending(ud)) /* a standby has no transfer */
+		mq_subscribe(mq, "ota/dev/+/ack", 0);
 	gw__leader_connected(ud);
 	/* After the subscriptions: the answers find them. */
 	if (gw__leader_sending(ud))

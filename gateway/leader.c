@@ -39,6 +39,7 @@ struct gw_leader {
 	uint32_t seen;		   /* highest epoch seen (records, ledger) */
 	char holder[PROTO_ID_MAX + 1]; /* who holds the highest record */
 	uint32_t holder_epoch;
+	bool holder_active;
 	uint64_t heard_ms; /* the holder's record came then (or connect) */
 	uint64_t since_ms; /* this state was entered then */
 	uint64_t renew_ms; /* our last record */
@@ -144,6 +145,7 @@ static void demote(struct gw *gw, const char *holder, uint32_t epoch)
 	char why[160];
 	snprintf(why, sizeof(why), "%s holds epoch %u", holder, epoch);
 	twalk_r(gw->devices, drop_walk, gw);
+	mq_unsubscribe(gw->mq, "ota/dev/+/ack");
 	for (struct gw_release *r = gw->releases; r; r = r->next)
 		r->camp.active = 0; /* no transfer is under way here now */
 	gw__event(gw, NULL, NULL, "leader_standby", why);
@@ -166,6 +168,7 @@ static void promote(struct gw *gw)
 	if (!s || mq_renew_will(gw->mq, LEADER_TOPIC, s, len, 1, true) != 0) {
 		log_warnx("leader: no last will set; a standby takes over "
 			  "only after lease_s of silence");
+		mq_subscribe(gw->mq, "ota/dev/+/ack", 0);
 		gw__leader_connected(gw);
 		gw__hello(gw);
 	}
@@ -407,10 +410,13 @@ void gw__leader_message(struct gw *gw, const char *topic, const void *payload,
 	}
 	if (!strcmp(who, l->cn))
 		return; /* our own, retained or echoed */
-	log_info("leader: %s %s epoch %u", who, active ? "active" : "gone",
-		 epoch);
 	if (epoch < l->holder_epoch)
 		return; /* an older gateway's record (its Will, say) */
+	if (epoch != l->holder_epoch || active != l->holder_active ||
+	    strcmp(who, l->holder) != 0) /* not each renewal */
+		log_info("leader: %s %s epoch %u", who,
+			 active ? "active" : "gone", epoch);
+	l->holder_active = active;
 	snprintf(l->holder, sizeof(l->holder), "%s", who);
 	l->holder_epoch = epoch;
 	l->heard_ms = gw__mono_ms(gw);
