@@ -143,9 +143,10 @@ all-tests: all $(UNIT_BIN) $(TOOL_BIN) $(PRELOAD_BIN)
 
 # The system on RabbitMQ (deploy/rabbitmq): test_rabbitmq.sh (a 3-node cluster on loopback,
 # one node stopped and restarted mid-transfer: 3-5 minutes on a busy 2-core machine, so not
-# in `make test`) and the broker security and identity checks against RabbitMQ with its
-# own expectations. CI (.ci/run) runs it after `make test`.
-RABBITMQ_TESTS := ^test_(rabbitmq|broker_security|identity)\.sh$$
+# in `make test`), the broker security and identity checks against RabbitMQ with its
+# own expectations, and the standby gateway's takeover (test_standby.sh). CI (.ci/run)
+# runs it after `make test`.
+RABBITMQ_TESTS := ^test_(rabbitmq|broker_security|identity|standby)\.sh$$
 test-rabbitmq: deps
 	@$(MAKE) --no-print-directory VARIANT=asan all-tests
 	@OTA_BROKER=rabbitmq OTA_TEST_FILTER='$(RABBITMQ_TESTS)' sh tests/run.sh build/asan system

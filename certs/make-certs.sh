@@ -7,6 +7,7 @@
 #   ca.crt ca.key                 fleet CA (EC P-256, 10 years)
 #   broker.crt broker.key         CN=broker, SAN DNS:localhost,DNS:broker,IP:127.0.0.1, serverAuth
 #   gateway.crt gateway.key       CN=ota-gateway, clientAuth
+#   gateways/NAME.crt .key        CN=ota-gateway-NAME, clientAuth (one per --gateway NAME)
 #   operator.crt operator.key     CN=ota-operator, clientAuth (the default operator)
 #   operators/NAME.crt .key       CN=ota-operator-NAME, clientAuth (one per --operator NAME)
 #   monitor.crt monitor.key       CN=ota-monitor, clientAuth (read-only: statuses, releases, control)
@@ -17,19 +18,25 @@
 #   crl.pem                       the CA's revocation list (always written, empty at first;
 #                                 the broker's crlfile; valid --crl-days)
 #   acl                           the broker's ACL (acl_file): the template (--acl-template)
-#                                 plus one "user ota-operator-NAME" block per named operator
+#                                 plus one "user ota-gateway-NAME" block per named gateway
+#                                 with the rights of the template's ota-gateway, one
+#                                 "user ota-operator-NAME" block per named operator
 #                                 with the rights of the template's ota-operator, and one
 #                                 "user ota-monitor-NAME" per named monitor with those of
 #                                 ota-monitor; written anew on every run
 #
 # Options:
+#   --gateway NAME   also make gateways/NAME.{crt,key} (CN ota-gateway-NAME, the rights of
+#                  ota-gateway): a second gateway, the standby of docs/FAILOVER.md. It needs
+#                  its own certificate: the broker makes the CN the client id, so two
+#                  gateways with one certificate would throw each other off; repeatable
 #   --operator NAME  also make operators/NAME.{crt,key} (CN ota-operator-NAME); repeatable.
 #                  Each operator tool needs its own certificate: the broker uses the CN as
 #                  the MQTT client id, so two clients with one certificate throw each other off
 #   --monitor NAME also make monitors/NAME.{crt,key} (CN ota-monitor-NAME, read-only like
 #                  ota-monitor), e.g. one per dashboard; repeatable
 #   --revoke CN    revoke the certificate of CN (a device id, ota-operator, ota-operator-NAME,
-#                  ota-monitor, ota-monitor-NAME or ota-gateway) and write crl.pem anew;
+#                  ota-monitor, ota-monitor-NAME, ota-gateway or ota-gateway-NAME) and write crl.pem anew;
 #                  repeatable. The certificate files stay where they are (to give the id a
 #                  new certificate, delete them and run make-certs again). The broker
 #                  reads crl.pem at start and on SIGHUP (kill -HUP); a client already
@@ -54,7 +61,7 @@
 # characters.
 # The CN is the MQTT username (use_identity_as_username) and client id
 # (use_username_as_clientid), so it is also what the broker's ACL %u expands to. The ids
-# broker, ota-gateway, ota-operator, ota-operator-*, ota-monitor and ota-monitor-* are reserved.
+# broker, ota-gateway, ota-gateway-*, ota-operator, ota-operator-*, ota-monitor and ota-monitor-* are reserved.
 # Private keys are mode 0600, certificates 0644.
 set -eu
 # Written for bash: `sh make-certs.sh` re-executes it with bash.
@@ -81,6 +88,7 @@ EXPIRED=0
 QUIET=0
 IDS=()
 OPERATORS=()
+GATEWAYS=()
 MONITORS=()
 REVOKE=()
 CRL_DAYS=3650
@@ -94,6 +102,8 @@ while [ $# -gt 0 ]; do
     --prefix=*) PREFIX=${1#*=}; shift ;;
     --days) [ $# -ge 2 ] || usage; DAYS=$2; shift 2 ;;
     --jobs) [ $# -ge 2 ] || usage; JOBS=$2; shift 2 ;;
+    --gateway) [ $# -ge 2 ] || usage; GATEWAYS+=("$2"); shift 2 ;;
+    --gateway=*) GATEWAYS+=("${1#*=}"); shift ;;
     --operator) [ $# -ge 2 ] || usage; OPERATORS+=("$2"); shift 2 ;;
     --operator=*) OPERATORS+=("${1#*=}"); shift ;;
     --monitor) [ $# -ge 2 ] || usage; MONITORS+=("$2"); shift 2 ;;
@@ -133,13 +143,14 @@ fi
 
 for id in ${IDS[@]+"${IDS[@]}"}; do
     valid_id "$id" || die "invalid device id '$id': want [A-Za-z0-9_-]{1,63} (no '.': RabbitMQ maps '/' to '.')"
-    case $id in ota-gateway | ota-operator | ota-operator-* | ota-monitor | ota-monitor-* | broker)
+    case $id in ota-gateway | ota-gateway-* | ota-operator | ota-operator-* | ota-monitor | ota-monitor-* | broker)
         die "device id '$id' is reserved for a service certificate" ;;
     esac
 done
-for name in ${OPERATORS[@]+"${OPERATORS[@]}"} ${MONITORS[@]+"${MONITORS[@]}"}; do
+for name in ${OPERATORS[@]+"${OPERATORS[@]}"} ${MONITORS[@]+"${MONITORS[@]}"} \
+    ${GATEWAYS[@]+"${GATEWAYS[@]}"}; do
     [[ $name =~ ^[A-Za-z0-9_-]{1,50}$ ]] ||
-        die "invalid operator or monitor name '$name': want [A-Za-z0-9_-]{1,50} (no '.')"
+        die "invalid gateway, operator or monitor name '$name': want [A-Za-z0-9_-]{1,50} (no '.')"
 done
 FIRST_ID=${IDS[0]:-dev-001}
 
@@ -271,6 +282,7 @@ named() {
         fi
     done
 }
+named gateway ${GATEWAYS[@]+"${GATEWAYS[@]}"} || exit 1
 named operator ${OPERATORS[@]+"${OPERATORS[@]}"} || exit 1
 named monitor ${MONITORS[@]+"${MONITORS[@]}"} || exit 1
 
@@ -354,6 +366,7 @@ fi
 cert_of() {
     case $1 in
     ota-gateway) echo "$OUT/gateway.crt" ;;
+    ota-gateway-*) echo "$OUT/gateways/${1#ota-gateway-}.crt" ;;
     ota-operator) echo "$OUT/operator.crt" ;;
     ota-monitor) echo "$OUT/monitor.crt" ;;
     ota-operator-*) echo "$OUT/operators/${1#ota-operator-}.crt" ;;
@@ -423,16 +436,17 @@ role_blocks() {
 }
 {
     echo "# Generated by certs/make-certs.sh from $ACL_TEMPLATE: do not edit here,"
-    echo "# edit the template (or add --operator NAME / --monitor NAME) and run make-certs.sh"
+    echo "# edit the template (or add --gateway/--operator/--monitor NAME) and run make-certs.sh"
     echo "# again; then reload the broker (SIGHUP)."
     cat "$ACL_TEMPLATE"
+    role_blocks gateway
     role_blocks operator
     role_blocks monitor
 } >"$OUT/acl.new" || exit 1
 cat "$OUT/acl.new" >"$OUT/acl"
 rm -f "$OUT/acl.new"
 chmod 644 "$OUT/acl"
-nnamed=$(find "$OUT/operators" "$OUT/monitors" -name '*.crt' 2>/dev/null | wc -l)
+nnamed=$(find "$OUT/gateways" "$OUT/operators" "$OUT/monitors" -name '*.crt' 2>/dev/null | wc -l)
 
 end=$(date +%s.%N)
 if [ "$QUIET" = 0 ]; then
@@ -441,7 +455,7 @@ if [ "$QUIET" = 0 ]; then
     [ "$ROGUE" = 1 ] && extra="$extra, rogue/$FIRST_ID"
     [ "$EXPIRED" = 1 ] && extra="$extra, expired/$FIRST_ID"
     echo "make-certs: $OUT: CA $ca_state; broker, gateway, operator, monitor ready;" \
-        "$nnamed named operators and monitors ($named_made made);" \
+        "$nnamed named gateways, operators and monitors ($named_made made);" \
         "${#todo[@]} of ${#IDS[@]} device certs made; publisher key $pub_state$extra;" \
         "CRL $crl_state ($nrevoked revoked); acl written (${secs}s)"
 fi

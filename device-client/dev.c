@@ -316,6 +316,27 @@ static void offer_accept(struct dev *d, const struct proto_offer *o,
 	dev__send_ack(d);
 }
 
+/* PROTOCOL.md 5.2: an offer of a gateway older than the newest leader
+ * seen (a replaced active that does not know it yet) is ignored; a newer
+ * epoch is kept before anything else is done with the offer. */
+static bool offer_stale(struct dev *d, const struct proto_offer *o)
+{
+	if (o->epoch < d->p.gw_epoch) {
+		d->stats.msgs_stale++;
+		log_info("device=%s offer of %s ignored: stale gateway epoch "
+			 "%u (seen %u)",
+			 d->cfg.id, o->release, o->epoch, d->p.gw_epoch);
+		return true;
+	}
+	if (o->epoch > d->p.gw_epoch) {
+		log_info("device=%s gateway epoch %u (was %u)", d->cfg.id,
+			 o->epoch, d->p.gw_epoch);
+		d->p.gw_epoch = o->epoch;
+		dev__persist(d);
+	}
+	return false;
+}
+
 static void on_offer(struct dev *d, const void *payload, size_t len)
 {
 	struct proto_offer o;
@@ -328,6 +349,8 @@ static void on_offer(struct dev *d, const void *payload, size_t len)
 			  perr.text);
 		return;
 	}
+	if (offer_stale(d, &o))
+		goto out;
 	if (offer_answered(d, &o))
 		goto out;
 	int rc = check_offer(d, &o, &m, why, sizeof(why));

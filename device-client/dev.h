@@ -115,7 +115,9 @@ struct dev_persist {
 	uint64_t zoff, zimg;
 	/* wall-clock ms stamps for the stage timings (0 = not yet) */
 	int64_t t_accept, t_downloaded, t_verified, t_installed, t_restart,
-	    t_up;
+	    t_up; /* The highest gateway leader epoch seen in an offer (PROTOCOL.md
+	 * 5.2): offers with a lower one are ignored. Kept across updates. */
+	uint32_t gw_epoch;
 };
 
 /* persist.c, no I/O. The state.json text of p: new, NULL when out of

@@ -30,11 +30,14 @@ char *dev__persist_json(const struct dev_persist *p)
 	    (json_int_t)p->t_installed, "t_restart", (json_int_t)p->t_restart,
 	    "t_up", (json_int_t)p->t_up, "refused", p->refused,
 	    "table_fragments", (json_int_t)p->table_fragments);
-	if (o && (json_object_set_new(o, "highest", json_string(p->highest)) ||
-		  json_object_set_new(o, "security_floor",
-				      json_integer(p->security_floor)) ||
-		  json_object_set_new(o, "time_floor",
-				      json_integer(p->time_floor)))) {
+	if (o &&
+	    (json_object_set_new(o, "highest", json_string(p->highest)) ||
+	     json_object_set_new(o, "security_floor",
+				 json_integer(p->security_floor)) ||
+	     json_object_set_new(o, "time_floor",
+				 json_integer(p->time_floor)) ||
+	     (p->gw_epoch &&
+	      json_object_set_new(o, "gw_epoch", json_integer(p->gw_epoch))))) {
 		json_decref(o);
 		o = NULL;
 	}
@@ -188,6 +191,10 @@ static int numbers(json_t *o, struct dev_persist *p, char *why, size_t n)
 					 : INT64_MAX,
 			       &v[i], why, n) != 0)
 			return -1;
+	int64_t epoch;
+	if (int_member(o, "gw_epoch", UINT32_MAX, &epoch, why, n) != 0)
+		return -1;
+	p->gw_epoch = (uint32_t)epoch;
 	p->time_floor = v[11];
 	p->security_floor = (uint32_t)v[12];
 	p->fragment_size = (uint32_t)v[0];

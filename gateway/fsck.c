@@ -445,6 +445,19 @@ static void check_event_key(struct fsck *f, const void *key, size_t klen)
 	f->next_seq = seq + 1;
 }
 
+static bool leader_epoch_ok(const char *val, size_t vlen)
+{
+	uint64_t e = 0;
+	if (vlen < 1 || vlen > 10)
+		return false;
+	for (size_t i = 0; i < vlen; i++) {
+		if (val[i] < '0' || val[i] > '9')
+			return false;
+		e = e * 10 + (uint64_t)(val[i] - '0');
+	}
+	return e <= UINT32_MAX;
+}
+
 static int walk_cb(void *ud, enum store_db db, const void *key, size_t klen,
 		   const char *val, size_t vlen)
 {
@@ -453,10 +466,15 @@ static int walk_cb(void *ud, enum store_db db, const void *key, size_t klen,
 	f->n[db]++;
 	set_where(f, db, key, klen);
 	if (db == STORE_META) {
-		/* One record so far: the canary key (ledger.c). */
+		/* The canary key (ledger.c) and the highest leader epoch
+		 * seen (leader.c). */
 		uint8_t ck[GW_CANARY_KEY_LEN];
-		if (klen != strlen(GW_CANARY_KEY_NAME) ||
-		    memcmp(key, GW_CANARY_KEY_NAME, klen) != 0)
+		if (klen == 12 && memcmp(key, "leader_epoch", 12) == 0) {
+			if (!leader_epoch_ok(val, vlen))
+				problem(f, "leader_epoch is not a decimal "
+					   "number below 2^32");
+		} else if (klen != strlen(GW_CANARY_KEY_NAME) ||
+			   memcmp(key, GW_CANARY_KEY_NAME, klen) != 0)
 			problem(f, "unknown meta record");
 		else if (gw__canary_key_parse(val, vlen, ck) != 0)
 			problem(f, "canary_key is not 64 lower-case hex digits "

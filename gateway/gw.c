@@ -228,7 +228,7 @@ static bool parse_dev_topic(const char *topic, char *id, size_t idlen,
  * concurrency, canary). The one place that decides; NULL: none. */
 static struct gw_release *offer_due(struct gw *gw, struct gw_device *d)
 {
-	if (!d->online || d->x)
+	if (!d->online || d->x || !gw__leader_sending(gw))
 		return NULL;
 	/* A device still "downloading" with no transfer here holds a partial
 	 * download of an aborted or forgotten release: a newer offer
@@ -466,6 +466,8 @@ static void route(struct gw *gw, const char *topic, const void *payload,
 		gw__announce(gw, topic + 12, payload, len, rq);
 	} else if (strncmp(topic, "ota/ctl/", 8) == 0) {
 		gw__control(gw, topic + 8, payload, len, rq);
+	} else if (strncmp(topic, "ota/gw/", 7) == 0) {
+		gw__leader_message(gw, topic, payload, len);
 	} else if (parse_dev_topic(topic, id, sizeof(id), &leaf)) {
 		if (!strcmp(leaf, "status"))
 			on_status(gw, id, payload, len);
@@ -508,9 +510,12 @@ static void on_connect(struct mq *mq, void *ud)
 	mq_subscribe(mq, "ota/release/+", 1);
 	mq_subscribe(mq, "ota/ctl/+", 1);
 	mq_subscribe(mq, "ota/dev/+/status", 1);
-	mq_subscribe(mq, "ota/dev/+/ack", 0);
+	if (gw__leader_sending(ud)) /* a standby has no transfer */
+		mq_subscribe(mq, "ota/dev/+/ack", 0);
+	gw__leader_connected(ud);
 	/* After the subscriptions: the answers find them. */
-	gw__hello(ud);
+	if (gw__leader_sending(ud))
+		gw__hello(ud);
 }
 
 static void on_disconnect(struct mq *mq, void *ud, const char *why)
@@ -583,7 +588,7 @@ static void tick_cb(uv_timer_t *t)
 		}
 	}
 	gw->last_tick_ms = now;
-	if (mq_connected(gw->mq)) {
+	if (mq_connected(gw->mq) && gw__leader_sending(gw)) {
 		gw->poll_budget = STATUS_POLLS_PER_TICK;
 		twalk_r(gw->devices, tick_walk, gw);
 		gw__group_tick(gw, now);
@@ -599,6 +604,7 @@ static void mq_closed(void *ud)
 	gw->mq = NULL;
 	uv_close((uv_handle_t *)&gw->tick, closed_cb);
 	uv_close((uv_handle_t *)&gw->flush, closed_cb);
+	gw__leader_close(gw);
 	gw__https_close(gw);
 	gw__http_close(gw);
 	if (!gw__lanes_busy(gw) &&
@@ -631,6 +637,7 @@ void gw_stop(struct gw *gw, void (*on_stopped)(struct gw *gw))
 	uv_timer_start(&gw->stop_timer, stop_timer_cb, STOP_WAIT_MS, 0);
 	uv_unref((uv_handle_t *)&gw->stop_timer);
 	gw__lanes_cancel(gw); /* queued fetches are refused */
+	gw__leader_stop(gw);
 	mq_close(gw->mq, mq_closed);
 }
 
@@ -683,6 +690,7 @@ static void free_state(struct gw *gw)
 	tdestroy(gw->devices, free_device);
 	gw->devices = NULL;
 	gw__releases_free(gw);
+	gw__leader_free(gw);
 	gw__enc_close(gw);
 	free(gw->fragbuf);
 	free(gw->dirty);
@@ -729,7 +737,8 @@ int gw_init(struct gw *gw, uv_loop_t *loop, const struct gw_config *cfg,
 		snprintf(err, n, "out of memory");
 		goto fail;
 	}
-	if (gw__enc_init(gw, err, n) != 0 || load_ledger(gw, err, n) != 0)
+	if (gw__enc_init(gw, err, n) != 0 || load_ledger(gw, err, n) != 0 ||
+	    gw__leader_init(gw, err, n) != 0)
 		goto fail;
 	if (gw__https_init(gw) != 0) {
 		snprintf(err, n, "libcurl initialisation failed");
@@ -764,6 +773,7 @@ int gw_start(struct gw *gw)
 	uv_timer_start(&gw->tick, tick_cb, TICK_MS, TICK_MS);
 	uv_check_start(&gw->flush, flush_cb);
 	uv_unref((uv_handle_t *)&gw->flush);
+	gw__leader_start(gw);
 	log_info("gateway up: broker=%s db=%s store=%s devices=%zu",
 		 mq_broker(gw->mq), gw->cfg.db_dir, gw->cfg.store_dir,
 		 gw->ndevices);

@@ -67,6 +67,11 @@ struct gw_config {
 	uint32_t offer_rate;
 	uint32_t restart_rate;
 	uint32_t hello_spread_s;
+	/* Active/standby pair (leader.c): the lease in seconds (0 = no
+	 * lease, this gateway always sends) and whether to start as the
+	 * standby. */
+	uint32_t lease_s;
+	bool standby;
 };
 
 /* Who asked for a command and where its verdict goes (verdict.c). */
@@ -282,6 +287,7 @@ struct gw {
 	uint64_t (*clock_mono_ms)(void *ud);
 	int64_t (*clock_wall_ms)(void *ud);
 	void *clock_ud;
+	struct gw_leader *leader; /* leader.c; NULL while lease_s is 0 */
 };
 
 /* gw.c: the gateway's lifecycle, libuv-style (as the device's dev_init,
@@ -341,6 +347,30 @@ uint32_t gw__restart_spread_ms(const struct gw *gw, const struct gw_release *r);
 void gw__hello(struct gw *gw);
 /* Ask one device for its status again (ota/dev/<id>/poll). */
 int gw__poll_device(struct gw *gw, const char *id);
+
+/* leader.c: the active/standby lease on ota/gw/leader (PROTOCOL.md 5.7,
+ * docs/FAILOVER.md). init after the ledger is open (reads the identity
+ * and the highest epoch kept; no handle); start with gw_start; connected
+ * from on_connect; stop before the connection
+ * closes (a clean stop says "gone"); close with the other handles; free
+ * last. */
+struct gw_leader;
+/* The lease_s and standby keys: 0, or -1 with err naming the key. */
+int gw__leader_check(const struct gw_config *c, char *err, size_t n);
+int gw__leader_init(struct gw *gw, char *err, size_t n);
+void gw__leader_start(struct gw *gw);
+void gw__leader_connected(struct gw *gw);
+/* A message on ota/gw/... (the lease, the active's release records). */
+void gw__leader_message(struct gw *gw, const char *topic, const void *payload,
+			size_t len);
+void gw__leader_stop(struct gw *gw);
+void gw__leader_close(struct gw *gw);
+void gw__leader_free(struct gw *gw);
+/* May this gateway send to devices (no lease, or it holds it)? A standby
+ * sends nothing: no offer, fragment, hello, poll or verdict. */
+bool gw__leader_sending(const struct gw *gw);
+/* The epoch its offers carry (0 without a lease). */
+uint32_t gw__leader_epoch(const struct gw *gw);
 
 /* release.c: fetch, verify, store, record */
 /* rq: the transport's part of the request (response topic, correlation

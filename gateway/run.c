@@ -105,6 +105,11 @@ static const struct conf_key gw_keys[] = {
     K("delta_wait_s", CONF_U32, delta_wait_s, 0, 86400,
       "longest a device waits for its delta to be made, seconds (then "
       "it gets the compressed image)"),
+    K("lease_s", CONF_U32, lease_s, 0, 3600,
+      "active/standby pair: the leader lease on ota/gw/leader, seconds "
+      "(0: no lease, this gateway always sends)"),
+    K("standby", CONF_BOOL, standby, 0, 0,
+      "start as the standby of an active gateway (needs lease_s)"),
 #ifdef OTA_TEST_HOOKS
     /* Test builds only (make VARIANT=asan or VARIANT=hooks): a release
      * binary does not know this key and refuses it (common/conf.c). */
@@ -203,7 +208,8 @@ static int gw_config_check(const struct gw_config *c, char *err, size_t n)
 		}
 		fclose(f);
 	}
-	if (util_key_private("key_file", c->key_file, err, n) != 0)
+	if (util_key_private("key_file", c->key_file, err, n) != 0 ||
+	    gw__leader_check(c, err, n) != 0)
 		return -1;
 	return gw__http_check(c, err, n);
 }
@@ -215,15 +221,19 @@ static int gw_config_check(const struct gw_config *c, char *err, size_t n)
 static int check_files(const struct gw_config *c, const char *prefix, bool all)
 {
 	struct certcheck_problems p = {0, prefix};
-	char err[512];
-	struct certcheck cc = {c->ca_file,
-			       "ca_file",
-			       c->cert_file,
-			       "cert_file",
-			       c->key_file,
-			       "key_file",
-			       all ? "ota-gateway" : NULL,
-			       "the gateway's identity (deploy/mosquitto/acl)"};
+	char err[512], cn[PROTO_ID_MAX + 1];
+	/* A gateway of an active/standby pair may be ota-gateway-<name>
+	 * (make-certs --gateway NAME: the same rights). */
+	const char *want = "ota-gateway";
+	if (c->lease_s &&
+	    certcheck_cn(c->cert_file, cn, sizeof(cn), err, sizeof(err)) == 0 &&
+	    strncmp(cn, "ota-gateway-", 12) == 0)
+		want = cn;
+	struct certcheck cc = {
+	    c->ca_file,	       "ca_file",
+	    c->cert_file,      "cert_file",
+	    c->key_file,       "key_file",
+	    all ? want : NULL, "the gateway's identity (deploy/mosquitto/acl)"};
 	certcheck_run(&cc, certcheck_print_problem, &p);
 	if (!all)
 		return p.n;

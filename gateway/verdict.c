@@ -64,8 +64,8 @@ void gw__verdict_send(struct gw *gw, const struct gw_req *rq,
 		log_warnx("verdict for %s cannot be encoded", v->product);
 		return;
 	}
-	if (!gw->mq)
-		goto out;
+	if (!gw->mq || !gw__leader_sending(gw))
+		goto out; /* a standby answers nothing (docs/FAILOVER.md) */
 	size_t plen = (size_t)snprintf(topic, sizeof(topic), "ota/result/%s/",
 				       v->product);
 	/* Only a response topic under the product's result tree: the ACL

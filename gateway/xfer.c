@@ -157,7 +157,8 @@ void gw__xfer_offer(struct gw *gw, struct gw_device *d)
 	    .fragments = r->nfrags - r->tfrags,
 	    .table_fragments = r->tfrags,
 	    .window = r->window,
-	    .restart_spread_ms = gw__restart_spread_ms(gw, gw__rel_root(r))};
+	    .restart_spread_ms = gw__restart_spread_ms(gw, gw__rel_root(r)),
+	    .epoch = gw__leader_epoch(gw)};
 	uint64_t now = gw__mono_ms(gw);
 	if (offer_enc(gw, d, &o) != 0) {
 		x->snd.offer_ms = now;

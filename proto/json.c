@@ -448,6 +448,8 @@ int proto_offer_encode(const struct proto_offer *o, char **out, size_t *len)
 	     (rc = proto__json_set(obj, "restart_spread_ms",
 				   json_integer(o->restart_spread_ms))) < 0) ||
 	    (o->enc_alg[0] && (rc = offer_enc_encode(obj, o)) < 0) ||
+	    (o->epoch && (rc = proto__json_set(obj, "epoch",
+					       json_integer(o->epoch))) < 0) ||
 	    (o->keyset &&
 	     (rc = proto__json_set(obj, "keyset",
 				   json_stringn(o->keyset, o->keyset_len))) <
@@ -508,6 +510,10 @@ static int offer_fields(const json_t *root, struct proto_offer *o,
 				  PROTO_SPREAD_MS_MAX, &v, NULL, err)) < 0)
 		return rc;
 	o->restart_spread_ms = (uint32_t)v;
+	if ((rc = proto__json_int(root, "epoch", false, 0, PROTO_EPOCH_MAX, &v,
+				  NULL, err)) < 0)
+		return rc;
+	o->epoch = (uint32_t)v;
 	if ((rc = offer_enc_decode(root, o, err)) < 0 ||
 	    (rc = proto__offer_coding_decode(root, o, err)) < 0)
 		return rc;

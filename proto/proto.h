@@ -657,7 +657,13 @@ struct proto_offer {
 	uint64_t payload_size;
 	uint8_t base[PROTO_SHA256_LEN];
 	char base_version[PROTO_VERSION_MAX + 1];
+	/* "epoch": the sending gateway's leader epoch (PROTOCOL.md 5.2 and
+	 * 5.7), 0 .. PROTO_EPOCH_MAX; 0 when absent (a gateway without a
+	 * standby). A device ignores an offer whose epoch is lower than the
+	 * highest it has seen. */
+	uint32_t epoch;
 };
+#define PROTO_EPOCH_MAX UINT32_MAX
 
 /* Where the group fragments of an offer's payload go (PROTOCOL.md 6.4):
  * "ota/grp/<release>/frag" for the full image, "ota/grp/<release>z/frag"

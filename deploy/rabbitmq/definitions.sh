@@ -5,7 +5,8 @@
 #   deploy/rabbitmq/definitions.sh PKI_DIR [-o FILE]
 #
 # One user per certificate, named by its CN (the broker logs clients in by the CN of their
-# certificate, mqtt.ssl_cert_login): ota-gateway, ota-operator, ota-operator-NAME,
+# certificate, mqtt.ssl_cert_login): ota-gateway, ota-gateway-NAME (a second gateway, the
+# standby of docs/FAILOVER.md, with the same rights), ota-operator, ota-operator-NAME,
 # ota-monitor, ota-monitor-NAME, and each device in devices/. Users have no password
 # (password_hash ""): they log in by certificate only. A certificate without a user here
 # (an unknown CN, or a revoked one: those listed as revoked in PKI_DIR/ca-db/index.txt are
@@ -66,7 +67,7 @@ cns() {
 entries() {
     local role cn
     {
-        cns gateway "$PKI/gateway.crt"
+        cns gateway "$PKI/gateway.crt" "$PKI"/gateways/*.crt
         cns operator "$PKI/operator.crt" "$PKI"/operators/*.crt
         cns monitor "$PKI/monitor.crt" "$PKI"/monitors/*.crt
         cns device "$PKI"/devices/*.crt
@@ -78,7 +79,7 @@ entries() {
         [ -z "${REVOKED[$cn]:-}" ] || continue
         if [ "$role" = device ]; then
             case $cn in
-            broker | ota-gateway | ota-operator* | ota-monitor*) die "reserved CN '$cn' for a device" ;;
+            broker | ota-gateway* | ota-operator* | ota-monitor*) die "reserved CN '$cn' for a device" ;;
             esac
         fi
         printf '%s\t%s\n' "$cn" "$role"
@@ -95,7 +96,7 @@ def topics:
     {write: ("^ota\\.dev\\." + .cn + "\\.(status|ack)$"),
      read: ("^(ota\\.dev\\." + .cn + "\\.(offer|frag|poll)|ota\\.grp\\.[^.]+\\.frag|ota\\.hello)$")}
   elif .role == "gateway" then
-    {write: "^(ota\\.(dev|grp|result)\\..+|ota\\.hello)$", read: "^ota\\.(dev|release|ctl)\\..+$"}
+    {write: "^(ota\\.(dev|grp|result|gw)\\..+|ota\\.hello)$", read: "^ota\\.(dev|release|ctl|gw)\\..+$"}
   elif .role == "operator" then
     {write: "^ota\\.(release|ctl)\\..+$", read: "^(ota\\.result\\..+|ota\\.dev\\.[^.]+\\.status)$"}
   else

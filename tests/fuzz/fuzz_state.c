@@ -71,7 +71,8 @@ static bool fstate_equal(const struct dev_persist *a,
 	       a->t_downloaded == b->t_downloaded &&
 	       a->t_verified == b->t_verified &&
 	       a->t_installed == b->t_installed &&
-	       a->t_restart == b->t_restart && a->t_up == b->t_up;
+	       a->t_restart == b->t_restart && a->t_up == b->t_up &&
+	       a->gw_epoch == b->gw_epoch;
 }
 
 static int fuzz_state_one(const uint8_t *data, size_t size)

@@ -265,6 +265,10 @@ printf '%s\n' '{"version":"1.0.0","slot":"a","phase":"downloading","release":"01
     seed fuzz_state bad-zoff-beyond -
 printf '{"version":"1.0.0","slot":"a","phase":"idle","release":"","manifest":"","sig":"","phase":"failed"}' |
     seed fuzz_state bad-duplicate -
+# The highest gateway epoch seen (PROTOCOL.md 5.2), in range and out of it.
+for e in gw-epoch:7 bad-gw-epoch-negative:-1 bad-gw-epoch-2pow32:4294967296; do
+    sed -e 's/}$/,"gw_epoch":'"${e#*:}"'}/' "$OUT/fuzz_state/committed" | seed fuzz_state "${e%%:*}" -
+done
 head -c 100 "$OUT/fuzz_state/downloading" | seed fuzz_state power-cut-truncated -
 : | seed fuzz_state power-cut-empty -
 head -c 300 /dev/zero | seed fuzz_state power-cut-zeros -

@@ -319,6 +319,57 @@ static void test_offer_table_fragments(void **state)
 			 PROTO_ERANGE);
 }
 
+/* The leader epoch (PROTOCOL.md 5.2): round trip, absent is 0 and not
+ * encoded, out of range and of the wrong type refused. */
+static void test_offer_epoch(void **state)
+{
+	(void)state;
+	struct proto_offer o = {.manifest = "{}",
+				.manifest_len = 2,
+				.fragment_size = 4096,
+				.fragments = 1,
+				.window = 32,
+				.epoch = 7},
+			   d;
+	struct proto_err err = {{0}};
+	char *out = NULL;
+	size_t len;
+	strcpy(o.release, "0123456789abcdef");
+	assert_int_equal(proto_offer_encode(&o, &out, &len), 0);
+	assert_non_null(strstr(out, "\"epoch\":7"));
+	assert_int_equal(proto_offer_decode(out, len, &d, &err), 0);
+	assert_int_equal(d.epoch, 7);
+	proto_offer_free(&d);
+	free(out);
+	o.epoch = PROTO_EPOCH_MAX;
+	assert_int_equal(proto_offer_encode(&o, &out, &len), 0);
+	assert_int_equal(proto_offer_decode(out, len, &d, &err), 0);
+	assert_int_equal(d.epoch, PROTO_EPOCH_MAX);
+	proto_offer_free(&d);
+	free(out);
+	o.epoch = 0; /* an offer of a gateway without a standby */
+	assert_int_equal(proto_offer_encode(&o, &out, &len), 0);
+	assert_null(strstr(out, "epoch"));
+	assert_int_equal(proto_offer_decode(out, len, &d, &err), 0);
+	assert_int_equal(d.epoch, 0);
+	proto_offer_free(&d);
+	free(out);
+#define OFFER_HEAD                                                             \
+	"{\"release\":\"0123456789abcdef\",\"manifest\":\"{}\",\"sig\":\""     \
+	"00000000000000000000000000000000000000000000000000000000000000"       \
+	"000000000000000000000000000000000000000000000000000000000000000"      \
+	"000\",\"fragment_size\":4096,\"fragments\":1,\"window\":1,"
+	static const char *const bad[] = {
+	    OFFER_HEAD "\"epoch\":-1}", OFFER_HEAD "\"epoch\":4294967296}",
+	    OFFER_HEAD "\"epoch\":\"3\"}", OFFER_HEAD "\"epoch\":1.5}"};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		assert_true(proto_offer_decode(bad[i], strlen(bad[i]), &d,
+					       &err) < 0);
+		assert_null(d.manifest);
+	}
+#undef OFFER_HEAD
+}
+
 /* Encode o, find want in the text (NULL: no "group" at all), decode it
  * back: the same group flag. */
 static void offer_group_roundtrip(const struct proto_offer *o, const char *want)
@@ -382,6 +433,7 @@ int main(void)
 	    cmocka_unit_test(test_pkg_table),
 	    cmocka_unit_test(test_offer_table_fragments),
 	    cmocka_unit_test(test_offer_group),
+	    cmocka_unit_test(test_offer_epoch),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
