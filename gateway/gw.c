@@ -278,6 +278,7 @@ void gw__offer_due_all(struct gw *gw) { twalk_r(gw->devices, offer_walk, gw); }
 static void restore_one(struct gw *gw, struct gw_device *d, bool full)
 {
 	struct gw_release *r = gw__release_find(gw, d->release);
+	d->restore_wait = d->restore_wait && r; /* a release since retired */
 	if (!r)
 		return;
 	struct gw_release *v = full ? r : gw__variant_restore(gw, r, d);
