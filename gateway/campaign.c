@@ -354,8 +354,9 @@ static void abort_walk(const void *node, VISIT v, void *ud)
 		return;
 	struct abort_ctx *c = ud;
 	struct gw_device *d = *(struct gw_device *const *)node;
-	if (!d->x || strcmp(d->release, c->r->id) != 0)
+	if ((!d->x && !d->restore_wait) || strcmp(d->release, c->r->id) != 0)
 		return;
+	d->restore_wait = false; /* its restored payload is not needed */
 	snprintf(d->error, sizeof(d->error), "update %s", c->why);
 	d->finished_ms = gw__wall_ms(c->gw);
 	gw__event(c->gw, d->id, c->r->id, "aborted", NULL);

@@ -170,8 +170,10 @@ static void var_done(uv_work_t *req, int status)
 	gw__event(gw, NULL, r->id, "payload_ready", detail);
 out:
 	free(j);
-	if (!gw->stopping)
+	if (!gw->stopping) {
+		gw__restore_waiting(gw);
 		gw__offer_due_all(gw); /* devices waiting for it */
+	}
 }
 
 /* A new variant of r, its job queued. NULL when out of memory. */
@@ -303,4 +305,28 @@ struct gw_release *gw__variant_pick(struct gw *gw, struct gw_release *r,
 			return zv;
 	}
 	return r;
+}
+
+struct gw_release *gw__variant_restore(struct gw *gw, struct gw_release *r,
+				       const struct gw_device *d)
+{
+	if (d->encoding == PROTO_ENCODING_FULL || r->encrypt || !r->map ||
+	    !strcmp(d->nodelta_release, r->id))
+		return r;
+	const struct gw_release *b = NULL;
+	if (d->encoding == PROTO_ENCODING_DELTA) {
+		/* The same base image, whichever version names it now. */
+		for (b = gw->releases; b; b = b->next)
+			if (b != r && b->map && !b->encrypt &&
+			    !memcmp(b->m.sha256, d->xbase, PROTO_SHA256_LEN))
+				break;
+		if (!b)
+			return r;
+	}
+	struct gw_release *v = var_find(r, d->encoding, b ? b->m.sha256 : NULL);
+	if (!v && !(v = var_start(gw, r, d->encoding, b)))
+		return r;
+	if (v->var_state == GW_VAR_PENDING)
+		return NULL;
+	return v->var_state == GW_VAR_READY ? v : r;
 }

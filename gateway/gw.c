@@ -228,7 +228,7 @@ static bool parse_dev_topic(const char *topic, char *id, size_t idlen,
  * concurrency, canary). The one place that decides; NULL: none. */
 static struct gw_release *offer_due(struct gw *gw, struct gw_device *d)
 {
-	if (!d->online || d->x || !gw__leader_sending(gw))
+	if (!d->online || d->x || d->restore_wait || !gw__leader_sending(gw))
 		return NULL;
 	/* A device still "downloading" with no transfer here holds a partial
 	 * download of an aborted or forgotten release: a newer offer
@@ -270,18 +270,50 @@ static void offer_walk(const void *node, VISIT v, void *ud)
 
 void gw__offer_due_all(struct gw *gw) { twalk_r(gw->devices, offer_walk, gw); }
 
-/* Transfers that were under way when the gateway stopped. */
+/* A transfer that was under way when the gateway stopped goes on with
+ * the payload it was sending (a delta stays the same delta, so the device
+ * keeps what it holds); one whose payload is still being read back or
+ * made waits (restore_wait) and is not offered anything else meanwhile.
+ * full: give up waiting, the full image. */
+static void restore_one(struct gw *gw, struct gw_device *d, bool full)
+{
+	struct gw_release *r = gw__release_find(gw, d->release);
+	d->restore_wait = d->restore_wait && r; /* a release since retired */
+	if (!r)
+		return;
+	struct gw_release *v = full ? r : gw__variant_restore(gw, r, d);
+	bool waited = d->restore_wait;
+	d->restore_wait = v == NULL;
+	if (!waited)
+		gw__campaign_restored(r);
+	if (!v || gw__xfer_restore(d, v) != 0)
+		return;
+	d->frags = v->nfrags;
+	if (waited && d->online)
+		gw__xfer_offer(gw, d); /* heard from while it waited */
+}
+
 static void restore_walk(const void *node, VISIT v, void *ud)
 {
 	if (v != postorder && v != leaf)
 		return;
-	struct gw *gw = ud;
 	struct gw_device *d = *(struct gw_device *const *)node;
-	if (!d->release[0] || d->finished_ms != 0 || d->x)
+	if (d->release[0] && d->finished_ms == 0 && !d->x && !d->restore_wait)
+		restore_one(ud, d, false);
+}
+
+static void restore_waiting_walk(const void *node, VISIT v, void *ud)
+{
+	if (v != postorder && v != leaf)
 		return;
-	struct gw_release *r = gw__release_find(gw, d->release);
-	if (r && gw__xfer_restore(d, r) == 0)
-		gw__campaign_restored(r);
+	struct gw_device *d = *(struct gw_device *const *)node;
+	if (d->restore_wait)
+		restore_one(ud, d, false);
+}
+
+void gw__restore_waiting(struct gw *gw)
+{
+	twalk_r(gw->devices, restore_waiting_walk, gw);
 }
 
 /* Input a device should never send is dropped and counted; the line that
@@ -406,6 +438,13 @@ static void on_status(struct gw *gw, const char *id, const void *payload,
 			 st.error[0] ? " error=" : "", st.error);
 	gw__device_dirty(gw, d);
 
+	/* Waiting for its restored payload, it no longer downloads it (it
+	 * ended or dropped the download): the transfer's end or a new offer
+	 * is decided as for any transfer, on the full image. */
+	if (d->restore_wait && d->online &&
+	    (st.state != PROTO_ST_DOWNLOADING ||
+	     strcmp(st.release, d->release)))
+		restore_one(gw, d, true);
 	bool mine = d->x && strcmp(st.release, d->release) == 0;
 	if (st.state == PROTO_ST_OFFLINE) {
 		if (d->x)

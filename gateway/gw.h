@@ -207,6 +207,12 @@ struct gw_device {
 	 * publishes counted once per member). */
 	enum proto_encoding encoding;
 	uint64_t wire_bytes;
+	/* A delta's base image (the ledger keeps it: after a gateway
+	 * restart the transfer goes on as the same delta, delta.c). */
+	uint8_t xbase[PROTO_SHA256_LEN];
+	/* Restored after a restart, its encoded payload still being read
+	 * back or made: no transfer and no new offer until it is ready. */
+	bool restore_wait;
 	/* It failed an encoded payload of this release: full image only. */
 	char nodelta_release[PROTO_RELEASE_HEX_LEN + 1];
 };
@@ -330,6 +336,9 @@ void gw__event(struct gw *gw, const char *device, const char *release,
 struct gw_release *gw__release_find(struct gw *gw, const char *id);
 /* Offer the newest targeting release to every idle device due one. */
 void gw__offer_due_all(struct gw *gw);
+/* Restored transfers waiting for their encoded payload (delta.c): those
+ * whose payload is now ready (or failed: the full image) go on. */
+void gw__restore_waiting(struct gw *gw);
 
 /* pace.c: the broker's limits respected (PROTOCOL.md 5.6 and 8). */
 /* An offer may start now (a token of offer_rate is taken), or it is
@@ -403,6 +412,12 @@ void gw__keyset_reload(struct gw *gw);
  * most cfg.delta_wait_s). Starts the job that makes a missing variant. */
 struct gw_release *gw__variant_pick(struct gw *gw, struct gw_release *r,
 				    const struct gw_device *d);
+/* After a gateway restart: the payload d's transfer of r was sending (its
+ * encoding, its base in d->xbase), to go on from what d holds; NULL while
+ * it is being read back or made (then gw__restore_waiting is called);
+ * r itself when it cannot be had (no base package any more, failed). */
+struct gw_release *gw__variant_restore(struct gw *gw, struct gw_release *r,
+				       const struct gw_device *d);
 /* The release whose campaign r belongs to (r itself, or its parent). */
 struct gw_release *gw__rel_root(struct gw_release *r);
 void gw__variants_free(struct gw_release *r);

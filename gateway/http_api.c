@@ -440,10 +440,13 @@ static void dev_walk(const void *node, VISIT v, void *ud)
 	uint64_t i = c->total++;
 	if (i < c->q->offset || i >= (uint64_t)c->q->offset + c->q->limit)
 		return;
+	/* How its last update travelled and its bytes on the wire (6.4), as
+	 * in the ledger; "" while it has had none. */
+	const char *enc = d->release[0] ? proto_encoding_name(d->encoding) : "";
 	json_array_append_new(
 	    c->arr,
 	    json_pack("{s:s,s:s,s:s,s:s,s:s,s:b,s:s,s:s,s:I,s:I,s:I,s:I,s:s,"
-		      "s:o,s:I,s:I,s:I,s:I}",
+		      "s:o,s:I,s:I,s:I,s:I,s:s,s:I}",
 		      "device", d->id, "product", d->product, "version",
 		      d->version, "group", d->group, "state",
 		      proto_state_name(d->state), "online", d->online,
@@ -456,7 +459,8 @@ static void dev_walk(const void *node, VISIT v, void *ud)
 		      (json_int_t)d->offered_ms, "transferred_ms",
 		      (json_int_t)d->transferred_ms, "finished_ms",
 		      (json_int_t)d->finished_ms, "seen_ms",
-		      (json_int_t)d->seen_ms));
+		      (json_int_t)d->seen_ms, "encoding", enc, "wire_bytes",
+		      (json_int_t)d->wire_bytes));
 }
 
 char *http__devices_json(struct gw *gw, const struct http_devq *q)

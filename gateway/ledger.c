@@ -33,9 +33,14 @@ static json_t *timings_json(const struct proto_timings *t)
 
 char *gw__device_record(const struct gw_device *d)
 {
+	/* A delta's base: its transfer goes on as the same delta after a
+	 * restart (delta.c). */
+	char base[2 * PROTO_SHA256_LEN + 1] = "";
+	if (d->encoding == PROTO_ENCODING_DELTA)
+		proto_hex_encode(d->xbase, PROTO_SHA256_LEN, base);
 	json_t *o = json_pack(
 	    "{s:s,s:s,s:s,s:s,s:s,s:b,s:s,s:s,s:I,s:I,s:I,s:I,s:s,s:o,"
-	    "s:I,s:I,s:I,s:I,s:s,s:I,s:s}",
+	    "s:I,s:I,s:I,s:I,s:s,s:I,s:s,s:s}",
 	    "device", d->id, "product", d->product, "version", d->version,
 	    "group", d->group, "state", proto_state_name(d->state), "online",
 	    d->online, "release", d->release, "failed_release",
@@ -47,7 +52,8 @@ char *gw__device_record(const struct gw_device *d)
 	    (json_int_t)d->transferred_ms, "finished_ms",
 	    (json_int_t)d->finished_ms, "seen_ms", (json_int_t)d->seen_ms,
 	    "encoding", proto_encoding_name(d->encoding), "wire_bytes",
-	    (json_int_t)d->wire_bytes, "nodelta_release", d->nodelta_release);
+	    (json_int_t)d->wire_bytes, "nodelta_release", d->nodelta_release,
+	    "base", base);
 	char *s = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
 	json_decref(o);
 	return s;
@@ -127,6 +133,11 @@ int gw__device_parse(const char *val, size_t vlen, struct gw_device *d)
 	d->wire_bytes = (uint64_t)int_member(o, "wire_bytes", INT64_MAX, 0);
 	str_member(o, "nodelta_release", d->nodelta_release,
 		   sizeof(d->nodelta_release), release_ok);
+	char base[2 * PROTO_SHA256_LEN + 1];
+	str_member(o, "base", base, sizeof(base), NULL);
+	/* None (an older record): a restored transfer sends the full image */
+	if (proto_hex_decode(base, d->xbase, PROTO_SHA256_LEN) != 0)
+		memset(d->xbase, 0, sizeof(d->xbase));
 	d->online = false; /* until the device speaks again */
 	json_decref(o);
 	return 0;

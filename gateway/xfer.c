@@ -235,6 +235,7 @@ int gw__xfer_start(struct gw *gw, struct gw_device *d, struct gw_release *r)
 		return -1;
 	snprintf(d->release, sizeof(d->release), "%s", r->id);
 	d->encoding = r->encoding;
+	memcpy(d->xbase, r->base, sizeof(d->xbase));
 	d->acked = 0;
 	d->frags = r->nfrags;
 	d->error[0] = '\0';

@@ -88,6 +88,30 @@ int proto_zenc_level(uint64_t bytes)
 	return bytes < (4u << 20) ? 19 : bytes < (32u << 20) ? 6 : 3;
 }
 
+/* One frame of n bytes into dst (cap bytes): its length, or a zstd error
+ * code. raw_lits: literals left uncompressed (ZSTD_ps_disable), which
+ * changes the optimal parser's prices: against a base it then prefers
+ * short matches to literals, and a rebuilt binary's shifted offsets cost
+ * less (the nearby-commit pair of docs/BENCHMARKS.md: 10% smaller). An
+ * experimental zstd parameter: a libzstd without it fails the call and
+ * the caller keeps the frame made the usual way. */
+static size_t zenc_frame(ZSTD_CCtx *c, const uint8_t *base, size_t base_len,
+			 const uint8_t *src, size_t n, int level, uint8_t *dst,
+			 size_t cap, bool raw_lits)
+{
+	ZSTD_CCtx_reset(c, ZSTD_reset_session_and_parameters);
+	if (zenc_params(c, base, base_len, n, level) != 0)
+		return (size_t)-1;
+	if (raw_lits) {
+		size_t rc =
+		    ZSTD_CCtx_setParameter(c, ZSTD_c_literalCompressionMode,
+					   ZSTD_ps_disable);
+		if (ZSTD_isError(rc))
+			return rc;
+	}
+	return ZSTD_compress2(c, dst, cap, src, n);
+}
+
 int proto_zenc(const uint8_t *img, uint64_t size, const uint8_t *base,
 	       size_t base_len, uint32_t block_size, uint32_t frame_len,
 	       int level, uint8_t **out, size_t *out_len, struct proto_err *err)
@@ -103,11 +127,13 @@ int proto_zenc(const uint8_t *img, uint64_t size, const uint8_t *base,
 				  "%u-byte blocks up to %u",
 				  frame_len, block_size, PROTO_ZFRAME_MAX);
 	uint64_t nframes = (size + frame_len - 1) / frame_len;
-	size_t cap = (size_t)nframes * ZSTD_compressBound(frame_len);
-	uint8_t *buf = malloc(cap);
+	size_t fcap = ZSTD_compressBound(frame_len);
+	size_t cap = (size_t)nframes * fcap;
+	uint8_t *buf = malloc(cap), *alt = base ? malloc(fcap) : NULL;
 	ZSTD_CCtx *c = ZSTD_createCCtx();
-	if (!buf || !c) {
+	if (!buf || !c || (base && !alt)) {
 		free(buf);
+		free(alt);
 		ZSTD_freeCCtx(c);
 		return proto__err(err, PROTO_ENOMEM, "out of memory");
 	}
@@ -115,15 +141,11 @@ int proto_zenc(const uint8_t *img, uint64_t size, const uint8_t *base,
 	for (uint64_t off = 0; off < size; off += frame_len) {
 		size_t n = size - off < frame_len ? (size_t)(size - off)
 						  : frame_len;
-		ZSTD_CCtx_reset(c, ZSTD_reset_session_and_parameters);
-		size_t rc = 0;
-		if (zenc_params(c, base, base_len, n, level) != 0)
-			rc = (size_t)-1;
-		else
-			rc = ZSTD_compress2(c, buf + pos, cap - pos, img + off,
-					    n);
+		size_t rc = zenc_frame(c, base, base_len, img + off, n, level,
+				       buf + pos, cap - pos, false);
 		if (ZSTD_isError(rc)) {
 			free(buf);
+			free(alt);
 			ZSTD_freeCCtx(c);
 			return proto__err(err, PROTO_ECRYPTO,
 					  "zstd: cannot compress the frame at "
@@ -131,8 +153,17 @@ int proto_zenc(const uint8_t *img, uint64_t size, const uint8_t *base,
 					  (unsigned long long)off,
 					  ZSTD_getErrorName(rc));
 		}
+		/* A delta's frame: the smaller of the two ways. */
+		size_t ra = alt ? zenc_frame(c, base, base_len, img + off, n,
+					     level, alt, fcap, true)
+				: (size_t)-1;
+		if (!ZSTD_isError(ra) && ra < rc) {
+			memcpy(buf + pos, alt, ra);
+			rc = ra;
+		}
 		pos += rc;
 	}
+	free(alt);
 	ZSTD_freeCCtx(c);
 	*out = buf;
 	*out_len = pos;

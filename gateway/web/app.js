@@ -45,6 +45,14 @@ function ms(v) {
   return Math.round(v / 1000) + ' s';
 }
 
+// Bytes as `ota-gateway status` writes them (1024-based units).
+function bytes(v) {
+  const unit = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let u = 0;
+  while (v >= 1024 && u < 4) { v /= 1024; u++; }
+  return u ? v.toFixed(1) + ' ' + unit[u] : v + ' ' + unit[0];
+}
+
 function short(id) { return id ? id.slice(0, 8) : ''; }
 
 // ---------------------------------------------------------------- campaigns
@@ -213,6 +221,8 @@ async function refreshDevices() {
       el('td', { class: 'num', text: ms(t.install_ms) }),
       el('td', { class: 'num', text: ms(t.restart_ms) }),
       el('td', { class: 'num', text: ms(t.total_ms) }),
+      el('td', { class: 'enc', text: d.encoding || '-' }),
+      el('td', { class: 'num wire', text: d.wire_bytes ? bytes(d.wire_bytes) : '-' }),
       el('td', { class: 'err', text: d.error || '' }));
   }));
 }

@@ -162,6 +162,18 @@ async function main() {
     const stage = await page.evaluate(() =>
       document.querySelector('#devices tbody tr td:nth-child(10)').textContent);
     ok(/\d/.test(stage), `each device row has its stage timings (total ${stage})`);
+    // How each device's update travelled and its wire bytes, as the ledger has them.
+    const row = await page.evaluate(() => {
+      const tr = document.querySelector('#devices tbody tr');
+      return { device: tr.dataset.device, enc: tr.querySelector('td.enc').textContent,
+        wire: tr.querySelector('td.wire').textContent };
+    });
+    const rec = JSON.parse(execFileSync(statusCmd[0], statusCmd.slice(1), { encoding: 'utf8' }))
+      .devices.find((d) => d.device === row.device);
+    const kib = rec && (rec.wire_bytes / 1024).toFixed(1) + ' KiB';
+    ok(rec && rec.wire_bytes > 65536 && row.enc === rec.encoding && row.wire === kib,
+      `a device row shows how its update travelled and its wire bytes (${row.enc}, ${row.wire})`,
+      { row, ledger: rec && { encoding: rec.encoding, wire_bytes: rec.wire_bytes } });
 
     await page.evaluate(() => window.scrollTo(0, 0));
     await page.screenshot({ path: shot, fullPage: true });

@@ -42,7 +42,8 @@ edit_image() { # edit_image IN OUT TAG: three patches and 2 KiB inserted at 3000
 certs_make dev-001 dev-002 dev-003 dev-004 dev-005 dev-006 dev-007
 broker_start || { not_ok "broker starts"; finish; }
 mq_sub_bg grp observer1 'ota/grp/+/frag' 1000000 300 -F '%t' || not_ok "group topic counter subscribes"
-check "gateway starts" gateway_start
+HP=$(free_port)
+check "gateway starts (with its HTTP API)" gateway_start --http-listen "127.0.0.1:$HP"
 for d in dev-001 dev-002 dev-003 dev-004 dev-005 dev-006; do device_start "$d" 1.0.0; done
 check "six devices report idle 1.0.0" \
     wait_until 15 'all_devices idle 1.0.0 dev-001 dev-002 dev-003 dev-004 dev-005 dev-006'
@@ -104,6 +105,12 @@ check "delta groups publish on their own topics (ota/grp/<release>d<base>/frag: 
 "$GW" status --db "$T/gw-db" >"$T/status.out"
 check "ota-gateway status shows how each update travelled and its bytes" \
     sh -c "grep -q 'SENT  *WIRE' '$T/status.out' && grep -q '^dev-002 .* delta ' '$T/status.out'"
+api_of() { # api_of ID: "encoding wire_bytes" of a device in the HTTP API
+    curl -s "http://127.0.0.1:$HP/api/devices?name=$1" | jq -r '.devices[0] | "\(.encoding) \(.wire_bytes)"'
+}
+check "the HTTP API shows how each update travelled and its bytes, as the ledger" \
+    sh -c "[ '$(api_of dev-002)' = 'delta $(wire_of dev-002)' ] &&
+           [ '$(api_of dev-006)' = 'zstd $(wire_of dev-006)' ]"
 check "the ledger passes fsck" gw_fsck
 
 # --- 4. A corrupting link on a delta (10% of the fragments get a byte flipped).

@@ -70,6 +70,17 @@ check "/api/devices offset 2 gives the third" \
 check "/api/devices filters by name and release, with stage timings" \
     test "$(j "/api/devices?name=002&release=$REL" | jq -r '"\(.total) \(.devices[0].device) \(.devices[0].timings.total_ms > 0)"')" = "1 dev-002 true"
 check "/api/devices filter with no match: 0" test "$(j '/api/devices?state=failed' | jq .total)" = 0
+# How each update travelled and its bytes on the wire, as the ledger has them (20000
+# random bytes do not compress: full; the fragments, headers included, are more).
+api_enc=$(j '/api/devices?state=committed' | jq -c '[.devices[] | [.device, .encoding, .wire_bytes]]')
+led_enc=$(gw_status_json | jq -c '[.devices[] | select(.state == "committed") | [.device, .encoding, .wire_bytes]]')
+echo "# /api/devices: $api_enc"
+check "/api/devices shows each device's encoding and wire bytes, as the ledger" \
+    test "$api_enc" = "$led_enc"
+check "... here the full image, 20000 bytes and their fragment headers each" \
+    test "$(jq '[.[] | select(.[1] == "full" and .[2] > 20000)] | length' <<<"$api_enc")" = 3
+check "/api/devices: a device with no update names no encoding" \
+    test "$(j '/api/devices?name=004' | jq -r '"\(.devices[0].encoding)|\(.devices[0].wire_bytes)"')" = "|0"
 check "/api/events has the three commits of the release" \
     test "$(j "/api/events?release=$REL" | jq '[.events[] | select(.event == "committed")] | length')" = 3
 check "the chart's series ends at 3 committed, 0 failed, 0 in progress" \
