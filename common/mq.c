@@ -48,8 +48,10 @@ struct mq {
 	uint64_t rng;	      /* xorshift64: the backoff's jitter */
 	bool connected;
 	bool closing;
-	bool renewing;	/* disconnected on purpose to renew the will */
-	unsigned fails; /* attempts in a row that ended before CONNACK */
+	bool renewing;	 /* disconnected on purpose to renew the will */
+	bool renew_due;	 /* renew the will once nothing is in flight */
+	unsigned unsent; /* publishes not yet written (QoS 0) or acked (1) */
+	unsigned fails;	 /* attempts in a row that ended before CONNACK */
 	unsigned attempts, last_attempts; /* see mq_connect_attempts */
 	uint64_t attempt_ms; /* when the current connection attempt began */
 	int pending_closes;
@@ -63,6 +65,7 @@ struct mq {
 
 static void mq__schedule_reconnect(struct mq *mq);
 static void mq__update_poll(struct mq *mq);
+static int mq__renew_now(struct mq *mq);
 static void mq__finish_close(struct mq *mq);
 
 static void mq__set_cur(struct mq *mq, unsigned i)
@@ -132,6 +135,9 @@ static void retry_cb(uv_timer_t *t);
 static void mq__lost(struct mq *mq, const char *why)
 {
 	bool was = mq->connected;
+	/* A clean session: the next connect carries the will set last. */
+	mq->unsent = 0;
+	mq->renew_due = false;
 	if (mq->renewing && !mq->closing) {
 		/* Our own clean DISCONNECT (mq_renew_will): connect again at
 		 * once with the new will, without a word to the owner. */
@@ -155,6 +161,18 @@ static void mq__lost(struct mq *mq, const char *why)
 	if (mq->cbs.on_disconnect && was)
 		mq->cbs.on_disconnect(mq, mq->ud, why);
 	mq__schedule_reconnect(mq);
+}
+
+/* A QoS 0 publish written, or a QoS 1 one acknowledged. */
+static void on_publish_cb(struct mosquitto *m, void *ud, int mid)
+{
+	(void)m;
+	(void)mid;
+	struct mq *mq = ud;
+	if (mq->unsent > 0)
+		mq->unsent--;
+	if (mq->unsent == 0 && mq->renew_due)
+		mq__renew_now(mq);
 }
 
 static void on_connect_cb(struct mosquitto *m, void *ud, int rc)
@@ -584,6 +602,7 @@ static int mq__mosq_new(struct mq *mq, char *err, size_t errlen)
 	}
 	mosquitto_connect_callback_set(m, on_connect_cb);
 	mosquitto_disconnect_callback_set(m, on_disconnect_cb);
+	mosquitto_publish_callback_set(m, on_publish_cb);
 	mosquitto_message_callback_set(m, on_message_cb);
 	if (mq->v5)
 		mosquitto_message_v5_callback_set(m, on_message5_cb);
@@ -700,9 +719,13 @@ int mq_publish(struct mq *mq, const char *topic, const void *payload,
 {
 	if (!mq->connected)
 		return -1;
+	/* Counted first: a QoS 0 publish may be written, and on_publish_cb
+	 * called, before mosquitto_publish returns. */
+	mq->unsent++;
 	int rc = mosquitto_publish(mq->mosq, NULL, topic, (int)len, payload,
 				   qos, retain);
 	if (rc != MOSQ_ERR_SUCCESS) {
+		mq->unsent--;
 		log_debug("publish %s: %s", topic, mosquitto_strerror(rc));
 		return -1;
 	}
@@ -724,10 +747,12 @@ int mq_publish_corr(struct mq *mq, const char *topic, const void *payload,
 					  corr, (uint16_t)corr_len) !=
 	    MOSQ_ERR_SUCCESS)
 		return -1;
+	mq->unsent++; /* first: see mq_publish */
 	int rc = mosquitto_publish_v5(mq->mosq, NULL, topic, (int)len, payload,
 				      qos, retain, props);
 	mosquitto_property_free_all(&props);
 	if (rc != MOSQ_ERR_SUCCESS) {
+		mq->unsent--;
 		log_debug("publish %s: %s", topic, mosquitto_strerror(rc));
 		return -1;
 	}
@@ -801,16 +826,10 @@ static void close_timeout_cb(uv_timer_t *t)
 	mq__finish_close(mq);
 }
 
-int mq_renew_will(struct mq *mq, const char *topic, const void *payload,
-		  size_t len, int qos, bool retain)
+/* The clean DISCONNECT of a will renewal, once nothing is in flight. */
+static int mq__renew_now(struct mq *mq)
 {
-	int rc =
-	    mosquitto_will_set(mq->mosq, topic, (int)len, payload, qos, retain);
-	if (rc != MOSQ_ERR_SUCCESS) {
-		log_warnx("mqtt id=%s: last will: %s", mq->client_id,
-			  mosquitto_strerror(rc));
-		return -1;
-	}
+	mq->renew_due = false;
 	if (!mq->connected || mq->closing || mq->renewing)
 		return 0; /* the next connect carries it */
 	/* Set first: the library may write DISCONNECT and report the
@@ -823,6 +842,26 @@ int mq_renew_will(struct mq *mq, const char *topic, const void *payload,
 	if (mq->renewing)
 		mq__update_poll(mq); /* DISCONNECT not written yet: flush */
 	return 0;
+}
+
+int mq_renew_will(struct mq *mq, const char *topic, const void *payload,
+		  size_t len, int qos, bool retain)
+{
+	int rc =
+	    mosquitto_will_set(mq->mosq, topic, (int)len, payload, qos, retain);
+	if (rc != MOSQ_ERR_SUCCESS) {
+		log_warnx("mqtt id=%s: last will: %s", mq->client_id,
+			  mosquitto_strerror(rc));
+		return -1;
+	}
+	/* PROTOCOL.md 3: after the PUBACKs of what we published (the last
+	 * statuses): a DISCONNECT with a PUBACK unread resets the
+	 * connection, and the broker drops what it had not read yet. */
+	if (mq->connected && mq->unsent > 0) {
+		mq->renew_due = true;
+		return 0;
+	}
+	return mq__renew_now(mq);
 }
 
 void mq_close(struct mq *mq, void (*done)(void *ud))

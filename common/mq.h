@@ -103,7 +103,8 @@ int mq_publish_corr(struct mq *mq, const char *topic, const void *payload,
 int mq_subscribe(struct mq *mq, const char *topic, int qos);
 int mq_unsubscribe(struct mq *mq, const char *topic);
 /* Replace the Last Will. A will is fixed at connect, so a connected
- * client disconnects cleanly (the broker discards the old will unsent)
+ * client disconnects cleanly (the broker discards the old will unsent),
+ * once every publish so far is written (QoS 0) or acknowledged (QoS 1),
  * and connects again at once with the new one; on_disconnect is not
  * called, on_connect is. Copies payload. 0, or -1 (library error). */
 int mq_renew_will(struct mq *mq, const char *topic, const void *payload,

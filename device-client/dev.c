@@ -302,8 +302,6 @@ static void offer_accept(struct dev *d, const struct proto_offer *o,
 		 proto_encoding_name(o->encoding),
 		 o->encoding == PROTO_ENCODING_DELTA ? " base=" : "",
 		 o->encoding == PROTO_ENCODING_DELTA ? o->base_version : "");
-	dev__set_state(d, PROTO_ST_DOWNLOADING, NULL);
-	dev__persist(d);
 	dev__group_unsubscribe(d);
 	if (o->group) {
 		/* PROTOCOL.md 5.2: before the accepting ack, no wait for the
@@ -313,7 +311,11 @@ static void offer_accept(struct dev *d, const struct proto_offer *o,
 		if (mq_subscribe(d->mq, d->topic_grp, 0) != 0)
 			d->topic_grp[0] = '\0';
 	}
+	/* PROTOCOL.md 8 step 6: the ack first, the gateway starts on it; on
+	 * a 20 kbit/s uplink the status (~300 bytes) would delay it. */
 	dev__send_ack(d);
+	dev__set_state(d, PROTO_ST_DOWNLOADING, NULL);
+	dev__persist(d);
 }
 
 /* PROTOCOL.md 5.2: an offer of a gateway older than the newest leader
@@ -406,7 +408,7 @@ static void on_connect(struct mq *mq, void *ud)
 	 * before it says where it is. */
 	if (d->topic_grp[0] && d->st == PROTO_ST_DOWNLOADING)
 		mq_subscribe(mq, d->topic_grp, 0);
-	dev__publish_status(d);
+	dev__publish_status_now(d); /* PROTOCOL.md 8 step 1: every connect */
 	if (d->st == PROTO_ST_DOWNLOADING && dev__download_open(d)) {
 		/* PROTOCOL.md 7: downloading, then what we hold. */
 		dev_rx_link_up(&d->rx, dev__mono_ms(d));
@@ -511,9 +513,11 @@ int dev_init(struct dev *d, uv_loop_t *loop, const struct dev_config *cfg,
 	snprintf(d->topic_ack, sizeof(d->topic_ack), "ota/dev/%s/ack", cfg->id);
 	uv_timer_init(loop, &d->ack_timer);
 	uv_timer_init(loop, &d->status_timer);
+	uv_timer_init(loop, &d->hold_timer);
 	uv_timer_init(loop, &d->health_timer);
 	uv_timer_init(loop, &d->poll_timer);
 	d->ack_timer.data = d->status_timer.data = d->health_timer.data = d;
+	d->hold_timer.data = d;
 	d->poll_timer.data = d;
 	return 0;
 fail:
@@ -595,9 +599,10 @@ static void mq_stopped(void *ud)
 {
 	struct dev *d = ud;
 	d->mq = NULL;
-	d->pending_closes = 4;
+	d->pending_closes = 5;
 	uv_close((uv_handle_t *)&d->ack_timer, timer_closed);
 	uv_close((uv_handle_t *)&d->status_timer, timer_closed);
+	uv_close((uv_handle_t *)&d->hold_timer, timer_closed);
 	uv_close((uv_handle_t *)&d->health_timer, timer_closed);
 	uv_close((uv_handle_t *)&d->poll_timer, timer_closed);
 }
@@ -639,6 +644,7 @@ void dev_stop(struct dev *d, void (*on_stopped)(struct dev *d))
 	d->p.manifest = NULL;
 	dev__enc_free(d);
 	trust_free(&d->trust);
+	dev__status_flush(d); /* a held `restarting`: it goes down now */
 	if (d->mq && d->st != PROTO_ST_RESTARTING && mq_connected(d->mq)) {
 		/* A clean stop sends no Last Will: say it ourselves. */
 		enum proto_state st = d->st;

@@ -182,6 +182,7 @@ struct dev {
 	size_t encbuf_cap;
 	uv_timer_t ack_timer;
 	uv_timer_t status_timer;
+	uv_timer_t hold_timer; /* a transient state not yet published */
 	uint64_t last_status_ms;
 	struct dev_stats stats;
 	uint64_t rng; /* xorshift state for test_drop_percent */
@@ -248,6 +249,8 @@ void dev__set_state(struct dev *d, enum proto_state st, const char *error);
 void dev__status_fill(const struct dev *d, struct proto_status *s,
 		      enum proto_state st);
 void dev__publish_status(struct dev *d);
+void dev__publish_status_now(struct dev *d);
+void dev__status_flush(struct dev *d);
 /* Decode the persisted manifest into d->m, checking its signature again. */
 int dev__load_manifest(struct dev *d, char *why, size_t n);
 void dev__slot_path(const struct dev *d, char slot, const char *name, char *out,

@@ -38,7 +38,7 @@ static void poll_timer_cb(uv_timer_t *t)
 {
 	struct dev *d = t->data;
 	if (!d->stopping)
-		dev__publish_status(d);
+		dev__publish_status_now(d);
 }
 
 bool dev__poll_message(struct dev *d, const char *topic, const void *payload,

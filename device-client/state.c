@@ -172,11 +172,51 @@ void dev__status_fill(const struct dev *d, struct proto_status *s,
 	fill_timings(&d->p, &s->timings);
 }
 
+/* PROTOCOL.md 5.3: a transient state goes out once it has lasted this
+ * long; one the device leaves sooner is told by the next status and by
+ * the stage timings of `committed`. */
+#define STATUS_HOLD_MS 1000
+
+static bool transient(enum proto_state st)
+{
+	return st == PROTO_ST_VERIFYING || st == PROTO_ST_INSTALLING ||
+	       st == PROTO_ST_RESTARTING;
+}
+
+static void hold_cb(uv_timer_t *t)
+{
+	struct dev *d = t->data;
+	if (!d->stopping)
+		dev__publish_status_now(d);
+}
+
+/* The status of the current state, held while it is transient: on a
+ * 20 kbit/s uplink verifying, installing and restarting (~300 bytes
+ * each, QoS 1) delayed the `committed` that follows them by ~0.4 s. */
 void dev__publish_status(struct dev *d)
+{
+	if (transient(d->st) && d->mq && mq_connected(d->mq)) {
+		if (!uv_is_active((uv_handle_t *)&d->hold_timer))
+			uv_timer_start(&d->hold_timer, hold_cb, STATUS_HOLD_MS,
+				       0);
+		return;
+	}
+	dev__publish_status_now(d);
+}
+
+/* A held status goes out now (the device is about to go down). */
+void dev__status_flush(struct dev *d)
+{
+	if (uv_is_active((uv_handle_t *)&d->hold_timer))
+		dev__publish_status_now(d);
+}
+
+void dev__publish_status_now(struct dev *d)
 {
 	struct proto_status s;
 	char *json = NULL;
 	size_t len;
+	uv_timer_stop(&d->hold_timer);
 	if (!d->mq || !mq_connected(d->mq))
 		return; /* on_connect publishes the current state */
 	dev__status_fill(d, &s, d->st);

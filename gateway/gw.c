@@ -574,8 +574,12 @@ static void on_disconnect(struct mq *mq, void *ud, const char *why)
 static void status_poll(struct gw *gw, struct gw_device *d)
 {
 	int64_t now = gw__wall_ms(gw);
+	/* Silent since the offer too: on a 2 s RTT link a device idle for
+	 * 10 s answers an offer in ~2.5 s, and a poll sent meanwhile brought
+	 * its retained `idle` back, which offered it again (~1 KB). */
 	if (!d->online || gw->poll_budget <= 0 ||
 	    now - d->seen_ms < STATUS_POLL_MS ||
+	    now - d->offered_ms < STATUS_POLL_MS ||
 	    now - d->poll_ms < STATUS_POLL_MS)
 		return;
 	char topic[PROTO_ID_MAX + 24];

@@ -12,8 +12,9 @@
 # Times come from the system's own records: the gateway's ledger (announcement -> device
 # committed, and the device's reported download time). Wire bytes are linkemu's byte counts,
 # both directions, from the moment the device is idle (after its connection setup: TCP, TLS,
-# CONNECT, SUBSCRIBE, first status) to the end (devices restart with restart_command=true,
-# so the update does not include a reconnection), divided by the payload bytes.
+# CONNECT, SUBSCRIBE, first status) to the end of that connection, divided by the payload
+# bytes: devices restart with restart_command=true, and the reconnection that renews their
+# Last Will after the commit (PROTOCOL.md 3) is not counted, as a real restart's is not.
 #
 # Prints a Markdown table; writes the data for the plot to LINK_DATA (default $T/links.dat)
 # and, when LINK_PLOT is set, the PNG there (gnuplot).
@@ -77,6 +78,21 @@ wire_now() {
         awk '{ for (i = 1; i <= NF; i++) if ($i ~ /^(up|down)_bytes=/) { split($i, a, "="); s += a[2] } }
              END { print s + 0 }'
 }
+# last_conn NAME: the id of the latest connection linkemu NAME accepted (0: none).
+last_conn() { grep -a -o ' accept conn=[0-9]*' "$T/$1.log" | tail -n 1 | sed 's/.*=//;s/^$/0/'; }
+# reconn_bytes NAME N: up + down bytes of linkemu NAME's connections after connection N
+# (from their close lines; linkemu closes every connection when it stops).
+reconn_bytes() {
+    awk -v n="$2" '/ close conn=[0-9]+ / {
+            id = 0; b = 0
+            for (i = 1; i <= NF; i++) {
+                split($i, a, "=")
+                if (a[1] == "conn") id = a[2]
+                if (a[1] == "up_bytes" || a[1] == "down_bytes") b += a[2]
+            }
+            if (id + 0 > n + 0) s += b
+        } END { print s + 0 }' "$T/$1.log"
+}
 stats_lines() { awk '/ info stats / { n++ } END { print n + 0 }' "$T/$1.log" 2>/dev/null || echo 0; }
 
 # json_num FILE KEY: a number from linkemu's --stats file.
@@ -116,7 +132,7 @@ for p in $PROFILES; do
         done
     }
     wait_until $((60 + 4 * P_RTT / 100)) idle_ok || bench_die "$P_LABEL: devices not idle: $(states)"
-    declare -A BASE=() LINES=() T0=()
+    declare -A BASE=() LINES=() T0=() CONN=()
     for c in "${cells[@]}"; do
         # shellcheck disable=SC2086
         set -- $c
@@ -136,6 +152,7 @@ for p in $PROFILES; do
         # shellcheck disable=SC2086
         set -- $c
         BASE[$1]=$(wire_now "le-$p-$1")
+        CONN[$1]=$(last_conn "le-$p-$1")
     done
     for c in "${cells[@]}"; do
         # shellcheck disable=SC2086
@@ -160,17 +177,22 @@ for p in $PROFILES; do
         idx=$1 id=$2 prod=$3 f=$4 m=$5
         stop "le-$p-$idx" >/dev/null || true
         [ -s "$T/le-$p-$idx.json" ] || bench_die "linkemu wrote no --stats file for $prod"
-        wire=$(($(json_num "$T/le-$p-$idx.json" up_bytes) + $(json_num "$T/le-$p-$idx.json" down_bytes) - BASE[$idx]))
+        # The device's connection of the update only: a commit on a live connection renews
+        # the Last Will by reconnecting (PROTOCOL.md 3), as a real restart reconnects, and
+        # neither is counted (its bytes go to the row's last column).
+        rc_bytes=$(reconn_bytes "le-$p-$idx" "${CONN[$idx]}")
+        wire=$(($(json_num "$T/le-$p-$idx.json" up_bytes) + $(json_num "$T/le-$p-$idx.json" down_bytes) - BASE[$idx] - rc_bytes))
         read -r st acked nfr fin dl sent gx <<<"$(jq -r --arg d "$id" '.devices[] | select(.device == $d) |
             "\(.state) \(.acked) \(.fragments) \(.finished_ms) \(.timings.download_ms // -1) \(.frags_sent) \(if (.transferred_ms // 0) > 0 then .transferred_ms - .offered_ms else -1 end)"' <<<"$json")"
         [ -n "$st" ] || bench_die "$prod: $id is not in the ledger"
         ideal=$(awk -v b="$PAYLOAD" -v r="$P_RATE" -v rtt="$P_RTT" 'BEGIN { printf "%.0f", b * 8 / r + rtt }')
         # Row: profile fragment mode status update_ms transfer_ms wire ideal_ms sent fragments
         #      acked extrapolated_ms (-1: none) gateway_offer_to_all_acked_ms (-1: not yet)
+        #      reconnection_bytes (not in wire)
         if [ "$st" = committed ]; then
             ms=$((fin - T0[$idx]))
             wr=$(awk -v w="$wire" -v b="$PAYLOAD" 'BEGIN { printf "%.3f", w / b }')
-            echo "$p $f $m done $ms $dl $wr $ideal $sent $nfr $acked -1 $gx" >>"$T/rows"
+            echo "$p $f $m done $ms $dl $wr $ideal $sent $nfr $acked -1 $gx $rc_bytes" >>"$T/rows"
             echo "$p-$m $f $(awk -v m="$ms" 'BEGIN { print m / 1000 }') $wr" >>"$DATA"
         else
             el=$((t_end - T0[$idx]))
@@ -182,7 +204,7 @@ for p in $PROFILES; do
                 wr=$(awk -v w="$wire" -v a="$acked" -v f="$f" 'BEGIN { printf "%.2f", w / (a * f) }')
                 echo "$p-$m $f $(awk -v m="$est" 'BEGIN { print m / 1000 }') $wr" >>"$DATA"
             fi
-            echo "$p $f $m capped $el -1 $wr $ideal $sent $nfr $acked $est $gx" >>"$T/rows"
+            echo "$p $f $m capped $el -1 $wr $ideal $sent $nfr $acked $est $gx $rc_bytes" >>"$T/rows"
         fi
         stop "$p-$id" >/dev/null || true
     done

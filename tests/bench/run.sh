@@ -273,8 +273,10 @@ tmp=$W/doc.md
     echo "**transfer** = the device's own download time (offer accepted -> last fragment)."
     echo "**Wire bytes** are linkemu's byte counts of both directions (TLS records: TCP/IP headers are"
     echo "not counted) from the moment the device is idle after connecting (so TCP, TLS, CONNECT and"
-    echo "SUBSCRIBE are excluded) to the end, per payload byte; devices restart with"
-    echo "\`restart_command=true\`, so no reconnection is counted either. The bracket says how many"
+    echo "SUBSCRIBE are excluded) to the end of that connection, per payload byte; devices restart"
+    echo "with \`restart_command=true\`, and the reconnection that renews their Last Will after the"
+    echo "commit (PROTOCOL.md 3: some 4.9 KB of TLS handshake) is not counted, as a real restart's"
+    echo "reconnection is not. The bracket says how many"
     echo "fragments the gateway sent for the ones needed."
     echo
     echo "The cells of one profile run side by side (a device, product and release each), the"

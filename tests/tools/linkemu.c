@@ -96,6 +96,7 @@ struct dir {
 	struct chunk *head, *tail; /* owned: not yet delivered */
 	size_t pending;		   /* bytes queued plus bytes being written */
 	uint64_t link_free_ns;	   /* per-connection link (without --shared) */
+	uint64_t delivered;	   /* bytes this connection delivered */
 	uv_timer_t timer;
 	uv_shutdown_t shutdown_req;
 	bool may_read; /* setup done and source not at EOF */
@@ -495,7 +496,9 @@ static void conn_close(struct conn *c, bool reset)
 		e->conns = c->next;
 	if (c->next != NULL)
 		c->next->prev = c->prev;
-	log_debug("close conn=%" PRIu64 " reset=%d", c->id, reset);
+	log_debug("close conn=%" PRIu64 " reset=%d up_bytes=%" PRIu64
+		  " down_bytes=%" PRIu64,
+		  c->id, reset, c->d[UP].delivered, c->d[DOWN].delivered);
 	close_stream(&c->client, reset);
 	close_stream(&c->server, reset && c->connected);
 	uv_close((uv_handle_t *)&c->setup_timer, on_close);
@@ -512,9 +515,10 @@ static void on_write(uv_write_t *req, int status)
 	struct emu *e = c->emu;
 
 	d->pending -= ch->len;
-	if (status == 0)
+	if (status == 0) {
 		e->n.bytes_delivered[i] += ch->len;
-	else
+		d->delivered += ch->len;
+	} else
 		e->n.bytes_dropped[i] += ch->len;
 	free(ch);
 	if (c->closing)
