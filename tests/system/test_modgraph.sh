@@ -18,13 +18,15 @@ fake() {
     echo '#include "gateway/low.h"' >"$1/gateway/high.h"
     [ "$2" = 1 ] && echo '#include "gateway/high.h"' >"$1/gateway/low.h"
     printf 'int high_f(void);\nint low_f(void);\nint low_f(void) { return %s; }\n' \
-        "$([ "$2" = 1 ] && echo 'high_f()' || echo 0)" >"$1/low.c"
+        "$([ "$2" = 1 ] && echo 'high_f()' || echo 0)" >"$1/gateway/low.c"
     printf 'int low_f(void);\nint high_f(void);\nint high_f(void) { return low_f() + 1; }\n' \
-        >"$1/high.c"
-    printf 'int dev_f(void);\nint dev_f(void) { return 0; }\n' >"$1/dev.c"
-    cc -c -o "$d/gateway/low.o" "$1/low.c" &&
-        cc -c -o "$d/gateway/high.o" "$1/high.c" &&
-        cc -c -o "$d/device-client/dev.o" "$1/dev.c"
+        >"$1/gateway/high.c"
+    mkdir -p "$1/device-client"
+    printf 'int dev_f(void);\nint dev_f(void) { return 0; }\n' >"$1/device-client/dev.c"
+    cc -c -o "$d/gateway/low.o" "$1/gateway/low.c" &&
+        cc -c -o "$d/gateway/high.o" "$1/gateway/high.c" &&
+        cc -c -o "$d/device-client/dev.o" "$1/device-client/dev.c" &&
+        cp "$d/gateway/low.o" "$d/gateway/gone.o" # an object whose source is gone
 }
 
 rc=0
@@ -33,7 +35,8 @@ fake "$T/circle" 1 && python3 "$MODGRAPH" "$T/circle" --root "$T/circle" >"$T/ci
 sed 's/^/#   /' "$T/circle.out"
 if [ "$rc" = 1 ] && grep -q '^# gateway: circle of 2 modules: high low$' "$T/circle.out" &&
     grep -q 'low -> high: high_f' "$T/circle.out" &&
-    grep -q '^# gateway: include circle: gateway/high.h gateway/low.h$' "$T/circle.out"; then
+    grep -q '^# gateway: include circle: gateway/high.h gateway/low.h$' "$T/circle.out" &&
+    grep -q 'gone.o left out (no gateway/gone.c)' "$T/circle.out"; then
     ok "modgraph fails on a circle of calls and of includes, and names them"
 else
     not_ok "modgraph fails on a circle (exit status $rc)"

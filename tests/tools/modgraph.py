@@ -47,14 +47,18 @@ def symbols(obj):
     return defined, undefined
 
 
-def graph(build, d):
-    """{module: {module it uses: {symbols}}} of directory d."""
+def graph(build, root, d):
+    """{module: {module it uses: {symbols}}} of directory d. An object
+    whose source is gone (a file removed since the build) is left out."""
     objs = sorted(glob.glob(os.path.join(build, "obj", d, "*.o")))
     if not objs:
         raise FileNotFoundError("no objects in %s/obj/%s" % (build, d))
     owner, uses = {}, {}
     for o in objs:
         m = os.path.basename(o)[:-2]
+        if not os.path.exists(os.path.join(root, d, m + ".c")):
+            print("# %s: %s left out (no %s/%s.c)" % (d, o, d, m))
+            continue
         defined, undefined = symbols(o)
         uses[m] = undefined
         for s in defined:
@@ -147,8 +151,8 @@ def check_includes(root, d, tap):
     return not found
 
 
-def check(build, d, tap):
-    edges = graph(build, d)
+def check(build, root, d, tap):
+    edges = graph(build, root, d)
     height = layers(edges)
     print("# %s: %d modules" % (d, len(edges)))
     for m in sorted(edges, key=lambda v: (height[v], v)):
@@ -188,7 +192,7 @@ def main(argv):
     ok = True
     try:
         for d in DIRS:
-            ok = check(args[0], d, "--tap" in argv) and ok
+            ok = check(args[0], root, d, "--tap" in argv) and ok
             ok = check_includes(root, d, "--tap" in argv) and ok
     except (OSError, subprocess.CalledProcessError) as e:
         print("modgraph.py: %s" % e, file=sys.stderr)
