@@ -317,7 +317,7 @@ int gw_init(struct gw *gw, uv_loop_t *loop, const struct gw_config *cfg,
 int gw_start(struct gw *gw);
 void gw_stop(struct gw *gw, void (*on_stopped)(struct gw *gw));
 int gw_close(struct gw *gw);
-/* The gateway's clock, read in one place: monotonic ms (intervals,
+/* clock.c: the gateway's clock, read in one place: monotonic ms (intervals,
  * timeouts, the ticks) and wall ms (the ledger's and the API's times,
  * expiry). Only durations of real work measured across threads (a
  * package's fetch and check, a commit, a copy's deadline) use the
