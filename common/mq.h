@@ -86,6 +86,11 @@ struct mq_broker {
 int mq__brokers_parse(const char *list, int defport, struct mq_broker **out,
 		      unsigned *n, char *err, size_t errlen);
 void mq__brokers_free(struct mq_broker *b, unsigned n);
+/* Internal to common/ (mq.c, mqtls.c): the shared TLS context (an
+ * SSL_CTX) for o's host and files, made on first use; owned by the cache
+ * (mq_tls_cache_clear). NULL with err. */
+struct ssl_ctx_st *mq__tls_ctx_get(const struct mq_opts *o, char *err,
+				   size_t errlen);
 
 /* Strings in opts are copied. Call mosquitto_lib_init() once before. */
 int mq_new(uv_loop_t *loop, const struct mq_opts *opts,

@@ -9,6 +9,7 @@
 
 #include "common/certcheck.h"
 #include "common/conf.h"
+#include "common/confcheck.h"
 #include "common/log.h"
 #include "common/trust.h"
 #include "common/version.h"
@@ -151,7 +152,6 @@ static int check(struct main_conf *mc, char *err, size_t n)
 	struct dev_config *c = &mc->dev;
 	bool fleet = mc->fleet.n > 0;
 	uint32_t parts[3];
-	enum log_level lvl;
 	if (!c->log_level[0])
 		snprintf(c->log_level, sizeof(c->log_level), "%s",
 			 fleet ? "warn" : "info");
@@ -182,24 +182,15 @@ static int check(struct main_conf *mc, char *err, size_t n)
 			 c->version);
 		return -1;
 	}
-	const char *need = !c->ca_file[0]		? "ca_file"
-			   : !fleet && !c->cert_file[0] ? "cert_file"
-			   : !fleet && !c->key_file[0]	? "key_file"
-			   : !c->publisher_key[0] && !c->root_keys[0]
-			       ? "publisher_key (or root_keys)"
-			       : NULL;
-	if (need) {
-		snprintf(err, n, "key '%s' is required", need);
-		return -1;
-	}
-	if (log_level_parse(c->log_level, &lvl) != 0) {
-		snprintf(err, n,
-			 "key 'log_level': '%s' is not one of error, "
-			 "warn, info, debug",
-			 c->log_level);
-		return -1;
-	}
-	if (c->brokers[0] && mq_brokers_check(c->brokers, NULL, err, n) != 0)
+	/* A fleet's certificates and keys are per device (fleet_cert_dir). */
+	struct confcheck_client cc = {.ca_file = c->ca_file,
+				      .cert_file = fleet ? NULL : c->cert_file,
+				      .key_file = fleet ? NULL : c->key_file,
+				      .publisher_key = c->publisher_key,
+				      .root_keys = c->root_keys,
+				      .log_level = c->log_level,
+				      .brokers = c->brokers};
+	if (confcheck_client(&cc, err, n) != 0)
 		return -1;
 	return fleet ? util_key_dir_private("fleet_cert_dir key",
 					    mc->fleet.cert_dir, err, n)

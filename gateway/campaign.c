@@ -298,7 +298,7 @@ void gw__campaign_finished(struct gw *gw, struct gw_release *r, bool ok)
 		campaign_pause(gw, r, "auto_paused", why);
 	}
 	gw__release_save(gw, r);
-	gw__offer_due_all(gw); /* a slot or a stage may have opened */
+	gw__offers_due(gw); /* a slot or a stage may have opened */
 	gw__campaign_check_done(gw, r);
 }
 
@@ -452,7 +452,7 @@ void gw__ctl_resume(struct gw *gw, const char *product, const char *release,
 	log_info("release=%s resumed by the operator", r->id);
 	gw__event(gw, NULL, r->id, "resumed", NULL);
 	gw__release_save(gw, r);
-	gw__offer_due_all(gw);
+	gw__offers_due(gw);
 	snprintf(v->reason, sizeof(v->reason), "resumed: %u devices under way",
 		 r->camp.active);
 }
@@ -527,7 +527,7 @@ void gw__ctl_retry(struct gw *gw, const char *product, const char *release,
 	/* The counters count attempts: the failure stays counted. */
 	r->camp.finished_ms = 0;
 	gw__release_save(gw, r);
-	gw__offer_due_all(gw);
+	gw__offers_due(gw);
 }
 
 static void ctl_run(struct gw *gw, const char *product,
@@ -579,4 +579,13 @@ void gw__control(struct gw *gw, const char *product, const void *payload,
 		 c.operator_name);
 	ctl_run(gw, product, &c, &v);
 	gw__verdict_send(gw, &rq, &v);
+}
+
+void gw__release_save(struct gw *gw, struct gw_release *r)
+{
+	char *rec = gw__release_record(r, gw__campaign_state(r));
+	if (!rec ||
+	    store_put(gw->db, STORE_RELEASES, r->id, rec, strlen(rec)) != 0)
+		log_warnx("ledger: cannot queue release %s", r->id);
+	free(rec);
 }

@@ -49,25 +49,6 @@ struct var_job {
 	uint64_t cpu_ms;
 };
 
-struct gw_release *gw__rel_root(struct gw_release *r)
-{
-	return r->parent ? r->parent : r;
-}
-
-uint64_t gw__frag_wire_len(const struct gw_release *r, uint32_t i)
-{
-	uint64_t off, end;
-	if (i < r->tfrags) {
-		off = (uint64_t)i * r->frag_size;
-		end = r->table_len;
-	} else {
-		off = (uint64_t)(i - r->tfrags) * r->frag_size;
-		end = r->payload_len;
-	}
-	uint64_t len = end - off < r->frag_size ? end - off : r->frag_size;
-	return PROTO_FRAG_HDR_LEN + len + (r->encrypt ? PROTO_ENC_TAG_LEN : 0);
-}
-
 static void var_free(struct gw_release *v)
 {
 	gw__xfer_release_free(NULL, v);
@@ -170,10 +151,8 @@ static void var_done(uv_work_t *req, int status)
 	gw__event(gw, NULL, r->id, "payload_ready", detail);
 out:
 	free(j);
-	if (!gw->stopping) {
-		gw__restore_waiting(gw);
-		gw__offer_due_all(gw); /* devices waiting for it */
-	}
+	if (!gw->stopping)
+		gw__offers_due(gw); /* transfers and devices waiting for it */
 }
 
 /* A new variant of r, its job queued. NULL when out of memory. */

@@ -1,5 +1,6 @@
 /* The running gateway: its lifecycle (gw_init, gw_start, gw_stop,
- * gw_close), the device table, the ledger's commits and MQTT routing.
+ * gw_close), the device table loaded (devices.c), the ledger's commits,
+ * the offers and MQTT routing.
  * The command line around it is run.c. */
 #include <jansson.h>
 #include <mosquitto.h>
@@ -20,70 +21,7 @@
 
 #define TICK_MS 20
 
-uint64_t gw__mono_ms(const struct gw *gw)
-{
-	return gw->clock_mono_ms ? gw->clock_mono_ms(gw->clock_ud)
-				 : util_mono_ms();
-}
-
-int64_t gw__wall_ms(const struct gw *gw)
-{
-	return gw->clock_wall_ms ? gw->clock_wall_ms(gw->clock_ud)
-				 : util_wall_ms();
-}
-
 /* ------------------------------------------------------ device table */
-
-static int dev_cmp(const void *a, const void *b)
-{
-	return strcmp(((const struct gw_device *)a)->id,
-		      ((const struct gw_device *)b)->id);
-}
-
-static struct gw_device *gw_device_find(struct gw *gw, const char *id)
-{
-	struct gw_device key;
-	snprintf(key.id, sizeof(key.id), "%s", id);
-	void *p = tfind(&key, &gw->devices, dev_cmp);
-	return p ? *(struct gw_device **)p : NULL;
-}
-
-static struct gw_device *gw_device_get(struct gw *gw, const char *id)
-{
-	struct gw_device *d = gw_device_find(gw, id);
-	if (d)
-		return d;
-	d = calloc(1, sizeof(*d));
-	if (!d)
-		return NULL;
-	snprintf(d->id, sizeof(d->id), "%s", id);
-	d->state = PROTO_ST_OFFLINE;
-	d->timings = (struct proto_timings){-1, -1, -1, -1, -1};
-	if (!tsearch(d, &gw->devices, dev_cmp)) {
-		free(d);
-		return NULL;
-	}
-	gw->ndevices++;
-	return d;
-}
-
-void gw__device_dirty(struct gw *gw, struct gw_device *d)
-{
-	if (d->dirty)
-		return;
-	if (gw->ndirty == gw->dirty_cap) {
-		size_t n = gw->dirty_cap ? gw->dirty_cap * 2 : 64;
-		struct gw_device **p = realloc(gw->dirty, n * sizeof(*p));
-		if (!p) {
-			log_warnx("out of memory marking device %s", d->id);
-			return;
-		}
-		gw->dirty = p;
-		gw->dirty_cap = n;
-	}
-	gw->dirty[gw->ndirty++] = d;
-	d->dirty = true;
-}
 
 static int device_load_cb(void *ud, const void *key, size_t klen,
 			  const char *val, size_t vlen)
@@ -96,7 +34,7 @@ static int device_load_cb(void *ud, const void *key, size_t klen,
 		log_warnx("ledger: skipping unreadable device record");
 		return 0;
 	}
-	struct gw_device *d = gw_device_get(gw, tmp.id);
+	struct gw_device *d = gw__device_get(gw, tmp.id);
 	if (!d)
 		return -1;
 	tmp.x = d->x;
@@ -104,18 +42,6 @@ static int device_load_cb(void *ud, const void *key, size_t klen,
 	tmp.poll_ms = d->poll_ms;
 	*d = tmp;
 	return 0;
-}
-
-void gw__event(struct gw *gw, const char *device, const char *release,
-	       const char *event, const char *detail)
-{
-	int64_t ts = gw__wall_ms(gw);
-	char *s = gw__event_record(ts, event, device, release, detail);
-	if (!s || store_event(gw->db, s) != 0)
-		log_warnx("ledger: cannot queue event %s", event);
-	else if (gw->http)
-		gw__http_event(gw, ts, event, device, release, detail);
-	free(s);
 }
 
 /* The commit runs in the thread pool: an fsync never stalls the loop, and
@@ -311,9 +237,14 @@ static void restore_waiting_walk(const void *node, VISIT v, void *ud)
 		restore_one(ud, d, false);
 }
 
-void gw__restore_waiting(struct gw *gw)
+/* gw->offer_due_all, what a module below gw.c calls when something a
+ * device may wait for is ready (a variant made, a campaign resumed, the
+ * lease won): restored transfers waiting for their payload go on, then
+ * every idle device due an offer gets it. */
+static void offers_due(struct gw *gw)
 {
 	twalk_r(gw->devices, restore_waiting_walk, gw);
+	gw__offer_due_all(gw);
 }
 
 /* Input a device should never send is dropped and counted; the line that
@@ -406,7 +337,7 @@ static void on_status(struct gw *gw, const char *id, const void *payload,
 			    perr.text[0] ? perr.text : "device id mismatch");
 		return;
 	}
-	struct gw_device *d = gw_device_get(gw, id);
+	struct gw_device *d = gw__device_get(gw, id);
 	if (!d)
 		return;
 	/* During a transfer, a status naming a release this gateway never
@@ -480,7 +411,7 @@ static void on_ack(struct gw *gw, const char *id, const void *payload,
 		log_debug("device=%s undecodable ack dropped", id);
 		return;
 	}
-	struct gw_device *d = gw_device_find(gw, id);
+	struct gw_device *d = gw__device_find(gw, id);
 	if (!d || !d->x) {
 		gw->stats.msgs_stale++;
 		return;
@@ -755,6 +686,7 @@ int gw_init(struct gw *gw, uv_loop_t *loop, const struct gw_config *cfg,
 	gw->clock_ud = clock_ud;
 	gw->cfg = *cfg;
 	gw->loop = loop;
+	gw->offer_due_all = offers_due;
 	gw->copy_lane.max = 1;
 	gw->delta_lane.max = 1;
 	gw->verify_lane.max = 1;

@@ -286,6 +286,14 @@ struct gw {
 	bool stopping;
 	uint64_t commit_start_us; /* the running commit was queued then */
 	struct gw_http *http;	  /* NULL while the HTTP side is off */
+	/* Told every event gw__event() records (strings borrowed): set by
+	 * the HTTP side for the dashboard; NULL: nobody listens. */
+	void (*on_event)(struct gw *gw, int64_t ts, const char *event,
+			 const char *device, const char *release,
+			 const char *detail);
+	/* gw.c's gw__offer_due_all, set by gw_init: how a lower module
+	 * (campaign, release, delta, pace) says that offers may be due. */
+	void (*offer_due_all)(struct gw *gw);
 	void (*on_stopped)(struct gw *gw); /* see gw_stop */
 	void *ud;			   /* the caller's, untouched */
 	/* The clock (gw__mono_ms, gw__wall_ms): NULL, the system's; a test
@@ -321,7 +329,7 @@ int gw_init(struct gw *gw, uv_loop_t *loop, const struct gw_config *cfg,
 int gw_start(struct gw *gw);
 void gw_stop(struct gw *gw, void (*on_stopped)(struct gw *gw));
 int gw_close(struct gw *gw);
-/* The gateway's clock, read in one place: monotonic ms (intervals,
+/* clock.c: the gateway's clock, read in one place: monotonic ms (intervals,
  * timeouts, the ticks) and wall ms (the ledger's and the API's times,
  * expiry). Only durations of real work measured across threads (a
  * package's fetch and check, a commit, a copy's deadline) use the
@@ -329,16 +337,23 @@ int gw_close(struct gw *gw);
 uint64_t gw__mono_ms(const struct gw *gw);
 int64_t gw__wall_ms(const struct gw *gw);
 
-/* gw.c */
+/* devices.c: the device table. find: NULL if unknown; get: made (offline)
+ * if unknown, NULL only when out of memory. dirty: d is written to the
+ * ledger with the next commit. */
+struct gw_device *gw__device_find(struct gw *gw, const char *id);
+struct gw_device *gw__device_get(struct gw *gw, const char *id);
 void gw__device_dirty(struct gw *gw, struct gw_device *d);
+/* event.c: record an event in the ledger's event log (and tell on_event). */
 void gw__event(struct gw *gw, const char *device, const char *release,
 	       const char *event, const char *detail);
-struct gw_release *gw__release_find(struct gw *gw, const char *id);
-/* Offer the newest targeting release to every idle device due one. */
+/* gw.c: offer the newest targeting release to every idle device due one. */
 void gw__offer_due_all(struct gw *gw);
-/* Restored transfers waiting for their encoded payload (delta.c): those
- * whose payload is now ready (or failed: the full image) go on. */
-void gw__restore_waiting(struct gw *gw);
+/* What a module below gw.c calls instead (through gw->offer_due_all). */
+static inline void gw__offers_due(struct gw *gw)
+{
+	if (gw->offer_due_all)
+		gw->offer_due_all(gw);
+}
 
 /* pace.c: the broker's limits respected (PROTOCOL.md 5.6 and 8). */
 /* An offer may start now (a token of offer_rate is taken), or it is
@@ -381,13 +396,8 @@ bool gw__leader_sending(const struct gw *gw);
 /* The epoch its offers carry (0 without a lease). */
 uint32_t gw__leader_epoch(const struct gw *gw);
 
-/* release.c: fetch, verify, store, record */
-/* rq: the transport's part of the request (response topic, correlation
- * data), or NULL. */
-void gw__announce(struct gw *gw, const char *product, const void *payload,
-		  size_t len, const struct gw_req *rq);
-int gw__releases_load(struct gw *gw);
-void gw__releases_free(struct gw *gw);
+/* catalog.c: the releases the gateway knows */
+struct gw_release *gw__release_find(struct gw *gw, const char *id);
 /* Is d a target of r: r neither aborted nor expired, d of its product on
  * a version r updates (newer; a signed downgrade: older and at most the
  * version it replaces), in its group or device list. With
@@ -403,6 +413,14 @@ bool gw__release_targets(const struct gw *gw, const struct gw_release *r,
  * d's), the newest that targets d now. NULL when there is none. */
 struct gw_release *gw__release_newest(struct gw *gw, const char *product,
 				      const struct gw_device *d);
+
+/* release.c: fetch, verify, store, record */
+/* rq: the transport's part of the request (response topic, correlation
+ * data), or NULL. */
+void gw__announce(struct gw *gw, const char *product, const void *payload,
+		  size_t len, const struct gw_req *rq);
+int gw__releases_load(struct gw *gw);
+void gw__releases_free(struct gw *gw);
 /* SIGHUP: read keyset_file again; retire releases it no longer trusts. */
 void gw__keyset_reload(struct gw *gw);
 
@@ -414,15 +432,11 @@ struct gw_release *gw__variant_pick(struct gw *gw, struct gw_release *r,
 				    const struct gw_device *d);
 /* After a gateway restart: the payload d's transfer of r was sending (its
  * encoding, its base in d->xbase), to go on from what d holds; NULL while
- * it is being read back or made (then gw__restore_waiting is called);
+ * it is being read back or made (then gw->offer_due_all is called);
  * r itself when it cannot be had (no base package any more, failed). */
 struct gw_release *gw__variant_restore(struct gw *gw, struct gw_release *r,
 				       const struct gw_device *d);
-/* The release whose campaign r belongs to (r itself, or its parent). */
-struct gw_release *gw__rel_root(struct gw_release *r);
 void gw__variants_free(struct gw_release *r);
-/* Bytes of fragment i of r on the wire (header, data, tag). */
-uint64_t gw__frag_wire_len(const struct gw_release *r, uint32_t i);
 
 /* fetch.c: what a fetch may touch, and the lanes */
 /* url with its userinfo and query values replaced by "***", for logs and
@@ -478,10 +492,6 @@ int gw__http_init(struct gw *gw, char *err, size_t n);
 void gw__http_close(struct gw *gw);
 /* After uv_run() returned: frees what is left. */
 void gw__http_free(struct gw *gw);
-/* Every ledger event, as gw__event() records it (borrowed). */
-void gw__http_event(struct gw *gw, int64_t ts, const char *event,
-		    const char *device, const char *release,
-		    const char *detail);
 
 /* campaign.c: who may start now, staged rollout, pause/resume/abort */
 /* The per-gateway canary key from the ledger, made on first start. */
@@ -547,8 +557,8 @@ __attribute__((format(printf, 3, 4))) void gw__appendf(char *buf, size_t n,
 						       const char *fmt, ...);
 
 /* xfer.c: offers and the windowed transfer */
-/* xfer.c calls nothing of gw.c or campaign.c: what the ledger and the
- * event log must record comes back to the caller. */
+/* xfer.c calls nothing of gw.c, campaign.c or delta.c: what the ledger and
+ * the event log must record comes back to the caller. */
 /* The release object d's transfer sends (a variant, delta.c). */
 struct gw_release *gw__xfer_rel(const struct gw_device *d);
 /* d starts r (and is offered it); 0, or -1 when out of memory. */
@@ -571,6 +581,10 @@ void gw__xfer_offline(struct gw *gw, struct gw_device *d);
 void gw__group_tick(struct gw *gw, uint64_t now);
 /* What xfer.c keeps of r (its group); before r is freed. */
 void gw__xfer_release_free(struct gw *gw, struct gw_release *r);
+/* The release whose campaign r belongs to (r itself, or its parent). */
+struct gw_release *gw__rel_root(struct gw_release *r);
+/* Bytes of fragment i of r on the wire (header, data, tag). */
+uint64_t gw__frag_wire_len(const struct gw_release *r, uint32_t i);
 
 /* enc.c: confidential packages */
 int gw__enc_init(struct gw *gw, char *err, size_t n);

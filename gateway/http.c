@@ -440,7 +440,7 @@ static int route_get(struct gw_http *h, struct lws *wsi, struct pss *p)
 	char rel[PROTO_RELEASE_HEX_LEN + 1];
 	if (!strcmp(path, "/metrics")) {
 		size_t len = 0;
-		char *m = http__metrics(gw, &len);
+		char *m = http__metrics(gw, h->nws, &len);
 		if (!m)
 			return respond_error(wsi, p, 500, "out of memory");
 		return respond(wsi, p, 200, "text/plain; version=0.0.4", m,
@@ -620,13 +620,9 @@ static void lws_log(int level, const char *line)
 		log_debug("http: lws: %.*s", (int)n, line);
 }
 
-unsigned http__live_clients(const struct gw *gw)
-{
-	return gw->http ? gw->http->nws : 0;
-}
-
-void gw__http_event(struct gw *gw, int64_t ts, const char *event,
-		    const char *device, const char *release, const char *detail)
+static void http_event(struct gw *gw, int64_t ts, const char *event,
+		       const char *device, const char *release,
+		       const char *detail)
 {
 	if (gw->http)
 		http__history_add(gw->http->hist, ts, event, device, release,
@@ -666,6 +662,7 @@ void gw__http_free(struct gw *gw)
 	if (h->ctx)
 		lws_context_destroy(h->ctx);
 	gw->http = NULL;
+	gw->on_event = NULL;
 	http_free(h);
 }
 
@@ -744,5 +741,6 @@ int gw__http_init(struct gw *gw, char *err, size_t n)
 	h->live.data = h;
 	uv_timer_start(&h->live, live_tick, LIVE_MS, LIVE_MS);
 	gw->http = h;
+	gw->on_event = http_event;
 	return 0;
 }

@@ -48,7 +48,8 @@ struct http_devq {
 
 /* Each returns a new NUL-terminated body (caller frees) or NULL when out
  * of memory. */
-char *http__metrics(struct gw *gw, size_t *len);
+/* metrics: live_clients is the number of open dashboards (http.c's). */
+char *http__metrics(struct gw *gw, unsigned live_clients, size_t *len);
 char *http__campaigns_json(struct gw *gw);
 char *http__fleet_json(struct gw *gw);
 char *http__devices_json(struct gw *gw, const struct http_devq *q);
@@ -60,9 +61,6 @@ char *http__series_json(struct gw *gw, struct http_history *h,
 /* What the WebSocket pushes: fleet and campaigns, and the newest event
  * sequence number (so the page knows when to fetch more). */
 char *http__live_json(struct gw *gw, struct http_history *h);
-
-/* http.c: WebSocket clients (open dashboards) now. */
-unsigned http__live_clients(const struct gw *gw);
 
 /* http_web.c: the dashboard's files. */
 struct http_file {

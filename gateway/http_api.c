@@ -604,7 +604,7 @@ static void metrics_releases(struct gw *gw, struct http_text *t)
 		  &v);
 }
 
-char *http__metrics(struct gw *gw, size_t *len)
+char *http__metrics(struct gw *gw, unsigned live_clients, size_t *len)
 {
 	struct http_text tx = {0}, *t = &tx;
 	const struct gw_stats *s = &gw->stats;
@@ -652,7 +652,7 @@ char *http__metrics(struct gw *gw, size_t *len)
 	metrics_releases(gw, t);
 	GAUGE("ota_gateway_dashboards_open",
 	      "Dashboards receiving live updates (WebSocket clients).", "%u",
-	      http__live_clients(gw));
+	      live_clients);
 	GAUGE("ota_gateway_mqtt_connected", "1 while connected to the broker.",
 	      "%d", mq_connected(gw->mq) ? 1 : 0);
 	if (t->oom) {

@@ -485,7 +485,7 @@ void gw__leader_connected(struct gw *gw)
 		 * the others when they answer the hello. Each answers an
 		 * offer of the release it holds part of with its position. */
 		l->fresh = false;
-		gw__offer_due_all(gw);
+		gw__offers_due(gw);
 	}
 }
 

@@ -81,7 +81,7 @@ void gw__pace_tick(struct gw *gw, uint64_t now)
 		return;
 	gw->offers_walk_ms = now;
 	gw->offers_waiting = false;
-	gw__offer_due_all(gw);
+	gw__offers_due(gw);
 }
 
 uint32_t gw__restart_spread_ms(const struct gw *gw, const struct gw_release *r)

@@ -187,11 +187,127 @@ static int pack_rollback(const struct pack_opts *o, struct proto_manifest *m)
 	return 0;
 }
 
+/* The options pack requires, and their form: 0, or 2 with the reason on
+ * stderr. */
+static int pack_check_opts(const struct pack_opts *o)
+{
+	uint32_t parts[3];
+	const char *missing = !o->key[0]       ? "--publisher-key"
+			      : !o->product[0] ? "--product"
+			      : !o->version[0] ? "--version"
+			      : !o->payload[0] ? "--payload"
+			      : !o->out[0]     ? "--out"
+					       : NULL;
+	if (missing) {
+		fprintf(stderr, "ota-gateway pack: %s is required\n", missing);
+		return 2;
+	}
+	if (!proto_id_valid(o->product)) {
+		fprintf(stderr,
+			"ota-gateway pack: product '%s' must be 1-63 "
+			"characters of A-Z a-z 0-9 _ -\n",
+			o->product);
+		return 2;
+	}
+	if (proto_version_parse(o->version, parts) != 0) {
+		fprintf(stderr,
+			"ota-gateway pack: version '%s' is not "
+			"MAJOR.MINOR.PATCH\n",
+			o->version);
+		return 2;
+	}
+	return 0;
+}
+
+/* m's digest, size and block table, from the payload open on fd: 0, or 1
+ * or 2 (a bad --block-size) with the reason on stderr. The block table
+ * lets a device check every block before writing it; the manifest signs
+ * the table's digest. */
+static int pack_payload(const struct pack_opts *o, int fd,
+			struct proto_manifest *m)
+{
+	char err[512] = "";
+	if (util_sha256_fd(fd, m->sha256, &m->size, err, sizeof(err)) != 0 ||
+	    m->size == 0) {
+		fprintf(stderr, "ota-gateway pack: %s: %s\n", o->payload,
+			m->size == 0 && !err[0] ? "payload is empty" : err);
+		return 1;
+	}
+	m->block_size = o->block_size ? o->block_size
+				      : PROTO_BLOCK_SIZE_DEFAULT;
+	if (m->block_size & (m->block_size - 1)) {
+		fprintf(stderr,
+			"ota-gateway pack: --block-size %u is not a "
+			"power of two\n",
+			m->block_size);
+		return 2;
+	}
+	void *pm = mmap(NULL, (size_t)m->size, PROT_READ, MAP_SHARED, fd, 0);
+	if (pm == MAP_FAILED) {
+		fprintf(stderr, "ota-gateway pack: %s: mmap: %s\n", o->payload,
+			strerror(errno));
+		return 1;
+	}
+	int brc = proto_block_count(m) > PROTO_BLOCKS_MAX
+		      ? PROTO_ERANGE
+		      : proto_block_table(m, pm, NULL, m->blocks);
+	munmap(pm, (size_t)m->size);
+	if (brc != 0) {
+		fprintf(stderr,
+			"ota-gateway pack: block table: %s (use a "
+			"larger --block-size)\n",
+			proto_strerror(brc));
+		return 1;
+	}
+	return 0;
+}
+
+/* The package: header, manifest mj, its signature and the payload (fd),
+ * written to o->out through a synced temporary file. 0, or 1 with the
+ * reason on stderr. */
+static int pack_write(const struct pack_opts *o, int fd, const char *mj,
+		      size_t mlen, const uint8_t sig[PROTO_SIG_LEN])
+{
+	char tmp[PATH_MAX + 8];
+	uint8_t hdr[PROTO_PKG_HDR_LEN];
+	if (proto_pkg_header_encode(hdr, (uint32_t)mlen) != 0) {
+		fprintf(stderr, "ota-gateway pack: signing failed\n");
+		return 1;
+	}
+	snprintf(tmp, sizeof(tmp), "%s.tmp", o->out);
+	FILE *out = fopen(tmp, "wb");
+	if (!out) {
+		fprintf(stderr, "ota-gateway pack: %s: %s\n", tmp,
+			strerror(errno));
+		return 1;
+	}
+	if (lseek(fd, 0, SEEK_SET) != 0 ||
+	    fwrite(hdr, 1, sizeof(hdr), out) != sizeof(hdr) ||
+	    fwrite(mj, 1, mlen, out) != mlen ||
+	    fwrite(sig, 1, PROTO_SIG_LEN, out) != PROTO_SIG_LEN ||
+	    copy_fd(fd, out) != 0 || fflush(out) != 0 ||
+	    fsync(fileno(out)) != 0) {
+		fprintf(stderr, "ota-gateway pack: writing %s: %s\n", tmp,
+			strerror(errno));
+		fclose(out);
+		unlink(tmp);
+		return 1;
+	}
+	fclose(out);
+	if (rename(tmp, o->out) != 0) {
+		fprintf(stderr, "ota-gateway pack: rename to %s: %s\n", o->out,
+			strerror(errno));
+		unlink(tmp);
+		return 1;
+	}
+	return 0;
+}
+
 int gw__cmd_pack(int argc, char **argv)
 {
 	struct pack_opts o;
 	struct conf_cli cli;
-	char err[512] = "", tmp[PATH_MAX + 8];
+	char err[512] = "";
 	int rc = parse(argc, argv, pack_keys, &o, &cli,
 		       "pack --publisher-key KEY --product P --version V\n"
 		       "                        --payload FILE --out PKG",
@@ -207,32 +323,9 @@ int gw__cmd_pack(int argc, char **argv)
 		       "--out sensor-back-to-1.0.0.ota\n");
 	if (rc)
 		return rc == 1 ? 0 : rc;
-	const char *missing = !o.key[0]	      ? "--publisher-key"
-			      : !o.product[0] ? "--product"
-			      : !o.version[0] ? "--version"
-			      : !o.payload[0] ? "--payload"
-			      : !o.out[0]     ? "--out"
-					      : NULL;
-	if (missing) {
-		fprintf(stderr, "ota-gateway pack: %s is required\n", missing);
+	if (pack_check_opts(&o) != 0)
 		return 2;
-	}
 	struct proto_manifest m = {.format = 1};
-	uint32_t parts[3];
-	if (!proto_id_valid(o.product)) {
-		fprintf(stderr,
-			"ota-gateway pack: product '%s' must be 1-63 "
-			"characters of A-Z a-z 0-9 _ -\n",
-			o.product);
-		return 2;
-	}
-	if (proto_version_parse(o.version, parts) != 0) {
-		fprintf(stderr,
-			"ota-gateway pack: version '%s' is not "
-			"MAJOR.MINOR.PATCH\n",
-			o.version);
-		return 2;
-	}
 	uint8_t priv[PROTO_PRIVKEY_LEN];
 	if (util_load_privkey(o.key, priv, err, sizeof(err)) != 0) {
 		fprintf(stderr, "ota-gateway pack: %s\n", err);
@@ -241,100 +334,77 @@ int gw__cmd_pack(int argc, char **argv)
 	snprintf(m.product, sizeof(m.product), "%s", o.product);
 	snprintf(m.version, sizeof(m.version), "%s", o.version);
 	m.created = (int64_t)time(NULL);
-	if (pack_rollback(&o, &m) != 0)
-		return 2;
-	int fd = open(o.payload, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		fprintf(stderr, "ota-gateway pack: %s: %s\n", o.payload,
-			strerror(errno));
-		return 1;
-	}
-	if (util_sha256_fd(fd, m.sha256, &m.size, err, sizeof(err)) != 0 ||
-	    m.size == 0) {
-		fprintf(stderr, "ota-gateway pack: %s: %s\n", o.payload,
-			m.size == 0 && !err[0] ? "payload is empty" : err);
-		close(fd);
-		return 1;
-	}
-	/* The block table lets a device check every block before writing
-	 * it; the manifest signs the table's digest. */
-	m.block_size = o.block_size ? o.block_size : PROTO_BLOCK_SIZE_DEFAULT;
-	if (m.block_size & (m.block_size - 1)) {
-		fprintf(stderr,
-			"ota-gateway pack: --block-size %u is not a "
-			"power of two\n",
-			m.block_size);
-		close(fd);
+	int fd = -1;
+	if (pack_rollback(&o, &m) != 0) {
 		OPENSSL_cleanse(priv, sizeof(priv));
 		return 2;
 	}
+	if ((fd = open(o.payload, O_RDONLY | O_CLOEXEC)) < 0) {
+		fprintf(stderr, "ota-gateway pack: %s: %s\n", o.payload,
+			strerror(errno));
+		OPENSSL_cleanse(priv, sizeof(priv));
+		return 1;
+	}
 	char *mj = NULL;
 	size_t mlen = 0;
-	uint8_t sig[PROTO_SIG_LEN], hdr[PROTO_PKG_HDR_LEN];
-	void *pm = mmap(NULL, (size_t)m.size, PROT_READ, MAP_SHARED, fd, 0);
-	if (pm == MAP_FAILED) {
-		fprintf(stderr, "ota-gateway pack: %s: mmap: %s\n", o.payload,
-			strerror(errno));
-		goto fail_fd;
-	}
-	int brc = proto_block_count(&m) > PROTO_BLOCKS_MAX
-		      ? PROTO_ERANGE
-		      : proto_block_table(&m, pm, NULL, m.blocks);
-	munmap(pm, (size_t)m.size);
-	if (brc != 0) {
-		fprintf(stderr,
-			"ota-gateway pack: block table: %s (use a "
-			"larger --block-size)\n",
-			proto_strerror(brc));
-		goto fail_fd;
-	}
-	if (proto_manifest_encode(&m, &mj, &mlen) != 0 ||
-	    proto_sign(priv, mj, mlen, sig) != 0 ||
-	    proto_pkg_header_encode(hdr, (uint32_t)mlen) != 0) {
+	uint8_t sig[PROTO_SIG_LEN];
+	rc = pack_payload(&o, fd, &m);
+	if (rc == 0 && (proto_manifest_encode(&m, &mj, &mlen) != 0 ||
+			proto_sign(priv, mj, mlen, sig) != 0)) {
 		fprintf(stderr, "ota-gateway pack: signing failed\n");
-		goto fail_fd;
+		rc = 1;
 	}
-	snprintf(tmp, sizeof(tmp), "%s.tmp", o.out);
-	FILE *out = fopen(tmp, "wb");
-	if (!out) {
-		fprintf(stderr, "ota-gateway pack: %s: %s\n", tmp,
-			strerror(errno));
-		goto fail_fd;
+	if (rc == 0)
+		rc = pack_write(&o, fd, mj, mlen, sig);
+	if (rc == 0) {
+		char hex[65];
+		proto_hex_encode(m.sha256, 32, hex);
+		printf("wrote %s\n  product=%s version=%s size=%llu\n"
+		       "  sha256=%s\n  blocks=%llu x %u bytes\n",
+		       o.out, m.product, m.version, (unsigned long long)m.size,
+		       hex, (unsigned long long)proto_block_count(&m),
+		       m.block_size);
 	}
-	if (lseek(fd, 0, SEEK_SET) != 0 ||
-	    fwrite(hdr, 1, sizeof(hdr), out) != sizeof(hdr) ||
-	    fwrite(mj, 1, mlen, out) != mlen ||
-	    fwrite(sig, 1, sizeof(sig), out) != sizeof(sig) ||
-	    copy_fd(fd, out) != 0 || fflush(out) != 0 ||
-	    fsync(fileno(out)) != 0) {
-		fprintf(stderr, "ota-gateway pack: writing %s: %s\n", tmp,
-			strerror(errno));
-		fclose(out);
-		unlink(tmp);
-		goto fail_fd;
-	}
-	fclose(out);
-	if (rename(tmp, o.out) != 0) {
-		fprintf(stderr, "ota-gateway pack: rename to %s: %s\n", o.out,
-			strerror(errno));
-		unlink(tmp);
-		goto fail_fd;
-	}
+	free(mj);
+	close(fd);
+	OPENSSL_cleanse(priv, sizeof(priv));
+	return rc;
+}
+
+/* What verify prints of a package that passed: its manifest as JSON, or
+ * its fields for a person. */
+static void verify_print(const char *path, const struct proto_manifest *m,
+			 bool json)
+{
 	char hex[65];
-	proto_hex_encode(m.sha256, 32, hex);
-	printf("wrote %s\n  product=%s version=%s size=%llu\n  sha256=%s\n"
-	       "  blocks=%llu x %u bytes\n",
-	       o.out, m.product, m.version, (unsigned long long)m.size, hex,
-	       (unsigned long long)proto_block_count(&m), m.block_size);
-	free(mj);
-	close(fd);
-	OPENSSL_cleanse(priv, sizeof(priv));
-	return 0;
-fail_fd:
-	free(mj);
-	close(fd);
-	OPENSSL_cleanse(priv, sizeof(priv));
-	return 1;
+	proto_hex_encode(m->sha256, 32, hex);
+	if (json) {
+		char *mj = NULL;
+		size_t mlen;
+		if (proto_manifest_encode(m, &mj, &mlen) == 0)
+			printf("%s\n", mj);
+		free(mj);
+		return;
+	}
+	printf("%s: OK (signature and digest verified)\n"
+	       "  product  %s\n  version  %s%s%s%s\n  size     %llu\n"
+	       "  sha256   %s\n  created  %lld\n",
+	       path, m->product, m->version,
+	       m->downgrade ? " (signed downgrade, replaces " : "", m->replaces,
+	       m->downgrade ? ")" : "", (unsigned long long)m->size, hex,
+	       (long long)m->created);
+	if (m->security_version)
+		printf("  security_version %u\n", m->security_version);
+	if (m->no_compress)
+		printf("  compress false (sent as is, never zstd)\n");
+	if (m->expires)
+		printf("  expires  %lld%s\n", (long long)m->expires,
+		       (int64_t)time(NULL) >= m->expires ? " (EXPIRED)" : "");
+	if (m->block_size)
+		printf("  blocks   %llu x %u bytes (table verified)\n",
+		       (unsigned long long)proto_block_count(m), m->block_size);
+	else
+		printf("  blocks   none (devices refuse it: re-pack it)\n");
 }
 
 int gw__cmd_verify(int argc, char **argv)
@@ -400,34 +470,6 @@ int gw__cmd_verify(int argc, char **argv)
 			perr.text[0] ? perr.text : proto_strerror(rc));
 		return 1;
 	}
-	char hex[65];
-	proto_hex_encode(m.sha256, 32, hex);
-	if (o.json) {
-		char *mj = NULL;
-		size_t mlen;
-		if (proto_manifest_encode(&m, &mj, &mlen) == 0)
-			printf("%s\n", mj);
-		free(mj);
-		return 0;
-	}
-	printf("%s: OK (signature and digest verified)\n"
-	       "  product  %s\n  version  %s%s%s%s\n  size     %llu\n"
-	       "  sha256   %s\n  created  %lld\n",
-	       path, m.product, m.version,
-	       m.downgrade ? " (signed downgrade, replaces " : "", m.replaces,
-	       m.downgrade ? ")" : "", (unsigned long long)m.size, hex,
-	       (long long)m.created);
-	if (m.security_version)
-		printf("  security_version %u\n", m.security_version);
-	if (m.no_compress)
-		printf("  compress false (sent as is, never zstd)\n");
-	if (m.expires)
-		printf("  expires  %lld%s\n", (long long)m.expires,
-		       (int64_t)time(NULL) >= m.expires ? " (EXPIRED)" : "");
-	if (m.block_size)
-		printf("  blocks   %llu x %u bytes (table verified)\n",
-		       (unsigned long long)proto_block_count(&m), m.block_size);
-	else
-		printf("  blocks   none (devices refuse it: re-pack it)\n");
+	verify_print(path, &m, o.json);
 	return 0;
 }

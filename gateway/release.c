@@ -51,62 +51,6 @@ struct fetch_job {
 	uint64_t t_announce, t_fetched, t_verified;
 };
 
-struct gw_release *gw__release_find(struct gw *gw, const char *id)
-{
-	for (struct gw_release *r = gw->releases; r; r = r->next)
-		if (!strcmp(r->id, id))
-			return r;
-	return NULL;
-}
-
-bool gw__release_targets(const struct gw *gw, const struct gw_release *r,
-			 const struct gw_device *d, unsigned how)
-{
-	int c, rep = 1;
-	if (r->camp.st == GW_CAMP_ABORTED ||
-	    ((how & GW_TARGET_ONLINE) && !d->online) ||
-	    strcmp(d->product, r->m.product) != 0)
-		return false;
-	if (r->m.expires && gw__wall_ms(gw) / 1000 >= r->m.expires)
-		return false;
-	/* Newer than the device; or, for a signed downgrade, older and at
-	 * most the version the downgrade replaces. */
-	if (proto_version_cmp(d->version, r->m.version, &c) != 0 || c == 0 ||
-	    (c > 0 && !r->m.downgrade) || (c < 0 && r->m.downgrade) ||
-	    (r->m.downgrade &&
-	     (proto_version_cmp(d->version, r->m.replaces, &rep) != 0 ||
-	      rep > 0)))
-		return false;
-	if ((how & GW_TARGET_NOT_FAILED) && !strcmp(d->failed_release, r->id))
-		return false;
-	if (r->target.group[0] && strcmp(r->target.group, d->group) != 0)
-		return false;
-	if (r->target.devices) {
-		for (size_t i = 0; i < r->target.ndevices; i++)
-			if (!strcmp(r->target.devices[i], d->id))
-				return true;
-		return false;
-	}
-	return true;
-}
-
-struct gw_release *gw__release_newest(struct gw *gw, const char *product,
-				      const struct gw_device *d)
-{
-	struct gw_release *best = NULL;
-	for (struct gw_release *r = gw->releases; r; r = r->next) {
-		int c;
-		if (d ? !gw__release_targets(gw, r, d, GW_TARGET_NOW)
-		      : strcmp(r->m.product, product) != 0)
-			continue;
-		if (!best || (proto_version_cmp(r->m.version, best->m.version,
-						&c) == 0 &&
-			      c > 0))
-			best = r;
-	}
-	return best;
-}
-
 static void table_path(char *out, size_t n, const char *store_dir,
 		       const char *id)
 {
@@ -279,15 +223,6 @@ void gw__releases_free(struct gw *gw)
 		gw->releases = r->next;
 		release_free(r);
 	}
-}
-
-void gw__release_save(struct gw *gw, struct gw_release *r)
-{
-	char *rec = gw__release_record(r, gw__campaign_state(r));
-	if (!rec ||
-	    store_put(gw->db, STORE_RELEASES, r->id, rec, strlen(rec)) != 0)
-		log_warnx("ledger: cannot queue release %s", r->id);
-	free(rec);
 }
 
 /* Is there already a release of this product at this version or newer? */
@@ -568,7 +503,7 @@ static void fetch_done(uv_work_t *req, int status)
 		 r->window, r->encrypt ? " encrypted" : "");
 	gw__event(gw, NULL, r->id, "release_verified", r->m.version);
 	v.verdict = PROTO_VERDICT_ACCEPTED;
-	gw__offer_due_all(gw);
+	gw__offers_due(gw);
 out_verdict:
 	announce_verdict(gw, j, &v);
 	proto_announce_free(&j->a);

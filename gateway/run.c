@@ -11,6 +11,7 @@
 
 #include "common/certcheck.h"
 #include "common/conf.h"
+#include "common/confcheck.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "gateway/gw.h"
@@ -147,32 +148,21 @@ void gw_config_defaults(struct gw_config *c)
 
 static int gw_config_check(const struct gw_config *c, char *err, size_t n)
 {
-	enum log_level lvl;
-	const char *need = !c->ca_file[0]     ? "ca_file"
-			   : !c->cert_file[0] ? "cert_file"
-			   : !c->key_file[0]  ? "key_file"
-			   : !c->publisher_key[0] && !c->root_keys[0]
-			       ? "publisher_key (or root_keys)"
-			       : NULL;
-	if (need) {
-		snprintf(err, n, "key '%s' is required", need);
+	struct confcheck_client cc = {.ca_file = c->ca_file,
+				      .cert_file = c->cert_file,
+				      .key_file = c->key_file,
+				      .publisher_key = c->publisher_key,
+				      .root_keys = c->root_keys,
+				      .log_level = c->log_level,
+				      .brokers = c->brokers};
+	if (confcheck_client(&cc, err, n) != 0)
 		return -1;
-	}
 	if (strcmp(c->mqtt_version, "5") != 0 &&
 	    strcmp(c->mqtt_version, "3.1.1") != 0) {
 		snprintf(err, n, "key 'mqtt_version': '%s' is not 5 or 3.1.1",
 			 c->mqtt_version);
 		return -1;
 	}
-	if (log_level_parse(c->log_level, &lvl) != 0) {
-		snprintf(err, n,
-			 "key 'log_level': '%s' is not one of error, "
-			 "warn, info, debug",
-			 c->log_level);
-		return -1;
-	}
-	if (c->brokers[0] && mq_brokers_check(c->brokers, NULL, err, n) != 0)
-		return -1;
 	if (c->encrypt_packages && !c->device_cert_dir[0]) {
 		snprintf(err, n,
 			 "key 'encrypt_packages' needs "

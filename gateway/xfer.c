@@ -425,3 +425,22 @@ void gw__xfer_tick(struct gw *gw, struct gw_device *d, uint64_t now)
 			  x->snd.rto, x->snd.cum);
 	sync_counts(d);
 }
+
+struct gw_release *gw__rel_root(struct gw_release *r)
+{
+	return r->parent ? r->parent : r;
+}
+
+uint64_t gw__frag_wire_len(const struct gw_release *r, uint32_t i)
+{
+	uint64_t off, end;
+	if (i < r->tfrags) {
+		off = (uint64_t)i * r->frag_size;
+		end = r->table_len;
+	} else {
+		off = (uint64_t)(i - r->tfrags) * r->frag_size;
+		end = r->payload_len;
+	}
+	uint64_t len = end - off < r->frag_size ? end - off : r->frag_size;
+	return PROTO_FRAG_HDR_LEN + len + (r->encrypt ? PROTO_ENC_TAG_LEN : 0);
+}

@@ -40,40 +40,50 @@ uint32_t proto_release_tag(const uint8_t id[PROTO_RELEASE_ID_LEN])
 	       (uint32_t)id[3] << 24;
 }
 
+/* A new Ed25519 key (the private one to sign, else the public one) and a
+ * new context set up to sign or verify with it. Both are the caller's to
+ * free through ed25519_end, on failure too. */
+static int ed25519_begin(bool sign, const uint8_t *key, EVP_PKEY **pkey,
+			 EVP_MD_CTX **ctx)
+{
+	*pkey = sign ? EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, NULL, key,
+						    PROTO_PRIVKEY_LEN)
+		     : EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, NULL, key,
+						   PROTO_PUBKEY_LEN);
+	if (*pkey == NULL)
+		return PROTO_EKEY;
+	if ((*ctx = EVP_MD_CTX_new()) == NULL)
+		return PROTO_ENOMEM;
+	if ((sign ? EVP_DigestSignInit(*ctx, NULL, NULL, NULL, *pkey)
+		  : EVP_DigestVerifyInit(*ctx, NULL, NULL, NULL, *pkey)) != 1)
+		return PROTO_ECRYPTO;
+	return 0;
+}
+
+/* Frees what ed25519_begin made; rc passes through (on failure, with
+ * OpenSSL's error queue cleared). */
+static int ed25519_end(int rc, EVP_PKEY *pkey, EVP_MD_CTX *ctx)
+{
+	if (rc != 0)
+		ERR_clear_error();
+	EVP_MD_CTX_free(ctx);
+	EVP_PKEY_free(pkey);
+	return rc;
+}
+
 int proto_sign(const uint8_t priv[PROTO_PRIVKEY_LEN], const void *msg,
 	       size_t len, uint8_t sig[PROTO_SIG_LEN])
 {
 	EVP_PKEY *pkey = NULL;
 	EVP_MD_CTX *ctx = NULL;
 	size_t siglen = PROTO_SIG_LEN;
-	int rc;
+	int rc = ed25519_begin(true, priv, &pkey, &ctx);
 
-	if (msg == NULL)
-		msg = "";
-	pkey = EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, NULL, priv,
-					    PROTO_PRIVKEY_LEN);
-	if (pkey == NULL) {
-		rc = PROTO_EKEY;
-		goto out_err;
-	}
-	if ((ctx = EVP_MD_CTX_new()) == NULL) {
-		rc = PROTO_ENOMEM;
-		goto out_err;
-	}
-	if (EVP_DigestSignInit(ctx, NULL, NULL, NULL, pkey) != 1 ||
-	    EVP_DigestSign(ctx, sig, &siglen, msg, len) != 1 ||
-	    siglen != PROTO_SIG_LEN) {
+	if (rc == 0 &&
+	    (EVP_DigestSign(ctx, sig, &siglen, msg ? msg : "", len) != 1 ||
+	     siglen != PROTO_SIG_LEN))
 		rc = PROTO_ECRYPTO;
-		goto out_err;
-	}
-	rc = 0;
-	goto out_free;
-out_err:
-	ERR_clear_error();
-out_free:
-	EVP_MD_CTX_free(ctx);
-	EVP_PKEY_free(pkey);
-	return rc;
+	return ed25519_end(rc, pkey, ctx);
 }
 
 int proto_verify(const uint8_t pub[PROTO_PUBKEY_LEN], const void *msg,
@@ -81,37 +91,13 @@ int proto_verify(const uint8_t pub[PROTO_PUBKEY_LEN], const void *msg,
 {
 	EVP_PKEY *pkey = NULL;
 	EVP_MD_CTX *ctx = NULL;
-	int rc;
+	int rc = ed25519_begin(false, pub, &pkey, &ctx);
 
-	if (msg == NULL)
-		msg = "";
-	pkey = EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, NULL, pub,
-					   PROTO_PUBKEY_LEN);
-	if (pkey == NULL) {
-		rc = PROTO_EKEY;
-		goto out_err;
-	}
-	if ((ctx = EVP_MD_CTX_new()) == NULL) {
-		rc = PROTO_ENOMEM;
-		goto out_err;
-	}
-	if (EVP_DigestVerifyInit(ctx, NULL, NULL, NULL, pkey) != 1) {
-		rc = PROTO_ECRYPTO;
-		goto out_err;
-	}
 	/* 1 = valid; 0 = does not verify; < 0 = the library could not
 	 * tell (e.g. a public key that is not a curve point). Only 1 is
 	 * ever accepted. */
-	if (EVP_DigestVerify(ctx, sig, PROTO_SIG_LEN, msg, len) != 1) {
+	if (rc == 0 &&
+	    EVP_DigestVerify(ctx, sig, PROTO_SIG_LEN, msg ? msg : "", len) != 1)
 		rc = PROTO_ESIG;
-		goto out_err;
-	}
-	rc = 0;
-	goto out_free;
-out_err:
-	ERR_clear_error();
-out_free:
-	EVP_MD_CTX_free(ctx);
-	EVP_PKEY_free(pkey);
-	return rc;
+	return ed25519_end(rc, pkey, ctx);
 }

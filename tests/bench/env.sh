@@ -118,3 +118,47 @@ _bench_cleanup() {
     cleanup
 }
 trap _bench_cleanup EXIT
+
+# bench_max N...: the largest N.
+bench_max() {
+    local n max=0
+    for n in "$@"; do [ "$n" -gt "$max" ] && max=$n; done
+    echo "$max"
+}
+
+# fleet_up N: N simulated devices on 1.0.0 (product sensor), certificates from
+# make-certs --devices, in as few ota-device --fleet processes fleet0, fleet1... as hold at
+# most FLEET_MAX_PER_PROC (default 2500: each device holds ~4 file descriptors, the hard
+# limit here is 20000), their state on $SHM (bench_tmpfs first); then until the ledger
+# shows them all idle. Sets procs (the number of processes). Not in a subshell.
+procs=0
+fleet_up() {
+    local n=$1 per=${FLEET_MAX_PER_PROC:-2500} p first count t=$SECONDS
+    procs=$(((n + per - 1) / per))
+    for ((p = 0; p < procs; p++)); do
+        first=$((p * n / procs + 1))
+        count=$(((p + 1) * n / procs - p * n / procs))
+        spawn "fleet$p" "$DEV" --fleet "$count" --fleet-first "$first" \
+            --fleet-cert-dir "$CERTS/devices" --product sensor --version 1.0.0 \
+            --broker-host localhost --broker-port "$BROKER_PORT" --ca-file "$CERTS/ca.crt" \
+            --publisher-key "$CERTS/publisher.pub" --state-dir "$SHM/fleet$p"
+    done
+    wait_fleet $((60 + n / 20)) idle 1.0.0 "$n" ||
+        bench_die "$n devices not idle after $((60 + n / 20)) s: $(states)"
+    echo "$BENCH_NAME: $n devices idle in $((SECONDS - t)) s" >&2
+}
+
+# fleet_field PROCS FIELD: FIELD summed (or, for *_max, the largest) over the latest
+# summary line (one every 5 s) of each of the PROCS fleet processes.
+fleet_field() {
+    local p sum=0 c
+    for ((p = 0; p < $1; p++)); do
+        c=$(grep -a ' ota-device fleet summary ' "$T/fleet$p.log" 2>/dev/null | tail -n 1 |
+            grep -o " $2=[0-9]*" | cut -d= -f2)
+        case $2 in
+        *_max) [ "${c:-0}" -gt "$sum" ] && sum=${c:-0} ;;
+        *) sum=$((sum + ${c:-0})) ;;
+        esac
+    done
+    echo "$sum"
+}

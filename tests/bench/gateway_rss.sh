@@ -6,26 +6,14 @@
 #   usage: tests/bench/gateway_rss.sh [BUILD_DIR]   env: SIZES="100 1000 5000"  GW_RSS_FLAGS (extra gateway flags)
 . "$(dirname "$0")/env.sh"
 SIZES=${SIZES:-100 1000 5000}
-PER_PROC=${FLEET_MAX_PER_PROC:-2500}
-max=0
-for n in $SIZES; do [ "$n" -gt "$max" ] && max=$n; done
+# shellcheck disable=SC2086  # the sizes, split
+max=$(bench_max $SIZES)
 t=$SECONDS
 certs_make --devices "$max" >/dev/null || bench_die "make-certs failed"
 echo "gateway_rss: $max certificates in $((SECONDS - t)) s" >&2
 broker_start >/dev/null || bench_die "the broker did not start"
 bench_tmpfs
 make_payload "$T/fw.bin" 65536
-# fleet_committed PROCS: devices committed according to each fleet process's latest
-# summary line (one every 5 s).
-fleet_committed() {
-    local p sum=0 c
-    for ((p = 0; p < $1; p++)); do
-        c=$(grep -a ' ota-device fleet summary ' "$T/fleet$p.log" 2>/dev/null | tail -n 1 |
-            grep -o ' committed=[0-9]*' | cut -d= -f2)
-        sum=$((sum + ${c:-0}))
-    done
-    echo "$sum"
-}
 echo "| devices | fleet processes | gateway RSS, idle | per device | RSS while transferring | per device | broker RSS, idle | ledger shows committed |"
 echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
 for n in $SIZES; do
@@ -33,19 +21,7 @@ for n in $SIZES; do
     gateway_start ${GW_RSS_FLAGS:-} >/dev/null || bench_die "the gateway did not start"
     gw=$(pid_of gateway)
     base=$(rss_kib "$gw")
-    procs=$(((n + PER_PROC - 1) / PER_PROC))
-    for ((p = 0; p < procs; p++)); do
-        first=$((p * n / procs + 1))
-        count=$(((p + 1) * n / procs - p * n / procs))
-        spawn "fleet$p" "$DEV" --fleet "$count" --fleet-first "$first" \
-            --fleet-cert-dir "$CERTS/devices" --product sensor --version 1.0.0 \
-            --broker-host localhost --broker-port "$BROKER_PORT" --ca-file "$CERTS/ca.crt" \
-            --publisher-key "$CERTS/publisher.pub" --state-dir "$SHM/fleet$p"
-    done
-    t=$SECONDS
-    wait_fleet $((60 + n / 20)) idle 1.0.0 "$n" ||
-        bench_die "$n devices not idle after $((60 + n / 20)) s: $(states)"
-    echo "gateway_rss: $n devices idle in $((SECONDS - t)) s" >&2
+    fleet_up "$n"
     t=$SECONDS
     sleep 1 # let the gateway settle after the last status
     idle=$(rss_kib "$gw")
@@ -61,13 +37,13 @@ for n in $SIZES; do
     for ((i = 0; i < 4 * (60 + n / 10); i++)); do
         r=$(rss_kib "$gw")
         [ "$r" -gt "$peak" ] && peak=$r
-        if [ $((i % 4)) = 0 ] && [ "$(fleet_committed "$procs")" = "$n" ]; then
+        if [ $((i % 4)) = 0 ] && [ "$(fleet_field "$procs" committed)" = "$n" ]; then
             done_ok=1
             break
         fi
         sleep 0.25
     done
-    [ "$done_ok" = 1 ] || bench_die "$n devices: the fleets say only $(fleet_committed "$procs") committed"
+    [ "$done_ok" = 1 ] || bench_die "$n devices: the fleets say only $(fleet_field "$procs" committed) committed"
     echo "gateway_rss: $n devices committed in $((SECONDS - t)) s" >&2
     # VmHWM catches a peak between two samples.
     hwm=$(hwm_kib "$gw")

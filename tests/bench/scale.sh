@@ -20,9 +20,8 @@
 #        SCALE_CERT_DEVICES: how many it holds (their ids' width), default the largest N
 . "$(dirname "$0")/env.sh"
 SIZES=${SCALE_SIZES:-1000 5000 10000}
-PER_PROC=${FLEET_MAX_PER_PROC:-2500}
-max=0
-for n in $SIZES; do [ "$n" -gt "$max" ] && max=$n; done
+# shellcheck disable=SC2086  # the sizes, split
+max=$(bench_max $SIZES)
 t=$SECONDS
 if [ -n "${SCALE_CERTS:-}" ]; then cp -a "$SCALE_CERTS" "$CERTS" || bench_die "cannot copy $SCALE_CERTS"; fi
 certs_make --devices "${SCALE_CERT_DEVICES:-$max}" >/dev/null || bench_die "make-certs failed"
@@ -32,20 +31,6 @@ BROKER=$(pid_of broker)
 bench_tmpfs
 make_payload "$T/fw.bin" 65536
 
-# fleet_field PROCS FIELD: FIELD summed (or, for *_max, the largest) over each fleet
-# process's latest summary line.
-fleet_field() {
-    local p sum=0 c
-    for ((p = 0; p < $1; p++)); do
-        c=$(grep -a ' ota-device fleet summary ' "$T/fleet$p.log" 2>/dev/null | tail -n 1 |
-            grep -o " $2=[0-9]*" | cut -d= -f2)
-        case $2 in
-        *_max) [ "${c:-0}" -gt "$sum" ] && sum=${c:-0} ;;
-        *) sum=$((sum + ${c:-0})) ;;
-        esac
-    done
-    echo "$sum"
-}
 # reconnects T0: "peak_per_s seconds total" of device connections the broker logged at or
 # after T0 (unix seconds).
 reconnects() {
@@ -64,19 +49,7 @@ for n in $SIZES; do
     rm -rf "$T/gw-db" "$T/gw-store" "$SHM"/fleet*
     gateway_start ${GW_FLAGS:-} >/dev/null || bench_die "the gateway did not start"
     gw=$(pid_of gateway)
-    procs=$(((n + PER_PROC - 1) / PER_PROC))
-    for ((p = 0; p < procs; p++)); do
-        first=$((p * n / procs + 1))
-        count=$(((p + 1) * n / procs - p * n / procs))
-        spawn "fleet$p" "$DEV" --fleet "$count" --fleet-first "$first" \
-            --fleet-cert-dir "$CERTS/devices" --product sensor --version 1.0.0 \
-            --broker-host localhost --broker-port "$BROKER_PORT" --ca-file "$CERTS/ca.crt" \
-            --publisher-key "$CERTS/publisher.pub" --state-dir "$SHM/fleet$p"
-    done
-    t=$SECONDS
-    wait_fleet $((60 + n / 20)) idle 1.0.0 "$n" ||
-        bench_die "$n devices not idle after $((60 + n / 20)) s: $(states)"
-    echo "scale: $n devices idle in $((SECONDS - t)) s" >&2
+    fleet_up "$n"
     sleep 2
     pack sensor "1.$ver.0" "$T/fw.bin" "$T/p.ota" || bench_die "pack failed"
     hwm_reset "$BROKER"
@@ -121,4 +94,4 @@ for n in $SIZES; do
     mv "$T/gateway.log" "$T/gateway-$n.log"
 done
 echo
-echo "Command: \`tests/bench/scale.sh\` (SCALE_SIZES=\"$SIZES\", FLEET_MAX_PER_PROC=$PER_PROC${GW_FLAGS:+, GW_FLAGS=\"$GW_FLAGS\"})."
+echo "Command: \`tests/bench/scale.sh\` (SCALE_SIZES=\"$SIZES\", FLEET_MAX_PER_PROC=${FLEET_MAX_PER_PROC:-2500}${GW_FLAGS:+, GW_FLAGS=\"$GW_FLAGS\"})."

@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "common/conf.h"
+#include "common/confcheck.h"
 #include "common/util.h"
 #include "proto/proto.h"
 
@@ -823,6 +824,41 @@ static void test_util_non_ed25519(void **state)
 	assert_non_null(strstr(err, "No such file"));
 }
 
+/* The keys both programs share: each fault named by its key, the first
+ * in order; NULL cert_file and key_file (a fleet) are not required. */
+static void test_confcheck_client(void **state)
+{
+	(void)state;
+	char err[256];
+	struct confcheck_client c = {"ca.crt", "d.crt", "d.key", "p.pub",
+				     "",       "info",	""};
+	assert_int_equal(confcheck_client(&c, err, sizeof(err)), 0);
+	c.brokers = "a:8883,b";
+	assert_int_equal(confcheck_client(&c, err, sizeof(err)), 0);
+	c.brokers = "a:99999";
+	assert_int_equal(confcheck_client(&c, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "99999"));
+	c.log_level = "loud";
+	assert_int_equal(confcheck_client(&c, err, sizeof(err)), -1);
+	assert_string_equal(err, "key 'log_level': 'loud' is not one of "
+				 "error, warn, info, debug");
+	c.publisher_key = "";
+	assert_int_equal(confcheck_client(&c, err, sizeof(err)), -1);
+	assert_string_equal(err,
+			    "key 'publisher_key (or root_keys)' is required");
+	c.root_keys = "r.pub";
+	c.key_file = "";
+	assert_int_equal(confcheck_client(&c, err, sizeof(err)), -1);
+	assert_string_equal(err, "key 'key_file' is required");
+	c.cert_file = c.key_file = NULL; /* a fleet */
+	c.log_level = "debug";
+	c.brokers = "";
+	assert_int_equal(confcheck_client(&c, err, sizeof(err)), 0);
+	c.ca_file = "";
+	assert_int_equal(confcheck_client(&c, err, sizeof(err)), -1);
+	assert_string_equal(err, "key 'ca_file' is required");
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void)
@@ -846,6 +882,7 @@ int main(void)
 	    T(test_util_keys_round_trip),
 	    T(test_util_privkey_mode),
 	    T(test_util_non_ed25519),
+	    cmocka_unit_test(test_confcheck_client),
 	};
 
 	return cmocka_run_group_tests_name("conf_util", tests, NULL, NULL);

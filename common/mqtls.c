@@ -1,0 +1,129 @@
+/* The TLS contexts of mq.c's clients with shared_tls: one per broker host
+ * and set of files (CA, certificate, key), made once and reused by every
+ * client with the same ones (a simulated fleet's in-process restarts),
+ * until mq_tls_cache_clear. */
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "common/mq.h"
+
+struct tls_ent {
+	char *key; /* host NUL ca NUL cert NUL keyfile, as one string */
+	size_t keylen;
+	SSL_CTX *ctx;
+};
+static struct tls_ent *tls_cache;
+static size_t tls_n, tls_cap;
+
+static void tls_errstr(char *err, size_t errlen, const char *what,
+		       const char *file)
+{
+	char buf[256] = "";
+	unsigned long e = ERR_get_error();
+	if (e)
+		ERR_error_string_n(e, buf, sizeof(buf));
+	ERR_clear_error();
+	snprintf(err, errlen, "TLS setup: %s %s: %s", what, file,
+		 buf[0] ? buf : "failed");
+}
+
+static int tls_verify_cb(int ok, X509_STORE_CTX *x)
+{
+	if (!ok)
+		log_warnx(
+		    "TLS: certificate verify failed: %s (depth %d)",
+		    X509_verify_cert_error_string(X509_STORE_CTX_get_error(x)),
+		    X509_STORE_CTX_get_error_depth(x));
+	return ok;
+}
+
+/* What mosquitto_tls_set and mosquitto_tls_opts_set(1, "tlsv1.2") give a
+ * client, built once: the CA, our certificate and key, verification of
+ * the broker's certificate and of its host name. */
+static SSL_CTX *tls_ctx_new(const struct mq_opts *o, char *err, size_t errlen)
+{
+	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+	if (!ctx) {
+		tls_errstr(err, errlen, "context", "");
+		return NULL;
+	}
+	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+	SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION);
+	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+	if (SSL_CTX_load_verify_locations(ctx, o->cafile, NULL) != 1) {
+		tls_errstr(err, errlen, "CA file", o->cafile);
+		goto fail;
+	}
+	if (SSL_CTX_use_certificate_chain_file(ctx, o->certfile) != 1) {
+		tls_errstr(err, errlen, "certificate", o->certfile);
+		goto fail;
+	}
+	if (SSL_CTX_use_PrivateKey_file(ctx, o->keyfile, SSL_FILETYPE_PEM) !=
+		1 ||
+	    SSL_CTX_check_private_key(ctx) != 1) {
+		tls_errstr(err, errlen, "key", o->keyfile);
+		goto fail;
+	}
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, tls_verify_cb);
+	if (X509_VERIFY_PARAM_set1_host(SSL_CTX_get0_param(ctx), o->host, 0) !=
+	    1) {
+		tls_errstr(err, errlen, "host name", o->host);
+		goto fail;
+	}
+	return ctx;
+fail:
+	SSL_CTX_free(ctx);
+	return NULL;
+}
+
+SSL_CTX *mq__tls_ctx_get(const struct mq_opts *o, char *err, size_t errlen)
+{
+	char key[4 * 4096 + 4];
+	int n = snprintf(key, sizeof(key), "%s%c%s%c%s%c%s", o->host, 0,
+			 o->cafile, 0, o->certfile, 0, o->keyfile);
+	if (n < 0 || (size_t)n >= sizeof(key)) {
+		snprintf(err, errlen, "TLS setup: file names too long");
+		return NULL;
+	}
+	for (size_t i = 0; i < tls_n; i++)
+		if (tls_cache[i].keylen == (size_t)n &&
+		    !memcmp(tls_cache[i].key, key, (size_t)n))
+			return tls_cache[i].ctx;
+	if (tls_n == tls_cap) {
+		size_t cap = tls_cap ? 2 * tls_cap : 64;
+		struct tls_ent *c = realloc(tls_cache, cap * sizeof(*c));
+		if (!c) {
+			snprintf(err, errlen, "out of memory");
+			return NULL;
+		}
+		tls_cache = c;
+		tls_cap = cap;
+	}
+	SSL_CTX *ctx = tls_ctx_new(o, err, errlen);
+	char *k = ctx ? malloc((size_t)n) : NULL;
+	if (!k) {
+		if (ctx)
+			snprintf(err, errlen, "out of memory");
+		SSL_CTX_free(ctx);
+		return NULL;
+	}
+	memcpy(k, key, (size_t)n);
+	tls_cache[tls_n++] = (struct tls_ent){k, (size_t)n, ctx};
+	return ctx;
+}
+
+void mq_tls_cache_clear(void)
+{
+	for (size_t i = 0; i < tls_n; i++) {
+		free(tls_cache[i].key);
+		SSL_CTX_free(tls_cache[i].ctx);
+	}
+	free(tls_cache);
+	tls_cache = NULL;
+	tls_n = tls_cap = 0;
+}
