@@ -687,6 +687,7 @@ int gw_init(struct gw *gw, uv_loop_t *loop, const struct gw_config *cfg,
 	gw->cfg = *cfg;
 	gw->loop = loop;
 	gw->offer_due_all = offers_due;
+	gw->sending = true; /* until a lease says otherwise (leader.c) */
 	gw->copy_lane.max = 1;
 	gw->delta_lane.max = 1;
 	gw->verify_lane.max = 1;

@@ -302,6 +302,11 @@ struct gw {
 	int64_t (*clock_wall_ms)(void *ud);
 	void *clock_ud;
 	struct gw_leader *leader; /* leader.c; NULL while lease_s is 0 */
+	/* Kept by leader.c for the modules that send (gw__leader_sending,
+	 * gw__leader_epoch): data, not a call, so that they need not call
+	 * the module that calls them. */
+	bool sending;	/* no lease, or this gateway holds it */
+	uint32_t epoch; /* the epoch claimed last (0 without a lease) */
 };
 
 /* gw.c: the gateway's lifecycle, libuv-style (as the device's dev_init,
@@ -392,9 +397,15 @@ void gw__leader_close(struct gw *gw);
 void gw__leader_free(struct gw *gw);
 /* May this gateway send to devices (no lease, or it holds it)? A standby
  * sends nothing: no offer, fragment, hello, poll or verdict. */
-bool gw__leader_sending(const struct gw *gw);
+static inline bool gw__leader_sending(const struct gw *gw)
+{
+	return gw->sending;
+}
 /* The epoch its offers carry (0 without a lease). */
-uint32_t gw__leader_epoch(const struct gw *gw);
+static inline uint32_t gw__leader_epoch(const struct gw *gw)
+{
+	return gw->epoch;
+}
 
 /* catalog.c: the releases the gateway knows */
 struct gw_release *gw__release_find(struct gw *gw, const char *id);

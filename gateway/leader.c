@@ -60,16 +60,6 @@ struct gw_leader {
 static const char *const st_names[] = {"listening", "standby", "claiming",
 				       "active"};
 
-bool gw__leader_sending(const struct gw *gw)
-{
-	return !gw->leader || gw->leader->st == LD_ACTIVE;
-}
-
-uint32_t gw__leader_epoch(const struct gw *gw)
-{
-	return gw->leader ? gw->leader->epoch : 0;
-}
-
 /* The record, encoded: {"gateway","epoch","state","ts"}. */
 static char *record(struct gw *gw, const char *state, size_t *len)
 {
@@ -103,6 +93,7 @@ static void set_state(struct gw *gw, enum leader_st st, const char *why)
 		 st_names[st], l->epoch, why);
 	l->st = st;
 	l->since_ms = gw__mono_ms(gw);
+	gw->sending = st == LD_ACTIVE;
 }
 
 /* Kept in the ledger, so that a gateway whose broker lost the retained
@@ -124,6 +115,7 @@ static void claim(struct gw *gw, const char *why)
 		return;
 	}
 	l->epoch = ++l->seen;
+	gw->epoch = l->epoch;
 	save_epoch(gw, l->epoch);
 	set_state(gw, LD_CLAIM, why);
 	publish_record(gw, "active");
@@ -536,6 +528,7 @@ int gw__leader_init(struct gw *gw, char *err, size_t n)
 	l->lease_ms = (uint64_t)c->lease_s * 1000;
 	l->st = c->standby ? LD_STANDBY : LD_LISTEN;
 	gw->leader = l;
+	gw->sending = false;
 	log_info("leader: %s as %s, lease %u s, highest epoch seen %u",
 		 c->standby ? "standby" : "may lead", l->cn, c->lease_s,
 		 l->seen);
