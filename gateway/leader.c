@@ -94,6 +94,9 @@ static void set_state(struct gw *gw, enum leader_st st, const char *why)
 	l->st = st;
 	l->since_ms = gw__mono_ms(gw);
 	gw->sending = st == LD_ACTIVE;
+	/* Only the holder's offers carry an epoch: one that lost a claim of
+	 * the same epoch keeps none (it sends nothing anyway). */
+	gw->epoch = st == LD_ACTIVE ? l->epoch : 0;
 }
 
 /* Kept in the ledger, so that a gateway whose broker lost the retained
@@ -115,7 +118,6 @@ static void claim(struct gw *gw, const char *why)
 		return;
 	}
 	l->epoch = ++l->seen;
-	gw->epoch = l->epoch;
 	save_epoch(gw, l->epoch);
 	set_state(gw, LD_CLAIM, why);
 	publish_record(gw, "active");

@@ -146,6 +146,10 @@ static int offer_enc(struct gw *gw, struct gw_device *d, struct proto_offer *o)
 
 void gw__xfer_offer(struct gw *gw, struct gw_device *d)
 {
+	/* A standby sends nothing (PROTOCOL.md 5.7): a transfer restored
+	 * from its ledger is offered by the tick once it holds the lease. */
+	if (!gw__leader_sending(gw))
+		return;
 	struct gw_xfer *x = d->x;
 	struct gw_release *r = x->rel;
 	struct proto_offer o = {
