@@ -215,8 +215,18 @@ static void restore_one(struct gw *gw, struct gw_device *d, bool full)
 	if (!v || gw__xfer_restore(d, v) != 0)
 		return;
 	d->frags = v->nfrags;
-	if (waited && d->online)
-		gw__xfer_offer(gw, d); /* heard from while it waited */
+	/* What it goes on with (the full image when the payload could not
+	 * be had): the ledger says so, and a later restart restores that. */
+	if (d->encoding != v->encoding ||
+	    memcmp(d->xbase, v->base, sizeof(d->xbase))) {
+		d->encoding = v->encoding;
+		memcpy(d->xbase, v->base, sizeof(d->xbase));
+		gw__device_dirty(gw, d);
+	}
+	/* Heard from while it waited. Not when its status ended the wait
+	 * (full): on_status decides then, as for any transfer. */
+	if (waited && !full && d->online)
+		gw__xfer_offer(gw, d);
 }
 
 static void restore_walk(const void *node, VISIT v, void *ud)
@@ -323,6 +333,23 @@ static void encoded_failed(struct gw *gw, struct gw_device *d,
 		gw__device_dirty(gw, d);
 }
 
+/* encoded_failed for a transfer restored as the full image while its
+ * device's failure of the encoded payload was on the way. */
+static void restored_encoded_failed(struct gw *gw, struct gw_device *d,
+				    const char *error)
+{
+	struct gw_release *full = gw__xfer_rel(d);
+	log_warnx("device=%s release=%s failed its encoded payload before "
+		  "the restart (%s): offering the full image",
+		  d->id, full->id, error);
+	gw__event(gw, d->id, full->id, "encoded_failed", error);
+	snprintf(d->nodelta_release, sizeof(d->nodelta_release), "%s",
+		 full->id);
+	gw__xfer_free(gw, d);
+	if (gw__xfer_start(gw, d, full) == 0)
+		gw__device_dirty(gw, d);
+}
+
 static void on_status(struct gw *gw, const char *id, const void *payload,
 		      size_t len)
 {
@@ -374,8 +401,18 @@ static void on_status(struct gw *gw, const char *id, const void *payload,
 	 * is decided as for any transfer, on the full image. */
 	if (d->restore_wait && d->online &&
 	    (st.state != PROTO_ST_DOWNLOADING ||
-	     strcmp(st.release, d->release)))
+	     strcmp(st.release, d->release))) {
+		bool enc_failed = st.state == PROTO_ST_FAILED &&
+				  !strcmp(st.release, d->release) &&
+				  d->encoding != PROTO_ENCODING_FULL;
 		restore_one(gw, d, true);
+		if (enc_failed && d->x) {
+			/* It failed the encoded payload it was restored to:
+			 * as encoded_failed, the full image. */
+			restored_encoded_failed(gw, d, st.error);
+			return;
+		}
+	}
 	bool mine = d->x && strcmp(st.release, d->release) == 0;
 	if (st.state == PROTO_ST_OFFLINE) {
 		if (d->x)
@@ -622,8 +659,7 @@ static void free_device(void *p)
 	free(d);
 }
 
-/* The ledger into memory: devices, releases, then the transfers and
- * campaigns that were under way when the gateway stopped. */
+/* The ledger into memory: devices and releases. */
 static int load_ledger(struct gw *gw, char *err, size_t n)
 {
 	if (store_foreach(gw->db, STORE_DEVICES, device_load_cb, gw) != 0 ||
@@ -631,10 +667,17 @@ static int load_ledger(struct gw *gw, char *err, size_t n)
 		snprintf(err, n, "ledger %s could not be read", gw->cfg.db_dir);
 		return -1;
 	}
+	return 0;
+}
+
+/* The transfers and campaigns that were under way when the gateway
+ * stopped. In gw_start, not gw_init: restoring a delta may queue its
+ * reading back on the pool, which a failed gw_init could not wait for. */
+static void restore_transfers(struct gw *gw)
+{
 	twalk_r(gw->devices, restore_walk, gw);
 	for (struct gw_release *r = gw->releases; r; r = r->next)
 		gw__campaign_check_done(gw, r);
-	return 0;
 }
 
 /* The broker connection (not started). */
@@ -749,6 +792,7 @@ int gw_start(struct gw *gw)
 	uv_timer_start(&gw->tick, tick_cb, TICK_MS, TICK_MS);
 	uv_check_start(&gw->flush, flush_cb);
 	uv_unref((uv_handle_t *)&gw->flush);
+	restore_transfers(gw);
 	gw__leader_start(gw);
 	log_info("gateway up: broker=%s db=%s store=%s devices=%zu",
 		 mq_broker(gw->mq), gw->cfg.db_dir, gw->cfg.store_dir,
