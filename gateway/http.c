@@ -21,11 +21,14 @@
  * http_client_ca (default: the fleet CA) whose CN is one of http_operators.
  */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <jansson.h>
 #include <libwebsockets.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "common/log.h"
 #include "common/util.h"
@@ -666,6 +669,42 @@ void gw__http_free(struct gw *gw)
 	http_free(h);
 }
 
+/* Can ip:port be bound? libwebsockets 4.1 on a foreign loop returns a
+ * context whose vhost failed to bind (it logs the error and serves
+ * nothing), so the address is tried first and the vhost checked after. */
+static int addr_bindable(const char *ip, int port, char *err, size_t n)
+{
+	struct sockaddr_storage ss;
+	struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
+	struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
+	socklen_t len;
+	memset(&ss, 0, sizeof(ss));
+	if (inet_pton(AF_INET, ip, &a4->sin_addr) == 1) {
+		a4->sin_family = AF_INET;
+		a4->sin_port = htons((uint16_t)port);
+		len = sizeof(*a4);
+	} else if (inet_pton(AF_INET6, ip, &a6->sin6_addr) == 1) {
+		a6->sin6_family = AF_INET6;
+		a6->sin6_port = htons((uint16_t)port);
+		len = sizeof(*a6);
+	} else {
+		return 0; /* parse_listen said it is an address: lws decides */
+	}
+	int one = 1, fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return 0;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	int rc = bind(fd, (struct sockaddr *)&ss, len);
+	int e = errno;
+	close(fd);
+	if (rc != 0) {
+		snprintf(err, n, "cannot serve on %s:%d: %s", ip, port,
+			 strerror(e));
+		return -1;
+	}
+	return 0;
+}
+
 static int http_start(struct gw_http *h, char *err, size_t n)
 {
 	const struct gw_config *c = &h->gw->cfg;
@@ -674,7 +713,8 @@ static int http_start(struct gw_http *h, char *err, size_t n)
 	int port;
 	bool lo;
 	void *loops[1] = {h->gw->loop};
-	if (parse_listen(c->http_listen, ip, sizeof(ip), &port, &lo, err, n))
+	if (parse_listen(c->http_listen, ip, sizeof(ip), &port, &lo, err, n) ||
+	    addr_bindable(ip, port, err, n))
 		return -1;
 	memset(&info, 0, sizeof(info));
 	info.port = port;
@@ -703,6 +743,12 @@ static int http_start(struct gw_http *h, char *err, size_t n)
 	}
 	lws_set_log_level(LLL_ERR | LLL_WARN, lws_log);
 	h->ctx = lws_create_context(&info);
+	if (h->ctx && !lws_get_vhost_by_name(h->ctx, "default")) {
+		/* Taken between the check and the bind: the half-made
+		 * context is left (closing it needs the loop to run), and
+		 * the gateway does not start. */
+		h->ctx = NULL;
+	}
 	if (!h->ctx) {
 		snprintf(err, n,
 			 "cannot serve on %s (address in use? see the "

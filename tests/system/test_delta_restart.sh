@@ -68,6 +68,27 @@ check "the ledger kept the delta's base" \
     test "$(dev_field dev-001 base)" = "$(sha256sum "$T/a.bin" | cut -c1-64)"
 mv "$T/gateway.log" "$T/gateway-1.log"
 mv "$T/dev-002.log" "$T/dev-002-2.log"
+# A start that fails late (its HTTP address taken) on this ledger: the transfers
+# are restored only once the gateway runs, so no reading back of the delta is left
+# on the pool of a gateway that gave up (it was: a use after free under ASan).
+HTTP_PORT=$(free_port)
+python3 -c 'import socket,sys,time
+s=socket.socket(); s.bind(("127.0.0.1",int(sys.argv[1]))); s.listen(); time.sleep(60)' \
+    "$HTTP_PORT" &
+HOLDER=$!
+wait_until 5 "ss -ltn | grep -q '127.0.0.1:$HTTP_PORT '"
+"$GW" run --broker-host localhost --broker-port "$BROKER_PORT" --ca-file "$CERTS/ca.crt" \
+    --cert-file "$CERTS/gateway.crt" --key-file "$CERTS/gateway.key" \
+    --publisher-key "$CERTS/publisher.pub" --db-dir "$T/gw-db" --store-dir "$T/gw-store" \
+    --file-dirs "$T" --http-listen "127.0.0.1:$HTTP_PORT" >"$T/gateway-http.log" 2>&1
+http_rc=$?
+kill "$HOLDER" 2>/dev/null
+wait "$HOLDER" 2>/dev/null
+check "a start that fails late (HTTP address taken) exits 1 with the reason" \
+    eval '[ $http_rc = 1 ] && grep -q "cannot serve on 127.0.0.1:$HTTP_PORT: Address already in use" "$T/gateway-http.log"'
+check "  and leaves no sanitizer report" \
+    eval '! grep -q "Sanitizer" "$T/gateway-http.log"'
+check "  and the ledger as it was (fsck)" gw_fsck
 check "the gateway starts again on the same ledger" gateway_start
 device_start dev-002 1.1.0 --checkpoint-every 8 --broker-port "$LE_PORT"
 for d in "${ids[@]}"; do
