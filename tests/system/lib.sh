@@ -109,7 +109,10 @@ spawn() {
     local name=$1
     shift
     [[ $name =~ ^[A-Za-z0-9._-]+$ ]] || { echo "spawn: bad name '$name'" >&2; return 2; }
-    setsid "$@" >"$T/$name.log" 2>&1 </dev/null &
+    # The log is emptied here, not by the child's redirection: a wait for a line of the
+    # new log right after spawn would otherwise read the previous process's log.
+    : >"$T/$name.log"
+    setsid "$@" >>"$T/$name.log" 2>&1 </dev/null &
     LAST_PID=$!
     _LIB_PID[$name]=$LAST_PID
     _LIB_ALL+=("$LAST_PID")
