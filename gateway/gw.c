@@ -316,32 +316,15 @@ static void status_finished(struct gw *gw, struct gw_device *d,
 
 /* d failed an encoded payload (a delta that does not rebuild the signed
  * image, a corrupt one): the same campaign slot goes on with the full
- * image, and this release is never sent to d encoded again (6.4). */
+ * image (full: the release's; enc: the payload d failed), and this
+ * release is never sent to d encoded again (6.4). */
 static void encoded_failed(struct gw *gw, struct gw_device *d,
+			   struct gw_release *full, enum proto_encoding enc,
 			   const char *error)
 {
-	struct gw_release *full = gw__xfer_rel(d)->parent;
 	log_warnx("device=%s release=%s failed its %s payload (%s): offering "
 		  "the full image",
-		  d->id, full->id,
-		  proto_encoding_name(gw__xfer_rel(d)->encoding), error);
-	gw__event(gw, d->id, full->id, "encoded_failed", error);
-	snprintf(d->nodelta_release, sizeof(d->nodelta_release), "%s",
-		 full->id);
-	gw__xfer_free(gw, d);
-	if (gw__xfer_start(gw, d, full) == 0)
-		gw__device_dirty(gw, d);
-}
-
-/* encoded_failed for a transfer restored as the full image while its
- * device's failure of the encoded payload was on the way. */
-static void restored_encoded_failed(struct gw *gw, struct gw_device *d,
-				    const char *error)
-{
-	struct gw_release *full = gw__xfer_rel(d);
-	log_warnx("device=%s release=%s failed its encoded payload before "
-		  "the restart (%s): offering the full image",
-		  d->id, full->id, error);
+		  d->id, full->id, proto_encoding_name(enc), error);
 	gw__event(gw, d->id, full->id, "encoded_failed", error);
 	snprintf(d->nodelta_release, sizeof(d->nodelta_release), "%s",
 		 full->id);
@@ -402,14 +385,15 @@ static void on_status(struct gw *gw, const char *id, const void *payload,
 	if (d->restore_wait && d->online &&
 	    (st.state != PROTO_ST_DOWNLOADING ||
 	     strcmp(st.release, d->release))) {
+		enum proto_encoding enc = d->encoding;
 		bool enc_failed = st.state == PROTO_ST_FAILED &&
 				  !strcmp(st.release, d->release) &&
-				  d->encoding != PROTO_ENCODING_FULL;
+				  enc != PROTO_ENCODING_FULL;
 		restore_one(gw, d, true);
 		if (enc_failed && d->x) {
-			/* It failed the encoded payload it was restored to:
-			 * as encoded_failed, the full image. */
-			restored_encoded_failed(gw, d, st.error);
+			/* It failed the encoded payload it was restored to
+			 * (the restore went on with the full image). */
+			encoded_failed(gw, d, gw__xfer_rel(d), enc, st.error);
 			return;
 		}
 	}
@@ -420,7 +404,8 @@ static void on_status(struct gw *gw, const char *id, const void *payload,
 		return; /* transfer pauses; resumes on return */
 	}
 	if (mine && st.state == PROTO_ST_FAILED && gw__xfer_rel(d)->parent) {
-		encoded_failed(gw, d, st.error);
+		encoded_failed(gw, d, gw__xfer_rel(d)->parent,
+			       gw__xfer_rel(d)->encoding, st.error);
 		return;
 	}
 	if (mine &&
