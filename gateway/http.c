@@ -68,9 +68,10 @@ struct wss {
 
 /* ------------------------------------------------------ config */
 
-/* "IP:PORT", "[IPv6]:PORT" or "localhost:PORT". */
+/* "IP:PORT", "[IPv6]:PORT" or "localhost:PORT"; sa: the socket address. */
 static int parse_listen(const char *s, char *ip, size_t ipn, int *port,
-			bool *loopback, char *err, size_t n)
+			bool *loopback, struct sockaddr_storage *sa,
+			socklen_t *salen, char *err, size_t n)
 {
 	const char *colon = strrchr(s, ':'), *h = s, *he = colon;
 	if (!colon) {
@@ -94,12 +95,19 @@ static int parse_listen(const char *s, char *ip, size_t ipn, int *port,
 	snprintf(ip, ipn, "%.*s", (int)(he - h), h);
 	if (!strcmp(ip, "localhost"))
 		snprintf(ip, ipn, "127.0.0.1");
-	unsigned char a[16];
-	if (inet_pton(AF_INET, ip, a) == 1) {
-		*loopback = a[0] == 127;
-	} else if (inet_pton(AF_INET6, ip, a) == 1) {
-		static const unsigned char one[16] = {[15] = 1};
-		*loopback = memcmp(a, one, 16) == 0;
+	struct sockaddr_in *a4 = (struct sockaddr_in *)sa;
+	struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)sa;
+	memset(sa, 0, sizeof(*sa));
+	if (inet_pton(AF_INET, ip, &a4->sin_addr) == 1) {
+		a4->sin_family = AF_INET;
+		a4->sin_port = htons((uint16_t)p);
+		*salen = sizeof(*a4);
+		*loopback = ((const unsigned char *)&a4->sin_addr)[0] == 127;
+	} else if (inet_pton(AF_INET6, ip, &a6->sin6_addr) == 1) {
+		a6->sin6_family = AF_INET6;
+		a6->sin6_port = htons((uint16_t)p);
+		*salen = sizeof(*a6);
+		*loopback = IN6_IS_ADDR_LOOPBACK(&a6->sin6_addr);
 	} else {
 		snprintf(err, n, "key 'http_listen': '%s' is not an IP address",
 			 ip);
@@ -128,9 +136,12 @@ int gw__http_check(const struct gw_config *c, char *err, size_t n)
 	char ip[64];
 	int port;
 	bool lo;
+	struct sockaddr_storage sa;
+	socklen_t salen;
 	if (!c->http_listen[0])
 		return 0;
-	if (parse_listen(c->http_listen, ip, sizeof(ip), &port, &lo, err, n))
+	if (parse_listen(c->http_listen, ip, sizeof(ip), &port, &lo, &sa,
+			 &salen, err, n))
 		return -1;
 	if (!c->http_tls && !lo) {
 		snprintf(err, n,
@@ -672,34 +683,18 @@ void gw__http_free(struct gw *gw)
 /* Can ip:port be bound? libwebsockets 4.1 on a foreign loop returns a
  * context whose vhost failed to bind (it logs the error and serves
  * nothing), so the address is tried first and the vhost checked after. */
-static int addr_bindable(const char *ip, int port, char *err, size_t n)
+static int addr_bindable(const struct sockaddr_storage *sa, socklen_t salen,
+			 const char *where, char *err, size_t n)
 {
-	struct sockaddr_storage ss;
-	struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
-	struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
-	socklen_t len;
-	memset(&ss, 0, sizeof(ss));
-	if (inet_pton(AF_INET, ip, &a4->sin_addr) == 1) {
-		a4->sin_family = AF_INET;
-		a4->sin_port = htons((uint16_t)port);
-		len = sizeof(*a4);
-	} else if (inet_pton(AF_INET6, ip, &a6->sin6_addr) == 1) {
-		a6->sin6_family = AF_INET6;
-		a6->sin6_port = htons((uint16_t)port);
-		len = sizeof(*a6);
-	} else {
-		return 0; /* parse_listen said it is an address: lws decides */
-	}
-	int one = 1, fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	int one = 1, fd = socket(sa->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return 0;
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	int rc = bind(fd, (struct sockaddr *)&ss, len);
+	int rc = bind(fd, (const struct sockaddr *)sa, salen);
 	int e = errno;
 	close(fd);
 	if (rc != 0) {
-		snprintf(err, n, "cannot serve on %s:%d: %s", ip, port,
-			 strerror(e));
+		snprintf(err, n, "cannot serve on %s: %s", where, strerror(e));
 		return -1;
 	}
 	return 0;
@@ -712,9 +707,12 @@ static int http_start(struct gw_http *h, char *err, size_t n)
 	char ip[64];
 	int port;
 	bool lo;
+	struct sockaddr_storage sa;
+	socklen_t salen;
 	void *loops[1] = {h->gw->loop};
-	if (parse_listen(c->http_listen, ip, sizeof(ip), &port, &lo, err, n) ||
-	    addr_bindable(ip, port, err, n))
+	if (parse_listen(c->http_listen, ip, sizeof(ip), &port, &lo, &sa,
+			 &salen, err, n) ||
+	    addr_bindable(&sa, salen, c->http_listen, err, n))
 		return -1;
 	memset(&info, 0, sizeof(info));
 	info.port = port;
