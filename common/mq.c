@@ -3,6 +3,8 @@
 #include <errno.h>
 #include <mosquitto.h>
 #include <mqtt_protocol.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <openssl/ssl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -288,6 +290,15 @@ static void poll_cb(uv_poll_t *h, int status, int events)
 		/* Let the library find the error on a read. */
 		events |= UV_READABLE;
 	}
+	/* Writable before CONNACK can be the TLS handshake's turn to write:
+	 * the first SSL_connect met a TCP connect still under way (any link
+	 * but loopback, or a SYN the broker's full accept queue dropped).
+	 * mosquitto_loop_write does nothing while the handshake is on (the
+	 * library's own loop calls its TLS step there); mosquitto_loop_read
+	 * takes the handshake on. Without it the attempt hung until its
+	 * timeout, and every attempt on a real link the same way. */
+	if (!mq->connected && (events & UV_WRITABLE))
+		events |= UV_READABLE;
 	if (events & UV_READABLE)
 		rc = mosquitto_loop_read(mq->mosq, 1);
 	/* A callback may have detached this poll (disconnect). */
@@ -305,6 +316,18 @@ static void poll_cb(uv_poll_t *h, int status, int events)
 		return;
 	}
 	mq__update_poll(mq);
+}
+
+/* mosquitto_want_write, but during the TLS handshake only when OpenSSL
+ * waits to write: libmosquitto keeps its want_write from an SSL_connect
+ * that could not write until its next write of a packet, and polling for
+ * writable meanwhile spins the loop. */
+static bool mq__want_write(struct mq *mq)
+{
+	SSL *ssl = mosquitto_ssl_get(mq->mosq);
+	if (!mq->connected && ssl && !SSL_is_init_finished(ssl))
+		return SSL_want_write(ssl);
+	return mosquitto_want_write(mq->mosq);
 }
 
 static void mq__update_poll(struct mq *mq)
@@ -331,7 +354,7 @@ static void mq__update_poll(struct mq *mq)
 		mq->poll = p;
 	}
 	int ev = UV_READABLE | UV_DISCONNECT;
-	if (mosquitto_want_write(mq->mosq))
+	if (mq__want_write(mq))
 		ev |= UV_WRITABLE;
 	uv_poll_start(&mq->poll->h, ev, poll_cb);
 }
@@ -349,17 +372,58 @@ static uint64_t mq__connect_timeout_ms(const struct mq *mq)
 	return (uint64_t)MQ_CONNECT_TIMEOUT_MS << shift;
 }
 
+/* An attempt the broker's host holds may wait up to this long in all. */
+#define MQ_CONNECT_HELD_MAX_MS 120000
+
+/* Does the broker's host hold this attempt: TCP established and all we
+ * sent acknowledged by its kernel? Then the connection sits in the
+ * broker's accept queue or in its loop, behind other handshakes, and will
+ * be served in turn; leaving throws that place away and the broker's work
+ * on it with it. An attempt that is not held (SYN unanswered; or data
+ * unacknowledged: a full accept queue dropped it) is in no queue. */
+static bool mq__attempt_held(struct mq *mq)
+{
+	struct tcp_info ti;
+	socklen_t len = sizeof(ti);
+	int fd = mosquitto_socket(mq->mosq);
+	if (fd < 0 || getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0)
+		return false;
+	return ti.tcpi_state == TCP_ESTABLISHED && ti.tcpi_unacked == 0;
+}
+
+/* Before CONNACK: an attempt fails once it has waited its timeout and is
+ * not held, or has waited MQ_CONNECT_HELD_MAX_MS. */
+static void mq__check_attempt(struct mq *mq)
+{
+	uint64_t waited = uv_now(mq->loop) - mq->attempt_ms;
+	uint64_t limit = mq__connect_timeout_ms(mq);
+	char why[80];
+	if (waited <= limit)
+		return;
+	if (waited <= MQ_CONNECT_HELD_MAX_MS && mq__attempt_held(mq))
+		return;
+	if (waited > MQ_CONNECT_HELD_MAX_MS)
+		snprintf(why, sizeof(why),
+			 "no CONNACK within %d s (held by the broker's host)",
+			 MQ_CONNECT_HELD_MAX_MS / 1000);
+	else
+		snprintf(why, sizeof(why), "no CONNACK within %llu s",
+			 (unsigned long long)limit / 1000);
+	mq__lost(mq, why);
+}
+
 static void misc_cb(uv_timer_t *t)
 {
 	struct mq *mq = t->data;
 	if (mosquitto_socket(mq->mosq) < 0)
 		return;
-	if (!mq->connected && mq->poll && !mq->closing &&
-	    uv_now(mq->loop) - mq->attempt_ms > mq__connect_timeout_ms(mq)) {
-		char why[48];
-		snprintf(why, sizeof(why), "no CONNACK within %llu s",
-			 (unsigned long long)mq__connect_timeout_ms(mq) / 1000);
-		mq__lost(mq, why);
+	if (!mq->connected) {
+		/* Not libmosquitto's keepalive check yet: it counts from the
+		 * connect and would end a held attempt after keepalive s. */
+		if (mq->poll && !mq->closing)
+			mq__check_attempt(mq);
+		if (mq->poll)
+			mq__update_poll(mq);
 		return;
 	}
 	mosquitto_loop_misc(mq->mosq);

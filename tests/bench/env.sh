@@ -38,11 +38,6 @@ bench_need_tool() {
     [ -x "$TOOLS/$1" ] || bench_die "$TOOLS/$1 is missing (make bench builds it)"
 }
 
-now_ms() {
-    local t=${EPOCHREALTIME/./}
-    echo $((t / 1000))
-}
-
 # cpu_ticks PID: user + system CPU of PID in clock ticks (fields 14 and 15 of
 # /proc/PID/stat, counted after the command name, which may hold spaces).
 cpu_ticks() {

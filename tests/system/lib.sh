@@ -137,6 +137,12 @@ stop() {
     return "$rc"
 }
 
+# now_ms: wall clock in milliseconds.
+now_ms() {
+    local t=${EPOCHREALTIME/./}
+    echo $((t / 1000))
+}
+
 # wait_until SECONDS 'CONDITION': 0 as soon as CONDITION holds, 1 after SECONDS.
 wait_until() {
     local secs=$1 cond=$2 now end frac=0

@@ -27,12 +27,6 @@ devices_committed() {
         wc -l)" = "$N" ]
 }
 
-# now_ms: wall clock in milliseconds.
-now_ms() {
-    local t=${EPOCHREALTIME/./}
-    echo $((t / 1000))
-}
-
 # last_summary FIELD: FIELD=value from the fleet's last summary line.
 last_summary() {
     grep -a ' ota-device fleet ' "$T/fleet.log" | tail -n 1 |

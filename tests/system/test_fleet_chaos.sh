@@ -21,7 +21,6 @@ N=1000
 NKILL=$((N * 5 / 100))
 NFLEET=$((N - NKILL))
 RANDOM=6006 # fixed seed: the same victims, order and delays every run
-now_ms() { local t=${EPOCHREALTIME/./}; echo $((t / 1000)); }
 t0=$(now_ms)
 
 certs_make --devices "$N"

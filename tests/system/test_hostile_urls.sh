@@ -22,7 +22,6 @@ check "device online" wait_until 10 "all_devices idle 1.0.0 dev-001"
 make_payload "$T/fw.bin" 65536
 pack sensor 1.1.0 "$T/fw.bin" "$T/ok.ota"
 refusals() { gw_status_json | jq '[.events[] | select(.event == "release_refused")] | length'; }
-now_ms() { local t=${EPOCHREALTIME/./}; echo $((t / 1000)); }
 
 # --- FIFOs ------------------------------------------------------------------------------
 for i in 1 2 3 4; do

@@ -29,7 +29,6 @@ device_start dev-001 1.0.0 --broker-port "$LE_PORT" --keepalive-s $KA --checkpoi
 device_start dev-002 1.0.0 --keepalive-s $KA
 check "devices online" wait_until 15 'all_devices idle 1.0.0 dev-001 dev-002'
 
-now_ms() { local t=${EPOCHREALTIME/./}; echo $((t / 1000)); }
 make_payload "$T/fw.bin" $((NFRAGS * 1024))
 pack sensor 1.1.0 "$T/fw.bin" "$T/p.ota"
 announce sensor "file://$T/p.ota" ',"fragment_size":1024,"window":4'
