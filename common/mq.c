@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "common/log.h"
 
@@ -271,6 +272,20 @@ static void on_message5_cb(struct mosquitto *m, void *ud,
 	free(corr);
 }
 
+/* Why a connect failed: the socket's own error (libuv reports any
+ * POLLERR as "bad file descriptor"), else what the poll said. */
+static const char *mq__connect_error(struct mq *mq, int status)
+{
+	int err = 0;
+	socklen_t len = sizeof(err);
+	int fd = mosquitto_socket(mq->mosq);
+	if (fd >= 0 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 &&
+	    err)
+		return strerror(err);
+	return status < 0 ? uv_strerror(status)
+			  : "refused or closed before CONNACK";
+}
+
 static void poll_cb(uv_poll_t *h, int status, int events)
 {
 	struct mq_poll *p = h->data;
@@ -282,8 +297,7 @@ static void poll_cb(uv_poll_t *h, int status, int events)
 		/* The connect itself failed (refused, reset during TLS):
 		 * libmosquitto would keep retrying the handshake on a dead
 		 * socket, so drop it and reconnect with backoff. */
-		mq__lost(mq, status < 0 ? uv_strerror(status)
-					: "refused or closed before CONNACK");
+		mq__lost(mq, mq__connect_error(mq, status));
 		return;
 	}
 	if (status < 0) {
