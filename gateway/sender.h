@@ -1,7 +1,7 @@
 /*
  * sender: the gateway's side of the transfer (proto/PROTOCOL.md section 9)
  * as pure logic: a sliding window per device with an RTT estimate (RFC
- * 6298), selective acknowledgements, fast repair, timeouts (F-RTO, Eifel)
+ * 6298), selective acknowledgements, fast repair, timeouts (F-RTO)
  * and group pacing. No MQTT, no event loop, no clock of its own: every
  * call gets `now` (monotonic ms), and a fragment leaves through the
  * caller's ops. gateway/xfer.c wires it to the broker; tests/unit/
@@ -117,12 +117,11 @@ struct gw_snd {
 	bool retx[GW_SND_RING];	   /* sent more than once: no RTT sample */
 	uint32_t sends;		   /* sends of this transfer, counter */
 	uint64_t offer_ms, progress_ms;
-	uint32_t offers;   /* offers sent since the last accept */
-	uint32_t recover;  /* after a timeout: its [cum, recover) are suspect */
-	uint64_t rto_at;   /* when that timeout fired */
-	uint8_t frto;	   /* 1: the first ack after it decides nothing */
-	uint64_t rto_orig; /* when the fragment it resent was first sent */
-	double min_rtt;	   /* smallest RTT sample, 0 before the first */
+	uint32_t offers;  /* offers sent since the last accept */
+	uint32_t recover; /* after a timeout: its [cum, recover) are suspect */
+	uint64_t rto_at;  /* when that timeout fired */
+	uint8_t frto;	  /* 1: the next ack decides nothing, if it sends new */
+	double min_rtt;	  /* smallest RTT sample, 0 before the first */
 	double srtt, rttvar, rto;
 	double last_rtt; /* the latest sample */
 	bool have_rtt;

@@ -222,7 +222,7 @@ tmp=$W/doc.md
         echo "  the broker decrypts and routes one copy instead of $n_label (broker CPU 10.9 -> 6.2 s, gateway"
         echo "  4.4 -> 1.6 s in that comparison)."
         echo "- **Retransmission timer**: the first RTT sample comes from the offer, a timeout resends"
-        echo "  one fragment instead of the window, spurious timeouts are recognised (F-RTO, Eifel), and a"
+        echo "  one fragment instead of the window, spurious timeouts are recognised (F-RTO), and a"
         echo "  group member's timeout waits while its group is making progress: \"fragments resent\""
         echo "  fell from 14% to about 0."
         echo

@@ -40,6 +40,10 @@ struct sim_path {
 	double frag_ms;	      /* a bottleneck: each fragment takes this long */
 	int64_t drop_index;   /* >= 0: lose the first drop_copies copies */
 	uint32_t drop_copies; /* of this fragment (and no others) */
+	/* A burst (a busy client whose broker queue overflowed): every copy
+	 * of a fragment >= burst_from sent before burst_until_ms is lost. */
+	uint32_t burst_from;
+	uint64_t burst_until_ms;
 };
 
 struct sim_dev {
@@ -71,6 +75,9 @@ struct sim {
 	struct sim_ev *ev; /* binary heap */
 	size_t nev;
 	uint32_t group_sends;
+	/* Called after every event and tick of sim_run (optional): the
+	 * tests' invariants. */
+	void (*check)(struct sim *s);
 };
 
 static inline uint64_t sim_rand(struct sim *s)
@@ -140,6 +147,7 @@ static inline void sim_transmit(struct sim *s, int k, uint32_t i)
 	bool lost = d->path.drop_copies ? (int64_t)i == d->path.drop_index &&
 					      d->sends[i] <= d->path.drop_copies
 					: sim_unit(s) < d->path.loss;
+	lost |= s->now < d->path.burst_until_ms && i >= d->path.burst_from;
 	if (lost) {
 		d->drops[i]++;
 		return;
@@ -320,6 +328,8 @@ static inline void sim_run(struct sim *s, uint64_t until)
 				gw_snd_tick(&s->fleet, &s->dev[k].snd, s->now);
 			if (s->grp.st != GW_GRP_IDLE)
 				gw_grp_pump(&s->fleet, &s->grp, s->now);
+			if (s->check)
+				s->check(s);
 			continue;
 		}
 		struct sim_ev e = sim_pop(s);
@@ -343,6 +353,8 @@ static inline void sim_run(struct sim *s, uint64_t until)
 				sim_ack_now(s, e.dev);
 			break;
 		}
+		if (s->check)
+			s->check(s);
 	}
 }
 

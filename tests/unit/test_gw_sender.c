@@ -49,6 +49,22 @@ static void check_dev(const struct sim *s, int k, struct totals *t)
 	t->repairs += d->snd.fast_repairs;
 }
 
+/* A sending transfer that is not complete always has something that will
+ * send again: a fragment outstanding (its timeout fires), or, for a
+ * member, its group's next fragment. Checked after every event. */
+static void check_scheduled(struct sim *s)
+{
+	const struct gw_grp *g = &s->grp;
+	for (int k = 0; k < s->ndev && !g->rel.halted; k++) {
+		const struct gw_snd *x = &s->dev[k].snd;
+		if (x->st != GW_SND_SENDING || x->cum >= g->rel.nfrags ||
+		    x->next > x->cum)
+			continue;
+		assert_true(x->member);
+		assert_true(g->st != GW_GRP_IDLE && g->next <= x->cum);
+	}
+}
+
 /* 1000 random loss patterns on one device: sizes, windows, delays and
  * loss rates drawn from a fixed seed. */
 static void test_random_loss_patterns(void **state)
@@ -63,6 +79,7 @@ static void test_random_loss_patterns(void **state)
 		uint32_t n = 20 + (uint32_t)(sim_rand(&pick) % 400);
 		uint32_t w = 4u << (sim_rand(&pick) % 6); /* 4 .. 128 */
 		sim_init(s, seed, n, w, 1);
+		s->check = check_scheduled;
 		s->dev[0].path = (struct sim_path){
 		    .loss = 0.2 * sim_unit(&pick),
 		    .delay_ms = 5 + (uint32_t)(sim_rand(&pick) % 150)};
@@ -101,6 +118,7 @@ static void test_reordering(void **state)
 	for (int p = 0; p < 200; p++) {
 		struct sim *s = malloc(sizeof(*s));
 		sim_init(s, 0x2000 + (uint64_t)p, 300, 32, 1);
+		s->check = check_scheduled;
 		s->dev[0].path = (struct sim_path){.loss = 0.03,
 						   .delay_ms = 20,
 						   .jitter_ms = 30,
@@ -125,6 +143,7 @@ static void test_ack_loss(void **state)
 	for (int p = 0; p < 200; p++) {
 		struct sim *s = malloc(sizeof(*s));
 		sim_init(s, 0x3000 + (uint64_t)p, 200, 16, 1);
+		s->check = check_scheduled;
 		s->dev[0].path = (struct sim_path){.loss = 0.05,
 						   .ack_loss = 0.1,
 						   .delay_ms = 30};
@@ -148,6 +167,7 @@ static uint64_t one_hole(uint32_t copies_lost, uint64_t *repairs,
 {
 	struct sim *s = malloc(sizeof(*s));
 	sim_init(s, 0x4000, 400, 32, 1);
+	s->check = check_scheduled;
 	s->dev[0].path = (struct sim_path){.delay_ms = 50,
 					   .drop_index = 300,
 					   .drop_copies = copies_lost};
@@ -198,6 +218,7 @@ static void test_restart_counts_resent(void **state)
 	(void)state;
 	struct sim *s = malloc(sizeof(*s));
 	sim_init(s, 0x6000, 100, 16, 1);
+	s->check = check_scheduled;
 	s->dev[0].path = (struct sim_path){.delay_ms = 10};
 	sim_offer(s, false);
 	sim_run(s, 150);
@@ -235,6 +256,7 @@ static uint64_t group_run(uint64_t seed, double lossy, uint64_t *ejected,
 {
 	struct sim *s = malloc(sizeof(*s));
 	sim_init(s, seed, 3000, 32, 4);
+	s->check = check_scheduled;
 	for (int k = 0; k < 4; k++)
 		s->dev[k].path = (struct sim_path){.delay_ms = 25};
 	s->dev[3].path.loss = lossy;
@@ -329,6 +351,7 @@ static uint64_t windowed(double frag_ms, double *cwnd)
 {
 	struct sim *s = malloc(sizeof(*s));
 	sim_init(s, 0x9000, 1000, 256, 1);
+	s->check = check_scheduled;
 	s->dev[0].path = (struct sim_path){.delay_ms = 15, .frag_ms = frag_ms};
 	assert_true(s->dev[0].snd.cwnd == 32);
 	sim_offer(s, false);
@@ -357,6 +380,105 @@ static void test_window_grows(void **state)
 	 * window much beyond only queues. */
 	assert_true(slow_cwnd < 128);
 	assert_true(slow < 1000 + 10 * 30);
+}
+
+/* The stall of the 10,000-device benchmark (dev-06303..06323, 17
+ * fragments, window 32): a device whose first answers came while its
+ * fleet process was busy (RTT 3 s: the smallest RTT it ever measured),
+ * that then lost every fragment but the first (the broker dropped its
+ * queue), and whose path is fast again. The first timeout resent one
+ * fragment, answered in 20 ms, sooner than the smallest RTT: the sender
+ * took that for the answer to the original (only slow), ended the
+ * recovery and took the lost original's age as an RTT sample. Every
+ * fragment after that came from a resend (no clean sample: Karn), so the
+ * smallest RTT stayed 3 s, every timeout was judged the same way, and
+ * the RTO grew to 60 s: one fragment a minute (845 s for the 17). Now it
+ * is done a few round trips after its first timeout, however it got
+ * there: */
+enum busy_how {
+	BUSY_ALONE,  /* offered without the group */
+	BUSY_MEMBER, /* the group waited for its answer */
+	BUSY_LATE,   /* the benchmark's: offered the group, which started
+			before its answer; it joined at fragment 4 (caught up
+			on its own topic), then the group published the rest */
+};
+
+/* Until fast_ms the device is busy (its RTT 3 s; 820 ms when it joins
+ * late, as the initial RTO of 1 s must not fire before fragment 0's ack:
+ * then it gave no sample, and the bad judgement needs one) and loses
+ * every copy of fragments 1 and up. */
+static void busy_start(struct sim *s, enum busy_how how, uint64_t fast_ms)
+{
+	struct sim_dev *d = &s->dev[s->ndev - 1];
+	for (int k = 0; k < s->ndev - 1; k++)
+		s->dev[k].path = (struct sim_path){.delay_ms = 100};
+	d->path = (struct sim_path){.delay_ms = how == BUSY_LATE ? 400 : 1500,
+				    .burst_from = 1,
+				    .burst_until_ms = fast_ms};
+	if (how != BUSY_LATE) {
+		sim_offer(s, how == BUSY_MEMBER);
+		return;
+	}
+	s->fleet.cap = 4 * 1024; /* the transfers before it fill the cap */
+	for (int k = 0; k < s->ndev; k++)
+		gw_snd_offered(&s->fleet, &s->dev[k].snd, true, 0);
+	for (int k = 0; k < s->ndev; k++)
+		sim_push(s, (struct sim_ev){.at = k < s->ndev - 1 ? 200 : 5400,
+					    .kind = EV_ACK,
+					    .dev = k,
+					    .ack = {.tag = s->grp.rel.tag}});
+	sim_run(s, 5000);
+	gw_snd_offered(&s->fleet, &d->snd, true, s->now); /* again */
+	sim_run(s, 5500); /* the group started at 5.2 s; it answered */
+	assert_int_equal(s->grp.st, GW_GRP_SENDING);
+	assert_true(d->snd.member);
+	assert_int_equal(d->snd.next, 4);
+	s->fleet.cap = UINT64_MAX / 2; /* they are done */
+	sim_run(s, 5600);
+	assert_int_equal(s->grp.next, 17);
+}
+
+static uint64_t busy_then_lost(enum busy_how how, uint64_t *timeouts)
+{
+	struct sim *s = malloc(sizeof(*s));
+	int n = how == BUSY_ALONE ? 1 : 4; /* it is the last */
+	uint64_t fast_ms = how == BUSY_LATE ? 6300 : 6100;
+	sim_init(s, 0xa000, 17, 32, n);
+	s->check = check_scheduled;
+	struct sim_dev *d = &s->dev[n - 1];
+	busy_start(s, how, fast_ms);
+	sim_run(s, fast_ms); /* its ack of fragment 0 came back */
+	assert_int_equal(d->snd.st, GW_SND_SENDING);
+	assert_int_equal(d->snd.cum, 1);
+	assert_int_equal(d->snd.next, 17);
+	assert_true(d->snd.min_rtt >= 800); /* 20 ms from now on */
+	d->path.delay_ms = 10; /* the fleet process keeps up again */
+	sim_run(s, 3600 * 1000);
+	for (int k = 0; k < n; k++)
+		assert_int_equal(s->dev[k].snd.st, GW_SND_DONE);
+	assert_int_equal(d->cum, 17);
+	/* Its first timeout fires about 9 s (3 RTTs) after its last
+	 * progress; the repair then takes a few 20 ms round trips (and a
+	 * second timeout at most), not one timeout a fragment. */
+	assert_true(d->done_ms < fast_ms + 2 * 9100);
+	assert_true(d->snd.timeouts <= 2);
+	*timeouts = d->snd.timeouts;
+	uint64_t done = d->done_ms;
+	sim_free(s);
+	free(s);
+	return done;
+}
+
+static void test_busy_then_lost_finishes(void **state)
+{
+	(void)state;
+	static const char *const how[] = {"alone", "member", "late member"};
+	for (int h = BUSY_ALONE; h <= BUSY_LATE; h++) {
+		uint64_t t, done = busy_then_lost((enum busy_how)h, &t);
+		printf("# busy, then 16 of 17 fragments lost, then RTT 20 "
+		       "ms: %s done at %llu ms (%llu timeouts)\n",
+		       how[h], (unsigned long long)done, (unsigned long long)t);
+	}
 }
 
 /* tests/vectors/sender: given these acks and this clock, this send. */
@@ -390,6 +512,7 @@ int main(void)
 	    cmocka_unit_test(test_restart_counts_resent),
 	    cmocka_unit_test(test_group_ejects_lossy_member),
 	    cmocka_unit_test(test_group_hold_cumulative),
+	    cmocka_unit_test(test_busy_then_lost_finishes),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
