@@ -114,6 +114,9 @@ int mq_unsubscribe(struct mq *mq, const char *topic);
  * called, on_connect is. Copies payload. 0, or -1 (library error). */
 int mq_renew_will(struct mq *mq, const char *topic, const void *payload,
 		  size_t len, int qos, bool retain);
+/* TLS handshakes of shared_tls clients so far: full ones, and resumed
+ * ones (the session the broker gave at the previous connect). */
+void mq_tls_handshakes(unsigned long *full, unsigned long *resumed);
 /* Free the TLS contexts kept for shared_tls (at exit, all clients gone). */
 void mq_tls_cache_clear(void);
 bool mq_connected(const struct mq *mq);

@@ -16,9 +16,82 @@ struct tls_ent {
 	char *key; /* host NUL ca NUL cert NUL keyfile, as one string */
 	size_t keylen;
 	SSL_CTX *ctx;
+	struct tls_sess *sess;
 };
 static struct tls_ent *tls_cache;
 static size_t tls_n, tls_cap;
+
+/* The newest TLS session the broker gave a context's client (its
+ * ticket), offered again at the next connect: an in-process restart
+ * reconnects with an abbreviated handshake, no certificates sent or
+ * checked and no signature, where the broker's CPU for a full mutual-TLS
+ * handshake was the largest part of what an update cost it (docs/
+ * BENCHMARKS.md). A broker that does not accept it (restarted, reloaded:
+ * Mosquitto makes new ticket keys on SIGHUP, so a certificate revoked
+ * since is checked against the CRL again) makes a full handshake. */
+struct tls_sess {
+	SSL_SESSION *s;
+};
+static int tls_sess_idx = -1; /* SSL_CTX ex data: its struct tls_sess */
+static unsigned long tls_full, tls_resumed; /* handshakes done, by kind */
+
+void mq_tls_handshakes(unsigned long *full, unsigned long *resumed)
+{
+	*full = tls_full;
+	*resumed = tls_resumed;
+}
+
+static int tls_new_session_cb(SSL *ssl, SSL_SESSION *sess)
+{
+	struct tls_sess *ts =
+	    SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), tls_sess_idx);
+	if (!ts)
+		return 0;
+	SSL_SESSION_free(ts->s);
+	ts->s = sess;
+	return 1; /* the reference is ours */
+}
+
+/* Before the ClientHello is made: libmosquitto creates the SSL and starts
+ * the handshake in one call, so this is the one place to offer it. */
+static void tls_info_cb(const SSL *ssl, int where, int ret)
+{
+	(void)ret;
+	if ((where & SSL_CB_HANDSHAKE_DONE) && !SSL_is_server(ssl)) {
+		if (SSL_session_reused((SSL *)ssl))
+			tls_resumed++;
+		else
+			tls_full++;
+		return;
+	}
+	if (!(where & SSL_CB_HANDSHAKE_START) || SSL_is_server(ssl) ||
+	    !SSL_in_before(ssl) || SSL_get_session(ssl))
+		return;
+	struct tls_sess *ts =
+	    SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), tls_sess_idx);
+	if (ts && ts->s && SSL_SESSION_is_resumable(ts->s))
+		SSL_set_session((SSL *)ssl, ts->s); /* ours, not the caller's */
+}
+
+static int tls_resume_setup(SSL_CTX *ctx, struct tls_sess **out)
+{
+	if (tls_sess_idx < 0)
+		tls_sess_idx =
+		    SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+	struct tls_sess *ts = calloc(1, sizeof(*ts));
+	if (tls_sess_idx < 0 || !ts ||
+	    SSL_CTX_set_ex_data(ctx, tls_sess_idx, ts) != 1) {
+		free(ts);
+		return -1;
+	}
+	SSL_CTX_set_session_cache_mode(ctx,
+				       SSL_SESS_CACHE_CLIENT |
+					   SSL_SESS_CACHE_NO_INTERNAL_STORE);
+	SSL_CTX_sess_set_new_cb(ctx, tls_new_session_cb);
+	SSL_CTX_set_info_callback(ctx, tls_info_cb);
+	*out = ts;
+	return 0;
+}
 
 static void tls_errstr(char *err, size_t errlen, const char *what,
 		       const char *file)
@@ -105,15 +178,17 @@ SSL_CTX *mq__tls_ctx_get(const struct mq_opts *o, char *err, size_t errlen)
 		tls_cap = cap;
 	}
 	SSL_CTX *ctx = tls_ctx_new(o, err, errlen);
+	struct tls_sess *ts = NULL;
 	char *k = ctx ? malloc((size_t)n) : NULL;
-	if (!k) {
+	if (!k || tls_resume_setup(ctx, &ts) != 0) {
 		if (ctx)
 			snprintf(err, errlen, "out of memory");
+		free(k);
 		SSL_CTX_free(ctx);
 		return NULL;
 	}
 	memcpy(k, key, (size_t)n);
-	tls_cache[tls_n++] = (struct tls_ent){k, (size_t)n, ctx};
+	tls_cache[tls_n++] = (struct tls_ent){k, (size_t)n, ctx, ts};
 	return ctx;
 }
 
@@ -122,6 +197,9 @@ void mq_tls_cache_clear(void)
 	for (size_t i = 0; i < tls_n; i++) {
 		free(tls_cache[i].key);
 		SSL_CTX_free(tls_cache[i].ctx);
+		if (tls_cache[i].sess)
+			SSL_SESSION_free(tls_cache[i].sess->s);
+		free(tls_cache[i].sess);
 	}
 	free(tls_cache);
 	tls_cache = NULL;

@@ -104,11 +104,13 @@ static void summary_line(struct fleet *f, const char *what)
 	}
 	long peak = peak_rss_kib();
 	long per = f->fc.n ? (peak - f->base_rss_kib) / (long)f->fc.n : 0;
+	unsigned long full, resumed;
+	mq_tls_handshakes(&full, &resumed);
 	report("%s devices=%u started=%u connected=%u%s rss_kib=%ld "
 	       "peak_rss_kib=%ld per_device_kib=%ld connect_attempts_max=%u "
-	       "connect_attempts_over3=%u",
+	       "connect_attempts_over3=%u tls_full=%lu tls_resumed=%lu",
 	       what, f->fc.n, f->n_started, connected, states, rss_kib(), peak,
-	       per, att_max, att_over3);
+	       per, att_max, att_over3, full, resumed);
 }
 
 static void summary_cb(uv_timer_t *t) { summary_line(t->data, "summary"); }

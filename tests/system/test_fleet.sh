@@ -74,6 +74,11 @@ check "nothing failed or rolled back" \
 sleep 5.5
 check "the fleet's summary counts every device committed" \
     test "$(last_summary committed)" = "$N"
+# Each device's restart reconnects with the TLS session the broker gave it before
+# (common/mqtls.c): an abbreviated handshake, no certificate sent or checked.
+echo "# TLS handshakes: $(last_summary tls_full) full, $(last_summary tls_resumed) resumed"
+check "every device's reconnection after its restart resumed its TLS session" \
+    test "$(last_summary tls_resumed)" -ge "$N"
 echo "# fleet of $N devices: all connected ${connect_ms:-?} ms after start (fleet's own count);" \
     "ledger shows all idle $((t_idle - t_spawn)) ms after spawn"
 echo "# announce -> all $N committed 1.1.0 (64 KiB): $((t_committed - t_announce)) ms;" \

@@ -27,6 +27,21 @@ refused() { ! can_connect "$1" 2>/dev/null; }
 stop dev-002
 mq_sub_bg d2sess dev-002 ota/dev/dev-002/offer 1 600 || not_ok "a session with dev-002's certificate"
 
+# A TLS session made with dev-002's certificate before its revocation (its ticket kept, as
+# the fleet's clients keep theirs to resume after a restart): a resumed handshake sends
+# and checks no certificate, so the broker must not accept it once the CRL is reloaded.
+# sclient ARGS...: a TLS handshake as dev-002, no MQTT CONNECT (that would take over the
+# client id dev-002 of the session below); prints what openssl saw.
+sclient() {
+    sleep 1.5 |
+        timeout 10 openssl s_client -connect "127.0.0.1:$BROKER_PORT" -servername localhost \
+            -CAfile "$CERTS/ca.crt" -cert "$CERTS/devices/dev-002.crt" \
+            -key "$CERTS/devices/dev-002.key" -tls1_3 "$@" 2>&1
+}
+sclient -sess_out "$T/d2.sess" >/dev/null
+check "a TLS session with dev-002's certificate, resumable before the revocation" \
+    bash -c "$(declare -f sclient); BROKER_PORT=$BROKER_PORT CERTS=$CERTS sclient -sess_in '$T/d2.sess' | grep -aq '^Reused'"
+
 check "make-certs --revoke dev-002 --revoke ota-operator-alice" \
     certs_make --revoke dev-002 --revoke ota-operator-alice
 check "  the CRL lists both serials" \
@@ -38,6 +53,9 @@ check "  revoking an unknown id fails" \
 
 check "the broker reloads (SIGHUP)" broker_reload
 check "after the reload a new connection with dev-002's certificate is refused" refused dev-002
+resumed=$(sclient -sess_in "$T/d2.sess")
+check "  and its TLS session made before is not resumed (the reload made new ticket keys)" \
+    bash -c "! grep -aq '^Reused' <<<\"\$1\" && grep -aq 'certificate revoked' <<<\"\$1\"" _ "$resumed"
 check "  the broker logs it as 'certificate verify failed'" \
     bash -c "tail -n 5 '$T/broker.log' | grep -q 'certificate verify failed'"
 check "the revoked operator alice cannot connect" refused operator-alice

@@ -70,5 +70,5 @@ check "  after the hold (more than 15 s), on its first attempt" \
     grep -q "mqtt connected broker=localhost:$HP id=dev-002 attempts=1\$" "$T/dev-002.log"
 check "  not before the gate relayed (at least 19 s)" test $((t1 - t0)) -ge 19000
 check "  no attempt was given up" test "$(grep -c 'connection failed' "$T/dev-002.log")" = 0
-check "dev-002 reports idle" wait_until 10 "all_devices idle 1.0.0 dev-002"
+check "dev-002 reports idle" wait_until 30 "all_devices idle 1.0.0 dev-002"
 finish
