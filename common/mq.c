@@ -338,9 +338,11 @@ static void poll_cb(uv_poll_t *h, int status, int events)
  * writable meanwhile spins the loop. */
 static bool mq__want_write(struct mq *mq)
 {
-	SSL *ssl = mosquitto_ssl_get(mq->mosq);
-	if (!mq->connected && ssl && !SSL_is_init_finished(ssl))
-		return SSL_want_write(ssl);
+	if (!mq->connected) {
+		SSL *ssl = mosquitto_ssl_get(mq->mosq);
+		if (ssl && !SSL_is_init_finished(ssl))
+			return SSL_want_write(ssl);
+	}
 	return mosquitto_want_write(mq->mosq);
 }
 

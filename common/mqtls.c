@@ -197,8 +197,7 @@ void mq_tls_cache_clear(void)
 	for (size_t i = 0; i < tls_n; i++) {
 		free(tls_cache[i].key);
 		SSL_CTX_free(tls_cache[i].ctx);
-		if (tls_cache[i].sess)
-			SSL_SESSION_free(tls_cache[i].sess->s);
+		SSL_SESSION_free(tls_cache[i].sess->s); /* every entry has one */
 		free(tls_cache[i].sess);
 	}
 	free(tls_cache);
