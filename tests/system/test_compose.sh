@@ -13,7 +13,7 @@
 #             device reports idle 1.0.0 in the gateway's ledger
 #   healthy   every container's healthcheck, run by `podman healthcheck run` (podman
 #             schedules healthchecks with systemd timers; there is no systemd here)
-#   campaign  a 1 MiB release packed, verified and announced from the host with the
+#   campaign  an 8 MiB release packed, verified and announced from the host with the
 #             commands of deploy/README.md ("Publishing a release"); the gateway restarted
 #             once (podman-compose restart gateway) as soon as devices start on it; every
 #             device of every replica commits 1.1.0 (ota-gateway status --json, run in the
@@ -340,7 +340,7 @@ wait_for 60 "  the restarted gateway connects again" \
 wait_for 300 "every device of every replica commits 1.1.0 (ledger, in the gateway container)" \
     "fleet_at committed 1.1.0"
 echo "# announce -> all $TOTAL committed: $(( (${EPOCHREALTIME/./} - t_pub) / 1000 )) ms" \
-    "(1 MiB, gateway restarted once)"
+    "(8 MiB, gateway restarted once)"
 check "  the gateway is healthy after its restart" health "$GWC"
 phase_done campaign
 
