@@ -16,6 +16,7 @@
 #define MQ_BACKOFF_MIN_MS 250
 #define MQ_BACKOFF_MAX_MS 8000
 #define MQ_MISC_MS 500
+#define MQ_CLOSE_WAIT_MS 2000 /* mq_close: longest wait for PUBACKs */
 
 struct mq_poll {
 	uv_poll_t h;
@@ -51,6 +52,7 @@ struct mq {
 	bool closing;
 	bool renewing;	 /* disconnected on purpose to renew the will */
 	bool renew_due;	 /* renew the will once nothing is in flight */
+	bool close_due;	 /* mq_close: DISCONNECT once nothing is in flight */
 	unsigned unsent; /* publishes not yet written (QoS 0) or acked (1) */
 	unsigned fails;	 /* attempts in a row that ended before CONNACK */
 	unsigned attempts, last_attempts; /* see mq_connect_attempts */
@@ -68,6 +70,7 @@ static void mq__schedule_reconnect(struct mq *mq);
 static void mq__update_poll(struct mq *mq);
 static int mq__renew_now(struct mq *mq);
 static void mq__finish_close(struct mq *mq);
+static void mq__disconnect_now(struct mq *mq);
 
 static void mq__set_cur(struct mq *mq, unsigned i)
 {
@@ -172,7 +175,9 @@ static void on_publish_cb(struct mosquitto *m, void *ud, int mid)
 	struct mq *mq = ud;
 	if (mq->unsent > 0)
 		mq->unsent--;
-	if (mq->unsent == 0 && mq->renew_due)
+	if (mq->unsent == 0 && mq->close_due)
+		mq__disconnect_now(mq);
+	else if (mq->unsent == 0 && mq->renew_due)
 		mq__renew_now(mq);
 }
 
@@ -824,10 +829,10 @@ int mq_renew_will(struct mq *mq, const char *topic, const void *payload,
 	return mq__renew_now(mq);
 }
 
-void mq_close(struct mq *mq, void (*done)(void *ud))
+/* The clean DISCONNECT of mq_close, once nothing is in flight. */
+static void mq__disconnect_now(struct mq *mq)
 {
-	mq->closing = true;
-	mq->done = done;
+	mq->close_due = false;
 	uv_timer_stop(&mq->retry);
 	if (mq->connected &&
 	    mosquitto_disconnect(mq->mosq) == MOSQ_ERR_SUCCESS) {
@@ -839,4 +844,34 @@ void mq_close(struct mq *mq, void (*done)(void *ud))
 		return;
 	}
 	mq__finish_close(mq);
+}
+
+static void close_wait_cb(uv_timer_t *t)
+{
+	struct mq *mq = t->data;
+	log_debug("mqtt id=%s: %u publishes still unacknowledged, "
+		  "disconnecting anyway",
+		  mq->client_id, mq->unsent);
+	mq__disconnect_now(mq);
+}
+
+void mq_close(struct mq *mq, void (*done)(void *ud))
+{
+	mq->closing = true;
+	mq->done = done;
+	mq->renew_due = false;
+	uv_timer_stop(&mq->retry);
+	if (mq->connected && mq->unsent > 0) {
+		/* PROTOCOL.md 3: DISCONNECT after the PUBACKs of our last
+		 * statuses. The library closes its socket as soon as it has
+		 * written DISCONNECT: a PUBACK still unread there resets the
+		 * connection, and the broker drops what it had not read (the
+		 * status, the DISCONNECT) and sends our will (a `restarting`
+		 * lost, an `offline` in its place: 150 of 1000 restarts in
+		 * the fleet benchmark). */
+		mq->close_due = true;
+		uv_timer_start(&mq->retry, close_wait_cb, MQ_CLOSE_WAIT_MS, 0);
+		return;
+	}
+	mq__disconnect_now(mq);
 }
