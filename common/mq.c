@@ -737,6 +737,19 @@ int mq_subscribe(struct mq *mq, const char *topic, int qos)
 	return 0;
 }
 
+int mq_subscribe_many(struct mq *mq, char *const *topics, int n, int qos)
+{
+	int rc = mosquitto_subscribe_multiple(mq->mosq, NULL, n, topics, qos, 0,
+					      NULL);
+	if (rc != MOSQ_ERR_SUCCESS) {
+		log_warnx("subscribe %s and %d more: %s", topics[0], n - 1,
+			  mosquitto_strerror(rc));
+		return -1;
+	}
+	mq__update_poll(mq);
+	return 0;
+}
+
 int mq_unsubscribe(struct mq *mq, const char *topic)
 {
 	int rc = mosquitto_unsubscribe(mq->mosq, NULL, topic);

@@ -106,6 +106,9 @@ int mq_publish_corr(struct mq *mq, const char *topic, const void *payload,
 		    size_t len, int qos, bool retain, const void *corr,
 		    size_t corr_len);
 int mq_subscribe(struct mq *mq, const char *topic, int qos);
+/* One SUBSCRIBE for N topic filters at one QoS: one packet and one SUBACK
+ * for the broker to handle instead of N of each. */
+int mq_subscribe_many(struct mq *mq, char *const *topics, int n, int qos);
 int mq_unsubscribe(struct mq *mq, const char *topic);
 /* Replace the Last Will. A will is fixed at connect, so a connected
  * client disconnects cleanly (the broker discards the old will unsent),

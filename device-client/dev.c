@@ -397,17 +397,19 @@ static void on_message(struct mq *mq, void *ud, const char *topic,
 static void on_connect(struct mq *mq, void *ud)
 {
 	struct dev *d = ud;
-	char t[PROTO_ID_MAX + 24];
-	snprintf(t, sizeof(t), "ota/dev/%s/offer", d->cfg.id);
-	mq_subscribe(mq, t, 1);
-	snprintf(t, sizeof(t), "ota/dev/%s/frag", d->cfg.id);
-	mq_subscribe(mq, t, 0);
-	dev__poll_subscribe(d);
-	/* A clean session forgets subscriptions: a group member whose
-	 * connection dropped (or whose broker restarted) subscribes again,
-	 * before it says where it is. */
-	if (d->topic_grp[0] && d->st == PROTO_ST_DOWNLOADING)
-		mq_subscribe(mq, d->topic_grp, 0);
+	char offer[PROTO_ID_MAX + 24], poll[PROTO_ID_MAX + 24];
+	char frag[PROTO_ID_MAX + 24], hello[] = PROTO_HELLO_TOPIC;
+	snprintf(offer, sizeof(offer), "ota/dev/%s/offer", d->cfg.id);
+	snprintf(poll, sizeof(poll), PROTO_POLL_TOPIC_FMT, d->cfg.id);
+	snprintf(frag, sizeof(frag), "ota/dev/%s/frag", d->cfg.id);
+	/* PROTOCOL.md 3: one SUBSCRIBE per QoS. A clean session forgets
+	 * subscriptions: a group member whose connection dropped (or whose
+	 * broker restarted) subscribes again, before it says where it is. */
+	char *q1[] = {offer, poll, hello};
+	char *q0[] = {frag, d->topic_grp};
+	bool grp = d->topic_grp[0] && d->st == PROTO_ST_DOWNLOADING;
+	mq_subscribe_many(mq, q1, 3, 1);
+	mq_subscribe_many(mq, q0, grp ? 2 : 1, 0);
 	dev__publish_status_now(d); /* PROTOCOL.md 8 step 1: every connect */
 	if (d->st == PROTO_ST_DOWNLOADING && dev__download_open(d)) {
 		/* PROTOCOL.md 7: downloading, then what we hold. */

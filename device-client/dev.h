@@ -298,7 +298,6 @@ int dev__slot_write(void *ctx, uint64_t off, const uint8_t *data, size_t len,
 /* poll.c: the gateway's hello (ota/hello) and status poll
  * (ota/dev/<id>/poll), answered with the status after a random delay
  * within the spread they name (PROTOCOL.md 5.6). */
-void dev__poll_subscribe(struct dev *d);
 /* true when topic is a hello or poll (handled or dropped as malformed). */
 bool dev__poll_message(struct dev *d, const char *topic, const void *payload,
 		       size_t len);

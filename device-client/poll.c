@@ -26,14 +26,6 @@ uint32_t dev__rand_below(struct dev *d, uint32_t n)
 	return (uint32_t)(d->jitter_rng % n);
 }
 
-void dev__poll_subscribe(struct dev *d)
-{
-	char t[PROTO_ID_MAX + 24];
-	snprintf(t, sizeof(t), PROTO_POLL_TOPIC_FMT, d->cfg.id);
-	mq_subscribe(d->mq, t, 1);
-	mq_subscribe(d->mq, PROTO_HELLO_TOPIC, 1);
-}
-
 static void poll_timer_cb(uv_timer_t *t)
 {
 	struct dev *d = t->data;
