@@ -178,8 +178,12 @@ static void gw_offer_if_due(struct gw *gw, struct gw_device *d)
 	/* A delta from the image it runs, the compressed image or the
 	 * image; NULL: its payload is being made, it waits (delta.c). */
 	struct gw_release *v = gw__variant_pick(gw, r, d);
-	if (!v || !gw__pace_offer(gw))
+	if (!v)
 		return;
+	if (!gw__pace_offer(gw)) {
+		v->offers_held = true; /* its group waits for it (pace.c) */
+		return;
+	}
 	gw__campaign_started(gw, r);
 	d->wire_bytes = 0;
 	if (gw__xfer_start(gw, d, v) != 0)

@@ -127,6 +127,7 @@ struct gw_release {
 	/* Confidential (enc.c): fragments sealed under ckey, which each
 	 * offer carries wrapped for its device. Never logged. */
 	bool encrypt;
+	bool offers_held; /* the pacer holds back offers of it (pace.c) */
 	uint8_t ckey[PROTO_ENC_KEY_LEN];
 	struct proto_aead *aead; /* ckey, ready to seal */
 	/* Sealed fragments, kept once sealed (xfer.c): the same bytes for

@@ -81,6 +81,12 @@ void gw__pace_tick(struct gw *gw, uint64_t now)
 		return;
 	gw->offers_walk_ms = now;
 	gw->offers_waiting = false;
+	/* The walk holds back again what it still cannot offer. */
+	for (struct gw_release *r = gw->releases; r; r = r->next) {
+		r->offers_held = false;
+		for (struct gw_release *v = r->variants; v; v = v->next)
+			v->offers_held = false;
+	}
 	gw__offers_due(gw);
 }
 

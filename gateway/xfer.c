@@ -54,6 +54,7 @@ static struct gw_snd_fleet *fleet(struct gw *gw)
 static struct gw_grp *rel_grp(struct gw_release *r)
 {
 	r->xrel->grp.rel.halted = gw__campaign_halted(gw__rel_root(r));
+	r->xrel->grp.rel.offers_held = r->offers_held;
 	return &r->xrel->grp;
 }
 

@@ -344,6 +344,53 @@ static void test_group_hold_cumulative(void **state)
 	free(s);
 }
 
+/* Every offer made so far answered is not the whole group while the
+ * caller's pacing holds more offers back: the group gathers on, up to
+ * GW_GRP_GATHER_MAX_MS, and starts once the held offers are made. */
+static void test_group_waits_for_held_offers(void **state)
+{
+	(void)state;
+	struct gw_snd_fleet f = {.ops = &sim_ops, .cap = UINT64_MAX / 2};
+	struct gw_snd_ack_info in;
+	for (int late = 0; late < 2; late++) {
+		struct sim *s = malloc(sizeof(*s));
+		sim_init(s, 0x8100, 64, 8, 3);
+		f.ctx = s;
+		s->fleet = f;
+		s->grp.rel.offers_held = true;
+		sim_offer(s, true);
+		s->nev = 0;
+		s->now = 10;
+		for (int k = 0; k < 3; k++) {
+			struct proto_ack a = {.tag = s->grp.rel.tag};
+			gw_snd_on_ack(&s->fleet, &s->dev[k].snd, &a, s->now,
+				      &in);
+		}
+		/* All three answered: without held offers it would send. */
+		for (s->now = 10; s->now < 1000; s->now += 20) {
+			gw_grp_pump(&s->fleet, &s->grp, s->now);
+			assert_int_equal(s->grp.st, GW_GRP_GATHER);
+			assert_int_equal(s->grp.next, 0);
+		}
+		if (late) {
+			/* Held for good: it goes GW_GRP_GATHER_MAX_MS after
+			 * the first joined (at 10 ms). */
+			s->now = 10 + (uint64_t)GW_GRP_GATHER_MAX_MS - 20;
+			gw_grp_pump(&s->fleet, &s->grp, s->now);
+			assert_int_equal(s->grp.st, GW_GRP_GATHER);
+			s->now = 10 + (uint64_t)GW_GRP_GATHER_MAX_MS;
+		} else {
+			s->grp.rel.offers_held = false; /* made */
+		}
+		gw_grp_pump(&s->fleet, &s->grp, s->now);
+		assert_int_equal(s->grp.st, GW_GRP_SENDING);
+		assert_int_equal(s->grp.next, 8);
+		assert_int_equal(s->grp.nmembers, 3);
+		sim_free(s);
+		free(s);
+	}
+}
+
 /* The window grows from 32 fragments to the offered 256 while the RTT
  * stays flat (a fast path), and stops where a bottleneck starts to queue:
  * 1000 fragments over a 30 ms path take a few round trips, not 31. */
@@ -512,6 +559,7 @@ int main(void)
 	    cmocka_unit_test(test_restart_counts_resent),
 	    cmocka_unit_test(test_group_ejects_lossy_member),
 	    cmocka_unit_test(test_group_hold_cumulative),
+	    cmocka_unit_test(test_group_waits_for_held_offers),
 	    cmocka_unit_test(test_busy_then_lost_finishes),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
