@@ -97,7 +97,7 @@ $(B)/tests/test_dev_blocks: tests/unit/test_dev_blocks.c \
 # test_fuzz_replay includes the fuzz targets, some of which test gateway and
 # device code that is not in libota.a.
 FUZZ_REPLAY_OBJ := $(call obj,device-client/persist.c gateway/fsck.c gateway/status.c \
-		   gateway/ledger.c)
+		   gateway/ledger.c gateway/failed.c)
 $(B)/tests/test_fuzz_replay: tests/unit/test_fuzz_replay.c $(wildcard tests/fuzz/*.c) \
 		$(FUZZ_REPLAY_OBJ) $(B)/libota.a
 	@mkdir -p $(@D)
@@ -109,6 +109,11 @@ $(B)/tests/test_gw_sender: tests/unit/test_gw_sender.c tests/unit/sim.h tests/un
 		$(call obj,gateway/sender.c) $(B)/libota.a
 	@mkdir -p $(@D)
 	$(Q)$(CC) $(CFLAGS_ALL) -o $@ $(filter-out %.h,$^) $(LDLIBS_ALL) -lcmocka
+# The releases a device failed: the targeting rule and the ledger's record.
+$(B)/tests/test_gw_failed: tests/unit/test_gw_failed.c $(call obj,gateway/catalog.c \
+		gateway/clock.c gateway/failed.c gateway/ledger.c) $(B)/libota.a
+	@mkdir -p $(@D)
+	$(Q)$(CC) $(CFLAGS_ALL) -o $@ $^ $(LDLIBS_ALL) -lcmocka
 # test_gw_run runs the gateway's and the devices' lifecycles on one loop: it links their
 # objects, not their main().
 RUN_TEST_OBJ := $(filter-out %/main.o,$(GW_OBJ) $(DEV_OBJ))

@@ -484,15 +484,16 @@ static void retry_walk(const void *node, VISIT w, void *ud)
 		return;
 	struct retry_ctx *c = ud;
 	struct gw_device *d = *(struct gw_device *const *)node;
-	if (strcmp(d->failed_release, c->r->id) != 0)
+	const struct gw_failed *f = gw__failed_find(d, c->r->id);
+	if (!f)
 		return;
-	if (d->state == PROTO_ST_ROLLED_BACK) {
+	if (f->rolled_back) {
 		c->rolled++;
 		gw__appendf(c->rolled_list, sizeof(c->rolled_list), "%s%s",
 			    c->rolled > 1 ? ", " : "", d->id);
 		return;
 	}
-	d->failed_release[0] = '\0';
+	gw__failed_forget(d, c->r->id);
 	gw__device_dirty(c->gw, d);
 	gw__event(c->gw, d->id, c->r->id, "retry", NULL);
 	if (c->v->ndevices < PROTO_VERDICT_DEVICES_MAX)

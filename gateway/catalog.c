@@ -3,6 +3,7 @@
  * Each is written once, here; release.c adds and removes releases. */
 #include <string.h>
 
+#include "common/log.h"
 #include "gateway/gw.h"
 
 struct gw_release *gw__release_find(struct gw *gw, const char *id)
@@ -31,7 +32,7 @@ bool gw__release_targets(const struct gw *gw, const struct gw_release *r,
 	     (proto_version_cmp(d->version, r->m.replaces, &rep) != 0 ||
 	      rep > 0)))
 		return false;
-	if ((how & GW_TARGET_NOT_FAILED) && !strcmp(d->failed_release, r->id))
+	if ((how & GW_TARGET_NOT_FAILED) && gw__failed_find(d, r->id))
 		return false;
 	if (r->target.group[0] && strcmp(r->target.group, d->group) != 0)
 		return false;
@@ -59,4 +60,25 @@ struct gw_release *gw__release_newest(struct gw *gw, const char *product,
 			best = r;
 	}
 	return best;
+}
+
+void gw__release_failed(struct gw *gw, struct gw_device *d, const char *release,
+			bool rolled_back)
+{
+	char dropped[PROTO_RELEASE_HEX_LEN + 1];
+	if (!release[0])
+		return;
+	/* Full: first forget what is no longer for d at all. */
+	if (d->nfailed >= GW_FAILED_MAX && !gw__failed_find(d, release))
+		for (int i = d->nfailed - 1; i >= 0; i--) {
+			const struct gw_release *r =
+			    gw__release_find(gw, d->failed[i].release);
+			if (!r || !gw__release_targets(gw, r, d, 0))
+				gw__failed_forget(d, d->failed[i].release);
+		}
+	if (gw__failed_put(d, release, rolled_back, dropped))
+		log_warnx("device=%s release=%s failed: it failed %d releases "
+			  "that are still offered to it; forgetting the "
+			  "oldest, %s, which may be offered to it again",
+			  d->id, release, GW_FAILED_MAX, dropped);
 }

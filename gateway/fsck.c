@@ -313,6 +313,66 @@ static json_t *device_release(struct fsck *f, json_t *o, const char *k)
 	return ent;
 }
 
+/* "failed_releases" (not in a record written before it): at most
+ * GW_FAILED_MAX entries {"release": a release in the ledger, "state":
+ * "failed" or "rolled_back"}, each release once; "failed_release" is the
+ * last one's ("" when none), as the gateway writes them. */
+static void check_failed(struct fsck *f, json_t *o)
+{
+	json_t *a = json_object_get(o, "failed_releases"), *e;
+	const char *last = "", *fr;
+	size_t i;
+	if (!a) {
+		device_release(f, o, "failed_release");
+		return;
+	}
+	if (!json_is_array(a)) {
+		problem(f, "member 'failed_releases' is not an array");
+		return;
+	}
+	if (json_array_size(a) > GW_FAILED_MAX)
+		problem(f, "failed_releases has %zu entries, at most %d",
+			json_array_size(a), GW_FAILED_MAX);
+	json_array_foreach(a, i, e)
+	{
+		const char *r =
+		    json_string_value(json_object_get(e, "release"));
+		const char *st = json_string_value(json_object_get(e, "state"));
+		if (!r || !st ||
+		    (strcmp(st, "failed") != 0 &&
+		     strcmp(st, "rolled_back") != 0)) {
+			problem(f,
+				"failed_releases[%zu] is not {\"release\": ID, "
+				"\"state\": \"failed\" or \"rolled_back\"}",
+				i);
+			continue;
+		}
+		if (!json_object_get(f->rels, r))
+			problem(f,
+				"failed_releases[%zu] '%s' is not in the "
+				"ledger's releases",
+				i, r);
+		for (size_t j = 0; j < i; j++) {
+			const char *p =
+			    json_string_value(json_object_get(json_array_get(a,
+									     j),
+							      "release"));
+			if (p && !strcmp(p, r)) {
+				problem(f, "failed_releases names '%s' twice",
+					r);
+				break;
+			}
+		}
+		last = r;
+	}
+	fr = str_of(f, o, "failed_release");
+	if (fr && strcmp(fr, last) != 0)
+		problem(f,
+			"failed_release '%s' is not the last of "
+			"failed_releases ('%s')",
+			fr, last);
+}
+
 static void check_device_numbers(struct fsck *f, json_t *o, json_t *rel)
 {
 	static const char *const ms[] = {"offered_ms", "transferred_ms",
@@ -362,7 +422,7 @@ static void check_device(struct fsck *f, const char *key, json_t *o)
 	if (ver && ver[0] && proto_version_parse(ver, parts) != 0)
 		problem(f, "version '%s' is not a valid version", ver);
 	json_t *rel = device_release(f, o, "release");
-	device_release(f, o, "failed_release");
+	check_failed(f, o);
 	if (rel)
 		bump(rel, "n_devices");
 	check_device_numbers(f, o, rel);

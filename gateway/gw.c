@@ -309,8 +309,8 @@ static void status_finished(struct gw *gw, struct gw_device *d,
 			  rel->id, d->error);
 	}
 	if (st->state != PROTO_ST_COMMITTED)
-		snprintf(d->failed_release, sizeof(d->failed_release), "%s",
-			 st->release);
+		gw__release_failed(gw, d, st->release,
+				   st->state == PROTO_ST_ROLLED_BACK);
 	gw__event(gw, d->id, st->release, proto_state_name(st->state),
 		  st->error[0] ? st->error : st->version);
 	gw__xfer_free(gw, d);

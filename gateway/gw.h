@@ -178,6 +178,15 @@ struct gw_lane {
 	struct gw_lane_item *head, *tail;
 };
 
+/* A release a device failed or rolled back from (failed.c). */
+struct gw_failed {
+	char release[PROTO_RELEASE_HEX_LEN + 1];
+	bool rolled_back; /* else failed */
+};
+/* How many a device's record keeps: enough for every campaign that can be
+ * open for it at once (failed.c says what happens past it). */
+#define GW_FAILED_MAX 8
+
 struct gw_device {
 	char id[PROTO_ID_MAX + 1];
 	char product[PROTO_ID_MAX + 1];
@@ -186,7 +195,10 @@ struct gw_device {
 	enum proto_state state;
 	bool online;
 	char release[PROTO_RELEASE_HEX_LEN + 1]; /* last update's release */
-	char failed_release[PROTO_RELEASE_HEX_LEN + 1];
+	/* The releases it failed or rolled back from, oldest first: never
+	 * offered to it again, unless a retry forgets one it failed. */
+	struct gw_failed failed[GW_FAILED_MAX];
+	uint8_t nfailed;
 	uint32_t acked, frags;
 	uint64_t frags_sent, frags_resent;
 	char error[PROTO_ERROR_MAX + 1];
@@ -425,6 +437,13 @@ bool gw__release_targets(const struct gw *gw, const struct gw_release *r,
  * d's), the newest that targets d now. NULL when there is none. */
 struct gw_release *gw__release_newest(struct gw *gw, const char *product,
 				      const struct gw_device *d);
+/* d's last update ended without a commit (rolled_back: it rolled back):
+ * release goes into d->failed, so it is not offered to d again. With
+ * d->failed full, first forgets the releases that no longer target d
+ * (aborted, expired, removed, a version d is past), then the oldest
+ * (logged). */
+void gw__release_failed(struct gw *gw, struct gw_device *d, const char *release,
+			bool rolled_back);
 
 /* release.c: fetch, verify, store, record */
 /* rq: the transport's part of the request (response topic, correlation
@@ -619,6 +638,21 @@ int gw__enc_offer(struct gw *gw, struct gw_device *d,
 int gw__parse_when(const char *s, int64_t now, int64_t *out, char *err,
 		   size_t n);
 
+/* failed.c: the releases a device failed (d->failed), pure */
+/* Its entry for release, NULL when it did not fail it (or a retry forgot
+ * it). Borrowed: valid until d->failed changes. */
+const struct gw_failed *gw__failed_find(const struct gw_device *d,
+					const char *release);
+/* d failed (or rolled back from) release: its entry goes last, the newest
+ * (one already there moves). When all GW_FAILED_MAX are taken the oldest
+ * is dropped: true, with its id in dropped (NULL: not wanted). */
+bool gw__failed_put(struct gw_device *d, const char *release, bool rolled_back,
+		    char *dropped);
+/* A retry: forget release (false when it was not there). */
+bool gw__failed_forget(struct gw_device *d, const char *release);
+/* The release it failed last, "" when none. Borrowed, as find. */
+const char *gw__failed_latest(const struct gw_device *d);
+
 /* ledger.c: every record format of the ledger, written and read back
  * there only. Records are new JSON text (free()), NULL when out of memory.
  *
@@ -629,6 +663,10 @@ int gw__parse_when(const char *s, int64_t now, int64_t *out, char *err,
  * untouched. */
 char *gw__device_record(const struct gw_device *d);
 int gw__device_parse(const char *val, size_t vlen, struct gw_device *d);
+/* d->failed as the record's "failed_releases" array (new; NULL when out
+ * of memory). */
+struct json_t;
+struct json_t *gw__failed_json(const struct gw_device *d);
 /* Release and its campaign (campaign_state: gw__campaign_state(r)). Parse
  * sets what the record stores: the manifest (new, decoded into r->m, its
  * signature NOT checked), path, target, fragment layout (checked against

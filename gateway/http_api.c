@@ -445,13 +445,14 @@ static void dev_walk(const void *node, VISIT v, void *ud)
 	const char *enc = d->release[0] ? proto_encoding_name(d->encoding) : "";
 	json_array_append_new(
 	    c->arr,
-	    json_pack("{s:s,s:s,s:s,s:s,s:s,s:b,s:s,s:s,s:I,s:I,s:I,s:I,s:s,"
-		      "s:o,s:I,s:I,s:I,s:I,s:s,s:I}",
+	    json_pack("{s:s,s:s,s:s,s:s,s:s,s:b,s:s,s:s,s:o,s:I,s:I,s:I,s:I,"
+		      "s:s,s:o,s:I,s:I,s:I,s:I,s:s,s:I}",
 		      "device", d->id, "product", d->product, "version",
 		      d->version, "group", d->group, "state",
 		      proto_state_name(d->state), "online", d->online,
 		      "release", d->release, "failed_release",
-		      d->failed_release, "acked", (json_int_t)d->acked,
+		      gw__failed_latest(d), "failed_releases",
+		      gw__failed_json(d), "acked", (json_int_t)d->acked,
 		      "fragments", (json_int_t)d->frags, "frags_sent",
 		      (json_int_t)d->frags_sent, "frags_resent",
 		      (json_int_t)d->frags_resent, "error", d->error, "timings",

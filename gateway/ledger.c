@@ -31,6 +31,19 @@ static json_t *timings_json(const struct proto_timings *t)
 	return o;
 }
 
+json_t *gw__failed_json(const struct gw_device *d)
+{
+	json_t *a = json_array();
+	for (int i = 0; a && i < d->nfailed; i++)
+		json_array_append_new(a,
+				      json_pack("{s:s,s:s}", "release",
+						d->failed[i].release, "state",
+						d->failed[i].rolled_back
+						    ? "rolled_back"
+						    : "failed"));
+	return a;
+}
+
 char *gw__device_record(const struct gw_device *d)
 {
 	/* A delta's base: its transfer goes on as the same delta after a
@@ -39,17 +52,17 @@ char *gw__device_record(const struct gw_device *d)
 	if (d->encoding == PROTO_ENCODING_DELTA)
 		proto_hex_encode(d->xbase, PROTO_SHA256_LEN, base);
 	json_t *o = json_pack(
-	    "{s:s,s:s,s:s,s:s,s:s,s:b,s:s,s:s,s:I,s:I,s:I,s:I,s:s,s:o,"
+	    "{s:s,s:s,s:s,s:s,s:s,s:b,s:s,s:s,s:o,s:I,s:I,s:I,s:I,s:s,s:o,"
 	    "s:I,s:I,s:I,s:I,s:s,s:I,s:s,s:s}",
 	    "device", d->id, "product", d->product, "version", d->version,
 	    "group", d->group, "state", proto_state_name(d->state), "online",
 	    d->online, "release", d->release, "failed_release",
-	    d->failed_release, "acked", (json_int_t)d->acked, "fragments",
-	    (json_int_t)d->frags, "frags_sent", (json_int_t)d->frags_sent,
-	    "frags_resent", (json_int_t)d->frags_resent, "error", d->error,
-	    "timings", timings_json(&d->timings), "offered_ms",
-	    (json_int_t)d->offered_ms, "transferred_ms",
-	    (json_int_t)d->transferred_ms, "finished_ms",
+	    gw__failed_latest(d), "failed_releases", gw__failed_json(d),
+	    "acked", (json_int_t)d->acked, "fragments", (json_int_t)d->frags,
+	    "frags_sent", (json_int_t)d->frags_sent, "frags_resent",
+	    (json_int_t)d->frags_resent, "error", d->error, "timings",
+	    timings_json(&d->timings), "offered_ms", (json_int_t)d->offered_ms,
+	    "transferred_ms", (json_int_t)d->transferred_ms, "finished_ms",
 	    (json_int_t)d->finished_ms, "seen_ms", (json_int_t)d->seen_ms,
 	    "encoding", proto_encoding_name(d->encoding), "wire_bytes",
 	    (json_int_t)d->wire_bytes, "nodelta_release", d->nodelta_release,
@@ -90,6 +103,33 @@ static bool release_ok(const char *s)
 	       strspn(s, "0123456789abcdef") == PROTO_RELEASE_HEX_LEN;
 }
 
+/* "failed_releases": [{"release": ID, "state": "failed" | "rolled_back"},
+ * ...] oldest first; an entry that is not that is skipped. A record
+ * without it (written before it existed) has only "failed_release", the
+ * last one, rolled back when the device's state says so. */
+static void failed_parse(json_t *o, struct gw_device *d)
+{
+	json_t *a = json_object_get(o, "failed_releases"), *e;
+	char id[PROTO_RELEASE_HEX_LEN + 1];
+	size_t i;
+	d->nfailed = 0;
+	if (!json_is_array(a)) {
+		str_member(o, "failed_release", id, sizeof(id), release_ok);
+		if (id[0])
+			gw__failed_put(d, id, d->state == PROTO_ST_ROLLED_BACK,
+				       NULL);
+		return;
+	}
+	json_array_foreach(a, i, e)
+	{
+		const char *st = json_string_value(json_object_get(e, "state"));
+		str_member(e, "release", id, sizeof(id), release_ok);
+		if (id[0] && st &&
+		    (!strcmp(st, "failed") || !strcmp(st, "rolled_back")))
+			gw__failed_put(d, id, !strcmp(st, "rolled_back"), NULL);
+	}
+}
+
 int gw__device_parse(const char *val, size_t vlen, struct gw_device *d)
 {
 	json_t *o = json_loadb(val, vlen, 0, NULL);
@@ -105,13 +145,12 @@ int gw__device_parse(const char *val, size_t vlen, struct gw_device *d)
 	str_member(o, "version", d->version, sizeof(d->version), version_ok);
 	str_member(o, "group", d->group, sizeof(d->group), proto_id_valid);
 	str_member(o, "release", d->release, sizeof(d->release), release_ok);
-	str_member(o, "failed_release", d->failed_release,
-		   sizeof(d->failed_release), release_ok);
 	str_member(o, "error", d->error, sizeof(d->error), NULL);
 	enum proto_state st;
 	const char *sn = json_string_value(json_object_get(o, "state"));
 	d->state = (sn && proto_state_parse(sn, &st) == 0) ? st
 							   : PROTO_ST_OFFLINE;
+	failed_parse(o, d);
 	d->frags = (uint32_t)int_member(o, "fragments", PROTO_FRAGS_MAX, 0);
 	d->acked = (uint32_t)int_member(o, "acked", d->frags, 0);
 	d->frags_sent = (uint64_t)int_member(o, "frags_sent", INT64_MAX, 0);

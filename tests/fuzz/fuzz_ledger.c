@@ -28,7 +28,7 @@
  * every device record, with the same counters, product, version, state
  * and releases as the record holds, and every release record.
  *
- * fuzz-sources: gateway/fsck.c gateway/status.c gateway/ledger.c store/store.c common/conf.c common/util.c common/log.c common/trust.c proto/[a-z]*.c
+ * fuzz-sources: gateway/fsck.c gateway/status.c gateway/ledger.c gateway/failed.c store/store.c common/conf.c common/util.c common/log.c common/trust.c proto/[a-z]*.c
  *
  * `make fuzz` builds and runs it (tests/fuzz/run.sh); test_fuzz_replay.c
  * includes this file with FUZZ_REPLAY defined and calls fuzz_ledger_one().
@@ -101,6 +101,23 @@ static bool fledger_release_ok_id(const char *s)
 		strspn(s, "0123456789abcdef") == PROTO_RELEASE_HEX_LEN);
 }
 
+/* Its failed releases: valid ids, each once. */
+static bool fledger_failed_ok(const struct gw_device *d)
+{
+	if (d->nfailed > GW_FAILED_MAX)
+		return false;
+	for (int i = 0; i < d->nfailed; i++) {
+		if (!FLEDGER_TERMINATED(d->failed[i].release) ||
+		    !d->failed[i].release[0] ||
+		    !fledger_release_ok_id(d->failed[i].release))
+			return false;
+		for (int j = 0; j < i; j++)
+			if (!strcmp(d->failed[i].release, d->failed[j].release))
+				return false;
+	}
+	return true;
+}
+
 static bool fledger_device_ok(const struct gw_device *d)
 {
 	const int64_t *t = &d->timings.download_ms;
@@ -115,9 +132,7 @@ static bool fledger_device_ok(const struct gw_device *d)
 	       FLEDGER_TERMINATED(d->group) &&
 	       (!d->group[0] || proto_id_valid(d->group)) &&
 	       FLEDGER_TERMINATED(d->release) &&
-	       fledger_release_ok_id(d->release) &&
-	       FLEDGER_TERMINATED(d->failed_release) &&
-	       fledger_release_ok_id(d->failed_release) &&
+	       fledger_release_ok_id(d->release) && fledger_failed_ok(d) &&
 	       FLEDGER_TERMINATED(d->error) && (int)d->state >= 0 &&
 	       (int)d->state < PROTO_ST__COUNT && d->acked <= d->frags &&
 	       d->frags <= PROTO_FRAGS_MAX &&
@@ -126,14 +141,25 @@ static bool fledger_device_ok(const struct gw_device *d)
 	       d->finished_ms >= 0 && d->seen_ms >= 0;
 }
 
+static bool fledger_failed_equal(const struct gw_device *a,
+				 const struct gw_device *b)
+{
+	if (a->nfailed != b->nfailed)
+		return false;
+	for (int i = 0; i < a->nfailed; i++)
+		if (strcmp(a->failed[i].release, b->failed[i].release) != 0 ||
+		    a->failed[i].rolled_back != b->failed[i].rolled_back)
+			return false;
+	return true;
+}
+
 static bool fledger_device_equal(const struct gw_device *a,
 				 const struct gw_device *b)
 {
 	return !strcmp(a->id, b->id) && !strcmp(a->product, b->product) &&
 	       !strcmp(a->version, b->version) && !strcmp(a->group, b->group) &&
 	       a->state == b->state && a->online == b->online &&
-	       !strcmp(a->release, b->release) &&
-	       !strcmp(a->failed_release, b->failed_release) &&
+	       !strcmp(a->release, b->release) && fledger_failed_equal(a, b) &&
 	       a->acked == b->acked && a->frags == b->frags &&
 	       a->frags_sent == b->frags_sent &&
 	       a->frags_resent == b->frags_resent &&
@@ -142,6 +168,29 @@ static bool fledger_device_equal(const struct gw_device *a,
 	       a->offered_ms == b->offered_ms &&
 	       a->transferred_ms == b->transferred_ms &&
 	       a->finished_ms == b->finished_ms && a->seen_ms == b->seen_ms;
+}
+
+/* Its failed releases as the record's "failed_releases" has them (absent:
+ * an older record, its "failed_release" is compared by the caller). */
+static bool fledger_failed_as_recorded(const struct gw_device *d, json_t *a)
+{
+	json_t *e;
+	size_t i;
+	if (!a)
+		return true;
+	if (json_array_size(a) != (size_t)d->nfailed)
+		return false;
+	json_array_foreach(a, i, e)
+	{
+		const char *r =
+		    json_string_value(json_object_get(e, "release"));
+		const char *st = json_string_value(json_object_get(e, "state"));
+		if (!r || !st || strcmp(r, d->failed[i].release) != 0 ||
+		    strcmp(st, d->failed[i].rolled_back ? "rolled_back"
+							: "failed") != 0)
+			return false;
+	}
+	return true;
 }
 
 /* What fsck let through reads back as the record says. */
@@ -163,8 +212,10 @@ static bool fledger_as_recorded(const struct gw_device *d, const char *val,
 	     !strcmp(d->product, FL_S("product")) &&
 	     !strcmp(d->version, FL_S("version")) &&
 	     !strcmp(d->release, FL_S("release")) &&
-	     !strcmp(d->failed_release, FL_S("failed_release")) &&
-	     proto_state_parse(FL_S("state"), &st) == 0 && st == d->state;
+	     !strcmp(gw__failed_latest(d), FL_S("failed_release")) &&
+	     proto_state_parse(FL_S("state"), &st) == 0 && st == d->state &&
+	     fledger_failed_as_recorded(d,
+					json_object_get(o, "failed_releases"));
 #undef FL_I
 #undef FL_S
 	json_decref(o);

@@ -300,6 +300,11 @@ ev() {
     printf 'm version {"format":1}\n'
 } >"$TMP/ledger"
 seed fuzz_ledger consistent - <"$TMP/ledger"
+# dev-003 failed the release (failed_releases, and failed_release the latest) and a meta
+# record fsck knows: fsck finds it consistent, so the gateway must read the list as recorded.
+sed -e "s/\"release\":\"\",\"failed_release\":\"\",\"acked\":0/\"release\":\"\",\"failed_release\":\"$RID\",\"failed_releases\":[{\"release\":\"$RID\",\"state\":\"failed\"}],\"acked\":0/" \
+    -e 's/^m version .*/m canary_key 00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff/' \
+    "$TMP/ledger" | seed fuzz_ledger failed-releases -
 # The same with one thing wrong each (what fsck must report, the gateway survive).
 sed 's/"acked":3,/"acked":4,/' "$TMP/ledger" | seed fuzz_ledger acked-beyond -
 sed 's/"acked":1,/"acked":-1,/' "$TMP/ledger" | seed fuzz_ledger acked-negative -

@@ -2,7 +2,8 @@
 # ota-gateway fsck: the ledger check. A real campaign writes a real ledger; fsck finds it
 # consistent, also while the gateway is writing it; then each kind of damage, made with
 # lmdb-utils (mdb_dump/mdb_load) on a copy, is found and named: a record that is not
-# JSON, a dangling release reference, a counter out of bounds, a campaign counter that
+# JSON, a dangling release reference, a device's failed releases out of shape (its older
+# record with only failed_release still passes), a counter out of bounds, a campaign counter that
 # disagrees with the event log, a forged signature, a hole in the event sequence, a
 # truncated package, a damaged data file. Finally the gateway starts on a damaged ledger,
 # skips the bad record, keeps serving, and its next writes make the ledger whole again.
@@ -72,6 +73,24 @@ fresh
 put devices dev-002 "$(dev_rec dev-002 '.release = "0123456789abcdef"')"
 check "a device naming a release the ledger does not hold is found" \
     finds "$T/c" "^devices/dev-002: release '0123456789abcdef' is not in the ledger's releases"
+fresh
+put devices dev-002 "$(dev_rec dev-002 '.failed_releases = [{release: "0123456789abcdef", state: "failed"}] | .failed_release = "0123456789abcdef"')"
+check "a failed release the ledger does not hold is found" \
+    finds "$T/c" "^devices/dev-002: failed_releases\[0\] '0123456789abcdef' is not in the ledger's releases"
+fresh
+put devices dev-002 "$(dev_rec dev-002 ".failed_releases = [{release: \"$REL\", state: \"failed\"}, {release: \"$REL\", state: \"rolled_back\"}] | .failed_release = \"$REL\"")"
+check "a release failed twice is found" finds "$T/c" "^devices/dev-002: failed_releases names '$REL' twice"
+fresh
+put devices dev-002 "$(dev_rec dev-002 ".failed_releases = [{release: \"$REL\", state: \"failed\"}]")"
+check "a failed_release other than the last failed release is found" \
+    finds "$T/c" "^devices/dev-002: failed_release '' is not the last of failed_releases \('$REL'\)"
+fresh
+put devices dev-002 "$(dev_rec dev-002 '.failed_releases = [{release: .release, state: "exploded"}]')"
+check "a failed release of an unknown kind is found" \
+    finds "$T/c" '^devices/dev-002: failed_releases\[0\] is not \{"release": ID, "state": "failed" or "rolled_back"\}'
+fresh
+put devices dev-002 "$(dev_rec dev-002 "del(.failed_releases) | .failed_release = \"$REL\"")"
+check "a device record of the older format (only failed_release) is consistent" fsck_db "$T/c"
 fresh
 put devices dev-002 "$(dev_rec dev-002 '.acked = .fragments + 1')"
 check "acked beyond the fragment count is found" finds "$T/c" '^devices/dev-002: acked ([0-9]+) is more than its [0-9]+ fragments'
