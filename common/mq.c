@@ -39,7 +39,7 @@ struct mq {
 	int keepalive;
 	char *client_id;
 	/* What mq__mosq_new needs again when it moves to another broker. */
-	char *certfile, *keyfile, *will_topic;
+	char *certfile, *keyfile, *will_topic, *session_file;
 	void *will_payload;
 	size_t will_len;
 	int will_qos;
@@ -183,7 +183,6 @@ static void on_publish_cb(struct mosquitto *m, void *ud, int mid)
 
 static void on_connect_cb(struct mosquitto *m, void *ud, int rc)
 {
-	(void)m;
 	struct mq *mq = ud;
 	if (rc != 0) {
 		log_warnx("mqtt connect refused by %s:%d: %s", mq->host,
@@ -194,8 +193,12 @@ static void on_connect_cb(struct mosquitto *m, void *ud, int rc)
 	mq->fails = 0;
 	mq->last_attempts = mq->attempts;
 	mq->attempts = 0;
-	log_info("mqtt connected broker=%s id=%s attempts=%u", mq->name,
-		 mq->client_id, mq->last_attempts);
+	SSL *ssl = mosquitto_ssl_get(m);
+	log_info("mqtt connected broker=%s id=%s attempts=%u tls=%s", mq->name,
+		 mq->client_id, mq->last_attempts,
+		 !ssl			   ? "none"
+		 : SSL_session_reused(ssl) ? "resumed"
+					   : "full");
 	if (mq->cbs.on_connect)
 		mq->cbs.on_connect(mq, mq->ud);
 }
@@ -521,7 +524,8 @@ static int mq__mosq_new(struct mq *mq, char *err, size_t errlen)
 		struct mq_opts o = {.host = mq->host,
 				    .cafile = mq->cafile,
 				    .certfile = mq->certfile,
-				    .keyfile = mq->keyfile};
+				    .keyfile = mq->keyfile,
+				    .session_file = mq->session_file};
 		/* libmosquitto takes its own reference. */
 		SSL_CTX *ctx = mq__tls_ctx_get(&o, err, errlen);
 		if (!ctx)
@@ -591,6 +595,7 @@ static void mq__free(struct mq *mq)
 	free(mq->cafile);
 	free(mq->certfile);
 	free(mq->keyfile);
+	free(mq->session_file);
 	free(mq->will_topic);
 	free(mq->will_payload);
 	free(mq);
@@ -602,8 +607,10 @@ static int mq__copy_opts(struct mq *mq, const struct mq_opts *o)
 	mq->cafile = strdup(o->cafile ? o->cafile : "");
 	mq->certfile = o->certfile ? strdup(o->certfile) : NULL;
 	mq->keyfile = o->keyfile ? strdup(o->keyfile) : NULL;
+	mq->session_file = o->session_file ? strdup(o->session_file) : NULL;
 	if (!mq->client_id || !mq->cafile || (o->certfile && !mq->certfile) ||
-	    (o->keyfile && !mq->keyfile))
+	    (o->keyfile && !mq->keyfile) ||
+	    (o->session_file && !mq->session_file))
 		return -1;
 	if (!o->will_topic)
 		return 0;

@@ -46,6 +46,12 @@ struct mq_opts {
 	 * in-process restarts). The broker's certificate and host name are
 	 * checked as without it. */
 	bool shared_tls;
+	/* With shared_tls: keep the TLS session the broker gives in this file
+	 * (mode 0600, replaced whole), and offer it at the first connect of
+	 * the next process: a device that re-executes after an update
+	 * reconnects with an abbreviated handshake. NULL: in memory only. It
+	 * holds the session's secret: keep it where the key file is. */
+	const char *session_file;
 	/* 5 = speak MQTT 5 (response topic and correlation data reach
 	 * on_message5); anything else = MQTT 3.1.1. */
 	int protocol;

@@ -2,12 +2,15 @@
  * and set of files (CA, certificate, key), made once and reused by every
  * client with the same ones (a simulated fleet's in-process restarts),
  * until mq_tls_cache_clear. */
+#include <fcntl.h>
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/log.h"
 #include "common/mq.h"
@@ -31,6 +34,8 @@ static size_t tls_n, tls_cap;
  * since is checked against the CRL again) makes a full handshake. */
 struct tls_sess {
 	SSL_SESSION *s;
+	char *file; /* mq_opts.session_file, or NULL */
+	char *host; /* the context's broker host, with file */
 };
 static int tls_sess_idx = -1; /* SSL_CTX ex data: its struct tls_sess */
 static unsigned long tls_full, tls_resumed; /* handshakes done, by kind */
@@ -41,6 +46,49 @@ void mq_tls_handshakes(unsigned long *full, unsigned long *resumed)
 	*resumed = tls_resumed;
 }
 
+/* The session into its file, replaced whole (a copy cut short by a power
+ * cut is never read: at worst the next connect is a full handshake). */
+static void tls_sess_save(const struct tls_sess *ts)
+{
+	char tmp[4200];
+	if (snprintf(tmp, sizeof(tmp), "%s.tmp", ts->file) >= (int)sizeof(tmp))
+		return;
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
+	if (!f) {
+		if (fd >= 0)
+			close(fd);
+		log_warnx("TLS session: cannot write %s", tmp);
+		return;
+	}
+	int ok = PEM_write_SSL_SESSION(f, ts->s) == 1;
+	ok = fclose(f) == 0 && ok;
+	if (!ok || rename(tmp, ts->file) != 0) {
+		log_warnx("TLS session: cannot save it in %s", ts->file);
+		unlink(tmp);
+	}
+}
+
+/* The session a previous process saved, if it is for this broker host
+ * and still resumable; anything else is ignored (a full handshake). */
+static void tls_sess_load(struct tls_sess *ts, const char *host)
+{
+	FILE *f = fopen(ts->file, "r");
+	if (!f)
+		return;
+	SSL_SESSION *s = PEM_read_SSL_SESSION(f, NULL, NULL, NULL);
+	fclose(f);
+	ERR_clear_error();
+	const char *h = s ? SSL_SESSION_get0_hostname(s) : NULL;
+	if (!s || !h || strcmp(h, host) != 0 || !SSL_SESSION_is_resumable(s)) {
+		log_info("TLS session in %s: %s, not offered", ts->file,
+			 !s ? "unreadable" : "for another broker or expired");
+		SSL_SESSION_free(s);
+		return;
+	}
+	ts->s = s;
+}
+
 static int tls_new_session_cb(SSL *ssl, SSL_SESSION *sess)
 {
 	struct tls_sess *ts =
@@ -49,6 +97,10 @@ static int tls_new_session_cb(SSL *ssl, SSL_SESSION *sess)
 		return 0;
 	SSL_SESSION_free(ts->s);
 	ts->s = sess;
+	/* The broker host it is for, with it in the file (Mosquitto does
+	 * not acknowledge SNI, so OpenSSL records none). */
+	if (ts->file && SSL_SESSION_set1_hostname(sess, ts->host) == 1)
+		tls_sess_save(ts);
 	return 1; /* the reference is ours */
 }
 
@@ -73,17 +125,31 @@ static void tls_info_cb(const SSL *ssl, int where, int ret)
 		SSL_set_session((SSL *)ssl, ts->s); /* ours, not the caller's */
 }
 
-static int tls_resume_setup(SSL_CTX *ctx, struct tls_sess **out)
+static int tls_resume_setup(SSL_CTX *ctx, const struct mq_opts *o,
+			    struct tls_sess **out)
 {
 	if (tls_sess_idx < 0)
 		tls_sess_idx =
 		    SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
 	struct tls_sess *ts = calloc(1, sizeof(*ts));
+	if (ts && o->session_file &&
+	    (!(ts->file = strdup(o->session_file)) ||
+	     !(ts->host = strdup(o->host)))) {
+		free(ts->file);
+		free(ts);
+		ts = NULL;
+	}
 	if (tls_sess_idx < 0 || !ts ||
 	    SSL_CTX_set_ex_data(ctx, tls_sess_idx, ts) != 1) {
+		if (ts) {
+			free(ts->file);
+			free(ts->host);
+		}
 		free(ts);
 		return -1;
 	}
+	if (ts->file)
+		tls_sess_load(ts, o->host);
 	SSL_CTX_set_session_cache_mode(ctx,
 				       SSL_SESS_CACHE_CLIENT |
 					   SSL_SESS_CACHE_NO_INTERNAL_STORE);
@@ -156,9 +222,10 @@ fail:
 
 SSL_CTX *mq__tls_ctx_get(const struct mq_opts *o, char *err, size_t errlen)
 {
-	char key[4 * 4096 + 4];
-	int n = snprintf(key, sizeof(key), "%s%c%s%c%s%c%s", o->host, 0,
-			 o->cafile, 0, o->certfile, 0, o->keyfile);
+	char key[5 * 4096 + 5];
+	int n = snprintf(key, sizeof(key), "%s%c%s%c%s%c%s%c%s", o->host, 0,
+			 o->cafile, 0, o->certfile, 0, o->keyfile, 0,
+			 o->session_file ? o->session_file : "");
 	if (n < 0 || (size_t)n >= sizeof(key)) {
 		snprintf(err, errlen, "TLS setup: file names too long");
 		return NULL;
@@ -180,7 +247,7 @@ SSL_CTX *mq__tls_ctx_get(const struct mq_opts *o, char *err, size_t errlen)
 	SSL_CTX *ctx = tls_ctx_new(o, err, errlen);
 	struct tls_sess *ts = NULL;
 	char *k = ctx ? malloc((size_t)n) : NULL;
-	if (!k || tls_resume_setup(ctx, &ts) != 0) {
+	if (!k || tls_resume_setup(ctx, o, &ts) != 0) {
 		if (ctx)
 			snprintf(err, errlen, "out of memory");
 		free(k);
@@ -198,6 +265,8 @@ void mq_tls_cache_clear(void)
 		free(tls_cache[i].key);
 		SSL_CTX_free(tls_cache[i].ctx);
 		SSL_SESSION_free(tls_cache[i].sess->s); /* every entry has one */
+		free(tls_cache[i].sess->file);
+		free(tls_cache[i].sess->host);
 		free(tls_cache[i].sess);
 	}
 	free(tls_cache);

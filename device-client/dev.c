@@ -557,6 +557,11 @@ int dev_start(struct dev *d)
 	}
 	if (dev__will(d, &will, &wlen) != 0)
 		return -1;
+	/* The TLS session survives a re-exec in the state directory (a
+	 * fleet's in-process restart keeps it in memory): the reconnection
+	 * after an update is an abbreviated handshake (PROTOCOL.md 3). */
+	char sess[PATH_MAX];
+	util_path(sess, sizeof(sess), d->cfg.state_dir, "tls-session.pem");
 	struct mq_opts mo = {
 	    .host = d->cfg.broker_host,
 	    .port = (int)d->cfg.broker_port,
@@ -571,7 +576,8 @@ int dev_start(struct dev *d)
 	    .will_len = wlen,
 	    .will_qos = 1,
 	    .will_retain = true,
-	    .shared_tls = d->cfg.restart_inproc, /* fleet mode */
+	    .shared_tls = true,
+	    .session_file = d->cfg.restart_inproc ? NULL : sess,
 	};
 	struct mq_cbs cbs = {on_connect, on_disconnect, on_message};
 	int rc = mq_new(d->loop, &mo, &cbs, d, &d->mq, err, sizeof(err));

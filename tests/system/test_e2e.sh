@@ -21,6 +21,13 @@ for d in dev-001 dev-002 dev-003; do
     check "$d's installed payload is identical to the original" \
         cmp -s "$T/fw-1.1.0.bin" "$T/dev/$d/active/payload"
 done
+# A device re-executes into the new version; its TLS session waits in its state directory
+# (common/mqtls.c), so the reconnection is an abbreviated handshake, no certificate checked.
+check "dev-001 re-executed after installing" grep -aq "restarting (re-exec)" "$T/dev-001.log"
+check "and its reconnection resumed the TLS session it had saved" \
+    bash -c "sed -n '/restarting (re-exec)/,\$p' '$T/dev-001.log' | grep -aq 'mqtt connected .* tls=resumed'"
+check "the saved session is readable by the device's user only" \
+    test "$(stat -c %a "$T/dev/dev-001/tls-session.pem")" = 600
 check "the ledger holds stage timings for every device" \
     test "$(gw_status_json | jq '[.devices[] | select(.timings.total_ms > 0 and .timings.download_ms >= 0
         and .timings.verify_ms >= 0 and .timings.install_ms >= 0 and .timings.restart_ms >= 0)] | length')" = 3

@@ -56,6 +56,17 @@ check "after the reload a new connection with dev-002's certificate is refused" 
 resumed=$(sclient -sess_in "$T/d2.sess")
 check "  and its TLS session made before is not resumed (the reload made new ticket keys)" \
     bash -c "! grep -aq '^Reused' <<<\"\$1\" && grep -aq 'certificate revoked' <<<\"\$1\"" _ "$resumed"
+# The device itself keeps its session in its state directory across a re-exec
+# (common/mqtls.c): started again after the reload, it offers the session it saved before
+# the revocation, and is refused all the same.
+check "dev-002's device had saved a TLS session before the revocation" \
+    test -s "$T/dev/dev-002/tls-session.pem"
+mv "$T/dev-002.log" "$T/dev-002-first.log"
+device_start dev-002 1.0.0
+check "  started again after the reload with it, the device is refused" \
+    wait_until 15 "grep -q 'connection failed' '$T/dev-002.log'"
+check "  and does not connect" bash -c "! grep -q 'mqtt connected' '$T/dev-002.log'"
+stop dev-002
 check "  the broker logs it as 'certificate verify failed'" \
     bash -c "tail -n 5 '$T/broker.log' | grep -q 'certificate verify failed'"
 check "the revoked operator alice cannot connect" refused operator-alice
