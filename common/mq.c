@@ -71,6 +71,7 @@ static void mq__update_poll(struct mq *mq);
 static int mq__renew_now(struct mq *mq);
 static void mq__finish_close(struct mq *mq);
 static void mq__disconnect_now(struct mq *mq);
+static void close_wait_cb(uv_timer_t *t);
 
 static void mq__set_cur(struct mq *mq, unsigned i)
 {
@@ -175,9 +176,15 @@ static void on_publish_cb(struct mosquitto *m, void *ud, int mid)
 	struct mq *mq = ud;
 	if (mq->unsent > 0)
 		mq->unsent--;
-	if (mq->unsent == 0 && mq->close_due)
-		mq__disconnect_now(mq);
-	else if (mq->unsent == 0 && mq->renew_due)
+	if (mq->unsent == 0 && mq->close_due) {
+		/* Not from inside libmosquitto's callback, where DISCONNECT
+		 * would only be queued until the next writable event (on a
+		 * busy loop after the flush timeout: closed without it, and
+		 * the broker sends the will): at once, from the loop. */
+		mq->close_due = false;
+		uv_timer_stop(&mq->retry);
+		uv_timer_start(&mq->retry, close_wait_cb, 0, 0);
+	} else if (mq->unsent == 0 && mq->renew_due)
 		mq__renew_now(mq);
 }
 
@@ -219,13 +226,17 @@ static void on_disconnect_cb(struct mosquitto *m, void *ud, int rc)
 /* libmosquitto's own errors (TLS verification, for one) say what is wrong. */
 static void on_log_cb(struct mosquitto *m, void *ud, int level, const char *str)
 {
-	(void)m;
 	struct mq *mq = ud;
 	if (!(level & (MOSQ_LOG_ERR | MOSQ_LOG_WARNING)))
 		return;
 	/* TLS handshake failures: kept, said once per failed connection
-	 * (rate limited) by mq__connect_failed, naming the file. */
-	if (strstr(str, "host name verification failed")) {
+	 * (rate limited) by mq__connect_failed, naming the file. The host
+	 * is checked by libmosquitto ("host name verification failed") or,
+	 * with shared_tls, by OpenSSL (a verify result of its own). */
+	SSL *ssl = mosquitto_ssl_get(m);
+	if (strstr(str, "host name verification failed") ||
+	    (strstr(str, "certificate verify failed") && ssl &&
+	     SSL_get_verify_result(ssl) == X509_V_ERR_HOSTNAME_MISMATCH)) {
 		snprintf(mq->tls_err, sizeof(mq->tls_err),
 			 "the broker's certificate does not name host '%s' "
 			 "(connect by a name in its subjectAltName)",
@@ -869,9 +880,10 @@ static void mq__disconnect_now(struct mq *mq)
 static void close_wait_cb(uv_timer_t *t)
 {
 	struct mq *mq = t->data;
-	log_debug("mqtt id=%s: %u publishes still unacknowledged, "
-		  "disconnecting anyway",
-		  mq->client_id, mq->unsent);
+	if (mq->unsent > 0)
+		log_debug("mqtt id=%s: %u publishes still unacknowledged, "
+			  "disconnecting anyway",
+			  mq->client_id, mq->unsent);
 	mq__disconnect_now(mq);
 }
 
