@@ -676,8 +676,14 @@ bool gw_snd_tick(struct gw_snd_fleet *f, struct gw_snd *s, uint64_t now)
 		return false;
 	/* A member's fragments wait for the broker to fan them out to the
 	 * whole group, which its offer's RTT did not see: while other
-	 * members' acks come in, its silence is that queue, not a loss. */
-	if (s->member && (double)(now - s->grp->progress_ms) < s->rto)
+	 * members' acks come in, its silence is that queue, not a loss.
+	 * The group's silence counts only past GW_GRP_QUIET_MIN_MS: a
+	 * member's RTO comes from its offer (tens of ms), and a gateway
+	 * loop busy for longer with a large group's acks looked like
+	 * silence; every member timed out at once, and the resends fed the
+	 * next stall (10,000 devices: 131,758 fragments resent). */
+	if (s->member && (double)(now - s->grp->progress_ms) <
+			     fmax(s->rto, GW_GRP_QUIET_MIN_MS))
 		return false; /* (a member has nothing of its own to pump) */
 	bool fired = false;
 	if (s->next > s->cum && (double)(now - s->progress_ms) >= s->rto) {

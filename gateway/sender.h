@@ -31,6 +31,7 @@
 #define GW_GRP_GATHER_QUIET_MS 300.0 /* starts when 95% joined and no more */
 #define GW_GRP_GATHER_MAX_MS 5000.0  /* for this long, or this long after */
 #define GW_GRP_EJECT_MIN_MS 3000.0   /* a member may hold its group back */
+#define GW_GRP_QUIET_MIN_MS 1000.0 /* group silence before a member's timeout */
 
 /* A transfer: offered until the device answers, then sending, then done. */
 enum gw_snd_state { GW_SND_OFFERED, GW_SND_SENDING, GW_SND_DONE };

@@ -391,6 +391,42 @@ static void test_group_waits_for_held_offers(void **state)
 	}
 }
 
+/* A member's RTO comes from its offer (here 10 ms: the floor, 200 ms);
+ * a group's silence shorter than GW_GRP_QUIET_MIN_MS (a gateway loop busy
+ * with a large group's acks) times no member out; longer, it does. */
+static void test_group_quiet_floor(void **state)
+{
+	(void)state;
+	struct gw_snd_fleet f = {.ops = &sim_ops, .cap = UINT64_MAX / 2};
+	struct gw_snd_ack_info in;
+	struct sim *s = malloc(sizeof(*s));
+	sim_init(s, 0x8200, 64, 8, 3);
+	f.ctx = s;
+	s->fleet = f;
+	sim_offer(s, true);
+	s->nev = 0;
+	s->now = 10;
+	for (int k = 0; k < 3; k++) {
+		struct proto_ack a = {.tag = s->grp.rel.tag};
+		gw_snd_on_ack(&s->fleet, &s->dev[k].snd, &a, s->now, &in);
+	}
+	gw_grp_pump(&s->fleet, &s->grp, s->now);
+	assert_int_equal(s->grp.st, GW_GRP_SENDING);
+	assert_true(s->dev[0].snd.rto < GW_GRP_QUIET_MIN_MS / 2);
+	uint64_t quiet = s->grp.progress_ms;
+	for (s->now = quiet; s->now < quiet + GW_GRP_QUIET_MIN_MS; s->now += 20)
+		for (int k = 0; k < 3; k++)
+			assert_false(gw_snd_tick(&s->fleet, &s->dev[k].snd,
+						 s->now));
+	assert_int_equal(s->fleet.st.rto_fired, 0);
+	s->now = quiet + (uint64_t)GW_GRP_QUIET_MIN_MS;
+	for (int k = 0; k < 3; k++)
+		assert_true(gw_snd_tick(&s->fleet, &s->dev[k].snd, s->now));
+	assert_int_equal(s->fleet.st.rto_fired, 3);
+	sim_free(s);
+	free(s);
+}
+
 /* The window grows from 32 fragments to the offered 256 while the RTT
  * stays flat (a fast path), and stops where a bottleneck starts to queue:
  * 1000 fragments over a 30 ms path take a few round trips, not 31. */
@@ -560,6 +596,7 @@ int main(void)
 	    cmocka_unit_test(test_group_ejects_lossy_member),
 	    cmocka_unit_test(test_group_hold_cumulative),
 	    cmocka_unit_test(test_group_waits_for_held_offers),
+	    cmocka_unit_test(test_group_quiet_floor),
 	    cmocka_unit_test(test_busy_then_lost_finishes),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
