@@ -338,8 +338,11 @@ static bool gathered(const struct gw_grp *g, uint64_t now)
 	/* Every offer made so far answered is not the whole group while
 	 * the pacer holds more back: a fleet answering its first wave of
 	 * offers within 100 ms sent the rest of the wave alone (358 of
-	 * 1000 devices: 6,086 more publishes for the broker). */
-	if (g->rel.offers_held)
+	 * 1000 devices: 6,086 more publishes for the broker). For a second
+	 * at most: a group of 8,000 (the whole wave of 10,000 devices)
+	 * swamped broker, fleets and gateway with its fan-out at once. */
+	if (g->rel.offers_held &&
+	    (double)(now - g->since_ms) < GW_GRP_GATHER_HELD_MS)
 		return false;
 	return g->offered == 0 ||
 	       (most &&
@@ -655,7 +658,13 @@ enum gw_snd_ack_rc gw_snd_on_ack(struct gw_snd_fleet *f, struct gw_snd *s,
 	uint32_t sends = s->sends;
 	if (s->member && info->progress) {
 		s->grp->progress_ms = now;
-		gw_grp_pump(f, s->grp, now);
+		/* A group that published everything has nothing to send
+		 * on an ack: a pump (a walk of all members) on each member's
+		 * ack was quadratic, seconds of the gateway's loop for a
+		 * group of 8,000 (its stalls timed members out). The tick
+		 * still pumps it (the fleet cap's count, every 20 ms). */
+		if (s->grp->next < rel->nfrags)
+			gw_grp_pump(f, s->grp, now);
 	}
 	gw_snd_pump(f, s, now);
 	/* F-RTO's next ack must come from fragments sent now for the first

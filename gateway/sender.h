@@ -30,6 +30,7 @@
 #define GW_SND_FLAT_MS 25.0 /* RTT growth that is the ack delay, not a queue */
 #define GW_GRP_GATHER_QUIET_MS 300.0 /* starts when 95% joined and no more */
 #define GW_GRP_GATHER_MAX_MS 5000.0  /* for this long, or this long after */
+#define GW_GRP_GATHER_HELD_MS 1000.0 /* at most, for offers the pacer holds */
 #define GW_GRP_EJECT_MIN_MS 3000.0   /* a member may hold its group back */
 #define GW_GRP_QUIET_MIN_MS 1000.0 /* group silence before a member's timeout */
 

@@ -346,7 +346,7 @@ static void test_group_hold_cumulative(void **state)
 
 /* Every offer made so far answered is not the whole group while the
  * caller's pacing holds more offers back: the group gathers on, up to
- * GW_GRP_GATHER_MAX_MS, and starts once the held offers are made. */
+ * GW_GRP_GATHER_HELD_MS, and starts once the held offers are made. */
 static void test_group_waits_for_held_offers(void **state)
 {
 	(void)state;
@@ -367,18 +367,19 @@ static void test_group_waits_for_held_offers(void **state)
 				      &in);
 		}
 		/* All three answered: without held offers it would send. */
-		for (s->now = 10; s->now < 1000; s->now += 20) {
+		for (s->now = 10; s->now < 10 + GW_GRP_GATHER_HELD_MS - 20;
+		     s->now += 20) {
 			gw_grp_pump(&s->fleet, &s->grp, s->now);
 			assert_int_equal(s->grp.st, GW_GRP_GATHER);
 			assert_int_equal(s->grp.next, 0);
 		}
 		if (late) {
-			/* Held for good: it goes GW_GRP_GATHER_MAX_MS after
+			/* Held for good: it goes GW_GRP_GATHER_HELD_MS after
 			 * the first joined (at 10 ms). */
-			s->now = 10 + (uint64_t)GW_GRP_GATHER_MAX_MS - 20;
+			s->now = 10 + (uint64_t)GW_GRP_GATHER_HELD_MS - 1;
 			gw_grp_pump(&s->fleet, &s->grp, s->now);
 			assert_int_equal(s->grp.st, GW_GRP_GATHER);
-			s->now = 10 + (uint64_t)GW_GRP_GATHER_MAX_MS;
+			s->now = 10 + (uint64_t)GW_GRP_GATHER_HELD_MS;
 		} else {
 			s->grp.rel.offers_held = false; /* made */
 		}
