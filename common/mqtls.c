@@ -71,7 +71,7 @@ static void tls_sess_save(const struct tls_sess *ts)
 
 /* The session a previous process saved, if it is for this broker host
  * and still resumable; anything else is ignored (a full handshake). */
-static void tls_sess_load(struct tls_sess *ts, const char *host)
+static void tls_sess_load(struct tls_sess *ts)
 {
 	FILE *f = fopen(ts->file, "r");
 	if (!f)
@@ -80,7 +80,8 @@ static void tls_sess_load(struct tls_sess *ts, const char *host)
 	fclose(f);
 	ERR_clear_error();
 	const char *h = s ? SSL_SESSION_get0_hostname(s) : NULL;
-	if (!s || !h || strcmp(h, host) != 0 || !SSL_SESSION_is_resumable(s)) {
+	if (!s || !h || strcmp(h, ts->host) != 0 ||
+	    !SSL_SESSION_is_resumable(s)) {
 		log_info("TLS session in %s: %s, not offered", ts->file,
 			 !s ? "unreadable" : "for another broker or expired");
 		SSL_SESSION_free(s);
@@ -132,24 +133,21 @@ static int tls_resume_setup(SSL_CTX *ctx, const struct mq_opts *o,
 		tls_sess_idx =
 		    SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
 	struct tls_sess *ts = calloc(1, sizeof(*ts));
-	if (ts && o->session_file &&
-	    (!(ts->file = strdup(o->session_file)) ||
-	     !(ts->host = strdup(o->host)))) {
-		free(ts->file);
-		free(ts);
-		ts = NULL;
+	if (!ts)
+		return -1;
+	if (o->session_file) {
+		ts->file = strdup(o->session_file);
+		ts->host = strdup(o->host);
 	}
-	if (tls_sess_idx < 0 || !ts ||
+	if (tls_sess_idx < 0 || (o->session_file && (!ts->file || !ts->host)) ||
 	    SSL_CTX_set_ex_data(ctx, tls_sess_idx, ts) != 1) {
-		if (ts) {
-			free(ts->file);
-			free(ts->host);
-		}
+		free(ts->file);
+		free(ts->host);
 		free(ts);
 		return -1;
 	}
 	if (ts->file)
-		tls_sess_load(ts, o->host);
+		tls_sess_load(ts);
 	SSL_CTX_set_session_cache_mode(ctx,
 				       SSL_SESS_CACHE_CLIENT |
 					   SSL_SESS_CACHE_NO_INTERNAL_STORE);

@@ -317,6 +317,12 @@ static json_t *device_release(struct fsck *f, json_t *o, const char *k)
  * GW_FAILED_MAX entries {"release": a release in the ledger, "state":
  * "failed" or "rolled_back"}, each release once; "failed_release" is the
  * last one's ("" when none), as the gateway writes them. */
+static const char *failed_entry(json_t *a, size_t i)
+{
+	return json_string_value(json_object_get(json_array_get(a, i),
+						 "release"));
+}
+
 static void check_failed(struct fsck *f, json_t *o)
 {
 	json_t *a = json_object_get(o, "failed_releases"), *e;
@@ -335,8 +341,7 @@ static void check_failed(struct fsck *f, json_t *o)
 			json_array_size(a), GW_FAILED_MAX);
 	json_array_foreach(a, i, e)
 	{
-		const char *r =
-		    json_string_value(json_object_get(e, "release"));
+		const char *r = failed_entry(a, i);
 		const char *st = json_string_value(json_object_get(e, "state"));
 		if (!r || !st ||
 		    (strcmp(st, "failed") != 0 &&
@@ -353,10 +358,7 @@ static void check_failed(struct fsck *f, json_t *o)
 				"ledger's releases",
 				i, r);
 		for (size_t j = 0; j < i; j++) {
-			const char *p =
-			    json_string_value(json_object_get(json_array_get(a,
-									     j),
-							      "release"));
+			const char *p = failed_entry(a, j);
 			if (p && !strcmp(p, r)) {
 				problem(f, "failed_releases names '%s' twice",
 					r);

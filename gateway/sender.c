@@ -345,9 +345,7 @@ static bool gathered(const struct gw_grp *g, uint64_t now)
 	    (double)(now - g->since_ms) < GW_GRP_GATHER_HELD_MS)
 		return false;
 	return g->offered == 0 ||
-	       (most &&
-		(double)(now - g->joined_ms) >= GW_GRP_GATHER_QUIET_MS) ||
-	       (double)(now - g->since_ms) >= GW_GRP_GATHER_MAX_MS;
+	       (most && (double)(now - g->joined_ms) >= GW_GRP_GATHER_QUIET_MS);
 }
 
 /* Charge the time since the last look to the members that held the group

@@ -89,7 +89,7 @@ struct gw_snd_rel {
 	uint32_t tag, nfrags, window, frag_size;
 	bool halted;
 	/* The caller's offer pacing holds back offers of this release: its
-	 * group gathers on for them (at most GW_GRP_GATHER_MAX_MS). */
+	 * group gathers on for them (at most GW_GRP_GATHER_HELD_MS). */
 	bool offers_held;
 };
 

@@ -294,25 +294,33 @@ static void test_group_ejects_lossy_member(void **state)
 	assert_true(lossy <= clean + 3000 + 500);
 }
 
+/* A group of n devices offered together, every offer accepted (cum 0)
+ * by hand at t=10, nothing pumped yet; held: the pacer holds offers of
+ * the release back. */
+static struct sim *grp_accepted(uint32_t tag, uint32_t nfrags, uint32_t window,
+				int n, bool held)
+{
+	struct sim *s = malloc(sizeof(*s));
+	sim_init(s, tag, nfrags, window, n);
+	s->grp.rel.offers_held = held;
+	sim_offer(s, true);
+	s->nev = 0;
+	s->now = 10;
+	struct gw_snd_ack_info in;
+	for (int k = 0; k < n; k++) {
+		struct proto_ack a = {.tag = s->grp.rel.tag};
+		gw_snd_on_ack(&s->fleet, &s->dev[k].snd, &a, s->now, &in);
+	}
+	return s;
+}
+
 /* The hold counter is cumulative: short holds add up (the old counter
  * restarted whenever another member was slowest for a moment). */
 static void test_group_hold_cumulative(void **state)
 {
 	(void)state;
-	struct gw_snd_fleet f = {.ops = &sim_ops, .cap = UINT64_MAX / 2};
-	struct sim *s = malloc(sizeof(*s));
-	sim_init(s, 0x8000, 1000, 8, 3);
-	f.ctx = s;
-	s->fleet = f;
-	sim_offer(s, true);
-	/* Accept by hand: cum 0 for all at t=10. */
-	s->nev = 0;
-	s->now = 10;
+	struct sim *s = grp_accepted(0x8000, 1000, 8, 3, false);
 	struct gw_snd_ack_info in;
-	for (int k = 0; k < 3; k++) {
-		struct proto_ack a = {.tag = s->grp.rel.tag};
-		gw_snd_on_ack(&s->fleet, &s->dev[k].snd, &a, s->now, &in);
-	}
 	gw_grp_pump(&s->fleet, &s->grp, s->now);
 	assert_int_equal(s->grp.st, GW_GRP_SENDING);
 	assert_int_equal(s->grp.next, 8);
@@ -350,22 +358,8 @@ static void test_group_hold_cumulative(void **state)
 static void test_group_waits_for_held_offers(void **state)
 {
 	(void)state;
-	struct gw_snd_fleet f = {.ops = &sim_ops, .cap = UINT64_MAX / 2};
-	struct gw_snd_ack_info in;
 	for (int late = 0; late < 2; late++) {
-		struct sim *s = malloc(sizeof(*s));
-		sim_init(s, 0x8100, 64, 8, 3);
-		f.ctx = s;
-		s->fleet = f;
-		s->grp.rel.offers_held = true;
-		sim_offer(s, true);
-		s->nev = 0;
-		s->now = 10;
-		for (int k = 0; k < 3; k++) {
-			struct proto_ack a = {.tag = s->grp.rel.tag};
-			gw_snd_on_ack(&s->fleet, &s->dev[k].snd, &a, s->now,
-				      &in);
-		}
+		struct sim *s = grp_accepted(0x8100, 64, 8, 3, true);
 		/* All three answered: without held offers it would send. */
 		for (s->now = 10; s->now < 10 + GW_GRP_GATHER_HELD_MS - 20;
 		     s->now += 20) {
@@ -398,19 +392,7 @@ static void test_group_waits_for_held_offers(void **state)
 static void test_group_quiet_floor(void **state)
 {
 	(void)state;
-	struct gw_snd_fleet f = {.ops = &sim_ops, .cap = UINT64_MAX / 2};
-	struct gw_snd_ack_info in;
-	struct sim *s = malloc(sizeof(*s));
-	sim_init(s, 0x8200, 64, 8, 3);
-	f.ctx = s;
-	s->fleet = f;
-	sim_offer(s, true);
-	s->nev = 0;
-	s->now = 10;
-	for (int k = 0; k < 3; k++) {
-		struct proto_ack a = {.tag = s->grp.rel.tag};
-		gw_snd_on_ack(&s->fleet, &s->dev[k].snd, &a, s->now, &in);
-	}
+	struct sim *s = grp_accepted(0x8200, 64, 8, 3, false);
 	gw_grp_pump(&s->fleet, &s->grp, s->now);
 	assert_int_equal(s->grp.st, GW_GRP_SENDING);
 	assert_true(s->dev[0].snd.rto < GW_GRP_QUIET_MIN_MS / 2);
