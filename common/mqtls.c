@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/log.h"
@@ -54,7 +55,9 @@ static void tls_sess_save(const struct tls_sess *ts)
 	if (snprintf(tmp, sizeof(tmp), "%s.tmp", ts->file) >= (int)sizeof(tmp))
 		return;
 	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
+	/* A leftover copy keeps its mode through O_CREAT: the session's
+	 * secret is for the device's user only, whatever was there. */
+	FILE *f = fd >= 0 && fchmod(fd, 0600) == 0 ? fdopen(fd, "w") : NULL;
 	if (!f) {
 		if (fd >= 0)
 			close(fd);

@@ -11,6 +11,9 @@ check "gateway starts and connects" gateway_start
 for d in dev-001 dev-002 dev-003; do device_start "$d" 1.0.0; done
 check "three devices report idle 1.0.0" \
     wait_until 10 'all_devices idle 1.0.0 dev-001 dev-002 dev-003'
+# A world-readable leftover where dev-001 writes its next TLS session: the session must
+# still end up readable by the device's user only (checked after the update).
+install -m 644 /dev/null "$T/dev/dev-001/tls-session.pem.tmp"
 
 make_payload "$T/fw-1.1.0.bin" 300000
 pack sensor 1.1.0 "$T/fw-1.1.0.bin" "$T/sensor-1.1.0.ota"
