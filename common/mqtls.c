@@ -31,8 +31,9 @@ static size_t tls_n, tls_cap;
  * checked and no signature, where the broker's CPU for a full mutual-TLS
  * handshake was the largest part of what an update cost it (docs/
  * BENCHMARKS.md). A broker that does not accept it (restarted, reloaded:
- * Mosquitto makes new ticket keys on SIGHUP, so a certificate revoked
- * since is checked against the CRL again) makes a full handshake. */
+ * Mosquitto makes its TLS context anew on SIGHUP, new ticket keys and an
+ * empty session cache, so a certificate revoked since is checked against
+ * the CRL again) makes a full handshake. */
 struct tls_sess {
 	SSL_SESSION *s;
 	char *file; /* mq_opts.session_file, or NULL */

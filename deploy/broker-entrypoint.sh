@@ -11,6 +11,10 @@
 # revocation list, certs/make-certs.sh --revoke) is copied the same way: after a revocation,
 # restart the broker service (docker-compose restart broker) so that it copies and reads
 # the new list; a SIGHUP alone would re-read the old copy.
+#
+# OPENSSL_CONF: the broker's own OpenSSL configuration (deploy/mosquitto/openssl.cnf,
+# mounted at /mosquitto/config/openssl.cnf: stateful TLS session tickets, see the file).
+# OpenSSL ignores a missing file silently, so its absence is said here.
 set -eu
 SRC=${OTA_BROKER_PKI:-/pki}
 DST=${OTA_BROKER_CERTS:-/mosquitto/certs}
@@ -22,4 +26,10 @@ done
 chown mosquitto:mosquitto "$DST" "$DST/ca.crt" "$DST/broker.crt" "$DST/broker.key" "$DST/crl.pem"
 chmod 0644 "$DST/ca.crt" "$DST/broker.crt" "$DST/crl.pem"
 chmod 0600 "$DST/broker.key"
+OSSL=${OTA_BROKER_OPENSSL_CONF:-/mosquitto/config/openssl.cnf}
+if [ -r "$OSSL" ]; then
+    export OPENSSL_CONF="$OSSL"
+else
+    echo "broker-entrypoint: $OSSL is missing: OpenSSL's defaults (stateless session tickets, about twice the broker's CPU per resumed TLS handshake)" >&2
+fi
 exec /usr/sbin/mosquitto -c /mosquitto/config/mosquitto.conf

@@ -290,6 +290,13 @@ slots=$(for c in $(ctrs devices); do pm exec "$c" cat /run/ota/slot | cut -d' ' 
 check "  each replica holds its own slot ($slots)" test "$slots" = "$(seq 0 $((REPLICAS - 1)) | xargs)"
 check "  the broker is published on 127.0.0.1 only (OTA_BROKER_BIND's default)" \
     test "$(pm port "$BRC" | xargs)" = "8883/tcp -> 127.0.0.1:$OTA_BROKER_PORT"
+# The broker's environment, read from the host: mosquitto dropped root for its own user,
+# and podman's root inside the container may not read a process that did.
+br_env=$(tr '\0' '\n' <"/proc/$(podman inspect -f '{{.State.Pid}}' "$BRC")/environ" 2>/dev/null)
+check "  the broker runs with deploy/mosquitto/openssl.cnf (OPENSSL_CONF, the file mounted)" \
+    bash -c "grep -qx 'OPENSSL_CONF=/mosquitto/config/openssl.cnf' <<<\"\$1\" &&
+             podman exec '$BRC' grep -q '^Options = -SessionTicket' /mosquitto/config/openssl.cnf" \
+    _ "$br_env"
 check "  the devices' open-file limit is OTA_NOFILE's default (4096)" \
     bash -c "podman exec '${PROJ}_devices_1' grep 'Max open files' /proc/1/limits | grep -q ' 4096 \+4096 '"
 phase_done up

@@ -105,7 +105,7 @@ readme_spawn() {
     readme_shown "$prefix" || return 1
     cmd=$(readme_sub "$prefix" "$@")
     echo "# $name: $cmd" >>"$T/spawned.cmds"
-    spawn "$name" bash -c "cd '$T' && exec $cmd"
+    spawn "$name" bash -c "cd '$T' && exec env $cmd"
 }
 
 # refuses PATTERN CMD [ARGS...]: CMD exits non-zero by itself (not a signal, not timeout's
@@ -183,7 +183,8 @@ export BROKER_PORT
 mkdir -p "$T/deploy/mosquitto"
 sed "s|^listener 8883 |listener $BROKER_PORT |" "$OTA_ROOT/deploy/mosquitto/mosquitto-local.conf" \
     >"$T/deploy/mosquitto/mosquitto-local.conf"
-readme_spawn broker "mosquitto -c deploy/mosquitto/mosquitto-local.conf"
+cp "$OTA_ROOT/deploy/mosquitto/openssl.cnf" "$T/deploy/mosquitto/openssl.cnf"
+readme_spawn broker "OPENSSL_CONF=deploy/mosquitto/openssl.cnf mosquitto -c deploy/mosquitto/mosquitto-local.conf"
 check "the broker starts as written (host config, pki/ with its CRL and ACL)" \
     wait_until 10 'port_listening "$BROKER_PORT" && alive broker'
 

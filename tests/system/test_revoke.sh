@@ -38,9 +38,25 @@ sclient() {
             -CAfile "$CERTS/ca.crt" -cert "$CERTS/devices/dev-002.crt" \
             -key "$CERTS/devices/dev-002.key" -tls1_3 "$@" 2>&1
 }
+# The shipped broker keeps sessions itself (deploy/mosquitto/openssl.cnf: stateful
+# tickets): its ticket only names a session in its cache (32 bytes) where a stateless one
+# carries the whole session sealed, the client's certificate included (about 640 bytes).
+# The session kept for after the reload is the newest, the one the resumed handshake gave.
+# ticket_bytes FILE: the length of the ticket in a session saved by s_client -sess_out.
+ticket_bytes() {
+    openssl sess_id -in "$1" -noout -text |
+        awk '/TLS session ticket:/ { on = 1; next }
+             on && /^ *[0-9a-f]+ - / { h = $0; sub(/^ *[0-9a-f]+ - /, "", h)
+                                       h = substr(h, 1, 47); n += gsub(/[0-9a-f][0-9a-f]/, "", h); next }
+             { on = 0 } END { print n + 0 }'
+}
 sclient -sess_out "$T/d2.sess" >/dev/null
 check "a TLS session with dev-002's certificate, resumable before the revocation" \
-    bash -c "$(declare -f sclient); BROKER_PORT=$BROKER_PORT CERTS=$CERTS sclient -sess_in '$T/d2.sess' | grep -aq '^Reused'"
+    bash -c "$(declare -f sclient); BROKER_PORT=$BROKER_PORT CERTS=$CERTS sclient -sess_in '$T/d2.sess' -sess_out '$T/d2b.sess' | grep -aq '^Reused'"
+tb=$(ticket_bytes "$T/d2.sess")
+check "  its ticket names a session the broker keeps ($tb bytes: stateful, openssl.cnf in effect)" \
+    bash -c "[ '$tb' -gt 0 ] && [ '$tb' -le 64 ]"
+check "  the session the resumed handshake gave is saved" test -s "$T/d2b.sess"
 
 check "make-certs --revoke dev-002 --revoke ota-operator-alice" \
     certs_make --revoke dev-002 --revoke ota-operator-alice
@@ -53,8 +69,8 @@ check "  revoking an unknown id fails" \
 
 check "the broker reloads (SIGHUP)" broker_reload
 check "after the reload a new connection with dev-002's certificate is refused" refused dev-002
-resumed=$(sclient -sess_in "$T/d2.sess")
-check "  and its TLS session made before is not resumed (the reload made new ticket keys)" \
+resumed=$(sclient -sess_in "$T/d2b.sess")
+check "  and its TLS session made before is not resumed (the reload made a new TLS context)" \
     bash -c "! grep -aq '^Reused' <<<\"\$1\" && grep -aq 'certificate revoked' <<<\"\$1\"" _ "$resumed"
 # The device itself keeps its session in its state directory across a re-exec
 # (common/mqtls.c): started again after the reload, it offers the session it saved before
@@ -78,7 +94,7 @@ check "a reload leaves the revoked certificate's open session alone" \
 
 # A restart cuts it off for good; everyone else comes back by themselves.
 broker_stop
-spawn broker mosquitto -c "$T/mosquitto.conf"
+spawn broker env OPENSSL_CONF="$(broker_openssl_conf)" mosquitto -c "$T/mosquitto.conf"
 check "the broker restarts on the same port" wait_until 10 "port_listening $BROKER_PORT"
 check "dev-001, dev-003 and the gateway reconnect" \
     wait_until 30 "[ \"\$(grep -c 'mqtt connected' '$T/dev-001.log')\" -ge 2 ] &&
