@@ -173,8 +173,8 @@ fi
 # Raw rows for run.sh's summary: n kib ours_ms floor_ms cpu_ticks(broker gateway fleet)
 # floor_broker_cpu_ms floor_tool_cpu_ms gw_hwm broker_hwm floor_broker_hwm sent resent where
 [ -n "${FLEET_ROWS:-}" ] && cp "$T/rows" "$FLEET_ROWS"
-echo "| devices | package | our time | floor | ratio | CPU s: broker / gateway / devices | floor CPU s: broker / subscribers | peak RSS: gateway / broker (floor's broker) | fragments resent |"
-echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+echo "| devices | package | our time | floor | ratio | CPU s: broker / gateway / devices | floor CPU s: broker / subscribers | broker CPU: ours / floor's | peak RSS: gateway / broker (floor's broker) | fragments resent |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 while read -r n k ms fms bc gc fc fbc fcpu ghwm bhwm fbhwm sent resent where; do
     if [ "$where" = disk ]; then
         label="$(kib_label "$k"), state on disk"
@@ -182,16 +182,19 @@ while read -r n k ms fms bc gc fc fbc fcpu ghwm bhwm fbhwm sent resent where; do
         ratio=$(awk -v a="$ms" -v b="$(awk -v n="$n" -v k="$k" '$1 == n && $2 == k && $15 == "tmpfs" { print $4 }' "$T/rows")" \
             'BEGIN { if (b > 0) printf "%.1f", a / b; else print "-" }')
         fcpus="-"
+        bratio="-"
         fb="-"
     else
         label=$(kib_label "$k")
         floor=$(ms_s "$fms")
         ratio=$(awk -v a="$ms" -v b="$fms" 'BEGIN { printf "%.1f", a / b }')
         fcpus="$(awk -v m="$fbc" 'BEGIN { printf "%.1f", m / 1000 }') / $(awk -v m="$fcpu" 'BEGIN { printf "%.1f", m / 1000 }')"
+        bratio=$(awk -v t="$bc" -v hz="$CLK_TCK" -v f="$fbc" \
+            'BEGIN { if (f > 0) printf "%.2f", t * 1000 / hz / f; else print "-" }')
         fb=$(mib "$fbhwm")
     fi
     resent_pct=$(awk -v s="$sent" -v r="$resent" 'BEGIN { if (s > 0) printf "%.0f%%", 100 * r / s; else print "-" }')
-    echo "| $n | $label | $(ms_s "$ms") | $floor | **$ratio** | $(ticks_s "$bc") / $(ticks_s "$gc") / $(ticks_s "$fc") | $fcpus | $(mib "$ghwm") / $(mib "$bhwm") ($fb) | $resent / $sent ($resent_pct) |"
+    echo "| $n | $label | $(ms_s "$ms") | $floor | **$ratio** | $(ticks_s "$bc") / $(ticks_s "$gc") / $(ticks_s "$fc") | $fcpus | $bratio | $(mib "$ghwm") / $(mib "$bhwm") ($fb) | $resent / $sent ($resent_pct) |"
 done <"$T/rows"
 echo
 echo "At one device the ratio compares the fixed cost of one update (the stage latencies below:"

@@ -69,6 +69,7 @@ run() {
 }
 
 run fleet fleet.sh
+run conn_cost conn_cost.sh
 run stages stages.sh
 run links links.sh
 run gateway_rss gateway_rss.sh
@@ -251,6 +252,18 @@ tmp=$W/doc.md
         echo "  first two changes as well."
         echo
     fi
+    echo "### What one connection costs the broker"
+    echo
+    echo "Each device reconnects once after its restart: tests/tools/conncost.py connects device"
+    echo "certificates one after another, each step one stage further, and reads the broker's CPU"
+    echo "time per connection; the broker with its shipped OpenSSL configuration"
+    echo "(deploy/mosquitto/openssl.cnf: stateful session tickets, the broker keeps the sessions and"
+    echo "a resumption is a lookup) and with OpenSSL's defaults (stateless tickets: the whole"
+    echo "session sealed in the ticket, the client's certificate decoded again on every"
+    echo "resumption), alternately. Command: \`tests/bench/conn_cost.sh\` ($(sec conn_cost) s)."
+    echo
+    cat "$W/conn_cost.md"
+    echo
     echo "## Stage latencies of one update"
     echo
     echo "One device, a 1 MiB package (4 KiB fragments, window 32), $RUNS updates in a row."
