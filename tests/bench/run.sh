@@ -50,7 +50,10 @@ quick)
     ;;
 esac
 OLD=$ROOT/docs/BENCHMARKS.md
-[ -n "${ASSEMBLE_FROM:-}" ] && OUT=${ASSEMBLE_OUT:?ASSEMBLE_OUT is the file to write} OLD=${ASSEMBLE_DOC:-$OLD}
+if [ -n "${ASSEMBLE_FROM:-}" ]; then
+    OUT=${ASSEMBLE_OUT:?ASSEMBLE_OUT is the file to write}
+    OLD=${ASSEMBLE_DOC:-$OLD}
+fi
 export FLEET_ROWS=$W/fleet.rows LINK_ROWS=$W/links.rows LINK_PLOT=$PLOT HTTP_ROWS=$W/http.rows
 
 # The kept blocks of the old document, one file each in $W/kept/ (before anything runs,
@@ -95,9 +98,9 @@ tablenote() {
 orphans() {
     local f first=1
     for f in "$W"/kept/*; do
-        [ -e "$f" ] && [ ! -e "$W/used/${f##*/}" ] || continue
+        if [ ! -e "$f" ] || [ -e "$W/used/${f##*/}" ]; then continue; fi
         echo "bench: kept block ${f##*/} has no place in run.sh: appended at the end" >&2
-        [ -z "$first" ] || printf '\n## Other measurements kept from the previous document\n\n'
+        [ -z "$first" ] || printf '## Other measurements kept from the previous document\n\n'
         first=
         cat "$f"
         echo
@@ -107,7 +110,7 @@ orphans() {
 if [ -n "${ASSEMBLE_FROM:-}" ]; then
     cp "$ASSEMBLE_FROM"/* "$W"/ || exit 1
     WALL=0
-else
+else # measuring, down to the targets' rows
 for t in floor linkemu; do
     [ -x "$BUILD/tools/$t" ] || { echo "bench: $BUILD/tools/$t is missing (make bench builds it)" >&2; exit 1; }
 done
@@ -188,7 +191,7 @@ wall_verdict=$(awk -v s="$WALL" -v l="$LIMIT_MIN" 'BEGIN { if (s <= l * 60) prin
     echo "| HTTP side on (dashboard open, \`/metrics\` every 1 s) against off, $HTTP_BENCH_N devices: update time and gateway CPU at most 5% apart | update time x$HTTP_T, gateway CPU x$HTTP_C (medians of $HTTP_BENCH_PAIRS pairs) | $http_verdict (see [the HTTP side's cost](#the-http-sides-cost)) |"
     echo "| \`make $([ "$MODE" = quick ] && echo bench-quick || echo bench)\` within $LIMIT_MIN minutes on 2 cores | $((WALL / 60)) min $((WALL % 60)) s | $wall_verdict |"
 } >"$W/targets.md"
-fi
+fi # measuring
 sec() { cat "$W/$1.s"; }
 # The Deltas section (tests/bench/delta.sh, proto/PROTOCOL.md 6.4).
 delta_section() {
@@ -477,4 +480,4 @@ tmp=$W/doc.md
 mkdir -p "$(dirname "$OUT")"
 # Without the blank lines at the end (a kept block at the end of the document brings one).
 awk '/^$/ { n++; next } { for (; n > 0; n--) print ""; print }' "$tmp" >"$OUT.tmp" && mv "$OUT.tmp" "$OUT" || exit 1
-echo "wrote $OUT and $PLOT in $((WALL / 60)) min $((WALL % 60)) s"
+[ -n "${ASSEMBLE_FROM:-}" ] && echo "wrote $OUT" || echo "wrote $OUT and $PLOT in $((WALL / 60)) min $((WALL % 60)) s"
