@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # make bench / make bench-quick: run every benchmark in one go and write the document.
-# The tables are generated; edit the prose here, not in the document.
+# The tables are generated; edit the prose here, not in the document, except in its kept
+# blocks (below). tests/bench/assemble_check.sh shows where the two differ.
 #   usage: tests/bench/run.sh [BUILD_DIR] [full|quick]
 #   full:  docs/BENCHMARKS.md and docs/links.png (make bench, under 30 minutes)
 #   quick: BUILD_DIR/BENCHMARKS-quick.md and BUILD_DIR/links-quick.png (make bench-quick,
@@ -94,6 +95,12 @@ tablenote() {
     [ -n "${ASSEMBLE_FROM:-}" ] || { echo "bench: dropped the note $1: its table was measured again" >&2; return 1; }
     kept "$1"
 }
+# trim_end FILE: FILE without its blank lines at the end (run.sh puts the blank lines
+# between the parts, as assemble_check.sh takes them out).
+trim_end() {
+    awk '/^$/ { n++; next } { for (; n > 0; n--) print ""; print }' "$1" >"$1.tmp" && mv "$1.tmp" "$1"
+}
+
 # orphans: the blocks no call above printed, under their own heading and named on stderr.
 orphans() {
     local f first=1
@@ -192,6 +199,7 @@ wall_verdict=$(awk -v s="$WALL" -v l="$LIMIT_MIN" 'BEGIN { if (s <= l * 60) prin
     echo "| \`make $([ "$MODE" = quick ] && echo bench-quick || echo bench)\` within $LIMIT_MIN minutes on 2 cores | $((WALL / 60)) min $((WALL % 60)) s | $wall_verdict |"
 } >"$W/targets.md"
 fi # measuring
+for f in "$W"/*.md; do trim_end "$f" || exit 1; done
 sec() { cat "$W/$1.s"; }
 # The Deltas section (tests/bench/delta.sh, proto/PROTOCOL.md 6.4).
 delta_section() {
@@ -478,6 +486,6 @@ tmp=$W/doc.md
     orphans
 } >"$tmp" || exit 1
 mkdir -p "$(dirname "$OUT")"
-# Without the blank lines at the end (a kept block at the end of the document brings one).
-awk '/^$/ { n++; next } { for (; n > 0; n--) print ""; print }' "$tmp" >"$OUT.tmp" && mv "$OUT.tmp" "$OUT" || exit 1
+# Without the blank line a kept block at the end of the document brings.
+trim_end "$tmp" && mv "$tmp" "$OUT" || exit 1
 [ -n "${ASSEMBLE_FROM:-}" ] && echo "wrote $OUT" || echo "wrote $OUT and $PLOT in $((WALL / 60)) min $((WALL % 60)) s"
