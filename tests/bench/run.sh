@@ -1,11 +1,20 @@
 #!/usr/bin/env bash
 # make bench / make bench-quick: run every benchmark in one go and write the document.
-# The tables are generated; edit the prose here, not in the document.
+# The tables are generated; edit the prose here, not in the document, except in its kept
+# blocks (below). tests/bench/assemble_check.sh shows where the two differ.
 #   usage: tests/bench/run.sh [BUILD_DIR] [full|quick]
 #   full:  docs/BENCHMARKS.md and docs/links.png (make bench, under 30 minutes)
 #   quick: BUILD_DIR/BENCHMARKS-quick.md and BUILD_DIR/links-quick.png (make bench-quick,
 #          under 5 minutes: smaller fleets, fewer link cells, shorter caps; a first look)
 # A benchmark that fails stops the run with its reason; nothing is written then.
+# Hand-measured material in docs/BENCHMARKS.md sits between the lines <!-- kept: NAME -->
+# and <!-- /kept: NAME -->; each block is copied verbatim at the place of its `kept NAME`
+# below (quick mode too, from docs/BENCHMARKS.md). A block whose call is missing is not lost:
+# it is appended under "Other measurements kept from the previous document" and named on
+# stderr, so a 30-minute run is never thrown away for it and the diff shows it.
+# ASSEMBLE_FROM=DIR: run no benchmark; take NAME.md, NAME.s and targets.md from DIR (as
+# tests/bench/assemble_check.sh extracts them from the document) and write only the
+# document, to ASSEMBLE_OUT; the "this table was measured by hand" notes stay then.
 set -u
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BUILD=$(cd "${1:-$ROOT/build}" && pwd)
@@ -41,7 +50,74 @@ quick)
     exit 2
     ;;
 esac
+OLD=$ROOT/docs/BENCHMARKS.md
+if [ -n "${ASSEMBLE_FROM:-}" ]; then
+    OUT=${ASSEMBLE_OUT:?ASSEMBLE_OUT is the file to write}
+    OLD=${ASSEMBLE_DOC:-$OLD}
+fi
 export FLEET_ROWS=$W/fleet.rows LINK_ROWS=$W/links.rows LINK_PLOT=$PLOT HTTP_ROWS=$W/http.rows
+
+# The kept blocks of the old document, one file each in $W/kept/ (before anything runs,
+# so that a damaged marker stops the run at once).
+mkdir "$W/kept" "$W/used" || exit 1
+if [ -f "$OLD" ] && ! awk -v dir="$W/kept" '
+    function fail(msg) { printf "bench: %s line %d: %s\n", FILENAME, FNR, msg > "/dev/stderr"; bad = 1; exit 1 }
+    /^<!-- kept: [a-z0-9-]+ -->$/ {
+        if (name != "") fail("kept block " name " is not closed before the next one")
+        name = $3
+        if (name in seen) fail("two kept blocks are named " name)
+        seen[name] = 1
+    }
+    /^<!-- \/?kept/ && !/^<!-- (\/)?kept: [a-z0-9-]+ -->$/ { fail("malformed marker: " $0) }
+    name != "" { print > (dir "/" name) }
+    /^<!-- \/kept: [a-z0-9-]+ -->$/ {
+        if ($3 != name) fail("closing marker of " $3 " inside " (name == "" ? "no block" : name))
+        close(dir "/" name)
+        name = ""
+    }
+    END { if (!bad && name != "") { printf "bench: %s: kept block %s is not closed\n", FILENAME, name > "/dev/stderr"; exit 1 } }
+' "$OLD"; then
+    exit 1
+fi
+# kept NAME: the old document's block NAME verbatim, markers included, and a blank line.
+kept() {
+    [ -f "$W/kept/$1" ] || return 1
+    cat "$W/kept/$1"
+    echo
+    touch "$W/used/$1"
+}
+# tablenote NAME: a note on a table as it is now (measured by hand, or before a change):
+# printed while that table stays (assembling), dropped once this run measured it again.
+# False when nothing was printed.
+tablenote() {
+    [ -f "$W/kept/$1" ] || return 1
+    touch "$W/used/$1"
+    [ -n "${ASSEMBLE_FROM:-}" ] || { echo "bench: dropped the note $1: its table was measured again" >&2; return 1; }
+    kept "$1"
+}
+# trim_end FILE: FILE without its blank lines at the end (run.sh puts the blank lines
+# between the parts, as assemble_check.sh takes them out).
+trim_end() {
+    awk '/^$/ { n++; next } { for (; n > 0; n--) print ""; print }' "$1" >"$1.tmp" && mv "$1.tmp" "$1"
+}
+
+# orphans: the blocks no call above printed, under their own heading and named on stderr.
+orphans() {
+    local f first=1
+    for f in "$W"/kept/*; do
+        if [ ! -e "$f" ] || [ -e "$W/used/${f##*/}" ]; then continue; fi
+        echo "bench: kept block ${f##*/} has no place in run.sh: appended at the end" >&2
+        [ -z "$first" ] || printf '## Other measurements kept from the previous document\n\n'
+        first=
+        cat "$f"
+        echo
+    done
+}
+
+if [ -n "${ASSEMBLE_FROM:-}" ]; then
+    cp "$ASSEMBLE_FROM"/* "$W"/ || exit 1
+    WALL=0
+else # measuring, down to the targets' rows
 for t in floor linkemu; do
     [ -x "$BUILD/tools/$t" ] || { echo "bench: $BUILD/tools/$t is missing (make bench builds it)" >&2; exit 1; }
 done
@@ -115,6 +191,15 @@ read -r HTTP_T HTTP_C <<<"$(awk '{ m[$4, $1] = $2; c[$4, $1] = $3; if ($4 + 1 > 
     }' "$HTTP_ROWS")"
 http_verdict=$(awk -v t="$HTTP_T" -v c="$HTTP_C" 'BEGIN { if (t <= 1.05 && c <= 1.05) print "met"; else print "missed" }')
 wall_verdict=$(awk -v s="$WALL" -v l="$LIMIT_MIN" 'BEGIN { if (s <= l * 60) print "met"; else print "missed" }')
+{
+    echo "| fleet time / floor at $maxn devices, 1 MiB: at most 3.0 | **$RATIO** ($(awk -v m="$R_OURS" 'BEGIN { printf "%.1f s", m / 1000 }') against $(awk -v m="$R_FLOOR" 'BEGIN { printf "%.2f s", m / 1000 }')) | $ratio_verdict |"
+    echo "| NB-IoT-like link, windowed: update time at most 1.3x payload/bandwidth + one RTT | $nb_text | $nb_verdict |"
+    echo "| 4G-like link, 1 KiB fragments, windowed: wire bytes per payload byte at most 1.10 | $g4 | $g4_verdict |"
+    echo "| HTTP side on (dashboard open, \`/metrics\` every 1 s) against off, $HTTP_BENCH_N devices: update time and gateway CPU at most 5% apart | update time x$HTTP_T, gateway CPU x$HTTP_C (medians of $HTTP_BENCH_PAIRS pairs) | $http_verdict (see [the HTTP side's cost](#the-http-sides-cost)) |"
+    echo "| \`make $([ "$MODE" = quick ] && echo bench-quick || echo bench)\` within $LIMIT_MIN minutes on 2 cores | $((WALL / 60)) min $((WALL % 60)) s | $wall_verdict |"
+} >"$W/targets.md"
+fi # measuring
+for f in "$W"/*.md; do trim_end "$f" || exit 1; done
 sec() { cat "$W/$1.s"; }
 # The Deltas section (tests/bench/delta.sh, proto/PROTOCOL.md 6.4).
 delta_section() {
@@ -123,21 +208,22 @@ delta_section() {
     echo "and a tar of the shared libraries it links with in which libota.a is swapped for its"
     echo "build at the other commit. **Ours** is what the gateway sends: zstd frames of 256 KiB"
     echo "with the base image as prefix (zstd's \`--patch-from\` mechanism; level 19 below 4 MiB of"
-    echo "base + image, 6 below 32 MiB, else 3: proto_zenc_level; each frame made twice, its"
-    echo "literals compressed and left raw, and the smaller kept), and **zstd** the image compressed"
-    echo "the same way without a base (tests/tools/zdelta"
-    echo "runs the gateway's encoder and the device's decoder); **bsdiff** and **xdelta3 -9** are"
-    echo "the Debian tools on the same pair. Gateway CPU is to make the delta (bsdiff's for"
-    echo "scale); device CPU and peak private memory are the device's decoder applying it, fed"
-    echo "4 KiB at a time with the base mapped read-only (file-backed pages in brackets). Then the"
-    echo "real system: memory of ota-device during a big update, update times through"
-    echo "linkemu, and 1000 simulated devices taking the full image and the delta. Command:"
-    echo "\`tests/bench/delta.sh\` ($(sec delta) s)."
+    echo "base + image, 6 below 32 MiB, else 3: proto_zenc_level), each frame made twice, with its"
+    echo "literals compressed and left raw, the smaller kept; **zstd** is the image compressed"
+    echo "the same way without a base (tests/tools/zdelta runs the gateway's encoder and the device's"
+    echo "decoder); **bsdiff** and **xdelta3 -9** are the Debian tools on the same pair. Gateway CPU"
+    echo "is to make the delta (bsdiff's for scale); device CPU and peak private memory are the"
+    echo "device's decoder applying it, fed 4 KiB at a time with the base mapped read-only"
+    echo "(file-backed pages in brackets). Then the real system: memory of ota-device during a big"
+    echo "update, update times through linkemu, and 1000 simulated devices."
     echo
+    tablenote delta-tables-note || { echo "Command: \`tests/bench/delta.sh\` ($(sec delta) s)." && echo; }
     cat "$W/delta.md"
     echo
+    kept delta-findings
 }
-n_label=$maxn
+# The fleet's largest size, from the first Targets row (the same figure as maxn above).
+n_label=$(sed -n '1s/^| fleet time \/ floor at \([0-9]*\) devices.*/\1/p' "$W/targets.md")
 
 tmp=$W/doc.md
 {
@@ -154,12 +240,9 @@ tmp=$W/doc.md
     echo
     echo "| target | measured | verdict |"
     echo "| --- | --- | --- |"
-    echo "| fleet time / floor at $n_label devices, 1 MiB: at most 3.0 | **$RATIO** ($(awk -v m="$R_OURS" 'BEGIN { printf "%.1f s", m / 1000 }') against $(awk -v m="$R_FLOOR" 'BEGIN { printf "%.2f s", m / 1000 }')) | $ratio_verdict |"
-    echo "| NB-IoT-like link, windowed: update time at most 1.3x payload/bandwidth + one RTT | $nb_text | $nb_verdict |"
-    echo "| 4G-like link, 1 KiB fragments, windowed: wire bytes per payload byte at most 1.10 | $g4 | $g4_verdict |"
-    echo "| HTTP side on (dashboard open, \`/metrics\` every 1 s) against off, $HTTP_BENCH_N devices: update time and gateway CPU at most 5% apart | update time x$HTTP_T, gateway CPU x$HTTP_C (medians of $HTTP_BENCH_PAIRS pairs) | $http_verdict |"
-    echo "| \`make $([ "$MODE" = quick ] && echo bench-quick || echo bench)\` within $LIMIT_MIN minutes on 2 cores | $((WALL / 60)) min $((WALL % 60)) s | $wall_verdict |"
+    cat "$W/targets.md"
     echo
+    kept targets-by-hand
     if [ "$MODE" = full ]; then
         echo "Why targets are missed, and what would meet them, is in"
         echo "[where the time goes](#where-the-time-goes) and [links](#links-that-are-slow-and-far-away)."
@@ -188,6 +271,7 @@ tmp=$W/doc.md
     echo
     cat "$W/fleet.md"
     echo
+    kept fleet-connect-fix
     if [ "$MODE" = full ]; then
         echo "### Where the time goes"
         echo
@@ -199,7 +283,7 @@ tmp=$W/doc.md
         echo "   runs all $n_label devices' real client code, is what the update waits for, not the broker or"
         echo "   the gateway. A real fleet has a CPU per device; here broker, gateway and fleet share two."
         echo "2. **Every device reconnects after its restart.** In fleet mode a restart re-initialises"
-        echo "   the device in place (device-client/install.c, \`restart_inproc\`): a new libmosquitto"
+        echo "   the device in place (device-client/dev.c, \`restart_inproc\`): a new libmosquitto"
         echo "   client and a full mutual-TLS handshake, $n_label of them while transfers are still running"
         echo "   (the \"connecting\" row, on the devices' and on the broker's side; the TLS context with"
         echo "   the certificate and key is loaded once per device and kept). The floor's subscribers"
@@ -240,10 +324,11 @@ tmp=$W/doc.md
         echo "the image once more from flash as the final gate). What would bring the ratio further"
         echo "toward 1 (not made yet):"
         echo
-        echo "- **TLS session resumption** after the restart: an abbreviated handshake instead of a"
-        echo "  full one for each device's reconnection (libmosquitto gives no hook for"
-        echo "  \`SSL_set_session\`; it needs its own connection code or a newer library)."
-        echo "- **Checkpoints off the loop** (device-client/dev.c \`checkpoint\` and \`dev__persist\`):"
+        echo "- **TLS session resumption** after the restart: made for the simulated fleet in issue 16"
+        echo "  (below, \"The broker's CPU against the floor's\"), and for a device process that"
+        echo "  re-executes in a later round: it keeps the session in \`tls-session.pem\` in its state"
+        echo "  directory (test_e2e.sh checks that the reconnection after the re-exec resumed)."
+        echo "- **Checkpoints off the loop** (device-client/download.c \`checkpoint\`, state.c \`dev__persist\`):"
         echo "  run fdatasync and the atomic state.json write in the thread pool, as the gateway's"
         echo "  ledger commits already do; the \"state on disk\" row then approaches the tmpfs row."
         echo "- **More than one core for the simulated fleet** (several \`--fleet\` processes): on this"
@@ -264,6 +349,7 @@ tmp=$W/doc.md
     echo
     cat "$W/conn_cost.md"
     echo
+    kept broker-cpu-issue16
     echo "## Stage latencies of one update"
     echo
     echo "One device, a 1 MiB package (4 KiB fragments, window 32), $RUNS updates in a row."
@@ -279,7 +365,9 @@ tmp=$W/doc.md
     echo "delay and bandwidth, a FIFO per direction as at a bottleneck), one emulator per device"
     echo "between the device and the broker (the gateway talks to the broker directly). Profiles:"
     echo "NB-IoT-like 20 kbit/s each way and 2 s RTT, LTE-M-like 300 kbit/s and 200 ms, 4G-like"
-    echo "10 Mbit/s and 60 ms. **Windowed** is the gateway's default window (32 fragments);"
+    echo "10 Mbit/s and 60 ms. **Windowed** is the gateway's default window (32 fragments at 4 KiB;"
+    echo "at smaller fragments as many more as keep its bytes, up to 256, which the sender reaches by"
+    echo "growing from 32 while the round trip stays flat);"
     echo "**stop-and-wait** is \`\"window\":1\` in the announcement, one fragment per round trip as common"
     echo "MQTT OTA clients do. **Update** = \`mosquitto_pub\` of the announcement -> committed in the"
     echo "gateway's ledger, and in brackets its multiple of the ideal payload/bandwidth + one RTT;"
@@ -302,35 +390,18 @@ tmp=$W/doc.md
         echo "\`make bench-quick\` stays under 5 minutes."
     fi
     echo "A cell that is not done is shown as \"> cap\" with the time its rate so far (fragments"
-    echo "acknowledged per second) extrapolates to. Command: \`tests/bench/links.sh\` ($(sec links) s)."
+    echo "acknowledged per second) extrapolates to."
     echo
+    tablenote links-table-note || { echo "Command: \`tests/bench/links.sh\` ($(sec links) s)." && echo; }
     cat "$W/links.md"
+    echo
     echo "![update time and wire bytes against fragment size]($PLOT_REF)"
     echo
-    echo "What the table shows about the product (recommended changes, not made here):"
-    echo
-    echo "- **The retransmission timeout fires before the first acknowledgement can arrive** on"
-    echo "  NB-IoT: a window of fragments takes seconds to serialise at 20 kbit/s, the timer starts at"
-    echo "  1 s, and a timeout resends the whole outstanding window (gateway/xfer.c"
-    echo "  \`gw__xfer_tick\`), so windowed fragments are sent two to four times (\"sent / needed\")"
-    echo "  and the wire ratio grows with the fragment size. Resending only the oldest outstanding"
-    echo "  fragment, a first RTT sample from the offer/accept exchange, and a window that grows"
-    echo "  from a few fragments while the RTT stays flat (the design's \"window adapts to the"
-    echo "  link\"; the code keeps it fixed) would keep the link carrying new fragments only."
-    echo "- **The commit is reported late on NB-IoT** even where the transfer itself is close to"
-    echo "  the ideal: the device publishes a QoS 1 progress status every second (device-client/dev.c"
-    echo "  \`STATUS_EVERY_MS\`); their PUBACKs queue behind the resent fragments on the slow"
-    echo "  downlink, libmosquitto's 20 in-flight QoS 1 messages fill up, and the final statuses wait."
-    echo "  Progress at QoS 0, or every 10% / 30 s, removes that wait and most of the uplink bytes;"
-    echo "  at stop-and-wait with small fragments these statuses outweigh the payload itself."
-    echo "- **The window does not fill fast links at small fragments** (a fixed 32 fragments is"
-    echo "  5 KiB at 160 B, far below the LTE-M and 4G bandwidth-delay products), and fragment"
-    echo "  overhead (9-byte header, MQTT topic, TLS record) dominates below 1 KiB."
-    echo "- Stop-and-wait costs one round trip per fragment; the window hides it."
-    echo
+    kept links-issue14
     echo "## Deltas"
     echo
     delta_section
+    kept rabbitmq
     echo "## Memory and scale"
     echo
     echo "### Gateway memory per connected device"
@@ -354,11 +425,11 @@ tmp=$W/doc.md
         echo "status has not left them yet. The broker also dropped messages for the gateway (its"
         echo "\`max_queued_messages 20000\` in deploy/mosquitto/mosquitto.conf.in); those are recovered:"
         echo "the gateway asks for the retained status of a device in an update that has been silent for"
-        echo "10 s (gateway/gw.c, PROTOCOL.md section 10; tests/system/test_status_poll.sh). Not made yet:"
-        echo "spreading the restarts after an update (a random delay before the restart) or capping"
-        echo "concurrent reconnections, so that a fleet this size does not all arrive in the same second."
+        echo "10 s (gateway/gw.c, PROTOCOL.md section 10; tests/system/test_status_poll.sh)."
     fi
     echo
+    tablenote gateway-rss-note
+    kept scale
     echo "### Device client memory against package size"
     echo
     echo "One device (the real client, not a simulation) takes packages of growing size (4 KiB"
@@ -386,23 +457,35 @@ tmp=$W/doc.md
     echo "$ENC_DEVICES simulated devices (one \`ota-device --fleet\` process, group sending on, 64 KiB"
     echo "fragments) take the same 1 MiB package in clear and encrypted (proto/PROTOCOL.md section"
     echo "6.3: AES-256-GCM per fragment, the content key wrapped per device with P-256 ECDH),"
-    echo "alternately, $ENC_ROUNDS times each, on one broker and gateway in one run. Time from the"
+    echo "alternately, on one broker and gateway in one run. Time from the"
     echo "announcement to the last device committed; CPU of broker, gateway and the fleet process."
     echo "Compare the ratio, not the absolute figures: the rows were measured side by side on a"
-    echo "shared machine. Command: \`tests/bench/encrypt.sh\` ($(sec encrypt) s)."
+    echo "shared machine."
     echo
+    tablenote encrypt-table-note || { echo "Command: \`tests/bench/encrypt.sh\` ($(sec encrypt) s)." && echo; }
     cat "$W/encrypt.md"
+    echo
+    kept encrypt-changes
     echo "## The HTTP side's cost"
     echo
     echo "The same rollout with the gateway's HTTP side off, and on with the dashboard open in"
     echo "headless Chromium (live updates over the WebSocket, its device page, chart and events"
-    echo "fetched again on each change) and \`/metrics\` scraped every second; off and on"
-    echo "alternate, on one broker and one fleet, each run on a fresh ledger. Chromium runs on"
-    echo "the same two cores as broker, gateway and fleet, so the update time includes its"
-    echo "share of the machine. Command: \`tests/bench/http.sh\` ($(sec http) s)."
+    echo "fetched again on each change) and \`/metrics\` scraped every second, on one broker and one"
+    echo "fleet, each run on a fresh ledger. Chromium runs on the same two cores as broker, gateway"
+    echo "and fleet, so the update time includes its share of the machine. The pairs run off-on,"
+    echo "on-off, off-on, so that a machine getting busier or quieter weighs on both sides, and the"
+    echo "verdict is the median of the pairs' ratios (one disturbed run cannot move it). The"
+    echo "announcements say \`\"delta\":false\`: every version is the same payload, which would"
+    echo "otherwise go as a delta of a few bytes (tests/bench/env.sh does this for every benchmark"
+    echo "but delta.sh)."
     echo
+    tablenote http-table-note || { echo "Command: \`tests/bench/http.sh\` ($(sec http) s)." && echo; }
     cat "$W/http.md"
+    echo
+    kept http-pairs
+    orphans
 } >"$tmp" || exit 1
 mkdir -p "$(dirname "$OUT")"
-mv "$tmp" "$OUT"
-echo "wrote $OUT and $PLOT in $((WALL / 60)) min $((WALL % 60)) s"
+# Without the blank line a kept block at the end of the document brings.
+trim_end "$tmp" && mv "$tmp" "$OUT" || exit 1
+[ -n "${ASSEMBLE_FROM:-}" ] && echo "wrote $OUT" || echo "wrote $OUT and $PLOT in $((WALL / 60)) min $((WALL % 60)) s"
