@@ -133,6 +133,10 @@ struct dev_stats {
 	uint64_t frags_ok, frags_dup, msgs_bad, msgs_stale, acks_sent;
 	uint64_t frags_ahead; /* beyond the window (a group's, not ours) */
 	uint64_t frags_dropped_test, frags_corrupted_test;
+	/* dropped (test) that this transfer would have taken: losses to
+	 * repair, not duplicates, a group's fragments beyond our window or
+	 * fragments of no transfer of ours */
+	uint64_t frags_lost_test;
 	uint64_t frags_nobuf;	 /* no block buffer free: dropped, resent */
 	uint64_t blocks_evicted; /* gave its buffer to a lower block */
 	uint64_t blocks_ok;	 /* checked against the table and written */

@@ -504,6 +504,10 @@ void dev__on_frag(struct dev *d, const void *payload, size_t len,
 	if (d->cfg.test_drop_percent &&
 	    test_coin(d, d->cfg.test_drop_percent)) {
 		d->stats.frags_dropped_test++;
+		if (d->st == PROTO_ST_DOWNLOADING && dev__download_open(d) &&
+		    f.tag == d->tag && frag_fits(d, &f) &&
+		    dev_rx_classify(&d->rx, f.index, from_group) == DEV_RX_NEW)
+			d->stats.frags_lost_test++;
 		return;
 	}
 	if (d->st != PROTO_ST_DOWNLOADING || !dev__download_open(d) ||

@@ -41,6 +41,18 @@ bool dev_rx_all_held(const struct dev_rx *rx)
 	return rx->held && rx->cum == rx->n;
 }
 
+enum dev_rx_kind dev_rx_classify(const struct dev_rx *rx, uint32_t index,
+				 bool from_group)
+{
+	if (index >= rx->n)
+		return DEV_RX_RANGE;
+	/* The group went on without us (we left it): the gateway sends
+	 * this on our own topic when our window gets there. */
+	if (from_group && index >= rx->cum + rx->window)
+		return DEV_RX_AHEAD;
+	return dev_rx_is_held(rx, index) ? DEV_RX_DUP : DEV_RX_NEW;
+}
+
 enum dev_rx_kind dev_rx_arrive(struct dev_rx *rx, uint32_t index,
 			       bool from_group, uint64_t now)
 {
@@ -50,19 +62,13 @@ enum dev_rx_kind dev_rx_arrive(struct dev_rx *rx, uint32_t index,
 	rx->a_before = rx->cum;
 	rx->a_group = from_group;
 	rx->a_dropped = false;
-	if (index >= rx->n)
-		rx->a_kind = DEV_RX_RANGE;
-	else if (from_group && index >= rx->cum + rx->window) {
-		/* The group went on without us (we left it): the gateway
-		 * sends this on our own topic when our window gets there. */
-		rx->a_kind = DEV_RX_AHEAD;
+	rx->a_kind = dev_rx_classify(rx, index, from_group);
+	if (rx->a_kind == DEV_RX_AHEAD)
 		rx->stats.frags_ahead++;
-	} else if (dev_rx_is_held(rx, index)) {
-		rx->a_kind = DEV_RX_DUP;
+	else if (rx->a_kind == DEV_RX_DUP) {
 		rx->stats.frags_dup++;
 		rx->unacked++;
-	} else
-		rx->a_kind = DEV_RX_NEW;
+	}
 	return rx->a_kind;
 }
 

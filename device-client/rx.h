@@ -85,6 +85,9 @@ void dev_rx_free(struct dev_rx *rx);
 bool dev_rx_is_held(const struct dev_rx *rx, uint32_t i);
 bool dev_rx_all_held(const struct dev_rx *rx);
 
+/* What dev_rx_arrive would make of this fragment, changing nothing. */
+enum dev_rx_kind dev_rx_classify(const struct dev_rx *rx, uint32_t index,
+				 bool from_group);
 /* A fragment of this transfer arrived (its tag and length are checked
  * by the caller). Any arrival ends the silence of the idle ack. */
 enum dev_rx_kind dev_rx_arrive(struct dev_rx *rx, uint32_t index,

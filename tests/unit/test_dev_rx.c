@@ -139,6 +139,38 @@ static void test_group_ahead_and_range(void **state)
 	dev_rx_free(&rx);
 }
 
+/* dev_rx_classify says what dev_rx_arrive will make of a fragment and
+ * changes nothing (the test-only loss counts with it: a dropped
+ * fragment is a loss to repair only if the receiver would have taken
+ * it). Random arrivals, own topic and group, in and beyond the window,
+ * duplicates and indexes beyond the transfer. */
+static void test_classify_agrees_with_arrive(void **state)
+{
+	(void)state;
+	struct dev_rx rx;
+	unsigned seed = 11;
+	unsigned seen[DEV_RX_RANGE + 1] = {0};
+	assert_int_equal(dev_rx_init(&rx, 200, 16, 1000, 0, 0), 0);
+	uint8_t held[(200 + 7) / 8];
+	for (uint64_t now = 0; now < 3000 && !dev_rx_all_held(&rx); now++) {
+		seed = seed * 1103515245u + 12345u;
+		uint32_t i = rx.cum + (seed >> 8) % 40; /* some beyond n */
+		bool group = (seed >> 20) & 1;
+		struct dev_rx before = rx;
+		memcpy(held, rx.held, sizeof(held));
+		enum dev_rx_kind c = dev_rx_classify(&rx, i, group);
+		assert_memory_equal(&before, &rx, sizeof(rx));
+		assert_memory_equal(held, rx.held, sizeof(held));
+		enum dev_rx_kind k;
+		arrive(&rx, i, group, now, &k);
+		assert_int_equal(c, k);
+		seen[k]++;
+	}
+	for (int k = DEV_RX_NEW; k <= DEV_RX_RANGE; k++)
+		assert_true(seen[k] > 0); /* every kind was met */
+	dev_rx_free(&rx);
+}
+
 static void test_unhold_and_refused_ack_at_once(void **state)
 {
 	(void)state;
@@ -650,6 +682,7 @@ int main(void)
 	    cmocka_unit_test(test_gap_and_hole_filled_ack_at_once),
 	    cmocka_unit_test(test_duplicates),
 	    cmocka_unit_test(test_group_ahead_and_range),
+	    cmocka_unit_test(test_classify_agrees_with_arrive),
 	    cmocka_unit_test(test_unhold_and_refused_ack_at_once),
 	    cmocka_unit_test(test_checkpoint_every),
 	    cmocka_unit_test(test_idle_ack_backoff),
