@@ -629,7 +629,8 @@ void dev_stop(struct dev *d, void (*on_stopped)(struct dev *d))
 	struct rusage ru;
 	getrusage(RUSAGE_SELF, &ru);
 	log_info("device=%s stats frags_ok=%llu dup=%llu dropped_test=%llu "
-		 "lost_test=%llu corrupted_test=%llu nobuf=%llu ahead=%llu evicted=%llu "
+		 "lost_test=%llu corrupted_test=%llu "
+		 "nobuf=%llu ahead=%llu evicted=%llu "
 		 "blocks_ok=%llu "
 		 "blocks_bad=%llu "
 		 "tables_bad=%llu unauth=%llu bad=%llu stale=%llu acks=%llu "
