@@ -44,6 +44,7 @@ quick)
     export ENC_DEVICES=100 ENC_ROUNDS=1
     export HTTP_BENCH_N=100 HTTP_BENCH_PAIRS=1
     export DELTA_MEM_MIB=16
+    export CONN_N=100 CONN_ROUNDS=1
     ;;
 *)
     echo "usage: $0 [BUILD_DIR] [full|quick]" >&2
