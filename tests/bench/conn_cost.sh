@@ -36,7 +36,9 @@ declare -A LABEL=([tcp]="TCP connect and close" [tls]="TLS 1.3 handshake, resume
     [connect]="+ MQTT CONNECT (with will), CONNACK, DISCONNECT"
     [device]="+ the device's 2 SUBSCRIBEs and a retained QoS 1 status (a device's reconnection)"
     [full-connect]="full handshake + CONNECT" [full-device]="full handshake + what a device does")
-echo "| step ($N connections, mean of $ROUNDS rounds) | broker CPU per connection: stateful tickets (openssl.cnf) | stateless (OpenSSL's defaults) | stateful / stateless |"
+rounds="mean of $ROUNDS rounds"
+[ "$ROUNDS" = 1 ] && rounds="one round"
+echo "| step ($N connections, $rounds) | broker CPU per connection: stateful tickets (openssl.cnf) | stateless (OpenSSL's defaults) | stateful / stateless |"
 echo "| --- | --- | --- | --- |"
 for s in $STEPS; do
     a=$(mean "$s" stateful broker_us)
