@@ -493,6 +493,14 @@ static void rx_act(struct dev *d, unsigned act)
 		rx_timer_arm(d);
 }
 
+/* A fragment of the download under way (else stale: another release's,
+ * or one that came after the download ended). */
+static bool frag_current(const struct dev *d, const struct proto_frag *f)
+{
+	return d->st == PROTO_ST_DOWNLOADING && dev__download_open(d) &&
+	       f->tag == d->tag;
+}
+
 void dev__on_frag(struct dev *d, const void *payload, size_t len,
 		  bool from_group)
 {
@@ -504,14 +512,12 @@ void dev__on_frag(struct dev *d, const void *payload, size_t len,
 	if (d->cfg.test_drop_percent &&
 	    test_coin(d, d->cfg.test_drop_percent)) {
 		d->stats.frags_dropped_test++;
-		if (d->st == PROTO_ST_DOWNLOADING && dev__download_open(d) &&
-		    f.tag == d->tag && frag_fits(d, &f) &&
+		if (frag_current(d, &f) && frag_fits(d, &f) &&
 		    dev_rx_classify(&d->rx, f.index, from_group) == DEV_RX_NEW)
 			d->stats.frags_lost_test++;
 		return;
 	}
-	if (d->st != PROTO_ST_DOWNLOADING || !dev__download_open(d) ||
-	    f.tag != d->tag) {
+	if (!frag_current(d, &f)) {
 		d->stats.msgs_stale++;
 		return;
 	}

@@ -291,10 +291,14 @@ observers_make() {
     } >"$T/acl"
 }
 
-# broker_openssl_conf: the OpenSSL configuration the broker runs with (OPENSSL_CONF), the
-# deployment's deploy/mosquitto/openssl.cnf (stateful TLS session tickets); benchmarks set
-# BROKER_OPENSSL_CONF to compare another (e.g. an empty file: OpenSSL's defaults).
-broker_openssl_conf() { echo "${BROKER_OPENSSL_CONF:-$OTA_ROOT/deploy/mosquitto/openssl.cnf}"; }
+# broker_spawn NAME CONF: Mosquitto with configuration CONF as process NAME, with the
+# OpenSSL configuration of the deployment (OPENSSL_CONF: deploy/mosquitto/openssl.cnf,
+# stateful TLS session tickets); benchmarks set BROKER_OPENSSL_CONF to compare another
+# (e.g. an empty file: OpenSSL's defaults).
+broker_spawn() {
+    spawn "$1" env OPENSSL_CONF="${BROKER_OPENSSL_CONF:-$OTA_ROOT/deploy/mosquitto/openssl.cnf}" \
+        mosquitto -c "$2"
+}
 
 # broker_start: Mosquitto with the deployment's template and the ACL make-certs wrote on a
 # random free port (BROKER_SED: one more sed expression applied to the template, for tests
@@ -314,7 +318,7 @@ broker_start() {
         sed -e "s|@PORT@|$BROKER_PORT|g" -e "s|@BIND@|127.0.0.1|g" -e "s|@CERTS@|$CERTS|g" \
             -e "s|@ACL@|${BROKER_ACL:-$T/acl}|g" -e "s|@USER@|$(id -un)|g" \
             -e "${BROKER_SED:-}" "$OTA_ROOT/deploy/mosquitto/mosquitto.conf.in" >"$T/mosquitto.conf"
-        spawn broker env OPENSSL_CONF="$(broker_openssl_conf)" mosquitto -c "$T/mosquitto.conf"
+        broker_spawn broker "$T/mosquitto.conf"
         if wait_until 10 'port_listening "$BROKER_PORT" || ! alive broker'; then
             if alive broker; then
                 export BROKER_PORT
@@ -343,7 +347,7 @@ broker_start_as() {
         sed -e "s|@PORT@|$port|g" -e "s|@BIND@|127.0.0.1|g" -e "s|@CERTS@|$CERTS|g" \
             -e "s|@ACL@|${BROKER_ACL:-$T/acl}|g" -e "s|@USER@|$(id -un)|g" \
             -e "${BROKER_SED:-}" "$OTA_ROOT/deploy/mosquitto/mosquitto.conf.in" >"$T/$name.conf"
-        spawn "$name" env OPENSSL_CONF="$(broker_openssl_conf)" mosquitto -c "$T/$name.conf"
+        broker_spawn "$name" "$T/$name.conf"
         if wait_until 10 "port_listening $port || ! alive $name" && alive "$name"; then
             printf -v "BROKER_PORT_$name" %s "$port"
             export "BROKER_PORT_$name"

@@ -10,7 +10,7 @@ certs_make "${ids[@]}"
 broker_start || { not_ok "broker starts"; finish; }
 broker_stop
 broker_again() {
-    spawn broker env OPENSSL_CONF="$(broker_openssl_conf)" mosquitto -c "$T/mosquitto.conf"
+    broker_spawn broker "$T/mosquitto.conf"
     wait_until 10 "port_listening $BROKER_PORT"
 }
 for d in "${ids[@]}"; do device_start "$d" 1.0.0 --checkpoint-every 16; done

@@ -94,7 +94,7 @@ check "a reload leaves the revoked certificate's open session alone" \
 
 # A restart cuts it off for good; everyone else comes back by themselves.
 broker_stop
-spawn broker env OPENSSL_CONF="$(broker_openssl_conf)" mosquitto -c "$T/mosquitto.conf"
+broker_spawn broker "$T/mosquitto.conf"
 check "the broker restarts on the same port" wait_until 10 "port_listening $BROKER_PORT"
 check "dev-001, dev-003 and the gateway reconnect" \
     wait_until 30 "[ \"\$(grep -c 'mqtt connected' '$T/dev-001.log')\" -ge 2 ] &&
